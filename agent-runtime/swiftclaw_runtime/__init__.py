@@ -1,0 +1,3 @@
+"""SwiftClaw agent runtime: the data plane that serves one AgentDeployment."""
+
+__version__ = "0.1.0"

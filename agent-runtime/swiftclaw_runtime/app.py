@@ -1,0 +1,212 @@
+"""The HTTP surface: routes only, as a plain ASGI app.
+
+No web framework: a dict of routes over ASGI keeps the per-request overhead to what the
+service does, which is what the added-latency budget (p50 <= 1 ms) needs. Every failure
+is rendered in OpenAI's error shape; nothing a client sends can crash the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from . import pipeline
+from .errors import ApiError, not_found
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .routing import model_ids
+from .runtime import Runtime
+
+log = logging.getLogger("swiftclaw.app")
+access_log = logging.getLogger("swiftclaw.access")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json"
+Handler = Callable[["App", Scope, Receive, Send], Awaitable[int]]
+
+
+async def send_body(send: Send, status: int, body: bytes, content_type: bytes = JSON,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()), *(headers or [])],
+    })
+    await send({"type": "http.response.body", "body": body})
+    return status
+
+
+async def send_error(send: Send, err: ApiError) -> int:
+    headers = [(k.encode(), v.encode()) for k, v in err.headers.items()]
+    return await send_body(send, err.status, orjson.dumps(err.body()), headers=headers)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class App:
+    """ASGI callable serving one :class:`Runtime`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): App.chat_completions,
+            ("POST", "/chat/completions"): App.chat_completions,
+            ("GET", "/v1/models"): App.models,
+            ("GET", "/models"): App.models,
+            ("GET", "/healthz"): App.healthz,
+            ("GET", "/readyz"): App.readyz,
+            ("GET", "/health"): App.health,
+            ("GET", "/metrics"): App.metrics,
+        }
+        self.paths = {path for _, path in self.routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        status = 500
+        try:
+            handler = self.routes.get((scope["method"], scope["path"]))
+            if handler is None:
+                raise self._no_route(scope)
+            status = await handler(self, scope, receive, send)
+        except ApiError as err:
+            status = await send_error(send, err)
+            self.rt.metrics.errors.labels(err.code or err.type).inc()
+        except OSError:
+            status = 499  # the client went away mid-response
+        except Exception:  # last line of defence: answer, log, keep serving
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            self.rt.metrics.errors.labels("internal").inc()
+            status = await send_error(send, ApiError(
+                500, "The server had an error while processing your request.",
+                "server_error", "internal_error"))
+        if self.rt.options.access_log:
+            access_log.info(
+                "%s %s %d %.1fms", scope["method"], scope["path"], status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    def _no_route(self, scope: Scope) -> ApiError:
+        if scope["path"] in self.paths:
+            allowed = sorted(m for m, p in self.routes if p == scope["path"])
+            return ApiError(405, f"Method {scope['method']} is not allowed on {scope['path']}; "
+                            f"use {', '.join(allowed)}.", "invalid_request_error",
+                            "method_not_allowed", headers={"allow": ", ".join(allowed)})
+        return not_found(f"Unknown path {scope['path']}.", code="unknown_url")
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.rt.startup()
+                except Exception as err:
+                    await send({"type": "lifespan.startup.failed", "message": str(err)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.rt.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The request body, refusing wrong content types and bodies over the limit."""
+        limit = self.rt.options.max_body_bytes
+        content_type = (header(scope, b"content-type") or "").lower()
+        if not content_type.startswith("application/json"):
+            raise ApiError(
+                415, f"Unsupported 'Content-Type' header {content_type or '(none)'!r}: "
+                "send 'application/json'.", "invalid_request_error", "unsupported_media_type",
+                param="Content-Type")
+        too_large = ApiError(
+            413, f"The request body is larger than the {limit} bytes this agent accepts.",
+            "invalid_request_error", "request_too_large")
+        length = header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise OSError("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    # --- routes -------------------------------------------------------------------
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> int:
+        rt = self.rt
+        rt.metrics.in_flight.inc()
+        try:
+            body = await self.read_body(scope, receive)
+            result = await pipeline.chat(
+                rt, header(scope, b"authorization"), header(scope, b"x-request-id"), body
+            )
+            if isinstance(result, pipeline.JsonResult):
+                return await send_body(send, result.status, result.body, headers=result.headers)
+            await send({
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream; charset=utf-8"),
+                            (b"cache-control", b"no-cache"),
+                            (b"x-accel-buffering", b"no"), *result.headers],
+            })
+            events = result.events
+            try:
+                async for event in events:
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            finally:
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            return 200
+        finally:
+            rt.metrics.in_flight.dec()
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> int:
+        self.rt.keys.authenticate(header(scope, b"authorization"))
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "swiftclaw"}
+                for m in model_ids(self.rt.policy, self.rt.name)]
+        return await send_body(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def healthz(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await send_body(send, 200, b'{"status":"ok"}')
+
+    async def readyz(self, scope: Scope, receive: Receive, send: Send) -> int:
+        h = self.rt.health
+        if h.ready:
+            return await send_body(send, 200, b'{"ready":true}')
+        reason = "draining" if h.draining else "starting"
+        return await send_body(send, 503, orjson.dumps({"ready": False, "reason": reason}))
+
+    async def health(self, scope: Scope, receive: Receive, send: Send) -> int:
+        status, body = await self.rt.health.detail()
+        return await send_body(send, status, orjson.dumps(body))
+
+    async def metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await send_body(send, 200, self.rt.metrics.render(),
+                               METRICS_CONTENT_TYPE.encode())

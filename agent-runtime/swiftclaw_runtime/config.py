@@ -1,0 +1,470 @@
+"""The agent policy: one pydantic definition for the manifest, the CRD and the pod's config.
+
+The operator embeds :class:`AgentPolicy` as the ``spec`` of an ``AgentDeployment`` and
+renders it into the runtime config a pod loads, so the manifest, the CRD schema and the
+runtime all validate against the same model. Field names on the wire are camelCase as in
+Kubernetes; Python attributes are snake_case.
+
+Cross-field rules (fallbacks name declared providers, the default tier exists, ...) live
+in :func:`reference_issues` so that each error carries the exact field path, and the
+operator mirrors them as CEL rules in the CRD.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "swiftclaw.dev"
+API_VERSION = "v1alpha1"
+KIND = "AgentDeployment"
+RUNTIME_CONFIG_KIND = "RuntimeConfig"
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MODEL_REF_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s/][^\s]*$"
+URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s]*)?$"
+# Templated context URLs may hold {user} and {tenant} placeholders.
+TEMPLATE_URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s]*)?$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+ModelRef = Annotated[str, Field(min_length=3, max_length=253, pattern=MODEL_REF_PATTERN)]
+
+
+class Model(BaseModel):
+    """Base for every policy model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+# --- agent -------------------------------------------------------------------------
+
+
+class ContextSource(Model):
+    """An HTTP source fetched for each request and added to the prompt."""
+
+    name: Name
+    url: Annotated[str, Field(max_length=2048, pattern=TEMPLATE_URL_PATTERN)]
+    timeout_ms: Annotated[int, Field(ge=1, le=60_000, alias="timeoutMs")] = 300
+    cache_ttl_seconds: Annotated[int, Field(ge=0, le=86_400, alias="cacheTTLSeconds")] = 0
+
+
+class AgentSpec(Model):
+    """What the agent says and how much it may read."""
+
+    system_prompt: Annotated[str, Field(max_length=100_000)] = ""
+    max_input_tokens: Annotated[int, Field(ge=1, le=2_000_000)] = 8_000
+    max_output_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    context: Annotated[list[ContextSource], Field(max_length=16)] = []
+
+
+# --- providers and models ----------------------------------------------------------
+
+
+class SecretKeyRef(Model):
+    """A key inside a Kubernetes Secret in the AgentDeployment's namespace."""
+
+    name: Name
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+ProviderType = Literal["openai", "openai-compatible", "anthropic", "gemini"]
+
+
+class ProviderSpec(Model):
+    """An upstream model API. Keys come from a Secret (in cluster) or the environment."""
+
+    name: Name
+    type: ProviderType
+    base_url: Annotated[str, Field(max_length=2048, pattern=URL_PATTERN, alias="baseURL")]
+    api_key_secret_ref: Annotated[SecretKeyRef | None, Field(alias="apiKeySecretRef")] = None
+    api_key_env: Annotated[str | None, Field(max_length=253, pattern=ENV_NAME_PATTERN)] = None
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 512
+
+
+class TierSpec(Model):
+    """A model tier: the model it calls, its prices (USD per 1M tokens) and its fallbacks."""
+
+    name: Name
+    model: ModelRef
+    input_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="inputPer1M")] = 0.0
+    output_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="outputPer1M")] = 0.0
+    fallbacks: Annotated[list[ModelRef], Field(max_length=8)] = []
+
+
+class RoutingSpec(Model):
+    """How a request picks a tier when it does not name one."""
+
+    strategy: Literal["complexity", "fixed"] = "complexity"
+    default: Name | None = None
+
+
+class ModelsSpec(Model):
+    tiers: Annotated[list[TierSpec], Field(min_length=1, max_length=16)]
+    routing: RoutingSpec = RoutingSpec()
+
+
+# --- cache -------------------------------------------------------------------------
+
+
+class ExactCacheSpec(Model):
+    enabled: bool = True
+    ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 3600
+
+
+class SemanticCacheSpec(Model):
+    enabled: bool = False
+    ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 1800
+    threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.9
+
+
+class RedisSpec(Model):
+    """Where the shared state lives: a Redis the operator runs, an external one, or none."""
+
+    mode: Literal["managed", "external", "none"] = "managed"
+    url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="urlSecretRef")] = None
+    storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
+    backup_schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
+
+
+class CacheSpec(Model):
+    exact: ExactCacheSpec = ExactCacheSpec()
+    semantic: SemanticCacheSpec = SemanticCacheSpec()
+    redis: RedisSpec = RedisSpec()
+
+
+# --- reliability -------------------------------------------------------------------
+
+
+class RetrySpec(Model):
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    initial_backoff_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
+    max_backoff_ms: Annotated[int, Field(ge=0, le=300_000)] = 8_000
+
+
+class CircuitBreakerSpec(Model):
+    failure_threshold: Annotated[int, Field(ge=1, le=10_000)] = 5
+    window_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+    open_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    half_open_probes: Annotated[int, Field(ge=1, le=100)] = 1
+
+
+class ReliabilitySpec(Model):
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    retry: RetrySpec = RetrySpec()
+    circuit_breaker: CircuitBreakerSpec = CircuitBreakerSpec()
+
+
+# --- limits, budget, scaling, SLO ----------------------------------------------------
+
+
+class RateLimit(Model):
+    requests_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1, le=10_000_000_000)] | None = None
+
+
+class RateLimitsSpec(Model):
+    per_user: RateLimit | None = None
+    global_: Annotated[RateLimit | None, Field(alias="global")] = None
+
+
+class BudgetSpec(Model):
+    daily_usd: Annotated[float | None, Field(gt=0, le=10_000_000, alias="dailyUSD")] = None
+    per_user_daily_usd: Annotated[
+        float | None, Field(gt=0, le=1_000_000, alias="perUserDailyUSD")
+    ] = None
+    alert_at_percent: Annotated[int, Field(ge=1, le=100)] = 80
+    on_exceeded: Literal["reject", "downgrade", "alert"] = "downgrade"
+
+
+class ScalingSpec(Model):
+    min_replicas: Annotated[int, Field(ge=0, le=1000)] = 2
+    max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
+    target_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 20
+
+
+class SLOSpec(Model):
+    p95_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
+    error_rate_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
+
+
+class AuthSpec(Model):
+    """Bearer API keys mapped to tenant and user, from a Secret or a file."""
+
+    required: bool = True
+    api_keys_secret_ref: Annotated[SecretKeyRef | None, Field(alias="apiKeysSecretRef")] = None
+
+
+# --- the whole policy ----------------------------------------------------------------
+
+
+class AgentPolicy(Model):
+    """Everything an AgentDeployment says about how its agent is served."""
+
+    agent: AgentSpec = AgentSpec()
+    providers: Annotated[list[ProviderSpec], Field(min_length=1, max_length=32)]
+    models: ModelsSpec
+    cache: CacheSpec = CacheSpec()
+    reliability: ReliabilitySpec = ReliabilitySpec()
+    rate_limits: RateLimitsSpec = RateLimitsSpec()
+    budget: BudgetSpec = BudgetSpec()
+    scaling: ScalingSpec = ScalingSpec()
+    slo: SLOSpec = SLOSpec()
+    auth: AuthSpec = AuthSpec()
+
+    def provider(self, name: str) -> ProviderSpec:
+        """The provider called ``name`` (the reference rules guarantee it exists)."""
+        return next(p for p in self.providers if p.name == name)
+
+    def tier(self, name: str) -> TierSpec:
+        return next(t for t in self.models.tiers if t.name == name)
+
+    @property
+    def default_tier(self) -> TierSpec:
+        """The routing default, else the middle tier (cheapest first, so a fair middle)."""
+        if self.models.routing.default:
+            return self.tier(self.models.routing.default)
+        tiers = self.models.tiers
+        return tiers[(len(tiers) - 1) // 2]
+
+
+# --- loading and errors ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldIssue:
+    """One problem with a config, at a field path such as ``spec.models.tiers[1].name``."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A manifest or runtime config that does not validate; lists every issue found."""
+
+    def __init__(self, issues: list[FieldIssue], source: str = "config") -> None:
+        self.issues = issues
+        self.source = source
+        lines = "\n".join(f"  {i}" for i in issues)
+        super().__init__(f"{source} is invalid ({len(issues)} problem(s)):\n{lines}")
+
+
+def format_path(prefix: str, loc: Iterable[int | str]) -> str:
+    """``("models", "tiers", 1, "name")`` -> ``spec.models.tiers[1].name``."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _issues_from_validation(err: ValidationError, prefix: str) -> list[FieldIssue]:
+    issues = []
+    for e in err.errors(include_url=False):
+        # Union members add their type name to the location; drop those segments.
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p[:1].isupper())]
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "string_pattern_mismatch":
+            msg = f"{e['input']!r} does not match {e['ctx']['pattern']}"
+        issues.append(FieldIssue(format_path(prefix, loc), msg))
+    return issues
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    provider, _, model = ref.partition("/")
+    return provider, model
+
+
+def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIssue]:
+    """Cross-field rules: names unique, references resolve, bounds ordered."""
+    issues: list[FieldIssue] = []
+    provider_names = [p.name for p in policy.providers]
+    for i, name in enumerate(provider_names):
+        if name in provider_names[:i]:
+            issues.append(FieldIssue(f"{prefix}.providers[{i}].name", f"duplicate name {name!r}"))
+    for i, p in enumerate(policy.providers):
+        if p.api_key_secret_ref and p.api_key_env:
+            issues.append(
+                FieldIssue(
+                    f"{prefix}.providers[{i}]",
+                    "set apiKeySecretRef or apiKeyEnv, not both",
+                )
+            )
+    tier_names = [t.name for t in policy.models.tiers]
+    for i, t in enumerate(policy.models.tiers):
+        path = f"{prefix}.models.tiers[{i}]"
+        if t.name in tier_names[:i]:
+            issues.append(FieldIssue(f"{path}.name", f"duplicate name {t.name!r}"))
+        provider, _ = _split_ref(t.model)
+        if provider not in provider_names:
+            issues.append(FieldIssue(f"{path}.model", f"unknown provider {provider!r}"))
+        for j, fb in enumerate(t.fallbacks):
+            fb_provider, _ = _split_ref(fb)
+            if fb_provider not in provider_names:
+                issues.append(
+                    FieldIssue(f"{path}.fallbacks[{j}]", f"unknown provider {fb_provider!r}")
+                )
+            if fb == t.model:
+                issues.append(
+                    FieldIssue(f"{path}.fallbacks[{j}]", "a tier cannot fall back to its own model")
+                )
+            if fb in t.fallbacks[:j]:
+                issues.append(FieldIssue(f"{path}.fallbacks[{j}]", f"duplicate fallback {fb!r}"))
+    default = policy.models.routing.default
+    if default is not None and default not in tier_names:
+        issues.append(
+            FieldIssue(f"{prefix}.models.routing.default", f"unknown tier {default!r}")
+        )
+    retry = policy.reliability.retry
+    if retry.initial_backoff_ms > retry.max_backoff_ms:
+        issues.append(
+            FieldIssue(
+                f"{prefix}.reliability.retry.initialBackoffMs",
+                "must not exceed maxBackoffMs",
+            )
+        )
+    scaling = policy.scaling
+    if scaling.min_replicas > scaling.max_replicas:
+        issues.append(
+            FieldIssue(f"{prefix}.scaling.minReplicas", "must not exceed maxReplicas")
+        )
+    budget = policy.budget
+    if (
+        budget.daily_usd is not None
+        and budget.per_user_daily_usd is not None
+        and budget.per_user_daily_usd > budget.daily_usd
+    ):
+        issues.append(
+            FieldIssue(f"{prefix}.budget.perUserDailyUSD", "must not exceed dailyUSD")
+        )
+    redis = policy.cache.redis
+    if redis.mode == "external" and redis.url_secret_ref is None:
+        issues.append(
+            FieldIssue(f"{prefix}.cache.redis.urlSecretRef", "required when mode is external")
+        )
+    if redis.mode != "external" and redis.url_secret_ref is not None:
+        issues.append(
+            FieldIssue(f"{prefix}.cache.redis.urlSecretRef", "only allowed when mode is external")
+        )
+    context_names = [c.name for c in policy.agent.context]
+    for i, name in enumerate(context_names):
+        if name in context_names[:i]:
+            issues.append(
+                FieldIssue(f"{prefix}.agent.context[{i}].name", f"duplicate name {name!r}")
+            )
+    return issues
+
+
+def parse_policy(spec: Mapping[str, Any], source: str = "config", prefix: str = "spec") -> AgentPolicy:
+    """Validate a ``spec`` mapping into a policy, or raise :class:`ConfigError`."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError([FieldIssue(prefix, "must be a mapping")], source)
+    try:
+        policy = AgentPolicy.model_validate(spec)
+    except ValidationError as err:
+        raise ConfigError(_issues_from_validation(err, prefix), source) from None
+    issues = reference_issues(policy, prefix)
+    if issues:
+        raise ConfigError(issues, source)
+    return policy
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated policy with the identity of the AgentDeployment it came from."""
+
+    name: str
+    namespace: str
+    policy: AgentPolicy
+
+
+def parse_document(doc: Any, source: str = "config") -> LoadedConfig:
+    """Accept an ``AgentDeployment`` manifest or the ``RuntimeConfig`` the operator renders."""
+    if not isinstance(doc, Mapping):
+        raise ConfigError([FieldIssue("(document)", "must be a YAML/JSON mapping")], source)
+    issues: list[FieldIssue] = []
+    api_version = doc.get("apiVersion")
+    kind = doc.get("kind")
+    if api_version != f"{API_GROUP}/{API_VERSION}":
+        issues.append(
+            FieldIssue("apiVersion", f"expected '{API_GROUP}/{API_VERSION}', got {api_version!r}")
+        )
+    if kind not in (KIND, RUNTIME_CONFIG_KIND):
+        issues.append(FieldIssue("kind", f"expected {KIND} or {RUNTIME_CONFIG_KIND}, got {kind!r}"))
+    metadata = doc.get("metadata") or {}
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+        issues.append(FieldIssue("metadata.name", f"must be a DNS label, got {name!r}"))
+    if "spec" not in doc:
+        issues.append(FieldIssue("spec", "required"))
+    if issues:
+        raise ConfigError(issues, source)
+    policy = parse_policy(doc["spec"], source)
+    namespace = metadata.get("namespace") or "default"
+    return LoadedConfig(name=str(name), namespace=str(namespace), policy=policy)
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read a manifest or runtime config file (YAML or JSON; the first document is used)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError([FieldIssue("(file)", f"cannot read {p}: {err.strerror}")], str(p)) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        raise ConfigError([FieldIssue("(document)", f"not valid YAML: {err}")], str(p)) from None
+    agents = [d for d in docs if isinstance(d, Mapping) and d.get("kind") in (KIND, RUNTIME_CONFIG_KIND)]
+    if not agents:
+        raise ConfigError(
+            [FieldIssue("kind", f"no {KIND} or {RUNTIME_CONFIG_KIND} document in the file")], str(p)
+        )
+    return parse_document(agents[0], str(p))
+
+
+def render_runtime_config(name: str, namespace: str, policy: AgentPolicy) -> dict[str, Any]:
+    """The document a runtime pod loads: the policy, defaults filled in, no secrets."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": RUNTIME_CONFIG_KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": policy.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def inactive_features(policy: AgentPolicy) -> list[str]:
+    """Configured features this runtime version does not act on yet (logged at startup)."""
+    out = []
+    if policy.cache.exact.enabled:
+        out.append("cache.exact")
+    if policy.cache.semantic.enabled:
+        out.append("cache.semantic")
+    if policy.models.routing.strategy == "complexity" and len(policy.models.tiers) > 1:
+        out.append("models.routing.strategy=complexity (requests use the default tier)")
+    if policy.rate_limits.per_user or policy.rate_limits.global_:
+        out.append("rateLimits")
+    if policy.budget.daily_usd or policy.budget.per_user_daily_usd:
+        out.append("budget")
+    if policy.agent.context:
+        out.append("agent.context")
+    return out

@@ -1,0 +1,253 @@
+"""Calling a tier's model: retries, Retry-After, circuit breakers and the fallback chain.
+
+Order of attempts for a tier: its model, then each fallback. Each target gets up to
+``retry.maxAttempts`` attempts with full-jitter backoff between them, never past the
+request's deadline. A target is skipped while its breaker is open, and while its provider
+is cooling down after a 429 (unless it is the last target left, in which case the
+request waits out the Retry-After if the deadline allows). A provider's 4xx (other than
+401/403/408/409/429) is the client's problem and is returned as is, without fallback.
+
+Streams are opened the same way, and count as answered once their first chunk arrives:
+before that, a failure falls back transparently; after it, see :mod:`pipeline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .config import AgentPolicy, TierSpec
+from .errors import ApiError
+from .metrics import Metrics
+from .providers import Completion, Provider, StreamUsage, UpstreamError
+from .resilience import BreakerState, CircuitBreaker, Cooldown, Deadline, Clock, backoff_delay
+from .schemas import ChatRequest
+
+log = logging.getLogger("swiftclaw.dispatch")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One provider/model pair that a tier may call."""
+
+    provider: str
+    model: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    @classmethod
+    def parse(cls, ref: str) -> Target:
+        provider, _, model = ref.partition("/")
+        return cls(provider, model)
+
+
+@dataclass
+class Served:
+    """Which target answered, and whether it was a fallback."""
+
+    target: Target
+    fallback: bool
+    attempts: int
+
+
+@dataclass
+class OpenStream:
+    """A stream whose first chunk has arrived; iterate ``rest`` for the others."""
+
+    served: Served
+    first: dict[str, Any]
+    rest: AsyncIterator[dict[str, Any]]
+    usage: StreamUsage = field(default_factory=StreamUsage)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        policy: AgentPolicy,
+        providers: dict[str, Provider],
+        metrics: Metrics,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.providers = providers
+        self.metrics = metrics
+        self.retry = policy.reliability.retry
+        self.timeout_seconds = policy.reliability.timeout_seconds
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.cooldowns = {name: Cooldown(clock) for name in providers}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._targets: dict[str, list[Target]] = {}
+        for tier in policy.models.tiers:
+            targets = [Target.parse(ref) for ref in (tier.model, *tier.fallbacks)]
+            self._targets[tier.name] = targets
+            for t in targets:
+                if t.ref not in self.breakers:
+                    self.breakers[t.ref] = self._new_breaker(t)
+
+    def _new_breaker(self, target: Target) -> CircuitBreaker:
+        gauge = self.metrics.breaker_state.labels(target.provider, target.model)
+        gauge.set(BreakerState.CLOSED)
+
+        def on_change(state: BreakerState) -> None:
+            gauge.set(state)
+            log.warning("circuit breaker %s is now %s", target.ref, state.name.lower())
+
+        return CircuitBreaker(self.policy.reliability.circuit_breaker, self._clock, on_change)
+
+    def targets(self, tier: TierSpec) -> list[Target]:
+        return self._targets[tier.name]
+
+    async def complete(self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any],
+                       deadline: Deadline) -> tuple[Completion, Served]:
+        async def attempt(target: Target, timeout: float) -> Completion:
+            provider = self.providers[target.provider]
+            return await provider.complete(target.model, request, payload, timeout)
+
+        return await self._run(tier, deadline, attempt)
+
+    async def open_stream(self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any],
+                          deadline: Deadline) -> OpenStream:
+        async def attempt(target: Target, timeout: float) -> OpenStream:
+            usage = StreamUsage()
+            provider = self.providers[target.provider]
+            gen = provider.stream(target.model, request, payload, usage, self.timeout_seconds)
+            try:
+                first = await anext(gen)
+            except StopAsyncIteration:
+                raise UpstreamError("protocol", "stream ended before any data") from None
+            except BaseException:
+                await _aclose(gen)
+                raise
+            placeholder = Served(target, False, 0)
+            return OpenStream(placeholder, first, gen, usage)
+
+        stream, served = await self._run(tier, deadline, attempt)
+        stream.served = served
+        return stream
+
+    def record_stream_failure(self, target: Target, err: UpstreamError) -> None:
+        """A stream broke after its first chunk: the provider still failed."""
+        if err.trips_breaker:
+            self.breakers[target.ref].record_failure(str(err))
+
+    async def _run(self, tier: TierSpec, deadline: Deadline,
+                   attempt_fn: Callable[[Target, float], Awaitable[T]]) -> tuple[T, Served]:
+        failures: list[str] = []
+        targets = self._targets[tier.name]
+        for index, target in enumerate(targets):
+            last = index == len(targets) - 1
+            breaker = self.breakers[target.ref]
+            cooldown = self.cooldowns[target.provider]
+            attempts = 0
+            while attempts < self.retry.max_attempts:
+                cooling = cooldown.wait()
+                if cooling > 0 and not last:
+                    failures.append(f"{target.ref}: rate limited, Retry-After {cooling:.1f}s left")
+                    break
+                wait = cooling
+                if attempts > 0:
+                    wait = max(wait, backoff_delay(attempts, self.retry, self._rng))
+                if wait > 0:
+                    if wait >= deadline.remaining():
+                        failures.append(f"{target.ref}: next try in {wait:.1f}s would pass the deadline")
+                        break
+                    await asyncio.sleep(wait)
+                if not breaker.allow():
+                    failures.append(
+                        f"{target.ref}: circuit open for {breaker.retry_in():.0f}s more "
+                        f"after '{breaker.last_error}'"
+                    )
+                    break
+                timeout = deadline.remaining()
+                if timeout <= 0:
+                    breaker.release()
+                    break
+                attempts += 1
+                started = self._clock()
+                try:
+                    try:
+                        async with asyncio.timeout(timeout):
+                            result = await attempt_fn(target, timeout)
+                    except TimeoutError:
+                        raise UpstreamError("timeout", f"no answer within {timeout:.1f}s") from None
+                    except UpstreamError:
+                        raise
+                    except asyncio.CancelledError:
+                        breaker.release()
+                        raise
+                    except Exception as err:  # an adapter bug must not escape as a crash
+                        log.exception("provider %s failed unexpectedly", target.provider)
+                        raise UpstreamError("protocol", f"{type(err).__name__}") from err
+                except UpstreamError as err:
+                    self._observe(target, started, err.kind)
+                    if err.kind == "rate_limited" and err.retry_after:
+                        cooldown.hold(err.retry_after)
+                    if err.trips_breaker:
+                        breaker.record_failure(str(err))
+                    elif err.kind == "client":
+                        breaker.record_success()  # it answered; the request was at fault
+                        raise _client_error(target, err) from None
+                    else:
+                        breaker.release()
+                    failures.append(f"{target.ref}: {err}")
+                    if not err.retryable:
+                        break
+                    if attempts < self.retry.max_attempts:
+                        self.metrics.retries.labels(target.provider, target.model, err.kind).inc()
+                    continue
+                self._observe(target, started, "ok")
+                breaker.record_success()
+                if index > 0:
+                    self.metrics.fallbacks.labels(tier.name, target.ref).inc()
+                return result, Served(target, index > 0, attempts)
+        raise self._exhausted(tier, deadline, failures)
+
+    def _observe(self, target: Target, started: float, outcome: str) -> None:
+        self.metrics.upstream_seconds.labels(target.provider, target.model, outcome).observe(
+            self._clock() - started
+        )
+
+    def _exhausted(self, tier: TierSpec, deadline: Deadline, failures: list[str]) -> ApiError:
+        detail = "; ".join(failures) or "no target could be tried"
+        # The runtime already retried and fell back: tell SDKs not to retry on top of it.
+        headers = {"x-should-retry": "false"}
+        if deadline.expired:
+            return ApiError(
+                504,
+                f"Tier '{tier.name}' did not answer within the {self.timeout_seconds:g}s "
+                f"deadline. Tried: {detail}",
+                "timeout_error", "upstream_timeout", headers=headers,
+            )
+        return ApiError(
+            503,
+            f"All models of tier '{tier.name}' failed. Tried: {detail}",
+            "service_unavailable_error", "upstream_unavailable", headers=headers,
+        )
+
+
+def _client_error(target: Target, err: UpstreamError) -> ApiError:
+    status = err.status if err.status and 400 <= err.status < 500 else 400
+    return ApiError(
+        status, f"{target.ref} rejected the request: {err.message}",
+        "invalid_request_error", "upstream_rejected",
+    )
+
+
+async def _aclose(gen: AsyncIterator[Any]) -> None:
+    aclose = getattr(gen, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # closing a broken stream may fail too; nothing to save
+            log.debug("closing a failed stream raised", exc_info=True)

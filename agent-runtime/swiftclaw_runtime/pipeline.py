@@ -1,0 +1,155 @@
+"""The request path of ``POST /v1/chat/completions``, transport aside.
+
+auth -> parse -> route -> prompt build -> dispatch (retries, breakers, fallbacks) ->
+record -> respond. Caching, complexity routing, rate limits and budgets slot in between
+these steps in a later version.
+
+Streams: headers are sent only when the first chunk is in hand, so any failure before
+that falls back transparently. If a provider fails after that, the stream ends with one
+``data: {"error": {...}}`` event in OpenAI's error shape, then ``data: [DONE]`` (the
+official SDKs raise ``APIError`` on such an event).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .dispatch import OpenStream, Served
+from .errors import ApiError, invalid_request
+from .providers import UpstreamError
+from .resilience import Deadline
+from .routing import resolve_tier
+from .runtime import Runtime
+from .schemas import ChatRequest, Message, message_text, parse_chat_request
+from .sse import DONE, encode_event
+from .tokens import estimate_message_tokens
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class JsonResult:
+    status: int
+    body: bytes
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass
+class StreamResult:
+    headers: Headers
+    events: AsyncIterator[bytes]
+
+
+def decode_json(body: bytes) -> Any:
+    if not body:
+        raise invalid_request("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise invalid_request(
+            f"We could not parse the JSON body of your request: {err}.", code="invalid_json"
+        ) from None
+
+
+def build_prompt(rt: Runtime, request: ChatRequest, payload: dict[str, Any]) -> tuple[
+        ChatRequest, dict[str, Any]]:
+    """Prepend the agent's system prompt, enforce its input budget and cap its output."""
+    agent = rt.policy.agent
+    if agent.system_prompt:
+        system = Message(role="system", content=agent.system_prompt)
+        request = request.model_copy(update={"messages": [system, *request.messages]})
+        payload = dict(payload, messages=[{"role": "system", "content": agent.system_prompt},
+                                          *payload["messages"]])
+    estimated = estimate_message_tokens([message_text(m) for m in request.messages])
+    if estimated > agent.max_input_tokens:
+        raise invalid_request(
+            f"The messages hold about {estimated} tokens; this agent accepts at most "
+            f"{agent.max_input_tokens} (spec.agent.maxInputTokens).",
+            param="messages", code="context_length_exceeded",
+        )
+    cap = agent.max_output_tokens
+    if cap is not None and (request.output_limit is None or request.output_limit > cap):
+        request = request.model_copy(update={"max_tokens": cap, "max_completion_tokens": None})
+        payload = {k: v for k, v in payload.items() if k != "max_completion_tokens"}
+        payload["max_tokens"] = cap
+    return request, payload
+
+
+def _served_headers(request_id: str, tier: str, served: Served) -> Headers:
+    return [
+        (b"x-request-id", request_id.encode()),
+        (b"x-swiftclaw-tier", tier.encode()),
+        (b"x-swiftclaw-model", served.target.ref.encode()),
+        (b"x-swiftclaw-fallback", b"true" if served.fallback else b"false"),
+        (b"x-swiftclaw-attempts", str(served.attempts).encode()),
+    ]
+
+
+async def chat(rt: Runtime, authorization: str | None, request_id: str | None,
+               body: bytes) -> JsonResult | StreamResult:
+    """Serve one chat completion; raises :class:`ApiError` for anything a client sees."""
+    started = time.perf_counter()
+    request_id = request_id or uuid.uuid4().hex
+    rt.keys.authenticate(authorization)
+    payload = decode_json(body)
+    request = parse_chat_request(payload)
+    tier = resolve_tier(rt.policy, rt.name, request.model)
+    request, payload = build_prompt(rt, request, payload)
+    deadline = Deadline(rt.policy.reliability.timeout_seconds)
+    m = rt.metrics
+    if not request.stream:
+        try:
+            completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
+        except ApiError:
+            m.requests.labels(tier.name, "none", "error").inc()
+            raise
+        model = served.target.ref
+        m.requests.labels(tier.name, model, "fallback" if served.fallback else "ok").inc()
+        m.tokens.labels(tier.name, model, "in").inc(completion.prompt_tokens)
+        m.tokens.labels(tier.name, model, "out").inc(completion.completion_tokens)
+        m.request_seconds.labels(tier.name, "false").observe(time.perf_counter() - started)
+        return JsonResult(200, orjson.dumps(completion.body),
+                          _served_headers(request_id, tier.name, served))
+    try:
+        stream = await rt.dispatcher.open_stream(tier, request, payload, deadline)
+    except ApiError:
+        m.requests.labels(tier.name, "none", "error").inc()
+        raise
+    m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
+    headers = _served_headers(request_id, tier.name, stream.served)
+    return StreamResult(headers, _relay(rt, tier.name, stream, started))
+
+
+async def _relay(rt: Runtime, tier: str, stream: OpenStream, started: float) -> AsyncIterator[bytes]:
+    """Forward an open stream; a failure after the first chunk ends it with an error event."""
+    m = rt.metrics
+    model = stream.served.target.ref
+    outcome = "fallback" if stream.served.fallback else "ok"
+    try:
+        yield encode_event(stream.first)
+        try:
+            async for chunk in stream.rest:
+                yield encode_event(chunk)
+        except UpstreamError as err:
+            outcome = "error"
+            rt.dispatcher.record_stream_failure(stream.served.target, err)
+            m.errors.labels("stream_interrupted").inc()
+            yield encode_event(ApiError(
+                502, f"{model} failed after the stream started: {err}",
+                "server_error", "stream_interrupted",
+            ).body())
+        yield DONE
+    finally:
+        aclose = getattr(stream.rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        m.requests.labels(tier, model, outcome).inc()
+        m.tokens.labels(tier, model, "in").inc(stream.usage.prompt_tokens)
+        m.tokens.labels(tier, model, "out").inc(stream.usage.completion_tokens)
+        m.request_seconds.labels(tier, "true").observe(time.perf_counter() - started)

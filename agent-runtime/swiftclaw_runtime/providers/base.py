@@ -1,0 +1,89 @@
+"""What every provider adapter offers: a call and a stream, both in OpenAI's shape."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..schemas import ChatRequest
+
+FailureKind = Literal["connect", "timeout", "rate_limited", "server", "auth", "client", "protocol"]
+
+RETRYABLE: frozenset[str] = frozenset({"connect", "timeout", "rate_limited", "server", "protocol"})
+# A 429 is the provider protecting itself: honour Retry-After, but it is not broken.
+TRIPS_BREAKER: frozenset[str] = frozenset({"connect", "timeout", "server", "auth", "protocol"})
+
+
+class UpstreamError(Exception):
+    """A failed call to a provider, classified so that retry and fallback can decide."""
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind: FailureKind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE
+
+    @property
+    def trips_breaker(self) -> bool:
+        return self.kind in TRIPS_BREAKER
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}" if self.status is None else (
+            f"{self.kind} (HTTP {self.status}): {self.message}"
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished chat completion in OpenAI's ``chat.completion`` shape, with its usage."""
+
+    body: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class StreamUsage:
+    """Filled in while a stream runs; read after it ends."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Provider(abc.ABC):
+    """One upstream API. Implementations translate to and from OpenAI's shape."""
+
+    name: str
+    type: str
+
+    @abc.abstractmethod
+    async def complete(self, model: str, request: ChatRequest, payload: dict[str, Any],
+                       timeout: float) -> Completion:
+        """One non-streaming call; ``timeout`` is the time left before the deadline."""
+
+    @abc.abstractmethod
+    def stream(self, model: str, request: ChatRequest, payload: dict[str, Any],
+               usage: StreamUsage, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """OpenAI ``chat.completion.chunk`` dicts; fills ``usage`` as it goes."""
+
+    @abc.abstractmethod
+    async def probe(self, timeout: float) -> None:
+        """Raise :class:`UpstreamError` if the provider cannot be reached (health checks)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

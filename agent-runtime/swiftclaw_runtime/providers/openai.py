@@ -1,0 +1,63 @@
+"""OpenAI and OpenAI-compatible APIs (vLLM, Ollama, LM Studio, ...): a near pass-through."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from ..schemas import ChatRequest
+from ..sse import iter_data
+from .base import Completion, StreamUsage, UpstreamError
+from .http import HttpClient, HttpProvider, stream_timeout
+
+
+class OpenAIProvider(HttpProvider):
+    def __init__(self, name: str, type_: str, base_url: str, api_key: str | None,
+                 max_connections: int) -> None:
+        self.name = name
+        self.type = type_
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = HttpClient(base_url, headers, max_connections)
+
+    async def complete(self, model: str, request: ChatRequest, payload: dict[str, Any],
+                       timeout: float) -> Completion:
+        body = dict(payload, model=model, stream=False)
+        body.pop("stream_options", None)
+        data = await self.http.post_json("/chat/completions", body, timeout)
+        if not isinstance(data.get("choices"), list):
+            raise UpstreamError("protocol", "response has no 'choices'")
+        usage = data.get("usage") or {}
+        return Completion(data, int(usage.get("prompt_tokens") or 0),
+                          int(usage.get("completion_tokens") or 0))
+
+    async def stream(self, model: str, request: ChatRequest, payload: dict[str, Any],
+                     usage: StreamUsage, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        # Always ask for usage so tokens can be counted; the client only sees the usage
+        # chunk if it asked for it.
+        body = dict(payload, model=model, stream=True,
+                    stream_options={"include_usage": True})
+        async with self.http.post("/chat/completions", body, stream_timeout(idle_timeout)) as resp:
+            async for data in iter_data(resp.content):
+                if data == b"[DONE]":
+                    return
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError("protocol", "stream event is not JSON") from None
+                if not isinstance(chunk, dict):
+                    raise UpstreamError("protocol", "stream event is not a JSON object")
+                if "error" in chunk:
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else str(err)
+                    raise UpstreamError("server", f"error in stream: {msg}")
+                u = chunk.get("usage")
+                if isinstance(u, dict):
+                    usage.prompt_tokens = int(u.get("prompt_tokens") or 0)
+                    usage.completion_tokens = int(u.get("completion_tokens") or 0)
+                    if not chunk.get("choices") and not request.wants_stream_usage:
+                        continue
+                    if not request.wants_stream_usage:
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                yield chunk

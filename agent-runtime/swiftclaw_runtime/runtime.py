@@ -1,0 +1,68 @@
+"""One served agent: its config and the live parts built from it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .auth import ApiKeyStore
+from .config import AgentPolicy, LoadedConfig, inactive_features
+from .credentials import resolve_provider_key
+from .dispatch import Dispatcher
+from .health import Health
+from .metrics import Metrics
+from .providers import Provider, build_provider
+
+log = logging.getLogger("swiftclaw.runtime")
+
+
+@dataclass
+class RuntimeOptions:
+    """What comes from the process (flags, environment) rather than the manifest."""
+
+    redis_url: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    access_log: bool = False
+    drain_seconds: float = 0.0
+    grace_seconds: float = 30.0
+
+
+@dataclass
+class Runtime:
+    config: LoadedConfig
+    keys: ApiKeyStore
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics()
+        self.providers: dict[str, Provider] = {
+            p.name: build_provider(p, resolve_provider_key(p)) for p in self.policy.providers
+        }
+        self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
+        self.health = Health(self.providers, self.dispatcher, self.options.redis_url)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def policy(self) -> AgentPolicy:
+        return self.config.policy
+
+    async def startup(self) -> None:
+        for p in self.policy.providers:
+            if p.api_key_env and not resolve_provider_key(p):
+                log.warning("provider %s: environment variable %s is not set",
+                            p.name, p.api_key_env)
+        if self.keys.required and len(self.keys) == 0:
+            log.warning("auth is required but no API keys are loaded: every request gets 401")
+        pending = inactive_features(self.policy)
+        if pending:
+            log.info("configured but not active in this runtime version: %s", ", ".join(pending))
+        self.health.started = True
+        log.info("agent %s/%s serving tiers %s", self.config.namespace, self.name,
+                 ", ".join(t.name for t in self.policy.models.tiers))
+
+    async def shutdown(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()

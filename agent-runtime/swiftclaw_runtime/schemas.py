@@ -1,0 +1,104 @@
+"""The OpenAI chat-completions request as the runtime accepts it.
+
+Validation is strict (no silent string-to-number coercion, as OpenAI itself) and every
+error names its parameter. Parameters the runtime does not interpret (``tools``,
+``response_format``, ``seed``, ...) are kept and forwarded to the provider.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ApiError, invalid_request
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """``POST /v1/chat/completions`` body."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=4096)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+    @property
+    def output_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def wants_stream_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def message_text(message: Message) -> str:
+    """The text of a message; non-text parts (images, audio) contribute nothing."""
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.text or "" for p in content if p.type == "text")
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "list[ContentPart]", "list[str]", "none", "int", "float", "bool"):
+            continue  # union member names are not part of the parameter path
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def parse_chat_request(payload: Any) -> ChatRequest:
+    """Validate a decoded JSON body, or raise a 400 that names the first bad parameter."""
+    if not isinstance(payload, dict):
+        raise invalid_request("The request body must be a JSON object.", code="invalid_body")
+    try:
+        return ChatRequest.model_validate(payload)
+    except ValidationError as err:
+        errors = err.errors(include_url=False)
+        first = errors[0]
+        param = _param(first["loc"])
+        if first["type"] == "missing":
+            message = f"Missing required parameter: '{param}'."
+            code = "missing_required_parameter"
+        else:
+            message = f"Invalid value for '{param}': {first['msg']}."
+            code = "invalid_value"
+        if len(errors) > 1:
+            message += f" ({len(errors) - 1} more problem(s) in the request.)"
+        raise ApiError(400, message, "invalid_request_error", code, param) from None

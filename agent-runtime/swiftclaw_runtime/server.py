@@ -1,0 +1,67 @@
+"""Running the app under uvicorn (uvloop + httptools), with a graceful drain.
+
+On SIGTERM (or SIGINT) readiness turns false at once; after ``drain_seconds`` (time for
+Kubernetes to take the pod out of its Service) the listener closes, and requests in
+flight, streams included, get ``grace_seconds`` to finish. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import FrameType
+
+import uvicorn
+
+from .app import App
+from .runtime import Runtime
+
+log = logging.getLogger("swiftclaw.server")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        health = self.runtime.health
+        delay = self.runtime.options.drain_seconds
+        if health.draining or delay <= 0 or self._loop is None:
+            health.draining = True
+            super().handle_exit(sig, frame)
+            return
+        health.draining = True
+        log.info("signal %d: draining, not ready; closing the listener in %.1fs", sig, delay)
+        loop = self._loop
+        loop.call_soon_threadsafe(loop.call_later, delay, super().handle_exit, sig, None)
+
+
+def make_server(runtime: Runtime, host: str, port: int, fd: int | None = None) -> DrainingServer:
+    config = uvicorn.Config(
+        App(runtime),
+        host=host,
+        port=port,
+        fd=fd,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=75,
+        backlog=4096,
+        timeout_graceful_shutdown=int(runtime.options.grace_seconds),
+    )
+    return DrainingServer(config, runtime)
+
+
+def serve(runtime: Runtime, host: str, port: int) -> None:
+    make_server(runtime, host, port).run()

@@ -1,0 +1,391 @@
+"""A simulated LLM provider over real HTTP, for demos, tests and load tests.
+
+It speaks OpenAI's chat completions, Anthropic's Messages and Gemini's generateContent
+(streaming included), answers each prompt deterministically (same model and prompt, same
+answer), and misbehaves on demand: a latency distribution, an error rate, 429s with
+Retry-After, outage windows, and a control endpoint that flips it into error, rate-limit
+or hang mode while it runs.
+
+``POST /_sim/control`` ``{"mode": "normal|error|ratelimit|hang", "count": N, "retryAfter": s}``
+``GET /_sim/stats`` -> requests served, arrival times (seconds since start), modes seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from .providers.shapes import chunk_body, completion_body, completion_id, usage_chunk
+from .sse import DONE, encode_event
+from .tokens import estimate_message_tokens
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+WORDS = (
+    "agents answer quickly when the runtime routes each request to the cheapest model that "
+    "can handle it while caches absorb repeats and breakers keep failures contained so "
+    "users see steady latency and teams see predictable cost every day across regions"
+).split()
+MODES = ("normal", "error", "ratelimit", "hang")
+
+
+def parse_latency(spec: str) -> Callable[[random.Random], float]:
+    """``fixed:50``, ``uniform:20,80``, ``normal:400,100``, ``lognormal:400,0.5`` (ms).
+
+    ``lognormal:M,S`` has median M ms and shape S, a fair model of real LLM latency.
+    """
+    kind, _, args = spec.partition(":")
+    try:
+        nums = [float(x) for x in args.split(",")] if args else []
+    except ValueError:
+        raise ValueError(f"latency {spec!r}: numbers expected after ':'") from None
+    if kind == "fixed" and len(nums) == 1:
+        return lambda rng: nums[0] / 1000
+    if kind == "uniform" and len(nums) == 2:
+        return lambda rng: rng.uniform(nums[0], nums[1]) / 1000
+    if kind == "normal" and len(nums) == 2:
+        return lambda rng: max(0.0, rng.gauss(nums[0], nums[1])) / 1000
+    if kind == "lognormal" and len(nums) == 2:
+        mu = math.log(nums[0])
+        return lambda rng: rng.lognormvariate(mu, nums[1]) / 1000
+    raise ValueError(
+        f"latency {spec!r}: use fixed:MS, uniform:LO,HI, normal:MEAN,SD or lognormal:MEDIAN,SIGMA"
+    )
+
+
+def parse_outage(spec: str) -> tuple[float, float]:
+    """``START:DURATION`` in seconds since the simulator started."""
+    start, _, duration = spec.partition(":")
+    try:
+        return float(start), float(duration)
+    except ValueError:
+        raise ValueError(f"outage {spec!r}: use START:DURATION in seconds") from None
+
+
+@dataclass
+class SimConfig:
+    latency: str = "fixed:50"
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after: float = 1.0
+    outages: list[tuple[float, float]] = field(default_factory=list)
+    outage_mode: str = "error"
+    stream_pace_ms: float = 5.0
+    require_key: str | None = None
+    seed: int | None = None
+
+
+@lru_cache(maxsize=4096)
+def answer_for(model: str, prompt: str, limit: int | None) -> tuple[str, ...]:
+    """The deterministic answer: 8-48 words chosen by a hash of model and prompt."""
+    seed = int.from_bytes(hashlib.sha256(f"{model}\n{prompt}".encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    n = rng.randint(8, 48)
+    if limit is not None:
+        n = min(n, limit)
+    return tuple(rng.choice(WORDS) for _ in range(n))
+
+
+def _texts_openai(body: dict[str, Any]) -> list[str]:
+    out = []
+    for m in body.get("messages") or []:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, str):
+            out.append(c)
+        elif isinstance(c, list):
+            out.append("".join(p.get("text", "") for p in c if isinstance(p, dict)))
+    return out
+
+
+def _texts_anthropic(body: dict[str, Any]) -> list[str]:
+    out = [body["system"]] if isinstance(body.get("system"), str) else []
+    for m in body.get("messages") or []:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, str):
+            out.append(c)
+    return out
+
+
+def _texts_gemini(body: dict[str, Any]) -> list[str]:
+    out = []
+    system = body.get("systemInstruction") or {}
+    for part in system.get("parts") or []:
+        out.append(part.get("text", ""))
+    for c in body.get("contents") or []:
+        out.append("".join(p.get("text", "") for p in c.get("parts") or []))
+    return out
+
+
+class Simulator:
+    """ASGI app of the simulated provider."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.latency = parse_latency(config.latency)
+        self.started = time.monotonic()
+        self.requests = 0
+        self.arrivals: deque[float] = deque(maxlen=10_000)
+        self.mode = "normal"
+        self.mode_count: int | None = None
+        self.mode_retry_after = config.retry_after
+
+    # --- behaviour -----------------------------------------------------------------
+
+    def _now(self) -> float:
+        return time.monotonic() - self.started
+
+    def _current_mode(self) -> str:
+        if self.mode != "normal":
+            if self.mode_count is not None:
+                if self.mode_count <= 0:
+                    self.mode, self.mode_count = "normal", None
+                    return "normal"
+                self.mode_count -= 1
+            return self.mode
+        t = self._now()
+        for start, duration in self.config.outages:
+            if start <= t < start + duration:
+                return self.config.outage_mode
+        if self.config.error_rate and self.rng.random() < self.config.error_rate:
+            return "error"
+        if self.config.rate_limit_rate and self.rng.random() < self.config.rate_limit_rate:
+            return "ratelimit"
+        return "normal"
+
+    # --- ASGI ----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/_sim/stats" and method == "GET":
+            await self._json(send, 200, self.stats())
+            return
+        if method == "GET" and (path.endswith("/models") or path == "/healthz"):
+            await self._json(send, 200, {"object": "list", "data": [
+                {"id": "sim-model", "object": "model", "created": 0, "owned_by": "sim"}]})
+            return
+        body_bytes = await self._read(receive)
+        if path == "/_sim/control" and method == "POST":
+            await self._control(send, body_bytes)
+            return
+        shape = self._shape(path)
+        if method != "POST" or shape is None:
+            await self._json(send, 404, {"error": {"message": f"no route {method} {path}",
+                                                   "type": "invalid_request_error"}})
+            return
+        self.requests += 1
+        self.arrivals.append(round(self._now(), 4))
+        if self.config.require_key and not self._has_key(scope, shape):
+            await self._error(send, shape, 401, "invalid api key")
+            return
+        try:
+            body = orjson.loads(body_bytes)
+            if not isinstance(body, dict):
+                raise ValueError("body is not an object")
+        except ValueError:
+            await self._error(send, shape, 400, "invalid JSON body")
+            return
+        mode = self._current_mode()
+        if mode == "hang":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
+        await asyncio.sleep(self.latency(self.rng))
+        if mode == "error":
+            await self._error(send, shape, 500, "simulated upstream failure")
+            return
+        if mode == "ratelimit":
+            await self._error(send, shape, 429, "simulated rate limit",
+                              [(b"retry-after", f"{self.mode_retry_after:g}".encode())])
+            return
+        await self._answer(send, shape, path, body)
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    def _shape(self, path: str) -> str | None:
+        if path.endswith("/chat/completions"):
+            return "openai"
+        if path.endswith("/messages"):
+            return "anthropic"
+        if path.endswith(":generateContent") or path.endswith(":streamGenerateContent"):
+            return "gemini"
+        return None
+
+    def _has_key(self, scope: Scope, shape: str) -> bool:
+        want = self.config.require_key or ""
+        headers = dict(scope["headers"])
+        if shape == "openai":
+            return headers.get(b"authorization", b"") == f"Bearer {want}".encode()
+        if shape == "anthropic":
+            return headers.get(b"x-api-key", b"") == want.encode()
+        return headers.get(b"x-goog-api-key", b"") == want.encode()
+
+    async def _control(self, send: Send, body_bytes: bytes) -> None:
+        try:
+            body = orjson.loads(body_bytes or b"{}")
+            mode = body.get("mode", "normal")
+            if mode not in MODES:
+                raise ValueError(f"mode must be one of {MODES}")
+            count = body.get("count")
+            if count is not None and (not isinstance(count, int) or count < 0):
+                raise ValueError("count must be a non-negative integer")
+            retry_after = float(body.get("retryAfter", self.config.retry_after))
+        except (ValueError, AttributeError, TypeError) as err:
+            await self._json(send, 400, {"error": {"message": str(err)}})
+            return
+        self.mode, self.mode_count, self.mode_retry_after = mode, count, retry_after
+        await self._json(send, 200, {"mode": mode, "count": count})
+
+    def stats(self) -> dict[str, Any]:
+        return {"requests": self.requests, "arrivals": list(self.arrivals), "mode": self.mode,
+                "uptime": round(self._now(), 3)}
+
+    async def _json(self, send: Send, status: int, obj: Any,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        body = orjson.dumps(obj)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _error(self, send: Send, shape: str, status: int, message: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if shape == "anthropic":
+            kind = {429: "rate_limit_error", 401: "authentication_error",
+                    400: "invalid_request_error"}.get(status, "api_error")
+            obj: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+        elif shape == "gemini":
+            obj = {"error": {"code": status, "message": message, "status": "UNAVAILABLE"}}
+        else:
+            obj = {"error": {"message": message, "type": "server_error" if status >= 500
+                             else "invalid_request_error", "param": None, "code": None}}
+        await self._json(send, status, obj, headers)
+
+    # --- answers -------------------------------------------------------------------
+
+    async def _answer(self, send: Send, shape: str, path: str, body: dict[str, Any]) -> None:
+        if shape == "openai":
+            model = str(body.get("model", "sim-model"))
+            texts = _texts_openai(body)
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            stream = bool(body.get("stream"))
+        elif shape == "anthropic":
+            model = str(body.get("model", "sim-model"))
+            texts = _texts_anthropic(body)
+            limit = body.get("max_tokens")
+            stream = bool(body.get("stream"))
+        else:
+            model = path.rsplit("/", 1)[-1].split(":", 1)[0]
+            texts = _texts_gemini(body)
+            limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
+            stream = path.endswith(":streamGenerateContent")
+        words = answer_for(model, texts[-1] if texts else "", limit if isinstance(limit, int) else None)
+        prompt_tokens = estimate_message_tokens(texts)
+        finish = "length" if isinstance(limit, int) and len(words) >= limit else "stop"
+        if not stream:
+            text = " ".join(words)
+            if shape == "openai":
+                obj = completion_body(completion_id(), model, text, finish, prompt_tokens, len(words))
+            elif shape == "anthropic":
+                obj = {"id": "msg_" + completion_id()[9:], "type": "message", "role": "assistant",
+                       "model": model, "content": [{"type": "text", "text": text}],
+                       "stop_reason": "max_tokens" if finish == "length" else "end_turn",
+                       "usage": {"input_tokens": prompt_tokens, "output_tokens": len(words)}}
+            else:
+                obj = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+                                       "finishReason": "MAX_TOKENS" if finish == "length" else "STOP"}],
+                       "usageMetadata": {"promptTokenCount": prompt_tokens,
+                                         "candidatesTokenCount": len(words)}}
+            await self._json(send, 200, obj)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        events = {"openai": self._openai_events, "anthropic": self._anthropic_events,
+                  "gemini": self._gemini_events}[shape]
+        pace = self.config.stream_pace_ms / 1000
+        async for event in events(model, words, finish, prompt_tokens, body):
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            if pace:
+                await asyncio.sleep(pace)
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _openai_events(self, model: str, words: tuple[str, ...], finish: str,
+                             prompt_tokens: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        id_, created = completion_id(), int(time.time())
+        yield encode_event(chunk_body(id_, model, created, {"role": "assistant", "content": ""}))
+        for i, w in enumerate(words):
+            yield encode_event(chunk_body(id_, model, created, {"content": w if i == 0 else " " + w}))
+        yield encode_event(chunk_body(id_, model, created, {}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield encode_event(usage_chunk(id_, model, created, prompt_tokens, len(words)))
+        yield DONE
+
+    async def _anthropic_events(self, model: str, words: tuple[str, ...], finish: str,
+                                prompt_tokens: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        def ev(name: str, obj: dict[str, Any]) -> bytes:
+            return f"event: {name}\n".encode() + encode_event(obj)
+
+        yield ev("message_start", {"type": "message_start", "message": {
+            "id": "msg_" + completion_id()[9:], "type": "message", "role": "assistant",
+            "model": model, "content": [], "usage": {"input_tokens": prompt_tokens,
+                                                     "output_tokens": 0}}})
+        yield ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                         "content_block": {"type": "text", "text": ""}})
+        for i, w in enumerate(words):
+            yield ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                "type": "text_delta", "text": w if i == 0 else " " + w}})
+        yield ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+        yield ev("message_delta", {"type": "message_delta", "delta": {
+            "stop_reason": "max_tokens" if finish == "length" else "end_turn"},
+            "usage": {"output_tokens": len(words)}})
+        yield ev("message_stop", {"type": "message_stop"})
+
+    async def _gemini_events(self, model: str, words: tuple[str, ...], finish: str,
+                             prompt_tokens: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        for i, w in enumerate(words):
+            last = i == len(words) - 1
+            cand: dict[str, Any] = {"content": {"role": "model", "parts": [
+                {"text": w if i == 0 else " " + w}]}}
+            event: dict[str, Any] = {"candidates": [cand]}
+            if last:
+                cand["finishReason"] = "MAX_TOKENS" if finish == "length" else "STOP"
+                event["usageMetadata"] = {"promptTokenCount": prompt_tokens,
+                                          "candidatesTokenCount": len(words)}
+            yield encode_event(event)
+
+
+def serve_simulator(config: SimConfig, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(Simulator(config), host=host, port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning", server_header=False, date_header=False,
+                timeout_graceful_shutdown=1, backlog=4096, timeout_keep_alive=75)

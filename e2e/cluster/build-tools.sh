@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Build (or reuse) the local control plane's binaries from Go modules.
+#
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from
+# k8s.io/kubernetes through a wrapper go.mod that replaces every staging module with
+# its published v0.x twin; etcd comes from go.etcd.io/etcd/server/v3 at the version
+# Kubernetes itself requires; kwok, kwokctl and helm are `go install`ed.
+# The result is cached outside the checkout, keyed by the versions, so a later run on
+# the same machine only checks that the files are there.
+# Prints the bin directory on stdout as its last line.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache_root="${SWIFTCLAW_CACHE:-$HOME/.cache/swiftclaw}"
+key="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
+dest="$cache_root/$key"
+bin="$dest/bin"
+want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm)
+
+complete() {
+  for b in "${want[@]}"; do [ -x "$bin/$b" ] || return 1; done
+}
+if complete; then
+  echo "$bin"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "build-tools: Go is required (https://go.dev/dl)" >&2; exit 1; }
+mkdir -p "$bin" "$dest/src"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+start=$(date +%s)
+
+# --- wrapper module ---------------------------------------------------------------
+src="$dest/src"
+k8s_mod_file="$(cd "$src" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])' || true)"
+if [ -z "$k8s_mod_file" ] || [ ! -f "$k8s_mod_file" ]; then
+  # go mod download needs a module context on some Go versions
+  (cd "$src" && rm -f go.mod go.sum && go mod init swiftclaw.dev/k8s-tools >/dev/null 2>&1)
+  k8s_mod_file="$(cd "$src" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+fi
+staging_version="v0.${K8S_VERSION#v1.}"
+mapfile -t staging < <(grep -E '=> \./staging/' "$k8s_mod_file" | awk '{print $1}')
+[ "${#staging[@]}" -gt 0 ] || { echo "build-tools: no staging modules found in $k8s_mod_file" >&2; exit 1; }
+echo "build-tools: k8s ${K8S_VERSION}, ${#staging[@]} staging modules at ${staging_version}, etcd ${ETCD_VERSION}" >&2
+
+{
+  echo "module swiftclaw.dev/k8s-tools"
+  echo
+  echo "go 1.26.0"
+  echo
+  echo "require ("
+  echo "	k8s.io/kubernetes ${K8S_VERSION}"
+  echo "	go.etcd.io/etcd/server/v3 ${ETCD_VERSION}"
+  echo ")"
+  echo
+  echo "replace ("
+  for m in "${staging[@]}"; do echo "	$m => $m ${staging_version}"; done
+  echo ")"
+  echo
+  echo "tool ("
+  echo "	k8s.io/kubernetes/cmd/kube-apiserver"
+  echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+  echo "	k8s.io/kubernetes/cmd/kube-scheduler"
+  echo "	k8s.io/kubernetes/cmd/kubectl"
+  echo "	go.etcd.io/etcd/server/v3"
+  echo ")"
+} > "$src/go.mod"
+rm -f "$src/go.sum"
+cat > "$src/tools.go" <<'GO'
+//go:build tools
+
+package tools
+GO
+(cd "$src" && go mod tidy >&2)
+
+minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=${K8S_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor}"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+(cd "$src" && go build -trimpath -ldflags "$ldflags" -o "$bin/" \
+  k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubectl >&2)
+(cd "$src" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3 >&2)
+
+# --- kwok, kwokctl, helm --------------------------------------------------------
+GOBIN="$bin" go install -trimpath -ldflags "-s -w" \
+  "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}" >&2
+GOBIN="$bin" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" >&2
+
+complete || { echo "build-tools: build finished but binaries are missing in $bin" >&2; exit 1; }
+echo "build-tools: built in $(( $(date +%s) - start ))s into $bin" >&2
+echo "$(( $(date +%s) - start ))" > "$dest/build-seconds"
+echo "$bin"
