@@ -6,7 +6,8 @@ answer), and misbehaves on demand: a latency distribution, an error rate, 429s w
 Retry-After, outage windows, and a control endpoint that flips it into error, rate-limit
 or hang mode while it runs.
 
-``POST /_sim/control`` ``{"mode": "normal|error|ratelimit|hang", "count": N, "retryAfter": s}``
+``POST /_sim/control`` ``{"mode": "normal|error|ratelimit|hang|cutoff", "count": N,
+"retryAfter": s}``: ``cutoff`` breaks streams off after their third event.
 ``GET /_sim/stats`` -> requests served, arrival times (seconds since start), modes seen.
 """
 
@@ -38,7 +39,7 @@ WORDS = (
     "can handle it while caches absorb repeats and breakers keep failures contained so "
     "users see steady latency and teams see predictable cost every day across regions"
 ).split()
-MODES = ("normal", "error", "ratelimit", "hang")
+MODES = ("normal", "error", "ratelimit", "hang", "cutoff")
 
 
 def parse_latency(spec: str) -> Callable[[random.Random], float]:
@@ -221,7 +222,7 @@ class Simulator:
             await self._error(send, shape, 429, "simulated rate limit",
                               [(b"retry-after", f"{self.mode_retry_after:g}".encode())])
             return
-        await self._answer(send, shape, path, body)
+        await self._answer(send, shape, path, body, cutoff=mode == "cutoff")
 
     async def _read(self, receive: Receive) -> bytes:
         chunks = []
@@ -292,7 +293,8 @@ class Simulator:
 
     # --- answers -------------------------------------------------------------------
 
-    async def _answer(self, send: Send, shape: str, path: str, body: dict[str, Any]) -> None:
+    async def _answer(self, send: Send, shape: str, path: str, body: dict[str, Any],
+                      cutoff: bool = False) -> None:
         if shape == "openai":
             model = str(body.get("model", "sim-model"))
             texts = _texts_openai(body)
@@ -332,8 +334,12 @@ class Simulator:
         events = {"openai": self._openai_events, "anthropic": self._anthropic_events,
                   "gemini": self._gemini_events}[shape]
         pace = self.config.stream_pace_ms / 1000
+        sent = 0
         async for event in events(model, words, finish, prompt_tokens, body):
+            if cutoff and sent == 3:
+                raise ConnectionAbortedError("simulated provider crash mid-stream")
             await send({"type": "http.response.body", "body": event, "more_body": True})
+            sent += 1
             if pace:
                 await asyncio.sleep(pace)
         await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,118 @@
+"""Starting and stopping the project's own processes (simulators, runtimes) on loopback.
+
+Shared by the demo, the tests and the benchmarks: each process is started with its pid
+kept, waited for over HTTP, and stopped by that pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``url`` answers (any HTTP status); fail early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+@dataclass
+class Proc:
+    """A started process and where it listens."""
+
+    popen: subprocess.Popen[bytes]
+    port: int
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM by pid, SIGKILL if it does not exit in ``timeout``; returns the exit code."""
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        return int(self.popen.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL by pid: the process dies without any chance to clean up."""
+        if self.popen.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+def start(args: Sequence[str], port: int, ready_path: str = "/healthz",
+          log_path: Path | None = None, env: dict[str, str] | None = None,
+          timeout: float = 20.0) -> Proc:
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - child owns it
+    popen = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
+                             env={**os.environ, **(env or {})})
+    proc = Proc(popen, port, log_path)
+    try:
+        wait_http(f"{proc.url}{ready_path}", timeout, popen)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+def swiftclaw(*args: str) -> list[str]:
+    """The command line of the ``swiftclaw`` CLI under this interpreter."""
+    return [sys.executable, "-m", "swiftclaw_runtime", *args]
+
+
+def start_sim(port: int | None = None, *args: str, log_path: Path | None = None,
+              env: dict[str, str] | None = None) -> Proc:
+    port = port or free_port()
+    return start(swiftclaw("sim", "--port", str(port), *args), port, "/_sim/stats",
+                 log_path, env)
+
+
+def start_runtime(manifest: Path, port: int | None = None, *args: str,
+                  log_path: Path | None = None, env: dict[str, str] | None = None) -> Proc:
+    port = port or free_port()
+    return start(swiftclaw("run", str(manifest), "--port", str(port), *args), port,
+                 "/readyz", log_path, env)

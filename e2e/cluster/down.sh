@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Stop the local control plane and remove its state; leaves no process behind.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+name="${SWIFTCLAW_CLUSTER:-swiftclaw}"
+bin="$("$here/build-tools.sh" | tail -n 1)"
+export PATH="$bin:$PATH"
+export KWOK_WORKDIR="${KWOK_WORKDIR:-$HOME/.kwok}"
+
+# The components' pids, read before kwokctl removes the cluster's folder.
+pids=()
+for f in "$KWOK_WORKDIR/clusters/$name/pids/"*.pid; do
+  [ -f "$f" ] && pids+=("$(cat "$f")")
+done
+if kwokctl get clusters 2>/dev/null | grep -qx "$name"; then
+  kwokctl delete cluster --name "$name" >&2
+fi
+
+alive() {  # running, and not a zombie waiting to be reaped
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [ -n "$state" ] && [ "$state" != "Z" ]
+}
+for _ in $(seq 1 50); do
+  left=()
+  for p in "${pids[@]}"; do alive "$p" && left+=("$p"); done
+  [ "${#left[@]}" -eq 0 ] && break
+  sleep 0.2
+done
+for p in "${left[@]}"; do
+  echo "cluster-down: pid $p still running; killing it" >&2
+  kill -9 "$p" 2>/dev/null || true
+done
+echo "cluster-down: '$name' removed" >&2
