@@ -34,8 +34,9 @@ def pinned_versions() -> dict[str, str]:
 
 def tools_bin() -> Path:
     """The cached tool binaries (built on first use)."""
-    out = subprocess.run([str(CLUSTER_DIR / "build-tools.sh")], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(CLUSTER_DIR / "build-tools.sh")], check=True, capture_output=True, text=True
+    ).stdout
     return Path(out.strip().splitlines()[-1])
 
 
@@ -47,12 +48,21 @@ class Cluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig),
-                "PATH": f"{self.bin}:{os.environ.get('PATH', '')}"}
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.bin}:{os.environ.get('PATH', '')}",
+        }
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run([str(self.bin / "kubectl"), *args], input=input, env=self.env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(self.bin / "kubectl"), *args],
+            input=input,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check and proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout if proc.returncode == 0 else proc.stderr
@@ -72,8 +82,9 @@ class Cluster:
             self.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0,
-             interval: float = 0.25) -> Any:
+def wait_for(
+    what: str, probe: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25
+) -> Any:
     """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -97,11 +108,24 @@ def start(mode: str) -> Cluster:
     if mode == "kind":
         kubeconfig = REPO / ".tmp" / "kind-kubeconfig"
         kubeconfig.parent.mkdir(exist_ok=True)
-        subprocess.run(["kind", "create", "cluster", "--name", "swiftclaw-e2e",
-                        "--kubeconfig", str(kubeconfig), "--wait", "120s"], check=True)
+        subprocess.run(
+            [
+                "kind",
+                "create",
+                "cluster",
+                "--name",
+                "swiftclaw-e2e",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--wait",
+                "120s",
+            ],
+            check=True,
+        )
         return Cluster(mode, kubeconfig, bin_)
-    out = subprocess.run([str(CLUSTER_DIR / "up.sh")], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [str(CLUSTER_DIR / "up.sh")], check=True, capture_output=True, text=True
+    ).stdout
     return Cluster(mode, Path(out.strip().splitlines()[-1]), bin_)
 
 

@@ -52,16 +52,26 @@ def test_deployment_gets_replicaset_and_running_loopback_pods_then_gc(cluster: C
         cluster.apply(DEPLOYMENT.format(ns=ns, replicas=3))
         deploy = cluster.get("deployment", "web", "-n", ns)
 
-        rs = wait_for("a ReplicaSet owned by the Deployment", lambda: [
-            r for r in cluster.get("replicasets", "-n", ns)["items"]
-            if any(o["uid"] == deploy["metadata"]["uid"]
-                   for o in r["metadata"].get("ownerReferences", []))])
+        rs = wait_for(
+            "a ReplicaSet owned by the Deployment",
+            lambda: [
+                r
+                for r in cluster.get("replicasets", "-n", ns)["items"]
+                if any(
+                    o["uid"] == deploy["metadata"]["uid"]
+                    for o in r["metadata"].get("ownerReferences", [])
+                )
+            ],
+        )
         assert len(rs) == 1
 
         def running() -> list[dict]:
             pods = cluster.get("pods", "-n", ns, "-l", "app=web")["items"]
-            ok = [p for p in pods if p["status"].get("phase") == "Running"
-                  and p["status"].get("podIP")]
+            ok = [
+                p
+                for p in pods
+                if p["status"].get("phase") == "Running" and p["status"].get("podIP")
+            ]
             return ok if len(ok) == 3 else []
 
         pods = wait_for("3 Running pods", running)
@@ -71,12 +81,21 @@ def test_deployment_gets_replicaset_and_running_loopback_pods_then_gc(cluster: C
                 assert pod["spec"]["nodeName"].startswith("kwok-node-")
                 assert is_loopback(pod["status"]["podIP"]), pod["status"]["podIP"]
 
-        wait_for("the Deployment to be available", lambda: cluster.get(
-            "deployment", "web", "-n", ns)["status"].get("availableReplicas") == 3)
+        wait_for(
+            "the Deployment to be available",
+            lambda: (
+                cluster.get("deployment", "web", "-n", ns)["status"].get("availableReplicas") == 3
+            ),
+        )
 
         cluster.kubectl("delete", "deployment", "web", "-n", ns, "--wait=false")
-        wait_for("the garbage collector to remove ReplicaSet and Pods", lambda: not cluster.get(
-            "replicasets", "-n", ns)["items"] and not cluster.get("pods", "-n", ns)["items"])
+        wait_for(
+            "the garbage collector to remove ReplicaSet and Pods",
+            lambda: (
+                not cluster.get("replicasets", "-n", ns)["items"]
+                and not cluster.get("pods", "-n", ns)["items"]
+            ),
+        )
 
 
 def test_hpa_is_reconciled_without_a_metrics_server(cluster: Cluster) -> None:
@@ -96,15 +115,19 @@ spec:
     - type: Resource
       resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 50}}}}
 """)
-        wait_for("the HPA controller to raise the Deployment to minReplicas", lambda: cluster.get(
-            "deployment", "web", "-n", ns)["spec"]["replicas"] == 2, timeout=90)
+        wait_for(
+            "the HPA controller to raise the Deployment to minReplicas",
+            lambda: cluster.get("deployment", "web", "-n", ns)["spec"]["replicas"] == 2,
+            timeout=90,
+        )
 
         def conditions() -> dict[str, dict]:
             hpa = cluster.get("hpa", "web", "-n", ns)
             return {c["type"]: c for c in hpa["status"].get("conditions", [])}
 
-        conds = wait_for("HPA conditions", lambda: (c := conditions()).get("ScalingActive") and c,
-                         timeout=90)
+        conds = wait_for(
+            "HPA conditions", lambda: (c := conditions()).get("ScalingActive") and c, timeout=90
+        )
         assert conds["AbleToScale"]["status"] == "True"
         if cluster.mode == "local":
             assert conds["ScalingActive"]["status"] == "False"
@@ -116,8 +139,13 @@ def test_nothing_in_the_cluster_points_off_loopback(cluster: Cluster) -> None:
         return
     with cluster.namespace(_ns()) as ns:
         cluster.apply(DEPLOYMENT.format(ns=ns, replicas=2))
-        wait_for("2 pods with IPs", lambda: len([
-            p for p in cluster.get("pods", "-n", ns)["items"] if p["status"].get("podIP")]) == 2)
+        wait_for(
+            "2 pods with IPs",
+            lambda: (
+                len([p for p in cluster.get("pods", "-n", ns)["items"] if p["status"].get("podIP")])
+                == 2
+            ),
+        )
         for pod in cluster.get("pods", "--all-namespaces")["items"]:
             for ip in [pod["status"].get("podIP"), pod["status"].get("hostIP")]:
                 if ip:

@@ -16,8 +16,9 @@ API_KEY = "sk-test-0123456789"
 KEYS_FILE = {"keys": [{"key": API_KEY, "tenant": "acme", "user": "alice"}]}
 
 
-def manifest(providers: list[dict[str, Any]], tiers: list[dict[str, Any]],
-             **spec: Any) -> dict[str, Any]:
+def manifest(
+    providers: list[dict[str, Any]], tiers: list[dict[str, Any]], **spec: Any
+) -> dict[str, Any]:
     """A minimal AgentDeployment; ``spec`` entries override or add top-level spec keys."""
     body: dict[str, Any] = {
         "providers": providers,
@@ -30,8 +31,12 @@ def manifest(providers: list[dict[str, Any]], tiers: list[dict[str, Any]],
         },
     }
     body.update(copy.deepcopy(spec))
-    return {"apiVersion": "swiftclaw.dev/v1alpha1", "kind": "AgentDeployment",
-            "metadata": {"name": "test-agent", "namespace": "tests"}, "spec": body}
+    return {
+        "apiVersion": "swiftclaw.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "metadata": {"name": "test-agent", "namespace": "tests"},
+        "spec": body,
+    }
 
 
 def openai_provider(name: str, sim: Proc) -> dict[str, Any]:
@@ -46,8 +51,12 @@ class Launcher:
         self.procs: list[Proc] = []
 
     def sim(self, *args: str) -> Proc:
-        p = start_sim(None, *args, log_path=self.folder / f"sim-{len(self.procs)}.log",
-                      env={"SIM_KEY": "upstream-secret-1"})
+        p = start_sim(
+            None,
+            *args,
+            log_path=self.folder / f"sim-{len(self.procs)}.log",
+            env={"SIM_KEY": "upstream-secret-1"},
+        )
         self.procs.append(p)
         return p
 
@@ -56,8 +65,17 @@ class Launcher:
         path.write_text(yaml.safe_dump(doc))
         keys = self.folder / "keys.yaml"
         keys.write_text(yaml.safe_dump(KEYS_FILE))
-        p = start_runtime(path, None, "--api-keys", str(keys), "--log-format", "text", *args,
-                          log_path=self.folder / f"runtime-{len(self.procs)}.log", env=env)
+        p = start_runtime(
+            path,
+            None,
+            "--api-keys",
+            str(keys),
+            "--log-format",
+            "text",
+            *args,
+            log_path=self.folder / f"runtime-{len(self.procs)}.log",
+            env=env,
+        )
         self.procs.append(p)
         return p
 

@@ -18,18 +18,26 @@ def store(tmp_path: Path, entries: list[dict[str, str]]) -> ApiKeyStore:
 
 
 def test_plain_and_hashed_keys_map_to_their_principal(tmp_path: Path) -> None:
-    s = store(tmp_path, [{"key": "sk-plain-000001", "tenant": "acme", "user": "alice"},
-                         {"sha256": digest("sk-hashed-00002").hex(), "user": "bob"}])
+    s = store(
+        tmp_path,
+        [
+            {"key": "sk-plain-000001", "tenant": "acme", "user": "alice"},
+            {"sha256": digest("sk-hashed-00002").hex(), "user": "bob"},
+        ],
+    )
     assert s.authenticate("Bearer sk-plain-000001") == Principal("acme", "alice")
     assert s.authenticate("bearer   sk-hashed-00002") == Principal("default", "bob")
 
 
-@pytest.mark.parametrize(("header", "words"), [
-    (None, "Missing API key"),
-    ("Basic abc", "must be 'Bearer <key>'"),
-    ("Bearer ", "must be 'Bearer <key>'"),
-    ("Bearer sk-wrong-0000001", "Incorrect API key"),
-])
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        (None, "Missing API key"),
+        ("Basic abc", "must be 'Bearer <key>'"),
+        ("Bearer ", "must be 'Bearer <key>'"),
+        ("Bearer sk-wrong-0000001", "Incorrect API key"),
+    ],
+)
 def test_refusals_are_401_in_openai_shape(tmp_path: Path, header: str | None, words: str) -> None:
     s = store(tmp_path, [{"key": "sk-plain-000001", "user": "alice"}])
     with pytest.raises(ApiError) as info:
@@ -48,11 +56,16 @@ def test_missing_file_refuses_everyone_unless_auth_is_off(tmp_path: Path) -> Non
     s = ApiKeyStore.from_file(tmp_path / "none.yaml")
     with pytest.raises(ApiError):
         s.authenticate("Bearer anything-at-all")
-    assert ApiKeyStore.from_file(tmp_path / "none.yaml", required=False).authenticate(None) == ANONYMOUS
+    assert (
+        ApiKeyStore.from_file(tmp_path / "none.yaml", required=False).authenticate(None)
+        == ANONYMOUS
+    )
 
 
 def test_invalid_keys_file_names_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
-    path.write_text(yaml.safe_dump({"keys": [{"key": "sk-x-00000001", "sha256": "ab", "user": "u"}]}))
-    with pytest.raises(ValueError, match="keys.yaml is invalid"):
+    path.write_text(
+        yaml.safe_dump({"keys": [{"key": "sk-x-00000001", "sha256": "ab", "user": "u"}]})
+    )
+    with pytest.raises(ValueError, match=r"keys\.yaml is invalid"):
         ApiKeyStore.from_file(path)

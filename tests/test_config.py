@@ -38,8 +38,10 @@ def test_example_manifest_loads_with_its_values() -> None:
     assert [t.name for t in p.models.tiers] == ["simple", "medium", "complex"]
     assert p.default_tier.name == "medium"
     assert p.provider("sim-anthropic").type == "anthropic"
-    assert p.models.tiers[1].fallbacks == ["sim-anthropic/claude-haiku-4-5",
-                                           "sim-gemini/gemini-2.0-flash"]
+    assert p.models.tiers[1].fallbacks == [
+        "sim-anthropic/claude-haiku-4-5",
+        "sim-gemini/gemini-2.0-flash",
+    ]
     assert p.reliability.retry.initial_backoff_ms == 100
     assert p.budget.daily_usd == 50 and p.budget.per_user_daily_usd == 5
     assert p.rate_limits.per_user is not None
@@ -47,10 +49,15 @@ def test_example_manifest_loads_with_its_values() -> None:
 
 
 def test_defaults_fill_in_a_minimal_spec() -> None:
-    doc = {"apiVersion": "swiftclaw.dev/v1alpha1", "kind": "AgentDeployment",
-           "metadata": {"name": "a"},
-           "spec": {"providers": [{"name": "p", "type": "openai", "baseURL": "https://x/v1"}],
-                    "models": {"tiers": [{"name": "t", "model": "p/m"}]}}}
+    doc = {
+        "apiVersion": "swiftclaw.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "metadata": {"name": "a"},
+        "spec": {
+            "providers": [{"name": "p", "type": "openai", "baseURL": "https://x/v1"}],
+            "models": {"tiers": [{"name": "t", "model": "p/m"}]},
+        },
+    }
     cfg = parse_document(doc)
     p = cfg.policy
     assert cfg.namespace == "default"
@@ -78,7 +85,11 @@ def test_the_issue_example_error_names_the_fallback() -> None:
         (["spec", "models", "tiers", 2, "name"], "Complex", "spec.models.tiers[2].name:"),
         (["spec", "models", "tiers", 0, "model"], "no-slash", "spec.models.tiers[0].model:"),
         (["spec", "reliability", "timeoutSeconds"], 0, "spec.reliability.timeoutSeconds:"),
-        (["spec", "reliability", "retry", "maxAttempts"], 11, "spec.reliability.retry.maxAttempts:"),
+        (
+            ["spec", "reliability", "retry", "maxAttempts"],
+            11,
+            "spec.reliability.retry.maxAttempts:",
+        ),
         (["spec", "cache", "semantic", "threshold"], 1.5, "spec.cache.semantic.threshold:"),
         (["spec", "budget", "onExceeded"], "panic", "spec.budget.onExceeded:"),
         (["spec", "budget", "alertAtPercent"], 0, "spec.budget.alertAtPercent:"),
@@ -111,33 +122,62 @@ def test_unknown_fields_are_rejected_with_their_path() -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda s: s["providers"].append(copy.deepcopy(s["providers"][0])),
-         "spec.providers[3].name: duplicate name 'sim-openai'"),
-        (lambda s: s["models"]["tiers"][2].update(name="simple"),
-         "spec.models.tiers[2].name: duplicate name 'simple'"),
-        (lambda s: s["models"]["tiers"][0].update(model="nope/m"),
-         "spec.models.tiers[0].model: unknown provider 'nope'"),
-        (lambda s: s["models"]["tiers"][0]["fallbacks"].append("sim-openai/llama-3.1-8b"),
-         "spec.models.tiers[0].fallbacks[1]: a tier cannot fall back to its own model"),
-        (lambda s: s["models"]["tiers"][0]["fallbacks"].append("sim-gemini/gemini-2.0-flash"),
-         "spec.models.tiers[0].fallbacks[1]: duplicate fallback 'sim-gemini/gemini-2.0-flash'"),
-        (lambda s: s["models"]["routing"].update(default="huge"),
-         "spec.models.routing.default: unknown tier 'huge'"),
-        (lambda s: s["reliability"]["retry"].update(initialBackoffMs=5000, maxBackoffMs=100),
-         "spec.reliability.retry.initialBackoffMs: must not exceed maxBackoffMs"),
-        (lambda s: s["scaling"].update(minReplicas=20, maxReplicas=10),
-         "spec.scaling.minReplicas: must not exceed maxReplicas"),
-        (lambda s: s["budget"].update(dailyUSD=1, perUserDailyUSD=5),
-         "spec.budget.perUserDailyUSD: must not exceed dailyUSD"),
-        (lambda s: s["cache"]["redis"].update(mode="external"),
-         "spec.cache.redis.urlSecretRef: required when mode is external"),
-        (lambda s: s["cache"]["redis"].update(urlSecretRef={"name": "r", "key": "url"}),
-         "spec.cache.redis.urlSecretRef: only allowed when mode is external"),
-        (lambda s: s["providers"][0].update(apiKeyEnv="K", apiKeySecretRef={"name": "s", "key": "k"}),
-         "spec.providers[0]: set apiKeySecretRef or apiKeyEnv, not both"),
-        (lambda s: s["agent"].update(context=[{"name": "a", "url": "http://x/a"},
-                                              {"name": "a", "url": "http://x/b"}]),
-         "spec.agent.context[1].name: duplicate name 'a'"),
+        (
+            lambda s: s["providers"].append(copy.deepcopy(s["providers"][0])),
+            "spec.providers[3].name: duplicate name 'sim-openai'",
+        ),
+        (
+            lambda s: s["models"]["tiers"][2].update(name="simple"),
+            "spec.models.tiers[2].name: duplicate name 'simple'",
+        ),
+        (
+            lambda s: s["models"]["tiers"][0].update(model="nope/m"),
+            "spec.models.tiers[0].model: unknown provider 'nope'",
+        ),
+        (
+            lambda s: s["models"]["tiers"][0]["fallbacks"].append("sim-openai/llama-3.1-8b"),
+            "spec.models.tiers[0].fallbacks[1]: a tier cannot fall back to its own model",
+        ),
+        (
+            lambda s: s["models"]["tiers"][0]["fallbacks"].append("sim-gemini/gemini-2.0-flash"),
+            "spec.models.tiers[0].fallbacks[1]: duplicate fallback 'sim-gemini/gemini-2.0-flash'",
+        ),
+        (
+            lambda s: s["models"]["routing"].update(default="huge"),
+            "spec.models.routing.default: unknown tier 'huge'",
+        ),
+        (
+            lambda s: s["reliability"]["retry"].update(initialBackoffMs=5000, maxBackoffMs=100),
+            "spec.reliability.retry.initialBackoffMs: must not exceed maxBackoffMs",
+        ),
+        (
+            lambda s: s["scaling"].update(minReplicas=20, maxReplicas=10),
+            "spec.scaling.minReplicas: must not exceed maxReplicas",
+        ),
+        (
+            lambda s: s["budget"].update(dailyUSD=1, perUserDailyUSD=5),
+            "spec.budget.perUserDailyUSD: must not exceed dailyUSD",
+        ),
+        (
+            lambda s: s["cache"]["redis"].update(mode="external"),
+            "spec.cache.redis.urlSecretRef: required when mode is external",
+        ),
+        (
+            lambda s: s["cache"]["redis"].update(urlSecretRef={"name": "r", "key": "url"}),
+            "spec.cache.redis.urlSecretRef: only allowed when mode is external",
+        ),
+        (
+            lambda s: s["providers"][0].update(
+                apiKeyEnv="K", apiKeySecretRef={"name": "s", "key": "k"}
+            ),
+            "spec.providers[0]: set apiKeySecretRef or apiKeyEnv, not both",
+        ),
+        (
+            lambda s: s["agent"].update(
+                context=[{"name": "a", "url": "http://x/a"}, {"name": "a", "url": "http://x/b"}]
+            ),
+            "spec.agent.context[1].name: duplicate name 'a'",
+        ),
     ],
 )
 def test_cross_field_rules_name_the_field(mutate: Any, expected: str) -> None:
@@ -172,7 +212,10 @@ def test_runtime_config_round_trips_and_holds_no_secret_values() -> None:
     again = parse_document(rendered)
     assert again.policy == cfg.policy
     # Only the reference to the Secret travels, never a key.
-    assert rendered["spec"]["providers"][0]["apiKeySecretRef"] == {"name": "openai", "key": "apiKey"}
+    assert rendered["spec"]["providers"][0]["apiKeySecretRef"] == {
+        "name": "openai",
+        "key": "apiKey",
+    }
     assert "inputPer1M" in rendered["spec"]["models"]["tiers"][0]
 
 

@@ -18,15 +18,25 @@ SYSTEM = "You are terse."
 @pytest.fixture(scope="module")
 def three_shapes(module_launch: Launcher) -> Proc:
     """One provider per API shape, each behind its own tier; the provider needs a key."""
-    o, a, g = (module_launch.sim("--require-key-env", "SIM_KEY", "--latency", "fixed:1")
-               for _ in range(3))
+    o, a, g = (
+        module_launch.sim("--require-key-env", "SIM_KEY", "--latency", "fixed:1") for _ in range(3)
+    )
     doc = manifest(
-        [{"name": "oai", "type": "openai-compatible", "baseURL": f"{o.url}/v1", "apiKeyEnv": "K"},
-         {"name": "ant", "type": "anthropic", "baseURL": f"{a.url}/v1", "apiKeyEnv": "K"},
-         {"name": "gem", "type": "gemini", "baseURL": f"{g.url}/v1beta", "apiKeyEnv": "K"}],
-        [{"name": "openai", "model": "oai/gpt-x"},
-         {"name": "anthropic", "model": "ant/claude-x"},
-         {"name": "gemini", "model": "gem/gemini-x"}],
+        [
+            {
+                "name": "oai",
+                "type": "openai-compatible",
+                "baseURL": f"{o.url}/v1",
+                "apiKeyEnv": "K",
+            },
+            {"name": "ant", "type": "anthropic", "baseURL": f"{a.url}/v1", "apiKeyEnv": "K"},
+            {"name": "gem", "type": "gemini", "baseURL": f"{g.url}/v1beta", "apiKeyEnv": "K"},
+        ],
+        [
+            {"name": "openai", "model": "oai/gpt-x"},
+            {"name": "anthropic", "model": "ant/claude-x"},
+            {"name": "gemini", "model": "gem/gemini-x"},
+        ],
         agent={"systemPrompt": SYSTEM},
     )
     return module_launch.runtime(doc, env={"K": "upstream-secret-1"})
@@ -40,11 +50,15 @@ def expected_text(model: str, prompt: str) -> str:
     return " ".join(answer_for(model, prompt, None))
 
 
-@pytest.mark.parametrize(("tier", "model"), [("openai", "gpt-x"), ("anthropic", "claude-x"),
-                                             ("gemini", "gemini-x")])
-def test_plain_completion_for_each_provider_shape(three_shapes: Proc, tier: str, model: str) -> None:
+@pytest.mark.parametrize(
+    ("tier", "model"), [("openai", "gpt-x"), ("anthropic", "claude-x"), ("gemini", "gemini-x")]
+)
+def test_plain_completion_for_each_provider_shape(
+    three_shapes: Proc, tier: str, model: str
+) -> None:
     resp = client(three_shapes).chat.completions.with_raw_response.create(
-        model=tier, messages=[{"role": "user", "content": "What is SwiftClaw?"}])
+        model=tier, messages=[{"role": "user", "content": "What is SwiftClaw?"}]
+    )
     completion = resp.parse()
     assert completion.choices[0].message.content == expected_text(model, "What is SwiftClaw?")
     assert completion.choices[0].finish_reason == "stop"
@@ -55,12 +69,18 @@ def test_plain_completion_for_each_provider_shape(three_shapes: Proc, tier: str,
     assert resp.headers["x-swiftclaw-fallback"] == "false"
 
 
-@pytest.mark.parametrize(("tier", "model"), [("openai", "gpt-x"), ("anthropic", "claude-x"),
-                                             ("gemini", "gemini-x")])
-def test_streamed_completion_for_each_provider_shape(three_shapes: Proc, tier: str, model: str) -> None:
+@pytest.mark.parametrize(
+    ("tier", "model"), [("openai", "gpt-x"), ("anthropic", "claude-x"), ("gemini", "gemini-x")]
+)
+def test_streamed_completion_for_each_provider_shape(
+    three_shapes: Proc, tier: str, model: str
+) -> None:
     stream = client(three_shapes).chat.completions.create(
-        model=tier, messages=[{"role": "user", "content": "Stream please"}], stream=True,
-        stream_options={"include_usage": True})
+        model=tier,
+        messages=[{"role": "user", "content": "Stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     text, finish, usage, chunks = "", None, None, 0
     for chunk in stream:
         chunks += 1
@@ -76,8 +96,11 @@ def test_streamed_completion_for_each_provider_shape(three_shapes: Proc, tier: s
 
 
 def test_stream_without_usage_request_gets_no_usage_chunk(three_shapes: Proc) -> None:
-    chunks = list(client(three_shapes).chat.completions.create(
-        model="openai", messages=[{"role": "user", "content": "x"}], stream=True))
+    chunks = list(
+        client(three_shapes).chat.completions.create(
+            model="openai", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    )
     assert all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)
 
@@ -89,9 +112,14 @@ def test_models_lists_auto_agent_and_tiers(three_shapes: Proc) -> None:
 
 def test_auto_and_model_refs_route_to_tiers(three_shapes: Proc) -> None:
     c = client(three_shapes)
-    for requested, tier in [("auto", "openai"), ("test-agent", "openai"), ("ant/claude-x", "anthropic")]:
+    for requested, tier in [
+        ("auto", "openai"),
+        ("test-agent", "openai"),
+        ("ant/claude-x", "anthropic"),
+    ]:
         r = c.chat.completions.with_raw_response.create(
-            model=requested, messages=[{"role": "user", "content": "hi"}])
+            model=requested, messages=[{"role": "user", "content": "hi"}]
+        )
         assert r.headers["x-swiftclaw-tier"] == tier
 
 
@@ -107,7 +135,8 @@ def test_wrong_key_is_401_for_the_sdk(three_shapes: Proc) -> None:
 def test_upstream_key_reaches_the_provider_and_never_the_logs(three_shapes: Proc) -> None:
     # The simulators refuse calls without the key, so a success proves it was sent.
     client(three_shapes).chat.completions.create(
-        model="gemini", messages=[{"role": "user", "content": "a private question"}])
+        model="gemini", messages=[{"role": "user", "content": "a private question"}]
+    )
     log = three_shapes.log()
     assert "upstream-secret-1" not in log
     assert API_KEY not in log

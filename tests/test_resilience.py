@@ -54,8 +54,9 @@ def test_deadline_counts_down_and_expires() -> None:
 
 
 def breaker(clock: FakeClock, changes: list[BreakerState] | None = None) -> CircuitBreaker:
-    spec = CircuitBreakerSpec(failure_threshold=3, window_seconds=10, open_seconds=30,
-                              half_open_probes=2)
+    spec = CircuitBreakerSpec(
+        failure_threshold=3, window_seconds=10, open_seconds=30, half_open_probes=2
+    )
     return CircuitBreaker(spec, clock, changes.append if changes is not None else None)
 
 

@@ -23,8 +23,11 @@ def client(rt: Proc, timeout: float = 30) -> openai.OpenAI:
 
 
 def control(sim: Proc, **body: Any) -> None:
-    req = urllib.request.Request(f"{sim.url}/_sim/control", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        f"{sim.url}/_sim/control",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
     urllib.request.urlopen(req, timeout=5).read()
 
 
@@ -59,7 +62,9 @@ class ConnectionCounter:
             except TimeoutError:
                 continue
             self.times.append(time.monotonic())
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
             conn.close()  # linger 0: a reset, as from a crashed host
 
     def close(self) -> None:
@@ -68,22 +73,35 @@ class ConnectionCounter:
         self.sock.close()
 
 
-def two_providers(launch: Launcher, backup_latency: str = "fixed:2",
-                  **spec: Any) -> tuple[Proc, Proc, Proc]:
+def two_providers(
+    launch: Launcher, backup_latency: str = "fixed:2", **spec: Any
+) -> tuple[Proc, Proc, Proc]:
     primary, backup = launch.sim("--latency", "fixed:2"), launch.sim("--latency", backup_latency)
-    doc = manifest([openai_provider("primary", primary), openai_provider("backup", backup)],
-                   [{"name": "main", "model": "primary/m1", "fallbacks": ["backup/m2"]}], **spec)
+    doc = manifest(
+        [openai_provider("primary", primary), openai_provider("backup", backup)],
+        [{"name": "main", "model": "primary/m1", "fallbacks": ["backup/m2"]}],
+        **spec,
+    )
     return primary, backup, launch.runtime(doc)
 
 
 def test_killed_primary_fails_over_and_breaker_shields_it(launch: Launcher) -> None:
     open_seconds, threshold = 1, 3
     # A 30 ms fallback makes the 100 requests span about three open periods.
-    primary, _, rt = two_providers(launch, backup_latency="fixed:30", reliability={
-        "timeoutSeconds": 10,
-        "retry": {"maxAttempts": 2, "initialBackoffMs": 10, "maxBackoffMs": 50},
-        "circuitBreaker": {"failureThreshold": threshold, "windowSeconds": 30,
-                           "openSeconds": open_seconds, "halfOpenProbes": 1}})
+    primary, _, rt = two_providers(
+        launch,
+        backup_latency="fixed:30",
+        reliability={
+            "timeoutSeconds": 10,
+            "retry": {"maxAttempts": 2, "initialBackoffMs": 10, "maxBackoffMs": 50},
+            "circuitBreaker": {
+                "failureThreshold": threshold,
+                "windowSeconds": 30,
+                "openSeconds": open_seconds,
+                "halfOpenProbes": 1,
+            },
+        },
+    )
     c = client(rt)
     for _ in range(3):  # warm: the runtime holds keep-alive connections to the primary
         c.chat.completions.create(model="main", messages=[{"role": "user", "content": "warm"}])
@@ -95,9 +113,12 @@ def test_killed_primary_fails_over_and_breaker_shields_it(launch: Launcher) -> N
         served_by = []
         for i in range(100):
             r = c.chat.completions.with_raw_response.create(
-                model="main", messages=[{"role": "user", "content": f"question {i}"}])
+                model="main", messages=[{"role": "user", "content": f"question {i}"}]
+            )
             assert r.parse().choices[0].message.content
-            served_by.append((r.headers["x-swiftclaw-model"], int(r.headers["x-swiftclaw-attempts"])))
+            served_by.append(
+                (r.headers["x-swiftclaw-model"], int(r.headers["x-swiftclaw-attempts"]))
+            )
         elapsed = time.monotonic() - started
     finally:
         counter.close()
@@ -110,17 +131,25 @@ def test_killed_primary_fails_over_and_breaker_shields_it(launch: Launcher) -> N
     probes_allowed = int(elapsed / open_seconds) + 1
     assert elapsed > 2 * open_seconds
     assert 1 <= len(counter.times) <= threshold + probes_allowed, (len(counter.times), elapsed)
-    print(f"dead provider: {len(counter.times)} connections in {elapsed:.2f}s "
-          f"(threshold {threshold}, probes allowed {probes_allowed})")
+    print(
+        f"dead provider: {len(counter.times)} connections in {elapsed:.2f}s "
+        f"(threshold {threshold}, probes allowed {probes_allowed})"
+    )
     text = metrics(rt)
     assert 'swiftclaw_fallbacks_total{model="backup/m2",tier="main"}' in text
-    assert 'swiftclaw_requests_total{model="backup/m2",outcome="fallback",tier="main"} 100.0' in text
+    assert (
+        'swiftclaw_requests_total{model="backup/m2",outcome="fallback",tier="main"} 100.0' in text
+    )
 
 
 def test_breaker_state_is_exported_and_recovers(launch: Launcher) -> None:
-    primary, _, rt = two_providers(launch, reliability={
-        "retry": {"maxAttempts": 1, "initialBackoffMs": 10, "maxBackoffMs": 10},
-        "circuitBreaker": {"failureThreshold": 2, "openSeconds": 1}})
+    primary, _, rt = two_providers(
+        launch,
+        reliability={
+            "retry": {"maxAttempts": 1, "initialBackoffMs": 10, "maxBackoffMs": 10},
+            "circuitBreaker": {"failureThreshold": 2, "openSeconds": 1},
+        },
+    )
     c = client(rt)
     control(primary, mode="error")
     for _ in range(3):
@@ -129,16 +158,24 @@ def test_breaker_state_is_exported_and_recovers(launch: Launcher) -> None:
     control(primary, mode="normal")
     time.sleep(1.1)
     r = c.chat.completions.with_raw_response.create(
-        model="main", messages=[{"role": "user", "content": "x"}])
+        model="main", messages=[{"role": "user", "content": "x"}]
+    )
     assert r.headers["x-swiftclaw-model"] == "primary/m1"  # the half-open probe succeeded
     assert 'swiftclaw_circuit_breaker_state{model="m1",provider="primary"} 0.0' in metrics(rt)
 
 
 def test_retry_after_is_honoured_before_calling_the_provider_again(launch: Launcher) -> None:
     only = launch.sim("--latency", "fixed:1")
-    rt = launch.runtime(manifest([openai_provider("only", only)], [{"name": "t", "model": "only/m"}],
-                                 reliability={"timeoutSeconds": 10, "retry": {
-                                     "maxAttempts": 3, "initialBackoffMs": 10, "maxBackoffMs": 20}}))
+    rt = launch.runtime(
+        manifest(
+            [openai_provider("only", only)],
+            [{"name": "t", "model": "only/m"}],
+            reliability={
+                "timeoutSeconds": 10,
+                "retry": {"maxAttempts": 3, "initialBackoffMs": 10, "maxBackoffMs": 20},
+            },
+        )
+    )
     control(only, mode="ratelimit", count=1, retryAfter=2)
     c = client(rt)
 
@@ -158,8 +195,13 @@ def test_retry_after_is_honoured_before_calling_the_provider_again(launch: Launc
 
 def test_hanging_upstream_times_out_within_the_deadline(launch: Launcher) -> None:
     hung = launch.sim()
-    rt = launch.runtime(manifest([openai_provider("hung", hung)], [{"name": "t", "model": "hung/m"}],
-                                 reliability={"timeoutSeconds": 2}))
+    rt = launch.runtime(
+        manifest(
+            [openai_provider("hung", hung)],
+            [{"name": "t", "model": "hung/m"}],
+            reliability={"timeoutSeconds": 2},
+        )
+    )
     control(hung, mode="hang")
     c = client(rt)
     started = time.monotonic()
@@ -175,24 +217,32 @@ def test_hanging_upstream_times_out_within_the_deadline(launch: Launcher) -> Non
     # streams have the same deadline until their first chunk
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as info:
-        list(c.chat.completions.create(model="t", messages=[{"role": "user", "content": "x"}],
-                                       stream=True))
+        list(
+            c.chat.completions.create(
+                model="t", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        )
     assert info.value.status_code == 504 and time.monotonic() - started <= 2.5
 
 
 def test_server_errors_are_retried_then_fall_back(launch: Launcher) -> None:
-    primary, backup, rt = two_providers(launch)
+    primary, _, rt = two_providers(launch)
     control(primary, mode="error", count=1)
     r = client(rt).chat.completions.with_raw_response.create(
-        model="main", messages=[{"role": "user", "content": "x"}])
+        model="main", messages=[{"role": "user", "content": "x"}]
+    )
     assert r.headers["x-swiftclaw-model"] == "primary/m1"  # second attempt succeeded
     assert r.headers["x-swiftclaw-attempts"] == "2"
     assert sim_stats(primary)["requests"] == 2
     control(primary, mode="error")
     r = client(rt).chat.completions.with_raw_response.create(
-        model="main", messages=[{"role": "user", "content": "x"}])
+        model="main", messages=[{"role": "user", "content": "x"}]
+    )
     assert r.headers["x-swiftclaw-model"] == "backup/m2"
-    assert 'swiftclaw_upstream_retries_total{model="m1",provider="primary",reason="server"}' in metrics(rt)
+    assert (
+        'swiftclaw_upstream_retries_total{model="m1",provider="primary",reason="server"}'
+        in metrics(rt)
+    )
 
 
 def test_everything_down_is_a_503_that_says_why(launch: Launcher) -> None:
@@ -200,7 +250,9 @@ def test_everything_down_is_a_503_that_says_why(launch: Launcher) -> None:
     control(primary, mode="error")
     control(backup, mode="error")
     with pytest.raises(openai.APIStatusError) as info:
-        client(rt).chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}])
+        client(rt).chat.completions.create(
+            model="main", messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.status_code == 503
     body = info.value.body
     assert isinstance(body, dict)
@@ -213,7 +265,8 @@ def test_stream_falls_back_transparently_before_the_first_byte(launch: Launcher)
     primary, _, rt = two_providers(launch)
     control(primary, mode="error")
     raw = client(rt).chat.completions.with_raw_response.create(
-        model="main", messages=[{"role": "user", "content": "stream"}], stream=True)
+        model="main", messages=[{"role": "user", "content": "stream"}], stream=True
+    )
     assert raw.headers["x-swiftclaw-model"] == "backup/m2"
     text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
     assert len(text.split()) >= 8
@@ -225,8 +278,9 @@ def test_stream_broken_after_first_byte_ends_with_an_error_event(launch: Launche
     got: list[str] = []
     with pytest.raises(openai.APIError) as info:
         for chunk in client(rt).chat.completions.create(
-                model="main", messages=[{"role": "user", "content": "stream"}], stream=True):
+            model="main", messages=[{"role": "user", "content": "stream"}], stream=True
+        ):
             got.append(chunk.choices[0].delta.content or "")
     assert got, "the stream had started before it broke"
     assert "failed after the stream started" in str(info.value)
-    assert "swiftclaw_errors_total{error_class=\"stream_interrupted\"} 1.0" in metrics(rt)
+    assert 'swiftclaw_errors_total{error_class="stream_interrupted"} 1.0' in metrics(rt)

@@ -23,8 +23,13 @@ def readyz(url: str) -> int:
 
 def test_sigterm_lets_twenty_inflight_streams_finish(launch: Launcher) -> None:
     up = launch.sim("--latency", "fixed:10", "--stream-pace-ms", "60")  # ~0.5-3 s per stream
-    rt = launch.runtime(manifest([openai_provider("up", up)], [{"name": "t", "model": "up/m"}]),
-                        "--drain-seconds", "1", "--grace-seconds", "30")
+    rt = launch.runtime(
+        manifest([openai_provider("up", up)], [{"name": "t", "model": "up/m"}]),
+        "--drain-seconds",
+        "1",
+        "--grace-seconds",
+        "30",
+    )
     client = openai.OpenAI(base_url=f"{rt.url}/v1", api_key=API_KEY, max_retries=0)
     first_chunk = threading.Barrier(21, timeout=30)
     results: dict[int, tuple[str, str | None]] = {}
@@ -35,8 +40,8 @@ def test_sigterm_lets_twenty_inflight_streams_finish(launch: Launcher) -> None:
         try:
             text, finish, seen_first = "", None, False
             for chunk in client.chat.completions.create(
-                    model="t", messages=[{"role": "user", "content": f"long answer {i}"}],
-                    stream=True):
+                model="t", messages=[{"role": "user", "content": f"long answer {i}"}], stream=True
+            ):
                 if not seen_first:
                     seen_first = True
                     first_chunk.wait()

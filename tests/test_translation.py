@@ -18,7 +18,10 @@ REQUEST = {
     "messages": [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
-        {"role": "user", "content": [{"type": "text", "text": "How are "}, {"type": "text", "text": "you?"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "How are "}, {"type": "text", "text": "you?"}],
+        },
         {"role": "assistant", "content": "Fine."},
         {"role": "user", "content": "Good."},
     ],
@@ -44,9 +47,16 @@ def test_to_anthropic_moves_system_merges_turns_and_clamps_temperature() -> None
 
 
 def test_from_anthropic_maps_text_usage_and_stop_reason() -> None:
-    c = from_anthropic({"id": "msg_1", "model": "claude-x", "stop_reason": "max_tokens",
-                        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
-                        "usage": {"input_tokens": 11, "output_tokens": 2}}, "claude-x")
+    c = from_anthropic(
+        {
+            "id": "msg_1",
+            "model": "claude-x",
+            "stop_reason": "max_tokens",
+            "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            "usage": {"input_tokens": 11, "output_tokens": 2},
+        },
+        "claude-x",
+    )
     assert c.body["choices"][0]["message"]["content"] == "ab"
     assert c.body["choices"][0]["finish_reason"] == "length"
     assert (c.prompt_tokens, c.completion_tokens) == (11, 2)
@@ -58,14 +68,22 @@ def test_to_gemini_builds_contents_and_generation_config() -> None:
     assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
     assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
     assert body["contents"][0]["parts"] == [{"text": "Hi"}, {"text": "How are you?"}]
-    assert body["generationConfig"] == {"temperature": 1.5, "topP": 0.9,
-                                        "maxOutputTokens": 64, "stopSequences": ["END"]}
+    assert body["generationConfig"] == {
+        "temperature": 1.5,
+        "topP": 0.9,
+        "maxOutputTokens": 64,
+        "stopSequences": ["END"],
+    }
 
 
 def test_from_gemini_maps_candidates_and_blocks() -> None:
-    c = from_gemini({"candidates": [{"content": {"parts": [{"text": "hey"}]},
-                                     "finishReason": "SAFETY"}],
-                     "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1}}, "g")
+    c = from_gemini(
+        {
+            "candidates": [{"content": {"parts": [{"text": "hey"}]}, "finishReason": "SAFETY"}],
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1},
+        },
+        "g",
+    )
     assert c.body["choices"][0]["message"]["content"] == "hey"
     assert c.body["choices"][0]["finish_reason"] == "content_filter"
     blocked = from_gemini({"promptFeedback": {"blockReason": "SAFETY"}}, "g")
@@ -75,7 +93,9 @@ def test_from_gemini_maps_candidates_and_blocks() -> None:
 
 
 def test_tools_are_refused_for_translated_providers_with_a_client_error() -> None:
-    req = parse_chat_request({**REQUEST, "tools": [{"type": "function", "function": {"name": "f"}}]})
+    req = parse_chat_request(
+        {**REQUEST, "tools": [{"type": "function", "function": {"name": "f"}}]}
+    )
     for translate in (lambda: to_anthropic("m", req, False), lambda: to_gemini(req)):
         with pytest.raises(UpstreamError) as info:
             translate()
@@ -84,7 +104,16 @@ def test_tools_are_refused_for_translated_providers_with_a_client_error() -> Non
 
 def test_status_classes_and_retry_after() -> None:
     assert [classify_status(s) for s in (400, 401, 403, 404, 408, 409, 429, 500, 503)] == [
-        "client", "auth", "auth", "client", "timeout", "server", "rate_limited", "server", "server"]
+        "client",
+        "auth",
+        "auth",
+        "client",
+        "timeout",
+        "server",
+        "rate_limited",
+        "server",
+        "server",
+    ]
     assert parse_retry_after("2") == 2.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None
@@ -93,8 +122,16 @@ def test_status_classes_and_retry_after() -> None:
 
 async def test_sse_reader_joins_multiline_data_and_skips_fields() -> None:
     async def lines() -> AsyncIterator[bytes]:
-        for line in [b": comment\n", b"event: x\n", b"data: {\"a\":\n", b"data: 1}\n", b"\n",
-                     b"data:[DONE]\r\n", b"\r\n", b"data: tail\n"]:
+        for line in [
+            b": comment\n",
+            b"event: x\n",
+            b'data: {"a":\n',
+            b"data: 1}\n",
+            b"\n",
+            b"data:[DONE]\r\n",
+            b"\r\n",
+            b"data: tail\n",
+        ]:
             yield line
 
     assert [d async for d in iter_data(lines())] == [b'{"a":\n1}', b"[DONE]", b"tail"]

@@ -32,14 +32,24 @@ JSON = b"application/json"
 Handler = Callable[["App", Scope, Receive, Send], Awaitable[int]]
 
 
-async def send_body(send: Send, status: int, body: bytes, content_type: bytes = JSON,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> int:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", content_type),
-                    (b"content-length", str(len(body)).encode()), *(headers or [])],
-    })
+async def send_body(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = JSON,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> int:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
     return status
 
@@ -94,21 +104,35 @@ class App:
         except Exception:  # last line of defence: answer, log, keep serving
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             self.rt.metrics.errors.labels("internal").inc()
-            status = await send_error(send, ApiError(
-                500, "The server had an error while processing your request.",
-                "server_error", "internal_error"))
+            status = await send_error(
+                send,
+                ApiError(
+                    500,
+                    "The server had an error while processing your request.",
+                    "server_error",
+                    "internal_error",
+                ),
+            )
         if self.rt.options.access_log:
             access_log.info(
-                "%s %s %d %.1fms", scope["method"], scope["path"], status,
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
                 (time.perf_counter() - started) * 1000,
             )
 
     def _no_route(self, scope: Scope) -> ApiError:
         if scope["path"] in self.paths:
             allowed = sorted(m for m, p in self.routes if p == scope["path"])
-            return ApiError(405, f"Method {scope['method']} is not allowed on {scope['path']}; "
-                            f"use {', '.join(allowed)}.", "invalid_request_error",
-                            "method_not_allowed", headers={"allow": ", ".join(allowed)})
+            return ApiError(
+                405,
+                f"Method {scope['method']} is not allowed on {scope['path']}; "
+                f"use {', '.join(allowed)}.",
+                "invalid_request_error",
+                "method_not_allowed",
+                headers={"allow": ", ".join(allowed)},
+            )
         return not_found(f"Unknown path {scope['path']}.", code="unknown_url")
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
@@ -132,12 +156,19 @@ class App:
         content_type = (header(scope, b"content-type") or "").lower()
         if not content_type.startswith("application/json"):
             raise ApiError(
-                415, f"Unsupported 'Content-Type' header {content_type or '(none)'!r}: "
-                "send 'application/json'.", "invalid_request_error", "unsupported_media_type",
-                param="Content-Type")
+                415,
+                f"Unsupported 'Content-Type' header {content_type or '(none)'!r}: "
+                "send 'application/json'.",
+                "invalid_request_error",
+                "unsupported_media_type",
+                param="Content-Type",
+            )
         too_large = ApiError(
-            413, f"The request body is larger than the {limit} bytes this agent accepts.",
-            "invalid_request_error", "request_too_large")
+            413,
+            f"The request body is larger than the {limit} bytes this agent accepts.",
+            "invalid_request_error",
+            "request_too_large",
+        )
         length = header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise too_large
@@ -167,13 +198,18 @@ class App:
             )
             if isinstance(result, pipeline.JsonResult):
                 return await send_body(send, result.status, result.body, headers=result.headers)
-            await send({
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream; charset=utf-8"),
-                            (b"cache-control", b"no-cache"),
-                            (b"x-accel-buffering", b"no"), *result.headers],
-            })
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                        *result.headers,
+                    ],
+                }
+            )
             events = result.events
             try:
                 async for event in events:
@@ -189,8 +225,10 @@ class App:
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> int:
         self.rt.keys.authenticate(header(scope, b"authorization"))
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "swiftclaw"}
-                for m in model_ids(self.rt.policy, self.rt.name)]
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "swiftclaw"}
+            for m in model_ids(self.rt.policy, self.rt.name)
+        ]
         return await send_body(send, 200, orjson.dumps({"object": "list", "data": data}))
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> int:
@@ -208,5 +246,4 @@ class App:
         return await send_body(send, status, orjson.dumps(body))
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
-        return await send_body(send, 200, self.rt.metrics.render(),
-                               METRICS_CONTENT_TYPE.encode())
+        return await send_body(send, 200, self.rt.metrics.render(), METRICS_CONTENT_TYPE.encode())

@@ -38,9 +38,13 @@ def _sim(args: argparse.Namespace) -> int:
 
     parse_latency(args.latency)  # fail early with a clear message
     config = SimConfig(
-        latency=args.latency, error_rate=args.error_rate, rate_limit_rate=args.rate_limit_rate,
-        retry_after=args.retry_after, outages=[parse_outage(o) for o in args.outage],
-        outage_mode=args.outage_mode, stream_pace_ms=args.stream_pace_ms,
+        latency=args.latency,
+        error_rate=args.error_rate,
+        rate_limit_rate=args.rate_limit_rate,
+        retry_after=args.retry_after,
+        outages=[parse_outage(o) for o in args.outage],
+        outage_mode=args.outage_mode,
+        stream_pace_ms=args.stream_pace_ms,
         require_key=os.environ.get(args.require_key_env) if args.require_key_env else None,
         seed=args.seed,
     )
@@ -51,7 +55,9 @@ def _sim(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.manifest)
     tiers = ", ".join(t.name for t in config.policy.models.tiers)
-    print(f"{args.manifest}: valid AgentDeployment {config.namespace}/{config.name} (tiers: {tiers})")
+    print(
+        f"{args.manifest}: valid AgentDeployment {config.namespace}/{config.name} (tiers: {tiers})"
+    )
     return 0
 
 
@@ -80,32 +86,53 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", help="AgentDeployment manifest or RuntimeConfig (YAML/JSON)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8080)
-    run.add_argument("--api-keys", help="API keys file (default: $SWIFTCLAW_API_KEYS_FILE "
-                     "or the mounted Secret)")
+    run.add_argument(
+        "--api-keys", help="API keys file (default: $SWIFTCLAW_API_KEYS_FILE or the mounted Secret)"
+    )
     run.add_argument("--no-auth", action="store_true", help="accept requests without a key")
-    run.add_argument("--redis-url", help="Redis URL (default $SWIFTCLAW_REDIS_URL; none: in memory)")
+    run.add_argument(
+        "--redis-url", help="Redis URL (default $SWIFTCLAW_REDIS_URL; none: in memory)"
+    )
     run.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     run.add_argument("--access-log", action="store_true", help="log one line per request")
-    run.add_argument("--drain-seconds", type=float,
-                     default=float(os.environ.get("SWIFTCLAW_DRAIN_SECONDS", "0")),
-                     help="after SIGTERM, stay up (not ready) this long before closing")
-    run.add_argument("--grace-seconds", type=float, default=30.0,
-                     help="time in-flight requests get to finish on shutdown")
+    run.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=float(os.environ.get("SWIFTCLAW_DRAIN_SECONDS", "0")),
+        help="after SIGTERM, stay up (not ready) this long before closing",
+    )
+    run.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=30.0,
+        help="time in-flight requests get to finish on shutdown",
+    )
     run.add_argument("--log-level", default=os.environ.get("SWIFTCLAW_LOG_LEVEL", "info"))
-    run.add_argument("--log-format", choices=["json", "text"],
-                     default=os.environ.get("SWIFTCLAW_LOG_FORMAT", "json"))
+    run.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=os.environ.get("SWIFTCLAW_LOG_FORMAT", "json"),
+    )
     run.set_defaults(func=_run)
 
     sim = sub.add_parser("sim", help="run the simulated OpenAI/Anthropic/Gemini provider")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9100)
-    sim.add_argument("--latency", default="fixed:50",
-                     help="fixed:MS | uniform:LO,HI | normal:MEAN,SD | lognormal:MEDIAN,SIGMA")
+    sim.add_argument(
+        "--latency",
+        default="fixed:50",
+        help="fixed:MS | uniform:LO,HI | normal:MEAN,SD | lognormal:MEDIAN,SIGMA",
+    )
     sim.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
     sim.add_argument("--rate-limit-rate", type=float, default=0.0, help="fraction answered 429")
     sim.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429 (s)")
-    sim.add_argument("--outage", action="append", default=[], metavar="START:DURATION",
-                     help="seconds after start; repeatable")
+    sim.add_argument(
+        "--outage",
+        action="append",
+        default=[],
+        metavar="START:DURATION",
+        help="seconds after start; repeatable",
+    )
     sim.add_argument("--outage-mode", choices=["error", "hang", "ratelimit"], default="error")
     sim.add_argument("--stream-pace-ms", type=float, default=5.0, help="delay between chunks")
     sim.add_argument("--require-key-env", help="env var holding the key clients must send")

@@ -331,9 +331,7 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
                 issues.append(FieldIssue(f"{path}.fallbacks[{j}]", f"duplicate fallback {fb!r}"))
     default = policy.models.routing.default
     if default is not None and default not in tier_names:
-        issues.append(
-            FieldIssue(f"{prefix}.models.routing.default", f"unknown tier {default!r}")
-        )
+        issues.append(FieldIssue(f"{prefix}.models.routing.default", f"unknown tier {default!r}"))
     retry = policy.reliability.retry
     if retry.initial_backoff_ms > retry.max_backoff_ms:
         issues.append(
@@ -344,18 +342,14 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
         )
     scaling = policy.scaling
     if scaling.min_replicas > scaling.max_replicas:
-        issues.append(
-            FieldIssue(f"{prefix}.scaling.minReplicas", "must not exceed maxReplicas")
-        )
+        issues.append(FieldIssue(f"{prefix}.scaling.minReplicas", "must not exceed maxReplicas"))
     budget = policy.budget
     if (
         budget.daily_usd is not None
         and budget.per_user_daily_usd is not None
         and budget.per_user_daily_usd > budget.daily_usd
     ):
-        issues.append(
-            FieldIssue(f"{prefix}.budget.perUserDailyUSD", "must not exceed dailyUSD")
-        )
+        issues.append(FieldIssue(f"{prefix}.budget.perUserDailyUSD", "must not exceed dailyUSD"))
     redis = policy.cache.redis
     if redis.mode == "external" and redis.url_secret_ref is None:
         issues.append(
@@ -374,7 +368,9 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
     return issues
 
 
-def parse_policy(spec: Mapping[str, Any], source: str = "config", prefix: str = "spec") -> AgentPolicy:
+def parse_policy(
+    spec: Mapping[str, Any], source: str = "config", prefix: str = "spec"
+) -> AgentPolicy:
     """Validate a ``spec`` mapping into a policy, or raise :class:`ConfigError`."""
     if not isinstance(spec, Mapping):
         raise ConfigError([FieldIssue(prefix, "must be a mapping")], source)
@@ -429,12 +425,16 @@ def load_config(path: str | Path) -> LoadedConfig:
     try:
         text = p.read_text()
     except OSError as err:
-        raise ConfigError([FieldIssue("(file)", f"cannot read {p}: {err.strerror}")], str(p)) from None
+        raise ConfigError(
+            [FieldIssue("(file)", f"cannot read {p}: {err.strerror}")], str(p)
+        ) from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
         raise ConfigError([FieldIssue("(document)", f"not valid YAML: {err}")], str(p)) from None
-    agents = [d for d in docs if isinstance(d, Mapping) and d.get("kind") in (KIND, RUNTIME_CONFIG_KIND)]
+    agents = [
+        d for d in docs if isinstance(d, Mapping) and d.get("kind") in (KIND, RUNTIME_CONFIG_KIND)
+    ]
     if not agents:
         raise ConfigError(
             [FieldIssue("kind", f"no {KIND} or {RUNTIME_CONFIG_KIND} document in the file")], str(p)

@@ -25,7 +25,7 @@ from .config import AgentPolicy, TierSpec
 from .errors import ApiError
 from .metrics import Metrics
 from .providers import Completion, Provider, StreamUsage, UpstreamError
-from .resilience import BreakerState, CircuitBreaker, Cooldown, Deadline, Clock, backoff_delay
+from .resilience import BreakerState, CircuitBreaker, Clock, Cooldown, Deadline, backoff_delay
 from .schemas import ChatRequest
 
 log = logging.getLogger("swiftclaw.dispatch")
@@ -108,16 +108,18 @@ class Dispatcher:
     def targets(self, tier: TierSpec) -> list[Target]:
         return self._targets[tier.name]
 
-    async def complete(self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any],
-                       deadline: Deadline) -> tuple[Completion, Served]:
+    async def complete(
+        self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
+    ) -> tuple[Completion, Served]:
         async def attempt(target: Target, timeout: float) -> Completion:
             provider = self.providers[target.provider]
             return await provider.complete(target.model, request, payload, timeout)
 
         return await self._run(tier, deadline, attempt)
 
-    async def open_stream(self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any],
-                          deadline: Deadline) -> OpenStream:
+    async def open_stream(
+        self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
+    ) -> OpenStream:
         async def attempt(target: Target, timeout: float) -> OpenStream:
             usage = StreamUsage()
             provider = self.providers[target.provider]
@@ -141,9 +143,14 @@ class Dispatcher:
         if err.trips_breaker:
             self.breakers[target.ref].record_failure(str(err))
 
-    async def _run(self, tier: TierSpec, deadline: Deadline,
-                   attempt_fn: Callable[[Target, float], Awaitable[T]]) -> tuple[T, Served]:
+    async def _run(
+        self,
+        tier: TierSpec,
+        deadline: Deadline,
+        attempt_fn: Callable[[Target, float], Awaitable[T]],
+    ) -> tuple[T, Served]:
         failures: list[str] = []
+        deadline_hit = False  # the deadline, not the providers, ended some target's tries
         targets = self._targets[tier.name]
         for index, target in enumerate(targets):
             last = index == len(targets) - 1
@@ -160,7 +167,10 @@ class Dispatcher:
                     wait = max(wait, backoff_delay(attempts, self.retry, self._rng))
                 if wait > 0:
                     if wait >= deadline.remaining():
-                        failures.append(f"{target.ref}: next try in {wait:.1f}s would pass the deadline")
+                        failures.append(
+                            f"{target.ref}: next try in {wait:.1f}s would pass the deadline"
+                        )
+                        deadline_hit = True
                         break
                     await asyncio.sleep(wait)
                 if not breaker.allow():
@@ -172,6 +182,7 @@ class Dispatcher:
                 timeout = deadline.remaining()
                 if timeout <= 0:
                     breaker.release()
+                    deadline_hit = True
                     break
                 attempts += 1
                 started = self._clock()
@@ -211,36 +222,42 @@ class Dispatcher:
                 if index > 0:
                     self.metrics.fallbacks.labels(tier.name, target.ref).inc()
                 return result, Served(target, index > 0, attempts)
-        raise self._exhausted(tier, deadline, failures)
+        raise self._exhausted(tier, deadline_hit or deadline.expired, failures)
 
     def _observe(self, target: Target, started: float, outcome: str) -> None:
         self.metrics.upstream_seconds.labels(target.provider, target.model, outcome).observe(
             self._clock() - started
         )
 
-    def _exhausted(self, tier: TierSpec, deadline: Deadline, failures: list[str]) -> ApiError:
+    def _exhausted(self, tier: TierSpec, out_of_time: bool, failures: list[str]) -> ApiError:
         detail = "; ".join(failures) or "no target could be tried"
         # The runtime already retried and fell back: tell SDKs not to retry on top of it.
         headers = {"x-should-retry": "false"}
-        if deadline.expired:
+        if out_of_time:
             return ApiError(
                 504,
                 f"Tier '{tier.name}' did not answer within the {self.timeout_seconds:g}s "
                 f"deadline. Tried: {detail}",
-                "timeout_error", "upstream_timeout", headers=headers,
+                "timeout_error",
+                "upstream_timeout",
+                headers=headers,
             )
         return ApiError(
             503,
             f"All models of tier '{tier.name}' failed. Tried: {detail}",
-            "service_unavailable_error", "upstream_unavailable", headers=headers,
+            "service_unavailable_error",
+            "upstream_unavailable",
+            headers=headers,
         )
 
 
 def _client_error(target: Target, err: UpstreamError) -> ApiError:
     status = err.status if err.status and 400 <= err.status < 500 else 400
     return ApiError(
-        status, f"{target.ref} rejected the request: {err.message}",
-        "invalid_request_error", "upstream_rejected",
+        status,
+        f"{target.ref} rejected the request: {err.message}",
+        "invalid_request_error",
+        "upstream_rejected",
     )
 
 

@@ -55,8 +55,9 @@ def memory_check(rss: int, limit: int | None) -> dict[str, Any]:
 
 
 class Health:
-    def __init__(self, providers: dict[str, Provider], dispatcher: Dispatcher,
-                 redis_url: str | None) -> None:
+    def __init__(
+        self, providers: dict[str, Provider], dispatcher: Dispatcher, redis_url: str | None
+    ) -> None:
         self.providers = providers
         self.dispatcher = dispatcher
         self.redis_url = redis_url
@@ -104,9 +105,7 @@ class Health:
         if self._cached and now - self._cached[0] < CACHE_SECONDS:
             return self._cached[1], self._cached[2]
         names = list(self.providers)
-        results = await asyncio.gather(
-            *(self._probe_provider(n, self.providers[n]) for n in names)
-        )
+        results = await asyncio.gather(*(self._probe_provider(n, self.providers[n]) for n in names))
         checks: dict[str, Any] = {"providers": dict(zip(names, results, strict=True))}
         if self.redis_url:
             checks["redis"] = await self._probe_redis()

@@ -10,8 +10,30 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-    1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -24,44 +46,66 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "swiftclaw_requests", "Chat completion requests by tier, model and outcome.",
-            ["tier", "model", "outcome"], registry=r,
+            "swiftclaw_requests",
+            "Chat completion requests by tier, model and outcome.",
+            ["tier", "model", "outcome"],
+            registry=r,
         )
         self.request_seconds = Histogram(
-            "swiftclaw_request_duration_seconds", "End-to-end request latency.",
-            ["tier", "stream"], buckets=LATENCY_BUCKETS, registry=r,
+            "swiftclaw_request_duration_seconds",
+            "End-to-end request latency.",
+            ["tier", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.upstream_seconds = Histogram(
-            "swiftclaw_upstream_duration_seconds", "Latency of each call to a provider.",
-            ["provider", "model", "outcome"], buckets=LATENCY_BUCKETS, registry=r,
+            "swiftclaw_upstream_duration_seconds",
+            "Latency of each call to a provider.",
+            ["provider", "model", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft_seconds = Histogram(
-            "swiftclaw_time_to_first_token_seconds", "Time until the first streamed token.",
-            ["tier"], buckets=LATENCY_BUCKETS, registry=r,
+            "swiftclaw_time_to_first_token_seconds",
+            "Time until the first streamed token.",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge(
-            "swiftclaw_requests_in_flight", "Requests being served now.", registry=r,
+            "swiftclaw_requests_in_flight",
+            "Requests being served now.",
+            registry=r,
         )
         self.retries = Counter(
-            "swiftclaw_upstream_retries", "Retries of a provider call, by the failure retried.",
-            ["provider", "model", "reason"], registry=r,
+            "swiftclaw_upstream_retries",
+            "Retries of a provider call, by the failure retried.",
+            ["provider", "model", "reason"],
+            registry=r,
         )
         self.fallbacks = Counter(
-            "swiftclaw_fallbacks", "Requests served by a fallback instead of the tier's model.",
-            ["tier", "model"], registry=r,
+            "swiftclaw_fallbacks",
+            "Requests served by a fallback instead of the tier's model.",
+            ["tier", "model"],
+            registry=r,
         )
         self.breaker_state = Gauge(
             "swiftclaw_circuit_breaker_state",
             "Circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.",
-            ["provider", "model"], registry=r,
+            ["provider", "model"],
+            registry=r,
         )
         self.tokens = Counter(
-            "swiftclaw_tokens", "Tokens sent to and received from models.",
-            ["tier", "model", "direction"], registry=r,
+            "swiftclaw_tokens",
+            "Tokens sent to and received from models.",
+            ["tier", "model", "direction"],
+            registry=r,
         )
         self.errors = Counter(
-            "swiftclaw_errors", "Errors by class (client_error, auth, upstream, timeout, ...).",
-            ["error_class"], registry=r,
+            "swiftclaw_errors",
+            "Errors by class (client_error, auth, upstream, timeout, ...).",
+            ["error_class"],
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -57,21 +57,25 @@ def decode_json(body: bytes) -> Any:
         ) from None
 
 
-def build_prompt(rt: Runtime, request: ChatRequest, payload: dict[str, Any]) -> tuple[
-        ChatRequest, dict[str, Any]]:
+def build_prompt(
+    rt: Runtime, request: ChatRequest, payload: dict[str, Any]
+) -> tuple[ChatRequest, dict[str, Any]]:
     """Prepend the agent's system prompt, enforce its input budget and cap its output."""
     agent = rt.policy.agent
     if agent.system_prompt:
         system = Message(role="system", content=agent.system_prompt)
         request = request.model_copy(update={"messages": [system, *request.messages]})
-        payload = dict(payload, messages=[{"role": "system", "content": agent.system_prompt},
-                                          *payload["messages"]])
+        payload = dict(
+            payload,
+            messages=[{"role": "system", "content": agent.system_prompt}, *payload["messages"]],
+        )
     estimated = estimate_message_tokens([message_text(m) for m in request.messages])
     if estimated > agent.max_input_tokens:
         raise invalid_request(
             f"The messages hold about {estimated} tokens; this agent accepts at most "
             f"{agent.max_input_tokens} (spec.agent.maxInputTokens).",
-            param="messages", code="context_length_exceeded",
+            param="messages",
+            code="context_length_exceeded",
         )
     cap = agent.max_output_tokens
     if cap is not None and (request.output_limit is None or request.output_limit > cap):
@@ -91,8 +95,9 @@ def _served_headers(request_id: str, tier: str, served: Served) -> Headers:
     ]
 
 
-async def chat(rt: Runtime, authorization: str | None, request_id: str | None,
-               body: bytes) -> JsonResult | StreamResult:
+async def chat(
+    rt: Runtime, authorization: str | None, request_id: str | None, body: bytes
+) -> JsonResult | StreamResult:
     """Serve one chat completion; raises :class:`ApiError` for anything a client sees."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4().hex
@@ -114,8 +119,9 @@ async def chat(rt: Runtime, authorization: str | None, request_id: str | None,
         m.tokens.labels(tier.name, model, "in").inc(completion.prompt_tokens)
         m.tokens.labels(tier.name, model, "out").inc(completion.completion_tokens)
         m.request_seconds.labels(tier.name, "false").observe(time.perf_counter() - started)
-        return JsonResult(200, orjson.dumps(completion.body),
-                          _served_headers(request_id, tier.name, served))
+        return JsonResult(
+            200, orjson.dumps(completion.body), _served_headers(request_id, tier.name, served)
+        )
     try:
         stream = await rt.dispatcher.open_stream(tier, request, payload, deadline)
     except ApiError:
@@ -126,7 +132,9 @@ async def chat(rt: Runtime, authorization: str | None, request_id: str | None,
     return StreamResult(headers, _relay(rt, tier.name, stream, started))
 
 
-async def _relay(rt: Runtime, tier: str, stream: OpenStream, started: float) -> AsyncIterator[bytes]:
+async def _relay(
+    rt: Runtime, tier: str, stream: OpenStream, started: float
+) -> AsyncIterator[bytes]:
     """Forward an open stream; a failure after the first chunk ends it with an error event."""
     m = rt.metrics
     model = stream.served.target.ref
@@ -140,10 +148,14 @@ async def _relay(rt: Runtime, tier: str, stream: OpenStream, started: float) -> 
             outcome = "error"
             rt.dispatcher.record_stream_failure(stream.served.target, err)
             m.errors.labels("stream_interrupted").inc()
-            yield encode_event(ApiError(
-                502, f"{model} failed after the stream started: {err}",
-                "server_error", "stream_interrupted",
-            ).body())
+            yield encode_event(
+                ApiError(
+                    502,
+                    f"{model} failed after the stream started: {err}",
+                    "server_error",
+                    "stream_interrupted",
+                ).body()
+            )
         yield DONE
     finally:
         aclose = getattr(stream.rest, "aclose", None)

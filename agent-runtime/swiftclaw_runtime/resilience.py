@@ -42,8 +42,9 @@ def backoff_delay(attempt: int, retry: RetrySpec, rng: random.Random | None = No
     return (rng or random).uniform(0.0, cap)
 
 
-def retry_delay(attempt: int, retry: RetrySpec, retry_after: float | None,
-                rng: random.Random | None = None) -> float:
+def retry_delay(
+    attempt: int, retry: RetrySpec, retry_after: float | None, rng: random.Random | None = None
+) -> float:
     """Backoff, but never sooner than the provider's Retry-After."""
     return max(backoff_delay(attempt, retry, rng), retry_after or 0.0)
 

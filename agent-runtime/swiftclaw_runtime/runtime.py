@@ -52,16 +52,21 @@ class Runtime:
     async def startup(self) -> None:
         for p in self.policy.providers:
             if p.api_key_env and not resolve_provider_key(p):
-                log.warning("provider %s: environment variable %s is not set",
-                            p.name, p.api_key_env)
+                log.warning(
+                    "provider %s: environment variable %s is not set", p.name, p.api_key_env
+                )
         if self.keys.required and len(self.keys) == 0:
             log.warning("auth is required but no API keys are loaded: every request gets 401")
         pending = inactive_features(self.policy)
         if pending:
             log.info("configured but not active in this runtime version: %s", ", ".join(pending))
         self.health.started = True
-        log.info("agent %s/%s serving tiers %s", self.config.namespace, self.name,
-                 ", ".join(t.name for t in self.policy.models.tiers))
+        log.info(
+            "agent %s/%s serving tiers %s",
+            self.config.namespace,
+            self.name,
+            ", ".join(t.name for t in self.policy.models.tiers),
+        )
 
     async def shutdown(self) -> None:
         for provider in self.providers.values():

@@ -34,11 +34,12 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-WORDS = (
+_VOCABULARY = (
     "agents answer quickly when the runtime routes each request to the cheapest model that "
     "can handle it while caches absorb repeats and breakers keep failures contained so "
     "users see steady latency and teams see predictable cost every day across regions"
-).split()
+)
+WORDS = _VOCABULARY.split()
 MODES = ("normal", "error", "ratelimit", "hang", "cutoff")
 
 
@@ -185,8 +186,16 @@ class Simulator:
             await self._json(send, 200, self.stats())
             return
         if method == "GET" and (path.endswith("/models") or path == "/healthz"):
-            await self._json(send, 200, {"object": "list", "data": [
-                {"id": "sim-model", "object": "model", "created": 0, "owned_by": "sim"}]})
+            await self._json(
+                send,
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": "sim-model", "object": "model", "created": 0, "owned_by": "sim"}
+                    ],
+                },
+            )
             return
         body_bytes = await self._read(receive)
         if path == "/_sim/control" and method == "POST":
@@ -194,8 +203,16 @@ class Simulator:
             return
         shape = self._shape(path)
         if method != "POST" or shape is None:
-            await self._json(send, 404, {"error": {"message": f"no route {method} {path}",
-                                                   "type": "invalid_request_error"}})
+            await self._json(
+                send,
+                404,
+                {
+                    "error": {
+                        "message": f"no route {method} {path}",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
             return
         self.requests += 1
         self.arrivals.append(round(self._now(), 4))
@@ -219,8 +236,13 @@ class Simulator:
             await self._error(send, shape, 500, "simulated upstream failure")
             return
         if mode == "ratelimit":
-            await self._error(send, shape, 429, "simulated rate limit",
-                              [(b"retry-after", f"{self.mode_retry_after:g}".encode())])
+            await self._error(
+                send,
+                shape,
+                429,
+                "simulated rate limit",
+                [(b"retry-after", f"{self.mode_retry_after:g}".encode())],
+            )
             return
         await self._answer(send, shape, path, body, cutoff=mode == "cutoff")
 
@@ -243,7 +265,7 @@ class Simulator:
 
     def _has_key(self, scope: Scope, shape: str) -> bool:
         want = self.config.require_key or ""
-        headers = dict(scope["headers"])
+        headers: dict[bytes, bytes] = dict(scope["headers"])
         if shape == "openai":
             return headers.get(b"authorization", b"") == f"Bearer {want}".encode()
         if shape == "anthropic":
@@ -267,34 +289,63 @@ class Simulator:
         await self._json(send, 200, {"mode": mode, "count": count})
 
     def stats(self) -> dict[str, Any]:
-        return {"requests": self.requests, "arrivals": list(self.arrivals), "mode": self.mode,
-                "uptime": round(self._now(), 3)}
+        return {
+            "requests": self.requests,
+            "arrivals": list(self.arrivals),
+            "mode": self.mode,
+            "uptime": round(self._now(), 3),
+        }
 
-    async def _json(self, send: Send, status: int, obj: Any,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    async def _json(
+        self, send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         body = orjson.dumps(obj)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *(headers or []),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
-    async def _error(self, send: Send, shape: str, status: int, message: str,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    async def _error(
+        self,
+        send: Send,
+        shape: str,
+        status: int,
+        message: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         if shape == "anthropic":
-            kind = {429: "rate_limit_error", 401: "authentication_error",
-                    400: "invalid_request_error"}.get(status, "api_error")
+            kind = {
+                429: "rate_limit_error",
+                401: "authentication_error",
+                400: "invalid_request_error",
+            }.get(status, "api_error")
             obj: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
         elif shape == "gemini":
             obj = {"error": {"code": status, "message": message, "status": "UNAVAILABLE"}}
         else:
-            obj = {"error": {"message": message, "type": "server_error" if status >= 500
-                             else "invalid_request_error", "param": None, "code": None}}
+            obj = {
+                "error": {
+                    "message": message,
+                    "type": "server_error" if status >= 500 else "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
         await self._json(send, status, obj, headers)
 
     # --- answers -------------------------------------------------------------------
 
-    async def _answer(self, send: Send, shape: str, path: str, body: dict[str, Any],
-                      cutoff: bool = False) -> None:
+    async def _answer(
+        self, send: Send, shape: str, path: str, body: dict[str, Any], cutoff: bool = False
+    ) -> None:
         if shape == "openai":
             model = str(body.get("model", "sim-model"))
             texts = _texts_openai(body)
@@ -310,29 +361,57 @@ class Simulator:
             texts = _texts_gemini(body)
             limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
             stream = path.endswith(":streamGenerateContent")
-        words = answer_for(model, texts[-1] if texts else "", limit if isinstance(limit, int) else None)
+        words = answer_for(
+            model, texts[-1] if texts else "", limit if isinstance(limit, int) else None
+        )
         prompt_tokens = estimate_message_tokens(texts)
         finish = "length" if isinstance(limit, int) and len(words) >= limit else "stop"
         if not stream:
             text = " ".join(words)
             if shape == "openai":
-                obj = completion_body(completion_id(), model, text, finish, prompt_tokens, len(words))
+                obj = completion_body(
+                    completion_id(), model, text, finish, prompt_tokens, len(words)
+                )
             elif shape == "anthropic":
-                obj = {"id": "msg_" + completion_id()[9:], "type": "message", "role": "assistant",
-                       "model": model, "content": [{"type": "text", "text": text}],
-                       "stop_reason": "max_tokens" if finish == "length" else "end_turn",
-                       "usage": {"input_tokens": prompt_tokens, "output_tokens": len(words)}}
+                obj = {
+                    "id": "msg_" + completion_id()[9:],
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": "max_tokens" if finish == "length" else "end_turn",
+                    "usage": {"input_tokens": prompt_tokens, "output_tokens": len(words)},
+                }
             else:
-                obj = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
-                                       "finishReason": "MAX_TOKENS" if finish == "length" else "STOP"}],
-                       "usageMetadata": {"promptTokenCount": prompt_tokens,
-                                         "candidatesTokenCount": len(words)}}
+                obj = {
+                    "candidates": [
+                        {
+                            "content": {"role": "model", "parts": [{"text": text}]},
+                            "finishReason": "MAX_TOKENS" if finish == "length" else "STOP",
+                        }
+                    ],
+                    "usageMetadata": {
+                        "promptTokenCount": prompt_tokens,
+                        "candidatesTokenCount": len(words),
+                    },
+                }
             await self._json(send, 200, obj)
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
-        events = {"openai": self._openai_events, "anthropic": self._anthropic_events,
-                  "gemini": self._gemini_events}[shape]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
+        events = {
+            "openai": self._openai_events,
+            "anthropic": self._anthropic_events,
+            "gemini": self._gemini_events,
+        }[shape]
         pace = self.config.stream_pace_ms / 1000
         sent = 0
         async for event in events(model, words, finish, prompt_tokens, body):
@@ -344,54 +423,115 @@ class Simulator:
                 await asyncio.sleep(pace)
         await send({"type": "http.response.body", "body": b""})
 
-    async def _openai_events(self, model: str, words: tuple[str, ...], finish: str,
-                             prompt_tokens: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _openai_events(
+        self,
+        model: str,
+        words: tuple[str, ...],
+        finish: str,
+        prompt_tokens: int,
+        body: dict[str, Any],
+    ) -> AsyncIterator[bytes]:
         id_, created = completion_id(), int(time.time())
         yield encode_event(chunk_body(id_, model, created, {"role": "assistant", "content": ""}))
         for i, w in enumerate(words):
-            yield encode_event(chunk_body(id_, model, created, {"content": w if i == 0 else " " + w}))
+            yield encode_event(
+                chunk_body(id_, model, created, {"content": w if i == 0 else " " + w})
+            )
         yield encode_event(chunk_body(id_, model, created, {}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
             yield encode_event(usage_chunk(id_, model, created, prompt_tokens, len(words)))
         yield DONE
 
-    async def _anthropic_events(self, model: str, words: tuple[str, ...], finish: str,
-                                prompt_tokens: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _anthropic_events(
+        self,
+        model: str,
+        words: tuple[str, ...],
+        finish: str,
+        prompt_tokens: int,
+        body: dict[str, Any],
+    ) -> AsyncIterator[bytes]:
         def ev(name: str, obj: dict[str, Any]) -> bytes:
             return f"event: {name}\n".encode() + encode_event(obj)
 
-        yield ev("message_start", {"type": "message_start", "message": {
-            "id": "msg_" + completion_id()[9:], "type": "message", "role": "assistant",
-            "model": model, "content": [], "usage": {"input_tokens": prompt_tokens,
-                                                     "output_tokens": 0}}})
-        yield ev("content_block_start", {"type": "content_block_start", "index": 0,
-                                         "content_block": {"type": "text", "text": ""}})
+        yield ev(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_" + completion_id()[9:],
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "usage": {"input_tokens": prompt_tokens, "output_tokens": 0},
+                },
+            },
+        )
+        yield ev(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
         for i, w in enumerate(words):
-            yield ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
-                "type": "text_delta", "text": w if i == 0 else " " + w}})
+            yield ev(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": w if i == 0 else " " + w},
+                },
+            )
         yield ev("content_block_stop", {"type": "content_block_stop", "index": 0})
-        yield ev("message_delta", {"type": "message_delta", "delta": {
-            "stop_reason": "max_tokens" if finish == "length" else "end_turn"},
-            "usage": {"output_tokens": len(words)}})
+        yield ev(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "max_tokens" if finish == "length" else "end_turn"},
+                "usage": {"output_tokens": len(words)},
+            },
+        )
         yield ev("message_stop", {"type": "message_stop"})
 
-    async def _gemini_events(self, model: str, words: tuple[str, ...], finish: str,
-                             prompt_tokens: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _gemini_events(
+        self,
+        model: str,
+        words: tuple[str, ...],
+        finish: str,
+        prompt_tokens: int,
+        body: dict[str, Any],
+    ) -> AsyncIterator[bytes]:
         for i, w in enumerate(words):
             last = i == len(words) - 1
-            cand: dict[str, Any] = {"content": {"role": "model", "parts": [
-                {"text": w if i == 0 else " " + w}]}}
+            cand: dict[str, Any] = {
+                "content": {"role": "model", "parts": [{"text": w if i == 0 else " " + w}]}
+            }
             event: dict[str, Any] = {"candidates": [cand]}
             if last:
                 cand["finishReason"] = "MAX_TOKENS" if finish == "length" else "STOP"
-                event["usageMetadata"] = {"promptTokenCount": prompt_tokens,
-                                          "candidatesTokenCount": len(words)}
+                event["usageMetadata"] = {
+                    "promptTokenCount": prompt_tokens,
+                    "candidatesTokenCount": len(words),
+                }
             yield encode_event(event)
 
 
 def serve_simulator(config: SimConfig, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(Simulator(config), host=host, port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning", server_header=False, date_header=False,
-                timeout_graceful_shutdown=1, backlog=4096, timeout_keep_alive=75)
+    uvicorn.run(
+        Simulator(config),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=1,
+        backlog=4096,
+        timeout_keep_alive=75,
+    )

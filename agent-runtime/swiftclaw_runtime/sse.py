@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ def encode_event(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def iter_data(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def iter_data(lines: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """Yield each event's data (multi-line data joined by newlines) from an SSE byte stream."""
     data: list[bytes] = []
     async for raw in lines:

@@ -16,8 +16,13 @@ from .shapes import chunk_body, completion_body, completion_id, usage_chunk
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
-          "tool_use": "tool_calls", "refusal": "content_filter"}
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
 
 
 def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, Any]:
@@ -57,12 +62,18 @@ def from_anthropic(data: dict[str, Any], model: str) -> Completion:
     content = data.get("content")
     if not isinstance(content, list):
         raise UpstreamError("protocol", "response has no 'content'")
-    text = "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    text = "".join(
+        b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+    )
     usage = data.get("usage") or {}
     prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
     body = completion_body(
-        str(data.get("id") or completion_id()), str(data.get("model") or model), text,
-        FINISH.get(str(data.get("stop_reason")), "stop"), prompt, completion,
+        str(data.get("id") or completion_id()),
+        str(data.get("model") or model),
+        text,
+        FINISH.get(str(data.get("stop_reason")), "stop"),
+        prompt,
+        completion,
     )
     return Completion(body, prompt, completion)
 
@@ -76,13 +87,20 @@ class AnthropicProvider(HttpProvider):
             headers["x-api-key"] = api_key
         self.http = HttpClient(base_url, headers, max_connections)
 
-    async def complete(self, model: str, request: ChatRequest, payload: dict[str, Any],
-                       timeout: float) -> Completion:
+    async def complete(
+        self, model: str, request: ChatRequest, payload: dict[str, Any], timeout: float
+    ) -> Completion:
         data = await self.http.post_json("/messages", to_anthropic(model, request, False), timeout)
         return from_anthropic(data, model)
 
-    async def stream(self, model: str, request: ChatRequest, payload: dict[str, Any],
-                     usage: StreamUsage, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self,
+        model: str,
+        request: ChatRequest,
+        payload: dict[str, Any],
+        usage: StreamUsage,
+        idle_timeout: float,
+    ) -> AsyncIterator[dict[str, Any]]:
         body = to_anthropic(model, request, True)
         id_, created, finish = completion_id(), int(time.time()), "stop"
         async with self.http.post("/messages", body, stream_timeout(idle_timeout)) as resp:

@@ -43,8 +43,10 @@ class UpstreamError(Exception):
         return self.kind in TRIPS_BREAKER
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.message}" if self.status is None else (
-            f"{self.kind} (HTTP {self.status}): {self.message}"
+        return (
+            f"{self.kind}: {self.message}"
+            if self.status is None
+            else (f"{self.kind} (HTTP {self.status}): {self.message}")
         )
 
 
@@ -72,13 +74,20 @@ class Provider(abc.ABC):
     type: str
 
     @abc.abstractmethod
-    async def complete(self, model: str, request: ChatRequest, payload: dict[str, Any],
-                       timeout: float) -> Completion:
+    async def complete(
+        self, model: str, request: ChatRequest, payload: dict[str, Any], timeout: float
+    ) -> Completion:
         """One non-streaming call; ``timeout`` is the time left before the deadline."""
 
     @abc.abstractmethod
-    def stream(self, model: str, request: ChatRequest, payload: dict[str, Any],
-               usage: StreamUsage, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+    def stream(
+        self,
+        model: str,
+        request: ChatRequest,
+        payload: dict[str, Any],
+        usage: StreamUsage,
+        idle_timeout: float,
+    ) -> AsyncIterator[dict[str, Any]]:
         """OpenAI ``chat.completion.chunk`` dicts; fills ``usage`` as it goes."""
 
     @abc.abstractmethod

@@ -14,9 +14,14 @@ from .base import Completion, StreamUsage, UpstreamError
 from .http import HttpClient, HttpProvider, stream_timeout
 from .shapes import chunk_body, completion_body, completion_id, usage_chunk
 
-FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
-          "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
-          "PROHIBITED_CONTENT": "content_filter"}
+FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+}
 
 
 def to_gemini(request: ChatRequest) -> dict[str, Any]:
@@ -82,17 +87,27 @@ class GeminiProvider(HttpProvider):
         headers = {"x-goog-api-key": api_key} if api_key else {}
         self.http = HttpClient(base_url, headers, max_connections)
 
-    async def complete(self, model: str, request: ChatRequest, payload: dict[str, Any],
-                       timeout: float) -> Completion:
-        data = await self.http.post_json(f"/models/{model}:generateContent", to_gemini(request), timeout)
+    async def complete(
+        self, model: str, request: ChatRequest, payload: dict[str, Any], timeout: float
+    ) -> Completion:
+        data = await self.http.post_json(
+            f"/models/{model}:generateContent", to_gemini(request), timeout
+        )
         return from_gemini(data, model)
 
-    async def stream(self, model: str, request: ChatRequest, payload: dict[str, Any],
-                     usage: StreamUsage, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self,
+        model: str,
+        request: ChatRequest,
+        payload: dict[str, Any],
+        usage: StreamUsage,
+        idle_timeout: float,
+    ) -> AsyncIterator[dict[str, Any]]:
         id_, created, finish = completion_id(), int(time.time()), "stop"
         path = f"/models/{model}:streamGenerateContent"
-        async with self.http.post(path, to_gemini(request), stream_timeout(idle_timeout),
-                                  params={"alt": "sse"}) as resp:
+        async with self.http.post(
+            path, to_gemini(request), stream_timeout(idle_timeout), params={"alt": "sse"}
+        ) as resp:
             first = True
             async for data in iter_data(resp.content):
                 try:
@@ -106,7 +121,9 @@ class GeminiProvider(HttpProvider):
                 text, reason = _candidate(event)
                 meta = event.get("usageMetadata") or {}
                 usage.prompt_tokens = int(meta.get("promptTokenCount") or usage.prompt_tokens)
-                usage.completion_tokens = int(meta.get("candidatesTokenCount") or usage.completion_tokens)
+                usage.completion_tokens = int(
+                    meta.get("candidatesTokenCount") or usage.completion_tokens
+                )
                 delta: dict[str, Any] = {"content": text}
                 if first:
                     delta["role"] = "assistant"

