@@ -113,7 +113,7 @@ class Dispatcher:
     ) -> tuple[Completion, Served]:
         async def attempt(target: Target, timeout: float) -> Completion:
             provider = self.providers[target.provider]
-            return await provider.complete(target.model, request, payload, timeout)
+            return await provider.complete(target.model, request, payload)
 
         return await self._run(tier, deadline, attempt)
 
@@ -225,8 +225,8 @@ class Dispatcher:
         raise self._exhausted(tier, deadline_hit or deadline.expired, failures)
 
     def _observe(self, target: Target, started: float, outcome: str) -> None:
-        self.metrics.upstream_seconds.labels(target.provider, target.model, outcome).observe(
-            self._clock() - started
+        self.metrics.record_upstream(
+            target.provider, target.model, outcome, self._clock() - started
         )
 
     def _exhausted(self, tier: TierSpec, out_of_time: bool, failures: list[str]) -> ApiError:

@@ -6,6 +6,8 @@ Buckets run from 5 ms to 60 s, dense enough around 0.1-5 s that p50/p95/p99 read
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -107,6 +109,48 @@ class Metrics:
             ["error_class"],
             registry=r,
         )
+
+        # Label children looked up once per combination: .labels() costs a lock and a dict
+        # lookup per call, and these run on every request. Cardinality is bounded by config.
+        self._request_children: dict[tuple[str, str, str, bool], tuple[Any, ...]] = {}
+        self._upstream_children: dict[tuple[str, str, str], Any] = {}
+
+    def record_request(
+        self,
+        tier: str,
+        model: str,
+        outcome: str,
+        stream: bool,
+        seconds: float,
+        tokens_in: int,
+        tokens_out: int,
+    ) -> None:
+        """One finished chat request: count, latency and tokens."""
+        key = (tier, model, outcome, stream)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(tier, model, outcome),
+                self.request_seconds.labels(tier, "true" if stream else "false"),
+                self.tokens.labels(tier, model, "in"),
+                self.tokens.labels(tier, model, "out"),
+            )
+            self._request_children[key] = children
+        count, latency, t_in, t_out = children
+        count.inc()
+        latency.observe(seconds)
+        if tokens_in:
+            t_in.inc(tokens_in)
+        if tokens_out:
+            t_out.inc(tokens_out)
+
+    def record_upstream(self, provider: str, model: str, outcome: str, seconds: float) -> None:
+        """One call to a provider."""
+        key = (provider, model, outcome)
+        child = self._upstream_children.get(key)
+        if child is None:
+            child = self._upstream_children[key] = self.upstream_seconds.labels(*key)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -112,20 +112,24 @@ async def chat(
         try:
             completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
         except ApiError:
-            m.requests.labels(tier.name, "none", "error").inc()
+            m.record_request(tier.name, "none", "error", False, time.perf_counter() - started, 0, 0)
             raise
-        model = served.target.ref
-        m.requests.labels(tier.name, model, "fallback" if served.fallback else "ok").inc()
-        m.tokens.labels(tier.name, model, "in").inc(completion.prompt_tokens)
-        m.tokens.labels(tier.name, model, "out").inc(completion.completion_tokens)
-        m.request_seconds.labels(tier.name, "false").observe(time.perf_counter() - started)
+        m.record_request(
+            tier.name,
+            served.target.ref,
+            "fallback" if served.fallback else "ok",
+            False,
+            time.perf_counter() - started,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+        )
         return JsonResult(
             200, orjson.dumps(completion.body), _served_headers(request_id, tier.name, served)
         )
     try:
         stream = await rt.dispatcher.open_stream(tier, request, payload, deadline)
     except ApiError:
-        m.requests.labels(tier.name, "none", "error").inc()
+        m.record_request(tier.name, "none", "error", True, time.perf_counter() - started, 0, 0)
         raise
     m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
     headers = _served_headers(request_id, tier.name, stream.served)
@@ -161,7 +165,12 @@ async def _relay(
         aclose = getattr(stream.rest, "aclose", None)
         if aclose is not None:
             await aclose()
-        m.requests.labels(tier, model, outcome).inc()
-        m.tokens.labels(tier, model, "in").inc(stream.usage.prompt_tokens)
-        m.tokens.labels(tier, model, "out").inc(stream.usage.completion_tokens)
-        m.request_seconds.labels(tier, "true").observe(time.perf_counter() - started)
+        m.record_request(
+            tier,
+            model,
+            outcome,
+            True,
+            time.perf_counter() - started,
+            stream.usage.prompt_tokens,
+            stream.usage.completion_tokens,
+        )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
 import signal
 import socket
 import threading
@@ -33,6 +35,7 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        tune_gc()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -61,6 +64,20 @@ class DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(loop.call_later, delay, super().handle_exit, sig, None)
 
 
+def tune_gc() -> None:
+    """Fewer, shorter collector pauses: the long tail of latency, not the median, pays for them.
+
+    Objects alive after startup (config, modules, pools) are frozen out of collection,
+    and the youngest generation is collected after 50 000 allocations instead of 700:
+    a request allocates short-lived objects that reference counting frees anyway.
+    """
+    if os.environ.get("SWIFTCLAW_GC_TUNING", "1") == "0":
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def make_server(runtime: Runtime, host: str, port: int, fd: int | None = None) -> DrainingServer:
     config = uvicorn.Config(
         App(runtime),
@@ -73,6 +90,7 @@ def make_server(runtime: Runtime, host: str, port: int, fd: int | None = None) -
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,
         date_header=False,
         timeout_keep_alive=75,
         backlog=4096,

@@ -11,7 +11,7 @@ import orjson
 from ..schemas import ChatRequest, message_text
 from ..sse import iter_data
 from .base import Completion, StreamUsage, UpstreamError
-from .http import HttpClient, HttpProvider, stream_timeout
+from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_body, completion_id, usage_chunk
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -88,9 +88,9 @@ class AnthropicProvider(HttpProvider):
         self.http = HttpClient(base_url, headers, max_connections)
 
     async def complete(
-        self, model: str, request: ChatRequest, payload: dict[str, Any], timeout: float
+        self, model: str, request: ChatRequest, payload: dict[str, Any]
     ) -> Completion:
-        data = await self.http.post_json("/messages", to_anthropic(model, request, False), timeout)
+        data = await self.http.post_json("/messages", to_anthropic(model, request, False))
         return from_anthropic(data, model)
 
     async def stream(
@@ -103,8 +103,8 @@ class AnthropicProvider(HttpProvider):
     ) -> AsyncIterator[dict[str, Any]]:
         body = to_anthropic(model, request, True)
         id_, created, finish = completion_id(), int(time.time()), "stop"
-        async with self.http.post("/messages", body, stream_timeout(idle_timeout)) as resp:
-            async for data in iter_data(resp.content):
+        async with self.http.post("/messages", body) as resp:
+            async for data in iter_data(resp.iter_lines(idle_timeout)):
                 try:
                     event = orjson.loads(data)
                 except orjson.JSONDecodeError:

@@ -75,9 +75,9 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def complete(
-        self, model: str, request: ChatRequest, payload: dict[str, Any], timeout: float
+        self, model: str, request: ChatRequest, payload: dict[str, Any]
     ) -> Completion:
-        """One non-streaming call; ``timeout`` is the time left before the deadline."""
+        """One non-streaming call (the dispatcher bounds it by the request's deadline)."""
 
     @abc.abstractmethod
     def stream(

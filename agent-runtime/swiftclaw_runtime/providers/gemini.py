@@ -11,7 +11,7 @@ import orjson
 from ..schemas import ChatRequest, message_text
 from ..sse import iter_data
 from .base import Completion, StreamUsage, UpstreamError
-from .http import HttpClient, HttpProvider, stream_timeout
+from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_body, completion_id, usage_chunk
 
 FINISH = {
@@ -88,11 +88,9 @@ class GeminiProvider(HttpProvider):
         self.http = HttpClient(base_url, headers, max_connections)
 
     async def complete(
-        self, model: str, request: ChatRequest, payload: dict[str, Any], timeout: float
+        self, model: str, request: ChatRequest, payload: dict[str, Any]
     ) -> Completion:
-        data = await self.http.post_json(
-            f"/models/{model}:generateContent", to_gemini(request), timeout
-        )
+        data = await self.http.post_json(f"/models/{model}:generateContent", to_gemini(request))
         return from_gemini(data, model)
 
     async def stream(
@@ -105,11 +103,9 @@ class GeminiProvider(HttpProvider):
     ) -> AsyncIterator[dict[str, Any]]:
         id_, created, finish = completion_id(), int(time.time()), "stop"
         path = f"/models/{model}:streamGenerateContent"
-        async with self.http.post(
-            path, to_gemini(request), stream_timeout(idle_timeout), params={"alt": "sse"}
-        ) as resp:
+        async with self.http.post(path, to_gemini(request), params={"alt": "sse"}) as resp:
             first = True
-            async for data in iter_data(resp.content):
+            async for data in iter_data(resp.iter_lines(idle_timeout)):
                 try:
                     event = orjson.loads(data)
                 except orjson.JSONDecodeError:

@@ -1,17 +1,19 @@
-"""The shared HTTP client: pooled keep-alive connections and failure classification."""
+"""The shared HTTP client of the providers: pooled keep-alive connections, failures classified."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 
 from .base import FailureKind, Provider, UpstreamError
+from .pool import ConnectionLost, Pool, Response
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -59,112 +61,84 @@ def _error_message(body: bytes) -> tuple[str, dict[str, Any] | None]:
 
 
 def transport_error(err: BaseException) -> UpstreamError:
-    """Classify a transport failure (no HTTP status to go by)."""
-    if isinstance(err, (TimeoutError, aiohttp.ServerTimeoutError)):
-        return UpstreamError("timeout", f"no answer in time ({type(err).__name__})")
-    if isinstance(err, aiohttp.ClientConnectorError):
-        return UpstreamError("connect", f"cannot connect: {err.os_error}")
-    if isinstance(err, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
-        return UpstreamError("connect", f"connection lost: {err}")
-    if isinstance(err, aiohttp.ClientPayloadError):
-        return UpstreamError("protocol", f"broken response body: {err}")
-    if isinstance(err, aiohttp.ClientResponseError):
-        return UpstreamError("protocol", f"bad response: {err.message}")
-    return UpstreamError("connect", f"{type(err).__name__}: {err}")
+    """Classify a failure that came without an HTTP status."""
+    if isinstance(err, TimeoutError):
+        return UpstreamError("timeout", "no answer in time")
+    if isinstance(err, ConnectionLost):
+        if err.got_response:
+            return UpstreamError("protocol", f"broken response: {err}")
+        return UpstreamError("connect", str(err))
+    return UpstreamError("connect", f"cannot connect: {err}")
 
 
 class HttpClient:
-    """One aiohttp session per provider: keep-alive pool, no cookies, no default headers."""
+    """Requests to one provider: its base URL, its fixed headers, a pool of connections."""
 
     def __init__(self, base_url: str, headers: dict[str, str], max_connections: int) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = {"content-type": "application/json", **headers}
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=30, enable_cleanup_closed=True
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent",),
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-            )
-        return self._session
+        self._pool = Pool(self.base_url, max_connections)
+        self._headers = [
+            (b"content-type", b"application/json"),
+            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+        ]
 
     @asynccontextmanager
     async def post(
-        self,
-        path: str,
-        body: dict[str, Any],
-        timeout: aiohttp.ClientTimeout,
-        params: dict[str, str] | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST JSON; yields a 2xx response or raises a classified :class:`UpstreamError`."""
-        session = self._get_session()
+        self, path: str, body: dict[str, Any], params: dict[str, str] | None = None
+    ) -> AsyncIterator[Response]:
+        """POST JSON; yields a 2xx response or raises a classified :class:`UpstreamError`.
+
+        Failures while the caller reads the body are classified the same way.
+        """
+        if params:
+            path += "?" + urlencode(params)
+        resp: Response | None = None
         try:
-            async with session.post(
-                self.base_url + path,
-                data=orjson.dumps(body),
-                headers=self._headers,
-                timeout=timeout,
-                params=params,
-            ) as resp:
-                if resp.status >= 400:
-                    raw = await resp.read()
-                    message, parsed = _error_message(raw)
-                    raise UpstreamError(
-                        classify_status(resp.status),
-                        message,
-                        resp.status,
-                        parse_retry_after(resp.headers.get("retry-after")),
-                        parsed,
-                    )
-                yield resp
+            resp = await self._pool.request("POST", path, self._headers, orjson.dumps(body))
+            if resp.status >= 400:
+                raw = await resp.read()
+                message, parsed = _error_message(raw)
+                raise UpstreamError(
+                    classify_status(resp.status),
+                    message,
+                    resp.status,
+                    parse_retry_after(resp.header("retry-after")),
+                    parsed,
+                )
+            yield resp
         except UpstreamError:
             raise
-        except (TimeoutError, aiohttp.ClientError) as err:
+        except (TimeoutError, OSError) as err:
             raise transport_error(err) from None
+        finally:
+            if resp is not None:
+                resp.close()  # no-op when the body was read to the end and released
 
     async def post_json(
-        self, path: str, body: dict[str, Any], timeout: float, params: dict[str, str] | None = None
+        self, path: str, body: dict[str, Any], params: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        async with self.post(path, body, aiohttp.ClientTimeout(total=timeout), params) as resp:
+        async with self.post(path, body, params) as resp:
             raw = await resp.read()
+            status = resp.status
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise UpstreamError("protocol", "response is not JSON", resp.status) from None
+            raise UpstreamError("protocol", "response is not JSON", status) from None
         if not isinstance(data, dict):
-            raise UpstreamError("protocol", "response is not a JSON object", resp.status)
+            raise UpstreamError("protocol", "response is not a JSON object", status)
         return data
 
-    async def get(self, path: str, timeout: float) -> int:
-        """GET for health probes; returns the status, raises on connection failure."""
-        session = self._get_session()
+    async def get(self, path: str) -> int:
+        """GET for health probes; returns the status, raises on transport failure."""
         try:
-            async with session.get(
-                self.base_url + path,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as resp:
-                await resp.read()
-                return resp.status
-        except (TimeoutError, aiohttp.ClientError) as err:
+            resp = await self._pool.request("GET", path, self._headers)
+            await resp.read()
+            return resp.status
+        except (TimeoutError, OSError) as err:
             raise transport_error(err) from None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def stream_timeout(idle_timeout: float) -> aiohttp.ClientTimeout:
-    """No total limit for a stream, but each read must come within ``idle_timeout``."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=idle_timeout, sock_read=idle_timeout)
+        await self._pool.close()
 
 
 class HttpProvider(Provider):
@@ -173,7 +147,11 @@ class HttpProvider(Provider):
     http: HttpClient
 
     async def probe(self, timeout: float) -> None:
-        status = await self.http.get("/models", timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                status = await self.http.get("/models")
+        except TimeoutError:
+            raise UpstreamError("timeout", f"GET /models gave no answer in {timeout:g}s") from None
         if status >= 500:
             raise UpstreamError("server", f"GET /models answered {status}", status)
         if status in (401, 403):

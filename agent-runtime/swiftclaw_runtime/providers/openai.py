@@ -10,7 +10,7 @@ import orjson
 from ..schemas import ChatRequest
 from ..sse import iter_data
 from .base import Completion, StreamUsage, UpstreamError
-from .http import HttpClient, HttpProvider, stream_timeout
+from .http import HttpClient, HttpProvider
 
 
 class OpenAIProvider(HttpProvider):
@@ -23,11 +23,11 @@ class OpenAIProvider(HttpProvider):
         self.http = HttpClient(base_url, headers, max_connections)
 
     async def complete(
-        self, model: str, request: ChatRequest, payload: dict[str, Any], timeout: float
+        self, model: str, request: ChatRequest, payload: dict[str, Any]
     ) -> Completion:
         body = dict(payload, model=model, stream=False)
         body.pop("stream_options", None)
-        data = await self.http.post_json("/chat/completions", body, timeout)
+        data = await self.http.post_json("/chat/completions", body)
         if not isinstance(data.get("choices"), list):
             raise UpstreamError("protocol", "response has no 'choices'")
         usage = data.get("usage") or {}
@@ -46,8 +46,8 @@ class OpenAIProvider(HttpProvider):
         # Always ask for usage so tokens can be counted; the client only sees the usage
         # chunk if it asked for it.
         body = dict(payload, model=model, stream=True, stream_options={"include_usage": True})
-        async with self.http.post("/chat/completions", body, stream_timeout(idle_timeout)) as resp:
-            async for data in iter_data(resp.content):
+        async with self.http.post("/chat/completions", body) as resp:
+            async for data in iter_data(resp.iter_lines(idle_timeout)):
                 if data == b"[DONE]":
                     return
                 try:

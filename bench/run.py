@@ -1,0 +1,376 @@
+"""Added latency and throughput of the runtime, side by side with its peers, in one run.
+
+Targets, each in front of the same simulated provider (fixed 50 ms latency, one process):
+``direct`` (the provider itself), ``swiftclaw`` (the runtime, one process), ``litellm`` (the
+LiteLLM proxy, one worker) and ``portkey`` (the Portkey gateway, one Node process). Load
+comes from wrk (one thread, C connections, each sending the next request as soon as the
+last answer arrives). Added latency is a target's percentile minus the direct one at the
+same concurrency; saturation RPS is the highest throughput a target reached.
+
+    python -m bench.run [--duration 8] [--warmup 2] [--concurrency 1 8 64 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from swiftclaw_runtime.processes import Proc, free_port, start, start_runtime, start_sim
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+KEY = "sk-bench-000000001"
+BODY = json.dumps(
+    {"model": "bench", "messages": [{"role": "user", "content": "benchmark"}], "max_tokens": 16}
+)
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    headers: dict[str, str]
+    procs: list[Proc]
+
+
+@dataclass
+class Cell:
+    target: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) * 1024  # type: ignore[union-attr]
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (OSError, AttributeError):
+            continue
+        pids += [int(c) for c in children]
+    return total
+
+
+def wrk_script(folder: Path, target: Target) -> Path:
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = [[{BODY}]]",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items()]
+    path = folder / f"{target.name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out: str) -> tuple[float, float, float, int, int]:
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            raise ValueError(f"no {p}% line in wrk output:\n{out}")
+        return float(m.group(1)) * UNITS[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return rps, pct("50"), pct("99"), errors, requests
+
+
+def wrk(url: str, script: Path, concurrency: int, seconds: float) -> str:
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        f"{url}/chat/completions",
+    ]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def check(target: Target) -> None:
+    """One real request first: every target must answer a correct completion."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{target.url}/chat/completions",
+        data=BODY.encode(),
+        headers={"content-type": "application/json", **target.headers},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        data = json.load(r)
+    assert data["choices"][0]["message"]["content"], data
+
+
+def start_targets(folder: Path, sim: Proc) -> list[Target]:
+    upstream = f"{sim.url}/v1"
+    targets = [Target("direct", upstream, {}, [])]
+
+    manifest = {
+        "apiVersion": "swiftclaw.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "metadata": {"name": "bench"},
+        "spec": {
+            "providers": [{"name": "sim", "type": "openai-compatible", "baseURL": upstream}],
+            "models": {"tiers": [{"name": "bench", "model": "sim/m"}]},
+            "cache": {"exact": {"enabled": False}, "redis": {"mode": "none"}},
+        },
+    }
+    (folder / "agent.yaml").write_text(yaml.safe_dump(manifest))
+    (folder / "keys.yaml").write_text(yaml.safe_dump({"keys": [{"key": KEY, "user": "bench"}]}))
+    rt = start_runtime(
+        folder / "agent.yaml",
+        None,
+        "--api-keys",
+        str(folder / "keys.yaml"),
+        "--log-level",
+        "warning",
+        log_path=folder / "runtime.log",
+    )
+    targets.append(Target("swiftclaw", f"{rt.url}/v1", {"Authorization": f"Bearer {KEY}"}, [rt]))
+
+    litellm = REPO / ".venv-litellm" / "bin" / "litellm"
+    if litellm.exists():
+        (folder / "litellm.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "model_list": [
+                        {
+                            "model_name": "bench",
+                            "litellm_params": {
+                                "model": "openai/m",
+                                "api_base": upstream,
+                                "api_key": "sk-upstream",
+                            },
+                        }
+                    ],
+                    "litellm_settings": {"drop_params": True, "set_verbose": False},
+                }
+            )
+        )
+        port = free_port()
+        env = {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_MASTER_KEY": "sk-litellm-master",
+            "LITELLM_LOG": "ERROR",
+            "DISABLE_SCHEMA_UPDATE": "true",
+            "LITELLM_TELEMETRY": "False",
+            "NO_DOCS": "True",
+        }
+        p = start(
+            [
+                str(litellm),
+                "--config",
+                str(folder / "litellm.yaml"),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--num_workers",
+                "1",
+            ],
+            port,
+            "/health/liveliness",
+            folder / "litellm.log",
+            env,
+            timeout=180,
+        )
+        targets.append(
+            Target("litellm", f"{p.url}/v1", {"Authorization": "Bearer sk-litellm-master"}, [p])
+        )
+
+    portkey = REPO / ".tmp" / "portkey" / "node_modules" / "@portkey-ai" / "gateway"
+    if portkey.exists():
+        port = free_port()
+        entry = json.loads((portkey / "package.json").read_text())["bin"]
+        script = entry if isinstance(entry, str) else next(iter(entry.values()))
+        p = start(
+            ["node", str(portkey / script), f"--port={port}", "--headless"],
+            port,
+            "/",
+            folder / "portkey.log",
+            timeout=60,
+        )
+        targets.append(
+            Target(
+                "portkey",
+                f"{p.url}/v1",
+                {
+                    "x-portkey-provider": "openai",
+                    "x-portkey-custom-host": upstream,
+                    "Authorization": "Bearer sk-upstream",
+                },
+                [p],
+            )
+        )
+    return targets
+
+
+def table(cells: list[Cell], memory: dict[str, int], concurrencies: list[int]) -> str:
+    direct = {c.concurrency: c for c in cells if c.target == "direct"}
+    names = list(dict.fromkeys(c.target for c in cells))
+    out = [
+        "| target | concurrency | RPS | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        for c in (x for x in cells if x.target == name):
+            d = direct[c.concurrency]
+            added = (
+                f"{c.p50_ms - d.p50_ms:.2f} | {c.p99_ms - d.p99_ms:.2f}"
+                if name != "direct"
+                else "- | -"
+            )
+            out.append(
+                f"| {name} | {c.concurrency} | {c.rps:.0f} | {c.p50_ms:.2f} | "
+                f"{c.p99_ms:.2f} | {added} | {c.errors} |"
+            )
+    sat = {n: max(c.rps for c in cells if c.target == n) for n in names}
+    out += [
+        "",
+        "| target | saturation RPS | x LiteLLM | x Portkey | RSS after run (MiB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        vs_l = f"{sat[n] / sat['litellm']:.1f}" if "litellm" in sat else "-"
+        vs_p = f"{sat[n] / sat['portkey']:.2f}" if "portkey" in sat else "-"
+        out.append(f"| {n} | {sat[n]:.0f} | {vs_l} | {vs_p} | {memory.get(n, 0) / 2**20:.0f} |")
+    return "\n".join(out)
+
+
+def plot(cells: list[Cell], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    direct = {c.concurrency: c for c in cells if c.target == "direct"}
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
+    for name in dict.fromkeys(c.target for c in cells):
+        rows = [c for c in cells if c.target == name]
+        xs = [c.concurrency for c in rows]
+        ax3.plot(xs, [c.rps for c in rows], marker="o", label=name)
+        if name == "direct":
+            continue
+        ax1.plot(
+            xs,
+            [max(0.01, c.p50_ms - direct[c.concurrency].p50_ms) for c in rows],
+            marker="o",
+            label=name,
+        )
+        ax2.plot(
+            xs,
+            [max(0.01, c.p99_ms - direct[c.concurrency].p99_ms) for c in rows],
+            marker="o",
+            label=name,
+        )
+    for ax, title in (
+        (ax1, "added p50 latency (ms)"),
+        (ax2, "added p99 latency (ms)"),
+        (ax3, "throughput (requests/s)"),
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent connections")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("SwiftClaw runtime vs peers, simulated provider at 50 ms, one process each")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
+    ap.add_argument("--latency", default="fixed:50")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cells: list[Cell] = []
+    memory: dict[str, int] = {}
+    procs: list[Proc] = []
+    with tempfile.TemporaryDirectory(prefix="swiftclaw-bench-") as tmp:
+        folder = Path(tmp)
+        try:
+            sim = start_sim(
+                None,
+                "--latency",
+                args.latency,
+                "--stream-pace-ms",
+                "0",
+                log_path=folder / "sim.log",
+            )
+            procs.append(sim)
+            targets = start_targets(folder, sim)
+            procs += [p for t in targets for p in t.procs]
+            for t in targets:
+                check(t)
+            print(f"targets: {', '.join(t.name for t in targets)}; upstream {args.latency}")
+            for c in args.concurrency:
+                for t in targets:  # interleaved, so drift on the machine hits every target alike
+                    script = wrk_script(folder, t)
+                    wrk(t.url, script, c, args.warmup)
+                    rps, p50, p99, errors, n = parse_wrk(wrk(t.url, script, c, args.duration))
+                    cells.append(Cell(t.name, c, rps, p50, p99, errors, n))
+                    print(
+                        f"  {t.name:10s} c={c:<4d} {rps:8.0f} rps  p50 {p50:7.2f} ms  "
+                        f"p99 {p99:7.2f} ms  errors {errors}"
+                    )
+            for t in targets:
+                if t.procs:
+                    memory[t.name] = rss_bytes(t.procs[0].pid)
+        finally:
+            for p in reversed(procs):
+                p.stop()
+    cells.sort(key=lambda c: ([x.name for x in targets].index(c.target), c.concurrency))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    md = table(cells, memory, args.concurrency)
+    header = (
+        f"# Benchmark {stamp}\n\nUpstream: simulated provider, {args.latency} ms, one "
+        f"process. Load: wrk, 1 thread, {args.duration:g} s per cell after "
+        f"{args.warmup:g} s warm-up. Machine: {os.cpu_count()} cores.\n\n"
+    )
+    (RESULTS / f"bench-{stamp}.md").write_text(header + md + "\n")
+    (RESULTS / f"bench-{stamp}.json").write_text(
+        json.dumps({"cells": [asdict(c) for c in cells], "rss_bytes": memory}, indent=2)
+    )
+    plot(cells, RESULTS / f"bench-{stamp}.png")
+    print()
+    print(md)
+    print(f"\nwritten: bench/results/bench-{stamp}.md, .json, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
