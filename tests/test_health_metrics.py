@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 import openai
+import pytest
 
 from swiftclaw_runtime.processes import start_redis
 
@@ -102,3 +103,23 @@ def test_metrics_cover_requests_latency_tokens_and_in_flight(launch: Launcher) -
     ]
     assert tokens_out and float(tokens_out[0].split()[-1]) > out.usage.completion_tokens
     assert "swiftclaw_requests_in_flight 0.0" in text
+
+
+def test_cost_is_counted_at_the_manifest_prices(launch: Launcher) -> None:
+    up = launch.sim("--latency", "fixed:1")
+    rt = launch.runtime(
+        manifest(
+            [openai_provider("up", up)],
+            [{"name": "t", "model": "up/m", "inputPer1M": 2.0, "outputPer1M": 10.0}],
+        )
+    )
+    c = openai.OpenAI(base_url=f"{rt.url}/v1", api_key=API_KEY, max_retries=0)
+    out = c.chat.completions.create(model="t", messages=[{"role": "user", "content": "price"}])
+    assert out.usage is not None
+    expected = (out.usage.prompt_tokens * 2.0 + out.usage.completion_tokens * 10.0) / 1e6
+    line = next(
+        x
+        for x in get(f"{rt.url}/metrics")[1].decode().splitlines()
+        if x.startswith('swiftclaw_cost_usd_total{model="up/m",tier="t"}')
+    )
+    assert float(line.split()[-1]) == pytest.approx(expected)

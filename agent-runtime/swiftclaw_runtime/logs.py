@@ -40,5 +40,5 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "aiohttp.access"):
+    for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)

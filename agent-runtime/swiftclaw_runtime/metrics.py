@@ -103,6 +103,12 @@ class Metrics:
             ["tier", "model", "direction"],
             registry=r,
         )
+        self.cost = Counter(
+            "swiftclaw_cost_usd",
+            "Spend on model calls in USD, from the manifest's prices.",
+            ["tier", "model"],
+            registry=r,
+        )
         self.errors = Counter(
             "swiftclaw_errors",
             "Errors by class (client_error, auth, upstream, timeout, ...).",
@@ -124,8 +130,9 @@ class Metrics:
         seconds: float,
         tokens_in: int,
         tokens_out: int,
+        cost_usd: float = 0.0,
     ) -> None:
-        """One finished chat request: count, latency and tokens."""
+        """One finished chat request: count, latency, tokens and cost."""
         key = (tier, model, outcome, stream)
         children = self._request_children.get(key)
         if children is None:
@@ -134,15 +141,18 @@ class Metrics:
                 self.request_seconds.labels(tier, "true" if stream else "false"),
                 self.tokens.labels(tier, model, "in"),
                 self.tokens.labels(tier, model, "out"),
+                self.cost.labels(tier, model),
             )
             self._request_children[key] = children
-        count, latency, t_in, t_out = children
+        count, latency, t_in, t_out, cost = children
         count.inc()
         latency.observe(seconds)
         if tokens_in:
             t_in.inc(tokens_in)
         if tokens_out:
             t_out.inc(tokens_out)
+        if cost_usd:
+            cost.inc(cost_usd)
 
     def record_upstream(self, provider: str, model: str, outcome: str, seconds: float) -> None:
         """One call to a provider."""

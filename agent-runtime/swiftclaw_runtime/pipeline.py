@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from .config import TierSpec
+from .costs import cost_usd, prices
 from .dispatch import OpenStream, Served
 from .errors import ApiError, invalid_request
 from .providers import UpstreamError
@@ -122,6 +124,7 @@ async def chat(
             time.perf_counter() - started,
             completion.prompt_tokens,
             completion.completion_tokens,
+            request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens),
         )
         return JsonResult(
             200, orjson.dumps(completion.body), _served_headers(request_id, tier.name, served)
@@ -133,11 +136,18 @@ async def chat(
         raise
     m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
     headers = _served_headers(request_id, tier.name, stream.served)
-    return StreamResult(headers, _relay(rt, tier.name, stream, started))
+    return StreamResult(headers, _relay(rt, tier, stream, started))
+
+
+def request_cost(
+    rt: Runtime, tier: TierSpec, served: Served, tokens_in: int, tokens_out: int
+) -> float:
+    price_in, price_out = prices(rt.policy, tier, served.target.ref)
+    return cost_usd(price_in, price_out, tokens_in, tokens_out)
 
 
 async def _relay(
-    rt: Runtime, tier: str, stream: OpenStream, started: float
+    rt: Runtime, tier: TierSpec, stream: OpenStream, started: float
 ) -> AsyncIterator[bytes]:
     """Forward an open stream; a failure after the first chunk ends it with an error event."""
     m = rt.metrics
@@ -165,12 +175,14 @@ async def _relay(
         aclose = getattr(stream.rest, "aclose", None)
         if aclose is not None:
             await aclose()
+        usage = stream.usage
         m.record_request(
-            tier,
+            tier.name,
             model,
             outcome,
             True,
             time.perf_counter() - started,
-            stream.usage.prompt_tokens,
-            stream.usage.completion_tokens,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            request_cost(rt, tier, stream.served, usage.prompt_tokens, usage.completion_tokens),
         )
