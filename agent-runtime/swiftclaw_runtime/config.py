@@ -38,6 +38,27 @@ Name = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
 ModelRef = Annotated[str, Field(min_length=3, max_length=253, pattern=MODEL_REF_PATTERN)]
 
 
+def cel(*rules: tuple[str, str, str | None]) -> dict[str, Any]:
+    """``x-kubernetes-validations`` for the CRD: (rule, message, fieldPath) each.
+
+    The same rules are checked in Python by :func:`reference_issues`; a CEL rule lives
+    next to the model it guards so that the two are read, and changed, together.
+    """
+    out = []
+    for rule, message, field_path in rules:
+        entry = {"rule": rule}
+        entry["messageExpression" if message.startswith("'") else "message"] = message
+        if field_path:
+            entry["fieldPath"] = field_path
+        out.append(entry)
+    return {"x-kubernetes-validations": out}
+
+
+def map_list(*keys: str) -> dict[str, Any]:
+    """A list whose items are unique by ``keys``: the API server rejects duplicates itself."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
 class Model(BaseModel):
     """Base for every policy model: camelCase on the wire, unknown fields rejected."""
 
@@ -67,7 +88,9 @@ class AgentSpec(Model):
     system_prompt: Annotated[str, Field(max_length=100_000)] = ""
     max_input_tokens: Annotated[int, Field(ge=1, le=2_000_000)] = 8_000
     max_output_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    context: Annotated[list[ContextSource], Field(max_length=16)] = []
+    context: Annotated[
+        list[ContextSource], Field(max_length=16, json_schema_extra=map_list("name"))
+    ] = []
 
 
 # --- providers and models ----------------------------------------------------------
@@ -86,6 +109,16 @@ ProviderType = Literal["openai", "openai-compatible", "anthropic", "gemini"]
 class ProviderSpec(Model):
     """An upstream model API. Keys come from a Secret (in cluster) or the environment."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!(has(self.apiKeySecretRef) && has(self.apiKeyEnv))",
+                "set apiKeySecretRef or apiKeyEnv, not both",
+                None,
+            )
+        )
+    )
+
     name: Name
     type: ProviderType
     base_url: Annotated[str, Field(max_length=2048, pattern=URL_PATTERN, alias="baseURL")]
@@ -97,11 +130,23 @@ class ProviderSpec(Model):
 class TierSpec(Model):
     """A model tier: the model it calls, its prices (USD per 1M tokens) and its fallbacks."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.fallbacks) || !self.fallbacks.exists(f, f == self.model)",
+                "a tier cannot fall back to its own model",
+                ".fallbacks",
+            )
+        )
+    )
+
     name: Name
     model: ModelRef
     input_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="inputPer1M")] = 0.0
     output_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="outputPer1M")] = 0.0
-    fallbacks: Annotated[list[ModelRef], Field(max_length=8)] = []
+    fallbacks: Annotated[
+        list[ModelRef], Field(max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"})
+    ] = []
 
 
 class RoutingSpec(Model):
@@ -112,7 +157,20 @@ class RoutingSpec(Model):
 
 
 class ModelsSpec(Model):
-    tiers: Annotated[list[TierSpec], Field(min_length=1, max_length=16)]
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.routing) || !has(self.routing.default)"
+                " || self.tiers.exists(t, t.name == self.routing.default)",
+                "'unknown tier ' + self.routing.default",
+                ".routing.default",
+            )
+        )
+    )
+
+    tiers: Annotated[
+        list[TierSpec], Field(min_length=1, max_length=16, json_schema_extra=map_list("name"))
+    ]
     routing: RoutingSpec = RoutingSpec()
 
 
@@ -133,6 +191,21 @@ class SemanticCacheSpec(Model):
 class RedisSpec(Model):
     """Where the shared state lives: a Redis the operator runs, an external one, or none."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.mode) || self.mode != 'external' || has(self.urlSecretRef)",
+                "required when mode is external",
+                ".urlSecretRef",
+            ),
+            (
+                "!has(self.urlSecretRef) || (has(self.mode) && self.mode == 'external')",
+                "only allowed when mode is external",
+                ".urlSecretRef",
+            ),
+        )
+    )
+
     mode: Literal["managed", "external", "none"] = "managed"
     url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="urlSecretRef")] = None
     storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
@@ -149,6 +222,17 @@ class CacheSpec(Model):
 
 
 class RetrySpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.initialBackoffMs) || !has(self.maxBackoffMs)"
+                " || self.initialBackoffMs <= self.maxBackoffMs",
+                "must not exceed maxBackoffMs",
+                ".initialBackoffMs",
+            )
+        )
+    )
+
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     initial_backoff_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
     max_backoff_ms: Annotated[int, Field(ge=0, le=300_000)] = 8_000
@@ -181,6 +265,17 @@ class RateLimitsSpec(Model):
 
 
 class BudgetSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.dailyUSD) || !has(self.perUserDailyUSD)"
+                " || self.perUserDailyUSD <= self.dailyUSD",
+                "must not exceed dailyUSD",
+                ".perUserDailyUSD",
+            )
+        )
+    )
+
     daily_usd: Annotated[float | None, Field(gt=0, le=10_000_000, alias="dailyUSD")] = None
     per_user_daily_usd: Annotated[
         float | None, Field(gt=0, le=1_000_000, alias="perUserDailyUSD")
@@ -190,7 +285,18 @@ class BudgetSpec(Model):
 
 
 class ScalingSpec(Model):
-    min_replicas: Annotated[int, Field(ge=0, le=1000)] = 2
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.minReplicas) || !has(self.maxReplicas)"
+                " || self.minReplicas <= self.maxReplicas",
+                "must not exceed maxReplicas",
+                ".minReplicas",
+            )
+        )
+    )
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
     target_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 20
 
@@ -210,11 +316,34 @@ class AuthSpec(Model):
 # --- the whole policy ----------------------------------------------------------------
 
 
+_DECLARED = "self.providers.exists(p, {}.startsWith(p.name + '/'))"
+
+
 class AgentPolicy(Model):
     """Everything an AgentDeployment says about how its agent is served."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "self.models.tiers.all(t, " + _DECLARED.format("t.model") + ")",
+                "each tier's model must start with a provider declared in spec.providers",
+                ".models.tiers",
+            ),
+            (
+                "self.models.tiers.all(t, !has(t.fallbacks) || t.fallbacks.all(f, "
+                + _DECLARED.format("f")
+                + "))",
+                "each fallback must start with a provider declared in spec.providers",
+                ".models.tiers",
+            ),
+        )
+    )
+
     agent: AgentSpec = AgentSpec()
-    providers: Annotated[list[ProviderSpec], Field(min_length=1, max_length=32)]
+    providers: Annotated[
+        list[ProviderSpec],
+        Field(min_length=1, max_length=32, json_schema_extra=map_list("name")),
+    ]
     models: ModelsSpec
     cache: CacheSpec = CacheSpec()
     reliability: ReliabilitySpec = ReliabilitySpec()
@@ -238,6 +367,60 @@ class AgentPolicy(Model):
             return self.tier(self.models.routing.default)
         tiers = self.models.tiers
         return tiers[(len(tiers) - 1) // 2]
+
+
+# --- how the pods run (the operator acts on these; the runtime only validates them) ----
+
+DEFAULT_IMAGE = "ghcr.io/swiftclaw/agent-runtime:0.1.0"
+
+Quantity = Annotated[
+    str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$", max_length=32)
+]
+
+
+class ResourceAmounts(Model):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Resources(Model):
+    requests: ResourceAmounts = ResourceAmounts(cpu="250m", memory="256Mi")
+    limits: ResourceAmounts = ResourceAmounts(memory="512Mi")
+
+
+class RuntimeSpec(Model):
+    """How the runtime pods run."""
+
+    image: Annotated[str, Field(min_length=1, max_length=512)] = DEFAULT_IMAGE
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: Resources = Resources()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    pod_annotations: Annotated[dict[str, str], Field(max_length=64)] = {}
+    node_selector: Annotated[dict[str, str], Field(max_length=32)] = {}
+    priority_class_name: Annotated[str, Field(max_length=253)] | None = None
+    drain_seconds: Annotated[int, Field(ge=0, le=120)] = 5
+    grace_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+
+
+class MonitoringSpec(Model):
+    """ServiceMonitor and PrometheusRule, made only where the Prometheus operator's CRDs exist."""
+
+    enabled: bool = True
+    scrape_interval: Annotated[str, Field(pattern=r"^[0-9]+(s|m)$")] = "15s"
+
+
+class AgentDeploymentSpec(AgentPolicy):
+    """The spec of an AgentDeployment: the policy (what the runtime enforces) and how its
+    pods run (which only the operator acts on)."""
+
+    runtime: RuntimeSpec = RuntimeSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+
+    def policy(self) -> AgentPolicy:
+        """The part a runtime pod loads (the operator-only fields left out)."""
+        return AgentPolicy.model_validate(
+            self.model_dump(by_alias=True, include=set(AgentPolicy.model_fields))
+        )
 
 
 # --- loading and errors ----------------------------------------------------------------
@@ -369,13 +552,17 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
 
 
 def parse_policy(
-    spec: Mapping[str, Any], source: str = "config", prefix: str = "spec"
+    spec: Mapping[str, Any],
+    source: str = "config",
+    prefix: str = "spec",
+    model: type[AgentPolicy] = AgentPolicy,
 ) -> AgentPolicy:
-    """Validate a ``spec`` mapping into a policy, or raise :class:`ConfigError`."""
+    """Validate a ``spec`` mapping into ``model`` (the policy, or the operator's spec that
+    extends it), or raise :class:`ConfigError`."""
     if not isinstance(spec, Mapping):
         raise ConfigError([FieldIssue(prefix, "must be a mapping")], source)
     try:
-        policy = AgentPolicy.model_validate(spec)
+        policy = model.model_validate(spec)
     except ValidationError as err:
         raise ConfigError(_issues_from_validation(err, prefix), source) from None
     issues = reference_issues(policy, prefix)
@@ -393,7 +580,9 @@ class LoadedConfig:
     policy: AgentPolicy
 
 
-def parse_document(doc: Any, source: str = "config") -> LoadedConfig:
+def parse_document(
+    doc: Any, source: str = "config", model: type[AgentPolicy] = AgentPolicy
+) -> LoadedConfig:
     """Accept an ``AgentDeployment`` manifest or the ``RuntimeConfig`` the operator renders."""
     if not isinstance(doc, Mapping):
         raise ConfigError([FieldIssue("(document)", "must be a YAML/JSON mapping")], source)
@@ -414,7 +603,9 @@ def parse_document(doc: Any, source: str = "config") -> LoadedConfig:
         issues.append(FieldIssue("spec", "required"))
     if issues:
         raise ConfigError(issues, source)
-    policy = parse_policy(doc["spec"], source)
+    if model is AgentPolicy and kind == KIND:
+        model = AgentDeploymentSpec  # the whole manifest is checked, pod settings included
+    policy = parse_policy(doc["spec"], source, model=model)
     namespace = metadata.get("namespace") or "default"
     return LoadedConfig(name=str(name), namespace=str(namespace), policy=policy)
 
@@ -448,7 +639,10 @@ def render_runtime_config(name: str, namespace: str, policy: AgentPolicy) -> dic
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": RUNTIME_CONFIG_KIND,
         "metadata": {"name": name, "namespace": namespace},
-        "spec": policy.model_dump(mode="json", by_alias=True, exclude_none=True),
+        # Only the policy: pod settings of an AgentDeploymentSpec are the operator's business.
+        "spec": policy.model_dump(
+            mode="json", by_alias=True, exclude_none=True, include=set(AgentPolicy.model_fields)
+        ),
     }
 
 

@@ -1,0 +1,38 @@
+"""``python -m swiftclaw_operator``: run the operator (in cluster, or out with a kubeconfig).
+
+Environment: SWIFTCLAW_STANDALONE=1 runs without peering (one replica, tests);
+SWIFTCLAW_PEERING names the peering object otherwise (two replicas, one active);
+SWIFTCLAW_NAMESPACE limits it to one namespace; SWIFTCLAW_LIVENESS_PORT and
+SWIFTCLAW_METRICS_PORT open the liveness and metrics endpoints; SWIFTCLAW_LOG_FORMAT
+is json (default) or plain.
+"""
+
+from __future__ import annotations
+
+import os
+
+import kopf
+
+from . import handlers  # noqa: F401 - registers the handlers
+
+
+def main() -> None:
+    fmt = os.environ.get("SWIFTCLAW_LOG_FORMAT", "json")
+    kopf.configure(
+        log_format=kopf.LogFormat.JSON if fmt == "json" else kopf.LogFormat.PLAIN,
+        verbose=os.environ.get("SWIFTCLAW_LOG_LEVEL") == "debug",
+    )
+    namespace = os.environ.get("SWIFTCLAW_NAMESPACE")
+    liveness_port = os.environ.get("SWIFTCLAW_LIVENESS_PORT")
+    standalone = os.environ.get("SWIFTCLAW_STANDALONE", "0") == "1"
+    kopf.run(
+        standalone=standalone,
+        peering_name=None if standalone else os.environ.get("SWIFTCLAW_PEERING", "swiftclaw"),
+        clusterwide=namespace is None,
+        namespaces=[namespace] if namespace else [],
+        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The AgentDeployment API (swiftclaw.dev/v1alpha1) as the operator serves it.
+
+The spec model is the runtime's (:class:`AgentDeploymentSpec`: the policy the pods enforce
+plus how they run), so one definition validates the manifest, the CRD and the pod config.
+This module adds the status, the CRD's names, printer columns and root rules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from swiftclaw_runtime.config import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    AgentDeploymentSpec,
+    Model,
+    cel,
+    map_list,
+)
+
+PLURAL = "agentdeployments"
+SINGULAR = "agentdeployment"
+SHORT_NAMES = ["agd", "agents"]
+CRD_NAME = f"{PLURAL}.{API_GROUP}"
+MAX_NAME_LENGTH = 40  # children append suffixes such as "-redis-backup" to the name
+
+# --- status ----------------------------------------------------------------------------
+
+ConditionType = Literal["Ready", "Progressing", "Degraded", "FailoverActive", "BudgetExceeded"]
+CONDITION_TYPES: tuple[ConditionType, ...] = (
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "FailoverActive",
+    "BudgetExceeded",
+)
+
+
+class Condition(Model):
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[
+        str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    ]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class LiveFigures(Model):
+    """Figures the autopilot scrapes from the runtime pods."""
+
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    success_rate: float | None = None
+    cost_today_usd: Annotated[float | None, Field(alias="costTodayUSD")] = None
+    cache_hit_rate: float | None = None
+
+
+class AgentDeploymentStatus(Model):
+    observed_generation: int | None = None
+    conditions: Annotated[list[Condition], Field(json_schema_extra=map_list("type"))] = []
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    endpoint: str | None = None
+    live: LiveFigures | None = None
+
+
+ROOT_RULES: dict[str, Any] = cel(
+    (
+        f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+        f"metadata.name must be at most {MAX_NAME_LENGTH} characters: children add suffixes to it",
+        None,
+    )
+)
+
+PRINTER_COLUMNS = [
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {
+        "name": "P95",
+        "type": "number",
+        "jsonPath": ".status.live.p95Ms",
+        "description": "p95 latency (ms)",
+    },
+    {
+        "name": "Cost today",
+        "type": "number",
+        "jsonPath": ".status.live.costTodayUSD",
+        "description": "spend today (USD)",
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+API = f"{API_GROUP}/{API_VERSION}"
+__all__ = [
+    "API",
+    "API_GROUP",
+    "API_VERSION",
+    "KIND",
+    "AgentDeploymentSpec",
+    "AgentDeploymentStatus",
+    "Condition",
+]

@@ -1,0 +1,44 @@
+"""The operator's own metrics (reconciles, their duration, errors, API requests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECONCILES = Counter(
+    "swiftclaw_operator_reconciles",
+    "Reconciles of AgentDeployments by trigger and result.",
+    ["trigger", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "swiftclaw_operator_reconcile_duration_seconds",
+    "Time to reconcile one AgentDeployment.",
+    ["trigger"],
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CHILD_WRITES = Counter(
+    "swiftclaw_operator_child_writes",
+    "Children applied because they changed or drifted.",
+    ["kind"],
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    "swiftclaw_operator_api_requests",
+    "Requests to the Kubernetes API by verb and kind.",
+    ["verb", "kind"],
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "swiftclaw_operator_errors",
+    "Reconcile errors by kind.",
+    ["error"],
+    registry=REGISTRY,
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose the metrics over HTTP on a background thread."""
+    start_http_server(port, registry=REGISTRY)

@@ -1,0 +1,138 @@
+"""Bringing an AgentDeployment's children to their desired state with server-side apply.
+
+A child is written only when it must be: when its desired content changed (the
+``swiftclaw.dev/spec-hash`` annotation differs) or when it drifted (someone changed a
+field the operator sets). An unchanged spec therefore costs reads, never writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import AgentDeploymentSpec
+from .kube import Kube
+from .metrics import CHILD_WRITES
+from .resources import Agent, Settings, build_children, monitoring, redis
+from .resources.common import MANAGED_BY, SPEC_HASH
+
+log = logging.getLogger("swiftclaw.reconcile")
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Does ``live`` hold everything ``desired`` sets? (Extra fields in ``live`` are fine:
+    defaults, status, other managers' fields.)"""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            k in live and contains(live[k], v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(contains(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
+        return float(desired) == float(live)
+    return bool(live == desired)
+
+
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> str | None:
+    """Why a child must be written, or None when it is as desired."""
+    if live is None:
+        return "missing"
+    want = desired["metadata"]["annotations"][SPEC_HASH]
+    have = (live.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH)
+    if have != want:
+        return "changed"
+    for key in ("metadata", "spec", "data"):
+        if key in desired and not contains(live.get(key), desired[key]):
+            return "drifted"
+    return None
+
+
+def unwanted_children(agent: Agent) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of optional children the spec no longer asks for."""
+    out: list[tuple[str, str, str]] = []
+    if agent.spec.cache.redis.mode != "managed":
+        out += [
+            (m["apiVersion"], m["kind"], m["metadata"]["name"])
+            for m in (
+                redis.build_network_policy(agent),
+                redis.build_service(agent),
+                redis.build_statefulset(agent),
+                redis.build_backup_pvc(agent),
+                redis.build_backup_cronjob(agent),
+            )
+        ]
+    if agent.settings.monitoring_available and not agent.spec.monitoring.enabled:
+        out += [
+            (m["apiVersion"], m["kind"], m["metadata"]["name"])
+            for m in (
+                monitoring.build_service_monitor(agent),
+                monitoring.build_prometheus_rule(agent),
+            )
+        ]
+    return out
+
+
+@dataclass
+class Outcome:
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def agent_from(body: dict[str, Any], settings: Settings) -> Agent:
+    meta = body["metadata"]
+    spec = AgentDeploymentSpec.model_validate(body.get("spec") or {})
+    return Agent(meta["name"], meta["namespace"], meta["uid"], spec, settings)
+
+
+async def reconcile(kube: Kube, agent: Agent, prune: bool = False) -> Outcome:
+    """Apply what changed or drifted; with ``prune``, delete children no longer wanted."""
+    started = time.perf_counter()
+    out = Outcome()
+    step_delay = float(os.environ.get("SWIFTCLAW_RECONCILE_STEP_DELAY", "0"))  # fault injection
+    for desired in build_children(agent):
+        meta = desired["metadata"]
+        ref = f"{desired['kind']}/{meta['name']}"
+        live = await kube.get(
+            desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
+        )
+        reason = needs_apply(desired, live)
+        if reason is None:
+            out.unchanged.append(ref)
+            continue
+        if live is not None and not _ours(live, agent):
+            raise RuntimeError(
+                f"{ref} exists and is not owned by AgentDeployment {agent.name}: "
+                "rename it or delete it"
+            )
+        await kube.apply(desired)
+        CHILD_WRITES.labels(desired["kind"]).inc()
+        out.written.append(f"{ref} ({reason})")
+        if step_delay:
+            await asyncio.sleep(step_delay)
+    if prune:
+        for api_version, kind, name in unwanted_children(agent):
+            live = await kube.get(api_version, kind, agent.namespace, name)
+            if live is not None and _ours(live, agent):
+                await kube.delete(api_version, kind, agent.namespace, name)
+                out.deleted.append(f"{kind}/{name}")
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _ours(live: dict[str, Any], agent: Agent) -> bool:
+    meta = live.get("metadata", {})
+    owners = meta.get("ownerReferences") or []
+    return any(o.get("uid") == agent.uid for o in owners) or (
+        (meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == MANAGED_BY
+        and (meta.get("labels") or {}).get("app.kubernetes.io/instance") == agent.name
+    )

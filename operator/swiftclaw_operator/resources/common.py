@@ -1,0 +1,129 @@
+"""What every child manifest shares: names, labels, the owner reference, a content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..api import API, KIND, AgentDeploymentSpec
+
+MANAGED_BY = "swiftclaw-operator"
+SPEC_HASH = "swiftclaw.dev/spec-hash"
+CONFIG_CHECKSUM = "swiftclaw.dev/config-checksum"
+RUNTIME_PORT = 8080
+REDIS_PORT = 6379
+SECRETS_DIR = "/var/run/secrets/swiftclaw"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator-wide settings (from its environment), the same for every agent."""
+
+    redis_image: str = "redis/redis-stack-server:7.4.0-v1"
+    runbook_base_url: str = "https://github.com/swiftclaw/swiftclaw/blob/main/docs/runbooks"
+    monitoring_available: bool = False
+
+    @classmethod
+    def from_env(cls, monitoring_available: bool = False) -> Settings:
+        return cls(
+            redis_image=os.environ.get("SWIFTCLAW_REDIS_IMAGE", cls.redis_image),
+            runbook_base_url=os.environ.get("SWIFTCLAW_RUNBOOK_BASE_URL", cls.runbook_base_url),
+            monitoring_available=monitoring_available,
+        )
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One AgentDeployment, as the builders need it."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: AgentDeploymentSpec
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def redis_name(self) -> str:
+        return f"{self.name}-redis"
+
+    @property
+    def config_name(self) -> str:
+        return f"{self.name}-config"
+
+
+def labels(agent: Agent, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "swiftclaw-agent",
+        "app.kubernetes.io/instance": agent.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "swiftclaw",
+    }
+
+
+def selector(agent: Agent, component: str) -> dict[str, str]:
+    """The labels that select a component's pods (a subset of :func:`labels` that never changes)."""
+    return {
+        "app.kubernetes.io/name": "swiftclaw-agent",
+        "app.kubernetes.io/instance": agent.name,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def owner_reference(agent: Agent) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": KIND,
+        "name": agent.name,
+        "uid": agent.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(agent: Agent, name: str, component: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": agent.namespace,
+        "labels": labels(agent, component),
+        "ownerReferences": [owner_reference(agent)],
+        **extra,
+    }
+
+
+def digest(obj: Any) -> str:
+    """A stable short hash of JSON-able content."""
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def with_spec_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Stamp a manifest with the hash of its own desired content (drift and change detection)."""
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations.pop(SPEC_HASH, None)
+    annotations[SPEC_HASH] = digest(manifest)
+    return manifest
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """Pod Security Standards "restricted" for a container."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security(uid: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }

@@ -1,0 +1,269 @@
+"""The runtime fleet: its config, Deployment, Service, HPA and PodDisruptionBudget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from swiftclaw_runtime.config import render_runtime_config
+
+from .common import (
+    CONFIG_CHECKSUM,
+    REDIS_PORT,
+    RUNTIME_PORT,
+    SECRETS_DIR,
+    Agent,
+    digest,
+    metadata,
+    pod_security,
+    restricted_container_security,
+    selector,
+)
+
+COMPONENT = "runtime"
+CONFIG_FILE = "config.yaml"
+RUNTIME_UID = 10001
+
+
+def build_configmap(agent: Agent) -> dict[str, Any]:
+    """The runtime config (the policy, defaults filled in). References to Secrets, no secrets."""
+    doc = render_runtime_config(agent.name, agent.namespace, agent.spec.policy())
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(agent, agent.config_name, COMPONENT),
+        "data": {CONFIG_FILE: yaml.safe_dump(doc, sort_keys=True)},
+    }
+
+
+def _secret_mounts(agent: Agent) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Provider keys and client API keys, each Secret key mounted as the file the runtime reads."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for p in agent.spec.providers:
+        if p.api_key_secret_ref is None:
+            continue
+        vol = f"provider-{p.name}"
+        volumes.append(
+            {
+                "name": vol,
+                "secret": {
+                    "secretName": p.api_key_secret_ref.name,
+                    "items": [{"key": p.api_key_secret_ref.key, "path": "apiKey"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append(
+            {"name": vol, "mountPath": f"{SECRETS_DIR}/providers/{p.name}", "readOnly": True}
+        )
+    ref = agent.spec.auth.api_keys_secret_ref
+    if ref is not None:
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": "keys.yaml"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append(
+            {"name": "api-keys", "mountPath": f"{SECRETS_DIR}/api-keys", "readOnly": True}
+        )
+    return volumes, mounts
+
+
+def _env(agent: Agent) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "SWIFTCLAW_SECRETS_DIR", "value": SECRETS_DIR},
+        {"name": "SWIFTCLAW_LOG_FORMAT", "value": "json"},
+    ]
+    redis = agent.spec.cache.redis
+    if redis.mode == "managed":
+        env.append(
+            {"name": "SWIFTCLAW_REDIS_URL", "value": f"redis://{agent.redis_name}:{REDIS_PORT}/0"}
+        )
+    elif redis.mode == "external" and redis.url_secret_ref is not None:
+        env.append(
+            {
+                "name": "SWIFTCLAW_REDIS_URL",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": redis.url_secret_ref.name,
+                        "key": redis.url_secret_ref.key,
+                    }
+                },
+            }
+        )
+    return env
+
+
+def _resources(agent: Agent) -> dict[str, Any]:
+    res = agent.spec.runtime.resources
+    return {
+        part: {k: v for k, v in amounts.model_dump().items() if v is not None}
+        for part, amounts in (("requests", res.requests), ("limits", res.limits))
+    }
+
+
+def build_deployment(agent: Agent, configmap: dict[str, Any]) -> dict[str, Any]:
+    """The runtime pods. ``replicas`` is left to the HPA; a config change rolls the pods."""
+    rt = agent.spec.runtime
+    secret_volumes, secret_mounts = _secret_mounts(agent)
+    pod_annotations = {
+        CONFIG_CHECKSUM: digest({"config": configmap["data"], "mounts": secret_volumes}),
+        **rt.pod_annotations,
+    }
+    http_get = {"port": "http"}
+    container: dict[str, Any] = {
+        "name": "runtime",
+        "image": rt.image,
+        "imagePullPolicy": rt.image_pull_policy,
+        "command": ["swiftclaw"],
+        "args": [
+            "run",
+            f"/etc/swiftclaw/{CONFIG_FILE}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(RUNTIME_PORT),
+            "--drain-seconds",
+            str(rt.drain_seconds),
+            "--grace-seconds",
+            str(rt.grace_seconds),
+            "--log-level",
+            rt.log_level,
+        ],
+        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "env": _env(agent),
+        "resources": _resources(agent),
+        "startupProbe": {
+            "httpGet": {**http_get, "path": "/healthz"},
+            "periodSeconds": 2,
+            "failureThreshold": 30,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {**http_get, "path": "/healthz"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "timeoutSeconds": 2,
+        },
+        "readinessProbe": {
+            "httpGet": {**http_get, "path": "/readyz"},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+            "timeoutSeconds": 2,
+        },
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/swiftclaw", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *secret_mounts,
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": rt.drain_seconds + rt.grace_seconds + 5,
+        "securityContext": pod_security(RUNTIME_UID),
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(agent, COMPONENT)},
+            }
+        ],
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": agent.config_name}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            *secret_volumes,
+        ],
+    }
+    if rt.node_selector:
+        pod_spec["nodeSelector"] = dict(rt.node_selector)
+    if rt.priority_class_name:
+        pod_spec["priorityClassName"] = rt.priority_class_name
+    meta = metadata(agent, agent.name, COMPONENT)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector(agent, COMPONENT)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+            },
+            "template": {
+                "metadata": {"labels": dict(meta["labels"]), "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_service(agent: Agent) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(agent, agent.name, COMPONENT),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(agent, COMPONENT),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(agent: Agent) -> dict[str, Any]:
+    """CPU-based autoscaling within spec.scaling; the autopilot refines it with concurrency."""
+    scaling = agent.spec.scaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(agent, agent.name, COMPONENT),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 15},
+                        {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    ],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def build_pdb(agent: Agent) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(agent, agent.name, COMPONENT),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(agent, COMPONENT)}},
+    }
