@@ -59,7 +59,12 @@ def test_crd_has_status_printer_columns_short_names_and_no_refs() -> None:
         "minimum": 1,
         "type": "integer",
     }
-    assert retry["default"] == {}
+    assert retry["default"] == {"maxAttempts": 3, "initialBackoffMs": 250, "maxBackoffMs": 8000}
+    resources = spec["properties"]["runtime"]["properties"]["resources"]
+    assert resources["default"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"memory": "512Mi"},
+    }
     timeout = spec["properties"]["reliability"]["properties"]["timeoutSeconds"]
     assert timeout["exclusiveMinimum"] is True and timeout["minimum"] == 0
 

@@ -1,8 +1,9 @@
 """The AgentDeployment CRD, generated from the pydantic models.
 
 pydantic's JSON schema becomes a Kubernetes structural schema: references inlined,
-``Optional`` as ``nullable``, ``exclusiveMinimum`` in OpenAPI v3.0 form, object defaults
-as ``{}`` (so that the API server applies each nested default itself), titles dropped.
+``Optional`` as ``nullable``, ``exclusiveMinimum`` in OpenAPI v3.0 form, titles dropped.
+Object defaults are kept whole (a model's default may differ from its fields' defaults,
+e.g. resource requests), without nulls.
 ``python -m swiftclaw_operator.crd`` prints it; ``make crds`` writes it to ``crds/``.
 """
 
@@ -29,6 +30,15 @@ from .api import (
 )
 
 DROP = {"title", "additionalProperties", "$defs"}
+
+
+def without_nulls(value: Any) -> Any:
+    """Defaults as the API server stores them: no explicit nulls."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -63,8 +73,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(node.get("additionalProperties"), dict):
         node["additionalProperties"] = structural(node["additionalProperties"], defs)
         node.setdefault("type", "object")
-    if node.get("type") == "object" and isinstance(node.get("default"), dict):
-        node["default"] = {}
+    if isinstance(node.get("default"), dict):
+        node["default"] = without_nulls(node["default"])
     return {
         k: v
         for k, v in node.items()

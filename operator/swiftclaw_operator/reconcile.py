@@ -27,8 +27,9 @@ def contains(live: Any, desired: Any) -> bool:
     """Does ``live`` hold everything ``desired`` sets? (Extra fields in ``live`` are fine:
     defaults, status, other managers' fields.)"""
     if isinstance(desired, dict):
+        # An empty map or list that is absent live is no drift: the API server drops them.
         return isinstance(live, dict) and all(
-            k in live and contains(live[k], v) for k, v in desired.items()
+            contains(live[k], v) if k in live else v in ({}, []) for k, v in desired.items()
         )
     if isinstance(desired, list):
         return (

@@ -103,10 +103,12 @@ def _env(agent: Agent) -> list[dict[str, Any]]:
 
 def _resources(agent: Agent) -> dict[str, Any]:
     res = agent.spec.runtime.resources
-    return {
-        part: {k: v for k, v in amounts.model_dump().items() if v is not None}
-        for part, amounts in (("requests", res.requests), ("limits", res.limits))
-    }
+    out = {}
+    for part, amounts in (("requests", res.requests), ("limits", res.limits)):
+        values = {k: v for k, v in amounts.model_dump().items() if v is not None}
+        if values:  # an empty map would be dropped by the API server
+            out[part] = values
+    return out
 
 
 def build_deployment(agent: Agent, configmap: dict[str, Any]) -> dict[str, Any]:
