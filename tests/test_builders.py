@@ -1,0 +1,475 @@
+"""The pure builders: every spec field reaches the children it should (and no others),
+and the manifests carry what production needs (security, probes, owners, secrets)."""
+
+from __future__ import annotations
+
+import copy
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from swiftclaw_operator.reconcile import agent_from, contains, needs_apply, unwanted_children
+from swiftclaw_operator.resources import Agent, Settings, build_children
+from swiftclaw_operator.resources.common import CONFIG_CHECKSUM, SPEC_HASH
+from swiftclaw_operator.resources.monitoring import alerts
+from swiftclaw_runtime.config import AgentDeploymentSpec
+
+REPO = Path(__file__).resolve().parent.parent
+SETTINGS = Settings(monitoring_available=True, runbook_base_url="https://runbooks.example/rb")
+
+
+def base_spec() -> dict[str, Any]:
+    """The in-cluster example, with every optional part filled in."""
+    spec = yaml.safe_load((REPO / "examples" / "agent-in-cluster.yaml").read_text())["spec"]
+    spec["providers"].append(
+        {
+            "name": "gemini",
+            "type": "gemini",
+            "baseURL": "https://generativelanguage.googleapis.com/v1beta",
+            "apiKeyEnv": "GEMINI_API_KEY",
+        }
+    )
+    spec["agent"]["maxOutputTokens"] = 800
+    spec["agent"]["context"] = [
+        {
+            "name": "profile",
+            "url": "http://users.svc/users/{user}",
+            "timeoutMs": 300,
+            "cacheTTLSeconds": 60,
+        }
+    ]
+    spec["rateLimits"]["global"] = {"requestsPerMinute": 6000, "tokensPerMinute": 10_000_000}
+    spec["runtime"].update(
+        podAnnotations={"team": "support"}, nodeSelector={"pool": "cpu"}, priorityClassName="agents"
+    )
+    spec["runtime"]["resources"]["limits"]["cpu"] = "2"
+    spec["monitoring"] = {"enabled": True, "scrapeInterval": "15s"}
+    return spec
+
+
+def build(spec: dict[str, Any], settings: Settings = SETTINGS) -> dict[str, dict[str, Any]]:
+    body = {"metadata": {"name": "agent", "namespace": "team", "uid": "uid-1"}, "spec": spec}
+    return {
+        f"{c['kind']}/{c['metadata']['name']}": c
+        for c in build_children(agent_from(body, settings))
+    }
+
+
+def changed(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> set[str]:
+    return {ref for ref in before.keys() | after.keys() if before.get(ref) != after.get(ref)}
+
+
+def leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every leaf field of a model, by its wire name, e.g. ``models.tiers.fallbacks``."""
+    out = []
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        sub: type[BaseModel] | None = None
+        for arg in typing.get_args(field.annotation) or (field.annotation,):
+            candidates = typing.get_args(arg) if typing.get_origin(arg) is list else (arg,)
+            for c in candidates:
+                if isinstance(c, type) and issubclass(c, BaseModel):
+                    sub = c
+        out += leaf_paths(sub, f"{prefix}{alias}.") if sub else [f"{prefix}{alias}"]
+    return out
+
+
+POLICY = {"ConfigMap/agent-config", "Deployment/agent"}
+RULES = {"PrometheusRule/agent"}
+REDIS = {
+    "NetworkPolicy/agent-redis",
+    "Service/agent-redis",
+    "StatefulSet/agent-redis",
+    "PersistentVolumeClaim/agent-redis-backups",
+    "CronJob/agent-redis-backup",
+}
+DEPLOY = {"Deployment/agent"}
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def setter(path: str, value: Any) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        target = spec
+        keys = path.split(".")
+        for k in keys[:-1]:
+            target = target[int(k)] if k.isdigit() else target.setdefault(k, {})
+        target[keys[-1]] = value
+
+    return mutate
+
+
+def external_redis(name: str, key: str) -> Mutation:
+    return setter("cache.redis", {"mode": "external", "urlSecretRef": {"name": name, "key": key}})
+
+
+# leaf path -> (mutation, the children it must change, [a mutation to start from])
+MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
+    "agent.systemPrompt": (setter("agent.systemPrompt", "Be terse."), POLICY, None),
+    "agent.maxInputTokens": (setter("agent.maxInputTokens", 9000), POLICY, None),
+    "agent.maxOutputTokens": (setter("agent.maxOutputTokens", 900), POLICY, None),
+    "agent.context.name": (setter("agent.context.0.name", "account"), POLICY, None),
+    "agent.context.url": (
+        setter("agent.context.0.url", "http://users.svc/v2/{user}"),
+        POLICY,
+        None,
+    ),
+    "agent.context.timeoutMs": (setter("agent.context.0.timeoutMs", 400), POLICY, None),
+    "agent.context.cacheTTLSeconds": (setter("agent.context.0.cacheTTLSeconds", 30), POLICY, None),
+    "providers.name": (setter("providers.3.name", "google"), POLICY, None),
+    "providers.type": (setter("providers.2.type", "openai"), POLICY, None),
+    "providers.baseURL": (
+        setter("providers.2.baseURL", "http://vllm.other.svc:8000/v1"),
+        POLICY,
+        None,
+    ),
+    "providers.apiKeySecretRef.name": (
+        setter("providers.0.apiKeySecretRef.name", "oa"),
+        POLICY,
+        None,
+    ),
+    "providers.apiKeySecretRef.key": (
+        setter("providers.0.apiKeySecretRef.key", "token"),
+        POLICY,
+        None,
+    ),
+    "providers.apiKeyEnv": (setter("providers.3.apiKeyEnv", "GOOGLE_KEY"), POLICY, None),
+    "providers.maxConnections": (setter("providers.0.maxConnections", 64), POLICY, None),
+    "models.tiers.name": (setter("models.tiers.2.name", "expert"), POLICY, None),
+    "models.tiers.model": (setter("models.tiers.2.model", "openai/gpt-4.1"), POLICY, None),
+    "models.tiers.inputPer1M": (setter("models.tiers.0.inputPer1M", 0.1), POLICY, None),
+    "models.tiers.outputPer1M": (setter("models.tiers.0.outputPer1M", 0.2), POLICY, None),
+    "models.tiers.fallbacks": (setter("models.tiers.2.fallbacks", []), POLICY, None),
+    "models.routing.strategy": (setter("models.routing.strategy", "fixed"), POLICY, None),
+    "models.routing.default": (setter("models.routing.default", "simple"), POLICY, None),
+    "cache.exact.enabled": (setter("cache.exact.enabled", False), POLICY, None),
+    "cache.exact.ttlSeconds": (setter("cache.exact.ttlSeconds", 60), POLICY, None),
+    "cache.semantic.enabled": (setter("cache.semantic.enabled", False), POLICY, None),
+    "cache.semantic.ttlSeconds": (setter("cache.semantic.ttlSeconds", 60), POLICY, None),
+    "cache.semantic.threshold": (setter("cache.semantic.threshold", 0.95), POLICY, None),
+    "cache.redis.mode": (setter("cache.redis.mode", "none"), POLICY | REDIS, None),
+    "cache.redis.urlSecretRef.name": (
+        external_redis("redis-b", "url"),
+        POLICY,
+        external_redis("redis-a", "url"),
+    ),
+    "cache.redis.urlSecretRef.key": (
+        external_redis("redis-a", "uri"),
+        POLICY,
+        external_redis("redis-a", "url"),
+    ),
+    "cache.redis.storage": (
+        setter("cache.redis.storage", "5Gi"),
+        POLICY | {"StatefulSet/agent-redis", "PersistentVolumeClaim/agent-redis-backups"},
+        None,
+    ),
+    "cache.redis.backupSchedule": (
+        setter("cache.redis.backupSchedule", "30 2 * * *"),
+        POLICY | {"CronJob/agent-redis-backup"},
+        None,
+    ),
+    "reliability.timeoutSeconds": (setter("reliability.timeoutSeconds", 10), POLICY, None),
+    "reliability.retry.maxAttempts": (setter("reliability.retry.maxAttempts", 2), POLICY, None),
+    "reliability.retry.initialBackoffMs": (
+        setter("reliability.retry.initialBackoffMs", 100),
+        POLICY,
+        None,
+    ),
+    "reliability.retry.maxBackoffMs": (
+        setter("reliability.retry.maxBackoffMs", 4000),
+        POLICY,
+        None,
+    ),
+    "reliability.circuitBreaker.failureThreshold": (
+        setter("reliability.circuitBreaker.failureThreshold", 3),
+        POLICY,
+        None,
+    ),
+    "reliability.circuitBreaker.windowSeconds": (
+        setter("reliability.circuitBreaker.windowSeconds", 10),
+        POLICY,
+        None,
+    ),
+    "reliability.circuitBreaker.openSeconds": (
+        setter("reliability.circuitBreaker.openSeconds", 20),
+        POLICY,
+        None,
+    ),
+    "reliability.circuitBreaker.halfOpenProbes": (
+        setter("reliability.circuitBreaker.halfOpenProbes", 2),
+        POLICY,
+        None,
+    ),
+    "rateLimits.perUser.requestsPerMinute": (
+        setter("rateLimits.perUser.requestsPerMinute", 30),
+        POLICY,
+        None,
+    ),
+    "rateLimits.perUser.tokensPerMinute": (
+        setter("rateLimits.perUser.tokensPerMinute", 5000),
+        POLICY,
+        None,
+    ),
+    "rateLimits.global.requestsPerMinute": (
+        setter("rateLimits.global.requestsPerMinute", 100),
+        POLICY,
+        None,
+    ),
+    "rateLimits.global.tokensPerMinute": (
+        setter("rateLimits.global.tokensPerMinute", 99_000),
+        POLICY,
+        None,
+    ),
+    "budget.dailyUSD": (setter("budget.dailyUSD", 400), POLICY | RULES, None),
+    "budget.perUserDailyUSD": (setter("budget.perUserDailyUSD", 2), POLICY, None),
+    "budget.alertAtPercent": (setter("budget.alertAtPercent", 90), POLICY | RULES, None),
+    "budget.onExceeded": (setter("budget.onExceeded", "reject"), POLICY, None),
+    "scaling.minReplicas": (
+        setter("scaling.minReplicas", 3),
+        POLICY | {"HorizontalPodAutoscaler/agent"},
+        None,
+    ),
+    "scaling.maxReplicas": (
+        setter("scaling.maxReplicas", 20),
+        POLICY | {"HorizontalPodAutoscaler/agent"},
+        None,
+    ),
+    "scaling.targetConcurrency": (setter("scaling.targetConcurrency", 8), POLICY, None),
+    "slo.p95LatencyMs": (setter("slo.p95LatencyMs", 1500), POLICY | RULES, None),
+    "slo.errorRatePercent": (setter("slo.errorRatePercent", 2), POLICY | RULES, None),
+    "auth.required": (setter("auth.required", False), POLICY, None),
+    "auth.apiKeysSecretRef.name": (
+        setter("auth.apiKeysSecretRef.name", "other-keys"),
+        POLICY,
+        None,
+    ),
+    "auth.apiKeysSecretRef.key": (setter("auth.apiKeysSecretRef.key", "k.yaml"), POLICY, None),
+    "runtime.image": (setter("runtime.image", "registry.local/runtime:0.2.0"), DEPLOY, None),
+    "runtime.imagePullPolicy": (setter("runtime.imagePullPolicy", "Always"), DEPLOY, None),
+    "runtime.resources.requests.cpu": (
+        setter("runtime.resources.requests.cpu", "500m"),
+        DEPLOY,
+        None,
+    ),
+    "runtime.resources.requests.memory": (
+        setter("runtime.resources.requests.memory", "300Mi"),
+        DEPLOY,
+        None,
+    ),
+    "runtime.resources.limits.cpu": (setter("runtime.resources.limits.cpu", "1"), DEPLOY, None),
+    "runtime.resources.limits.memory": (
+        setter("runtime.resources.limits.memory", "1Gi"),
+        DEPLOY,
+        None,
+    ),
+    "runtime.logLevel": (setter("runtime.logLevel", "debug"), DEPLOY, None),
+    "runtime.podAnnotations": (setter("runtime.podAnnotations", {"team": "billing"}), DEPLOY, None),
+    "runtime.nodeSelector": (setter("runtime.nodeSelector", {"pool": "arm"}), DEPLOY, None),
+    "runtime.priorityClassName": (setter("runtime.priorityClassName", "critical"), DEPLOY, None),
+    "runtime.drainSeconds": (setter("runtime.drainSeconds", 10), DEPLOY, None),
+    "runtime.graceSeconds": (setter("runtime.graceSeconds", 60), DEPLOY, None),
+    "monitoring.enabled": (
+        setter("monitoring.enabled", False),
+        {"ServiceMonitor/agent", "PrometheusRule/agent"},
+        None,
+    ),
+    "monitoring.scrapeInterval": (
+        setter("monitoring.scrapeInterval", "30s"),
+        {"ServiceMonitor/agent"},
+        None,
+    ),
+}
+
+
+def test_every_spec_field_has_a_builder_test() -> None:
+    assert sorted(leaf_paths(AgentDeploymentSpec)) == sorted(MUTATIONS)
+
+
+@pytest.mark.parametrize("path", sorted(MUTATIONS))
+def test_spec_field_reaches_exactly_its_children(path: str) -> None:
+    mutate, expected, start = MUTATIONS[path]
+    before_spec = base_spec()
+    if start:
+        start(before_spec)
+    after_spec = copy.deepcopy(before_spec)
+    mutate(after_spec)
+    assert after_spec != before_spec
+    assert changed(build(before_spec), build(after_spec)) == expected
+
+
+def test_children_are_owned_labelled_and_hashed() -> None:
+    kids = build(base_spec())
+    assert len(kids) == 12
+    for ref, obj in kids.items():
+        meta = obj["metadata"]
+        assert meta["namespace"] == "team", ref
+        assert meta["ownerReferences"][0]["uid"] == "uid-1", ref
+        assert meta["ownerReferences"][0]["controller"] is True, ref
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "swiftclaw-operator", ref
+        assert len(meta["annotations"][SPEC_HASH]) == 16, ref
+
+
+def test_deployment_is_hardened_probed_and_rolls_safely() -> None:
+    dep = build(base_spec())["Deployment/agent"]
+    spec = dep["spec"]
+    assert "replicas" not in spec  # the HPA owns it
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    c = pod["containers"][0]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "512Mi"},
+    }
+    assert pod["terminationGracePeriodSeconds"] == 5 + 30 + 5
+    assert {m["mountPath"] for m in c["volumeMounts"]} >= {
+        "/etc/swiftclaw",
+        "/tmp",
+        "/var/run/secrets/swiftclaw/providers/openai",
+        "/var/run/secrets/swiftclaw/providers/anthropic",
+        "/var/run/secrets/swiftclaw/api-keys",
+    }
+    env = {e["name"]: e for e in c["env"]}
+    assert env["SWIFTCLAW_REDIS_URL"]["value"] == "redis://agent-redis:6379/0"
+
+
+def test_secrets_are_mounted_never_copied() -> None:
+    kids = build(base_spec())
+    config = kids["ConfigMap/agent-config"]["data"]["config.yaml"]
+    doc = yaml.safe_load(config)
+    assert doc["kind"] == "RuntimeConfig"
+    assert doc["spec"]["providers"][0]["apiKeySecretRef"] == {"name": "openai", "key": "apiKey"}
+    assert "runtime" not in doc["spec"]
+    volumes = {
+        v["name"]: v for v in kids["Deployment/agent"]["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["provider-openai"]["secret"] == {
+        "secretName": "openai",
+        "items": [{"key": "apiKey", "path": "apiKey"}],
+        "defaultMode": 0o440,
+    }
+    spec = base_spec()
+    external_redis("redis", "url")(spec)
+    env = {
+        e["name"]: e
+        for e in build(spec)["Deployment/agent"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SWIFTCLAW_REDIS_URL"] == {
+        "name": "SWIFTCLAW_REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}},
+    }
+
+
+def test_config_change_changes_the_pod_checksum() -> None:
+    a = build(base_spec())["Deployment/agent"]
+    spec = base_spec()
+    spec["agent"]["systemPrompt"] = "changed"
+    b = build(spec)["Deployment/agent"]
+    key = ("spec", "template", "metadata", "annotations", CONFIG_CHECKSUM)
+    va, vb = a, b
+    for k in key:
+        va, vb = va[k], vb[k]
+    assert va != vb
+
+
+def test_hpa_pdb_and_network_policy() -> None:
+    kids = build(base_spec())
+    hpa = kids["HorizontalPodAutoscaler/agent"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 50)
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "agent"}
+    assert kids["PodDisruptionBudget/agent"]["spec"]["maxUnavailable"] == 1
+    np = kids["NetworkPolicy/agent-redis"]["spec"]
+    assert np["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "redis"
+    sources = [
+        f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for f in np["ingress"][0]["from"]
+    ]
+    assert sources == ["runtime", "redis-backup"]
+    assert np["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6379}]
+
+
+def test_managed_redis_persists_and_backs_up() -> None:
+    kids = build(base_spec())
+    sts = kids["StatefulSet/agent-redis"]["spec"]
+    assert "--appendonly yes" in sts["template"]["spec"]["containers"][0]["env"][0]["value"]
+    assert sts["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    cron = kids["CronJob/agent-redis-backup"]["spec"]
+    assert cron["schedule"] == "0 3 * * *" and cron["concurrencyPolicy"] == "Forbid"
+    script = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert "--rdb" in script and "agent-redis" in script
+
+
+def test_monitoring_only_where_its_crds_exist() -> None:
+    with_crds = build(base_spec())
+    without = build(base_spec(), Settings(monitoring_available=False))
+    assert {"ServiceMonitor/agent", "PrometheusRule/agent"} <= set(with_crds)
+    assert not {"ServiceMonitor/agent", "PrometheusRule/agent"} & set(without)
+
+
+def test_alerts_cover_slo_errors_cost_breakers_budget_with_runbooks() -> None:
+    rule = build(base_spec())["PrometheusRule/agent"]["spec"]["groups"][0]["rules"]
+    by_name = {r["alert"]: r for r in rule}
+    assert set(by_name) == {
+        "SwiftClawLatencyAboveSLO",
+        "SwiftClawErrorRateHigh",
+        "SwiftClawCostSpike",
+        "SwiftClawCircuitBreakerOpen",
+        "SwiftClawBudgetAlert",
+    }
+    assert "> 2" in by_name["SwiftClawLatencyAboveSLO"]["expr"]  # the 2000 ms SLO, in seconds
+    assert "> 0.01" in by_name["SwiftClawErrorRateHigh"]["expr"]
+    assert "2 * sum(rate(swiftclaw_cost_usd_total" in by_name["SwiftClawCostSpike"]["expr"]
+    assert "> 400" in by_name["SwiftClawBudgetAlert"]["expr"]  # 80 % of 500 USD
+    for r in rule:
+        url = r["annotations"]["runbook_url"]
+        assert url.startswith("https://runbooks.example/rb/")
+        page = REPO / "docs" / "runbooks" / url.rsplit("/", 1)[-1]
+        assert page.exists(), f"no runbook page {page.name}"
+
+
+def test_no_budget_no_budget_alert() -> None:
+    spec = base_spec()
+    spec["budget"] = {}
+    agent = Agent("a", "n", "u", AgentDeploymentSpec.model_validate(spec), SETTINGS)
+    assert "SwiftClawBudgetAlert" not in {a.name for a in alerts(agent)}
+
+
+def test_contains_and_needs_apply() -> None:
+    desired = build(base_spec())["Service/agent"]
+    live = copy.deepcopy(desired)
+    live["spec"]["clusterIP"] = "127.96.0.9"  # set by the API server: no drift
+    live["metadata"]["resourceVersion"] = "42"
+    live["spec"]["ports"][0]["nodePort"] = None
+    assert needs_apply(desired, live) is None
+    assert needs_apply(desired, None) == "missing"
+    tampered = copy.deepcopy(live)
+    tampered["spec"]["ports"][0]["port"] = 8081
+    assert needs_apply(desired, tampered) == "drifted"
+    stale = copy.deepcopy(live)
+    stale["metadata"]["annotations"][SPEC_HASH] = "0" * 16
+    assert needs_apply(desired, stale) == "changed"
+    assert contains({"a": 1.0}, {"a": 1}) and not contains({"a": [1]}, {"a": [1, 2]})
+    assert contains({}, {"requests": {}})  # empty maps are dropped by the API server
+
+
+def test_unwanted_children_after_disabling_redis_and_monitoring() -> None:
+    spec = base_spec()
+    spec["cache"]["redis"] = {"mode": "none"}
+    spec["monitoring"]["enabled"] = False
+    agent = Agent("agent", "team", "uid-1", AgentDeploymentSpec.model_validate(spec), SETTINGS)
+    refs = {f"{k}/{n}" for _, k, n in unwanted_children(agent)}
+    assert refs == REDIS | {"ServiceMonitor/agent", "PrometheusRule/agent"}
