@@ -36,6 +36,10 @@ lint: install
 fmt: install
 	$(BIN)/ruff check --fix agent-runtime operator tests e2e bench
 
+crds: install  ## regenerate the CRD from the models (and the chart's copy)
+	$(PY) -m swiftclaw_operator.crd > crds/agentdeployments.swiftclaw.dev.yaml
+	cp crds/agentdeployments.swiftclaw.dev.yaml charts/swiftclaw/crds/
+
 cluster-up:  ## build (or reuse) and start the local control plane; prints the kubeconfig path
 	e2e/cluster/up.sh
 

@@ -31,6 +31,8 @@ def test_committed_crd_matches_the_models() -> None:
         "crds/ is stale: run `make crds` and commit the result"
     )
     assert CRD_FILE.read_text() == render()
+    chart_copy = REPO / "charts" / "swiftclaw" / "crds" / CRD_FILE.name
+    assert chart_copy.read_text() == CRD_FILE.read_text(), "run `make crds`"
 
 
 def test_crd_has_status_printer_columns_short_names_and_no_refs() -> None:
