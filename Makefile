@@ -49,6 +49,7 @@ cluster-down:
 bench: install  ## runtime vs direct upstream vs LiteLLM vs Portkey; writes bench/results/
 	bench/install-peers.sh
 	$(PY) -m bench.run
+	$(PY) -m bench.operator_scale
 
 clean:
 	rm -rf $(VENV) .tmp .mypy_cache .ruff_cache .pytest_cache

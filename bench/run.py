@@ -101,8 +101,37 @@ def parse_wrk(out: str) -> tuple[float, float, float, int, int]:
     return rps, pct("50"), pct("99"), errors, requests
 
 
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Put a process and its children on ``cpus`` (all their threads)."""
+    for p in descendants(pid):
+        for tid in (int(t) for t in os.listdir(f"/proc/{p}/task")):
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                continue
+
+
+# With --pin, the proxy under test gets a core of its own; the simulated upstream and wrk
+# share the other. Every target, the direct baseline included, runs under the same split.
+LOAD_CPUS: set[int] | None = None
+
+
 def wrk(url: str, script: Path, concurrency: int, seconds: float) -> str:
+    prefix = ["taskset", "-c", ",".join(map(str, sorted(LOAD_CPUS)))] if LOAD_CPUS else []
     cmd = [
+        *prefix,
         "wrk",
         "-t1",
         f"-c{concurrency}",
@@ -267,7 +296,7 @@ def table(cells: list[Cell], memory: dict[str, int], concurrencies: list[int]) -
     return "\n".join(out)
 
 
-def plot(cells: list[Cell], path: Path) -> None:
+def plot(cells: list[Cell], path: Path, placement: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,13 +312,13 @@ def plot(cells: list[Cell], path: Path) -> None:
             continue
         ax1.plot(
             xs,
-            [max(0.01, c.p50_ms - direct[c.concurrency].p50_ms) for c in rows],
+            [c.p50_ms - direct[c.concurrency].p50_ms for c in rows],
             marker="o",
             label=name,
         )
         ax2.plot(
             xs,
-            [max(0.01, c.p99_ms - direct[c.concurrency].p99_ms) for c in rows],
+            [c.p99_ms - direct[c.concurrency].p99_ms for c in rows],
             marker="o",
             label=name,
         )
@@ -299,12 +328,18 @@ def plot(cells: list[Cell], path: Path) -> None:
         (ax3, "throughput (requests/s)"),
     ):
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if ax is ax3:
+            ax.set_yscale("log")
+        else:  # added latency can be slightly negative (noise): symmetric log around 0
+            ax.set_yscale("symlog", linthresh=1)
+            ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xlabel("concurrent connections")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle("SwiftClaw runtime vs peers, simulated provider at 50 ms, one process each")
+    fig.suptitle(
+        f"SwiftClaw runtime vs peers: simulated provider at 50 ms, one process each, {placement}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -315,7 +350,18 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
     ap.add_argument("--latency", default="fixed:50")
+    ap.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="proxy on its own core; upstream and load generator on another",
+    )
     args = ap.parse_args()
+    global LOAD_CPUS
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = args.pin and len(cpus) >= 2
+    if pinned:
+        LOAD_CPUS = {cpus[0]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     cells: list[Cell] = []
     memory: dict[str, int] = {}
@@ -334,6 +380,11 @@ def main() -> int:
             procs.append(sim)
             targets = start_targets(folder, sim)
             procs += [p for t in targets for p in t.procs]
+            if pinned:
+                pin(sim.pid, {cpus[0]})
+                for t in targets:
+                    for p in t.procs:
+                        pin(p.pid, {cpus[1]})
             for t in targets:
                 check(t)
             print(f"targets: {', '.join(t.name for t in targets)}; upstream {args.latency}")
@@ -356,16 +407,21 @@ def main() -> int:
     cells.sort(key=lambda c: ([x.name for x in targets].index(c.target), c.concurrency))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     md = table(cells, memory, args.concurrency)
+    placement = (
+        "each proxy pinned to its own core; upstream and wrk on the other"
+        if pinned
+        else "no CPU pinning"
+    )
     header = (
         f"# Benchmark {stamp}\n\nUpstream: simulated provider, {args.latency} ms, one "
         f"process. Load: wrk, 1 thread, {args.duration:g} s per cell after "
-        f"{args.warmup:g} s warm-up. Machine: {os.cpu_count()} cores.\n\n"
+        f"{args.warmup:g} s warm-up. Machine: {os.cpu_count()} cores, {placement}.\n\n"
     )
     (RESULTS / f"bench-{stamp}.md").write_text(header + md + "\n")
     (RESULTS / f"bench-{stamp}.json").write_text(
         json.dumps({"cells": [asdict(c) for c in cells], "rss_bytes": memory}, indent=2)
     )
-    plot(cells, RESULTS / f"bench-{stamp}.png")
+    plot(cells, RESULTS / f"bench-{stamp}.png", placement)
     print()
     print(md)
     print(f"\nwritten: bench/results/bench-{stamp}.md, .json, .png")

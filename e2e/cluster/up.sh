@@ -22,7 +22,8 @@ fi
 start=$(date +%s)
 # Service IPs are only allocated, never dialed (there is no kube-proxy), but keep them
 # on loopback too so that no object names an address on the machine's network.
-kwokctl create cluster \
+create() {
+  timeout 180 kwokctl create cluster \
   --name "$name" \
   --runtime binary \
   --kube-apiserver-binary "$bin/kube-apiserver" \
@@ -36,6 +37,14 @@ kwokctl create cluster \
   --extra-args "kube-apiserver=advertise-address=127.0.0.1" \
   --extra-args "kube-controller-manager=service-cluster-ip-range=127.96.0.0/16" \
   --wait 120s >&2
+}
+# A create can hang when the ports of a just-stopped cluster are not free yet: retry once.
+if ! create; then
+  echo "cluster-up: create failed or hung; removing the partial cluster and retrying" >&2
+  kwokctl delete cluster --name "$name" >&2 || true
+  sleep 3
+  create
+fi
 
 export KUBECONFIG="$kubeconfig"
 # Fake nodes, each with a pod CIDR on loopback: kwok gives pods IPs from it.
