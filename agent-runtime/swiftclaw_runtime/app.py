@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import orjson
 
 from . import pipeline
+from .asgi import Receive, Scope, Send, send_body
 from .errors import ApiError, not_found
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .routing import model_ids
@@ -23,35 +23,7 @@ from .runtime import Runtime
 log = logging.getLogger("swiftclaw.app")
 access_log = logging.getLogger("swiftclaw.access")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-JSON = b"application/json"
 Handler = Callable[["App", Scope, Receive, Send], Awaitable[int]]
-
-
-async def send_body(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes = JSON,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> int:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-    return status
 
 
 async def send_error(send: Send, err: ApiError) -> int:

@@ -19,20 +19,17 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from .asgi import Receive, Scope, Send, send_body
 from .providers.shapes import chunk_body, completion_body, completion_id, usage_chunk
 from .sse import DONE, encode_event
 from .tokens import estimate_message_tokens
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _VOCABULARY = (
     "agents answer quickly when the runtime routes each request to the cheapest model that "
@@ -87,6 +84,11 @@ class SimConfig:
     stream_pace_ms: float = 5.0
     require_key: str | None = None
     seed: int | None = None
+
+
+def spaced(words: tuple[str, ...]) -> list[str]:
+    """The words as streamed: each after the first with its leading space."""
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
 @lru_cache(maxsize=4096)
@@ -299,19 +301,7 @@ class Simulator:
     async def _json(
         self, send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        body = orjson.dumps(obj)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *(headers or []),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_body(send, status, orjson.dumps(obj), headers=headers)
 
     async def _error(
         self,
@@ -433,10 +423,8 @@ class Simulator:
     ) -> AsyncIterator[bytes]:
         id_, created = completion_id(), int(time.time())
         yield encode_event(chunk_body(id_, model, created, {"role": "assistant", "content": ""}))
-        for i, w in enumerate(words):
-            yield encode_event(
-                chunk_body(id_, model, created, {"content": w if i == 0 else " " + w})
-            )
+        for piece in spaced(words):
+            yield encode_event(chunk_body(id_, model, created, {"content": piece}))
         yield encode_event(chunk_body(id_, model, created, {}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
             yield encode_event(usage_chunk(id_, model, created, prompt_tokens, len(words)))
@@ -475,13 +463,13 @@ class Simulator:
                 "content_block": {"type": "text", "text": ""},
             },
         )
-        for i, w in enumerate(words):
+        for piece in spaced(words):
             yield ev(
                 "content_block_delta",
                 {
                     "type": "content_block_delta",
                     "index": 0,
-                    "delta": {"type": "text_delta", "text": w if i == 0 else " " + w},
+                    "delta": {"type": "text_delta", "text": piece},
                 },
             )
         yield ev("content_block_stop", {"type": "content_block_stop", "index": 0})
@@ -503,11 +491,9 @@ class Simulator:
         prompt_tokens: int,
         body: dict[str, Any],
     ) -> AsyncIterator[bytes]:
-        for i, w in enumerate(words):
+        for i, piece in enumerate(spaced(words)):
             last = i == len(words) - 1
-            cand: dict[str, Any] = {
-                "content": {"role": "model", "parts": [{"text": w if i == 0 else " " + w}]}
-            }
+            cand: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": piece}]}}
             event: dict[str, Any] = {"candidates": [cand]}
             if last:
                 cand["finishReason"] = "MAX_TOKENS" if finish == "length" else "STOP"
