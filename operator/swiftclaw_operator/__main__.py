@@ -1,7 +1,9 @@
 """``python -m swiftclaw_operator``: run the operator (in cluster, or out with a kubeconfig).
 
 Environment: SWIFTCLAW_STANDALONE=1 runs without peering (one replica, tests);
-SWIFTCLAW_PEERING names the peering object otherwise (two replicas, one active);
+SWIFTCLAW_PEERING names the peering object otherwise (two replicas, one active: each
+takes a random priority unless SWIFTCLAW_PRIORITY sets one, since kopf freezes operators
+of equal priority; SWIFTCLAW_PEERING_LIFETIME is how long a silent peer counts as alive);
 SWIFTCLAW_NAMESPACE limits it to one namespace; SWIFTCLAW_LIVENESS_PORT and
 SWIFTCLAW_METRICS_PORT open the liveness and metrics endpoints; SWIFTCLAW_LOG_FORMAT
 is json (default) or plain.
@@ -10,6 +12,7 @@ is json (default) or plain.
 from __future__ import annotations
 
 import os
+import random
 
 import kopf
 
@@ -25,8 +28,10 @@ def main() -> None:
     namespace = os.environ.get("SWIFTCLAW_NAMESPACE")
     liveness_port = os.environ.get("SWIFTCLAW_LIVENESS_PORT")
     standalone = os.environ.get("SWIFTCLAW_STANDALONE", "0") == "1"
+    priority = int(os.environ.get("SWIFTCLAW_PRIORITY") or random.randint(1, 2**31 - 1))
     kopf.run(
         standalone=standalone,
+        priority=priority,
         peering_name=None if standalone else os.environ.get("SWIFTCLAW_PEERING", "swiftclaw"),
         clusterwide=namespace is None,
         namespaces=[namespace] if namespace else [],

@@ -65,6 +65,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False
     settings.peering.name = os.environ.get("SWIFTCLAW_PEERING", "swiftclaw")
     settings.peering.mandatory = False
+    settings.peering.lifetime = int(os.environ.get("SWIFTCLAW_PEERING_LIFETIME", "60"))
     settings.watching.server_timeout = 300
     settings.batching.worker_limit = int(os.environ.get("SWIFTCLAW_WORKERS", "64"))
     STATE.kube = Kube(Credentials.load())
@@ -86,6 +87,8 @@ async def cleanup(**_: Any) -> None:
 
 
 async def _reconcile(body: kopf.Body, trigger: str, prune: bool = False) -> None:
+    if body.metadata.get("deletionTimestamp"):
+        return  # being deleted: the garbage collector takes the children
     started = time.perf_counter()
     try:
         agent = agent_from(dict(body), STATE.settings)
