@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import tempfile
 import time
@@ -28,6 +29,14 @@ def peak_rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"VmHWM:\s+(\d+)", status)
     return int(match.group(1)) / 1024 if match else 0.0
+
+
+def component_peak_rss_mib(name: str) -> float:
+    """Peak RSS of a control-plane component started by kwokctl (its pid file)."""
+    workdir = Path(os.environ.get("KWOK_WORKDIR", str(Path.home() / ".kwok")))
+    cluster = os.environ.get("SWIFTCLAW_CLUSTER", "swiftclaw")
+    pid_file = workdir / "clusters" / cluster / "pids" / f"{name}.pid"
+    return peak_rss_mib(int(pid_file.read_text())) if pid_file.exists() else 0.0
 
 
 def ready_count(cluster, ns: str) -> int:  # type: ignore[no-untyped-def]
@@ -86,6 +95,10 @@ def main() -> int:
             time.sleep(2)
             resume_requests = op.counter("swiftclaw_operator_api_requests_total")
             resume_writes = op.counter("swiftclaw_operator_child_writes_total")
+            control_plane = {
+                name: round(component_peak_rss_mib(name), 1)
+                for name in ("kube-apiserver", "etcd", "kube-controller-manager")
+            }
             by_verb = {
                 k: v
                 for k, v in op.metrics().items()
@@ -99,6 +112,7 @@ def main() -> int:
         "apply_seconds": round(applied, 2),
         "all_ready_seconds": round(all_ready, 1),
         "operator_peak_rss_mib": round(peak, 1),
+        "control_plane_peak_rss_mib": control_plane,
         "create": {
             "reconciles": creates,
             "api_requests": create_requests,
