@@ -29,9 +29,8 @@ RUNTIME_CONFIG_KIND = "RuntimeConfig"
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MODEL_REF_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s/][^\s]*$"
+# Also matches templated context URLs, whose {user} and {tenant} placeholders are plain text.
 URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s]*)?$"
-# Templated context URLs may hold {user} and {tenant} placeholders.
-TEMPLATE_URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s]*)?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
@@ -77,7 +76,7 @@ class ContextSource(Model):
     """An HTTP source fetched for each request and added to the prompt."""
 
     name: Name
-    url: Annotated[str, Field(max_length=2048, pattern=TEMPLATE_URL_PATTERN)]
+    url: Annotated[str, Field(max_length=2048, pattern=URL_PATTERN)]
     timeout_ms: Annotated[int, Field(ge=1, le=60_000, alias="timeoutMs")] = 300
     cache_ttl_seconds: Annotated[int, Field(ge=0, le=86_400, alias="cacheTTLSeconds")] = 0
 
@@ -447,10 +446,21 @@ class ConfigError(ValueError):
         super().__init__(f"{source} is invalid ({len(issues)} problem(s)):\n{lines}")
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
+
+
+def _is_union_tag(part: int | str) -> bool:
+    """pydantic puts the member type of a union in error locations (``str``,
+    ``list[ContentPart]``, ``SecretKeyRef``); those are not part of the field's path."""
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in _TYPE_TAGS)
+
+
 def format_path(prefix: str, loc: Iterable[int | str]) -> str:
     """``("models", "tiers", 1, "name")`` -> ``spec.models.tiers[1].name``."""
     out = prefix
     for part in loc:
+        if _is_union_tag(part):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -461,14 +471,12 @@ def format_path(prefix: str, loc: Iterable[int | str]) -> str:
 def _issues_from_validation(err: ValidationError, prefix: str) -> list[FieldIssue]:
     issues = []
     for e in err.errors(include_url=False):
-        # Union members add their type name to the location; drop those segments.
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and p[:1].isupper())]
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "string_pattern_mismatch":
             msg = f"{e['input']!r} does not match {e['ctx']['pattern']}"
-        issues.append(FieldIssue(format_path(prefix, loc), msg))
+        issues.append(FieldIssue(format_path(prefix, e["loc"]), msg))
     return issues
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .config import format_path
 from .errors import ApiError, invalid_request
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -71,18 +72,6 @@ def message_text(message: Message) -> str:
     return "".join(p.text or "" for p in content if p.type == "text")
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("str", "list[ContentPart]", "list[str]", "none", "int", "float", "bool"):
-            continue  # union member names are not part of the parameter path
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
 def parse_chat_request(payload: Any) -> ChatRequest:
     """Validate a decoded JSON body, or raise a 400 that names the first bad parameter."""
     if not isinstance(payload, dict):
@@ -92,7 +81,7 @@ def parse_chat_request(payload: Any) -> ChatRequest:
     except ValidationError as err:
         errors = err.errors(include_url=False)
         first = errors[0]
-        param = _param(first["loc"])
+        param = format_path("", first["loc"])
         if first["type"] == "missing":
             message = f"Missing required parameter: '{param}'."
             code = "missing_required_parameter"
