@@ -18,14 +18,14 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .config import AgentPolicy, TierSpec
 from .errors import ApiError
 from .metrics import Metrics
 from .providers import Completion, Provider, StreamUsage, UpstreamError
-from .resilience import BreakerState, CircuitBreaker, Clock, Cooldown, Deadline, backoff_delay
+from .resilience import BreakerState, CircuitBreaker, Clock, Cooldown, Deadline, retry_delay
 from .schemas import ChatRequest
 
 log = logging.getLogger("swiftclaw.dispatch")
@@ -66,7 +66,7 @@ class OpenStream:
     served: Served
     first: dict[str, Any]
     rest: AsyncIterator[dict[str, Any]]
-    usage: StreamUsage = field(default_factory=StreamUsage)
+    usage: StreamUsage
 
 
 class Dispatcher:
@@ -120,7 +120,9 @@ class Dispatcher:
     async def open_stream(
         self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
     ) -> OpenStream:
-        async def attempt(target: Target, timeout: float) -> OpenStream:
+        async def attempt(
+            target: Target, timeout: float
+        ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]], StreamUsage]:
             usage = StreamUsage()
             provider = self.providers[target.provider]
             gen = provider.stream(target.model, request, payload, usage, self.timeout_seconds)
@@ -131,12 +133,10 @@ class Dispatcher:
             except BaseException:
                 await _aclose(gen)
                 raise
-            placeholder = Served(target, False, 0)
-            return OpenStream(placeholder, first, gen, usage)
+            return first, gen, usage
 
-        stream, served = await self._run(tier, deadline, attempt)
-        stream.served = served
-        return stream
+        (first, rest, usage), served = await self._run(tier, deadline, attempt)
+        return OpenStream(served, first, rest, usage)
 
     def record_stream_failure(self, target: Target, err: UpstreamError) -> None:
         """A stream broke after its first chunk: the provider still failed."""
@@ -162,9 +162,9 @@ class Dispatcher:
                 if cooling > 0 and not last:
                     failures.append(f"{target.ref}: rate limited, Retry-After {cooling:.1f}s left")
                     break
-                wait = cooling
-                if attempts > 0:
-                    wait = max(wait, backoff_delay(attempts, self.retry, self._rng))
+                wait = (
+                    retry_delay(attempts, self.retry, cooling, self._rng) if attempts else cooling
+                )
                 if wait > 0:
                     if wait >= deadline.remaining():
                         failures.append(
@@ -187,19 +187,10 @@ class Dispatcher:
                 attempts += 1
                 started = self._clock()
                 try:
-                    try:
-                        async with asyncio.timeout(timeout):
-                            result = await attempt_fn(target, timeout)
-                    except TimeoutError:
-                        raise UpstreamError("timeout", f"no answer within {timeout:.1f}s") from None
-                    except UpstreamError:
-                        raise
-                    except asyncio.CancelledError:
-                        breaker.release()
-                        raise
-                    except Exception as err:  # an adapter bug must not escape as a crash
-                        log.exception("provider %s failed unexpectedly", target.provider)
-                        raise UpstreamError("protocol", f"{type(err).__name__}") from err
+                    result = await self._attempt(target, timeout, attempt_fn)
+                except asyncio.CancelledError:
+                    breaker.release()
+                    raise
                 except UpstreamError as err:
                     self._observe(target, started, err.kind)
                     if err.kind == "rate_limited" and err.retry_after:
@@ -223,6 +214,21 @@ class Dispatcher:
                     self.metrics.fallbacks.labels(tier.name, target.ref).inc()
                 return result, Served(target, index > 0, attempts)
         raise self._exhausted(tier, deadline_hit or deadline.expired, failures)
+
+    async def _attempt(
+        self, target: Target, timeout: float, attempt_fn: Callable[[Target, float], Awaitable[T]]
+    ) -> T:
+        """One call within ``timeout``; every failure comes out as an :class:`UpstreamError`."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await attempt_fn(target, timeout)
+        except TimeoutError:
+            raise UpstreamError("timeout", f"no answer within {timeout:.1f}s") from None
+        except (UpstreamError, asyncio.CancelledError):
+            raise
+        except Exception as err:  # an adapter bug must not escape as a crash
+            log.exception("provider %s failed unexpectedly", target.provider)
+            raise UpstreamError("protocol", f"{type(err).__name__}") from err
 
     def _observe(self, target: Target, started: float, outcome: str) -> None:
         self.metrics.record_upstream(
