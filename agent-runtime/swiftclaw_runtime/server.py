@@ -78,12 +78,11 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def make_server(runtime: Runtime, host: str, port: int, fd: int | None = None) -> DrainingServer:
+def make_server(runtime: Runtime, host: str, port: int) -> DrainingServer:
     config = uvicorn.Config(
         App(runtime),
         host=host,
         port=port,
-        fd=fd,
         loop="uvloop",
         http="httptools",
         lifespan="on",

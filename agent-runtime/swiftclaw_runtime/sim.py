@@ -91,6 +91,17 @@ def spaced(words: tuple[str, ...]) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a simulated answer is made of, whatever the API shape it is sent in."""
+
+    model: str
+    words: tuple[str, ...]
+    finish: str
+    prompt_tokens: int
+    body: dict[str, Any]
+
+
 @lru_cache(maxsize=4096)
 def answer_for(model: str, prompt: str, limit: int | None) -> tuple[str, ...]:
     """The deterministic answer: 8-48 words chosen by a hash of model and prompt."""
@@ -404,7 +415,7 @@ class Simulator:
         }[shape]
         pace = self.config.stream_pace_ms / 1000
         sent = 0
-        async for event in events(model, words, finish, prompt_tokens, body):
+        async for event in events(Answer(model, words, finish, prompt_tokens, body)):
             if cutoff and sent == 3:
                 raise ConnectionAbortedError("simulated provider crash mid-stream")
             await send({"type": "http.response.body", "body": event, "more_body": True})
@@ -413,31 +424,17 @@ class Simulator:
                 await asyncio.sleep(pace)
         await send({"type": "http.response.body", "body": b""})
 
-    async def _openai_events(
-        self,
-        model: str,
-        words: tuple[str, ...],
-        finish: str,
-        prompt_tokens: int,
-        body: dict[str, Any],
-    ) -> AsyncIterator[bytes]:
+    async def _openai_events(self, a: Answer) -> AsyncIterator[bytes]:
         id_, created = completion_id(), int(time.time())
-        yield encode_event(chunk_body(id_, model, created, {"role": "assistant", "content": ""}))
-        for piece in spaced(words):
-            yield encode_event(chunk_body(id_, model, created, {"content": piece}))
-        yield encode_event(chunk_body(id_, model, created, {}, finish))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            yield encode_event(usage_chunk(id_, model, created, prompt_tokens, len(words)))
+        yield encode_event(chunk_body(id_, a.model, created, {"role": "assistant", "content": ""}))
+        for piece in spaced(a.words):
+            yield encode_event(chunk_body(id_, a.model, created, {"content": piece}))
+        yield encode_event(chunk_body(id_, a.model, created, {}, a.finish))
+        if (a.body.get("stream_options") or {}).get("include_usage"):
+            yield encode_event(usage_chunk(id_, a.model, created, a.prompt_tokens, len(a.words)))
         yield DONE
 
-    async def _anthropic_events(
-        self,
-        model: str,
-        words: tuple[str, ...],
-        finish: str,
-        prompt_tokens: int,
-        body: dict[str, Any],
-    ) -> AsyncIterator[bytes]:
+    async def _anthropic_events(self, a: Answer) -> AsyncIterator[bytes]:
         def ev(name: str, obj: dict[str, Any]) -> bytes:
             return f"event: {name}\n".encode() + encode_event(obj)
 
@@ -449,9 +446,9 @@ class Simulator:
                     "id": "msg_" + completion_id()[9:],
                     "type": "message",
                     "role": "assistant",
-                    "model": model,
+                    "model": a.model,
                     "content": [],
-                    "usage": {"input_tokens": prompt_tokens, "output_tokens": 0},
+                    "usage": {"input_tokens": a.prompt_tokens, "output_tokens": 0},
                 },
             },
         )
@@ -463,7 +460,7 @@ class Simulator:
                 "content_block": {"type": "text", "text": ""},
             },
         )
-        for piece in spaced(words):
+        for piece in spaced(a.words):
             yield ev(
                 "content_block_delta",
                 {
@@ -477,29 +474,22 @@ class Simulator:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "max_tokens" if finish == "length" else "end_turn"},
-                "usage": {"output_tokens": len(words)},
+                "delta": {"stop_reason": "max_tokens" if a.finish == "length" else "end_turn"},
+                "usage": {"output_tokens": len(a.words)},
             },
         )
         yield ev("message_stop", {"type": "message_stop"})
 
-    async def _gemini_events(
-        self,
-        model: str,
-        words: tuple[str, ...],
-        finish: str,
-        prompt_tokens: int,
-        body: dict[str, Any],
-    ) -> AsyncIterator[bytes]:
-        for i, piece in enumerate(spaced(words)):
-            last = i == len(words) - 1
+    async def _gemini_events(self, a: Answer) -> AsyncIterator[bytes]:
+        for i, piece in enumerate(spaced(a.words)):
+            last = i == len(a.words) - 1
             cand: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": piece}]}}
             event: dict[str, Any] = {"candidates": [cand]}
             if last:
-                cand["finishReason"] = "MAX_TOKENS" if finish == "length" else "STOP"
+                cand["finishReason"] = "MAX_TOKENS" if a.finish == "length" else "STOP"
                 event["usageMetadata"] = {
-                    "promptTokenCount": prompt_tokens,
-                    "candidatesTokenCount": len(words),
+                    "promptTokenCount": a.prompt_tokens,
+                    "candidatesTokenCount": len(a.words),
                 }
             yield encode_event(event)
 

@@ -170,13 +170,14 @@ def schedule_status(namespace: str, name: str) -> None:
 async def _refresh_later(key: tuple[str, str]) -> None:
     try:
         await asyncio.sleep(STATUS_DEBOUNCE_SECONDS)
+    finally:
+        # From here on, a new event schedules a new refresh (this one may read too early).
         STATE.pending.pop(key, None)
+    try:
         await refresh_status(*key)
     except Exception:
         ERRORS.labels("status").inc()
         log.exception("status refresh of %s/%s failed", *key)
-    finally:
-        STATE.pending.pop(key, None)
 
 
 async def refresh_status(namespace: str, name: str) -> None:
