@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from .config import AgentPolicy, TierSpec
 from .errors import ApiError
 from .metrics import Metrics
-from .providers import Completion, Provider, StreamUsage, UpstreamError
+from .providers import Call, Completion, Provider, StreamUsage, UpstreamError
 from .resilience import BreakerState, CircuitBreaker, Clock, Cooldown, Deadline, retry_delay
 from .schemas import ChatRequest
 
@@ -113,7 +113,7 @@ class Dispatcher:
     ) -> tuple[Completion, Served]:
         async def attempt(target: Target, timeout: float) -> Completion:
             provider = self.providers[target.provider]
-            return await provider.complete(target.model, request, payload)
+            return await provider.complete(Call(target.model, request, payload))
 
         return await self._run(tier, deadline, attempt)
 
@@ -125,7 +125,7 @@ class Dispatcher:
         ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]], StreamUsage]:
             usage = StreamUsage()
             provider = self.providers[target.provider]
-            gen = provider.stream(target.model, request, payload, usage, self.timeout_seconds)
+            gen = provider.stream(Call(target.model, request, payload), usage, self.timeout_seconds)
             try:
                 first = await anext(gen)
             except StopAsyncIteration:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from ..config import ProviderSpec
 from .anthropic import AnthropicProvider
-from .base import Completion, Provider, StreamUsage, UpstreamError
+from .base import Call, Completion, Provider, StreamUsage, UpstreamError
 from .gemini import GeminiProvider
 from .openai import OpenAIProvider
 
-__all__ = ["Completion", "Provider", "StreamUsage", "UpstreamError", "build_provider"]
+__all__ = ["Call", "Completion", "Provider", "StreamUsage", "UpstreamError", "build_provider"]
 
 
 def build_provider(spec: ProviderSpec, api_key: str | None) -> Provider:

@@ -10,7 +10,7 @@ import orjson
 
 from ..schemas import ChatRequest, message_text
 from ..sse import iter_data
-from .base import Completion, StreamUsage, UpstreamError
+from .base import Call, Completion, StreamUsage, UpstreamError
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_body, completion_id, usage_chunk
 
@@ -87,20 +87,15 @@ class AnthropicProvider(HttpProvider):
             headers["x-api-key"] = api_key
         self.http = HttpClient(base_url, headers, max_connections)
 
-    async def complete(
-        self, model: str, request: ChatRequest, payload: dict[str, Any]
-    ) -> Completion:
+    async def complete(self, call: Call) -> Completion:
+        model, request = call.model, call.request
         data = await self.http.post_json("/messages", to_anthropic(model, request, False))
         return from_anthropic(data, model)
 
     async def stream(
-        self,
-        model: str,
-        request: ChatRequest,
-        payload: dict[str, Any],
-        usage: StreamUsage,
-        idle_timeout: float,
+        self, call: Call, usage: StreamUsage, idle_timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
+        model, request = call.model, call.request
         body = to_anthropic(model, request, True)
         id_, created, finish = completion_id(), int(time.time()), "stop"
         async with self.http.post("/messages", body) as resp:

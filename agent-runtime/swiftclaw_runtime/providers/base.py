@@ -51,6 +51,17 @@ class UpstreamError(Exception):
 
 
 @dataclass(frozen=True)
+class Call:
+    """One request as sent to one target: the upstream model's name, the validated request,
+    and its JSON as the client sent it (so that parameters the runtime does not interpret
+    still reach OpenAI-compatible providers)."""
+
+    model: str
+    request: ChatRequest
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Completion:
     """A finished chat completion in OpenAI's ``chat.completion`` shape, with its usage."""
 
@@ -74,19 +85,12 @@ class Provider(abc.ABC):
     type: str
 
     @abc.abstractmethod
-    async def complete(
-        self, model: str, request: ChatRequest, payload: dict[str, Any]
-    ) -> Completion:
+    async def complete(self, call: Call) -> Completion:
         """One non-streaming call (the dispatcher bounds it by the request's deadline)."""
 
     @abc.abstractmethod
     def stream(
-        self,
-        model: str,
-        request: ChatRequest,
-        payload: dict[str, Any],
-        usage: StreamUsage,
-        idle_timeout: float,
+        self, call: Call, usage: StreamUsage, idle_timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
         """OpenAI ``chat.completion.chunk`` dicts; fills ``usage`` as it goes."""
 

@@ -10,7 +10,7 @@ import orjson
 
 from ..schemas import ChatRequest, message_text
 from ..sse import iter_data
-from .base import Completion, StreamUsage, UpstreamError
+from .base import Call, Completion, StreamUsage, UpstreamError
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_body, completion_id, usage_chunk
 
@@ -87,20 +87,15 @@ class GeminiProvider(HttpProvider):
         headers = {"x-goog-api-key": api_key} if api_key else {}
         self.http = HttpClient(base_url, headers, max_connections)
 
-    async def complete(
-        self, model: str, request: ChatRequest, payload: dict[str, Any]
-    ) -> Completion:
+    async def complete(self, call: Call) -> Completion:
+        model, request = call.model, call.request
         data = await self.http.post_json(f"/models/{model}:generateContent", to_gemini(request))
         return from_gemini(data, model)
 
     async def stream(
-        self,
-        model: str,
-        request: ChatRequest,
-        payload: dict[str, Any],
-        usage: StreamUsage,
-        idle_timeout: float,
+        self, call: Call, usage: StreamUsage, idle_timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
+        model, request = call.model, call.request
         id_, created, finish = completion_id(), int(time.time()), "stop"
         path = f"/models/{model}:streamGenerateContent"
         async with self.http.post(path, to_gemini(request), params={"alt": "sse"}) as resp:

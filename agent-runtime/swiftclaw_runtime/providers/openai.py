@@ -7,9 +7,8 @@ from typing import Any
 
 import orjson
 
-from ..schemas import ChatRequest
 from ..sse import iter_data
-from .base import Completion, StreamUsage, UpstreamError
+from .base import Call, Completion, StreamUsage, UpstreamError
 from .http import HttpClient, HttpProvider
 
 
@@ -22,10 +21,8 @@ class OpenAIProvider(HttpProvider):
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = HttpClient(base_url, headers, max_connections)
 
-    async def complete(
-        self, model: str, request: ChatRequest, payload: dict[str, Any]
-    ) -> Completion:
-        body = dict(payload, model=model, stream=False)
+    async def complete(self, call: Call) -> Completion:
+        body = dict(call.payload, model=call.model, stream=False)
         body.pop("stream_options", None)
         data = await self.http.post_json("/chat/completions", body)
         if not isinstance(data.get("choices"), list):
@@ -36,16 +33,12 @@ class OpenAIProvider(HttpProvider):
         )
 
     async def stream(
-        self,
-        model: str,
-        request: ChatRequest,
-        payload: dict[str, Any],
-        usage: StreamUsage,
-        idle_timeout: float,
+        self, call: Call, usage: StreamUsage, idle_timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
+        model, request = call.model, call.request
         # Always ask for usage so tokens can be counted; the client only sees the usage
         # chunk if it asked for it.
-        body = dict(payload, model=model, stream=True, stream_options={"include_usage": True})
+        body = dict(call.payload, model=model, stream=True, stream_options={"include_usage": True})
         async with self.http.post("/chat/completions", body) as resp:
             async for data in iter_data(resp.iter_lines(idle_timeout)):
                 if data == b"[DONE]":
