@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from . import pipeline
-from .asgi import Receive, Scope, Send, send_body
+from .asgi import Receive, Scope, Send, send_body, start_event_stream
 from .errors import ApiError, not_found
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .routing import model_ids
@@ -170,18 +170,7 @@ class App:
             )
             if isinstance(result, pipeline.JsonResult):
                 return await send_body(send, result.status, result.body, headers=result.headers)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache"),
-                        (b"x-accel-buffering", b"no"),
-                        *result.headers,
-                    ],
-                }
-            )
+            await start_event_stream(send, result.headers)
             events = result.events
             try:
                 async for event in events:

@@ -34,3 +34,19 @@ async def send_body(
     )
     await send({"type": "http.response.body", "body": body})
     return status
+
+
+async def start_event_stream(send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Open a server-sent-events response; the body follows in ``more_body`` messages."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),
+                *(headers or []),
+            ],
+        }
+    )

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from .asgi import Receive, Scope, Send, send_body
+from .asgi import Receive, Scope, Send, send_body, start_event_stream
 from .providers.shapes import chunk_body, completion_body, completion_id, usage_chunk
 from .sse import DONE, encode_event
 from .tokens import estimate_message_tokens
@@ -398,16 +398,7 @@ class Simulator:
                 }
             await self._json(send, 200, obj)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream"),
-                    (b"cache-control", b"no-cache"),
-                ],
-            }
-        )
+        await start_event_stream(send)
         events = {
             "openai": self._openai_events,
             "anthropic": self._anthropic_events,
