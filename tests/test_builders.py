@@ -174,6 +174,26 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         None,
     ),
     "reliability.timeoutSeconds": (setter("reliability.timeoutSeconds", 10), POLICY, None),
+    "reliability.attemptTimeoutSeconds": (
+        setter("reliability.attemptTimeoutSeconds", 5),
+        POLICY,
+        None,
+    ),
+    "reliability.retry.maxRetryAfterSeconds": (
+        setter("reliability.retry.maxRetryAfterSeconds", 30),
+        POLICY,
+        None,
+    ),
+    "reliability.retry.budgetPercent": (
+        setter("reliability.retry.budgetPercent", 10),
+        POLICY,
+        None,
+    ),
+    "reliability.circuitBreaker.failureRatePercent": (
+        setter("reliability.circuitBreaker.failureRatePercent", 25),
+        POLICY,
+        None,
+    ),
     "reliability.retry.maxAttempts": (setter("reliability.retry.maxAttempts", 2), POLICY, None),
     "reliability.retry.initialBackoffMs": (
         setter("reliability.retry.initialBackoffMs", 100),

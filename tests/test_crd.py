@@ -61,7 +61,13 @@ def test_crd_has_status_printer_columns_short_names_and_no_refs() -> None:
         "minimum": 1,
         "type": "integer",
     }
-    assert retry["default"] == {"maxAttempts": 3, "initialBackoffMs": 250, "maxBackoffMs": 8000}
+    assert retry["default"] == {
+        "maxAttempts": 3,
+        "initialBackoffMs": 250,
+        "maxBackoffMs": 8000,
+        "maxRetryAfterSeconds": 60,
+        "budgetPercent": 20,
+    }
     resources = spec["properties"]["runtime"]["properties"]["resources"]
     assert resources["default"] == {
         "requests": {"cpu": "250m", "memory": "256Mi"},

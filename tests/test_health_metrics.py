@@ -15,16 +15,18 @@ from swiftclaw_runtime.processes import start_redis
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 
 
-def get(url: str) -> tuple[int, bytes]:
+def get(url: str, key: str | None = None) -> tuple[int, bytes]:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
             return int(r.status), bytes(r.read())
     except urllib.error.HTTPError as err:
         return int(err.code), bytes(err.read())
 
 
-def health(url: str) -> tuple[int, dict[str, Any]]:
-    status, body = get(f"{url}/health")
+def health(url: str, key: str | None = API_KEY) -> tuple[int, dict[str, Any]]:
+    """``/health`` as an operator with an API key sees it (``key=None``: as anyone does)."""
+    status, body = get(f"{url}/health", key)
     return status, dict(json.loads(body))
 
 
@@ -46,6 +48,9 @@ def test_health_reports_providers_redis_and_memory(launch: Launcher) -> None:
     status, body = health(rt.url)
     assert status == 200 and body["status"] == "ok"
     assert body["checks"]["providers"]["a"]["status"] == "ok"
+    # without a key: the verdict only, nothing about the deployment's insides
+    anon_status, anon = health(rt.url, key=None)
+    assert anon_status == 200 and anon == {"status": "ok", "ready": True, "draining": False}
     assert body["checks"]["providers"]["a"]["breakers"] == {"a/m": "closed"}
     assert body["checks"]["redis"]["status"] == "ok"
     assert body["checks"]["memory"]["rssBytes"] > 10_000_000

@@ -257,8 +257,13 @@ def test_everything_down_is_a_503_that_says_why(launch: Launcher) -> None:
     body = info.value.body
     assert isinstance(body, dict)
     assert body["code"] == "upstream_unavailable"
-    assert "primary/m1: server (HTTP 500)" in body["message"]
-    assert "backup/m2: server (HTTP 500)" in body["message"]
+    assert "primary/m1: server error (HTTP 500)" in body["message"]
+    assert "backup/m2: server error (HTTP 500)" in body["message"]
+    # the providers' own words may hold account ids or addresses: the log has them, the
+    # client does not
+    assert "simulated upstream failure" not in body["message"]
+    assert rt.log_path is not None
+    assert "simulated upstream failure" in rt.log_path.read_text()
 
 
 def test_stream_falls_back_transparently_before_the_first_byte(launch: Launcher) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from swiftclaw_runtime.providers.anthropic import from_anthropic, to_anthropic
@@ -11,7 +9,7 @@ from swiftclaw_runtime.providers.base import UpstreamError
 from swiftclaw_runtime.providers.gemini import from_gemini, to_gemini
 from swiftclaw_runtime.providers.http import classify_status, parse_retry_after
 from swiftclaw_runtime.schemas import parse_chat_request
-from swiftclaw_runtime.sse import iter_data
+from swiftclaw_runtime.sse import EventReader
 
 REQUEST = {
     "model": "auto",
@@ -120,18 +118,29 @@ def test_status_classes_and_retry_after() -> None:
     assert parse_retry_after(None) is None
 
 
-async def test_sse_reader_joins_multiline_data_and_skips_fields() -> None:
-    async def lines() -> AsyncIterator[bytes]:
-        for line in [
-            b": comment\n",
-            b"event: x\n",
-            b'data: {"a":\n',
-            b"data: 1}\n",
-            b"\n",
-            b"data:[DONE]\r\n",
-            b"\r\n",
-            b"data: tail\n",
-        ]:
-            yield line
+class _Chunks:
+    """A body arriving in the given pieces, split anywhere (even inside a line)."""
 
-    assert [d async for d in iter_data(lines())] == [b'{"a":\n1}', b"[DONE]", b"tail"]
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = list(pieces)
+
+    async def next_chunk(self, idle_timeout: float | None = None) -> bytes | None:
+        return self.pieces.pop(0) if self.pieces else None
+
+
+async def _all_events(pieces: list[bytes]) -> list[bytes]:
+    reader = EventReader(_Chunks(pieces))
+    out: list[bytes] = []
+    while (batch := await reader.next_batch()) is not None:
+        out += batch
+    return out
+
+
+async def test_sse_reader_joins_multiline_data_and_skips_fields() -> None:
+    body = b': comment\nevent: x\ndata: {"a":\ndata: 1}\n\ndata:[DONE]\r\n\r\ndata: tail\n'
+    expected = [b'{"a":\n1}', b"[DONE]", b"tail"]
+    assert await _all_events([body]) == expected
+    # the same body cut into pieces of every size gives the same events
+    for size in (1, 2, 3, 7, 16):
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        assert await _all_events(pieces) == expected

@@ -7,14 +7,15 @@ is rendered in OpenAI's error shape; nothing a client sends can crash the proces
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 
 from . import pipeline
-from .asgi import Receive, Scope, Send, send_body, start_event_stream
+from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_stream
 from .errors import ApiError, not_found
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .routing import model_ids
@@ -54,6 +55,7 @@ class App:
             ("GET", "/metrics"): App.metrics,
         }
         self.paths = {path for _, path in self.routes}
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -123,7 +125,22 @@ class App:
                 return
 
     async def read_body(self, scope: Scope, receive: Receive) -> bytes:
-        """The request body, refusing wrong content types and bodies over the limit."""
+        """The request body, refusing wrong content types, bodies over the limit, and bodies
+        that do not arrive within ``--body-timeout-seconds`` (a slow client holds a slot)."""
+        seconds = self.rt.options.body_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._read_body(scope, receive)
+        except TimeoutError:
+            self.rt.metrics.rejected.labels("body_timeout").inc()
+            raise ApiError(
+                408,
+                f"The request body did not arrive within {seconds:g}s.",
+                "invalid_request_error",
+                "request_timeout",
+            ) from None
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.rt.options.max_body_bytes
         content_type = (header(scope, b"content-type") or "").lower()
         if not content_type.startswith("application/json"):
@@ -162,26 +179,47 @@ class App:
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> int:
         rt = self.rt
+        principal = rt.keys.authenticate(header(scope, b"authorization"))  # before the body
+        if self.in_flight >= rt.options.max_in_flight:
+            rt.metrics.rejected.labels("overloaded").inc()
+            raise ApiError(
+                503,
+                f"This agent is serving its limit of {rt.options.max_in_flight} requests; "
+                "retry shortly.",
+                "service_unavailable_error",
+                "overloaded",
+                headers={"retry-after": "1"},
+            )
+        self.in_flight += 1
         rt.metrics.in_flight.inc()
+        watch: DisconnectWatch | None = None
+        events: AsyncIterator[bytes] | None = None
         try:
             body = await self.read_body(scope, receive)
-            result = await pipeline.chat(
-                rt, header(scope, b"authorization"), header(scope, b"x-request-id"), body
-            )
+            watch = DisconnectWatch(receive)
+            result = await pipeline.chat(rt, principal, header(scope, b"x-request-id"), body)
             if isinstance(result, pipeline.JsonResult):
+                watch.finish()
                 return await send_body(send, result.status, result.body, headers=result.headers)
-            await start_event_stream(send, result.headers)
             events = result.events
-            try:
-                async for event in events:
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-            finally:
-                aclose = getattr(events, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            await start_event_stream(send, result.headers)
+            async for event in events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            watch.finish()
+            await send({"type": "http.response.body", "body": b""})
             return 200
+        except asyncio.CancelledError:
+            if watch is not None and watch.absorb():
+                rt.metrics.errors.labels("client_closed_request").inc()
+                return 499  # the client hung up; its upstream call has been cancelled
+            raise
         finally:
+            if watch is not None:
+                watch.stop()
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self.in_flight -= 1
             rt.metrics.in_flight.dec()
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> int:
@@ -203,7 +241,13 @@ class App:
         return await send_body(send, 503, orjson.dumps({"ready": False, "reason": reason}))
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """The status for anyone; the checks (provider names, errors, memory) only for a
+        caller with an API key, since they describe the deployment's insides."""
         status, body = await self.rt.health.detail()
+        try:
+            self.rt.keys.authenticate(header(scope, b"authorization"))
+        except ApiError:
+            body = {k: body[k] for k in ("status", "ready", "draining")}
         return await send_body(send, status, orjson.dumps(body))
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -50,3 +51,42 @@ async def start_event_stream(send: Send, headers: list[tuple[bytes, bytes]] | No
             ],
         }
     )
+
+
+class DisconnectWatch:
+    """Cancels the task serving a request when its client goes away.
+
+    uvicorn does not cancel an app whose client hung up: without this, a request whose
+    client is gone would keep its upstream call (and its connection slot) to the end.
+    Start it once the body is read (it takes over ``receive``); call :meth:`finish` before
+    the last send, since the server reports the end of a response as a disconnect too.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self._finished = False
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self._finished and self._task is not None:
+            self.gone = True
+            self._task.cancel()
+
+    def finish(self) -> None:
+        """The response is complete (or about to be): a disconnect now is not a hang-up."""
+        self._finished = True
+
+    def stop(self) -> None:
+        self._finished = True
+        self._watcher.cancel()
+
+    def absorb(self) -> bool:
+        """In an ``except CancelledError``: True (and the cancellation withdrawn) when the
+        cancellation was this watch's, False when it came from elsewhere."""
+        if self.gone and self._task is not None:
+            self._task.uncancel()
+            return True
+        return False

@@ -1,11 +1,18 @@
 """Calling a tier's model: retries, Retry-After, circuit breakers and the fallback chain.
 
 Order of attempts for a tier: its model, then each fallback. Each target gets up to
-``retry.maxAttempts`` attempts with full-jitter backoff between them, never past the
-request's deadline. A target is skipped while its breaker is open, and while its provider
-is cooling down after a 429 (unless it is the last target left, in which case the
-request waits out the Retry-After if the deadline allows). A provider's 4xx (other than
-401/403/408/409/429) is the client's problem and is returned as is, without fallback.
+``retry.maxAttempts`` attempts with full-jitter backoff between them, within its share
+of what is left of the deadline (:func:`resilience.target_timeout`: the last target gets
+all of it), so a hung primary cannot starve a healthy fallback. Retries of a tier are
+bounded by its retry budget. A target is skipped while its breaker is open, and while its
+provider is cooling down after a 429 (unless it is the last target left, in which case
+the request waits out the capped, jittered Retry-After if the deadline allows). A
+provider's 4xx (other than 401/403/408/409/429) is the client's problem and is returned
+without fallback.
+
+What a client reads of a failure names each model tried and the kind of failure (HTTP
+status, timeout, connection); the provider's own error text may hold account ids or
+internal addresses, so it goes to the log only.
 
 Streams are opened the same way, and count as answered once their first chunk arrives:
 before that, a failure falls back transparently; after it, see :mod:`pipeline`.
@@ -25,7 +32,19 @@ from .config import AgentPolicy, TierSpec
 from .errors import ApiError
 from .metrics import Metrics
 from .providers import Call, Completion, Provider, StreamUsage, UpstreamError
-from .resilience import BreakerState, CircuitBreaker, Clock, Cooldown, Deadline, retry_delay
+from .resilience import (
+    BreakerState,
+    CircuitBreaker,
+    Clock,
+    Cooldown,
+    Deadline,
+    RetryBudget,
+    capped_retry_after,
+    jittered_wait,
+    retry_delay,
+    target_timeout,
+    timeout_is_providers_fault,
+)
 from .schemas import ChatRequest
 
 log = logging.getLogger("swiftclaw.dispatch")
@@ -83,11 +102,15 @@ class Dispatcher:
         self.metrics = metrics
         self.retry = policy.reliability.retry
         self.timeout_seconds = policy.reliability.timeout_seconds
+        self.attempt_timeout = policy.reliability.attempt_timeout_seconds
         self._clock = clock
         self._rng = rng or random.Random()
         self.cooldowns = {name: Cooldown(clock) for name in providers}
         self.breakers: dict[str, CircuitBreaker] = {}
         self._targets: dict[str, list[Target]] = {}
+        self.retry_budgets = {
+            tier.name: RetryBudget(self.retry.budget_percent, clock) for tier in policy.models.tiers
+        }
         for tier in policy.models.tiers:
             targets = [Target.parse(ref) for ref in (tier.model, *tier.fallbacks)]
             self._targets[tier.name] = targets
@@ -115,7 +138,7 @@ class Dispatcher:
             provider = self.providers[target.provider]
             return await provider.complete(Call(target.model, request, payload))
 
-        return await self._run(tier, deadline, attempt)
+        return await self._run(tier, request, deadline, attempt)
 
     async def open_stream(
         self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
@@ -135,7 +158,7 @@ class Dispatcher:
                 raise
             return first, gen, usage
 
-        (first, rest, usage), served = await self._run(tier, deadline, attempt)
+        (first, rest, usage), served = await self._run(tier, request, deadline, attempt)
         return OpenStream(served, first, rest, usage)
 
     def record_stream_failure(self, target: Target, err: UpstreamError) -> None:
@@ -146,22 +169,34 @@ class Dispatcher:
     async def _run(
         self,
         tier: TierSpec,
+        request: ChatRequest,
         deadline: Deadline,
         attempt_fn: Callable[[Target, float], Awaitable[T]],
     ) -> tuple[T, Served]:
-        failures: list[str] = []
+        failures: list[str] = []  # what the client reads: model and kind of failure
+        details: list[str] = []  # what the log reads: the providers' own words too
         deadline_hit = False  # the deadline, not the providers, ended some target's tries
         targets = self._targets[tier.name]
+        budget = self.retry_budgets[tier.name]
+        budget.record_request()
         for index, target in enumerate(targets):
             last = index == len(targets) - 1
             breaker = self.breakers[target.ref]
             cooldown = self.cooldowns[target.provider]
+            share_ends = self._clock() + target_timeout(
+                deadline.remaining(), len(targets) - index, self.attempt_timeout
+            )
             attempts = 0
             while attempts < self.retry.max_attempts:
                 cooling = cooldown.wait()
                 if cooling > 0 and not last:
                     failures.append(f"{target.ref}: rate limited, Retry-After {cooling:.1f}s left")
                     break
+                if attempts and not budget.try_spend():
+                    self.metrics.retry_budget_exhausted.labels(tier.name).inc()
+                    failures.append(f"{target.ref}: no retry (the tier's retry budget is spent)")
+                    break
+                cooling = jittered_wait(cooling, self._rng)
                 wait = (
                     retry_delay(attempts, self.retry, cooling, self._rng) if attempts else cooling
                 )
@@ -174,15 +209,15 @@ class Dispatcher:
                         break
                     await asyncio.sleep(wait)
                 if not breaker.allow():
-                    failures.append(
-                        f"{target.ref}: circuit open for {breaker.retry_in():.0f}s more "
-                        f"after '{breaker.last_error}'"
-                    )
+                    failures.append(f"{target.ref}: circuit open for {breaker.retry_in():.0f}s")
                     break
-                timeout = deadline.remaining()
+                timeout = min(deadline.remaining(), share_ends - self._clock())
                 if timeout <= 0:
                     breaker.release()
-                    deadline_hit = True
+                    if deadline.expired or last:
+                        deadline_hit = True
+                    else:
+                        failures.append(f"{target.ref}: its share of the deadline is spent")
                     break
                 attempts += 1
                 started = self._clock()
@@ -194,15 +229,21 @@ class Dispatcher:
                 except UpstreamError as err:
                     self._observe(target, started, err.kind)
                     if err.kind == "rate_limited" and err.retry_after:
-                        cooldown.hold(err.retry_after)
-                    if err.trips_breaker:
+                        cooldown.hold(capped_retry_after(err.retry_after, self.retry))
+                    if err.kind == "timeout" and not timeout_is_providers_fault(
+                        request.output_limit, timeout, request.stream
+                    ):
+                        breaker.release()  # the request asked for more than fits its time
+                    elif err.trips_breaker:
                         breaker.record_failure(str(err))
                     elif err.kind == "client":
                         breaker.record_success()  # it answered; the request was at fault
+                        log.info("%s rejected a request: %s", target.ref, err)
                         raise _client_error(target, err) from None
                     else:
                         breaker.release()
-                    failures.append(f"{target.ref}: {err}")
+                    failures.append(f"{target.ref}: {err.summary}")
+                    details.append(f"{target.ref}: {err}")
                     if not err.retryable:
                         break
                     if attempts < self.retry.max_attempts:
@@ -213,6 +254,8 @@ class Dispatcher:
                 if index > 0:
                     self.metrics.fallbacks.labels(tier.name, target.ref).inc()
                 return result, Served(target, index > 0, attempts)
+        if details:
+            log.warning("tier %s: no model answered: %s", tier.name, "; ".join(details))
         raise self._exhausted(tier, deadline_hit or deadline.expired, failures)
 
     async def _attempt(
@@ -258,12 +301,23 @@ class Dispatcher:
 
 
 def _client_error(target: Target, err: UpstreamError) -> ApiError:
+    """The provider refused the request itself. Its own message may hold account ids or
+    internal names, so the client gets the status and the structured ``param`` and
+    ``code`` it gave, and the message goes to the log."""
     status = err.status if err.status and 400 <= err.status < 500 else 400
+    upstream = (err.body or {}).get("error")
+    param = code = None
+    if isinstance(upstream, dict):
+        param = upstream.get("param") if isinstance(upstream.get("param"), str) else None
+        code = upstream.get("code") if isinstance(upstream.get("code"), str) else None
+    said = ", ".join(x for x in (f"HTTP {status}", code and f"code {code!r}") if x)
     return ApiError(
         status,
-        f"{target.ref} rejected the request: {err.message}",
+        f"{target.ref} rejected the request ({said}). Check the parameters"
+        + (f", starting with {param!r}." if param else "."),
         "invalid_request_error",
         "upstream_rejected",
+        param=param,
     )
 
 

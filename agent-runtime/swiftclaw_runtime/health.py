@@ -64,6 +64,7 @@ class Health:
         self.started = False
         self.draining = False
         self._cached: tuple[float, int, dict[str, Any]] | None = None
+        self._probing: asyncio.Task[tuple[int, dict[str, Any]]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -100,10 +101,22 @@ class Health:
         return {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 1)}
 
     async def detail(self) -> tuple[int, dict[str, Any]]:
-        """HTTP status and JSON for ``GET /health`` (cached briefly to spare the providers)."""
+        """HTTP status and JSON for ``GET /health``.
+
+        Callers share one round of probes: a report younger than ``CACHE_SECONDS`` is
+        reused, and callers arriving while probes run wait for that same round, so each
+        provider is probed at most once per ``CACHE_SECONDS`` however often this is called.
+        """
         now = time.monotonic()
         if self._cached and now - self._cached[0] < CACHE_SECONDS:
             return self._cached[1], self._cached[2]
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.get_running_loop().create_task(self._probe_all())
+        # shielded: a caller that goes away does not cancel the round the others wait for
+        return await asyncio.shield(self._probing)
+
+    async def _probe_all(self) -> tuple[int, dict[str, Any]]:
+        now = time.monotonic()
         names = list(self.providers)
         results = await asyncio.gather(*(self._probe_provider(n, self.providers[n]) for n in names))
         checks: dict[str, Any] = {"providers": dict(zip(names, results, strict=True))}

@@ -6,9 +6,18 @@ Buckets run from 5 ms to 60 s, dense enough around 0.1-5 s that p50/p95/p99 read
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (
@@ -116,6 +125,39 @@ class Metrics:
             registry=r,
         )
 
+        self.connections_in_use = Gauge(
+            "swiftclaw_upstream_connections_in_use",
+            "Connection slots held per provider (at most its maxConnections).",
+            ["provider"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            "swiftclaw_upstream_connections_open",
+            "Connections open per provider, in use or idle.",
+            ["provider"],
+            registry=r,
+        )
+        self.asyncio_tasks = Gauge(
+            "swiftclaw_asyncio_tasks",
+            "Tasks alive in the event loop (a leak shows as steady growth).",
+            registry=r,
+        )
+        self.asyncio_tasks.set_function(_task_count)
+        self.rejected = Counter(
+            "swiftclaw_requests_rejected",
+            "Requests refused before any work: overload (concurrency bound), body timeout.",
+            ["reason"],
+            registry=r,
+        )
+        self.retry_budget_exhausted = Counter(
+            "swiftclaw_retry_budget_exhausted",
+            "Retries not made because the tier's retry budget was spent.",
+            ["tier"],
+            registry=r,
+        )
+        # process_resident_memory_bytes, process_open_fds, ...: what a soak watches.
+        ProcessCollector(registry=r)
+
         # Label children looked up once per combination: .labels() costs a lock and a dict
         # lookup per call, and these run on every request. Cardinality is bounded by config.
         self._request_children: dict[tuple[str, str, str, bool], tuple[Any, ...]] = {}
@@ -162,5 +204,17 @@ class Metrics:
             child = self._upstream_children[key] = self.upstream_seconds.labels(*key)
         child.observe(seconds)
 
+    def track_connections(self, provider: str, read: Callable[[], tuple[int, int]]) -> None:
+        """Export a provider's connection figures, read when metrics are scraped."""
+        self.connections_in_use.labels(provider).set_function(lambda: read()[0])
+        self.connections_open.labels(provider).set_function(lambda: read()[1])
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside the event loop
+        return 0.0

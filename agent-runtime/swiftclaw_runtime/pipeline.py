@@ -12,6 +12,7 @@ official SDKs raise ``APIError`` on such an event).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from .auth import Principal
 from .config import TierSpec
 from .costs import cost_usd, prices
 from .dispatch import OpenStream, Served
@@ -33,6 +35,8 @@ from .sse import DONE, encode_event
 from .tokens import estimate_message_tokens
 
 Headers = list[tuple[bytes, bytes]]
+# The outcome of a request whose client hung up first (nginx's 499).
+CLIENT_CLOSED = "client_closed"
 
 
 @dataclass
@@ -98,12 +102,12 @@ def _served_headers(request_id: str, tier: str, served: Served) -> Headers:
 
 
 async def chat(
-    rt: Runtime, authorization: str | None, request_id: str | None, body: bytes
+    rt: Runtime, principal: Principal, request_id: str | None, body: bytes
 ) -> JsonResult | StreamResult:
-    """Serve one chat completion; raises :class:`ApiError` for anything a client sees."""
+    """Serve one chat completion for an authenticated ``principal``; raises
+    :class:`ApiError` for anything a client sees."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4().hex
-    rt.keys.authenticate(authorization)
     payload = decode_json(body)
     request = parse_chat_request(payload)
     tier = resolve_tier(rt.policy, rt.name, request.model)
@@ -115,6 +119,11 @@ async def chat(
             completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
         except ApiError:
             m.record_request(tier.name, "none", "error", False, time.perf_counter() - started, 0, 0)
+            raise
+        except asyncio.CancelledError:
+            m.record_request(
+                tier.name, "none", CLIENT_CLOSED, False, time.perf_counter() - started, 0, 0
+            )
             raise
         m.record_request(
             tier.name,
@@ -133,6 +142,11 @@ async def chat(
         stream = await rt.dispatcher.open_stream(tier, request, payload, deadline)
     except ApiError:
         m.record_request(tier.name, "none", "error", True, time.perf_counter() - started, 0, 0)
+        raise
+    except asyncio.CancelledError:
+        m.record_request(
+            tier.name, "none", CLIENT_CLOSED, True, time.perf_counter() - started, 0, 0
+        )
         raise
     m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
     headers = _served_headers(request_id, tier.name, stream.served)
@@ -153,6 +167,7 @@ async def _relay(
     m = rt.metrics
     model = stream.served.target.ref
     outcome = "fallback" if stream.served.fallback else "ok"
+    ended = False
     try:
         yield encode_event(stream.first)
         try:
@@ -171,7 +186,10 @@ async def _relay(
                 ).body()
             )
         yield DONE
+        ended = True
     finally:
+        if not ended:
+            outcome = CLIENT_CLOSED  # closed before the end: the client went away
         aclose = getattr(stream.rest, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -22,6 +22,8 @@ class RuntimeOptions:
 
     redis_url: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout_seconds: float = 10.0
+    max_in_flight: int = 1024
     access_log: bool = False
     drain_seconds: float = 0.0
     grace_seconds: float = 30.0
@@ -38,6 +40,8 @@ class Runtime:
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, resolve_provider_key(p)) for p in self.policy.providers
         }
+        for name, provider in self.providers.items():
+            self.metrics.track_connections(name, provider.connections)
         self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
         self.health = Health(self.providers, self.dispatcher, self.options.redis_url)
 

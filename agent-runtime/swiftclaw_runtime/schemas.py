@@ -1,8 +1,10 @@
 """The OpenAI chat-completions request as the runtime accepts it.
 
 Validation is strict (no silent string-to-number coercion, as OpenAI itself) and every
-error names its parameter. Parameters the runtime does not interpret (``tools``,
-``response_format``, ``seed``, ...) are kept and forwarded to the provider.
+error names its parameter. The shapes of ``tools``, ``tool_choice`` and
+``response_format`` are checked here, so that a malformed one gets a 400 from the runtime
+instead of travelling upstream. Parameters the runtime does not interpret (``seed``,
+``logit_bias``, ...) are kept and forwarded to OpenAI-compatible providers.
 """
 
 from __future__ import annotations
@@ -32,6 +34,63 @@ class Message(BaseModel):
     tool_call_id: str | None = None
 
 
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: Annotated[str, Field(max_length=100_000)] | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     include_usage: bool = False
@@ -52,6 +111,10 @@ class ChatRequest(BaseModel):
     n: Annotated[int, Field(ge=1, le=1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
+    tools: Annotated[list[Tool], Field(max_length=512)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
     @property
     def output_limit(self) -> int | None:

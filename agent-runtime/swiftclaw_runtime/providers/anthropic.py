@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from ..schemas import ChatRequest, message_text
-from ..sse import iter_data
+from ..sse import EventReader
 from .base import Call, Completion, StreamUsage, UpstreamError
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_body, completion_id, usage_chunk
@@ -27,7 +27,7 @@ FINISH = {
 
 def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, Any]:
     """OpenAI chat request -> Messages API request; system turns go to ``system``."""
-    if request.model_extra and request.model_extra.get("tools"):
+    if request.tools:
         raise UpstreamError("client", "tool calls are not translated for Anthropic providers yet")
     system: list[str] = []
     messages: list[dict[str, Any]] = []
@@ -99,31 +99,39 @@ class AnthropicProvider(HttpProvider):
         body = to_anthropic(model, request, True)
         id_, created, finish = completion_id(), int(time.time()), "stop"
         async with self.http.post("/messages", body) as resp:
-            async for data in iter_data(resp.iter_lines(idle_timeout)):
-                try:
-                    event = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError("protocol", "stream event is not JSON") from None
-                kind = event.get("type") if isinstance(event, dict) else None
-                if kind == "message_start":
-                    msg = event.get("message") or {}
-                    id_ = str(msg.get("id") or id_)
-                    usage.prompt_tokens = int((msg.get("usage") or {}).get("input_tokens") or 0)
-                    yield chunk_body(id_, model, created, {"role": "assistant", "content": ""})
-                elif kind == "content_block_delta":
-                    delta = event.get("delta") or {}
-                    if delta.get("type") == "text_delta":
-                        yield chunk_body(id_, model, created, {"content": delta.get("text", "")})
-                elif kind == "message_delta":
-                    finish = FINISH.get(str((event.get("delta") or {}).get("stop_reason")), "stop")
-                    out = (event.get("usage") or {}).get("output_tokens")
-                    if out is not None:
-                        usage.completion_tokens = int(out)
-                elif kind == "error":
-                    err = event.get("error") or {}
-                    raise UpstreamError("server", f"error in stream: {err.get('message')}")
-                elif kind == "message_stop":
-                    break
+            events = EventReader(resp, idle_timeout)
+            stopped = False
+            while not stopped and (batch := await events.next_batch()) is not None:
+                for data in batch:
+                    try:
+                        event = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamError("protocol", "stream event is not JSON") from None
+                    kind = event.get("type") if isinstance(event, dict) else None
+                    if kind == "message_start":
+                        msg = event.get("message") or {}
+                        id_ = str(msg.get("id") or id_)
+                        usage.prompt_tokens = int((msg.get("usage") or {}).get("input_tokens") or 0)
+                        yield chunk_body(id_, model, created, {"role": "assistant", "content": ""})
+                    elif kind == "content_block_delta":
+                        delta = event.get("delta") or {}
+                        if delta.get("type") == "text_delta":
+                            text = delta.get("text", "")
+                            yield chunk_body(id_, model, created, {"content": text})
+                    elif kind == "message_delta":
+                        stop = (event.get("delta") or {}).get("stop_reason")
+                        finish = FINISH.get(str(stop), "stop")
+                        out = (event.get("usage") or {}).get("output_tokens")
+                        if out is not None:
+                            usage.completion_tokens = int(out)
+                    elif kind == "error":
+                        err = event.get("error") or {}
+                        raise UpstreamError("server", f"error in stream: {err.get('message')}")
+                    elif kind == "message_stop":
+                        stopped = True
+                        break
+            if stopped:
+                await resp.drain()  # the rest of the body, so the connection is reused
         yield chunk_body(id_, model, created, {}, finish)
         if request.wants_stream_usage:
             yield usage_chunk(id_, model, created, usage.prompt_tokens, usage.completion_tokens)

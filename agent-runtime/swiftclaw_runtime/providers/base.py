@@ -16,6 +16,17 @@ RETRYABLE: frozenset[str] = frozenset({"connect", "timeout", "rate_limited", "se
 TRIPS_BREAKER: frozenset[str] = frozenset({"connect", "timeout", "server", "auth", "protocol"})
 
 
+_SUMMARIES: dict[str, str] = {
+    "connect": "connection failed",
+    "timeout": "no answer in time",
+    "rate_limited": "rate limited",
+    "server": "server error",
+    "auth": "authentication refused (check the provider's API key)",
+    "client": "request refused",
+    "protocol": "malformed answer",
+}
+
+
 class UpstreamError(Exception):
     """A failed call to a provider, classified so that retry and fallback can decide."""
 
@@ -33,6 +44,13 @@ class UpstreamError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.body = body
+
+    @property
+    def summary(self) -> str:
+        """The failure as a client may read it: its kind and status, none of the provider's
+        own words (they may hold account ids or internal addresses)."""
+        phrase = _SUMMARIES[self.kind]
+        return phrase if self.status is None else f"{phrase} (HTTP {self.status})"
 
     @property
     def retryable(self) -> bool:
@@ -97,6 +115,10 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def probe(self, timeout: float) -> None:
         """Raise :class:`UpstreamError` if the provider cannot be reached (health checks)."""
+
+    def connections(self) -> tuple[int, int]:
+        """Connection slots in use and connections open now (exported as metrics)."""
+        return 0, 0
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

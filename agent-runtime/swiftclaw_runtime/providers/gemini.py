@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from ..schemas import ChatRequest, message_text
-from ..sse import iter_data
+from ..sse import EventReader
 from .base import Call, Completion, StreamUsage, UpstreamError
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_body, completion_id, usage_chunk
@@ -26,7 +26,7 @@ FINISH = {
 
 def to_gemini(request: ChatRequest) -> dict[str, Any]:
     """OpenAI chat request -> generateContent request; system turns go to systemInstruction."""
-    if request.model_extra and request.model_extra.get("tools"):
+    if request.tools:
         raise UpstreamError("client", "tool calls are not translated for Gemini providers yet")
     system: list[str] = []
     contents: list[dict[str, Any]] = []
@@ -100,29 +100,31 @@ class GeminiProvider(HttpProvider):
         path = f"/models/{model}:streamGenerateContent"
         async with self.http.post(path, to_gemini(request), params={"alt": "sse"}) as resp:
             first = True
-            async for data in iter_data(resp.iter_lines(idle_timeout)):
-                try:
-                    event = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError("protocol", "stream event is not JSON") from None
-                if not isinstance(event, dict):
-                    raise UpstreamError("protocol", "stream event is not a JSON object")
-                if "error" in event:
-                    raise UpstreamError("server", f"error in stream: {event['error']}")
-                text, reason = _candidate(event)
-                meta = event.get("usageMetadata") or {}
-                usage.prompt_tokens = int(meta.get("promptTokenCount") or usage.prompt_tokens)
-                usage.completion_tokens = int(
-                    meta.get("candidatesTokenCount") or usage.completion_tokens
-                )
-                delta: dict[str, Any] = {"content": text}
-                if first:
-                    delta["role"] = "assistant"
-                    first = False
-                if text or "role" in delta:
-                    yield chunk_body(id_, model, created, delta)
-                if reason:
-                    finish = reason
+            events = EventReader(resp, idle_timeout)
+            while (batch := await events.next_batch()) is not None:
+                for data in batch:
+                    try:
+                        event = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamError("protocol", "stream event is not JSON") from None
+                    if not isinstance(event, dict):
+                        raise UpstreamError("protocol", "stream event is not a JSON object")
+                    if "error" in event:
+                        raise UpstreamError("server", f"error in stream: {event['error']}")
+                    text, reason = _candidate(event)
+                    meta = event.get("usageMetadata") or {}
+                    usage.prompt_tokens = int(meta.get("promptTokenCount") or usage.prompt_tokens)
+                    usage.completion_tokens = int(
+                        meta.get("candidatesTokenCount") or usage.completion_tokens
+                    )
+                    delta: dict[str, Any] = {"content": text}
+                    if first:
+                        delta["role"] = "assistant"
+                        first = False
+                    if text or "role" in delta:
+                        yield chunk_body(id_, model, created, delta)
+                    if reason:
+                        finish = reason
         yield chunk_body(id_, model, created, {}, finish)
         if request.wants_stream_usage:
             yield usage_chunk(id_, model, created, usage.prompt_tokens, usage.completion_tokens)

@@ -13,7 +13,9 @@ from urllib.parse import urlencode
 import orjson
 
 from .base import FailureKind, Provider, UpstreamError
-from .pool import ConnectionLost, Pool, Response
+from .pool import ConnectionLost, Pool, Response, ResponseTooLarge
+
+ERROR_BODY_LIMIT = 64 * 1024
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -64,6 +66,8 @@ def transport_error(err: BaseException) -> UpstreamError:
     """Classify a failure that came without an HTTP status."""
     if isinstance(err, TimeoutError):
         return UpstreamError("timeout", "no answer in time")
+    if isinstance(err, ResponseTooLarge):
+        return UpstreamError("protocol", str(err))
     if isinstance(err, ConnectionLost):
         if err.got_response:
             return UpstreamError("protocol", f"broken response: {err}")
@@ -76,7 +80,7 @@ class HttpClient:
 
     def __init__(self, base_url: str, headers: dict[str, str], max_connections: int) -> None:
         self.base_url = base_url.rstrip("/")
-        self._pool = Pool(self.base_url, max_connections)
+        self.pool = Pool(self.base_url, max_connections)
         self._headers = [
             (b"content-type", b"application/json"),
             *((k.lower().encode(), v.encode()) for k, v in headers.items()),
@@ -88,15 +92,18 @@ class HttpClient:
     ) -> AsyncIterator[Response]:
         """POST JSON; yields a 2xx response or raises a classified :class:`UpstreamError`.
 
-        Failures while the caller reads the body are classified the same way.
+        Failures while the caller reads the body are classified the same way. On the way
+        out the connection goes back to the pool if its answer was read to the end (see
+        :meth:`Response.drain`), and is closed otherwise: on errors, on cancellation (a
+        client that hung up), or when the caller stopped early.
         """
         if params:
             path += "?" + urlencode(params)
         resp: Response | None = None
         try:
-            resp = await self._pool.request("POST", path, self._headers, orjson.dumps(body))
+            resp = await self.pool.request("POST", path, self._headers, orjson.dumps(body))
             if resp.status >= 400:
-                raw = await resp.read()
+                raw = await resp.read(ERROR_BODY_LIMIT)
                 message, parsed = _error_message(raw)
                 raise UpstreamError(
                     classify_status(resp.status),
@@ -108,11 +115,11 @@ class HttpClient:
             yield resp
         except UpstreamError:
             raise
-        except (TimeoutError, OSError) as err:
+        except (TimeoutError, OSError, ResponseTooLarge) as err:
             raise transport_error(err) from None
         finally:
             if resp is not None:
-                resp.close()  # no-op when the body was read to the end and released
+                resp.finish()  # no-op when the body was read to the end and released
 
     async def post_json(
         self, path: str, body: dict[str, Any], params: dict[str, str] | None = None
@@ -131,14 +138,17 @@ class HttpClient:
     async def get(self, path: str) -> int:
         """GET for health probes; returns the status, raises on transport failure."""
         try:
-            resp = await self._pool.request("GET", path, self._headers)
-            await resp.read()
+            resp = await self.pool.request("GET", path, self._headers)
+            try:
+                await resp.read(ERROR_BODY_LIMIT)
+            finally:
+                resp.finish()
             return resp.status
-        except (TimeoutError, OSError) as err:
+        except (TimeoutError, OSError, ResponseTooLarge) as err:
             raise transport_error(err) from None
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self.pool.close()
 
 
 class HttpProvider(Provider):
@@ -156,6 +166,10 @@ class HttpProvider(Provider):
             raise UpstreamError("server", f"GET /models answered {status}", status)
         if status in (401, 403):
             raise UpstreamError("auth", f"GET /models answered {status}: check the API key", status)
+
+    def connections(self) -> tuple[int, int]:
+        pool = self.http.pool
+        return pool.in_use, pool.open
 
     async def close(self) -> None:
         await self.http.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from ..sse import iter_data
+from ..sse import EventReader
 from .base import Call, Completion, StreamUsage, UpstreamError
 from .http import HttpClient, HttpProvider
 
@@ -40,25 +40,35 @@ class OpenAIProvider(HttpProvider):
         # chunk if it asked for it.
         body = dict(call.payload, model=model, stream=True, stream_options={"include_usage": True})
         async with self.http.post("/chat/completions", body) as resp:
-            async for data in iter_data(resp.iter_lines(idle_timeout)):
-                if data == b"[DONE]":
-                    return
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError("protocol", "stream event is not JSON") from None
-                if not isinstance(chunk, dict):
-                    raise UpstreamError("protocol", "stream event is not a JSON object")
-                if "error" in chunk:
-                    err = chunk["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise UpstreamError("server", f"error in stream: {msg}")
-                u = chunk.get("usage")
-                if isinstance(u, dict):
-                    usage.prompt_tokens = int(u.get("prompt_tokens") or 0)
-                    usage.completion_tokens = int(u.get("completion_tokens") or 0)
-                    if not chunk.get("choices") and not request.wants_stream_usage:
-                        continue
-                    if not request.wants_stream_usage:
-                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                yield chunk
+            events = EventReader(resp, idle_timeout)
+            while (batch := await events.next_batch()) is not None:
+                for data in batch:
+                    if data == b"[DONE]":
+                        await resp.drain()  # the rest of the body, so the connection is reused
+                        return
+                    chunk = _stream_chunk(data, usage, request.wants_stream_usage)
+                    if chunk is not None:
+                        yield chunk
+
+
+def _stream_chunk(data: bytes, usage: StreamUsage, wants_usage: bool) -> dict[str, Any] | None:
+    """One upstream event as the client gets it (None: nothing to forward); counts usage."""
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("protocol", "stream event is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError("protocol", "stream event is not a JSON object")
+    if "error" in chunk:
+        err = chunk["error"]
+        msg = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamError("server", f"error in stream: {msg}")
+    u = chunk.get("usage")
+    if isinstance(u, dict):
+        usage.prompt_tokens = int(u.get("prompt_tokens") or 0)
+        usage.completion_tokens = int(u.get("completion_tokens") or 0)
+        if not wants_usage:
+            if not chunk.get("choices"):
+                return None
+            chunk = {k: v for k, v in chunk.items() if k != "usage"}
+    return chunk

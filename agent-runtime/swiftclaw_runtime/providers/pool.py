@@ -9,6 +9,12 @@ headers and a body that can be read whole or as it arrives (chunked or not).
 Idle connections are dropped after ``IDLE_SECONDS`` (less than uvicorn's default 5 s
 keep-alive, so the server rarely closes one under us); a request whose reused connection
 turns out closed before any byte of the answer arrived is sent once more on a new one.
+
+Connection lifecycle: a request takes one of ``max_connections`` slots before it sends;
+the :class:`Response` holds the slot and gives it back exactly once, whichever way the
+response ends: :meth:`Response.release` (read to the end: the connection goes back to
+the pool), :meth:`Response.close` (anything else: the connection is closed), an error or
+a cancellation while reading (closed). ``in_use`` and ``open`` are exported as metrics.
 """
 
 from __future__ import annotations
@@ -17,14 +23,19 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
 IDLE_SECONDS = 4.0
-_CHUNK_SIZE = 65536
+# A non-streamed answer larger than this is refused: a model's JSON answer is kilobytes,
+# and a runaway or hostile upstream must not grow the process without bound.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+class ResponseTooLarge(ValueError):
+    """The body of a response passed the cap set for it."""
 
 
 class ConnectionLost(ConnectionError):
@@ -147,7 +158,11 @@ class _Conn(asyncio.Protocol):
 
 
 class Response:
-    """Status, lower-cased headers, and the body (read once, whole or piece by piece)."""
+    """Status, lower-cased headers, and the body (read once, whole or piece by piece).
+
+    Holds one of the pool's slots until :meth:`release` or :meth:`close`, whichever comes
+    first; both are idempotent, so every path may call one of them.
+    """
 
     def __init__(self, pool: Pool, conn: _Conn) -> None:
         self._pool = pool
@@ -159,34 +174,54 @@ class Response:
         value = self.headers.get(name.encode())
         return value.decode("latin-1") if value is not None else None
 
-    async def read(self) -> bytes:
-        parts = [chunk async for chunk in self.iter_chunks()]
+    async def read(self, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+        """The whole body; :class:`ResponseTooLarge` (and the connection closed) past ``limit``."""
+        parts: list[bytes] = []
+        size = 0
+        while (chunk := await self.next_chunk()) is not None:
+            size += len(chunk)
+            if size > limit:
+                self.close()
+                raise ResponseTooLarge(f"response body larger than {limit} bytes")
+            parts.append(chunk)
         return b"".join(parts)
 
-    async def iter_chunks(self, idle_timeout: float | None = None) -> AsyncIterator[bytes]:
+    async def next_chunk(self, idle_timeout: float | None = None) -> bytes | None:
+        """The next piece of the body, or None at its end (the connection then goes back to
+        the pool). Any failure, a timeout after ``idle_timeout`` or a cancellation closes
+        the connection. A plain method, not a generator: nothing is left suspended when a
+        caller stops reading early."""
+        conn = self._conn
+        if conn is None:
+            return None
+        try:
+            chunk = await conn.next_chunk(idle_timeout)
+        except BaseException:
+            self.close()
+            raise
+        if chunk is None:
+            self.release()
+        return chunk
+
+    async def drain(self, timeout: float = 0.25) -> None:
+        """After the last event a caller needs (``[DONE]``, ``message_stop``): read what is
+        left of the body, briefly, so that the connection can be reused."""
         conn = self._conn
         if conn is None:
             return
         try:
-            while (chunk := await conn.next_chunk(idle_timeout)) is not None:
-                yield chunk
-        except BaseException:
+            async with asyncio.timeout(timeout):
+                while await conn.next_chunk() is not None:
+                    pass
+        except (TimeoutError, ConnectionLost):
             self.close()
-            raise
+            return
         self.release()
 
-    async def iter_lines(self, idle_timeout: float | None = None) -> AsyncIterator[bytes]:
-        """The body split into lines (each with its line ending), for SSE."""
-        pending = b""
-        async for chunk in self.iter_chunks(idle_timeout):
-            pending += chunk
-            start = 0
-            while (end := pending.find(b"\n", start)) != -1:
-                yield pending[start : end + 1]
-                start = end + 1
-            pending = pending[start:]
-        if pending:
-            yield pending
+    @property
+    def done(self) -> bool:
+        """Released or closed: the slot is back."""
+        return self._conn is None
 
     def release(self) -> None:
         """Hand the connection back if its answer was read to the end; close it otherwise."""
@@ -195,15 +230,30 @@ class Response:
             self._pool.put_back(conn)
 
     def close(self) -> None:
+        """Close the connection (the answer was not read to its end) and free the slot."""
         conn, self._conn = self._conn, None
         if conn is not None:
             self._pool.discard(conn)
+            self._pool.free_slot()
+
+    def finish(self) -> None:
+        """Release when the answer has fully arrived, close otherwise."""
+        conn = self._conn
+        if conn is not None and conn.complete:
+            self.release()
+        else:
+            self.close()
 
 
 class Pool:
     """Keep-alive connections to one origin (scheme, host, port)."""
 
-    def __init__(self, base_url: str, max_connections: int = 512) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        max_connections: int = 512,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -212,10 +262,28 @@ class Pool:
         self.base_path = url.path.rstrip("/")
         default_port = self.port == (443 if url.scheme == "https" else 80)
         self.host_header = (self.host if default_port else f"{self.host}:{self.port}").encode()
-        self._ssl = ssl.create_default_context() if url.scheme == "https" else None
+        self._ssl: ssl.SSLContext | None = None
+        if url.scheme == "https":
+            # The default context honours SSL_CERT_FILE / SSL_CERT_DIR for a private CA.
+            self._ssl = ssl_context or ssl.create_default_context()
         self._idle: deque[_Conn] = deque()
+        self.max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._open: set[_Conn] = set()
+        self.in_use = 0
+
+    @property
+    def open(self) -> int:
+        """Connections open now, in use or idle."""
+        return len(self._open)
+
+    async def _take_slot(self) -> None:
+        await self._slots.acquire()
+        self.in_use += 1
+
+    def free_slot(self) -> None:
+        self.in_use -= 1
+        self._slots.release()
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -244,7 +312,7 @@ class Pool:
             self._idle.append(conn)
         else:
             self.discard(conn)
-        self._slots.release()
+        self.free_slot()
 
     def discard(self, conn: _Conn) -> None:
         self._open.discard(conn)
@@ -269,7 +337,7 @@ class Pool:
     ) -> Response:
         """Send a request; returns once the response headers are in."""
         data = self._request_bytes(method.encode(), path, headers, body)
-        await self._slots.acquire()
+        await self._take_slot()
         conn: _Conn | None = None
         try:
             conn = self._take_idle()
@@ -289,7 +357,7 @@ class Pool:
         except BaseException:
             if conn is not None:
                 self.discard(conn)
-            self._slots.release()
+            self.free_slot()
             raise
         return Response(self, conn)
 
