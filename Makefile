@@ -20,13 +20,17 @@ $(STAMP): pyproject.toml scripts/install-redis-libs.sh
 demo: install  ## simulated providers + runtime + a workload with an outage; no cluster, keys or network
 	$(BIN)/swiftclaw demo
 
-test: install  ## every test: unit, integration over real processes, and e2e on the local cluster
+# The e2e fixtures never build the control plane (a cold build outlasts pytest's timeout):
+# make builds it first, and only for E2E_CLUSTER=local (the default).
+CONTROL_PLANE := $(if $(filter local,$(or $(E2E_CLUSTER),local)),control-plane)
+
+test: install $(CONTROL_PLANE)  ## every test: unit, integration over real processes, and e2e on the local cluster
 	$(BIN)/pytest tests e2e
 
 test-unit: install  ## the tests that need no cluster
 	$(BIN)/pytest tests
 
-test-e2e e2e: install  ## the tests on a real control plane (E2E_CLUSTER=local|kind|existing)
+test-e2e e2e: install $(CONTROL_PLANE)  ## the tests on a real control plane (E2E_CLUSTER=local|kind|existing)
 	$(BIN)/pytest e2e
 
 lint: install
@@ -40,13 +44,17 @@ crds: install  ## regenerate the CRD from the models (and the chart's copy)
 	$(PY) -m swiftclaw_operator.crd > crds/agentdeployments.swiftclaw.dev.yaml
 	cp crds/agentdeployments.swiftclaw.dev.yaml charts/swiftclaw/crds/
 
-cluster-up:  ## build (or reuse) and start the local control plane; prints the kubeconfig path
+.PHONY: control-plane
+control-plane:  ## build (or reuse) the local control plane's binaries: ~8 min cold on 2 cores, then cached in ~/.cache/swiftclaw
+	e2e/cluster/build-tools.sh
+
+cluster-up: control-plane  ## start the local control plane; prints the kubeconfig path
 	e2e/cluster/up.sh
 
 cluster-down:
 	e2e/cluster/down.sh
 
-bench: install  ## runtime vs direct upstream vs LiteLLM vs Portkey; writes bench/results/
+bench: install control-plane  ## runtime vs direct upstream vs LiteLLM vs Portkey; writes bench/results/
 	bench/install-peers.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.operator_scale

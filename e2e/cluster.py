@@ -1,8 +1,9 @@
 """A handle on the Kubernetes cluster the end-to-end tests run against.
 
-``E2E_CLUSTER`` picks it: ``local`` (default) builds and starts the control plane of
-``e2e/cluster/`` (kwok nodes, no Docker); ``kind`` creates a kind cluster where Docker
-exists; ``existing`` uses the current kubeconfig as it is and tears nothing down.
+``E2E_CLUSTER`` picks it: ``local`` (default) starts the control plane of ``e2e/cluster/``
+(kwok nodes, no Docker), which ``make control-plane`` builds beforehand; ``kind`` creates a
+kind cluster where Docker exists; ``existing`` uses the current kubeconfig as it is and
+tears nothing down.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -32,12 +34,29 @@ def pinned_versions() -> dict[str, str]:
     return out
 
 
-def tools_bin() -> Path:
-    """The cached tool binaries (built on first use)."""
-    out = subprocess.run(
-        [str(CLUSTER_DIR / "build-tools.sh")], check=True, capture_output=True, text=True
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
+def tools_bin(mode: str = "local") -> Path:
+    """The folder of kubectl and helm (and, for ``local``, the control plane's binaries).
+
+    Never builds: a cold build takes minutes, longer than a test's timeout, so ``make
+    control-plane`` (a prerequisite of ``make test`` with ``E2E_CLUSTER=local``) does it.
+    ``kind`` and ``existing`` fall back to the kubectl and helm on PATH.
+    """
+    proc = subprocess.run(
+        [str(CLUSTER_DIR / "build-tools.sh"), "--check"], capture_output=True, text=True
+    )
+    if proc.returncode == 0:
+        return Path(proc.stdout.strip().splitlines()[-1])
+    if mode != "local":
+        found = {name: shutil.which(name) for name in ("kubectl", "helm")}
+        if all(found.values()):
+            links = REPO / ".tmp" / "path-bin"
+            links.mkdir(parents=True, exist_ok=True)
+            for name, target in found.items():
+                (links / name).unlink(missing_ok=True)
+                (links / name).symlink_to(str(target))
+            return links
+        raise RuntimeError(f"{proc.stderr.strip()}\n(or put kubectl and helm on PATH)")
+    raise RuntimeError(proc.stderr.strip())
 
 
 @dataclass
@@ -101,7 +120,7 @@ def is_loopback(ip: str) -> bool:
 
 
 def start(mode: str) -> Cluster:
-    bin_ = tools_bin()
+    bin_ = tools_bin(mode)
     if mode == "existing":
         kubeconfig = Path(os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
         return Cluster(mode, kubeconfig, bin_)

@@ -7,7 +7,12 @@
 # Kubernetes itself requires; kwok, kwokctl and helm are `go install`ed.
 # The result is cached outside the checkout, keyed by the versions, so a later run on
 # the same machine only checks that the files are there.
-# Prints the bin directory on stdout as its last line.
+# Prints the bin directory on stdout as its last line, and one progress line per stage
+# (with elapsed seconds) on stderr.
+#
+# `build-tools.sh --check` builds nothing: it prints the bin directory when every binary
+# is there, else says what is missing and exits 1 (the e2e fixtures use it; `make
+# control-plane` builds).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
@@ -18,21 +23,42 @@ key="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VE
 dest="$cache_root/$key"
 bin="$dest/bin"
 want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm)
+case "${1:-}" in
+  "" | --check) ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 
-complete() {
-  for b in "${want[@]}"; do [ -x "$bin/$b" ] || return 1; done
+missing() {
+  for b in "${want[@]}"; do [ -x "$bin/$b" ] || echo "$b"; done
 }
-if complete; then
+if [ -z "$(missing)" ]; then
   echo "$bin"
   exit 0
+fi
+if [ "${1:-}" = --check ]; then
+  echo "build-tools: the local control plane is not built: missing $(missing | paste -sd ' ') in $bin." >&2
+  echo "build-tools: run \`make control-plane\` first (about 8 minutes cold on 2 cores, then cached)." >&2
+  exit 1
 fi
 
 command -v go >/dev/null || { echo "build-tools: Go is required (https://go.dev/dl)" >&2; exit 1; }
 mkdir -p "$bin" "$dest/src"
-export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+# Keep the caller's GOFLAGS (e.g. -modcacherw, so a temporary module cache can be removed).
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" GOTOOLCHAIN=local CGO_ENABLED=0
 start=$(date +%s)
+stage_start=$start
+stage() {  # stage N NAME: a stage begins
+  stage_start=$(date +%s)
+  echo "build-tools: [$1/4] $2 ... (at $(( stage_start - start ))s)" >&2
+}
+staged() {  # staged N NAME: a stage ended
+  local now; now=$(date +%s)
+  echo "build-tools: [$1/4] $2 done in $(( now - stage_start ))s (elapsed $(( now - start ))s)" >&2
+}
+echo "build-tools: building the local control plane into $bin (about 8 minutes cold on 2 cores)" >&2
 
 # --- wrapper module ---------------------------------------------------------------
+stage 1 "wrapper module: k8s.io/kubernetes ${K8S_VERSION} + etcd ${ETCD_VERSION}, go mod tidy"
 src="$dest/src"
 k8s_mod_file="$(cd "$src" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])' || true)"
 if [ -z "$k8s_mod_file" ] || [ ! -f "$k8s_mod_file" ]; then
@@ -74,6 +100,7 @@ cat > "$src/tools.go" <<'GO'
 package tools
 GO
 (cd "$src" && go mod tidy >&2)
+staged 1 "wrapper module"
 
 minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
 ldflags="-s -w"
@@ -81,19 +108,25 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitVersion=${K8S_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor}"
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
+stage 2 "kube binaries: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (the long one)"
 (cd "$src" && go build -trimpath -ldflags "$ldflags" -o "$bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl >&2)
+staged 2 "kube binaries"
+stage 3 "etcd ${ETCD_VERSION}"
 (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3 >&2)
+staged 3 "etcd"
 
 # --- kwok, kwokctl, helm --------------------------------------------------------
+stage 4 "kwok, kwokctl ${KWOK_VERSION} and helm ${HELM_VERSION}"
 GOBIN="$bin" go install -trimpath -ldflags "-s -w" \
   "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}" >&2
 GOBIN="$bin" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" >&2
+staged 4 "kwok/helm"
 
-complete || { echo "build-tools: build finished but binaries are missing in $bin" >&2; exit 1; }
+[ -z "$(missing)" ] || { echo "build-tools: build finished but $(missing | paste -sd ' ') missing in $bin" >&2; exit 1; }
 echo "build-tools: built in $(( $(date +%s) - start ))s into $bin" >&2
 echo "$(( $(date +%s) - start ))" > "$dest/build-seconds"
 echo "$bin"
