@@ -12,8 +12,14 @@ from swiftclaw_runtime.resilience import (
     CircuitBreaker,
     Cooldown,
     Deadline,
+    RetryBudget,
+    Window,
     backoff_delay,
+    capped_retry_after,
+    jittered_wait,
     retry_delay,
+    target_timeout,
+    timeout_is_providers_fault,
 )
 
 
@@ -129,3 +135,123 @@ def test_cooldown_holds_the_longest_retry_after() -> None:
     assert c.wait() == pytest.approx(0.5)
     clock.now += 1
     assert c.wait() == 0
+
+
+def rate_breaker(clock: FakeClock, threshold: int = 5, rate: int = 50) -> CircuitBreaker:
+    spec = CircuitBreakerSpec(
+        failure_threshold=threshold, failure_rate_percent=rate, window_seconds=30, open_seconds=60
+    )
+    return CircuitBreaker(spec, clock)
+
+
+def test_breaker_on_a_busy_provider_with_a_few_errors_stays_closed() -> None:
+    """2 % errors at 100 calls a second: 60 failures in the window, far past a bare count
+    of 5, but a 2 % rate: the provider is healthy and must stay in use."""
+    clock = FakeClock()
+    b = rate_breaker(clock)
+    for second in range(120):
+        clock.now = 1000.0 + second
+        for i in range(100):
+            if i < 2:
+                b.record_failure("500")
+            else:
+                b.record_success()
+    assert b.state is BreakerState.CLOSED
+
+
+def test_breaker_opens_when_the_rate_and_the_minimum_are_both_reached() -> None:
+    clock = FakeClock()
+    b = rate_breaker(clock, threshold=5, rate=50)
+    for _ in range(10):
+        b.record_success()
+    for _ in range(9):  # 9 of 19 calls: 47 %
+        b.record_failure("down")
+    assert b.state is BreakerState.CLOSED
+    b.record_failure("down")  # 10 of 20: 50 %
+    assert b.state is BreakerState.OPEN
+
+
+def test_breaker_needs_its_minimum_of_failures_even_at_100_percent() -> None:
+    clock = FakeClock()
+    b = rate_breaker(clock, threshold=5, rate=50)
+    for _ in range(4):
+        b.record_failure("down")
+    assert b.state is BreakerState.CLOSED  # 4 of 4 failed, but 4 is not enough to judge
+    b.record_failure("down")
+    assert b.state is BreakerState.OPEN
+
+
+def test_breaker_forgets_calls_older_than_its_window() -> None:
+    clock = FakeClock()
+    b = rate_breaker(clock, threshold=3, rate=50)
+    for _ in range(100):
+        b.record_success()
+    clock.now += 31  # the successes left the window
+    for _ in range(3):
+        b.record_failure("down")
+    assert b.state is BreakerState.OPEN
+
+
+def test_window_memory_is_one_bucket_a_second_whatever_the_traffic() -> None:
+    clock = FakeClock()
+    w = Window(10, clock)
+    for second in range(1000):
+        clock.now = 1000.0 + second
+        for _ in range(50):
+            w.add(marked=False)
+    assert len(w._buckets) <= 11
+    assert w.totals() == (500, 0)
+
+
+def test_retry_budget_caps_retries_at_its_share_of_requests() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(20, clock, window_seconds=10, floor=10)
+    for _ in range(1000):
+        budget.record_request()
+    allowed = sum(budget.try_spend() for _ in range(1000))
+    assert allowed == 200  # 20 % of 1,000 requests, not one retry per request
+    clock.now += 11  # a new window
+    budget.record_request()
+    assert budget.try_spend()
+
+
+def test_retry_budget_floor_lets_a_quiet_tier_retry() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(20, clock, window_seconds=10, floor=10)
+    budget.record_request()
+    assert sum(budget.try_spend() for _ in range(50)) == 10
+
+
+def test_retry_budget_of_zero_percent_keeps_only_the_floor() -> None:
+    budget = RetryBudget(0, FakeClock(), floor=0)
+    budget.record_request()
+    assert not budget.try_spend()
+
+
+def test_retry_after_is_capped_and_waits_are_jittered_upwards_only() -> None:
+    retry = RetrySpec(max_retry_after_seconds=30)
+    assert capped_retry_after(3600, retry) == 30
+    assert capped_retry_after(2, retry) == 2
+    rng = random.Random(3)
+    waits = [jittered_wait(2.0, rng) for _ in range(500)]
+    assert min(waits) >= 2.0 and max(waits) <= 2.2
+    assert max(waits) - min(waits) > 0.1  # spread, not one instant for all
+    assert all(2.0 <= jittered_wait(60.0, rng) <= 61.0 for _ in range(100))  # at most 1 s
+    assert jittered_wait(0.0, rng) == 0.0
+
+
+def test_each_target_gets_its_share_of_the_deadline() -> None:
+    assert target_timeout(30.0, 3, None) == 10.0  # primary of three
+    assert target_timeout(20.0, 2, None) == 10.0  # then the first fallback
+    assert target_timeout(10.0, 1, None) == 10.0  # the last one gets all that is left
+    assert target_timeout(30.0, 3, 4.0) == 4.0  # attemptTimeoutSeconds caps it
+    assert target_timeout(3.0, 1, 4.0) == 3.0  # never past the deadline
+
+
+def test_a_timeout_the_client_asked_for_is_not_the_providers_fault() -> None:
+    # 100k output tokens cannot be written in 30 s by any healthy model
+    assert not timeout_is_providers_fault(100_000, 30.0, stream=False)
+    assert timeout_is_providers_fault(500, 30.0, stream=False)
+    assert timeout_is_providers_fault(None, 30.0, stream=False)
+    # a stream is judged on its first chunk, which a huge max_tokens does not delay
+    assert timeout_is_providers_fault(100_000, 30.0, stream=True)

@@ -3,7 +3,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 name="${SWIFTCLAW_CLUSTER:-swiftclaw}"
-bin="$("$here/build-tools.sh" | tail -n 1)"
+bin="$("$here/build-tools.sh" --check | tail -n 1)"
 export PATH="$bin:$PATH"
 export KWOK_WORKDIR="${KWOK_WORKDIR:-$HOME/.kwok}"
 
