@@ -40,6 +40,7 @@ def _sim(args: argparse.Namespace) -> int:
     config = SimConfig(
         latency=args.latency,
         error_rate=args.error_rate,
+        hang_rate=args.hang_rate,
         rate_limit_rate=args.rate_limit_rate,
         retry_after=args.retry_after,
         outages=[parse_outage(o) for o in args.outage],
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixed:MS | uniform:LO,HI | normal:MEAN,SD | lognormal:MEDIAN,SIGMA",
     )
     sim.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
+    sim.add_argument(
+        "--hang-rate",
+        type=float,
+        default=0.0,
+        help="fraction held open unanswered until the client goes away",
+    )
     sim.add_argument("--rate-limit-rate", type=float, default=0.0, help="fraction answered 429")
     sim.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429 (s)")
     sim.add_argument(

@@ -2,13 +2,15 @@
 
 It speaks OpenAI's chat completions, Anthropic's Messages and Gemini's generateContent
 (streaming included), answers each prompt deterministically (same model and prompt, same
-answer), and misbehaves on demand: a latency distribution, an error rate, 429s with
-Retry-After, outage windows, and a control endpoint that flips it into error, rate-limit
-or hang mode while it runs.
+answer), and misbehaves on demand: a latency distribution, an error rate, a hang rate,
+429s with Retry-After, outage windows, and a control endpoint that flips it into error,
+rate-limit or hang mode while it runs.
 
 ``POST /_sim/control`` ``{"mode": "normal|error|ratelimit|hang|cutoff", "count": N,
-"retryAfter": s}``: ``cutoff`` breaks streams off after their third event.
-``GET /_sim/stats`` -> requests served, arrival times (seconds since start), modes seen.
+"retryAfter": s}``: ``cutoff`` breaks streams off after their third event; ``hang``
+holds a request open without answering until the client goes away.
+``GET /_sim/stats`` -> requests served, arrival times (seconds since start), the mode, and
+the :class:`Counters` of streams and hung requests (those open now and in total).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -77,6 +79,7 @@ def parse_outage(spec: str) -> tuple[float, float]:
 class SimConfig:
     latency: str = "fixed:50"
     error_rate: float = 0.0
+    hang_rate: float = 0.0
     rate_limit_rate: float = 0.0
     retry_after: float = 1.0
     outages: list[tuple[float, float]] = field(default_factory=list)
@@ -89,6 +92,33 @@ class SimConfig:
 def spaced(words: tuple[str, ...]) -> list[str]:
     """The words as streamed: each after the first with its leading space."""
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+@dataclass
+class Counters:
+    """Streams and hung requests: those open now, and how the finished ones ended.
+
+    A stream is *aborted* when its client went away before the end, *cut off* when the
+    simulator broke it (``cutoff`` mode); ``streams_started`` is always ``open_streams``
+    plus the three endings.
+    """
+
+    open_streams: int = 0
+    streams_started: int = 0
+    streams_completed: int = 0
+    streams_aborted: int = 0
+    streams_cut_off: int = 0
+    hanging: int = 0
+    hangs: int = 0
+
+
+StreamEnd = Literal["completed", "aborted", "cut_off"]
+
+
+async def until_disconnect(receive: Receive) -> None:
+    """Return when the client has gone away (or its response is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 @dataclass(frozen=True)
@@ -156,6 +186,7 @@ class Simulator:
         self.mode = "normal"
         self.mode_count: int | None = None
         self.mode_retry_after = config.retry_after
+        self.counters = Counters()
 
     # --- behaviour -----------------------------------------------------------------
 
@@ -176,6 +207,8 @@ class Simulator:
                 return self.config.outage_mode
         if self.config.error_rate and self.rng.random() < self.config.error_rate:
             return "error"
+        if self.config.hang_rate and self.rng.random() < self.config.hang_rate:
+            return "hang"
         if self.config.rate_limit_rate and self.rng.random() < self.config.rate_limit_rate:
             return "ratelimit"
         return "normal"
@@ -241,8 +274,7 @@ class Simulator:
             return
         mode = self._current_mode()
         if mode == "hang":
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await self._hang(receive)
             return
         await asyncio.sleep(self.latency(self.rng))
         if mode == "error":
@@ -257,7 +289,17 @@ class Simulator:
                 [(b"retry-after", f"{self.mode_retry_after:g}".encode())],
             )
             return
-        await self._answer(send, shape, path, body, cutoff=mode == "cutoff")
+        await self._answer(send, receive, shape, path, body, cutoff=mode == "cutoff")
+
+    async def _hang(self, receive: Receive) -> None:
+        """Hold the request open, answering nothing, until the client goes away."""
+        c = self.counters
+        c.hangs += 1
+        c.hanging += 1
+        try:
+            await until_disconnect(receive)
+        finally:
+            c.hanging -= 1
 
     async def _read(self, receive: Receive) -> bytes:
         chunks = []
@@ -307,6 +349,7 @@ class Simulator:
             "arrivals": list(self.arrivals),
             "mode": self.mode,
             "uptime": round(self._now(), 3),
+            **asdict(self.counters),
         }
 
     async def _json(
@@ -345,7 +388,13 @@ class Simulator:
     # --- answers -------------------------------------------------------------------
 
     async def _answer(
-        self, send: Send, shape: str, path: str, body: dict[str, Any], cutoff: bool = False
+        self,
+        send: Send,
+        receive: Receive,
+        shape: str,
+        path: str,
+        body: dict[str, Any],
+        cutoff: bool = False,
     ) -> None:
         if shape == "openai":
             model = str(body.get("model", "sim-model"))
@@ -398,22 +447,66 @@ class Simulator:
                 }
             await self._json(send, 200, obj)
             return
-        await start_event_stream(send)
         events = {
             "openai": self._openai_events,
             "anthropic": self._anthropic_events,
             "gemini": self._gemini_events,
         }[shape]
+        await self._stream(
+            send, receive, events(Answer(model, words, finish, prompt_tokens, body)), cutoff
+        )
+
+    async def _stream(
+        self, send: Send, receive: Receive, events: AsyncIterator[bytes], cutoff: bool
+    ) -> None:
+        """Send a stream, counted in :attr:`counters` whichever way it ends.
+
+        A task waits on ``receive`` meanwhile: uvicorn reports a client that went away
+        there (its ``send`` then does nothing), so the stream stops at once, even while
+        it paces itself between events.
+        """
+        c = self.counters
+        c.streams_started += 1
+        c.open_streams += 1
+        gone = asyncio.create_task(until_disconnect(receive))
+        end: StreamEnd = "aborted"
+        try:
+            end = await self._send_events(send, events, gone, cutoff)
+        except OSError:  # some uvicorn versions raise on a send to a client that went away
+            pass
+        finally:
+            gone.cancel()
+            c.open_streams -= 1
+            if end == "completed":
+                c.streams_completed += 1
+            elif end == "cut_off":
+                c.streams_cut_off += 1
+            else:
+                c.streams_aborted += 1
+        if end == "cut_off":
+            raise ConnectionAbortedError("simulated provider crash mid-stream")
+
+    async def _send_events(
+        self, send: Send, events: AsyncIterator[bytes], gone: asyncio.Task[None], cutoff: bool
+    ) -> StreamEnd:
         pace = self.config.stream_pace_ms / 1000
+        await start_event_stream(send)
         sent = 0
-        async for event in events(Answer(model, words, finish, prompt_tokens, body)):
-            if cutoff and sent == 3:
-                raise ConnectionAbortedError("simulated provider crash mid-stream")
+        async for event in events:
+            if sent:
+                if cutoff and sent == 3:
+                    return "cut_off"
+                if pace:  # returns early if the client goes away meanwhile
+                    await asyncio.wait((gone,), timeout=pace)
+            if gone.done():
+                return "aborted"
             await send({"type": "http.response.body", "body": event, "more_body": True})
             sent += 1
-            if pace:
-                await asyncio.sleep(pace)
+        if gone.done():
+            return "aborted"
+        gone.cancel()  # the end of the response would wake it
         await send({"type": "http.response.body", "body": b""})
+        return "completed"
 
     async def _openai_events(self, a: Answer) -> AsyncIterator[bytes]:
         id_, created = completion_id(), int(time.time())
