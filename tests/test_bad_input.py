@@ -118,6 +118,44 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str]] = [
     ("stream not bool", json.dumps({**VALID, "stream": "yes"}).encode(), AUTH, 400, "'stream'"),
     ("n above one", json.dumps({**VALID, "n": 2}).encode(), AUTH, 400, "'n'"),
     ("max_tokens zero", json.dumps({**VALID, "max_tokens": 0}).encode(), AUTH, 400, "'max_tokens'"),
+    ("tools not a list", json.dumps({**VALID, "tools": "x"}).encode(), AUTH, 400, "'tools'"),
+    (
+        "tool without function",
+        json.dumps({**VALID, "tools": [{"type": "function"}]}).encode(),
+        AUTH,
+        400,
+        "'tools[0].function'",
+    ),
+    (
+        "tool name with spaces",
+        json.dumps(
+            {**VALID, "tools": [{"type": "function", "function": {"name": "a b"}}]}
+        ).encode(),
+        AUTH,
+        400,
+        "'tools[0].function.name'",
+    ),
+    (
+        "tool_choice unknown",
+        json.dumps({**VALID, "tool_choice": "sometimes"}).encode(),
+        AUTH,
+        400,
+        "'tool_choice'",
+    ),
+    (
+        "response_format telepathy",
+        json.dumps({**VALID, "response_format": {"type": "telepathy"}}).encode(),
+        AUTH,
+        400,
+        "'response_format'",
+    ),
+    (
+        "json_schema without its schema object",
+        json.dumps({**VALID, "response_format": {"type": "json_schema"}}).encode(),
+        AUTH,
+        400,
+        "'response_format.json_schema'",
+    ),
     (
         "unknown model",
         json.dumps({**VALID, "model": "gpt-9"}).encode(),

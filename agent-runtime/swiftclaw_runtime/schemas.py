@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from .config import format_path
 from .errors import ApiError, invalid_request
@@ -86,8 +86,29 @@ class JsonSchemaFormat(BaseModel):
     json_schema: JsonSchemaSpec
 
 
+_FORMATS = {
+    "text": "TextFormat",
+    "json_object": "JsonObjectFormat",
+    "json_schema": "JsonSchemaFormat",
+}
+
+
+def _format_tag(value: Any) -> str | None:
+    """The member of :data:`ResponseFormat` for a value. The tags are the class names, which
+    :func:`config.format_path` leaves out of the parameter path of an error."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return _FORMATS.get(kind) if isinstance(kind, str) else None
+
+
 ResponseFormat = Annotated[
-    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+    Annotated[TextFormat, Tag("TextFormat")]
+    | Annotated[JsonObjectFormat, Tag("JsonObjectFormat")]
+    | Annotated[JsonSchemaFormat, Tag("JsonSchemaFormat")],
+    Discriminator(
+        _format_tag,
+        custom_error_type="invalid_value",
+        custom_error_message="'type' must be one of 'text', 'json_object', 'json_schema'",
+    ),
 ]
 
 
