@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-e2e lint fmt crds cluster-up cluster-down e2e bench clean
+.PHONY: install demo test test-unit test-e2e lint fmt crds cluster-up cluster-down e2e bench soak clean
 
 install: $(STAMP)
 
@@ -58,6 +58,9 @@ bench: install control-plane  ## runtime vs direct upstream vs LiteLLM vs Portke
 	bench/install-peers.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.operator_scale
+
+soak: install  ## long mixed workload looking for leaks; writes bench/results/ (SOAK_ARGS="--requests 20000")
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .tmp .mypy_cache .ruff_cache .pytest_cache

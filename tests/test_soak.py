@@ -1,0 +1,113 @@
+"""A short soak: the mixed workload of ``bench/soak.py``, scaled down, over real processes.
+
+Every request that was not deliberately abandoned must succeed, and once the load stops
+nothing may stay held: no connection slot in the runtime's pools, no stream open and no
+request hung in the simulators. ``SWIFTCLAW_RUNTIME_SRC=<checkout>/agent-runtime`` runs
+the runtime from another checkout (e.g. the code before a fix, to see this test fail).
+
+The simulator's own bookkeeping, which the soak relies on, is checked first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.soak import Connection, Limits, Mix, http_get, run_mix, start_stack
+
+from swiftclaw_runtime.processes import Proc
+
+from .conftest import Launcher
+
+STREAM = json.dumps(  # seven events: role, four words, finish, [DONE]
+    {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": True,
+        "max_tokens": 4,
+    }
+).encode()
+HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+)
+
+
+async def stats(sim: Proc) -> dict[str, Any]:
+    _, body = await http_get(sim.port, "/_sim/stats")
+    return dict(json.loads(body))
+
+
+async def settles(sim: Proc, key: str, value: int, within: float) -> float:
+    """Seconds until the simulator's ``key`` reads ``value``; fails after ``within``."""
+    started = time.monotonic()
+    while (now := await stats(sim))[key] != value:
+        assert time.monotonic() - started < within, now
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def test_sim_counts_a_stream_its_client_left_mid_pace(launch: Launcher) -> None:
+    sim = launch.sim("--latency", "fixed:1", "--stream-pace-ms", "300")
+    conn = Connection(sim.port)
+    status, _, hung_up = await conn.request(HEAD, STREAM, hangup_after=2)
+    assert (status, hung_up) == (200, True)
+    # The simulator is asleep between two events (300 ms) when the client goes away.
+    assert await settles(sim, "open_streams", 0, within=1.0) < 1.0
+    after = await stats(sim)
+    assert after["streams_started"] == after["streams_aborted"] == 1
+    assert after["streams_completed"] == 0
+
+    status, body, hung_up = await conn.request(HEAD, STREAM)
+    conn.close()
+    assert (status, hung_up) == (200, False) and body.endswith(b"data: [DONE]\n\n")
+    after = await stats(sim)
+    assert (after["streams_started"], after["streams_completed"], after["open_streams"]) == (
+        2,
+        1,
+        0,
+    )
+
+
+async def test_sim_counts_a_hung_request_until_its_client_leaves(launch: Launcher) -> None:
+    sim = launch.sim("--latency", "fixed:1")
+    control = urllib.request.Request(
+        f"{sim.url}/_sim/control",
+        data=b'{"mode": "hang", "count": 1}',
+        headers={"content-type": "application/json"},
+    )
+    await asyncio.to_thread(lambda: urllib.request.urlopen(control, timeout=5).read())
+    conn = Connection(sim.port)
+    pending = asyncio.create_task(conn.request(HEAD, STREAM))
+    await settles(sim, "hanging", 1, within=2.0)
+    pending.cancel()
+    conn.close()
+    assert await settles(sim, "hanging", 0, within=1.0) < 1.0
+    assert (await stats(sim))["hangs"] == 1
+
+
+def test_short_soak_leaves_nothing_held(tmp_path: Path) -> None:
+    src = os.environ.get("SWIFTCLAW_RUNTIME_SRC")
+    mix = Mix()  # the soak's fractions, the primary restarted halfway
+    limits = Limits(timeout_seconds=3.0, attempt_timeout_seconds=0.5, max_connections=4)
+    stack = start_stack(tmp_path, mix, limits, Path(src).resolve() if src else None)
+    try:
+        result = asyncio.run(run_mix(stack, 3000, 16, mix, warmup=300, max_failures=50, settle=1.0))
+    finally:
+        stack.stop()
+    c, end = result.counts, result.samples[-1]
+    print(
+        f"short soak: {c.requests} requests in {result.seconds:.1f}s, outcomes "
+        f"{dict(c.outcomes)}, upstream hangs {result.sim_hangs}, "
+        f"restart {result.restart_seconds}s; after the load {end}"
+    )
+    assert c.failures == 0, f"{c.outcomes}; stopped early: {result.stopped_early}"
+    assert c.requests == 3000
+    assert c.aborted > 0 and result.sim_hangs > 0 and result.restart_seconds is not None
+    assert (end.sim_open_streams, end.sim_hanging) == (0, 0), end
+    if end.slots_in_use is not None:  # a runtime that exports its pools
+        assert end.slots_in_use == 0, end
