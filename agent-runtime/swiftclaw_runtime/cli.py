@@ -25,6 +25,8 @@ def _run(args: argparse.Namespace) -> int:
     options = RuntimeOptions(
         redis_url=args.redis_url or os.environ.get("SWIFTCLAW_REDIS_URL") or None,
         max_body_bytes=args.max_body_bytes,
+        body_timeout_seconds=args.body_timeout_seconds,
+        max_in_flight=args.max_in_flight,
         access_log=args.access_log,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
@@ -95,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-url", help="Redis URL (default $SWIFTCLAW_REDIS_URL; none: in memory)"
     )
     run.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    run.add_argument(
+        "--body-timeout-seconds",
+        type=float,
+        default=10.0,
+        help="a request body must arrive within this time (else 408)",
+    )
+    run.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=1024,
+        help="requests served at once; more get 503 with Retry-After instead of queueing",
+    )
     run.add_argument("--access-log", action="store_true", help="log one line per request")
     run.add_argument(
         "--drain-seconds",
