@@ -197,7 +197,13 @@ class App:
         try:
             body = await self.read_body(scope, receive)
             watch = DisconnectWatch(receive)
-            result = await pipeline.chat(rt, principal, header(scope, b"x-request-id"), body)
+            result = await pipeline.chat(
+                rt,
+                principal,
+                header(scope, b"x-request-id"),
+                body,
+                header(scope, b"cache-control"),
+            )
             if isinstance(result, pipeline.JsonResult):
                 watch.finish()
                 return await send_body(send, result.status, result.body, headers=result.headers)

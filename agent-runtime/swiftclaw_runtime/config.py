@@ -177,14 +177,54 @@ class ModelsSpec(Model):
 
 
 class ExactCacheSpec(Model):
+    """Answers replayed for requests identical in everything that changes the answer.
+
+    ``cacheable: deterministic`` (the default) caches only requests whose sampling makes
+    a repeat the expected answer: ``temperature`` at most ``maxTemperature``, or a
+    ``seed``. A request that leaves ``temperature`` out samples at the provider's
+    default (1.0 for OpenAI) and asked for variety, so it is not cached.
+    ``always`` caches every request.
+    """
+
     enabled: bool = True
     ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 3600
+    cacheable: Literal["deterministic", "always"] = "deterministic"
+    max_temperature: Annotated[float, Field(ge=0, le=2)] = 0.3
+
+
+class EmbeddingsSpec(Model):
+    """Where question embeddings come from: the bundled all-MiniLM-L6-v2 (``local``, on
+    the pod's CPU, offline) or a declared OpenAI-compatible provider's ``/embeddings``."""
+
+    provider: Name | None = None
+    model: Annotated[str, Field(min_length=1, max_length=253)] = "text-embedding-3-small"
+    timeout_ms: Annotated[int, Field(ge=10, le=30_000, alias="timeoutMs")] = 1000
 
 
 class SemanticCacheSpec(Model):
+    """Answers reused for a question that means the same as a cached one.
+
+    A candidate must reach ``threshold`` (cosine similarity) *and* pass the verification
+    stage (numbers, negations, antonyms, entity order, dates, products, language), which
+    rejects the near-misses that embeddings score at 0.93-0.99. When every model of a tier
+    has failed, a cached answer up to ``staleTTLSeconds`` old at ``degradeThreshold`` (also
+    verified) is served instead of the 503, marked ``stale-similar``.
+    """
+
     enabled: bool = False
     ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 1800
     threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.9
+    verify: bool = True
+    degrade_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.8
+    stale_ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000, alias="staleTTLSeconds")] = 86_400
+    embeddings: EmbeddingsSpec = EmbeddingsSpec()
+
+
+class LocalCacheSpec(Model):
+    """Bounds of the in-process cache (``redis.mode: none``), per replica."""
+
+    max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    max_bytes: Annotated[int, Field(ge=1024, le=68_719_476_736)] = 64 * 1024 * 1024
 
 
 class RedisSpec(Model):
@@ -215,6 +255,9 @@ class CacheSpec(Model):
     exact: ExactCacheSpec = ExactCacheSpec()
     semantic: SemanticCacheSpec = SemanticCacheSpec()
     redis: RedisSpec = RedisSpec()
+    # An answer larger than this is not stored (one huge answer must not evict the rest).
+    max_entry_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    local: LocalCacheSpec = LocalCacheSpec()
 
 
 # --- reliability -------------------------------------------------------------------
@@ -365,6 +408,16 @@ class AgentPolicy(Model):
                 + "))",
                 "each fallback must start with a provider declared in spec.providers",
                 ".models.tiers",
+            ),
+            (
+                "!has(self.cache) || !has(self.cache.semantic)"
+                " || !has(self.cache.semantic.embeddings)"
+                " || !has(self.cache.semantic.embeddings.provider)"
+                " || self.providers.exists(p, p.name == self.cache.semantic.embeddings.provider"
+                " && (p.type == 'openai' || p.type == 'openai-compatible'))",
+                "must name a provider of type openai or openai-compatible declared in"
+                " spec.providers",
+                ".cache.semantic.embeddings.provider",
             ),
         )
     )
@@ -591,6 +644,17 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
         issues.append(
             FieldIssue(f"{prefix}.cache.redis.urlSecretRef", "only allowed when mode is external")
         )
+    embedder = policy.cache.semantic.embeddings.provider
+    if embedder is not None and not any(
+        p.name == embedder and p.type in ("openai", "openai-compatible") for p in policy.providers
+    ):
+        issues.append(
+            FieldIssue(
+                f"{prefix}.cache.semantic.embeddings.provider",
+                "must name a provider of type openai or openai-compatible declared in"
+                " spec.providers",
+            )
+        )
     context_names = [c.name for c in policy.agent.context]
     for i, name in enumerate(context_names):
         if name in context_names[:i]:
@@ -698,10 +762,6 @@ def render_runtime_config(name: str, namespace: str, policy: AgentPolicy) -> dic
 def inactive_features(policy: AgentPolicy) -> list[str]:
     """Configured features this runtime version does not act on yet (logged at startup)."""
     out = []
-    if policy.cache.exact.enabled:
-        out.append("cache.exact")
-    if policy.cache.semantic.enabled:
-        out.append("cache.semantic")
     if policy.models.routing.strategy == "complexity" and len(policy.models.tiers) > 1:
         out.append("models.routing.strategy=complexity (requests use the default tier)")
     if policy.rate_limits.per_user or policy.rate_limits.global_:

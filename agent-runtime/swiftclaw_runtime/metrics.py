@@ -47,6 +47,24 @@ LATENCY_BUCKETS = (
     60.0,
 )
 
+# Cache lookups and embeddings take micro- to milliseconds.
+FAST_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -153,6 +171,76 @@ class Metrics:
             "swiftclaw_retry_budget_exhausted",
             "Retries not made because the tier's retry budget was spent.",
             ["tier"],
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "swiftclaw_cache_lookups",
+            "Cache lookups by kind (exact, semantic, stale: the degraded answer on an "
+            "outage), tier and result (hit, miss).",
+            ["kind", "tier", "result"],
+            registry=r,
+        )
+        self.cache_bypassed = Counter(
+            "swiftclaw_cache_bypassed",
+            "Requests that did not use the cache, by reason (not_cacheable, no_cache, "
+            "no_store, unavailable: the backend was down).",
+            ["reason"],
+            registry=r,
+        )
+        self.cache_saved_usd = Counter(
+            "swiftclaw_cache_saved_usd",
+            "The price of the model calls that cache hits avoided, from the tier's prices and "
+            "the cached usage.",
+            ["kind", "tier"],
+            registry=r,
+        )
+        self.cache_stores = Counter(
+            "swiftclaw_cache_stores",
+            "Answers offered to the cache, by kind and result (stored, too_large, error).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.cache_rejected = Counter(
+            "swiftclaw_cache_semantic_rejected",
+            "Semantic candidates above the threshold that verification refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.cache_coalesced = Counter(
+            "swiftclaw_cache_coalesced",
+            "Requests that waited for an identical request's upstream call instead of "
+            "making their own (single flight), by where the other call ran (process, redis).",
+            ["scope"],
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "swiftclaw_cache_backend_errors",
+            "Failed calls to the cache backend (Redis), by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.cache_up = Gauge(
+            "swiftclaw_cache_backend_up",
+            "1 while the cache backend answers, 0 while requests bypass it.",
+            registry=r,
+        )
+        self.cache_lookup_seconds = Histogram(
+            "swiftclaw_cache_lookup_duration_seconds",
+            "Time of a cache lookup by kind (semantic includes embedding and verification).",
+            ["kind"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.embedding_seconds = Histogram(
+            "swiftclaw_cache_embedding_duration_seconds",
+            "Time to embed a question for the semantic cache.",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "swiftclaw_cache_entries",
+            "Entries in the in-process cache (redis.mode none), by kind.",
+            ["kind"],
             registry=r,
         )
         # process_resident_memory_bytes, process_open_fds, ...: what a soak watches.

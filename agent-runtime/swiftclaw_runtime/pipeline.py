@@ -1,8 +1,12 @@
 """The request path of ``POST /v1/chat/completions``, transport aside.
 
-auth -> parse -> route -> prompt build -> dispatch (retries, breakers, fallbacks) ->
-record -> respond. Caching, complexity routing, rate limits and budgets slot in between
-these steps in a later version.
+auth -> parse -> route -> prompt build -> exact cache -> semantic cache -> dispatch
+(retries, breakers, fallbacks) -> store the answer -> degrade (a similar cached answer
+when every model failed) -> record -> respond. Complexity routing, rate limits and
+budgets slot in between these steps in a later version.
+
+Every chat response carries ``x-swiftclaw-cache``: ``exact``, ``semantic``,
+``stale-similar``, ``miss`` or ``bypass`` (see :mod:`.cache`).
 
 Streams: headers are sent only when the first chunk is in hand, so any failure before
 that falls back transparently. If a provider fails after that, the stream ends with one
@@ -13,6 +17,7 @@ official SDKs raise ``APIError`` on such an event).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +27,9 @@ from typing import Any
 import orjson
 
 from .auth import Principal
+from .cache import Lookup
+from .cache.entry import CachedAnswer, StreamAssembler
+from .cache.keys import parse_cache_control
 from .config import TierSpec
 from .costs import cost_usd, prices
 from .dispatch import OpenStream, Served
@@ -33,6 +41,8 @@ from .runtime import Runtime
 from .schemas import ChatRequest, Message, message_text, parse_chat_request
 from .sse import DONE, encode_event
 from .tokens import estimate_message_tokens
+
+log = logging.getLogger("swiftclaw.pipeline")
 
 Headers = list[tuple[bytes, bytes]]
 # The outcome of a request whose client hung up first (nginx's 499).
@@ -91,28 +101,76 @@ def build_prompt(
     return request, payload
 
 
-def _served_headers(request_id: str, tier: str, served: Served) -> Headers:
+CACHE_HEADER = "x-swiftclaw-cache"
+# Errors from the dispatcher after which a similar cached answer is served instead.
+DEGRADABLE = frozenset({"upstream_unavailable", "upstream_timeout"})
+
+
+def _served_headers(request_id: str, tier: str, served: Served, lk: Lookup) -> Headers:
     return [
         (b"x-request-id", request_id.encode()),
         (b"x-swiftclaw-tier", tier.encode()),
         (b"x-swiftclaw-model", served.target.ref.encode()),
         (b"x-swiftclaw-fallback", b"true" if served.fallback else b"false"),
         (b"x-swiftclaw-attempts", str(served.attempts).encode()),
+        (CACHE_HEADER.encode(), lk.outcome.encode()),
     ]
 
 
 async def chat(
-    rt: Runtime, principal: Principal, request_id: str | None, body: bytes
+    rt: Runtime,
+    principal: Principal,
+    request_id: str | None,
+    body: bytes,
+    cache_control: str | None = None,
 ) -> JsonResult | StreamResult:
     """Serve one chat completion for an authenticated ``principal``; raises
-    :class:`ApiError` for anything a client sees."""
+    :class:`ApiError` for anything a client sees. ``cache_control``: the request's
+    ``Cache-Control`` header."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4().hex
-    payload = decode_json(body)
-    request = parse_chat_request(payload)
-    tier = resolve_tier(rt.policy, rt.name, request.model)
-    request, payload = build_prompt(rt, request, payload)
-    deadline = Deadline(rt.policy.reliability.timeout_seconds)
+    outcome = "bypass"
+    try:
+        payload = decode_json(body)
+        request = parse_chat_request(payload)
+        tier = resolve_tier(rt.policy, rt.name, request.model)
+        request, payload = build_prompt(rt, request, payload)
+        deadline = Deadline(rt.policy.reliability.timeout_seconds)
+        lk = rt.cache.plan(principal, tier, request, payload, parse_cache_control(cache_control))
+        hit = await rt.cache.lookup(lk, deadline.remaining())
+        outcome = lk.outcome
+        if hit is not None:
+            return _replay(rt, request_id, request, lk, hit, started)
+        try:
+            return await _call(rt, request_id, tier, request, payload, deadline, lk, started)
+        except ApiError as err:
+            await rt.cache.finish(lk, None)
+            if err.code in DEGRADABLE:
+                stale = await rt.cache.degrade(lk)
+                outcome = lk.outcome
+                if stale is not None:
+                    log.warning("tier %s failed: served a similar cached answer", tier.name)
+                    return _replay(rt, request_id, request, lk, stale, started)
+            raise
+        except BaseException:
+            await rt.cache.finish(lk, None)
+            raise
+    except ApiError as err:
+        err.headers.setdefault(CACHE_HEADER, outcome)
+        raise
+
+
+async def _call(
+    rt: Runtime,
+    request_id: str,
+    tier: TierSpec,
+    request: ChatRequest,
+    payload: dict[str, Any],
+    deadline: Deadline,
+    lk: Lookup,
+    started: float,
+) -> JsonResult | StreamResult:
+    """Call the tier's models; a clean answer goes to the cache."""
     m = rt.metrics
     if not request.stream:
         try:
@@ -135,8 +193,17 @@ async def chat(
             completion.completion_tokens,
             request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens),
         )
+        await rt.cache.finish(
+            lk,
+            CachedAnswer.from_completion(
+                completion.body,
+                served.target.ref,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+            ),
+        )
         return JsonResult(
-            200, orjson.dumps(completion.body), _served_headers(request_id, tier.name, served)
+            200, orjson.dumps(completion.body), _served_headers(request_id, tier.name, served, lk)
         )
     try:
         stream = await rt.dispatcher.open_stream(tier, request, payload, deadline)
@@ -149,8 +216,41 @@ async def chat(
         )
         raise
     m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
-    headers = _served_headers(request_id, tier.name, stream.served)
-    return StreamResult(headers, _relay(rt, tier, stream, started))
+    headers = _served_headers(request_id, tier.name, stream.served, lk)
+    return StreamResult(headers, _relay(rt, tier, stream, started, lk))
+
+
+def _replay(
+    rt: Runtime,
+    request_id: str,
+    request: ChatRequest,
+    lk: Lookup,
+    answer: CachedAnswer,
+    started: float,
+) -> JsonResult | StreamResult:
+    """A cached answer, as JSON or as a stream of chunks like a provider's."""
+    headers: Headers = [
+        (b"x-request-id", request_id.encode()),
+        (b"x-swiftclaw-tier", lk.tier.name.encode()),
+        (b"x-swiftclaw-model", answer.model_ref.encode()),
+        (b"x-swiftclaw-fallback", b"false"),
+        (b"x-swiftclaw-attempts", b"0"),
+        (CACHE_HEADER.encode(), lk.outcome.encode()),
+    ]
+    outcome = "stale" if lk.outcome == "stale-similar" else "cached"
+    rt.metrics.record_request(
+        lk.tier.name, answer.model_ref, outcome, request.stream, time.perf_counter() - started, 0, 0
+    )
+    if not request.stream:
+        return JsonResult(200, orjson.dumps(answer.completion()), headers)
+    rt.metrics.ttft_seconds.labels(lk.tier.name).observe(time.perf_counter() - started)
+    return StreamResult(headers, _replay_events(answer.chunks(request.wants_stream_usage)))
+
+
+async def _replay_events(chunks: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield encode_event(chunk)
+    yield DONE
 
 
 def request_cost(
@@ -161,20 +261,28 @@ def request_cost(
 
 
 async def _relay(
-    rt: Runtime, tier: TierSpec, stream: OpenStream, started: float
+    rt: Runtime, tier: TierSpec, stream: OpenStream, started: float, lk: Lookup
 ) -> AsyncIterator[bytes]:
-    """Forward an open stream; a failure after the first chunk ends it with an error event."""
+    """Forward an open stream; a failure after the first chunk ends it with an error event.
+    A stream that ends cleanly is assembled and offered to the cache; any other is not."""
     m = rt.metrics
     model = stream.served.target.ref
     outcome = "fallback" if stream.served.fallback else "ok"
     ended = False
+    assembler = StreamAssembler() if lk.write else None
+    answer: CachedAnswer | None = None
     try:
+        if assembler is not None:
+            assembler.add(stream.first)
         yield encode_event(stream.first)
         try:
             async for chunk in stream.rest:
+                if assembler is not None:
+                    assembler.add(chunk)
                 yield encode_event(chunk)
         except UpstreamError as err:
             outcome = "error"
+            assembler = None
             rt.dispatcher.record_stream_failure(stream.served.target, err)
             m.errors.labels("stream_interrupted").inc()
             yield encode_event(
@@ -185,11 +293,15 @@ async def _relay(
                     "stream_interrupted",
                 ).body()
             )
+        if assembler is not None:
+            usage = stream.usage
+            answer = assembler.answer(model, usage.prompt_tokens, usage.completion_tokens)
         yield DONE
         ended = True
     finally:
         if not ended:
             outcome = CLIENT_CLOSED  # closed before the end: the client went away
+            answer = None
         aclose = getattr(stream.rest, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -204,3 +316,4 @@ async def _relay(
             usage.completion_tokens,
             request_cost(rt, tier, stream.served, usage.prompt_tokens, usage.completion_tokens),
         )
+        await rt.cache.finish(lk, answer)

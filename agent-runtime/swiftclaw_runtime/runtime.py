@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass, field
 
 from .auth import ApiKeyStore
+from .cache import ResponseCache
+from .cache.embeddings import Embedder, LocalEmbedder, ProviderEmbedder
 from .config import AgentPolicy, LoadedConfig, inactive_features
 from .credentials import resolve_provider_key
 from .dispatch import Dispatcher
@@ -44,6 +46,23 @@ class Runtime:
             self.metrics.track_connections(name, provider.connections)
         self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
         self.health = Health(self.providers, self.dispatcher, self.options.redis_url)
+        self.cache = ResponseCache(
+            self.policy,
+            f"{self.config.namespace}/{self.name}",
+            self.metrics,
+            self.options.redis_url,
+            self._embedder(),
+        )
+
+    def _embedder(self) -> Embedder | None:
+        semantic = self.policy.cache.semantic
+        if not semantic.enabled:
+            return None
+        name = semantic.embeddings.provider
+        if name is None:
+            return LocalEmbedder()
+        spec = self.policy.provider(name)
+        return ProviderEmbedder(spec, resolve_provider_key(spec), semantic.embeddings)
 
     @property
     def name(self) -> str:
@@ -64,6 +83,13 @@ class Runtime:
         pending = inactive_features(self.policy)
         if pending:
             log.info("configured but not active in this runtime version: %s", ", ".join(pending))
+        await self.cache.start()
+        log.info(
+            "cache: exact %s, semantic %s, in %s",
+            "on" if self.cache.exact_on else "off",
+            f"on ({self.cache.embedder.name})" if self.cache.embedder else "off",
+            self.cache.kind,
+        )
         self.health.started = True
         log.info(
             "agent %s/%s serving tiers %s",
@@ -73,5 +99,6 @@ class Runtime:
         )
 
     async def shutdown(self) -> None:
+        await self.cache.close()
         for provider in self.providers.values():
             await provider.close()

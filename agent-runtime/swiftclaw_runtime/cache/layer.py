@@ -1,0 +1,343 @@
+"""The one object the pipeline talks to: plan, look up, finish (store), degrade.
+
+Per request: :meth:`ResponseCache.plan` decides from the spec, the request and its
+``Cache-Control`` what the caches may do (the outcome starts as ``bypass`` or
+``miss``); :meth:`lookup` tries the exact cache, then the semantic one, then joins the
+single flight of its key (waiting for an identical call under way, here or on another
+replica); after the upstream call :meth:`finish` stores a clean answer and wakes the
+followers (it must be called once for every lookup, failed calls included);
+:meth:`degrade` looks for a similar answer when every model of the tier failed.
+
+Nothing here fails a request: a backend that is down, an embedding that fails or a
+corrupt entry each make the request bypass the cache, and are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..auth import Principal
+from ..config import AgentPolicy, TierSpec
+from ..costs import cost_usd, prices
+from ..metrics import Metrics
+from ..schemas import ChatRequest
+from . import verify
+from .embeddings import Embedder, EmbeddingFailed
+from .entry import CachedAnswer
+from .flight import Flight, SingleFlight
+from .keys import (
+    CacheControl,
+    Scope,
+    exact_key,
+    is_cacheable,
+    semantic_question,
+    semantic_scope,
+)
+from .minilm import Vector
+from .semantic import MemoryIndex, RedisIndex, SemanticIndex
+from .store import MemoryStore, RedisStore, Store, StoreUnavailable
+
+log = logging.getLogger("swiftclaw.cache")
+
+CacheOutcome = Literal["exact", "semantic", "stale-similar", "miss", "bypass"]
+CANDIDATES = 4  # nearest neighbours a semantic lookup verifies, best first
+
+
+@dataclass
+class Lookup:
+    """One request's dealings with the caches."""
+
+    tier: TierSpec
+    outcome: CacheOutcome = "bypass"
+    read: bool = False  # look the answer up
+    write: bool = False  # store the fresh answer
+    key: str | None = None  # exact key, when the exact cache applies
+    question: str | None = None  # single-turn question, when the semantic cache applies
+    scope: Scope | None = None
+    vector: Vector | None = None
+    flight: Flight | None = None
+    similarity: float | None = None
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        policy: AgentPolicy,
+        agent: str,
+        metrics: Metrics,
+        redis_url: str | None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        spec = policy.cache
+        self.policy = policy
+        self.spec = spec
+        self.agent = agent
+        self.metrics = metrics
+        self.exact_on = spec.exact.enabled
+        self.semantic_on = spec.semantic.enabled and embedder is not None
+        self.embedder = embedder
+        self.prefix = f"swiftclaw:{agent}:"
+        metrics.cache_up.set(1)
+        if redis_url and spec.redis.mode != "none":
+            self.store: Store = RedisStore(redis_url, self._backend_error, self._redis_ready)
+            self.index: SemanticIndex | None = None  # made once the embedding size is known
+        else:
+            if redis_url:
+                log.info("cache.redis.mode is none: caching in process, not in Redis")
+            local = spec.local
+            self.store = MemoryStore(local.max_entries, local.max_bytes)
+            self.index = MemoryIndex(local.max_entries, local.max_bytes)
+            memory_store, memory_index = self.store, self.index
+            metrics.cache_entries.labels("exact").set_function(lambda: len(memory_store))
+            metrics.cache_entries.labels("semantic").set_function(lambda: len(memory_index))
+        metrics.cache_up.set_function(lambda: 1.0 if self.store.available else 0.0)
+        self.flights = SingleFlight(self.store, self.prefix + "lock:")
+
+    @property
+    def kind(self) -> str:
+        return self.store.kind
+
+    def _backend_error(self, op: str) -> None:
+        self.metrics.cache_errors.labels(op).inc()
+
+    async def _redis_ready(self) -> None:
+        """Redis answered (at start or after an outage): make sure the index exists."""
+        if isinstance(self.index, RedisIndex) and isinstance(self.store, RedisStore):
+            await self.index.prepare(self.store.client)
+
+    async def start(self) -> None:
+        if self.embedder is not None and self.semantic_on:
+            await self.embedder.start()
+            if isinstance(self.store, RedisStore) and self.embedder.dim is not None:
+                self.index = RedisIndex(self.store, self.prefix, self.embedder.dim)
+        await self.store.start()
+
+    async def _index_for(self, vector: Vector) -> SemanticIndex:
+        """The index; on Redis made with the size of the first vector when the embedding
+        provider's size was not known in advance."""
+        if self.index is None:
+            assert isinstance(self.store, RedisStore)
+            index = RedisIndex(self.store, self.prefix, int(vector.shape[0]))
+            await self.store.call("index", index.prepare)
+            self.index = index
+        return self.index
+
+    async def close(self) -> None:
+        await self.store.close()
+        if self.embedder is not None:
+            await self.embedder.close()
+
+    # --- per request ------------------------------------------------------------------
+
+    def plan(
+        self,
+        principal: Principal,
+        tier: TierSpec,
+        request: ChatRequest,
+        payload: dict[str, Any],
+        control: CacheControl,
+    ) -> Lookup:
+        lk = Lookup(tier)
+        if not (self.exact_on or self.semantic_on):
+            return lk
+        reason = None
+        if control.no_store:
+            reason = "no_store"
+        elif not is_cacheable(self.spec.exact, request):
+            reason = "not_cacheable"
+        elif not self.store.available:
+            reason = "unavailable"
+        if reason is not None:
+            self.metrics.cache_bypassed.labels(reason).inc()
+            return lk
+        lk.write = True
+        lk.read = not control.no_cache
+        if self.exact_on:
+            lk.key = exact_key(principal.tenant, self.agent, tier, payload)
+        if self.semantic_on:
+            lk.question = semantic_question(request)
+            if lk.question is not None:
+                lk.scope = semantic_scope(principal.tenant, self.agent, tier, payload)
+        if lk.read:
+            lk.outcome = "miss"
+        else:
+            self.metrics.cache_bypassed.labels("no_cache").inc()
+        return lk
+
+    async def lookup(self, lk: Lookup, timeout: float) -> CachedAnswer | None:
+        """A cached answer for the request, or None (then call upstream and
+        :meth:`finish`). ``timeout``: how long it may wait for an identical call."""
+        if not lk.read:
+            return None
+        try:
+            if lk.key is not None:
+                answer = await self._exact(lk)
+                if answer is not None:
+                    return answer
+            if lk.question is not None:
+                answer = await self._semantic(
+                    lk, self.spec.semantic.threshold, time.time() - self.spec.semantic.ttl_seconds
+                )
+                if answer is not None:
+                    lk.outcome = "semantic"
+                    return answer
+            if lk.key is not None:
+                return await self._single_flight(lk, lk.key, timeout)
+        except StoreUnavailable:
+            self._unavailable(lk)
+        except Exception:  # a cache bug or a Redis reply it did not expect: serve anyway
+            log.exception("cache lookup failed; bypassing the cache")
+            self.metrics.cache_errors.labels("lookup").inc()
+            self._unavailable(lk)
+        return None
+
+    def _unavailable(self, lk: Lookup) -> None:
+        self.metrics.cache_bypassed.labels("unavailable").inc()
+        lk.outcome, lk.read, lk.write = "bypass", False, False
+
+    async def _exact(self, lk: Lookup) -> CachedAnswer | None:
+        assert lk.key is not None
+        started = time.perf_counter()
+        raw = await self.store.get(self.prefix + "x:" + lk.key)
+        answer = CachedAnswer.from_bytes(raw) if raw is not None else None
+        self.metrics.cache_lookup_seconds.labels("exact").observe(time.perf_counter() - started)
+        self._count("exact", lk, answer)
+        if answer is not None:
+            lk.outcome = "exact"
+        return answer
+
+    async def _single_flight(self, lk: Lookup, key: str, timeout: float) -> CachedAnswer | None:
+        flight = self.flights.join(key)
+        if not flight.leader:
+            answer = await self.flights.wait(flight, timeout)
+            if answer is not None:
+                self.metrics.cache_coalesced.labels("process").inc()
+                self._saved("exact", lk, answer)
+                lk.outcome = "exact"
+            return answer  # None: the leader got no answer; call upstream on our own
+        lk.flight = flight
+
+        async def read() -> CachedAnswer | None:
+            raw = await self.store.get(self.prefix + "x:" + key)
+            return CachedAnswer.from_bytes(raw) if raw is not None else None
+
+        answer = await self.flights.lock_or_wait(flight, timeout, read)
+        if answer is not None:
+            self.metrics.cache_coalesced.labels("redis").inc()
+            self._saved("exact", lk, answer)
+            lk.outcome = "exact"
+            await self.flights.land(flight, answer)
+            lk.flight = None
+        return answer
+
+    async def _semantic(
+        self, lk: Lookup, threshold: float, not_before: float, kind: str = "semantic"
+    ) -> CachedAnswer | None:
+        assert lk.question is not None and lk.scope is not None
+        started = time.perf_counter()
+        vector = await self._vector(lk)
+        if vector is None:
+            return None
+        index = await self._index_for(vector)
+        found: CachedAnswer | None = None
+        for c in await index.search(vector, lk.scope, CANDIDATES, not_before):
+            if c.similarity < threshold:
+                break
+            if self.spec.semantic.verify:
+                reason = verify.mismatch(lk.question, c.answer.question)
+                if reason is not None:
+                    self.metrics.cache_rejected.labels(reason).inc()
+                    continue
+            found, lk.similarity = c.answer, c.similarity
+            break
+        self.metrics.cache_lookup_seconds.labels(kind).observe(time.perf_counter() - started)
+        self._count(kind, lk, found)
+        return found
+
+    async def _vector(self, lk: Lookup) -> Vector | None:
+        if lk.vector is None:
+            assert self.embedder is not None and lk.question is not None
+            started = time.perf_counter()
+            try:
+                lk.vector = await self.embedder.embed(lk.question)
+            except EmbeddingFailed as err:
+                self.metrics.cache_errors.labels("embedding").inc()
+                log.warning("semantic cache skipped: %s", err)
+                return None
+            self.metrics.embedding_seconds.observe(time.perf_counter() - started)
+        return lk.vector
+
+    def _count(self, kind: str, lk: Lookup, answer: CachedAnswer | None) -> None:
+        self.metrics.cache_lookups.labels(kind, lk.tier.name, "hit" if answer else "miss").inc()
+        if answer is not None:
+            self._saved(kind, lk, answer)
+
+    def _saved(self, kind: str, lk: Lookup, answer: CachedAnswer) -> None:
+        price_in, price_out = prices(self.policy, lk.tier, answer.model_ref)
+        saved = cost_usd(price_in, price_out, answer.prompt_tokens, answer.completion_tokens)
+        if saved:
+            self.metrics.cache_saved_usd.labels(kind, lk.tier.name).inc(saved)
+
+    async def finish(self, lk: Lookup, answer: CachedAnswer | None) -> None:
+        """After the upstream call: store a clean ``answer`` (None: the call failed or
+        was cut off) and end the single flight. Safe to call more than once."""
+        try:
+            if answer is not None and lk.write and _worth_keeping(answer):
+                await self._store(lk, answer)
+        except StoreUnavailable:
+            pass
+        except Exception:
+            log.exception("storing an answer failed")
+            self.metrics.cache_errors.labels("store").inc()
+        finally:
+            if lk.flight is not None:
+                flight, lk.flight = lk.flight, None
+                await self.flights.land(flight, answer)
+
+    async def _store(self, lk: Lookup, answer: CachedAnswer) -> None:
+        if lk.question is not None:
+            answer = answer.with_question(lk.question)
+        raw = answer.to_bytes()
+        if len(raw) > self.spec.max_entry_bytes:
+            self.metrics.cache_stores.labels("exact", "too_large").inc()
+            return
+        if lk.key is not None:
+            await self.store.set(self.prefix + "x:" + lk.key, raw, self.spec.exact.ttl_seconds)
+            self.metrics.cache_stores.labels("exact", "stored").inc()
+        if lk.question is not None and lk.scope is not None:
+            vector = await self._vector(lk)
+            if vector is not None:
+                semantic = self.spec.semantic
+                ttl = max(semantic.ttl_seconds, semantic.stale_ttl_seconds)
+                await (await self._index_for(vector)).add(vector, lk.scope, answer, ttl)
+                self.metrics.cache_stores.labels("semantic", "stored").inc()
+
+    async def degrade(self, lk: Lookup) -> CachedAnswer | None:
+        """Every model of the tier failed: a similar answer, verified, at the relaxed
+        ``degradeThreshold``, up to ``staleTTLSeconds`` old (None: the 503 stands)."""
+        if lk.question is None or lk.scope is None or not self.store.available:
+            return None
+        semantic = self.spec.semantic
+        try:
+            answer = await self._semantic(
+                lk, semantic.degrade_threshold, time.time() - semantic.stale_ttl_seconds, "stale"
+            )
+        except StoreUnavailable:
+            return None
+        except Exception:
+            log.exception("looking for a similar answer failed")
+            self.metrics.cache_errors.labels("degrade").inc()
+            return None
+        if answer is not None:
+            lk.outcome = "stale-similar"
+        return answer
+
+
+def _worth_keeping(answer: CachedAnswer) -> bool:
+    """An answer with text or tool calls, and not cut by a content filter."""
+    if answer.finish_reason == "content_filter":
+        return False
+    return bool(answer.content or answer.message.get("tool_calls"))
