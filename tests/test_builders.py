@@ -152,6 +152,33 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "cache.semantic.enabled": (setter("cache.semantic.enabled", False), POLICY, None),
     "cache.semantic.ttlSeconds": (setter("cache.semantic.ttlSeconds", 60), POLICY, None),
     "cache.semantic.threshold": (setter("cache.semantic.threshold", 0.95), POLICY, None),
+    "cache.exact.cacheable": (setter("cache.exact.cacheable", "always"), POLICY, None),
+    "cache.exact.maxTemperature": (setter("cache.exact.maxTemperature", 0.0), POLICY, None),
+    "cache.semantic.verify": (setter("cache.semantic.verify", False), POLICY, None),
+    "cache.semantic.degradeThreshold": (
+        setter("cache.semantic.degradeThreshold", 0.85),
+        POLICY,
+        None,
+    ),
+    "cache.semantic.staleTTLSeconds": (setter("cache.semantic.staleTTLSeconds", 600), POLICY, None),
+    "cache.semantic.embeddings.provider": (
+        setter("cache.semantic.embeddings.provider", "openai"),
+        POLICY,
+        None,
+    ),
+    "cache.semantic.embeddings.model": (
+        setter("cache.semantic.embeddings.model", "text-embedding-3-large"),
+        POLICY,
+        None,
+    ),
+    "cache.semantic.embeddings.timeoutMs": (
+        setter("cache.semantic.embeddings.timeoutMs", 500),
+        POLICY,
+        None,
+    ),
+    "cache.maxEntryBytes": (setter("cache.maxEntryBytes", 65536), POLICY, None),
+    "cache.local.maxEntries": (setter("cache.local.maxEntries", 500), POLICY, None),
+    "cache.local.maxBytes": (setter("cache.local.maxBytes", 1048576), POLICY, None),
     "cache.redis.mode": (setter("cache.redis.mode", "none"), POLICY | REDIS, None),
     "cache.redis.urlSecretRef.name": (
         external_redis("redis-b", "url"),
