@@ -1,0 +1,182 @@
+"""``python -m swiftclaw_runtime.cache.evaluate``: how well the semantic cache tells a
+paraphrase from a near-miss, on the labelled pairs of ``eval/pairs.jsonl``.
+
+For each split (``dev``: what the threshold and the rules were developed on;
+``heldout``: written after they were frozen, never tuned on) it prints the precision of
+semantic hits (hits that were paraphrases / all hits) and the recall of paraphrases
+(paraphrases hit / all paraphrases) for plain cosine at 0.85 and 0.95 and for the
+default: ``cache.semantic.threshold`` with the verification stage. ``--latency`` also
+times the local encoder, the verification and a whole lookup over a numpy index of
+``--index-size`` entries, on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+PAIRS = Path(__file__).parent / "eval" / "pairs.jsonl"
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: str
+    b: str
+    same: bool
+    kind: str
+    domain: str
+    split: str
+
+
+def load_pairs(path: Path = PAIRS) -> list[Pair]:
+    return [Pair(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Score:
+    hits: int = 0
+    wrong: int = 0
+    paraphrases: int = 0
+    found: int = 0
+
+    @property
+    def precision(self) -> float:
+        return (self.hits - self.wrong) / self.hits if self.hits else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.paraphrases if self.paraphrases else 0.0
+
+
+def score(pairs: list[Pair], sims: list[float], threshold: float, verified: bool) -> Score:
+    from .verify import mismatch
+
+    s = Score()
+    for pair, sim in zip(pairs, sims, strict=True):
+        s.paraphrases += pair.same
+        hit = sim >= threshold and (not verified or mismatch(pair.a, pair.b) is None)
+        if hit:
+            s.hits += 1
+            s.wrong += not pair.same
+            s.found += pair.same
+    return s
+
+
+def _p50_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def latency(texts: list[str], index_size: int) -> list[str]:
+    """Encoder, verification and whole-lookup times (one core: run with one BLAS thread)."""
+    import asyncio
+
+    import numpy as np
+
+    from ..config import SemanticCacheSpec
+    from .entry import CachedAnswer
+    from .keys import Scope
+    from .minilm import MiniLM
+    from .semantic import MemoryIndex
+    from .verify import facts, mismatch
+
+    model = MiniLM()
+    for t in texts[:20]:
+        model.encode(t)
+    enc = []
+    for t in texts:
+        started = time.perf_counter()
+        model.encode(t)
+        enc.append(time.perf_counter() - started)
+    ver = []
+    for a, b in zip(texts, reversed(texts), strict=True):
+        facts.cache_clear()
+        started = time.perf_counter()
+        mismatch(a, b)
+        ver.append(time.perf_counter() - started)
+
+    threshold = SemanticCacheSpec().threshold
+    scope = Scope("t", "a", "p", "x", "s")
+    index = MemoryIndex(index_size + 1, 1 << 40)
+    rng = np.random.default_rng(1)
+    answer = CachedAnswer({"role": "assistant", "content": "ok"}, "stop", "m", "p/m", 10, 10)
+
+    async def fill_and_look() -> list[float]:
+        for i in range(index_size):
+            v = rng.standard_normal(384).astype(np.float32)
+            await index.add(v / np.linalg.norm(v), scope, answer.with_question(f"q{i}"), 3600)
+        for t in texts:
+            await index.add(model.encode(t), scope, answer.with_question(t), 3600)
+        out = []
+        for t in texts:
+            facts.cache_clear()
+            started = time.perf_counter()
+            v = model.encode(t + " please")
+            for c in await index.search(v, scope, 4, 0.0):
+                if c.similarity >= threshold and mismatch(t, c.answer.question) is None:
+                    break
+            out.append(time.perf_counter() - started)
+        return out
+
+    whole = asyncio.run(fill_and_look())
+    return [
+        f"local encoder (all-MiniLM-L6-v2, numpy)  p50 {_p50_ms(enc):.2f} ms  "
+        f"p95 {sorted(enc)[int(len(enc) * 0.95)] * 1000:.2f} ms",
+        f"verification                              p50 {_p50_ms(ver) * 1000:.0f} us",
+        f"whole lookup (embed + search {index_size} + verify)  p50 {_p50_ms(whole):.2f} ms",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swiftclaw_runtime.cache.evaluate")
+    parser.add_argument("--pairs", type=Path, default=PAIRS)
+    parser.add_argument("--threshold", type=float, help="default: the config default")
+    parser.add_argument("--latency", action="store_true", help="also time encoder and lookup")
+    parser.add_argument("--index-size", type=int, default=5000)
+    args = parser.parse_args(argv)
+
+    from ..config import SemanticCacheSpec
+    from .minilm import MiniLM
+
+    threshold = args.threshold or SemanticCacheSpec().threshold
+    pairs = load_pairs(args.pairs)
+    model = MiniLM()
+    sims = [float(model.encode(p.a) @ model.encode(p.b)) for p in pairs]
+    counts = Counter((p.split, p.same) for p in pairs)
+    print(
+        f"{len(pairs)} pairs: "
+        + ", ".join(
+            f"{split} {counts[(split, True)]} paraphrases + {counts[(split, False)]} near-misses"
+            for split in ("dev", "heldout")
+        )
+    )
+    print()
+    print("| split | method | precision of hits | recall of paraphrases | hits | wrong hits |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for split in ("dev", "heldout"):
+        chosen = [(p, s) for p, s in zip(pairs, sims, strict=True) if p.split == split]
+        ps, ss = [p for p, _ in chosen], [s for _, s in chosen]
+        for name, t, verified in (
+            ("cosine >= 0.85", 0.85, False),
+            ("cosine >= 0.95", 0.95, False),
+            (f"default: cosine >= {threshold:g} + verification", threshold, True),
+        ):
+            r = score(ps, ss, t, verified)
+            print(
+                f"| {split} | {name} | {r.precision:.1%} | {r.recall:.1%} | {r.hits} | {r.wrong} |"
+            )
+    if args.latency:
+        print()
+        for line in latency([p.a for p in pairs[:200]], args.index_size):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    raise SystemExit(main())

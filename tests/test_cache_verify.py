@@ -1,0 +1,173 @@
+"""The verification stage and the local encoder, without Redis or processes.
+
+The encoder is checked against sentence-transformers' published output for
+all-MiniLM-L6-v2 and against the property that makes verification necessary: near-misses
+score as high as paraphrases. The evaluation set's figures are pinned so that a change to
+the rules that costs precision or recall shows here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from swiftclaw_runtime.cache import verify
+from swiftclaw_runtime.cache.evaluate import load_pairs, score
+from swiftclaw_runtime.cache.minilm import MiniLM
+from swiftclaw_runtime.config import SemanticCacheSpec
+
+
+@pytest.fixture(scope="module")
+def model() -> MiniLM:
+    return MiniLM()
+
+
+def cos(model: MiniLM, a: str, b: str) -> float:
+    return float(model.encode(a) @ model.encode(b))
+
+
+def test_encoder_matches_sentence_transformers(model: MiniLM) -> None:
+    # SentenceTransformer("all-MiniLM-L6-v2").encode("This is an example sentence")[:5]
+    v = model.encode("This is an example sentence")
+    assert v.shape == (384,) and v.dtype == np.float32
+    assert np.allclose(v[:5], [0.0676569, 0.0634959, 0.0487131, 0.0793050, 0.0374480], atol=2e-6)
+    assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
+
+
+def test_encoder_scores_paraphrases_high_unrelated_low_and_near_misses_very_high(
+    model: MiniLM,
+) -> None:
+    assert (
+        cos(model, "How do I reset my password?", "I forgot my password, how can I change it?")
+        > 0.8
+    )
+    assert cos(model, "Where is my order?", "Can you tell me where my order is right now?") > 0.8
+    assert cos(model, "How do I reset my password?", "What is the capital of France?") < 0.3
+    assert cos(model, "Why is the sky blue?", "How do I delete a git branch?") < 0.3
+    for a, b in [
+        ("Convert 10 km to miles", "Convert 10 miles to km"),
+        ("Where is order 48213?", "Where is order 48231?"),
+        ("Why is my discount code working?", "Why is my discount code not working?"),
+    ]:
+        assert 0.93 <= cos(model, a, b) <= 0.999, (a, b)
+    # antonyms score a little lower, still above the paraphrases' median (0.84)
+    enable = "How do I enable two-factor authentication?"
+    assert cos(model, enable, enable.replace("enable", "disable")) > 0.85
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "reason"),
+    [
+        ("Can I return an item after 30 days?", "Can I return an item after 60 days?", "number"),
+        ("I ordered two shirts.", "I ordered three shirts.", "number"),
+        ("Convert 10 km to miles", "Convert 10 miles to km", "unit"),
+        ("How many pounds is 5 kilograms?", "How many kilograms is 5 pounds?", "unit"),
+        ("Why is the pod ready?", "Why is the pod not ready?", "negation"),
+        ("How do I enable 2FA?", "How do I disable 2FA?", "antonym"),
+        (
+            "How do I turn off alerts on my phone?",
+            "How do I turn on alerts on my phone?",
+            "antonym",
+        ),
+        ("How do I subscribe?", "How do I unsubscribe?", "antonym"),
+        ("Move money from savings to checking", "Move money from checking to savings", "order"),
+        ("Is Rust faster than Go?", "Is Go faster than Rust?", "order"),
+        (
+            "Route traffic from service A to service B",
+            "Route traffic from service B to service A",
+            "order",
+        ),
+        ("Are you open on Sunday?", "Are you open on Saturday?", "time"),
+        ("What's in the Pro plan?", "What's in the Business plan?", "entity"),
+        (
+            "How do I connect to Postgres from Python?",
+            "How do I connect to MySQL from Python?",
+            "entity",
+        ),
+        ("How do I reset my password?", "¿Cómo restablezco mi contraseña?", "language"),
+        ("Why is the sky blue?", "为什么天空是蓝色的\uff1f", "language"),
+        ("Who wrote Hamlet?", "When was Hamlet written?", "question"),
+        ("How do I restart a deployment?", "How do I delete a deployment?", "action"),
+        ("What is the capital of Spain?", "What is the largest city in Spain?", "degree"),
+        (
+            "How do I check the logs of a pod?",
+            "How do I check the events of a pod?",
+            "substitution",
+        ),
+    ],
+)
+def test_near_misses_are_refused_with_their_reason(a: str, b: str, reason: str) -> None:
+    assert verify.mismatch(a, b) == reason
+    assert verify.mismatch(b, a) == reason
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I reset my password?", "I forgot my password, how can I change it?"),
+        ("Convert 10 km to miles", "How many miles is 10 kilometers?"),
+        ("Are you open on Sunday?", "Is the shop open on Sundays?"),
+        ("What is 15 percent of 80?", "How much is 15% of 80?"),
+        ("How do I disable two-factor authentication?", "How can I turn off 2FA on my account?"),
+        ("My discount code is not accepted.", "My promo code gets rejected."),
+        ("How do I delete my account?", "How do I remove my account?"),
+        (
+            "How do I upgrade from Python 3.11 to 3.12?",
+            "Steps to move from Python 3.11 to Python 3.12?",
+        ),
+        (
+            "How do I connect to Postgres from Python?",
+            "How can I open a PostgreSQL connection in Python?",
+        ),
+    ],
+)
+def test_paraphrases_pass(a: str, b: str) -> None:
+    assert verify.mismatch(a, b) is None
+
+
+def test_fact_extractors() -> None:
+    toks = verify.tokenize("Ship 1,000 units of Model Y to Berlin by Friday, not later!")
+    assert verify.numbers(toks) == Counter({"1000": 1})
+    assert verify.negated(toks)
+    assert verify.times(toks) == {"friday"}
+    assert "Y" in toks and "berlin" in verify.entities(
+        "Ship 1,000 units of Model Y to Berlin", toks
+    )
+    assert verify.units(verify.tokenize("What is $50 in EUR?")) == (
+        frozenset({"usd", "eur"}),
+        "usd",
+    )
+    assert verify.script("Что такое фотосинтез?") == "cyrillic"
+    assert (
+        verify.language("Où est ma commande ?", verify.tokenize("Où est ma commande ?"))
+        == "latin:fr"
+    )
+    assert verify.asks(verify.tokenize("How many days until it arrives?")) == "duration"
+
+
+def test_evaluation_set_is_large_balanced_and_holds_out_a_third() -> None:
+    pairs = load_pairs()
+    assert len(pairs) >= 300
+    held = [p for p in pairs if p.split == "heldout"]
+    assert len(held) * 3 >= len(pairs)
+    assert abs(sum(p.same for p in pairs) - sum(not p.same for p in pairs)) <= len(pairs) * 0.05
+    kinds = {p.kind for p in pairs if not p.same}
+    assert kinds >= {"number", "unit_direction", "negation", "antonym", "entity_order"}
+    assert kinds >= {"weekday", "date", "product", "language", "topic"}
+    assert {p.domain for p in pairs} == {"support", "coding", "ops", "general"}
+    assert len({(p.a, p.b) for p in pairs}) == len(pairs)
+
+
+def test_default_threshold_with_verification_on_the_evaluation_set(model: MiniLM) -> None:
+    """The figures the README reports (recomputed here, so a change to a rule shows)."""
+    pairs = load_pairs()
+    sims = [cos(model, p.a, p.b) for p in pairs]
+    t = SemanticCacheSpec().threshold
+    for split, precision, recall in (("dev", 1.0, 0.69), ("heldout", 0.96, 0.61)):
+        chosen = [(p, s) for p, s in zip(pairs, sims, strict=True) if p.split == split]
+        r = score([p for p, _ in chosen], [s for _, s in chosen], t, verified=True)
+        assert r.precision >= precision and r.recall >= recall, (split, r)
+        plain = score([p for p, _ in chosen], [s for _, s in chosen], 0.85, verified=False)
+        assert plain.precision < 0.5  # a threshold alone serves wrong answers
