@@ -243,6 +243,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.cache_bytes = Gauge(
+            "swiftclaw_cache_bytes",
+            "Bytes of keys, answers and vectors in the in-process cache, by kind.",
+            ["kind"],
+            registry=r,
+        )
         # process_resident_memory_bytes, process_open_fds, ...: what a soak watches.
         ProcessCollector(registry=r)
 

@@ -93,6 +93,8 @@ class ResponseCache:
             memory_store, memory_index = self.store, self.index
             metrics.cache_entries.labels("exact").set_function(lambda: len(memory_store))
             metrics.cache_entries.labels("semantic").set_function(lambda: len(memory_index))
+            metrics.cache_bytes.labels("exact").set_function(lambda: memory_store.bytes)
+            metrics.cache_bytes.labels("semantic").set_function(lambda: memory_index.bytes)
         metrics.cache_up.set_function(lambda: 1.0 if self.store.available else 0.0)
         self.flights = SingleFlight(self.store, self.prefix + "lock:")
 
