@@ -11,6 +11,10 @@ from .config import ConfigError, load_config
 
 
 def _run(args: argparse.Namespace) -> int:
+    # One BLAS thread, set before numpy loads: the embedding of one question is too small
+    # to share out, and OpenBLAS's spinning helper threads would take CPU from the event loop.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     from .auth import ApiKeyStore
     from .credentials import api_keys_path
     from .logs import setup_logging
