@@ -582,3 +582,12 @@ def test_ids_from_one_provider_carry_a_loop_on_another() -> None:
     ]
     parts = to_gemini(request(messages=back))["contents"][2]["parts"]
     assert parts == [{"functionResponse": {"name": "get_time", "response": {"result": "noon"}}}]
+
+
+def test_to_anthropic_declares_tools_of_the_history_that_the_request_no_longer_offers() -> None:
+    body = to_anthropic("m", parse_chat_request({"model": "m", "messages": LOOP}), False)
+    assert [t["name"] for t in body["tools"]] == ["get_weather", "get_time"]
+    assert body["tool_choice"] == {"type": "none"}
+    one = to_anthropic("m", request(tools=[TIME]), False)
+    assert [t["name"] for t in one["tools"]] == ["get_time", "get_weather"]
+    assert one["tools"][1]["description"].startswith("Called earlier")

@@ -23,6 +23,7 @@ from .toolcalls import (
     ANSWER_TOOL,
     ToolPlan,
     arguments_object,
+    call_names,
     content_text,
     dumps,
     plan_tools,
@@ -37,6 +38,7 @@ FINISH = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+RETIRED = "Called earlier in this conversation; not available now: do not call it."
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
 
@@ -125,8 +127,16 @@ def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, An
     if system:
         body["system"] = "\n\n".join(system)
     plan = plan_tools(request, answer_by_tool=True)
-    if plan is not None:
-        body["tools"], body["tool_choice"] = _tools(plan)
+    tools, choice = _tools(plan) if plan is not None else ([], {"type": "none"})
+    # The Messages API wants the tools of the conversation's tool_use blocks declared, and
+    # OpenAI does not: a tool the request no longer offers is declared as not to be called
+    # (without tools of the request, the choice is 'none' and none can be).
+    declared = {t["name"] for t in tools}
+    for name in dict.fromkeys(call_names(request).values()):
+        if name not in declared:
+            tools.append({"name": name, "description": RETIRED, "input_schema": {"type": "object"}})
+    if tools:
+        body["tools"], body["tool_choice"] = tools, choice
     if request.temperature is not None:
         body["temperature"] = min(request.temperature, 1.0)
     if request.top_p is not None:
