@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 
@@ -17,6 +18,7 @@ from swiftclaw_runtime.providers.translate_anthropic import (
 )
 from swiftclaw_runtime.providers.translate_gemini import GeminiAnswer, from_gemini, to_gemini
 from swiftclaw_runtime.schemas import ChatRequest, parse_chat_request
+from swiftclaw_runtime.sim_agent import example_value
 
 WEATHER = {
     "type": "function",
@@ -591,3 +593,45 @@ def test_to_anthropic_declares_tools_of_the_history_that_the_request_no_longer_o
     one = to_anthropic("m", request(tools=[TIME]), False)
     assert [t["name"] for t in one["tools"]] == ["get_time", "get_weather"]
     assert one["tools"][1]["description"].startswith("Called earlier")
+
+
+# --- the simulator's values for a schema ----------------------------------------------
+
+SCHEMAS_FOR_VALUES: list[dict[str, Any]] = [
+    {"type": "integer", "minimum": 5, "maximum": 9},
+    {"type": "integer", "exclusiveMinimum": 5, "multipleOf": 4},
+    {"type": "number", "maximum": -2.5},
+    {"type": "string", "minLength": 6, "maxLength": 8},
+    {"type": "string", "pattern": "^[0-9]+$"},
+    {"type": "string", "format": "date-time"},
+    {"type": "array", "items": {"type": "boolean"}, "minItems": 3},
+    {"type": ["null", "string"]},
+    {"anyOf": [{"type": "object", "properties": {"a": {"const": 1}}, "required": ["a"]}]},
+    {"allOf": [{"properties": {"a": {"type": "integer"}}, "required": ["a"]}, {"required": []}]},
+    {
+        "$defs": {
+            "leaf": {"type": "object", "properties": {"n": {"type": "string"}}, "required": ["n"]}
+        },
+        "type": "object",
+        "properties": {"leaves": {"type": "array", "items": {"$ref": "#/$defs/leaf"}}},
+        "required": ["leaves"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {"x": {"type": "string"}, "y": {"type": "string"}},
+        "minProperties": 1,
+    },
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS_FOR_VALUES)
+def test_simulated_values_validate_against_their_schema(schema: dict[str, Any]) -> None:
+    jsonschema.validate(example_value(schema, "text"), schema)
+
+
+def test_simulated_values_read_geminis_dialect() -> None:
+    translated = gemini_schema(WEATHER["function"]["parameters"], "p")  # type: ignore[index]
+    value = example_value(translated, "Paris")
+    jsonschema.validate(value, WEATHER["function"]["parameters"])  # type: ignore[index]
+    assert value == {"city": "Paris"}
