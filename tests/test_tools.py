@@ -333,6 +333,9 @@ def test_a_request_gemini_cannot_express_falls_back_without_blaming_it(launch: L
     assert 'swiftclaw_circuit_breaker_state{model="gemini-x",provider="gem"} 0.0' in metrics(
         runtime
     )
+    assert 'swiftclaw_unsupported_skips_total{model="gem/gemini-x",tier="main"} 3.0' in metrics(
+        runtime
+    )
     raw = c.chat.completions.with_raw_response.create(
         model="main", messages=[{"role": "user", "content": "hi"}]
     )

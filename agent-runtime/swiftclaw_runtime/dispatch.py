@@ -195,6 +195,7 @@ class Dispatcher:
                 call = provider.prepare(Call(target.model, request, payload))
             except Unsupported as err:
                 unsupported.append((target, err))
+                self.metrics.unsupported_skips.labels(tier.name, target.ref).inc()
                 failures.append(f"{target.ref}: cannot serve it ({err.message}: {err.param})")
                 log.info("%s cannot serve a request: %s (%s)", target.ref, err.message, err.param)
                 continue
