@@ -10,6 +10,13 @@ the request waits out the capped, jittered Retry-After if the deadline allows). 
 provider's 4xx (other than 401/403/408/409/429) is the client's problem and is returned
 without fallback.
 
+Each target first translates the request into its provider's shape
+(:meth:`Provider.prepare`), once for all its attempts. A target whose API cannot express
+the request (a schema keyword Gemini lacks, a content part not translated) is skipped
+before any call: not its fault, so its breaker is untouched, and no attempt is spent.
+When no target of the chain can serve the request, the answer is a 400 naming the
+parameter and what each model lacks.
+
 What a client reads of a failure names each model tried and the kind of failure (HTTP
 status, timeout, connection); the provider's own error text may hold account ids or
 internal addresses, so it goes to the log only.
@@ -31,7 +38,7 @@ from typing import Any, TypeVar
 from .config import AgentPolicy, TierSpec
 from .errors import ApiError
 from .metrics import Metrics
-from .providers import Call, Completion, Provider, StreamUsage, UpstreamError
+from .providers import Call, Completion, Provider, StreamUsage, Unsupported, UpstreamError
 from .resilience import (
     BreakerState,
     CircuitBreaker,
@@ -50,6 +57,8 @@ from .schemas import ChatRequest
 log = logging.getLogger("swiftclaw.dispatch")
 
 T = TypeVar("T")
+# One attempt at one target: its provider, the call as prepared for it, the time it has.
+AttemptFn = Callable[[Provider, Call, float], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -134,21 +143,19 @@ class Dispatcher:
     async def complete(
         self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
     ) -> tuple[Completion, Served]:
-        async def attempt(target: Target, timeout: float) -> Completion:
-            provider = self.providers[target.provider]
-            return await provider.complete(Call(target.model, request, payload))
+        async def attempt(provider: Provider, call: Call, timeout: float) -> Completion:
+            return await provider.complete(call)
 
-        return await self._run(tier, request, deadline, attempt)
+        return await self._run(tier, request, payload, deadline, attempt)
 
     async def open_stream(
         self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
     ) -> OpenStream:
         async def attempt(
-            target: Target, timeout: float
+            provider: Provider, call: Call, timeout: float
         ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]], StreamUsage]:
             usage = StreamUsage()
-            provider = self.providers[target.provider]
-            gen = provider.stream(Call(target.model, request, payload), usage, self.timeout_seconds)
+            gen = provider.stream(call, usage, self.timeout_seconds)
             try:
                 first = await anext(gen)
             except StopAsyncIteration:
@@ -158,7 +165,7 @@ class Dispatcher:
                 raise
             return first, gen, usage
 
-        (first, rest, usage), served = await self._run(tier, request, deadline, attempt)
+        (first, rest, usage), served = await self._run(tier, request, payload, deadline, attempt)
         return OpenStream(served, first, rest, usage)
 
     def record_stream_failure(self, target: Target, err: UpstreamError) -> None:
@@ -170,17 +177,28 @@ class Dispatcher:
         self,
         tier: TierSpec,
         request: ChatRequest,
+        payload: dict[str, Any],
         deadline: Deadline,
-        attempt_fn: Callable[[Target, float], Awaitable[T]],
+        attempt_fn: AttemptFn[T],
     ) -> tuple[T, Served]:
         failures: list[str] = []  # what the client reads: model and kind of failure
         details: list[str] = []  # what the log reads: the providers' own words too
+        unsupported: list[tuple[Target, Unsupported]] = []  # targets that cannot serve it
         deadline_hit = False  # the deadline, not the providers, ended some target's tries
         targets = self._targets[tier.name]
         budget = self.retry_budgets[tier.name]
         budget.record_request()
         for index, target in enumerate(targets):
             last = index == len(targets) - 1
+            provider = self.providers[target.provider]
+            try:
+                call = provider.prepare(Call(target.model, request, payload))
+            except Unsupported as err:
+                unsupported.append((target, err))
+                self.metrics.unsupported_skips.labels(tier.name, target.ref).inc()
+                failures.append(f"{target.ref}: cannot serve it ({err.message}: {err.param})")
+                log.info("%s cannot serve a request: %s (%s)", target.ref, err.message, err.param)
+                continue
             breaker = self.breakers[target.ref]
             cooldown = self.cooldowns[target.provider]
             share_ends = self._clock() + target_timeout(
@@ -222,7 +240,7 @@ class Dispatcher:
                 attempts += 1
                 started = self._clock()
                 try:
-                    result = await self._attempt(target, timeout, attempt_fn)
+                    result = await self._attempt(provider, call, timeout, attempt_fn)
                 except asyncio.CancelledError:
                     breaker.release()
                     raise
@@ -254,23 +272,25 @@ class Dispatcher:
                 if index > 0:
                     self.metrics.fallbacks.labels(tier.name, target.ref).inc()
                 return result, Served(target, index > 0, attempts)
+        if unsupported and len(unsupported) == len(targets):
+            raise _unsupported_error(unsupported)
         if details:
             log.warning("tier %s: no model answered: %s", tier.name, "; ".join(details))
         raise self._exhausted(tier, deadline_hit or deadline.expired, failures)
 
     async def _attempt(
-        self, target: Target, timeout: float, attempt_fn: Callable[[Target, float], Awaitable[T]]
+        self, provider: Provider, call: Call, timeout: float, attempt_fn: AttemptFn[T]
     ) -> T:
         """One call within ``timeout``; every failure comes out as an :class:`UpstreamError`."""
         try:
             async with asyncio.timeout(timeout):
-                return await attempt_fn(target, timeout)
+                return await attempt_fn(provider, call, timeout)
         except TimeoutError:
             raise UpstreamError("timeout", f"no answer within {timeout:.1f}s") from None
         except (UpstreamError, asyncio.CancelledError):
             raise
         except Exception as err:  # an adapter bug must not escape as a crash
-            log.exception("provider %s failed unexpectedly", target.provider)
+            log.exception("provider %s failed unexpectedly", provider.name)
             raise UpstreamError("protocol", f"{type(err).__name__}") from err
 
     def _observe(self, target: Target, started: float, outcome: str) -> None:
@@ -298,6 +318,19 @@ class Dispatcher:
             "upstream_unavailable",
             headers=headers,
         )
+
+
+def _unsupported_error(refused: list[tuple[Target, Unsupported]]) -> ApiError:
+    """No model of the chain can express the request: a 400 naming the parameter. The
+    messages are the runtime's own (written in translation), never a provider's."""
+    reasons = "; ".join(f"{t.ref}: {err.message} ({err.param})" for t, err in refused)
+    return ApiError(
+        400,
+        f"No model of this tier can serve the request as asked. {reasons}.",
+        "invalid_request_error",
+        "unsupported_parameter",
+        param=refused[0][1].param,
+    )
 
 
 def _client_error(target: Target, err: UpstreamError) -> ApiError:

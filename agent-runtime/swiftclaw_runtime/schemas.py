@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .config import format_path
 from .errors import ApiError, invalid_request
@@ -25,16 +34,42 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    """A call an assistant message made. Extra fields (Gemini's thought signature in
+    ``extra_content``) are kept, so that they can travel back to the provider."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     role: Role
     content: str | list[ContentPart] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=512)] | None = None
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
-
-FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+    @model_validator(mode="after")
+    def _tool_fields(self) -> Message:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise _field_error(
+                "tool_call_id", "a 'tool' message needs the id of the call it answers"
+            )
+        if self.tool_calls is not None and self.role != "assistant":
+            raise _field_error("tool_calls", "only 'assistant' messages carry tool calls")
+        return self
 
 
 class FunctionSpec(BaseModel):
@@ -137,6 +172,32 @@ class ChatRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
 
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> ChatRequest:
+        """OpenAI refuses a choice that cannot be honoured; so does the runtime, rather than
+        letting a translated provider guess."""
+        choice = self.tool_choice
+        names = {t.function.name for t in self.tools or []}
+        if choice == "required" and not names:
+            raise _field_error("tool_choice", "'required' needs 'tools'")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise _field_error("tool_choice", f"no tool named {choice.function.name!r} in 'tools'")
+        called: set[str] = set()
+        for i, m in enumerate(self.messages):
+            called.update(c.id for c in m.tool_calls or [])
+            if m.role == "tool" and m.tool_call_id not in called:
+                raise _field_error(
+                    ("messages", i, "tool_call_id"),
+                    f"no earlier assistant message made the tool call {m.tool_call_id!r}",
+                )
+        return self
+
+    @property
+    def json_answer(self) -> JsonObjectFormat | JsonSchemaFormat | None:
+        """The JSON ``response_format`` asked for, if any (``text`` is the default)."""
+        fmt = self.response_format
+        return fmt if isinstance(fmt, JsonObjectFormat | JsonSchemaFormat) else None
+
     @property
     def output_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -144,6 +205,17 @@ class ChatRequest(BaseModel):
     @property
     def wants_stream_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def _field_error(field: str | tuple[str | int, ...], message: str) -> ValidationError:
+    """A validation error located at ``field`` (the request-level validators' way to name
+    the parameter, as the field-level ones do)."""
+    detail: InitErrorDetails = {
+        "type": PydanticCustomError("invalid_value", message),
+        "loc": field if isinstance(field, tuple) else (field,),
+        "input": None,
+    }
+    return ValidationError.from_exception_data("ChatRequest", [detail])
 
 
 def message_text(message: Message) -> str:

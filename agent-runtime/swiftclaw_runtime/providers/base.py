@@ -9,7 +9,9 @@ from typing import Any, Literal
 
 from ..schemas import ChatRequest
 
-FailureKind = Literal["connect", "timeout", "rate_limited", "server", "auth", "client", "protocol"]
+FailureKind = Literal[
+    "connect", "timeout", "rate_limited", "server", "auth", "client", "protocol", "unsupported"
+]
 
 RETRYABLE: frozenset[str] = frozenset({"connect", "timeout", "rate_limited", "server", "protocol"})
 # A 429 is the provider protecting itself: honour Retry-After, but it is not broken.
@@ -24,6 +26,7 @@ _SUMMARIES: dict[str, str] = {
     "auth": "authentication refused (check the provider's API key)",
     "client": "request refused",
     "protocol": "malformed answer",
+    "unsupported": "cannot serve this request",
 }
 
 
@@ -68,6 +71,18 @@ class UpstreamError(Exception):
         )
 
 
+class Unsupported(UpstreamError):
+    """The provider's API cannot express the request (a schema keyword, a content part, a
+    parameter it lacks): found while translating, before anything is sent. Not the
+    provider's fault and not the client's either while another model of the chain can
+    serve it, so the dispatcher skips the target without touching its breaker. The
+    message is the runtime's own, so a client may read it; ``param`` names the parameter."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__("unsupported", message)
+        self.param = param
+
+
 @dataclass(frozen=True)
 class Call:
     """One request as sent to one target: the upstream model's name, the validated request,
@@ -77,6 +92,8 @@ class Call:
     model: str
     request: ChatRequest
     payload: dict[str, Any]
+    # The request in the provider's own shape, set once by :meth:`Provider.prepare`.
+    upstream: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,12 @@ class Provider(abc.ABC):
 
     name: str
     type: str
+
+    def prepare(self, call: Call) -> Call:
+        """Translate ``call`` once, before any attempt (retries reuse it); raises
+        :class:`Unsupported` when this provider cannot serve it. The default sends the
+        client's JSON as it is."""
+        return call
 
     @abc.abstractmethod
     async def complete(self, call: Call) -> Completion:

@@ -171,11 +171,14 @@ class Response:
         self.headers = conn.headers
 
     def header(self, name: str) -> str | None:
-        value = self.headers.get(name.encode())
+        value = self.headers.get(name.lower().encode())  # names are stored lower-cased
         return value.decode("latin-1") if value is not None else None
 
-    async def read(self, limit: int = MAX_RESPONSE_BYTES) -> bytes:
-        """The whole body; :class:`ResponseTooLarge` (and the connection closed) past ``limit``."""
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; :class:`ResponseTooLarge` (and the connection closed) past ``limit``
+        (by default ``MAX_RESPONSE_BYTES``, looked up at each call, not when defined)."""
+        if limit is None:
+            limit = MAX_RESPONSE_BYTES
         parts: list[bytes] = []
         size = 0
         while (chunk := await self.next_chunk()) is not None:
@@ -216,6 +219,9 @@ class Response:
         except (TimeoutError, ConnectionLost):
             self.close()
             return
+        except BaseException:  # cancelled: close, like next_chunk, and let it propagate
+            self.close()
+            raise
         self.release()
 
     @property
