@@ -108,7 +108,22 @@ class ResponseCache:
     async def _redis_ready(self) -> None:
         """Redis answered (at start or after an outage): make sure the index exists."""
         if isinstance(self.index, RedisIndex) and isinstance(self.store, RedisStore):
-            await self.index.prepare(self.store.client)
+            await self._prepare(self.index, self.store.client)
+
+    async def _prepare(self, index: RedisIndex, client: Any) -> None:
+        """Create the index; a Redis without vector search turns the semantic cache off
+        (the exact cache goes on) instead of failing every request."""
+        from redis.exceptions import ResponseError
+
+        try:
+            await index.prepare(client)
+        except ResponseError as err:
+            self.semantic_on = False
+            log.error(
+                "the semantic cache is off: this Redis cannot make a vector index (%s); "
+                "use Redis Stack or Redis 8",
+                str(err)[:200],
+            )
 
     async def start(self) -> None:
         if self.embedder is not None and self.semantic_on:
@@ -123,7 +138,7 @@ class ResponseCache:
         if self.index is None:
             assert isinstance(self.store, RedisStore)
             index = RedisIndex(self.store, self.prefix, int(vector.shape[0]))
-            await self.store.call("index", index.prepare)
+            await self.store.call("index", lambda c: self._prepare(index, c))
             self.index = index
         return self.index
 
