@@ -40,6 +40,7 @@ from .providers.shapes import (
     usage_chunk,
 )
 from .sim_agent import SimCall, Turn, anthropic_turn, decide, gemini_turn, openai_turn
+from .sim_images import seen_images
 from .sse import DONE, encode_event
 from .tokens import estimate_message_tokens, estimate_tokens
 
@@ -215,6 +216,14 @@ def _texts_gemini(body: dict[str, Any]) -> list[str]:
         if text:
             out.append(text)
     return out
+
+
+def _wants_json(shape: str, body: dict[str, Any]) -> bool:
+    """A JSON answer was asked for: the text must stay JSON, without a note of images."""
+    if shape == "openai":
+        return (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
+    generation = body.get("generationConfig") or {}
+    return shape == "gemini" and generation.get("responseMimeType") == "application/json"
 
 
 class Simulator:
@@ -459,6 +468,11 @@ class Simulator:
             limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
             stream = path.endswith(":streamGenerateContent")
             turn, prefix = gemini_turn, "fc_"
+        try:
+            images = seen_images(shape, body)
+        except ValueError as err:
+            await self._error(send, shape, 400, str(err))
+            return
         prompt = texts[-1] if texts else ""
         limit = limit if isinstance(limit, int) else None
         plain = answer_for(model, prompt, limit)
@@ -467,6 +481,8 @@ class Simulator:
         finish = "tool_calls" if decision.calls else "stop"
         if words == plain and limit is not None and len(words) >= limit:
             finish = "length"
+        if images and words and not _wants_json(shape, body):
+            words = ("Seen", *", ".join(images).split(" "), "|", *words)
         a = Answer(model, words, finish, estimate_message_tokens(texts), body, decision.calls)
         if stream:
             events = {
@@ -602,6 +618,8 @@ class Simulator:
         parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in a.calls]
         for i, part in enumerate(parts):
             cand: dict[str, Any] = {"content": {"role": "model", "parts": [part]}}
+            if "text" in part:
+                cand.update(_gemini_logprobs(a.body, [part["text"]]))
             event: dict[str, Any] = {"candidates": [cand]}
             if i == len(parts) - 1:
                 cand["finishReason"] = a.gemini_finish
@@ -644,15 +662,30 @@ def _anthropic_body(a: Answer) -> dict[str, Any]:
 def _gemini_body(a: Answer) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"text": a.text}] if a.words else []
     parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in a.calls]
+    cand = {"content": {"role": "model", "parts": parts}, "finishReason": a.gemini_finish}
+    cand.update(_gemini_logprobs(a.body, spaced(a.words)))
     return {
-        "candidates": [
-            {"content": {"role": "model", "parts": parts}, "finishReason": a.gemini_finish}
-        ],
+        "candidates": [cand],
         "usageMetadata": {
             "promptTokenCount": a.prompt_tokens,
             "candidatesTokenCount": a.completion_tokens,
         },
     }
+
+
+def _gemini_logprobs(body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+    """``logprobsResult`` when asked for (``responseLogprobs``): each token at -0.5, its
+    ``logprobs`` alternatives below it."""
+    config = body.get("generationConfig") or {}
+    if not config.get("responseLogprobs"):
+        return {}
+    top = int(config.get("logprobs") or 0)
+    chosen = [{"token": t, "logProbability": -0.5} for t in tokens]
+    alternatives = [
+        {"candidates": [{"token": t, "logProbability": -0.5 - k} for k in range(top)]}
+        for t in tokens
+    ]
+    return {"logprobsResult": {"chosenCandidates": chosen, "topCandidates": alternatives}}
 
 
 def serve_simulator(config: SimConfig, host: str, port: int) -> None:

@@ -64,9 +64,11 @@ class GeminiProvider(HttpProvider):
                         head = deltas[0] if deltas else {"content": ""}
                         deltas = [{"role": "assistant", **head}, *deltas[1:]]
                         first = False
+                    logprobs = answer.logprobs if answer.logprobs else None
                     for delta in deltas:
                         if delta.get("content") != "" or "role" in delta:
-                            yield chunk_body(id_, model, created, delta)
+                            yield chunk_body(id_, model, created, delta, logprobs=logprobs)
+                            logprobs = None  # an event's logprobs go with its first chunk
         yield chunk_body(id_, model, created, {}, answer.finish_reason)
         if request.wants_stream_usage:
             yield usage_chunk(id_, model, created, usage.prompt_tokens, usage.completion_tokens)
