@@ -25,10 +25,11 @@ from .auth import Principal
 from .config import TierSpec
 from .costs import cost_usd, prices
 from .dispatch import OpenStream, Served
-from .errors import ApiError, invalid_request
+from .embeddings import parse_embeddings_request
+from .errors import ApiError, invalid_request, not_found
 from .providers import UpstreamError
 from .resilience import Deadline
-from .routing import resolve_tier
+from .routing import resolve_embeddings_model, resolve_tier
 from .runtime import Runtime
 from .schemas import ChatRequest, Message, message_text, parse_chat_request
 from .sse import DONE, encode_event
@@ -151,6 +152,53 @@ async def chat(
     m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
     headers = _served_headers(request_id, tier.name, stream.served)
     return StreamResult(headers, _relay(rt, tier, stream, started))
+
+
+async def embeddings(
+    rt: Runtime, principal: Principal, request_id: str | None, body: bytes
+) -> JsonResult:
+    """Serve ``POST /v1/embeddings`` through the embeddings model's chain: the same
+    retries, breakers, deadline, metrics (``tier="(embeddings)"``) and cost as chat."""
+    started = time.perf_counter()
+    request_id = request_id or uuid.uuid4().hex
+    payload = decode_json(body)
+    request = parse_embeddings_request(payload)
+    spec, route = rt.policy.models.embeddings, rt.dispatcher.embeddings_route
+    if spec is None or route is None:
+        raise not_found(
+            "This agent serves no embeddings: its manifest sets no spec.models.embeddings.",
+            code="model_not_found",
+            param="model",
+        )
+    resolve_embeddings_model(rt.policy, rt.name, request.model)
+    if request.dimensions is None and spec.dimensions is not None:
+        request = request.model_copy(update={"dimensions": spec.dimensions})
+        payload = dict(payload, dimensions=spec.dimensions)
+    deadline = Deadline(rt.policy.reliability.timeout_seconds)
+    m = rt.metrics
+    try:
+        result, served = await rt.dispatcher.embed(route, request, payload, deadline)
+    except ApiError:
+        m.record_request(route.name, "none", "error", False, time.perf_counter() - started, 0, 0)
+        raise
+    except asyncio.CancelledError:
+        elapsed = time.perf_counter() - started
+        m.record_request(route.name, "none", CLIENT_CLOSED, False, elapsed, 0, 0)
+        raise
+    tokens = result.prompt_tokens
+    m.record_request(
+        route.name,
+        served.target.ref,
+        "fallback" if served.fallback else "ok",
+        False,
+        time.perf_counter() - started,
+        tokens,
+        0,
+        cost_usd(spec.input_per_1m, 0.0, tokens, 0),
+    )
+    return JsonResult(
+        200, orjson.dumps(result.body), _served_headers(request_id, route.name, served)
+    )
 
 
 def request_cost(

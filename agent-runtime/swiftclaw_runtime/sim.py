@@ -31,6 +31,7 @@ from typing import Any, Literal
 import orjson
 
 from .asgi import Receive, Scope, Send, send_body, start_event_stream
+from .embeddings import embeddings_body
 from .providers.shapes import (
     chunk_body,
     completion_body,
@@ -342,7 +343,22 @@ class Simulator:
                 [(b"retry-after", f"{self.mode_retry_after:g}".encode())],
             )
             return
+        if path.endswith(("/embeddings", ":batchEmbedContents")):
+            await self._embeddings(send, shape, path, body)
+            return
         await self._answer(send, receive, shape, path, body, cutoff=mode == "cutoff")
+
+    async def _embeddings(self, send: Send, shape: str, path: str, body: dict[str, Any]) -> None:
+        """Deterministic unit vectors (see :func:`sim_vector`), in OpenAI's or Gemini's shape."""
+        try:
+            if shape == "openai":
+                out = _openai_embeddings(body)
+            else:
+                out = _gemini_embeddings(path.rsplit("/", 1)[-1].split(":", 1)[0], body)
+        except (ValueError, TypeError, AttributeError) as err:
+            await self._error(send, shape, 400, f"bad embeddings request: {err}")
+            return
+        await self._json(send, 200, out)
 
     async def _hang(self, receive: Receive) -> None:
         """Hold the request open, answering nothing, until the client goes away."""
@@ -363,8 +379,10 @@ class Simulator:
                 return b"".join(chunks)
 
     def _shape(self, path: str) -> str | None:
-        if path.endswith("/chat/completions"):
+        if path.endswith(("/chat/completions", "/embeddings")):
             return "openai"
+        if path.endswith(":batchEmbedContents"):
+            return "gemini"
         if path.endswith("/messages"):
             return "anthropic"
         if path.endswith(":generateContent") or path.endswith(":streamGenerateContent"):
@@ -671,6 +689,46 @@ def _gemini_body(a: Answer) -> dict[str, Any]:
             "candidatesTokenCount": a.completion_tokens,
         },
     }
+
+
+SIM_DIMENSIONS = 1536
+
+
+@lru_cache(maxsize=4096)
+def sim_vector(model: str, text: str, dimensions: int = SIM_DIMENSIONS) -> tuple[float, ...]:
+    """A unit vector seeded by a hash of model and text: the same text, the same vector;
+    similar texts need not be near each other."""
+    seed = int.from_bytes(hashlib.sha256(f"{model}\n{text}".encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return tuple(v / norm for v in values)
+
+
+def _openai_embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    model = str(body.get("model", "sim-embed"))
+    raw = body.get("input")
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("'input' must be a string or a non-empty list")
+    texts = [t if isinstance(t, str) else ",".join(map(str, t)) for t in raw]
+    dims = int(body.get("dimensions") or SIM_DIMENSIONS)
+    encoding = str(body.get("encoding_format") or "float")
+    vectors = [list(sim_vector(model, t, dims)) for t in texts]
+    tokens = sum(estimate_tokens(t) for t in texts)
+    return embeddings_body(vectors, model, encoding, tokens)
+
+
+def _gemini_embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    out = []
+    for r in body["requests"]:
+        if r.get("model") != f"models/{model}":
+            raise ValueError(f"request model {r.get('model')!r} is not models/{model}")
+        text = "".join(str(p["text"]) for p in r["content"]["parts"])
+        dims = int(r.get("outputDimensionality") or SIM_DIMENSIONS)
+        out.append({"values": list(sim_vector(model, text, dims))})
+    return {"embeddings": out}
 
 
 def _gemini_logprobs(body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
