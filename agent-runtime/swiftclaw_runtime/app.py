@@ -19,6 +19,7 @@ from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_
 from .auth import Principal
 from .errors import ApiError, not_found
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .responses.serve import responses as serve_responses
 from .routing import model_ids
 from .runtime import Runtime
 
@@ -54,6 +55,8 @@ class App:
             ("POST", "/v1/chat/completions"): App.chat_completions,
             ("POST", "/chat/completions"): App.chat_completions,
             ("POST", "/v1/embeddings"): App.embeddings,
+            ("POST", "/v1/responses"): App.responses,
+            ("POST", "/responses"): App.responses,
             ("POST", "/embeddings"): App.embeddings,
             ("GET", "/v1/models"): App.models,
             ("GET", "/models"): App.models,
@@ -190,6 +193,9 @@ class App:
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> int:
         return await self._serve(scope, receive, send, pipeline.embeddings)
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await self._serve(scope, receive, send, serve_responses)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, work: Work) -> int:
         """What every model route shares: auth before the body, the in-flight bound, the
