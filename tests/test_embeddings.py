@@ -50,9 +50,7 @@ def norm(v: list[float]) -> float:
 
 
 @pytest.mark.parametrize("encoding", ["float", "base64", None])
-def test_vectors_are_deterministic_unit_vectors_in_order(
-    rt: Proc, encoding: str | None
-) -> None:
+def test_vectors_are_deterministic_unit_vectors_in_order(rt: Proc, encoding: str | None) -> None:
     kw: dict[str, Any] = {} if encoding is None else {"encoding_format": encoding}
     texts = ["the cat sat", "the cat sat.", "a dog"]
     raw = client(rt).embeddings.with_raw_response.create(model="auto", input=texts, **kw)
@@ -83,9 +81,7 @@ def test_dimensions_and_token_inputs_go_where_they_can(rt: Proc, sims: dict[str,
     assert raw.headers["x-swiftclaw-model"] == "oai/text-embedding-3-small"
     assert raw.headers["x-swiftclaw-fallback"] == "true"
     done = raw.parse()
-    assert done.data[1].embedding == pytest.approx(
-        sim_vector("text-embedding-3-small", "4,5", 256)
-    )
+    assert done.data[1].embedding == pytest.approx(sim_vector("text-embedding-3-small", "4,5", 256))
     assert sim_stats(sims["gemini"])["requests"] == before
 
 
