@@ -21,11 +21,12 @@ from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
 from openai import AsyncOpenAI
 
 from swiftclaw_runtime.processes import Proc, start_redis
+from swiftclaw_runtime.responses.store import MemoryStore
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_agents_sdk import Calls
 from .test_images_live import PNG, data_uri
-from .test_resilience_live import metrics
+from .test_resilience_live import control, metrics
 from .test_tools import REPORT_SCHEMA, WEATHER_SCHEMA
 
 set_tracing_disabled(True)
@@ -217,6 +218,11 @@ def test_stored_responses_are_scoped_by_tenant(rt: Proc) -> None:
         ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role", "invalid_value"),
         ({"text": {"format": {"type": "xml"}}}, "text.format.type", "invalid_value"),
         ({"temperature": 5}, "temperature", "invalid_value"),
+        (
+            {"stream_options": {"include_obfuscation": True}},
+            "stream_options",
+            "unsupported_parameter",
+        ),
         ({"tools": [{"type": "function", "name": "bad name"}]}, "tools[0].name", "invalid_value"),
     ],
 )
@@ -292,3 +298,30 @@ async def test_an_agents_sdk_responses_agent_reaches_its_answer(
     assert sorted(name for name, _ in calls.seen) == ["get_time", "get_weather"]
     answer = result.final_output
     assert answer.startswith("Tool results: ") and "sunny in sim" in answer and "14:05" in answer
+
+
+def test_a_stream_the_provider_breaks_off_ends_with_response_failed(
+    rt: Proc, sims: dict[str, Proc]
+) -> None:
+    control(sims["anthropic"], mode="cutoff", count=1)
+    events = list(client(rt).responses.create(model="anthropic", input="Hello", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.failed"
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error.code == "stream_interrupted"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+async def test_the_memory_store_expires_evicts_and_scopes() -> None:
+    store = MemoryStore(ttl_seconds=60, max_entries=2, max_bytes=10_000)
+    await store.put("a", "r1", {"messages": [1]})
+    await store.put("a", "r2", {"messages": [2]})
+    assert await store.get("b", "r1") is None  # another tenant
+    assert await store.get("a", "r1") == {"messages": [1]}  # r1 now most recent
+    await store.put("a", "r3", {"messages": [3]})
+    assert await store.get("a", "r2") is None and len(store) == 2  # the least recent went
+    await store.put("a", "big", {"messages": ["x" * 20_000]})
+    assert await store.get("a", "big") is None and store.bytes <= 10_000
+    expired = MemoryStore(ttl_seconds=0)
+    await expired.put("a", "r", {"messages": []})
+    assert await expired.get("a", "r") is None

@@ -42,7 +42,6 @@ OWN = frozenset(
         "store",
         "metadata",
         "stream",
-        "stream_options",
         "include",
         "truncation",
         *FORWARDED,
