@@ -398,9 +398,9 @@ class AgentPolicy(Model):
                 ".models.tiers",
             ),
             (
-                "!has(self.models.embeddings) || ["
-                "self.models.embeddings.model] + (has(self.models.embeddings.fallbacks)"
-                " ? self.models.embeddings.fallbacks : []).all(m, "
+                "!has(self.models.embeddings) || ([self.models.embeddings.model]"
+                " + (has(self.models.embeddings.fallbacks)"
+                " ? self.models.embeddings.fallbacks : [])).all(m, "
                 + _DECLARED.format("m")
                 + ")",
                 "the embeddings model and its fallbacks must start with a provider declared "
@@ -408,9 +408,9 @@ class AgentPolicy(Model):
                 ".models.embeddings",
             ),
             (
-                "!has(self.models.embeddings) || ["
-                "self.models.embeddings.model] + (has(self.models.embeddings.fallbacks)"
-                " ? self.models.embeddings.fallbacks : []).all(m, "
+                "!has(self.models.embeddings) || ([self.models.embeddings.model]"
+                " + (has(self.models.embeddings.fallbacks)"
+                " ? self.models.embeddings.fallbacks : [])).all(m, "
                 "!self.providers.exists(p, p.type == 'anthropic' && m.startsWith(p.name + '/')))",
                 "Anthropic has no embeddings API: the embeddings model and its fallbacks cannot "
                 "be on an anthropic provider",
