@@ -8,13 +8,14 @@ next request when the last one ends; 40 % of requests are streams, of which an e
 (5 % of all requests) hang up after two or three chunks. Halfway, the primary is stopped
 by pid and started again on the same port.
 
-Sampled after a warm-up, every tenth of the run (halfway before the restart), as the last
-request is sent, and once the load has stopped and settled: the runtime's RSS, open file
-descriptors and sockets, and from its ``/metrics`` (when present) the upstream connection
-slots in use, the connections open and the asyncio tasks; from each simulator its open
-streams and hung requests. Judged: RSS and descriptors flat within 5 % after the warm-up
-(the drift from halfway on is shown too), and no slot held, stream open or request hung
-once the load has stopped.
+Sampled after a warm-up (start), every tenth of the run (halfway, before the restart:
+middle), as the last request is sent (end), and once the load has stopped and settled: the
+runtime's RSS, open file descriptors and sockets, and from its ``/metrics`` (when present)
+the upstream connection slots in use, the connections open and the asyncio tasks; from each
+simulator its open streams and hung requests. Judged: RSS and descriptors flat within 5 %
+over start, middle and end (the other samples show transients, e.g. connections opened to
+the fallbacks during the restart), and no slot held, stream open or request hung once the
+load has stopped.
 
     python -m bench.soak [--requests 100000] [--concurrency 64] [--max-connections 64]
                          [--runtime-src DIR] [--label NAME] [--out DIR]
@@ -589,19 +590,20 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def drift(samples: list[Sample], attr: str, since: str) -> float | None:
-    """Largest relative change of a figure under load against its value at sample ``since``."""
-    labels = [s.label for s in samples]
-    if since not in labels:
-        return None
+START, MIDDLE, END = "after warm-up", "halfway", "last request sent"
+
+
+def drift(samples: list[Sample], attr: str, labels: tuple[str, ...] | None = None) -> float | None:
+    """Largest relative change of a figure against its first value, over the samples with
+    these labels (default: every sample under load)."""
     values: list[float] = [
         getattr(s, attr)
-        for s in samples[labels.index(since) :]
-        if s.label != "after the load" and getattr(s, attr)
+        for s in samples
+        if (s.label in labels if labels else s.label != "after the load") and getattr(s, attr)
     ]
-    if not values:
+    if len(values) < 2:
         return None
-    return max(abs(x - values[0]) / values[0] for x in values)
+    return max(abs(x - values[0]) / values[0] for x in values[1:])
 
 
 def git_describe(src: Path) -> dict[str, str]:
@@ -609,7 +611,7 @@ def git_describe(src: Path) -> dict[str, str]:
         done = subprocess.run(
             ["git", "-C", str(src), *args], capture_output=True, text=True, check=False
         )
-        return done.stdout.strip()
+        return done.stdout.rstrip()  # not strip: porcelain lines start with a space
 
     changed = [
         line[3:] for line in git("status", "--porcelain", "--", "agent-runtime").splitlines()
@@ -632,8 +634,13 @@ def summarize(
         kind: {f"p{q}": _ms(percentile(values, q)) for q in (50, 95, 99)}
         for kind, values in (("all", every), *c.latencies.items())
     }
-    rss, fds = (drift(result.samples, a, "after warm-up") for a in ("rss_kib", "fds"))
-    rss2, fds2 = (drift(result.samples, a, "halfway") for a in ("rss_kib", "fds"))
+    judged: dict[str, float | None] = {}
+    for attr in ("rss_kib", "fds"):
+        figure = attr.removesuffix("_kib")
+        judged[f"{figure}_drift"] = drift(result.samples, attr, (START, MIDDLE, END))
+        judged[f"{figure}_drift_second_half"] = drift(result.samples, attr, (MIDDLE, END))
+        judged[f"{figure}_drift_any_sample"] = drift(result.samples, attr)
+    rss, fds = judged["rss_drift"], judged["fds_drift"]
     end = result.samples[-1]
     expected = c.requests - c.aborted
     return {
@@ -659,10 +666,7 @@ def summarize(
         "upstream_hangs": result.sim_hangs,
         "samples": [asdict(s) for s in result.samples],
         "verdict": {
-            "rss_drift": _round(rss, 4),
-            "fds_drift": _round(fds, 4),
-            "rss_drift_second_half": _round(rss2, 4),
-            "fds_drift_second_half": _round(fds2, 4),
+            **{k: _round(x, 4) for k, x in judged.items()},
             "rss_flat_within_5pct": rss is not None and rss <= 0.05,
             "fds_flat_within_5pct": fds is not None and fds <= 0.05,
             "slots_held_at_end": end.slots_in_use,
@@ -742,12 +746,15 @@ def markdown(s: dict[str, Any]) -> str:
     def pct(d: float | None) -> str:
         return "n/a" if d is None else f"{100 * d:.1f} %"
 
+    out.append("")
+    for figure, name in (("rss", "RSS"), ("fds", "descriptors")):
+        out.append(
+            f"- {name} flat within 5 % after warm-up (samples {START!r}, {MIDDLE!r}, {END!r}): "
+            f"{yes(v[f'{figure}_flat_within_5pct'])} (drift {pct(v[f'{figure}_drift'])}; "
+            f"halfway to end {pct(v[f'{figure}_drift_second_half'])}; "
+            f"largest at any sample {pct(v[f'{figure}_drift_any_sample'])})"
+        )
     out += [
-        "",
-        f"- RSS flat within 5 % after warm-up: {yes(v['rss_flat_within_5pct'])} "
-        f"(largest drift {pct(v['rss_drift'])}; from halfway on {pct(v['rss_drift_second_half'])})",
-        f"- descriptors flat within 5 % after warm-up: {yes(v['fds_flat_within_5pct'])} "
-        f"(largest drift {pct(v['fds_drift'])}; from halfway on {pct(v['fds_drift_second_half'])})",
         f"- zero slots held after the load: {yes(v['zero_slots_at_end'])} "
         f"(held: {_na(v['slots_held_at_end'])})",
         f"- simulators after the load: {v['sim_open_streams_at_end']} open streams, "

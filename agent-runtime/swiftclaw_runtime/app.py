@@ -237,7 +237,7 @@ class App:
             raise
         finally:
             if watch is not None:
-                watch.stop()
+                watch.finish()
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
