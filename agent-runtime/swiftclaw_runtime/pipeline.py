@@ -29,14 +29,15 @@ import orjson
 from .auth import Principal
 from .cache import Lookup
 from .cache.entry import CachedAnswer, StreamAssembler
-from .cache.keys import parse_cache_control
+from .cache.keys import CacheControl, parse_cache_control
 from .config import TierSpec
 from .costs import cost_usd, prices
-from .dispatch import OpenStream, Served
-from .errors import ApiError, invalid_request
-from .providers import UpstreamError
+from .dispatch import OpenStream, Served, Target
+from .embeddings import parse_embeddings_request
+from .errors import ApiError, invalid_request, not_found
+from .providers import Completion, StreamUsage, UpstreamError
 from .resilience import Deadline
-from .routing import resolve_tier
+from .routing import resolve_embeddings_model, resolve_tier
 from .runtime import Runtime
 from .schemas import ChatRequest, Message, message_text, parse_chat_request
 from .sse import DONE, encode_event
@@ -106,15 +107,35 @@ CACHE_HEADER = "x-swiftclaw-cache"
 DEGRADABLE = frozenset({"upstream_unavailable", "upstream_timeout"})
 
 
-def _served_headers(request_id: str, tier: str, served: Served, lk: Lookup) -> Headers:
-    return [
+def served_headers(request_id: str, tier: str, served: Served, cache: str | None = None) -> Headers:
+    """The response headers of a model route; ``cache``: the x-swiftclaw-cache outcome."""
+    headers = [
         (b"x-request-id", request_id.encode()),
         (b"x-swiftclaw-tier", tier.encode()),
         (b"x-swiftclaw-model", served.target.ref.encode()),
         (b"x-swiftclaw-fallback", b"true" if served.fallback else b"false"),
         (b"x-swiftclaw-attempts", str(served.attempts).encode()),
-        (CACHE_HEADER.encode(), lk.outcome.encode()),
     ]
+    if cache is not None:
+        headers.append((CACHE_HEADER.encode(), cache.encode()))
+    return headers
+
+
+@dataclass
+class ChatAnswer:
+    """A chat request answered: a completion, or a stream whose first chunk is in hand.
+
+    ``chunks`` yields the stream's chunks, then, if the provider fails after the first one,
+    an :class:`ApiError` saying so; it records the request's metrics when it ends, and
+    ``usage`` holds the stream's token counts by then.
+    """
+
+    tier: TierSpec
+    served: Served
+    completion: Completion | None = None
+    chunks: AsyncIterator[dict[str, Any] | ApiError] | None = None
+    usage: StreamUsage | None = None
+    cache: str = "bypass"  # what the caches did (the x-swiftclaw-cache header)
 
 
 async def chat(
@@ -129,128 +150,183 @@ async def chat(
     ``Cache-Control`` header."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4().hex
-    outcome = "bypass"
     try:
         payload = decode_json(body)
         request = parse_chat_request(payload)
+    except ApiError as err:
+        err.headers.setdefault(CACHE_HEADER, "bypass")
+        raise
+    control = parse_cache_control(cache_control)
+    answer = await answer_chat(rt, request, payload, started, principal, control)
+    headers = served_headers(request_id, answer.tier.name, answer.served, answer.cache)
+    if answer.completion is not None:
+        return JsonResult(200, orjson.dumps(answer.completion.body), headers)
+    assert answer.chunks is not None
+    return StreamResult(headers, _sse(answer.chunks))
+
+
+async def answer_chat(
+    rt: Runtime,
+    request: ChatRequest,
+    payload: dict[str, Any],
+    started: float,
+    principal: Principal,
+    control: CacheControl | None = None,
+) -> ChatAnswer:
+    """Route, build the prompt, look the answer up in the caches, else dispatch and store
+    it: the one path every chat-shaped API (chat completions, Responses) takes. When every
+    model fails, a similar cached answer is served (``stale-similar``) if there is one."""
+    try:
         tier = resolve_tier(rt.policy, rt.name, request.model)
         request, payload = build_prompt(rt, request, payload)
-        deadline = Deadline(rt.policy.reliability.timeout_seconds)
-        lk = rt.cache.plan(principal, tier, request, payload, parse_cache_control(cache_control))
-        hit = await rt.cache.lookup(lk, deadline.remaining())
-        outcome = lk.outcome
-        if hit is not None:
-            return _replay(rt, request_id, request, lk, hit, started)
-        try:
-            return await _call(rt, request_id, tier, request, payload, deadline, lk, started)
-        except ApiError as err:
-            await rt.cache.finish(lk, None)
-            if err.code in DEGRADABLE:
-                stale = await rt.cache.degrade(lk)
-                outcome = lk.outcome
-                if stale is not None:
-                    log.warning("tier %s failed: served a similar cached answer", tier.name)
-                    return _replay(rt, request_id, request, lk, stale, started)
-            raise
-        except BaseException:
-            await rt.cache.finish(lk, None)
-            raise
     except ApiError as err:
-        err.headers.setdefault(CACHE_HEADER, outcome)
+        err.headers.setdefault(CACHE_HEADER, "bypass")
+        raise
+    deadline = Deadline(rt.policy.reliability.timeout_seconds)
+    lk = rt.cache.plan(principal, tier, request, payload, control or CacheControl())
+    hit = await rt.cache.lookup(lk, deadline.remaining())
+    if hit is not None:
+        return _cached(rt, request, lk, hit, started)
+    try:
+        return await _dispatch(rt, tier, request, payload, deadline, lk, started)
+    except ApiError as err:
+        await rt.cache.finish(lk, None)
+        if err.code in DEGRADABLE:
+            stale = await rt.cache.degrade(lk)
+            if stale is not None:
+                log.warning("tier %s failed: served a similar cached answer", tier.name)
+                return _cached(rt, request, lk, stale, started)
+        err.headers.setdefault(CACHE_HEADER, lk.outcome)
+        raise
+    except BaseException:
+        await rt.cache.finish(lk, None)
         raise
 
 
-async def _call(
+async def _dispatch(
     rt: Runtime,
-    request_id: str,
     tier: TierSpec,
     request: ChatRequest,
     payload: dict[str, Any],
     deadline: Deadline,
     lk: Lookup,
     started: float,
-) -> JsonResult | StreamResult:
-    """Call the tier's models; a clean answer goes to the cache."""
+) -> ChatAnswer:
+    """Call the tier's models; a clean answer goes to the cache (a stream's when it ends)."""
     m = rt.metrics
-    if not request.stream:
-        try:
-            completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
-        except ApiError:
-            m.record_request(tier.name, "none", "error", False, time.perf_counter() - started, 0, 0)
-            raise
-        except asyncio.CancelledError:
-            m.record_request(
-                tier.name, "none", CLIENT_CLOSED, False, time.perf_counter() - started, 0, 0
-            )
-            raise
-        m.record_request(
-            tier.name,
-            served.target.ref,
-            "fallback" if served.fallback else "ok",
-            False,
-            time.perf_counter() - started,
-            completion.prompt_tokens,
-            completion.completion_tokens,
-            request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens),
-        )
-        await rt.cache.finish(
-            lk,
-            CachedAnswer.from_completion(
-                completion.body,
-                served.target.ref,
-                completion.prompt_tokens,
-                completion.completion_tokens,
-            ),
-        )
-        return JsonResult(
-            200, orjson.dumps(completion.body), _served_headers(request_id, tier.name, served, lk)
-        )
+    stream = request.stream
     try:
-        stream = await rt.dispatcher.open_stream(tier, request, payload, deadline)
+        if not stream:
+            completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
+        else:
+            opened = await rt.dispatcher.open_stream(tier, request, payload, deadline)
     except ApiError:
-        m.record_request(tier.name, "none", "error", True, time.perf_counter() - started, 0, 0)
+        m.record_request(tier.name, "none", "error", stream, time.perf_counter() - started, 0, 0)
         raise
     except asyncio.CancelledError:
-        m.record_request(
-            tier.name, "none", CLIENT_CLOSED, True, time.perf_counter() - started, 0, 0
-        )
+        elapsed = time.perf_counter() - started
+        m.record_request(tier.name, "none", CLIENT_CLOSED, stream, elapsed, 0, 0)
         raise
-    m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
-    headers = _served_headers(request_id, tier.name, stream.served, lk)
-    return StreamResult(headers, _relay(rt, tier, stream, started, lk))
+    if stream:
+        m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
+        chunks = _chunks(rt, tier, opened, started, lk)
+        return ChatAnswer(tier, opened.served, chunks=chunks, usage=opened.usage, cache=lk.outcome)
+    m.record_request(
+        tier.name,
+        served.target.ref,
+        "fallback" if served.fallback else "ok",
+        False,
+        time.perf_counter() - started,
+        completion.prompt_tokens,
+        completion.completion_tokens,
+        request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens),
+    )
+    await rt.cache.finish(
+        lk,
+        CachedAnswer.from_completion(
+            completion.body,
+            served.target.ref,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+        ),
+    )
+    return ChatAnswer(tier, served, completion=completion, cache=lk.outcome)
 
 
-def _replay(
-    rt: Runtime,
-    request_id: str,
-    request: ChatRequest,
-    lk: Lookup,
-    answer: CachedAnswer,
-    started: float,
-) -> JsonResult | StreamResult:
-    """A cached answer, as JSON or as a stream of chunks like a provider's."""
-    headers: Headers = [
-        (b"x-request-id", request_id.encode()),
-        (b"x-swiftclaw-tier", lk.tier.name.encode()),
-        (b"x-swiftclaw-model", answer.model_ref.encode()),
-        (b"x-swiftclaw-fallback", b"false"),
-        (b"x-swiftclaw-attempts", b"0"),
-        (CACHE_HEADER.encode(), lk.outcome.encode()),
-    ]
+def _cached(
+    rt: Runtime, request: ChatRequest, lk: Lookup, answer: CachedAnswer, started: float
+) -> ChatAnswer:
+    """A cached answer as the provider would have given it: a completion, or a stream of
+    chunks of the same shape (with the usage chunk when asked for). It spends nothing."""
+    served = Served(Target.parse(answer.model_ref), False, 0)
     outcome = "stale" if lk.outcome == "stale-similar" else "cached"
     rt.metrics.record_request(
         lk.tier.name, answer.model_ref, outcome, request.stream, time.perf_counter() - started, 0, 0
     )
+    usage = StreamUsage(answer.prompt_tokens, answer.completion_tokens)
     if not request.stream:
-        return JsonResult(200, orjson.dumps(answer.completion()), headers)
+        completion = Completion(answer.completion(), answer.prompt_tokens, answer.completion_tokens)
+        return ChatAnswer(lk.tier, served, completion=completion, cache=lk.outcome)
     rt.metrics.ttft_seconds.labels(lk.tier.name).observe(time.perf_counter() - started)
-    return StreamResult(headers, _replay_events(answer.chunks(request.wants_stream_usage)))
+    chunks = _replay(answer.chunks(request.wants_stream_usage))
+    return ChatAnswer(lk.tier, served, chunks=chunks, usage=usage, cache=lk.outcome)
 
 
-async def _replay_events(chunks: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any] | ApiError]:
     for chunk in chunks:
-        yield encode_event(chunk)
-    yield DONE
+        yield chunk
+
+
+async def embeddings(
+    rt: Runtime,
+    principal: Principal,
+    request_id: str | None,
+    body: bytes,
+    cache_control: str | None = None,
+) -> JsonResult:
+    """Serve ``POST /v1/embeddings`` (never cached: ``cache_control`` has nothing to
+    control here) through the embeddings model's chain: the same
+    retries, breakers, deadline, metrics (``tier="(embeddings)"``) and cost as chat."""
+    started = time.perf_counter()
+    request_id = request_id or uuid.uuid4().hex
+    payload = decode_json(body)
+    request = parse_embeddings_request(payload)
+    spec, route = rt.policy.models.embeddings, rt.dispatcher.embeddings_route
+    if spec is None or route is None:
+        raise not_found(
+            "This agent serves no embeddings: its manifest sets no spec.models.embeddings.",
+            code="model_not_found",
+            param="model",
+        )
+    resolve_embeddings_model(rt.policy, rt.name, request.model)
+    if request.dimensions is None and spec.dimensions is not None:
+        request = request.model_copy(update={"dimensions": spec.dimensions})
+        payload = dict(payload, dimensions=spec.dimensions)
+    deadline = Deadline(rt.policy.reliability.timeout_seconds)
+    m = rt.metrics
+    try:
+        result, served = await rt.dispatcher.embed(route, request, payload, deadline)
+    except ApiError:
+        m.record_request(route.name, "none", "error", False, time.perf_counter() - started, 0, 0)
+        raise
+    except asyncio.CancelledError:
+        elapsed = time.perf_counter() - started
+        m.record_request(route.name, "none", CLIENT_CLOSED, False, elapsed, 0, 0)
+        raise
+    tokens = result.prompt_tokens
+    m.record_request(
+        route.name,
+        served.target.ref,
+        "fallback" if served.fallback else "ok",
+        False,
+        time.perf_counter() - started,
+        tokens,
+        0,
+        cost_usd(spec.input_per_1m, 0.0, tokens, 0),
+    )
+    return JsonResult(
+        200, orjson.dumps(result.body), served_headers(request_id, route.name, served)
+    )
 
 
 def request_cost(
@@ -260,10 +336,26 @@ def request_cost(
     return cost_usd(price_in, price_out, tokens_in, tokens_out)
 
 
-async def _relay(
+async def _sse(chunks: AsyncIterator[dict[str, Any] | ApiError]) -> AsyncIterator[bytes]:
+    """Chat chunks as server-sent events, ending with ``[DONE]``."""
+    try:
+        async for chunk in chunks:
+            yield encode_event(chunk.body() if isinstance(chunk, ApiError) else chunk)
+        yield DONE
+    finally:
+        await _aclose(chunks)
+
+
+async def _aclose(gen: AsyncIterator[Any]) -> None:
+    aclose = getattr(gen, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _chunks(
     rt: Runtime, tier: TierSpec, stream: OpenStream, started: float, lk: Lookup
-) -> AsyncIterator[bytes]:
-    """Forward an open stream; a failure after the first chunk ends it with an error event.
+) -> AsyncIterator[dict[str, Any] | ApiError]:
+    """Forward an open stream; a failure after the first chunk ends it with an error.
     A stream that ends cleanly is assembled and offered to the cache; any other is not."""
     m = rt.metrics
     model = stream.served.target.ref
@@ -274,37 +366,32 @@ async def _relay(
     try:
         if assembler is not None:
             assembler.add(stream.first)
-        yield encode_event(stream.first)
+        yield stream.first
         try:
             async for chunk in stream.rest:
                 if assembler is not None:
                     assembler.add(chunk)
-                yield encode_event(chunk)
+                yield chunk
         except UpstreamError as err:
             outcome = "error"
             assembler = None
             rt.dispatcher.record_stream_failure(stream.served.target, err)
             m.errors.labels("stream_interrupted").inc()
-            yield encode_event(
-                ApiError(
-                    502,
-                    f"{model} failed after the stream started: {err}",
-                    "server_error",
-                    "stream_interrupted",
-                ).body()
+            yield ApiError(
+                502,
+                f"{model} failed after the stream started: {err.summary}",
+                "server_error",
+                "stream_interrupted",
             )
         if assembler is not None:
             usage = stream.usage
             answer = assembler.answer(model, usage.prompt_tokens, usage.completion_tokens)
-        yield DONE
         ended = True
     finally:
         if not ended:
             outcome = CLIENT_CLOSED  # closed before the end: the client went away
             answer = None
-        aclose = getattr(stream.rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _aclose(stream.rest)
         usage = stream.usage
         m.record_request(
             tier.name,

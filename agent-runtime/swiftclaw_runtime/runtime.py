@@ -14,6 +14,7 @@ from .dispatch import Dispatcher
 from .health import Health
 from .metrics import Metrics
 from .providers import Provider, build_provider
+from .responses.store import MemoryStore, RedisStore, ResponseStore
 
 log = logging.getLogger("swiftclaw.runtime")
 
@@ -63,6 +64,11 @@ class Runtime:
             return LocalEmbedder()
         spec = self.policy.provider(name)
         return ProviderEmbedder(spec, resolve_provider_key(spec), semantic.embeddings)
+        # Stored Responses conversations (previous_response_id): shared through Redis by
+        # every pod when there is one, else in this process.
+        self.responses: ResponseStore = (
+            RedisStore(self.options.redis_url) if self.options.redis_url else MemoryStore()
+        )
 
     @property
     def name(self) -> str:
@@ -102,3 +108,4 @@ class Runtime:
         await self.cache.close()
         for provider in self.providers.values():
             await provider.close()
+        await self.responses.close()

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..config import EmbeddingsSpec, ProviderSpec
+from ..config import ProviderSpec, SemanticEmbeddingsSpec
 from ..providers import UpstreamError
 from .minilm import MiniLM, Vector
 
@@ -87,7 +87,9 @@ class LocalEmbedder:
 class ProviderEmbedder:
     """``POST {baseURL}/embeddings`` of an OpenAI-compatible provider."""
 
-    def __init__(self, provider: ProviderSpec, api_key: str | None, spec: EmbeddingsSpec) -> None:
+    def __init__(
+        self, provider: ProviderSpec, api_key: str | None, spec: SemanticEmbeddingsSpec
+    ) -> None:
         from ..providers.http import HttpClient
 
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
