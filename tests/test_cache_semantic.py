@@ -172,3 +172,19 @@ def test_in_process_cache_stays_within_its_bounds(launch: Launcher) -> None:
 def metric_line(text: str, sample: str) -> float:
     line = next(x for x in text.splitlines() if x.startswith(sample + " "))
     return float(line.split()[-1])
+
+
+def test_embeddings_from_a_provider(launch: Launcher) -> None:
+    """``embeddings.provider``: questions embedded by the provider's /embeddings (the
+    simulator's vectors are seeded by the text, so only the same question is similar)."""
+    sim = launch.sim("--latency", "fixed:2")
+    doc = semantic_agent([sim], None, {"embeddings": {"provider": "p0", "model": "emb"}})
+    doc["spec"]["cache"]["exact"] = {"enabled": False}
+    rt = launch.runtime(doc)
+    assert post(rt, ask(QUESTION, temperature=0))[1]["x-swiftclaw-cache"] == "miss"
+    calls = sim_requests(sim)  # one chat call and the embedding calls so far
+    status, headers, _ = post(rt, ask(QUESTION, temperature=0))
+    assert status == 200 and headers["x-swiftclaw-cache"] == "semantic"
+    assert sim_requests(sim) == calls  # the embedding was remembered, no chat call
+    assert post(rt, ask(NEAR_MISS, temperature=0))[1]["x-swiftclaw-cache"] == "miss"
+    assert metric(rt, "swiftclaw_cache_embedding_duration_seconds_count") >= 2
