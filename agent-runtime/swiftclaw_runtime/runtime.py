@@ -54,6 +54,11 @@ class Runtime:
             self.options.redis_url,
             self._embedder(),
         )
+        # Stored Responses conversations (previous_response_id): shared through Redis by
+        # every pod when there is one, else in this process.
+        self.responses: ResponseStore = (
+            RedisStore(self.options.redis_url) if self.options.redis_url else MemoryStore()
+        )
 
     def _embedder(self) -> Embedder | None:
         semantic = self.policy.cache.semantic
@@ -64,11 +69,6 @@ class Runtime:
             return LocalEmbedder()
         spec = self.policy.provider(name)
         return ProviderEmbedder(spec, resolve_provider_key(spec), semantic.embeddings)
-        # Stored Responses conversations (previous_response_id): shared through Redis by
-        # every pod when there is one, else in this process.
-        self.responses: ResponseStore = (
-            RedisStore(self.options.redis_url) if self.options.redis_url else MemoryStore()
-        )
 
     @property
     def name(self) -> str:
