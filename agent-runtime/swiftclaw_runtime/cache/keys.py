@@ -48,7 +48,7 @@ def is_cacheable(spec: ExactCacheSpec, request: ChatRequest) -> bool:
     :class:`~swiftclaw_runtime.config.ExactCacheSpec`)."""
     if spec.cacheable == "always":
         return True
-    if request.model_extra and request.model_extra.get("seed") is not None:
+    if request.seed is not None:
         return True
     return request.temperature is not None and request.temperature <= spec.max_temperature
 
