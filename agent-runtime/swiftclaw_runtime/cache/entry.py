@@ -8,6 +8,7 @@ kept when the stream ended cleanly with a finish reason and its usage.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from ..providers.shapes import chunk_body, completion_body, completion_id, usage
 
 # A streamed replay sends the text in pieces of about this many characters, cut at spaces.
 REPLAY_PIECE_CHARS = 48
+# Top-level fields of a completion that a replay gives back as they were.
+KEPT_FIELDS = ("system_fingerprint", "service_tier")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class CachedAnswer:
     completion_tokens: int
     created: float = field(default_factory=time.time)
     question: str = ""  # the single-turn question (semantic entries), for verification
+    logprobs: dict[str, Any] | None = None  # the choice's, when the request asked for them
+    extra: dict[str, Any] = field(default_factory=dict)  # system_fingerprint, service_tier
 
     @classmethod
     def from_completion(
@@ -45,6 +50,7 @@ class CachedAnswer:
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             return None
+        logprobs = choice.get("logprobs")
         return cls(
             message=message,
             finish_reason=choice.get("finish_reason"),
@@ -52,6 +58,8 @@ class CachedAnswer:
             model_ref=model_ref,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            logprobs=logprobs if isinstance(logprobs, dict) else None,
+            extra={k: body[k] for k in KEPT_FIELDS if body.get(k) is not None},
         )
 
     def to_bytes(self) -> bytes:
@@ -65,6 +73,8 @@ class CachedAnswer:
                 "ct": self.completion_tokens,
                 "c": self.created,
                 "q": self.question,
+                "lp": self.logprobs,
+                "x": self.extra,
             }
         )
 
@@ -82,21 +92,14 @@ class CachedAnswer:
                 completion_tokens=int(d["ct"]),
                 created=float(d["c"]),
                 question=str(d.get("q", "")),
+                logprobs=d.get("lp"),
+                extra=dict(d.get("x") or {}),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
     def with_question(self, question: str) -> CachedAnswer:
-        return CachedAnswer(
-            self.message,
-            self.finish_reason,
-            self.model,
-            self.model_ref,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.created,
-            question,
-        )
+        return dataclasses.replace(self, question=question)
 
     @property
     def content(self) -> str:
@@ -114,14 +117,28 @@ class CachedAnswer:
             self.completion_tokens,
         )
         body["choices"][0]["message"] = dict(self.message)
+        body["choices"][0]["logprobs"] = self.logprobs
+        body.update(self.extra)
         return body
 
     def chunks(self, include_usage: bool) -> list[dict[str, Any]]:
         """The answer as ``chat.completion.chunk`` objects, as a provider would stream it."""
         id_, created = completion_id(), int(time.time())
         out = [chunk_body(id_, self.model, created, {"role": "assistant", "content": ""})]
-        for piece in _pieces(self.content):
-            out.append(chunk_body(id_, self.model, created, {"content": piece}))
+        tokens = (self.logprobs or {}).get("content")
+        if (
+            isinstance(tokens, list)
+            and tokens
+            and "".join(str(t.get("token", "")) for t in tokens if isinstance(t, dict))
+            == self.content
+        ):
+            for t in tokens:  # one chunk per token, each with its logprobs, as streamed
+                chunk = chunk_body(id_, self.model, created, {"content": t["token"]})
+                chunk["choices"][0]["logprobs"] = {"content": [t], "refusal": None}
+                out.append(chunk)
+        else:
+            for piece in _pieces(self.content):
+                out.append(chunk_body(id_, self.model, created, {"content": piece}))
         tool_calls = self.message.get("tool_calls")
         if isinstance(tool_calls, list) and tool_calls:
             deltas = [dict(call, index=i) for i, call in enumerate(tool_calls)]
@@ -131,6 +148,8 @@ class CachedAnswer:
             out.append(
                 usage_chunk(id_, self.model, created, self.prompt_tokens, self.completion_tokens)
             )
+        for chunk in out:
+            chunk.update(self.extra)
         return out
 
 
@@ -162,12 +181,17 @@ class StreamAssembler:
         self.finish_reason: str | None = None
         self.model = ""
         self.refusal: str | None = None
+        self.logprobs: list[Any] = []
+        self.extra: dict[str, Any] = {}
         self.broken = False
 
     def add(self, chunk: dict[str, Any]) -> None:
         if self.broken:
             return
         self.model = self.model or str(chunk.get("model") or "")
+        for k in KEPT_FIELDS:
+            if chunk.get(k) is not None:
+                self.extra[k] = chunk[k]
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             return
@@ -182,6 +206,9 @@ class StreamAssembler:
                 self.refusal = (self.refusal or "") + delta["refusal"]
             for call in delta.get("tool_calls") or []:
                 self._add_tool_call(call)
+            lp = choice.get("logprobs")
+            if isinstance(lp, dict) and isinstance(lp.get("content"), list):
+                self.logprobs.extend(lp["content"])
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
 
@@ -221,4 +248,6 @@ class StreamAssembler:
             model_ref,
             prompt_tokens,
             completion_tokens,
+            logprobs={"content": self.logprobs, "refusal": None} if self.logprobs else None,
+            extra=self.extra,
         )
