@@ -7,6 +7,12 @@ creates are there but have no endpoints, and nothing that dials their cluster IP
 the pod runner would reach a pod. The tests therefore balance on the client side, as a
 headless-Service client would: they watch the Service's pods, keep those that are Ready and
 not terminating (what an EndpointSlice calls ``ready``), and send each request to the next.
+
+In a cluster a pod's removal reaches the Service's clients late (EndpointSlice controller,
+then kube-proxy or the client's own watch): that is what the runtime's drain after SIGTERM
+covers. The balancer learns of it in the same process as the pod runner, so it applies every
+change only ``propagation_seconds`` later (1 s by default), so that a runtime that stopped
+accepting connections without draining would fail requests here as it would in a cluster.
 """
 
 from __future__ import annotations
@@ -29,8 +35,18 @@ from .kubeapi import Informer, KubeAPI, pod_ready, record_dial
 class PodBalancer:
     """The ready pods behind a Service's selector, refreshed on every change."""
 
-    def __init__(self, api: KubeAPI, namespace: str, selector: dict[str, str], port: int) -> None:
+    def __init__(
+        self,
+        api: KubeAPI,
+        namespace: str,
+        selector: dict[str, str],
+        port: int,
+        propagation_seconds: float = 1.0,
+    ) -> None:
         self.port = port
+        self.propagation_seconds = propagation_seconds
+        self._pending: list[tuple[float, str, str | None]] = []  # (due, uid, IP or None)
+        self._closed = threading.Event()
         self._pods: dict[str, str] = {}  # uid -> IP of ready pods
         self._ready: list[str] = []
         self._turn = itertools.count()
@@ -43,22 +59,37 @@ class PodBalancer:
         )
 
     def start(self) -> PodBalancer:
+        threading.Thread(target=self._propagate, name="balancer", daemon=True).start()
         self._informer.start()
         self._informer.synced.wait(30)
         return self
 
     def stop(self) -> None:
         self._informer.stop()
+        self._closed.set()
 
     def _on_pod(self, type_: str, pod: dict[str, Any]) -> None:
         uid, ip = pod["metadata"]["uid"], (pod.get("status") or {}).get("podIP")
+        ready = type_ != "DELETED" and pod_ready(pod) and ip
         with self._lock:
-            if type_ != "DELETED" and pod_ready(pod) and ip:
-                self._pods[uid] = ip
-            else:
-                self._pods.pop(uid, None)
-            self._ready = sorted(self._pods.values())
-            self.changed.notify_all()
+            due = time.monotonic() + self.propagation_seconds
+            self._pending.append((due, uid, ip if ready else None))
+
+    def _propagate(self) -> None:
+        """Applies each change once its propagation delay is over, in the order seen."""
+        while not self._closed.wait(0.02):
+            with self._lock:
+                now, changed = time.monotonic(), False
+                while self._pending and self._pending[0][0] <= now:
+                    _, uid, ip = self._pending.pop(0)
+                    if ip:
+                        self._pods[uid] = ip
+                    else:
+                        self._pods.pop(uid, None)
+                    changed = True
+                if changed:
+                    self._ready = sorted(self._pods.values())
+                    self.changed.notify_all()
 
     def ready(self) -> list[str]:
         with self._lock:

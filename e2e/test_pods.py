@@ -300,6 +300,7 @@ def test_new_system_prompt_rolls_the_pods_under_load_without_a_failed_request(
     load = Load(client, check=check).start()
     load.wait_requests(40)
     old = {p["metadata"]["name"] for p in pods(api, ns, RUNTIME)}
+    at_change = load.total
     apply(cluster, ns, agent_doc(sim, NEW_PROMPT))
 
     def rolled() -> bool:
@@ -309,16 +310,17 @@ def test_new_system_prompt_rolls_the_pods_under_load_without_a_failed_request(
 
     wait_for("the pods to roll", rolled, timeout=120)
     balancer.wait_ready(2)
+    during = load.total - at_change
     after = len(check.seen)
     load.wait_requests(60)
     load.stop()
 
     assert load.failed == 0, load.errors
-    assert load.ok >= 150
+    assert during >= 30  # the traffic went on while the pods rolled
     assert "old" in check.seen[:after] and "new" in check.seen[:after]
     assert set(check.seen[after + 10 :]) == {"new"}  # a few may have been in flight
     wait_condition(cluster, ns, "agent", "Ready", "True", timeout=30)
-    print(f"roll: {load.ok} requests, {load.failed} failed")
+    print(f"roll: {load.ok} requests ({during} while rolling), {load.failed} failed")
 
 
 def test_runtime_pod_deleted_under_load_fails_no_request(
