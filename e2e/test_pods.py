@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import threading
 import time
 import urllib.error
@@ -353,6 +354,25 @@ def test_runtime_pod_deleted_under_load_fails_no_request(
     # It drained and exited by itself on SIGTERM, within the grace period.
     assert worker.state.get("terminated", {}).get("exitCode") == 0, worker.state
     print(f"pod deleted: {load.ok} requests, {load.failed} failed")
+
+
+def test_a_crashed_runtime_process_is_restarted_and_ready_again(
+    api: KubeAPI, runner: PodRunner, ns: str, balancer: PodBalancer
+) -> None:
+    name = pods(api, ns, RUNTIME)[0]["metadata"]["name"]
+    worker = runner.pod_worker(ns, name)
+    assert worker is not None and worker.proc is not None
+    os.kill(worker.proc.pid, signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        pod = api.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+        cs = pod["status"]["containerStatuses"][0]
+        return cs if cs["restartCount"] == 1 and cs["ready"] and pod_ready(pod) else None
+
+    cs = wait_for("the container restarted and ready", restarted, timeout=60)
+    assert cs["lastState"]["terminated"]["exitCode"] == 137  # 128 + SIGKILL
+    assert cs["containerID"] == f"podrunner://{worker.proc.pid}"
+    balancer.wait_ready(2)
 
 
 def health(ip: str) -> dict[str, Any]:
