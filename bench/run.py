@@ -160,7 +160,7 @@ def check(target: Target) -> None:
     assert data["choices"][0]["message"]["content"], data
 
 
-def start_targets(folder: Path, sim: Proc) -> list[Target]:
+def start_targets(folder: Path, sim: Proc, baseline_src: Path | None = None) -> list[Target]:
     upstream = f"{sim.url}/v1"
     targets = [Target("direct", upstream, {}, [])]
 
@@ -186,6 +186,21 @@ def start_targets(folder: Path, sim: Proc) -> list[Target]:
         log_path=folder / "runtime.log",
     )
     targets.append(Target("swiftclaw", f"{rt.url}/v1", {"Authorization": f"Bearer {KEY}"}, [rt]))
+    if baseline_src is not None:
+        # The same runtime from another checkout (an earlier commit), measured side by side.
+        base = start_runtime(
+            folder / "agent.yaml",
+            None,
+            "--api-keys",
+            str(folder / "keys.yaml"),
+            "--log-level",
+            "warning",
+            log_path=folder / "runtime-baseline.log",
+            env={"PYTHONPATH": str(baseline_src)},
+        )
+        targets.append(
+            Target("swiftclaw-base", f"{base.url}/v1", {"Authorization": f"Bearer {KEY}"}, [base])
+        )
 
     litellm = REPO / ".venv-litellm" / "bin" / "litellm"
     if litellm.exists():
@@ -356,6 +371,12 @@ def main() -> int:
         default=True,
         help="proxy on its own core; upstream and load generator on another",
     )
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run the runtime from this agent-runtime folder of another checkout "
+        "(e.g. a `git worktree` of an earlier commit) as target swiftclaw-base",
+    )
     args = ap.parse_args()
     global LOAD_CPUS
     cpus = sorted(os.sched_getaffinity(0))
@@ -378,7 +399,7 @@ def main() -> int:
                 log_path=folder / "sim.log",
             )
             procs.append(sim)
-            targets = start_targets(folder, sim)
+            targets = start_targets(folder, sim, args.baseline_src)
             procs += [p for t in targets for p in t.procs]
             if pinned:
                 pin(sim.pid, {cpus[0]})

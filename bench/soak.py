@@ -8,12 +8,14 @@ next request when the last one ends; 40 % of requests are streams, of which an e
 (5 % of all requests) hang up after two or three chunks. Halfway, the primary is stopped
 by pid and started again on the same port.
 
-Sampled after a warm-up, halfway (before the restart), as the last request is sent, and
-once the load has stopped and settled: the runtime's RSS, open file descriptors, sockets,
-and from its ``/metrics`` (when present) the upstream connection slots in use, the
-connections open and the asyncio tasks; from each simulator its open streams and hung
-requests. Judged: RSS and descriptors flat within 5 % after the warm-up, and no slot held,
-stream open or request hung once the load has stopped.
+Sampled after a warm-up (start), every tenth of the run (halfway, before the restart:
+middle), as the last request is sent (end), and once the load has stopped and settled: the
+runtime's RSS, open file descriptors and sockets, and from its ``/metrics`` (when present)
+the upstream connection slots in use, the connections open and the asyncio tasks; from each
+simulator its open streams and hung requests. Judged: RSS and descriptors flat within 5 %
+over start, middle and end (the other samples show transients, e.g. connections opened to
+the fallbacks during the restart), and no slot held, stream open or request hung once the
+load has stopped.
 
     python -m bench.soak [--requests 100000] [--concurrency 64] [--max-connections 64]
                          [--runtime-src DIR] [--label NAME] [--out DIR]
@@ -474,7 +476,14 @@ async def run_mix(
     hangs_before_restart = 0
     next_index = 0
     stopped_early: str | None = None
-    warmed, halfway, all_sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    # Samples are taken when these requests are sent: after the warm-up, every tenth of
+    # the run (halfway, before the restart), and the last one.
+    warm_at, half_at = min(warmup, requests // 4), requests // 2
+    marks = {warm_at: "after warm-up", half_at: "halfway", requests - 1: "last request sent"}
+    for k in range(1, 10):
+        if (at := k * requests // 10) > warm_at:
+            marks.setdefault(at, f"at {10 * k} %")
+    reached: asyncio.Queue[int | None] = asyncio.Queue()
     head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
         b"authorization: Bearer " + KEY.encode() + b"\r\ncontent-type: application/json\r\n"
@@ -488,10 +497,8 @@ async def run_mix(
             while next_index < requests and stopped_early is None:
                 i = next_index
                 next_index += 1
-                if i == min(warmup, requests // 4):
-                    warmed.set()
-                if i == requests // 2:
-                    halfway.set()
+                if i in marks:
+                    reached.put_nowait(i)
                 kind = kinds[i]
                 stream = kind != "plain"
                 body = json.dumps(
@@ -524,24 +531,27 @@ async def run_mix(
                     counts.latencies["stream" if stream else "plain"].append(time.monotonic() - t0)
                 if max_failures is not None and counts.failures > max_failures:
                     stopped_early = f"more than {max_failures} failures"
-        finally:  # a client ends when nothing is left to send (or it broke)
-            all_sent.set()
+        finally:
             conn.close()
 
-    async def controller() -> None:
+    async def restart() -> None:
         nonlocal restart_seconds, hangs_before_restart
-        await warmed.wait()
-        samples.append(await sample(stack, "after warm-up", started, counts.requests))
+        stats = await sim_stats(stack)
+        hangs_before_restart = int(stats["primary"].get("hangs", 0))
+        restart_seconds = await asyncio.to_thread(stack.restart_sim, "primary")
         if progress:
-            progress(f"warm-up done: {counts.requests} requests, {counts.failures} failed")
-        await halfway.wait()
-        samples.append(await sample(stack, "halfway", started, counts.requests))
-        if mix.restart:
-            stats = await sim_stats(stack)
-            hangs_before_restart = int(stats["primary"].get("hangs", 0))
-            restart_seconds = await asyncio.to_thread(stack.restart_sim, "primary")
-            if progress:
-                progress(f"primary restarted in {restart_seconds:.1f}s")
+            progress(f"primary restarted in {restart_seconds:.1f}s")
+
+    async def controller() -> None:
+        restarting: asyncio.Task[None] | None = None
+        while (i := await reached.get()) is not None:
+            samples.append(await sample(stack, marks[i], started, counts.requests))
+            if i == warm_at and progress:
+                progress(f"warm-up done: {counts.requests} requests, {counts.failures} failed")
+            if i == half_at and mix.restart:
+                restarting = asyncio.create_task(restart())
+        if restarting is not None:
+            await restarting
 
     async def reporter() -> None:
         while True:
@@ -556,13 +566,10 @@ async def run_mix(
     control = asyncio.create_task(controller())
     report = asyncio.create_task(reporter())
     try:
-        clients = [asyncio.create_task(client()) for _ in range(concurrency)]
-        await all_sent.wait()
-        samples.append(await sample(stack, "last request sent", started, counts.requests))
-        await asyncio.gather(*clients)
+        await asyncio.gather(*(client() for _ in range(concurrency)))
         seconds = time.monotonic() - started
-        if halfway.is_set():  # the controller samples and restarts, then ends
-            await asyncio.wait((control,), timeout=60)
+        reached.put_nowait(None)  # the controller takes the samples due, then ends
+        await asyncio.wait((control,), timeout=60)
     finally:
         report.cancel()
         if not control.done():
@@ -583,14 +590,20 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def drift(samples: list[Sample], attr: str) -> float | None:
-    """Largest relative change of a figure against the warm-up sample, under load."""
+START, MIDDLE, END = "after warm-up", "halfway", "last request sent"
+
+
+def drift(samples: list[Sample], attr: str, labels: tuple[str, ...] | None = None) -> float | None:
+    """Largest relative change of a figure against its first value, over the samples with
+    these labels (default: every sample under load)."""
     values: list[float] = [
-        getattr(s, attr) for s in samples if s.label != "after the load" and getattr(s, attr)
+        getattr(s, attr)
+        for s in samples
+        if (s.label in labels if labels else s.label != "after the load") and getattr(s, attr)
     ]
-    if not values:
+    if len(values) < 2:
         return None
-    return max(abs(x - values[0]) / values[0] for x in values)
+    return max(abs(x - values[0]) / values[0] for x in values[1:])
 
 
 def git_describe(src: Path) -> dict[str, str]:
@@ -598,30 +611,41 @@ def git_describe(src: Path) -> dict[str, str]:
         done = subprocess.run(
             ["git", "-C", str(src), *args], capture_output=True, text=True, check=False
         )
-        return done.stdout.strip()
+        return done.stdout.rstrip()  # not strip: porcelain lines start with a space
 
-    dirty = git("status", "--porcelain", "--", "agent-runtime/swiftclaw_runtime")
+    changed = [
+        line[3:] for line in git("status", "--porcelain", "--", "agent-runtime").splitlines()
+    ]
     return {
         "path": str(src),
         "commit": git("log", "-1", "--oneline"),
-        "runtime_code": "with uncommitted changes" if dirty else "as committed",
+        "runtime_code": f"with uncommitted changes to {', '.join(changed)}"
+        if changed
+        else "as committed",
     }
 
 
-def summarize(result: Result, args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+def summarize(
+    result: Result, args: argparse.Namespace, stack: Stack, runtime: dict[str, str]
+) -> dict[str, Any]:
     c = result.counts
     every = c.latencies["plain"] + c.latencies["stream"]
     latency = {
         kind: {f"p{q}": _ms(percentile(values, q)) for q in (50, 95, 99)}
         for kind, values in (("all", every), *c.latencies.items())
     }
-    rss, fds = drift(result.samples, "rss_kib"), drift(result.samples, "fds")
+    judged: dict[str, float | None] = {}
+    for attr in ("rss_kib", "fds"):
+        figure = attr.removesuffix("_kib")
+        judged[f"{figure}_drift"] = drift(result.samples, attr, (START, MIDDLE, END))
+        judged[f"{figure}_drift_second_half"] = drift(result.samples, attr, (MIDDLE, END))
+        judged[f"{figure}_drift_any_sample"] = drift(result.samples, attr)
+    rss, fds = judged["rss_drift"], judged["fds_drift"]
     end = result.samples[-1]
-    src = stack.runtime_src.parent if stack.runtime_src else REPO
     expected = c.requests - c.aborted
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "runtime": git_describe(src),
+        "runtime": runtime,
         "requests": c.requests,
         "requests_planned": args.requests,
         "stopped_early": result.stopped_early,
@@ -642,8 +666,7 @@ def summarize(result: Result, args: argparse.Namespace, stack: Stack) -> dict[st
         "upstream_hangs": result.sim_hangs,
         "samples": [asdict(s) for s in result.samples],
         "verdict": {
-            "rss_drift": _round(rss, 4),
-            "fds_drift": _round(fds, 4),
+            **{k: _round(x, 4) for k, x in judged.items()},
             "rss_flat_within_5pct": rss is not None and rss <= 0.05,
             "fds_flat_within_5pct": fds is not None and fds <= 0.05,
             "slots_held_at_end": end.slots_in_use,
@@ -723,12 +746,15 @@ def markdown(s: dict[str, Any]) -> str:
     def pct(d: float | None) -> str:
         return "n/a" if d is None else f"{100 * d:.1f} %"
 
+    out.append("")
+    for figure, name in (("rss", "RSS"), ("fds", "descriptors")):
+        out.append(
+            f"- {name} flat within 5 % after warm-up (samples {START!r}, {MIDDLE!r}, {END!r}): "
+            f"{yes(v[f'{figure}_flat_within_5pct'])} (drift {pct(v[f'{figure}_drift'])}; "
+            f"halfway to end {pct(v[f'{figure}_drift_second_half'])}; "
+            f"largest at any sample {pct(v[f'{figure}_drift_any_sample'])})"
+        )
     out += [
-        "",
-        f"- RSS flat within 5 % after warm-up: {yes(v['rss_flat_within_5pct'])} "
-        f"(largest drift {pct(v['rss_drift'])})",
-        f"- descriptors flat within 5 % after warm-up: {yes(v['fds_flat_within_5pct'])} "
-        f"(largest drift {pct(v['fds_drift'])})",
         f"- zero slots held after the load: {yes(v['zero_slots_at_end'])} "
         f"(held: {_na(v['slots_held_at_end'])})",
         f"- simulators after the load: {v['sim_open_streams_at_end']} open streams, "
@@ -767,6 +793,7 @@ def main() -> int:
     mix = Mix()
     limits = Limits(args.timeout, args.attempt_timeout, args.max_connections)
     runtime_src = args.runtime_src.resolve() if args.runtime_src else None
+    runtime = git_describe(runtime_src.parent if runtime_src else REPO)
     with tempfile.TemporaryDirectory(prefix="swiftclaw-soak-") as tmp:
         stack = start_stack(Path(tmp), mix, limits, runtime_src)
         try:
@@ -788,7 +815,7 @@ def main() -> int:
             )
         finally:
             stack.stop()
-    summary = summarize(result, args, stack)
+    summary = summarize(result, args, stack, runtime)
     text = markdown(summary)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "-".join(x for x in ("soak", args.label, time.strftime("%Y-%m-%dT%H%M")) if x)

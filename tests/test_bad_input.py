@@ -143,6 +143,59 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str]] = [
         "'tool_choice'",
     ),
     (
+        "tool_choice names a tool not offered",
+        json.dumps(
+            {
+                **VALID,
+                "tools": [{"type": "function", "function": {"name": "a"}}],
+                "tool_choice": {"type": "function", "function": {"name": "b"}},
+            }
+        ).encode(),
+        AUTH,
+        400,
+        "'tool_choice': no tool named 'b'",
+    ),
+    (
+        "tool_choice required without tools",
+        json.dumps({**VALID, "tool_choice": "required"}).encode(),
+        AUTH,
+        400,
+        "'tool_choice'",
+    ),
+    (
+        "tool message without tool_call_id",
+        json.dumps({**VALID, "messages": [{"role": "tool", "content": "x"}]}).encode(),
+        AUTH,
+        400,
+        "'messages[0].tool_call_id'",
+    ),
+    (
+        "tool message answering no call",
+        json.dumps(
+            {**VALID, "messages": [{"role": "tool", "tool_call_id": "c1", "content": "x"}]}
+        ).encode(),
+        AUTH,
+        400,
+        "'messages[0].tool_call_id': no earlier assistant message made the tool call 'c1'",
+    ),
+    (
+        "tool call without arguments",
+        json.dumps(
+            {
+                **VALID,
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f"}}],
+                    }
+                ],
+            }
+        ).encode(),
+        AUTH,
+        400,
+        "'messages[0].tool_calls[0].function.arguments'",
+    ),
+    (
         "response_format telepathy",
         json.dumps({**VALID, "response_format": {"type": "telepathy"}}).encode(),
         AUTH,

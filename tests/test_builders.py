@@ -35,6 +35,12 @@ def base_spec() -> dict[str, Any]:
         }
     )
     spec["agent"]["maxOutputTokens"] = 800
+    spec["models"]["embeddings"] = {
+        "model": "openai/text-embedding-3-small",
+        "inputPer1M": 0.02,
+        "fallbacks": ["gemini/text-embedding-004"],
+        "dimensions": 256,
+    }
     spec["agent"]["context"] = [
         {
             "name": "profile",
@@ -145,6 +151,14 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "models.tiers.inputPer1M": (setter("models.tiers.0.inputPer1M", 0.1), POLICY, None),
     "models.tiers.outputPer1M": (setter("models.tiers.0.outputPer1M", 0.2), POLICY, None),
     "models.tiers.fallbacks": (setter("models.tiers.2.fallbacks", []), POLICY, None),
+    "models.embeddings.model": (
+        setter("models.embeddings.model", "local/bge-small"),
+        POLICY,
+        None,
+    ),
+    "models.embeddings.inputPer1M": (setter("models.embeddings.inputPer1M", 0.1), POLICY, None),
+    "models.embeddings.fallbacks": (setter("models.embeddings.fallbacks", []), POLICY, None),
+    "models.embeddings.dimensions": (setter("models.embeddings.dimensions", 512), POLICY, None),
     "models.routing.strategy": (setter("models.routing.strategy", "fixed"), POLICY, None),
     "models.routing.default": (setter("models.routing.default", "simple"), POLICY, None),
     "cache.exact.enabled": (setter("cache.exact.enabled", False), POLICY, None),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import shutil
 import ssl
@@ -1118,3 +1119,37 @@ async def test_runtime_trusts_a_private_ca_through_ssl_cert_file(
         assert len(tls_server.requests) == 1  # still only the one from the first runtime
         client.close()
         assert "CERTIFICATE_VERIFY_FAILED" in bare.log()
+
+
+async def test_closed_and_failed_connections_leave_no_cyclic_garbage(
+    server: RawServer, pools: Pools
+) -> None:
+    """A connection closed mid-body, or one that never connected, must be freed by reference
+    counting. Each left as a protocol <-> parser cycle kept its transport's buffers until a
+    collector pass (with the runtime's tuned collector, thousands of them): the soak's RSS
+    grew 24 % over 100,000 requests until the cycles were cut."""
+    pool = pools.new(server.url, max_connections=4)
+    async with RawServer() as gone:
+        dead = pools.new(gone.url, max_connections=4)
+        gone.stop_listening()
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(20):
+                resp = await get(pool, "/stall-body")
+                assert await resp.next_chunk() == b"first"
+                resp.close()  # a client hung up mid-stream
+                with pytest.raises(OSError):
+                    await get(dead, "/ok")  # a provider that is down
+            await server.wait_until(lambda: server.hangups == 20)
+            await settle()
+            gc.collect()
+            kinds = {type(o).__name__ for o in gc.garbage}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    # (the test's own asyncio server leaves transports of its side; only ours are judged)
+    assert not kinds & {"_Conn", "HttpResponseParser"}
+    assert pool.in_use == 0 and dead.in_use == 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from swiftclaw_runtime.providers.anthropic import from_anthropic, to_anthropic
-from swiftclaw_runtime.providers.base import UpstreamError
-from swiftclaw_runtime.providers.gemini import from_gemini, to_gemini
+from swiftclaw_runtime.providers.base import Unsupported, UpstreamError
 from swiftclaw_runtime.providers.http import classify_status, parse_retry_after
+from swiftclaw_runtime.providers.translate_anthropic import from_anthropic, to_anthropic
+from swiftclaw_runtime.providers.translate_gemini import from_gemini, to_gemini
 from swiftclaw_runtime.schemas import parse_chat_request
 from swiftclaw_runtime.sse import EventReader
 
@@ -28,10 +28,11 @@ REQUEST = {
     "max_tokens": 64,
     "stop": "END",
 }
+PLAIN = parse_chat_request(REQUEST)
 
 
-def test_to_anthropic_moves_system_merges_turns_and_clamps_temperature() -> None:
-    body = to_anthropic("claude-x", parse_chat_request(REQUEST), stream=True)
+def test_to_anthropic_moves_system_and_merges_turns() -> None:
+    body = to_anthropic("claude-x", parse_chat_request({**REQUEST, "temperature": 0.7}), True)
     assert body["system"] == "Be brief."
     assert body["messages"] == [
         {"role": "user", "content": "Hi\n\nHow are you?"},
@@ -39,7 +40,7 @@ def test_to_anthropic_moves_system_merges_turns_and_clamps_temperature() -> None
         {"role": "user", "content": "Good."},
     ]
     assert body["max_tokens"] == 64
-    assert body["temperature"] == 1.0
+    assert body["temperature"] == 0.7
     assert body["stop_sequences"] == ["END"]
     assert body["stream"] is True
 
@@ -81,23 +82,36 @@ def test_from_gemini_maps_candidates_and_blocks() -> None:
             "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1},
         },
         "g",
+        PLAIN,
     )
     assert c.body["choices"][0]["message"]["content"] == "hey"
     assert c.body["choices"][0]["finish_reason"] == "content_filter"
-    blocked = from_gemini({"promptFeedback": {"blockReason": "SAFETY"}}, "g")
+    blocked = from_gemini({"promptFeedback": {"blockReason": "SAFETY"}}, "g", PLAIN)
     assert blocked.body["choices"][0]["finish_reason"] == "content_filter"
     with pytest.raises(UpstreamError, match="candidates"):
-        from_gemini({}, "g")
+        from_gemini({}, "g", PLAIN)
 
 
-def test_tools_are_refused_for_translated_providers_with_a_client_error() -> None:
+def test_audio_parts_are_unsupported_on_translated_providers_not_dropped() -> None:
     req = parse_chat_request(
-        {**REQUEST, "tools": [{"type": "function", "function": {"name": "f"}}]}
+        {
+            "model": "auto",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                    ],
+                }
+            ],
+        }
     )
     for translate in (lambda: to_anthropic("m", req, False), lambda: to_gemini(req)):
-        with pytest.raises(UpstreamError) as info:
+        with pytest.raises(Unsupported) as info:
             translate()
-        assert info.value.kind == "client"
+        assert info.value.param == "messages[0].content[1]"
+        assert "input_audio" in info.value.message
 
 
 def test_status_classes_and_retry_after() -> None:

@@ -16,8 +16,10 @@ import orjson
 
 from . import pipeline
 from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_stream
+from .auth import Principal
 from .errors import ApiError, not_found
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .responses.serve import responses as serve_responses
 from .routing import model_ids
 from .runtime import Runtime
 
@@ -25,6 +27,11 @@ log = logging.getLogger("swiftclaw.app")
 access_log = logging.getLogger("swiftclaw.access")
 
 Handler = Callable[["App", Scope, Receive, Send], Awaitable[int]]
+# A model route's work: the request of an authenticated principal, answered in JSON or SSE.
+Work = Callable[
+    [Runtime, Principal, str | None, bytes],
+    Awaitable["pipeline.JsonResult | pipeline.StreamResult"],
+]
 
 
 async def send_error(send: Send, err: ApiError) -> int:
@@ -47,6 +54,10 @@ class App:
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): App.chat_completions,
             ("POST", "/chat/completions"): App.chat_completions,
+            ("POST", "/v1/embeddings"): App.embeddings,
+            ("POST", "/v1/responses"): App.responses,
+            ("POST", "/responses"): App.responses,
+            ("POST", "/embeddings"): App.embeddings,
             ("GET", "/v1/models"): App.models,
             ("GET", "/models"): App.models,
             ("GET", "/healthz"): App.healthz,
@@ -178,6 +189,17 @@ class App:
     # --- routes -------------------------------------------------------------------
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await self._serve(scope, receive, send, pipeline.chat)
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await self._serve(scope, receive, send, pipeline.embeddings)
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await self._serve(scope, receive, send, serve_responses)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, work: Work) -> int:
+        """What every model route shares: auth before the body, the in-flight bound, the
+        body read, then ``work``'s JSON or event stream, noticing a client that hangs up."""
         rt = self.rt
         principal = rt.keys.authenticate(header(scope, b"authorization"))  # before the body
         if self.in_flight >= rt.options.max_in_flight:
@@ -197,7 +219,7 @@ class App:
         try:
             body = await self.read_body(scope, receive)
             watch = DisconnectWatch(receive)
-            result = await pipeline.chat(rt, principal, header(scope, b"x-request-id"), body)
+            result = await work(rt, principal, header(scope, b"x-request-id"), body)
             if isinstance(result, pipeline.JsonResult):
                 watch.finish()
                 return await send_body(send, result.status, result.body, headers=result.headers)
@@ -215,7 +237,7 @@ class App:
             raise
         finally:
             if watch is not None:
-                watch.stop()
+                watch.finish()
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()

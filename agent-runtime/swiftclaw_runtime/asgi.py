@@ -76,12 +76,13 @@ class DisconnectWatch:
             self._task.cancel()
 
     def finish(self) -> None:
-        """The response is complete (or about to be): a disconnect now is not a hang-up."""
-        self._finished = True
+        """The response is complete (or about to be): a disconnect now is not a hang-up.
 
-    def stop(self) -> None:
+        The watcher is not cancelled: the server wakes it when the response completes (it
+        reports that as a disconnect), and it returns quietly. Cancelling it instead would
+        leave a CancelledError with its traceback, a reference cycle, on every request.
+        """
         self._finished = True
-        self._watcher.cancel()
 
     def absorb(self) -> bool:
         """In an ``except CancelledError``: True (and the cancellation withdrawn) when the

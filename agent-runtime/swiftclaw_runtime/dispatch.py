@@ -10,6 +10,13 @@ the request waits out the capped, jittered Retry-After if the deadline allows). 
 provider's 4xx (other than 401/403/408/409/429) is the client's problem and is returned
 without fallback.
 
+Each target first translates the request into its provider's shape
+(:meth:`Provider.prepare`), once for all its attempts. A target whose API cannot express
+the request (a schema keyword Gemini lacks, a content part not translated) is skipped
+before any call: not its fault, so its breaker is untouched, and no attempt is spent.
+When no target of the chain can serve the request, the answer is a 400 naming the
+parameter and what each model lacks.
+
 What a client reads of a failure names each model tried and the kind of failure (HTTP
 status, timeout, connection); the provider's own error text may hold account ids or
 internal addresses, so it goes to the log only.
@@ -29,9 +36,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .config import AgentPolicy, TierSpec
+from .embeddings import EmbeddingsRequest
 from .errors import ApiError
 from .metrics import Metrics
-from .providers import Call, Completion, Provider, StreamUsage, UpstreamError
+from .providers import (
+    Call,
+    Completion,
+    EmbedCall,
+    Embeddings,
+    Provider,
+    StreamUsage,
+    Unsupported,
+    UpstreamError,
+)
 from .resilience import (
     BreakerState,
     CircuitBreaker,
@@ -49,7 +66,15 @@ from .schemas import ChatRequest
 
 log = logging.getLogger("swiftclaw.dispatch")
 
+# The name of the embeddings route, as its metrics label it (``tier="(embeddings)"``: not a
+# DNS label, so no tier can have it).
+EMBEDDINGS = "(embeddings)"
 T = TypeVar("T")
+C = TypeVar("C")
+# One attempt at one target: its provider, the call as prepared for it, the time it has.
+AttemptFn = Callable[[Provider, C, float], Awaitable[T]]
+# A request in one target's shape (raises Unsupported when that target cannot serve it).
+PrepareFn = Callable[[Provider, "Target"], C]
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,21 @@ class Target:
     def parse(cls, ref: str) -> Target:
         provider, _, model = ref.partition("/")
         return cls(provider, model)
+
+
+@dataclass
+class Route:
+    """A chain of targets tried in order (a tier's, or the embeddings model's), with its
+    retry budget; ``name`` labels its metrics (``tier``)."""
+
+    name: str
+    targets: list[Target]
+    budget: RetryBudget
+
+    @property
+    def title(self) -> str:
+        """How a client's error message names it."""
+        return "The embeddings model" if self.name == EMBEDDINGS else f"Tier '{self.name}'"
 
 
 @dataclass
@@ -107,16 +147,21 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self.cooldowns = {name: Cooldown(clock) for name in providers}
         self.breakers: dict[str, CircuitBreaker] = {}
-        self._targets: dict[str, list[Target]] = {}
-        self.retry_budgets = {
-            tier.name: RetryBudget(self.retry.budget_percent, clock) for tier in policy.models.tiers
+        self.routes = {
+            tier.name: self._route(tier.name, [tier.model, *tier.fallbacks])
+            for tier in policy.models.tiers
         }
-        for tier in policy.models.tiers:
-            targets = [Target.parse(ref) for ref in (tier.model, *tier.fallbacks)]
-            self._targets[tier.name] = targets
-            for t in targets:
-                if t.ref not in self.breakers:
-                    self.breakers[t.ref] = self._new_breaker(t)
+        embeddings = policy.models.embeddings
+        self.embeddings_route = (
+            self._route(EMBEDDINGS, embeddings.refs) if embeddings is not None else None
+        )
+
+    def _route(self, name: str, refs: list[str]) -> Route:
+        targets = [Target.parse(ref) for ref in refs]
+        for t in targets:
+            if t.ref not in self.breakers:
+                self.breakers[t.ref] = self._new_breaker(t)
+        return Route(name, targets, RetryBudget(self.retry.budget_percent, self._clock))
 
     def _new_breaker(self, target: Target) -> CircuitBreaker:
         gauge = self.metrics.breaker_state.labels(target.provider, target.model)
@@ -128,27 +173,54 @@ class Dispatcher:
 
         return CircuitBreaker(self.policy.reliability.circuit_breaker, self._clock, on_change)
 
+    @property
+    def retry_budgets(self) -> dict[str, RetryBudget]:
+        return {name: route.budget for name, route in self.routes.items()}
+
     def targets(self, tier: TierSpec) -> list[Target]:
-        return self._targets[tier.name]
+        return self.routes[tier.name].targets
+
+    @staticmethod
+    def _chat(request: ChatRequest, payload: dict[str, Any]) -> PrepareFn[Call]:
+        def prepare(provider: Provider, target: Target) -> Call:
+            return provider.prepare(Call(target.model, request, payload))
+
+        return prepare
 
     async def complete(
         self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
     ) -> tuple[Completion, Served]:
-        async def attempt(target: Target, timeout: float) -> Completion:
-            provider = self.providers[target.provider]
-            return await provider.complete(Call(target.model, request, payload))
+        async def attempt(provider: Provider, call: Call, timeout: float) -> Completion:
+            return await provider.complete(call)
 
-        return await self._run(tier, request, deadline, attempt)
+        return await self._run(
+            self.routes[tier.name],
+            deadline,
+            self._chat(request, payload),
+            attempt,
+            request.output_limit,
+            False,
+        )
+
+    async def embed(
+        self, route: Route, request: EmbeddingsRequest, payload: dict[str, Any], deadline: Deadline
+    ) -> tuple[Embeddings, Served]:
+        def prepare(provider: Provider, target: Target) -> EmbedCall:
+            return provider.prepare_embeddings(EmbedCall(target.model, request, payload))
+
+        async def attempt(provider: Provider, call: EmbedCall, timeout: float) -> Embeddings:
+            return await provider.embed(call)
+
+        return await self._run(route, deadline, prepare, attempt, None, False)
 
     async def open_stream(
         self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
     ) -> OpenStream:
         async def attempt(
-            target: Target, timeout: float
+            provider: Provider, call: Call, timeout: float
         ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]], StreamUsage]:
             usage = StreamUsage()
-            provider = self.providers[target.provider]
-            gen = provider.stream(Call(target.model, request, payload), usage, self.timeout_seconds)
+            gen = provider.stream(call, usage, self.timeout_seconds)
             try:
                 first = await anext(gen)
             except StopAsyncIteration:
@@ -158,7 +230,14 @@ class Dispatcher:
                 raise
             return first, gen, usage
 
-        (first, rest, usage), served = await self._run(tier, request, deadline, attempt)
+        (first, rest, usage), served = await self._run(
+            self.routes[tier.name],
+            deadline,
+            self._chat(request, payload),
+            attempt,
+            request.output_limit,
+            True,
+        )
         return OpenStream(served, first, rest, usage)
 
     def record_stream_failure(self, target: Target, err: UpstreamError) -> None:
@@ -168,19 +247,31 @@ class Dispatcher:
 
     async def _run(
         self,
-        tier: TierSpec,
-        request: ChatRequest,
+        route: Route,
         deadline: Deadline,
-        attempt_fn: Callable[[Target, float], Awaitable[T]],
+        prepare: PrepareFn[C],
+        attempt_fn: AttemptFn[C, T],
+        output_limit: int | None,
+        stream: bool,
     ) -> tuple[T, Served]:
         failures: list[str] = []  # what the client reads: model and kind of failure
         details: list[str] = []  # what the log reads: the providers' own words too
+        unsupported: list[tuple[Target, Unsupported]] = []  # targets that cannot serve it
         deadline_hit = False  # the deadline, not the providers, ended some target's tries
-        targets = self._targets[tier.name]
-        budget = self.retry_budgets[tier.name]
+        targets = route.targets
+        budget = route.budget
         budget.record_request()
         for index, target in enumerate(targets):
             last = index == len(targets) - 1
+            provider = self.providers[target.provider]
+            try:
+                call = prepare(provider, target)
+            except Unsupported as err:
+                unsupported.append((target, err))
+                self.metrics.unsupported_skips.labels(route.name, target.ref).inc()
+                failures.append(f"{target.ref}: cannot serve it ({err.message}: {err.param})")
+                log.info("%s cannot serve a request: %s (%s)", target.ref, err.message, err.param)
+                continue
             breaker = self.breakers[target.ref]
             cooldown = self.cooldowns[target.provider]
             share_ends = self._clock() + target_timeout(
@@ -193,7 +284,7 @@ class Dispatcher:
                     failures.append(f"{target.ref}: rate limited, Retry-After {cooling:.1f}s left")
                     break
                 if attempts and not budget.try_spend():
-                    self.metrics.retry_budget_exhausted.labels(tier.name).inc()
+                    self.metrics.retry_budget_exhausted.labels(route.name).inc()
                     failures.append(f"{target.ref}: no retry (the tier's retry budget is spent)")
                     break
                 cooling = jittered_wait(cooling, self._rng)
@@ -222,7 +313,7 @@ class Dispatcher:
                 attempts += 1
                 started = self._clock()
                 try:
-                    result = await self._attempt(target, timeout, attempt_fn)
+                    result = await self._attempt(provider, call, timeout, attempt_fn)
                 except asyncio.CancelledError:
                     breaker.release()
                     raise
@@ -231,7 +322,7 @@ class Dispatcher:
                     if err.kind == "rate_limited" and err.retry_after:
                         cooldown.hold(capped_retry_after(err.retry_after, self.retry))
                     if err.kind == "timeout" and not timeout_is_providers_fault(
-                        request.output_limit, timeout, request.stream
+                        output_limit, timeout, stream
                     ):
                         breaker.release()  # the request asked for more than fits its time
                     elif err.trips_breaker:
@@ -252,25 +343,27 @@ class Dispatcher:
                 self._observe(target, started, "ok")
                 breaker.record_success()
                 if index > 0:
-                    self.metrics.fallbacks.labels(tier.name, target.ref).inc()
+                    self.metrics.fallbacks.labels(route.name, target.ref).inc()
                 return result, Served(target, index > 0, attempts)
+        if unsupported and len(unsupported) == len(targets):
+            raise _unsupported_error(unsupported)
         if details:
-            log.warning("tier %s: no model answered: %s", tier.name, "; ".join(details))
-        raise self._exhausted(tier, deadline_hit or deadline.expired, failures)
+            log.warning("route %s: no model answered: %s", route.name, "; ".join(details))
+        raise self._exhausted(route, deadline_hit or deadline.expired, failures)
 
     async def _attempt(
-        self, target: Target, timeout: float, attempt_fn: Callable[[Target, float], Awaitable[T]]
+        self, provider: Provider, call: C, timeout: float, attempt_fn: AttemptFn[C, T]
     ) -> T:
         """One call within ``timeout``; every failure comes out as an :class:`UpstreamError`."""
         try:
             async with asyncio.timeout(timeout):
-                return await attempt_fn(target, timeout)
+                return await attempt_fn(provider, call, timeout)
         except TimeoutError:
             raise UpstreamError("timeout", f"no answer within {timeout:.1f}s") from None
         except (UpstreamError, asyncio.CancelledError):
             raise
         except Exception as err:  # an adapter bug must not escape as a crash
-            log.exception("provider %s failed unexpectedly", target.provider)
+            log.exception("provider %s failed unexpectedly", provider.name)
             raise UpstreamError("protocol", f"{type(err).__name__}") from err
 
     def _observe(self, target: Target, started: float, outcome: str) -> None:
@@ -278,14 +371,14 @@ class Dispatcher:
             target.provider, target.model, outcome, self._clock() - started
         )
 
-    def _exhausted(self, tier: TierSpec, out_of_time: bool, failures: list[str]) -> ApiError:
+    def _exhausted(self, route: Route, out_of_time: bool, failures: list[str]) -> ApiError:
         detail = "; ".join(failures) or "no target could be tried"
         # The runtime already retried and fell back: tell SDKs not to retry on top of it.
         headers = {"x-should-retry": "false"}
         if out_of_time:
             return ApiError(
                 504,
-                f"Tier '{tier.name}' did not answer within the {self.timeout_seconds:g}s "
+                f"{route.title} did not answer within the {self.timeout_seconds:g}s "
                 f"deadline. Tried: {detail}",
                 "timeout_error",
                 "upstream_timeout",
@@ -293,11 +386,24 @@ class Dispatcher:
             )
         return ApiError(
             503,
-            f"All models of tier '{tier.name}' failed. Tried: {detail}",
+            f"{route.title} failed on every model. Tried: {detail}",
             "service_unavailable_error",
             "upstream_unavailable",
             headers=headers,
         )
+
+
+def _unsupported_error(refused: list[tuple[Target, Unsupported]]) -> ApiError:
+    """No model of the chain can express the request: a 400 naming the parameter. The
+    messages are the runtime's own (written in translation), never a provider's."""
+    reasons = "; ".join(f"{t.ref}: {err.message} ({err.param})" for t, err in refused)
+    return ApiError(
+        400,
+        f"No model of this tier can serve the request as asked. {reasons}.",
+        "invalid_request_error",
+        "unsupported_parameter",
+        param=refused[0][1].param,
+    )
 
 
 def _client_error(target: Target, err: UpstreamError) -> ApiError:

@@ -155,6 +155,12 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.unsupported_skips = Counter(
+            "swiftclaw_unsupported_skips",
+            "Requests a model was skipped for because its API cannot express them.",
+            ["tier", "model"],
+            registry=r,
+        )
         # process_resident_memory_bytes, process_open_fds, ...: what a soak watches.
         ProcessCollector(registry=r)
 

@@ -12,6 +12,7 @@ from .dispatch import Dispatcher
 from .health import Health
 from .metrics import Metrics
 from .providers import Provider, build_provider
+from .responses.store import MemoryStore, RedisStore, ResponseStore
 
 log = logging.getLogger("swiftclaw.runtime")
 
@@ -44,6 +45,11 @@ class Runtime:
             self.metrics.track_connections(name, provider.connections)
         self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
         self.health = Health(self.providers, self.dispatcher, self.options.redis_url)
+        # Stored Responses conversations (previous_response_id): shared through Redis by
+        # every pod when there is one, else in this process.
+        self.responses: ResponseStore = (
+            RedisStore(self.options.redis_url) if self.options.redis_url else MemoryStore()
+        )
 
     @property
     def name(self) -> str:
@@ -75,3 +81,4 @@ class Runtime:
     async def shutdown(self) -> None:
         for provider in self.providers.values():
             await provider.close()
+        await self.responses.close()

@@ -2,7 +2,9 @@
 
 It speaks OpenAI's chat completions, Anthropic's Messages and Gemini's generateContent
 (streaming included), answers each prompt deterministically (same model and prompt, same
-answer), and misbehaves on demand: a latency distribution, an error rate, a hang rate,
+answer), plays an agent's model (tool calls whose arguments fit the tools' schemas, text
+quoting tool results, JSON valid against a requested schema: the policy is in
+:mod:`.sim_agent`), and misbehaves on demand: a latency distribution, an error rate, a hang rate,
 429s with Retry-After, outage windows, and a control endpoint that flips it into error,
 rate-limit or hang mode while it runs.
 
@@ -29,9 +31,19 @@ from typing import Any, Literal
 import orjson
 
 from .asgi import Receive, Scope, Send, send_body, start_event_stream
-from .providers.shapes import chunk_body, completion_body, completion_id, usage_chunk
+from .embeddings import embeddings_body
+from .providers.shapes import (
+    chunk_body,
+    completion_body,
+    completion_id,
+    tool_call,
+    tool_call_delta,
+    usage_chunk,
+)
+from .sim_agent import SimCall, Turn, anthropic_turn, decide, gemini_turn, openai_turn
+from .sim_images import seen_images
 from .sse import DONE, encode_event
-from .tokens import estimate_message_tokens
+from .tokens import estimate_message_tokens, estimate_tokens
 
 _VOCABULARY = (
     "agents answer quickly when the runtime routes each request to the cheapest model that "
@@ -123,13 +135,39 @@ async def until_disconnect(receive: Receive) -> None:
 
 @dataclass(frozen=True)
 class Answer:
-    """What a simulated answer is made of, whatever the API shape it is sent in."""
+    """What a simulated answer is made of, whatever the API shape it is sent in: text (its
+    words, joined by single spaces) and tool calls (see :mod:`.sim_agent`)."""
 
     model: str
     words: tuple[str, ...]
     finish: str
     prompt_tokens: int
     body: dict[str, Any]
+    calls: tuple[SimCall, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.words) + sum(estimate_tokens(c.arguments_json) for c in self.calls)
+
+    @property
+    def anthropic_stop(self) -> str:
+        if self.calls:
+            return "tool_use"
+        return "max_tokens" if self.finish == "length" else "end_turn"
+
+    @property
+    def gemini_finish(self) -> str:
+        return "MAX_TOKENS" if self.finish == "length" else "STOP"
+
+
+def _halves(text: str) -> list[str]:
+    """A call's arguments in two stream fragments, as providers split them."""
+    cut = len(text) // 2
+    return [text[:cut], text[cut:]]
 
 
 @lru_cache(maxsize=4096)
@@ -160,6 +198,12 @@ def _texts_anthropic(body: dict[str, Any]) -> list[str]:
         c = m.get("content") if isinstance(m, dict) else None
         if isinstance(c, str):
             out.append(c)
+        elif isinstance(c, list):
+            text = "".join(
+                str(b.get("text", "")) for b in c if isinstance(b, dict) and b.get("type") == "text"
+            )
+            if text:
+                out.append(text)
     return out
 
 
@@ -169,8 +213,18 @@ def _texts_gemini(body: dict[str, Any]) -> list[str]:
     for part in system.get("parts") or []:
         out.append(part.get("text", ""))
     for c in body.get("contents") or []:
-        out.append("".join(p.get("text", "") for p in c.get("parts") or []))
+        text = "".join(p.get("text", "") for p in c.get("parts") or [])
+        if text:
+            out.append(text)
     return out
+
+
+def _wants_json(shape: str, body: dict[str, Any]) -> bool:
+    """A JSON answer was asked for: the text must stay JSON, without a note of images."""
+    if shape == "openai":
+        return (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
+    generation = body.get("generationConfig") or {}
+    return shape == "gemini" and generation.get("responseMimeType") == "application/json"
 
 
 class Simulator:
@@ -289,7 +343,22 @@ class Simulator:
                 [(b"retry-after", f"{self.mode_retry_after:g}".encode())],
             )
             return
+        if path.endswith(("/embeddings", ":batchEmbedContents")):
+            await self._embeddings(send, shape, path, body)
+            return
         await self._answer(send, receive, shape, path, body, cutoff=mode == "cutoff")
+
+    async def _embeddings(self, send: Send, shape: str, path: str, body: dict[str, Any]) -> None:
+        """Deterministic unit vectors (see :func:`sim_vector`), in OpenAI's or Gemini's shape."""
+        try:
+            if shape == "openai":
+                out = _openai_embeddings(body)
+            else:
+                out = _gemini_embeddings(path.rsplit("/", 1)[-1].split(":", 1)[0], body)
+        except (ValueError, TypeError, AttributeError) as err:
+            await self._error(send, shape, 400, f"bad embeddings request: {err}")
+            return
+        await self._json(send, 200, out)
 
     async def _hang(self, receive: Receive) -> None:
         """Hold the request open, answering nothing, until the client goes away."""
@@ -310,8 +379,10 @@ class Simulator:
                 return b"".join(chunks)
 
     def _shape(self, path: str) -> str | None:
-        if path.endswith("/chat/completions"):
+        if path.endswith(("/chat/completions", "/embeddings")):
             return "openai"
+        if path.endswith(":batchEmbedContents"):
+            return "gemini"
         if path.endswith("/messages"):
             return "anthropic"
         if path.endswith(":generateContent") or path.endswith(":streamGenerateContent"):
@@ -396,65 +467,55 @@ class Simulator:
         body: dict[str, Any],
         cutoff: bool = False,
     ) -> None:
+        turn: Callable[[dict[str, Any], str], Turn]
         if shape == "openai":
             model = str(body.get("model", "sim-model"))
             texts = _texts_openai(body)
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             stream = bool(body.get("stream"))
+            turn, prefix = openai_turn, "call_"
         elif shape == "anthropic":
             model = str(body.get("model", "sim-model"))
             texts = _texts_anthropic(body)
             limit = body.get("max_tokens")
             stream = bool(body.get("stream"))
+            turn, prefix = anthropic_turn, "toolu_"
         else:
             model = path.rsplit("/", 1)[-1].split(":", 1)[0]
             texts = _texts_gemini(body)
             limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
             stream = path.endswith(":streamGenerateContent")
-        words = answer_for(
-            model, texts[-1] if texts else "", limit if isinstance(limit, int) else None
-        )
-        prompt_tokens = estimate_message_tokens(texts)
-        finish = "length" if isinstance(limit, int) and len(words) >= limit else "stop"
-        if not stream:
-            text = " ".join(words)
-            if shape == "openai":
-                obj = completion_body(
-                    completion_id(), model, text, finish, prompt_tokens, len(words)
-                )
-            elif shape == "anthropic":
-                obj = {
-                    "id": "msg_" + completion_id()[9:],
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": "max_tokens" if finish == "length" else "end_turn",
-                    "usage": {"input_tokens": prompt_tokens, "output_tokens": len(words)},
-                }
-            else:
-                obj = {
-                    "candidates": [
-                        {
-                            "content": {"role": "model", "parts": [{"text": text}]},
-                            "finishReason": "MAX_TOKENS" if finish == "length" else "STOP",
-                        }
-                    ],
-                    "usageMetadata": {
-                        "promptTokenCount": prompt_tokens,
-                        "candidatesTokenCount": len(words),
-                    },
-                }
-            await self._json(send, 200, obj)
+            turn, prefix = gemini_turn, "fc_"
+        try:
+            images = seen_images(shape, body)
+        except ValueError as err:
+            await self._error(send, shape, 400, str(err))
             return
-        events = {
-            "openai": self._openai_events,
-            "anthropic": self._anthropic_events,
-            "gemini": self._gemini_events,
+        prompt = texts[-1] if texts else ""
+        limit = limit if isinstance(limit, int) else None
+        plain = answer_for(model, prompt, limit)
+        decision = decide(turn(body, prompt), model, " ".join(plain), prefix)
+        words = tuple(decision.text.split(" ")) if decision.text is not None else ()
+        finish = "tool_calls" if decision.calls else "stop"
+        if words == plain and limit is not None and len(words) >= limit:
+            finish = "length"
+        if images and words and not _wants_json(shape, body):
+            words = ("Seen", *", ".join(images).split(" "), "|", *words)
+        a = Answer(model, words, finish, estimate_message_tokens(texts), body, decision.calls)
+        if stream:
+            events = {
+                "openai": self._openai_events,
+                "anthropic": self._anthropic_events,
+                "gemini": self._gemini_events,
+            }[shape]
+            await self._stream(send, receive, events(a), cutoff)
+            return
+        render = {
+            "openai": _openai_body,
+            "anthropic": _anthropic_body,
+            "gemini": _gemini_body,
         }[shape]
-        await self._stream(
-            send, receive, events(Answer(model, words, finish, prompt_tokens, body)), cutoff
-        )
+        await self._json(send, 200, render(a))
 
     async def _stream(
         self, send: Send, receive: Receive, events: AsyncIterator[bytes], cutoff: bool
@@ -513,19 +574,27 @@ class Simulator:
         yield encode_event(chunk_body(id_, a.model, created, {"role": "assistant", "content": ""}))
         for piece in spaced(a.words):
             yield encode_event(chunk_body(id_, a.model, created, {"content": piece}))
+        for i, call in enumerate(a.calls):
+            yield encode_event(
+                chunk_body(id_, a.model, created, tool_call_delta(i, call.id, call.name))
+            )
+            for piece in _halves(call.arguments_json):
+                delta = tool_call_delta(i, arguments=piece)
+                yield encode_event(chunk_body(id_, a.model, created, delta))
         yield encode_event(chunk_body(id_, a.model, created, {}, a.finish))
         if (a.body.get("stream_options") or {}).get("include_usage"):
-            yield encode_event(usage_chunk(id_, a.model, created, a.prompt_tokens, len(a.words)))
+            yield encode_event(
+                usage_chunk(id_, a.model, created, a.prompt_tokens, a.completion_tokens)
+            )
         yield DONE
 
     async def _anthropic_events(self, a: Answer) -> AsyncIterator[bytes]:
         def ev(name: str, obj: dict[str, Any]) -> bytes:
-            return f"event: {name}\n".encode() + encode_event(obj)
+            return f"event: {name}\n".encode() + encode_event({"type": name, **obj})
 
         yield ev(
             "message_start",
             {
-                "type": "message_start",
                 "message": {
                     "id": "msg_" + completion_id()[9:],
                     "type": "message",
@@ -536,46 +605,145 @@ class Simulator:
                 },
             },
         )
-        yield ev(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        )
-        for piece in spaced(a.words):
-            yield ev(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": piece},
-                },
-            )
-        yield ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+        index = 0
+        if a.words:
+            text_block = {"type": "text", "text": ""}
+            yield ev("content_block_start", {"index": 0, "content_block": text_block})
+            for piece in spaced(a.words):
+                delta = {"type": "text_delta", "text": piece}
+                yield ev("content_block_delta", {"index": 0, "delta": delta})
+            yield ev("content_block_stop", {"index": 0})
+            index = 1
+        for call in a.calls:
+            block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+            yield ev("content_block_start", {"index": index, "content_block": block})
+            for piece in _halves(call.arguments_json):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                yield ev("content_block_delta", {"index": index, "delta": delta})
+            yield ev("content_block_stop", {"index": index})
+            index += 1
         yield ev(
             "message_delta",
             {
-                "type": "message_delta",
-                "delta": {"stop_reason": "max_tokens" if a.finish == "length" else "end_turn"},
-                "usage": {"output_tokens": len(a.words)},
+                "delta": {"stop_reason": a.anthropic_stop},
+                "usage": {"output_tokens": a.completion_tokens},
             },
         )
-        yield ev("message_stop", {"type": "message_stop"})
+        yield ev("message_stop", {})
 
     async def _gemini_events(self, a: Answer) -> AsyncIterator[bytes]:
-        for i, piece in enumerate(spaced(a.words)):
-            last = i == len(a.words) - 1
-            cand: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": piece}]}}
+        parts: list[dict[str, Any]] = [{"text": piece} for piece in spaced(a.words)]
+        parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in a.calls]
+        for i, part in enumerate(parts):
+            cand: dict[str, Any] = {"content": {"role": "model", "parts": [part]}}
+            if "text" in part:
+                cand.update(_gemini_logprobs(a.body, [part["text"]]))
             event: dict[str, Any] = {"candidates": [cand]}
-            if last:
-                cand["finishReason"] = "MAX_TOKENS" if a.finish == "length" else "STOP"
+            if i == len(parts) - 1:
+                cand["finishReason"] = a.gemini_finish
                 event["usageMetadata"] = {
                     "promptTokenCount": a.prompt_tokens,
-                    "candidatesTokenCount": len(a.words),
+                    "candidatesTokenCount": a.completion_tokens,
                 }
             yield encode_event(event)
+
+
+def _openai_body(a: Answer) -> dict[str, Any]:
+    calls = [tool_call(c.id, c.name, c.arguments_json) for c in a.calls]
+    return completion_body(
+        completion_id(),
+        a.model,
+        a.text,
+        a.finish,
+        a.prompt_tokens,
+        a.completion_tokens,
+        tool_calls=calls or None,
+    )
+
+
+def _anthropic_body(a: Answer) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": a.text}] if a.words else []
+    content += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in a.calls
+    ]
+    return {
+        "id": "msg_" + completion_id()[9:],
+        "type": "message",
+        "role": "assistant",
+        "model": a.model,
+        "content": content,
+        "stop_reason": a.anthropic_stop,
+        "usage": {"input_tokens": a.prompt_tokens, "output_tokens": a.completion_tokens},
+    }
+
+
+def _gemini_body(a: Answer) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": a.text}] if a.words else []
+    parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in a.calls]
+    cand = {"content": {"role": "model", "parts": parts}, "finishReason": a.gemini_finish}
+    cand.update(_gemini_logprobs(a.body, spaced(a.words)))
+    return {
+        "candidates": [cand],
+        "usageMetadata": {
+            "promptTokenCount": a.prompt_tokens,
+            "candidatesTokenCount": a.completion_tokens,
+        },
+    }
+
+
+SIM_DIMENSIONS = 1536
+
+
+@lru_cache(maxsize=4096)
+def sim_vector(model: str, text: str, dimensions: int = SIM_DIMENSIONS) -> tuple[float, ...]:
+    """A unit vector seeded by a hash of model and text: the same text, the same vector;
+    similar texts need not be near each other."""
+    seed = int.from_bytes(hashlib.sha256(f"{model}\n{text}".encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return tuple(v / norm for v in values)
+
+
+def _openai_embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    model = str(body.get("model", "sim-embed"))
+    raw = body.get("input")
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("'input' must be a string or a non-empty list")
+    texts = [t if isinstance(t, str) else ",".join(map(str, t)) for t in raw]
+    dims = int(body.get("dimensions") or SIM_DIMENSIONS)
+    encoding = str(body.get("encoding_format") or "float")
+    vectors = [list(sim_vector(model, t, dims)) for t in texts]
+    tokens = sum(estimate_tokens(t) for t in texts)
+    return embeddings_body(vectors, model, encoding, tokens)
+
+
+def _gemini_embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    out = []
+    for r in body["requests"]:
+        if r.get("model") != f"models/{model}":
+            raise ValueError(f"request model {r.get('model')!r} is not models/{model}")
+        text = "".join(str(p["text"]) for p in r["content"]["parts"])
+        dims = int(r.get("outputDimensionality") or SIM_DIMENSIONS)
+        out.append({"values": list(sim_vector(model, text, dims))})
+    return {"embeddings": out}
+
+
+def _gemini_logprobs(body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+    """``logprobsResult`` when asked for (``responseLogprobs``): each token at -0.5, its
+    ``logprobs`` alternatives below it."""
+    config = body.get("generationConfig") or {}
+    if not config.get("responseLogprobs"):
+        return {}
+    top = int(config.get("logprobs") or 0)
+    chosen = [{"token": t, "logProbability": -0.5} for t in tokens]
+    alternatives = [
+        {"candidates": [{"token": t, "logProbability": -0.5 - k} for k in range(top)]}
+        for t in tokens
+    ]
+    return {"logprobsResult": {"chosenCandidates": chosen, "topCandidates": alternatives}}
 
 
 def serve_simulator(config: SimConfig, host: str, port: int) -> None:

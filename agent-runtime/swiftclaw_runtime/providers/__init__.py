@@ -4,11 +4,30 @@ from __future__ import annotations
 
 from ..config import ProviderSpec
 from .anthropic import AnthropicProvider
-from .base import Call, Completion, Provider, StreamUsage, UpstreamError
+from .base import (
+    Call,
+    Completion,
+    EmbedCall,
+    Embeddings,
+    Provider,
+    StreamUsage,
+    Unsupported,
+    UpstreamError,
+)
 from .gemini import GeminiProvider
 from .openai import OpenAIProvider
 
-__all__ = ["Call", "Completion", "Provider", "StreamUsage", "UpstreamError", "build_provider"]
+__all__ = [
+    "Call",
+    "Completion",
+    "EmbedCall",
+    "Embeddings",
+    "Provider",
+    "StreamUsage",
+    "Unsupported",
+    "UpstreamError",
+    "build_provider",
+]
 
 
 def build_provider(spec: ProviderSpec, api_key: str | None) -> Provider:

@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..embeddings import EmbeddingsRequest
 from ..schemas import ChatRequest
 
-FailureKind = Literal["connect", "timeout", "rate_limited", "server", "auth", "client", "protocol"]
+FailureKind = Literal[
+    "connect", "timeout", "rate_limited", "server", "auth", "client", "protocol", "unsupported"
+]
 
 RETRYABLE: frozenset[str] = frozenset({"connect", "timeout", "rate_limited", "server", "protocol"})
 # A 429 is the provider protecting itself: honour Retry-After, but it is not broken.
@@ -24,6 +27,7 @@ _SUMMARIES: dict[str, str] = {
     "auth": "authentication refused (check the provider's API key)",
     "client": "request refused",
     "protocol": "malformed answer",
+    "unsupported": "cannot serve this request",
 }
 
 
@@ -68,6 +72,18 @@ class UpstreamError(Exception):
         )
 
 
+class Unsupported(UpstreamError):
+    """The provider's API cannot express the request (a schema keyword, a content part, a
+    parameter it lacks): found while translating, before anything is sent. Not the
+    provider's fault and not the client's either while another model of the chain can
+    serve it, so the dispatcher skips the target without touching its breaker. The
+    message is the runtime's own, so a client may read it; ``param`` names the parameter."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__("unsupported", message)
+        self.param = param
+
+
 @dataclass(frozen=True)
 class Call:
     """One request as sent to one target: the upstream model's name, the validated request,
@@ -77,6 +93,8 @@ class Call:
     model: str
     request: ChatRequest
     payload: dict[str, Any]
+    # The request in the provider's own shape, set once by :meth:`Provider.prepare`.
+    upstream: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,24 @@ class Completion:
     body: dict[str, Any]
     prompt_tokens: int
     completion_tokens: int
+
+
+@dataclass(frozen=True)
+class EmbedCall:
+    """One embeddings request as sent to one target (see :class:`Call`)."""
+
+    model: str
+    request: EmbeddingsRequest
+    payload: dict[str, Any]
+    upstream: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """An embeddings answer in OpenAI's ``list`` shape, with its input tokens."""
+
+    body: dict[str, Any]
+    prompt_tokens: int
 
 
 @dataclass
@@ -102,6 +138,12 @@ class Provider(abc.ABC):
     name: str
     type: str
 
+    def prepare(self, call: Call) -> Call:
+        """Translate ``call`` once, before any attempt (retries reuse it); raises
+        :class:`Unsupported` when this provider cannot serve it. The default sends the
+        client's JSON as it is."""
+        return call
+
     @abc.abstractmethod
     async def complete(self, call: Call) -> Completion:
         """One non-streaming call (the dispatcher bounds it by the request's deadline)."""
@@ -111,6 +153,15 @@ class Provider(abc.ABC):
         self, call: Call, usage: StreamUsage, idle_timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
         """OpenAI ``chat.completion.chunk`` dicts; fills ``usage`` as it goes."""
+
+    def prepare_embeddings(self, call: EmbedCall) -> EmbedCall:
+        """Translate an embeddings request once (see :meth:`prepare`); the default is a
+        provider without an embeddings API."""
+        raise Unsupported(f"{self.type} providers have no embeddings API", "model")
+
+    async def embed(self, call: EmbedCall) -> Embeddings:
+        """One embeddings call (only reached after :meth:`prepare_embeddings` accepted it)."""
+        raise Unsupported(f"{self.type} providers have no embeddings API", "model")
 
     @abc.abstractmethod
     async def probe(self, timeout: float) -> None:

@@ -1,83 +1,21 @@
-"""Google Gemini generateContent, translated to and from OpenAI's chat shape (text content)."""
+"""The Google Gemini generateContent provider; the translation is in :mod:`.translate_gemini`."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from ..schemas import ChatRequest, message_text
+from ..embeddings import decode_vector, embeddings_body
 from ..sse import EventReader
-from .base import Call, Completion, StreamUsage, UpstreamError
+from ..tokens import estimate_tokens
+from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, Unsupported, UpstreamError
 from .http import HttpClient, HttpProvider
-from .shapes import chunk_body, completion_body, completion_id, usage_chunk
-
-FINISH = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-}
-
-
-def to_gemini(request: ChatRequest) -> dict[str, Any]:
-    """OpenAI chat request -> generateContent request; system turns go to systemInstruction."""
-    if request.tools:
-        raise UpstreamError("client", "tool calls are not translated for Gemini providers yet")
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
-    for m in request.messages:
-        text = message_text(m)
-        if m.role in ("system", "developer"):
-            system.append(text)
-            continue
-        role = "model" if m.role == "assistant" else "user"
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].append({"text": text})
-        else:
-            contents.append({"role": role, "parts": [{"text": text}]})
-    body: dict[str, Any] = {"contents": contents}
-    if system:
-        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
-    config: dict[str, Any] = {}
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.output_limit is not None:
-        config["maxOutputTokens"] = request.output_limit
-    if request.stop is not None:
-        config["stopSequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
-    if config:
-        body["generationConfig"] = config
-    return body
-
-
-def _candidate(data: dict[str, Any]) -> tuple[str, str | None]:
-    candidates = data.get("candidates")
-    if not isinstance(candidates, list) or not candidates:
-        feedback = data.get("promptFeedback") or {}
-        if feedback.get("blockReason"):
-            return "", "content_filter"
-        raise UpstreamError("protocol", "response has no 'candidates'")
-    cand = candidates[0]
-    parts = (cand.get("content") or {}).get("parts") or []
-    text = "".join(p.get("text", "") for p in parts if isinstance(p, dict))
-    reason = cand.get("finishReason")
-    return text, (FINISH.get(reason, "stop") if reason else None)
-
-
-def from_gemini(data: dict[str, Any], model: str) -> Completion:
-    text, finish = _candidate(data)
-    meta = data.get("usageMetadata") or {}
-    prompt = int(meta.get("promptTokenCount") or 0)
-    completion = int(meta.get("candidatesTokenCount") or 0)
-    body = completion_body(completion_id(), model, text, finish or "stop", prompt, completion)
-    return Completion(body, prompt, completion)
+from .shapes import chunk_body, completion_id, usage_chunk
+from .translate_gemini import GeminiAnswer, from_gemini, to_gemini
 
 
 class GeminiProvider(HttpProvider):
@@ -87,18 +25,55 @@ class GeminiProvider(HttpProvider):
         headers = {"x-goog-api-key": api_key} if api_key else {}
         self.http = HttpClient(base_url, headers, max_connections)
 
+    def prepare(self, call: Call) -> Call:
+        return replace(call, upstream=to_gemini(call.request))
+
+    def _body(self, call: Call) -> dict[str, Any]:
+        return call.upstream if call.upstream is not None else to_gemini(call.request)
+
     async def complete(self, call: Call) -> Completion:
-        model, request = call.model, call.request
-        data = await self.http.post_json(f"/models/{model}:generateContent", to_gemini(request))
-        return from_gemini(data, model)
+        path = f"/models/{call.model}:generateContent"
+        data = await self.http.post_json(path, self._body(call))
+        return from_gemini(data, call.model, call.request)
+
+    def prepare_embeddings(self, call: EmbedCall) -> EmbedCall:
+        """``batchEmbedContents``: one request per input, text only."""
+        request = call.request
+        extra = {k for k, v in (request.model_extra or {}).items() if v is not None}
+        if request.user or extra:
+            param = "user" if request.user else sorted(extra)[0]
+            raise Unsupported(f"Gemini has no equivalent of {param!r}", param)
+        if request.tokens:
+            raise Unsupported("Gemini embeds text, not token ids", "input")
+        one: dict[str, Any] = {"model": f"models/{call.model}"}
+        if request.dimensions is not None:
+            one["outputDimensionality"] = request.dimensions
+        requests = [dict(one, content={"parts": [{"text": t}]}) for t in request.inputs]
+        return replace(call, upstream={"requests": requests})
+
+    async def embed(self, call: EmbedCall) -> Embeddings:
+        body = call.upstream or self.prepare_embeddings(call).upstream
+        data = await self.http.post_json(f"/models/{call.model}:batchEmbedContents", body or {})
+        found = data.get("embeddings")
+        if not isinstance(found, list) or len(found) != len(call.request.inputs):
+            raise UpstreamError("protocol", "response has no 'embeddings' for every input")
+        try:
+            vectors = [decode_vector((e or {}).get("values")) for e in found]
+        except (ValueError, TypeError, AttributeError):
+            raise UpstreamError("protocol", "an embedding is not a list of numbers") from None
+        tokens = sum(estimate_tokens(str(t)) for t in call.request.inputs)
+        return Embeddings(
+            embeddings_body(vectors, call.model, call.request.encoding_format, tokens), tokens
+        )
 
     async def stream(
         self, call: Call, usage: StreamUsage, idle_timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
         model, request = call.model, call.request
-        id_, created, finish = completion_id(), int(time.time()), "stop"
+        id_, created = completion_id(), int(time.time())
+        answer = GeminiAnswer(request)
         path = f"/models/{model}:streamGenerateContent"
-        async with self.http.post(path, to_gemini(request), params={"alt": "sse"}) as resp:
+        async with self.http.post(path, self._body(call), params={"alt": "sse"}) as resp:
             first = True
             events = EventReader(resp, idle_timeout)
             while (batch := await events.next_batch()) is not None:
@@ -111,20 +86,21 @@ class GeminiProvider(HttpProvider):
                         raise UpstreamError("protocol", "stream event is not a JSON object")
                     if "error" in event:
                         raise UpstreamError("server", f"error in stream: {event['error']}")
-                    text, reason = _candidate(event)
                     meta = event.get("usageMetadata") or {}
                     usage.prompt_tokens = int(meta.get("promptTokenCount") or usage.prompt_tokens)
                     usage.completion_tokens = int(
                         meta.get("candidatesTokenCount") or usage.completion_tokens
                     )
-                    delta: dict[str, Any] = {"content": text}
+                    deltas = answer.feed(event)
                     if first:
-                        delta["role"] = "assistant"
+                        head = deltas[0] if deltas else {"content": ""}
+                        deltas = [{"role": "assistant", **head}, *deltas[1:]]
                         first = False
-                    if text or "role" in delta:
-                        yield chunk_body(id_, model, created, delta)
-                    if reason:
-                        finish = reason
-        yield chunk_body(id_, model, created, {}, finish)
+                    logprobs = answer.logprobs if answer.logprobs else None
+                    for delta in deltas:
+                        if delta.get("content") != "" or "role" in delta:
+                            yield chunk_body(id_, model, created, delta, logprobs=logprobs)
+                            logprobs = None  # an event's logprobs go with its first chunk
+        yield chunk_body(id_, model, created, {}, answer.finish_reason)
         if request.wants_stream_usage:
             yield usage_chunk(id_, model, created, usage.prompt_tokens, usage.completion_tokens)

@@ -53,7 +53,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._reset()
 
     def _reset(self) -> None:
@@ -78,7 +78,8 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
         try:
-            self._parser.feed_data(data)
+            if self._parser is not None:
+                self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(ConnectionLost("unexpected protocol upgrade", True))
         except httptools.HttpParserError as err:
@@ -89,6 +90,11 @@ class _Conn(asyncio.Protocol):
         if not self.complete:
             reason = f"connection lost: {exc}" if exc else "connection closed by the server"
             self._fail(ConnectionLost(reason, self.got_bytes))
+        # The parser calls back into this object and the transport holds it: cut both
+        # links, so that a closed connection (and its transport's buffers) is freed by
+        # reference counting at once rather than waiting for a garbage-collector pass.
+        self.transport = None
+        self._parser = None
 
     def pause_writing(self) -> None:  # requests are small; nothing to throttle
         pass
@@ -102,9 +108,11 @@ class _Conn(asyncio.Protocol):
         self.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # it is the parser calling
+        self.status = parser.get_status_code()
         # Only valid here: the parser forgets it once the message is complete.
-        self.keep_alive = self._parser.should_keep_alive()
+        self.keep_alive = parser.should_keep_alive()
         if not self.headers_done.done():
             self.headers_done.set_result(None)
 
@@ -293,13 +301,24 @@ class Pool:
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(
-            _Conn,
-            self.host,
-            self.port,
-            ssl=self._ssl,
-            server_hostname=self.host if self._ssl else None,
-        )
+        made: list[_Conn] = []
+
+        def protocol() -> _Conn:
+            made.append(_Conn())
+            return made[-1]
+
+        try:
+            _, conn = await loop.create_connection(
+                protocol,
+                self.host,
+                self.port,
+                ssl=self._ssl,
+                server_hostname=self.host if self._ssl else None,
+            )
+        except BaseException:
+            for failed in made:  # never connected, so never told connection_lost
+                failed.connection_lost(None)
+            raise
         self._open.add(conn)
         return conn
 

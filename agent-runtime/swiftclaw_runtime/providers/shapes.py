@@ -11,15 +11,46 @@ def completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
+def tool_call(id_: str, name: str, arguments: str) -> dict[str, Any]:
+    """One entry of an assistant message's ``tool_calls``."""
+    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def tool_call_delta(
+    index: int, id_: str | None = None, name: str | None = None, arguments: str = ""
+) -> dict[str, Any]:
+    """A stream delta carrying (a piece of) tool call ``index``: the first piece of a call
+    has its id and name, the others only more of its arguments."""
+    entry: dict[str, Any] = {"index": index}
+    function: dict[str, Any] = {"arguments": arguments}
+    if id_ is not None:
+        entry.update(id=id_, type="function")
+    if name is not None:
+        function["name"] = name
+    entry["function"] = function
+    return {"tool_calls": [entry]}
+
+
 def completion_body(
     id_: str,
     model: str,
-    text: str,
+    text: str | None,
     finish_reason: str | None,
     prompt_tokens: int,
     completion_tokens: int,
     created: int | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A ``chat.completion``; with ``tool_calls`` and no text its content is null, as
+    OpenAI's own. ``logprobs``: the entries of ``logprobs.content``, when asked for."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if tool_calls and not text else text,
+        "refusal": None,
+    }
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return {
         "id": id_,
         "object": "chat.completion",
@@ -28,8 +59,8 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
+                "message": message,
+                "logprobs": _logprobs(logprobs),
                 "finish_reason": finish_reason,
             }
         ],
@@ -47,14 +78,25 @@ def chunk_body(
     created: int,
     delta: dict[str, Any],
     finish_reason: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    choice = {
+        "index": 0,
+        "delta": delta,
+        "logprobs": _logprobs(logprobs),
+        "finish_reason": finish_reason,
+    }
     return {
         "id": id_,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [choice],
     }
+
+
+def _logprobs(content: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return None if content is None else {"content": content, "refusal": None}
 
 
 def usage_chunk(

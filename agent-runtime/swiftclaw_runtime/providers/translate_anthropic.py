@@ -1,0 +1,270 @@
+"""OpenAI chat <-> Anthropic Messages, as pure functions (the HTTP is in :mod:`.anthropic`).
+
+Requests: system and developer turns go to ``system``; an assistant's ``tool_calls`` become
+``tool_use`` blocks (ids kept, so the conversation's ids hold on any provider), ``tool``
+messages ``tool_result`` blocks in the next user turn; ``tools`` become ``input_schema``
+definitions, ``tool_choice`` ``auto``/``none``/``required``/named becomes
+``auto``/``none``/``any``/``tool``, and ``parallel_tool_calls: false`` becomes
+``disable_parallel_tool_use``. A JSON ``response_format`` is served by the forced answer
+tool of :mod:`.toolcalls`. Responses and stream events come back in OpenAI's shape:
+``tool_use`` blocks as ``tool_calls`` (streamed as ``delta.tool_calls`` fragments), the
+answer tool's input as the content.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..schemas import ChatRequest, ContentPart
+from .base import Completion, Unsupported, UpstreamError
+from .content import ANTHROPIC, anthropic_block, check_images, parts_of
+from .params import refuse_untranslated
+from .shapes import completion_body, completion_id, tool_call, tool_call_delta
+from .toolcalls import (
+    ANSWER_TOOL,
+    ToolPlan,
+    arguments_object,
+    call_names,
+    content_text,
+    dumps,
+    plan_tools,
+)
+
+DEFAULT_MAX_TOKENS = 4096
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+# Beyond the common ones (see :mod:`.params`); anything else sent is refused.
+TRANSLATED = frozenset({"user", "safety_identifier", "service_tier"})
+SERVICE_TIERS = {"auto": "auto", "default": "standard_only"}
+RETIRED = "Called earlier in this conversation; not available now: do not call it."
+_ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def tool_use_id(call_id: str) -> str:
+    """Anthropic accepts ``[a-zA-Z0-9_-]+`` ids; others' ids are mapped the same way each
+    time, so a call and its result still match."""
+    return _ID_UNSAFE.sub("_", call_id)
+
+
+def _blocks(
+    content: str | list[ContentPart] | None, param: str, images: bool = False
+) -> list[dict[str, Any]]:
+    """A message's content as text and (in user turns) image blocks."""
+    return [anthropic_block(piece) for _, piece in parts_of(content, param, "Anthropic", images)]
+
+
+def _messages(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for i, m in enumerate(request.messages):
+        param = f"messages[{i}].content"
+        if m.role in ("system", "developer"):
+            system.extend(b["text"] for b in _blocks(m.content, param))
+            continue
+        if m.role == "tool":
+            assert m.tool_call_id is not None  # the schema requires it
+            text = content_text(m.content, param, "Anthropic")
+            result: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": tool_use_id(m.tool_call_id),
+            }
+            if text:
+                result["content"] = text
+            role, blocks = "user", [result]
+        elif m.role == "assistant":
+            role, blocks = "assistant", _blocks(m.content, param)
+            for j, call in enumerate(m.tool_calls or []):
+                where = f"messages[{i}].tool_calls[{j}].function.arguments"
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": tool_use_id(call.id),
+                        "name": call.function.name,
+                        "input": arguments_object(call.function.arguments, where),
+                    }
+                )
+        else:
+            role, blocks = "user", _blocks(m.content, param, images=True)
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+    for msg in messages:  # plain text turns as plain strings
+        blocks = msg["content"]
+        if all(b["type"] == "text" for b in blocks):
+            msg["content"] = "\n\n".join(b["text"] for b in blocks)
+    return system, messages
+
+
+def _tools(plan: ToolPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    tools = []
+    for f in plan.functions:
+        tool: dict[str, Any] = {"name": f.name, "input_schema": f.parameters}
+        if f.description:
+            tool["description"] = f.description
+        tools.append(tool)
+    choice: dict[str, Any]
+    if plan.choice == "named":
+        choice = {"type": "tool", "name": plan.named}
+    else:
+        choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[plan.choice]}
+    if not plan.parallel and plan.choice != "none":
+        choice["disable_parallel_tool_use"] = True
+    return tools, choice
+
+
+def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, Any]:
+    """OpenAI chat request -> Messages API request; raises :class:`Unsupported` for what
+    the Messages API cannot express."""
+    refuse_untranslated(request, TRANSLATED, "Anthropic")
+    check_images(request, ANTHROPIC)
+    system, messages = _messages(request)
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": request.output_limit or DEFAULT_MAX_TOKENS,
+        "stream": stream,
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    plan = plan_tools(request, answer_by_tool=True)
+    tools, choice = _tools(plan) if plan is not None else ([], {"type": "none"})
+    # The Messages API wants the tools of the conversation's tool_use blocks declared, and
+    # OpenAI does not: a tool the request no longer offers is declared as not to be called
+    # (without tools of the request, the choice is 'none' and none can be).
+    declared = {t["name"] for t in tools}
+    for name in dict.fromkeys(call_names(request).values()):
+        if name not in declared:
+            tools.append({"name": name, "description": RETIRED, "input_schema": {"type": "object"}})
+    if tools:
+        body["tools"], body["tool_choice"] = tools, choice
+    if request.temperature is not None:
+        if request.temperature > 1:
+            raise Unsupported("Anthropic's temperature is at most 1", "temperature")
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop is not None:
+        body["stop_sequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
+    end_user = request.safety_identifier or request.user
+    if end_user:
+        body["metadata"] = {"user_id": end_user}
+    if request.service_tier is not None:
+        if request.service_tier not in SERVICE_TIERS:
+            raise Unsupported(
+                f"Anthropic has no service tier {request.service_tier!r}", "service_tier"
+            )
+        body["service_tier"] = SERVICE_TIERS[request.service_tier]
+    return body
+
+
+def from_anthropic(data: dict[str, Any], model: str) -> Completion:
+    """A Messages API response in OpenAI's shape: ``tool_use`` blocks as ``tool_calls``,
+    the answer tool's input as the content."""
+    content = data.get("content")
+    if not isinstance(content, list):
+        raise UpstreamError("protocol", "response has no 'content'")
+    text: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for b in content:
+        if not isinstance(b, dict):
+            continue
+        if b.get("type") == "text":
+            text.append(str(b.get("text", "")))
+        elif b.get("type") == "tool_use":
+            if b.get("name") == ANSWER_TOOL:
+                text.append(dumps(b.get("input") or {}))
+            else:
+                calls.append(
+                    tool_call(str(b.get("id")), str(b.get("name")), dumps(b.get("input") or {}))
+                )
+    usage = data.get("usage") or {}
+    prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    finish = FINISH.get(str(data.get("stop_reason")), "stop")
+    if finish == "tool_calls" and not calls:
+        finish = "stop"  # only the answer tool was called: that is the answer
+    body = completion_body(
+        str(data.get("id") or completion_id()),
+        str(data.get("model") or model),
+        "".join(text),
+        finish,
+        prompt,
+        completion,
+        tool_calls=calls or None,
+    )
+    return Completion(body, prompt, completion)
+
+
+class AnthropicStream:
+    """Messages API stream events -> OpenAI chunk deltas, one event at a time.
+
+    Text deltas become ``content``; a ``tool_use`` block becomes tool call ``index`` n
+    (counted over the message's tool calls), its id and name first and then its
+    ``input_json_delta`` pieces as ``arguments``; the answer tool's pieces become content.
+    """
+
+    def __init__(self) -> None:
+        self.id = completion_id()
+        self.finish = "stop"
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.stopped = False
+        self._blocks: dict[int, tuple[str, int]] = {}  # block index -> (kind, call index)
+        self._calls = 0
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = event.get("type")
+        if kind == "message_start":
+            msg = event.get("message") or {}
+            self.id = str(msg.get("id") or self.id)
+            self.prompt_tokens = int((msg.get("usage") or {}).get("input_tokens") or 0)
+            return [{"role": "assistant", "content": ""}]
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            index = int(event.get("index") or 0)
+            if block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
+                self._blocks[index] = ("answer", -1)
+            elif block.get("type") == "tool_use":
+                n = self._calls
+                self._calls += 1
+                self._blocks[index] = ("call", n)
+                return [tool_call_delta(n, str(block.get("id")), str(block.get("name")))]
+            else:
+                self._blocks[index] = ("text", -1)
+            return []
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            block_kind, n = self._blocks.get(int(event.get("index") or 0), ("text", -1))
+            if delta.get("type") == "text_delta":
+                return [{"content": delta.get("text", "")}]
+            if delta.get("type") == "input_json_delta":
+                piece = str(delta.get("partial_json", ""))
+                if not piece:
+                    return []
+                return (
+                    [{"content": piece}]
+                    if block_kind == "answer"
+                    else [tool_call_delta(n, arguments=piece)]
+                )
+            return []
+        if kind == "message_delta":
+            stop = (event.get("delta") or {}).get("stop_reason")
+            self.finish = FINISH.get(str(stop), "stop")
+            if self.finish == "tool_calls" and not self._calls:
+                self.finish = "stop"
+            out = (event.get("usage") or {}).get("output_tokens")
+            if out is not None:
+                self.completion_tokens = int(out)
+            return []
+        if kind == "error":
+            err = event.get("error") or {}
+            raise UpstreamError("server", f"error in stream: {err.get('message')}")
+        if kind == "message_stop":
+            self.stopped = True
+        return []
