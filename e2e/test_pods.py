@@ -509,8 +509,10 @@ def test_scaling_from_2_to_5_spreads_traffic_over_every_ready_pod(
     balancer: PodBalancer,
     client: openai.OpenAI,
 ) -> None:
+    before = set(balancer.wait_ready(2))
     apply(cluster, ns, agent_doc(sim, NEW_PROMPT, min_replicas=5))
     ready = balancer.wait_ready(5, timeout=90)
+    assert before < set(ready)  # the HPA added pods; the two serving ones were not rolled
     balancer.sent.clear()
     load = Load(client, check=exact_answer).start()
     load.wait_requests(250)
