@@ -19,8 +19,12 @@ import re
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from http.client import HTTPResponse
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -69,10 +73,10 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
-def wrk_script(folder: Path, target: Target) -> Path:
+def wrk_script(folder: Path, target: Target, body: str = BODY) -> Path:
     lines = [
         'wrk.method = "POST"',
-        f"wrk.body = [[{BODY}]]",
+        f"wrk.body = [[{body}]]",
         'wrk.headers["Content-Type"] = "application/json"',
     ]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items()]
@@ -123,13 +127,11 @@ def pin(pid: int, cpus: set[int]) -> None:
                 continue
 
 
-# With --pin, the proxy under test gets a core of its own; the simulated upstream and wrk
-# share the other. Every target, the direct baseline included, runs under the same split.
-LOAD_CPUS: set[int] | None = None
-
-
-def wrk(url: str, script: Path, concurrency: int, seconds: float) -> str:
-    prefix = ["taskset", "-c", ",".join(map(str, sorted(LOAD_CPUS)))] if LOAD_CPUS else []
+def wrk(
+    url: str, script: Path, concurrency: int, seconds: float, cpus: set[int] | None = None
+) -> str:
+    """wrk against ``url``; on ``cpus`` (the load generator's share under --pin) if given."""
+    prefix = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
     cmd = [
         *prefix,
         "wrk",
@@ -146,158 +148,264 @@ def wrk(url: str, script: Path, concurrency: int, seconds: float) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def check(target: Target) -> None:
-    """One real request first: every target must answer a correct completion."""
-    import urllib.request
-
+def post(target: Target, body: str) -> HTTPResponse:
+    """One chat completion request of ``body`` to ``target`` (the caller closes the answer)."""
     req = urllib.request.Request(
         f"{target.url}/chat/completions",
-        data=BODY.encode(),
+        data=body.encode(),
         headers={"content-type": "application/json", **target.headers},
     )
-    with urllib.request.urlopen(req, timeout=30) as r:
+    r: HTTPResponse = urllib.request.urlopen(req, timeout=30)
+    return r
+
+
+def check(target: Target) -> None:
+    """One real request first: every target must answer a correct completion."""
+    with post(target, BODY) as r:
         data = json.load(r)
     assert data["choices"][0]["message"]["content"], data
 
 
-def start_targets(folder: Path, sim: Proc, baseline_src: Path | None = None) -> list[Target]:
-    upstream = f"{sim.url}/v1"
-    targets = [Target("direct", upstream, {}, [])]
-
+def start_swiftclaw(
+    folder: Path, spec: dict[str, Any], name: str = "swiftclaw", src: Path | None = None
+) -> Target:
+    """The runtime serving an AgentDeployment of ``spec``; from the checkout ``src`` if given
+    (its agent-runtime folder), else from this one."""
     manifest = {
         "apiVersion": "swiftclaw.dev/v1alpha1",
         "kind": "AgentDeployment",
         "metadata": {"name": "bench"},
-        "spec": {
-            "providers": [{"name": "sim", "type": "openai-compatible", "baseURL": upstream}],
-            "models": {"tiers": [{"name": "bench", "model": "sim/m"}]},
-            "cache": {"exact": {"enabled": False}, "redis": {"mode": "none"}},
-        },
+        "spec": spec,
     }
-    (folder / "agent.yaml").write_text(yaml.safe_dump(manifest))
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(manifest))
     (folder / "keys.yaml").write_text(yaml.safe_dump({"keys": [{"key": KEY, "user": "bench"}]}))
     rt = start_runtime(
-        folder / "agent.yaml",
+        folder / f"{name}.yaml",
         None,
         "--api-keys",
         str(folder / "keys.yaml"),
         "--log-level",
         "warning",
-        log_path=folder / "runtime.log",
+        log_path=folder / f"{name}.log",
+        env={"PYTHONPATH": str(src)} if src is not None else None,
     )
-    targets.append(Target("swiftclaw", f"{rt.url}/v1", {"Authorization": f"Bearer {KEY}"}, [rt]))
+    return Target(name, f"{rt.url}/v1", {"Authorization": f"Bearer {KEY}"}, [rt])
+
+
+def start_litellm(folder: Path, litellm_params: dict[str, Any], drop_params: bool) -> Target | None:
+    """The LiteLLM proxy (one worker) serving model ``bench`` with ``litellm_params``; None
+    where bench/install-peers.sh has not installed it."""
+    litellm = REPO / ".venv-litellm" / "bin" / "litellm"
+    if not litellm.exists():
+        return None
+    config = {
+        "model_list": [{"model_name": "bench", "litellm_params": litellm_params}],
+        "litellm_settings": {"drop_params": drop_params, "set_verbose": False},
+    }
+    (folder / "litellm.yaml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    env = {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_MASTER_KEY": "sk-litellm-master",
+        "LITELLM_LOG": "ERROR",
+        "DISABLE_SCHEMA_UPDATE": "true",
+        "LITELLM_TELEMETRY": "False",
+        "NO_DOCS": "True",
+    }
+    p = start(
+        [
+            str(litellm),
+            "--config",
+            str(folder / "litellm.yaml"),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--num_workers",
+            "1",
+        ],
+        port,
+        "/health/liveliness",
+        folder / "litellm.log",
+        env,
+        timeout=180,
+    )
+    return Target("litellm", f"{p.url}/v1", {"Authorization": "Bearer sk-litellm-master"}, [p])
+
+
+def start_portkey(folder: Path, upstream: str) -> Target | None:
+    """The Portkey gateway (one Node process) in front of ``upstream``; None where
+    bench/install-peers.sh has not installed it."""
+    portkey = REPO / ".tmp" / "portkey" / "node_modules" / "@portkey-ai" / "gateway"
+    if not portkey.exists():
+        return None
+    port = free_port()
+    entry = json.loads((portkey / "package.json").read_text())["bin"]
+    script = entry if isinstance(entry, str) else next(iter(entry.values()))
+    p = start(
+        ["node", str(portkey / script), f"--port={port}", "--headless"],
+        port,
+        "/",
+        folder / "portkey.log",
+        timeout=60,
+    )
+    return Target(
+        "portkey",
+        f"{p.url}/v1",
+        {
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": upstream,
+            "Authorization": "Bearer sk-upstream",
+        },
+        [p],
+    )
+
+
+def start_targets(folder: Path, sim: Proc, baseline_src: Path | None = None) -> list[Target]:
+    upstream = f"{sim.url}/v1"
+    spec = {
+        "providers": [{"name": "sim", "type": "openai-compatible", "baseURL": upstream}],
+        "models": {"tiers": [{"name": "bench", "model": "sim/m"}]},
+        "cache": {"exact": {"enabled": False}, "redis": {"mode": "none"}},
+    }
+    targets = [Target("direct", upstream, {}, []), start_swiftclaw(folder, spec)]
     if baseline_src is not None:
         # The same runtime from another checkout (an earlier commit), measured side by side.
-        base = start_runtime(
-            folder / "agent.yaml",
-            None,
-            "--api-keys",
-            str(folder / "keys.yaml"),
-            "--log-level",
-            "warning",
-            log_path=folder / "runtime-baseline.log",
-            env={"PYTHONPATH": str(baseline_src)},
-        )
-        targets.append(
-            Target("swiftclaw-base", f"{base.url}/v1", {"Authorization": f"Bearer {KEY}"}, [base])
-        )
+        targets.append(start_swiftclaw(folder, spec, "swiftclaw-base", baseline_src))
+    litellm = start_litellm(
+        folder, {"model": "openai/m", "api_base": upstream, "api_key": "sk-upstream"}, True
+    )
+    portkey = start_portkey(folder, upstream)
+    return targets + [t for t in (litellm, portkey) if t is not None]
 
-    litellm = REPO / ".venv-litellm" / "bin" / "litellm"
-    if litellm.exists():
-        (folder / "litellm.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "model_list": [
-                        {
-                            "model_name": "bench",
-                            "litellm_params": {
-                                "model": "openai/m",
-                                "api_base": upstream,
-                                "api_key": "sk-upstream",
-                            },
-                        }
-                    ],
-                    "litellm_settings": {"drop_params": True, "set_verbose": False},
-                }
+
+@dataclass
+class Measured:
+    targets: list[Target]
+    cells: list[Cell]  # in the order measured: by concurrency, then target
+    memory: dict[str, int]  # RSS after the run, by target
+    pinned: bool
+
+
+def arguments(doc: str | None, concurrency: list[int]) -> argparse.ArgumentParser:
+    """The options every benchmark here takes."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=concurrency)
+    ap.add_argument("--latency", default="fixed:50")
+    ap.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="proxy on its own core; upstream and load generator on another",
+    )
+    return ap
+
+
+def measure(
+    args: argparse.Namespace,
+    body: str,
+    check: Callable[[Target], None],
+    start_targets: Callable[[Path, Proc], list[Target]],
+    prefix: str,
+) -> Measured:
+    """Start a simulated provider (``args.latency``, unpaced streams) and the targets in front
+    of it, check each with one request, then load them with ``body``, interleaved (so drift on
+    the machine hits every target alike). With ``args.pin``, the proxy under test gets a core
+    of its own; the simulated upstream and wrk share the other. Every target, the direct
+    baseline included, runs under the same split."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = args.pin and len(cpus) >= 2
+    load_cpus = {cpus[0]} if pinned else None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cells: list[Cell] = []
+    memory: dict[str, int] = {}
+    procs: list[Proc] = []
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        folder = Path(tmp)
+        try:
+            sim = start_sim(
+                None,
+                "--latency",
+                args.latency,
+                "--stream-pace-ms",
+                "0",
+                log_path=folder / "sim.log",
             )
-        )
-        port = free_port()
-        env = {
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "LITELLM_MASTER_KEY": "sk-litellm-master",
-            "LITELLM_LOG": "ERROR",
-            "DISABLE_SCHEMA_UPDATE": "true",
-            "LITELLM_TELEMETRY": "False",
-            "NO_DOCS": "True",
-        }
-        p = start(
-            [
-                str(litellm),
-                "--config",
-                str(folder / "litellm.yaml"),
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--num_workers",
-                "1",
-            ],
-            port,
-            "/health/liveliness",
-            folder / "litellm.log",
-            env,
-            timeout=180,
-        )
-        targets.append(
-            Target("litellm", f"{p.url}/v1", {"Authorization": "Bearer sk-litellm-master"}, [p])
-        )
-
-    portkey = REPO / ".tmp" / "portkey" / "node_modules" / "@portkey-ai" / "gateway"
-    if portkey.exists():
-        port = free_port()
-        entry = json.loads((portkey / "package.json").read_text())["bin"]
-        script = entry if isinstance(entry, str) else next(iter(entry.values()))
-        p = start(
-            ["node", str(portkey / script), f"--port={port}", "--headless"],
-            port,
-            "/",
-            folder / "portkey.log",
-            timeout=60,
-        )
-        targets.append(
-            Target(
-                "portkey",
-                f"{p.url}/v1",
-                {
-                    "x-portkey-provider": "openai",
-                    "x-portkey-custom-host": upstream,
-                    "Authorization": "Bearer sk-upstream",
-                },
-                [p],
-            )
-        )
-    return targets
+            procs.append(sim)
+            targets = start_targets(folder, sim)
+            procs += [p for t in targets for p in t.procs]
+            if pinned:
+                pin(sim.pid, {cpus[0]})
+                for t in targets:
+                    for p in t.procs:
+                        pin(p.pid, {cpus[1]})
+            for t in targets:
+                check(t)
+            print(f"targets: {', '.join(t.name for t in targets)}; upstream {args.latency}")
+            for c in args.concurrency:
+                for t in targets:
+                    script = wrk_script(folder, t, body)
+                    wrk(t.url, script, c, args.warmup, load_cpus)
+                    out = wrk(t.url, script, c, args.duration, load_cpus)
+                    rps, p50, p99, errors, n = parse_wrk(out)
+                    cells.append(Cell(t.name, c, rps, p50, p99, errors, n))
+                    print(
+                        f"  {t.name:10s} c={c:<4d} {rps:8.0f} rps  p50 {p50:7.2f} ms  "
+                        f"p99 {p99:7.2f} ms  errors {errors}"
+                    )
+            for t in targets:
+                if t.procs:
+                    memory[t.name] = rss_bytes(t.procs[0].pid)
+        finally:
+            for p in reversed(procs):
+                p.stop()
+    return Measured(targets, cells, memory, pinned)
 
 
-def table(cells: list[Cell], memory: dict[str, int], concurrencies: list[int]) -> str:
+def write_results(name: str, md: str, measured: Measured) -> None:
+    """``bench/results/<name>.md`` (``md``) and ``.json`` (the cells and the RSS)."""
+    (RESULTS / f"{name}.md").write_text(md)
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps(
+            {"cells": [asdict(c) for c in measured.cells], "rss_bytes": measured.memory},
+            indent=2,
+        )
+    )
+
+
+def cell_table(cells: list[Cell], memory: dict[str, int] | None = None) -> str:
+    """A row per cell, in the order given, with the latency added over ``direct`` at the same
+    concurrency; with ``memory``, a column of each target's RSS after the run."""
     direct = {c.concurrency: c for c in cells if c.target == "direct"}
-    names = list(dict.fromkeys(c.target for c in cells))
+    rss = memory is not None
     out = [
-        "| target | concurrency | RPS | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | concurrency | RPS | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |"
+        + (" RSS MiB |" if rss else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if rss else ""),
     ]
-    for name in names:
-        for c in (x for x in cells if x.target == name):
-            d = direct[c.concurrency]
-            added = (
-                f"{c.p50_ms - d.p50_ms:.2f} | {c.p99_ms - d.p99_ms:.2f}"
-                if name != "direct"
-                else "- | -"
-            )
-            out.append(
-                f"| {name} | {c.concurrency} | {c.rps:.0f} | {c.p50_ms:.2f} | "
-                f"{c.p99_ms:.2f} | {added} | {c.errors} |"
-            )
+    for c in cells:
+        d = direct[c.concurrency]
+        added = (
+            "- | -"
+            if c.target == "direct"
+            else f"{c.p50_ms - d.p50_ms:.2f} | {c.p99_ms - d.p99_ms:.2f}"
+        )
+        row = (
+            f"| {c.target} | {c.concurrency} | {c.rps:.0f} | {c.p50_ms:.2f} | "
+            f"{c.p99_ms:.2f} | {added} | {c.errors} |"
+        )
+        if memory is not None:
+            row += f" {memory.get(c.target, 0) / 2**20:.0f} |"
+        out.append(row)
+    return "\n".join(out)
+
+
+def table(cells: list[Cell], memory: dict[str, int]) -> str:
+    """The cells (sorted by target, then concurrency), then each target's saturation RPS."""
+    names = list(dict.fromkeys(c.target for c in cells))
+    out = [cell_table(cells)]
     sat = {n: max(c.rps for c in cells if c.target == n) for n in names}
     out += [
         "",
@@ -360,17 +468,7 @@ def plot(cells: list[Cell], path: Path, placement: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--duration", type=float, default=8.0)
-    ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
-    ap.add_argument("--latency", default="fixed:50")
-    ap.add_argument(
-        "--pin",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="proxy on its own core; upstream and load generator on another",
-    )
+    ap = arguments(__doc__, [1, 8, 64, 256])
     ap.add_argument(
         "--baseline-src",
         type=Path,
@@ -378,59 +476,20 @@ def main() -> int:
         "(e.g. a `git worktree` of an earlier commit) as target swiftclaw-base",
     )
     args = ap.parse_args()
-    global LOAD_CPUS
-    cpus = sorted(os.sched_getaffinity(0))
-    pinned = args.pin and len(cpus) >= 2
-    if pinned:
-        LOAD_CPUS = {cpus[0]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    cells: list[Cell] = []
-    memory: dict[str, int] = {}
-    procs: list[Proc] = []
-    with tempfile.TemporaryDirectory(prefix="swiftclaw-bench-") as tmp:
-        folder = Path(tmp)
-        try:
-            sim = start_sim(
-                None,
-                "--latency",
-                args.latency,
-                "--stream-pace-ms",
-                "0",
-                log_path=folder / "sim.log",
-            )
-            procs.append(sim)
-            targets = start_targets(folder, sim, args.baseline_src)
-            procs += [p for t in targets for p in t.procs]
-            if pinned:
-                pin(sim.pid, {cpus[0]})
-                for t in targets:
-                    for p in t.procs:
-                        pin(p.pid, {cpus[1]})
-            for t in targets:
-                check(t)
-            print(f"targets: {', '.join(t.name for t in targets)}; upstream {args.latency}")
-            for c in args.concurrency:
-                for t in targets:  # interleaved, so drift on the machine hits every target alike
-                    script = wrk_script(folder, t)
-                    wrk(t.url, script, c, args.warmup)
-                    rps, p50, p99, errors, n = parse_wrk(wrk(t.url, script, c, args.duration))
-                    cells.append(Cell(t.name, c, rps, p50, p99, errors, n))
-                    print(
-                        f"  {t.name:10s} c={c:<4d} {rps:8.0f} rps  p50 {p50:7.2f} ms  "
-                        f"p99 {p99:7.2f} ms  errors {errors}"
-                    )
-            for t in targets:
-                if t.procs:
-                    memory[t.name] = rss_bytes(t.procs[0].pid)
-        finally:
-            for p in reversed(procs):
-                p.stop()
-    cells.sort(key=lambda c: ([x.name for x in targets].index(c.target), c.concurrency))
+    m = measure(
+        args,
+        BODY,
+        check,
+        lambda folder, sim: start_targets(folder, sim, args.baseline_src),
+        "swiftclaw-bench-",
+    )
+    order = [t.name for t in m.targets]
+    cells = sorted(m.cells, key=lambda c: (order.index(c.target), c.concurrency))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    md = table(cells, memory, args.concurrency)
+    md = table(cells, m.memory)
     placement = (
         "each proxy pinned to its own core; upstream and wrk on the other"
-        if pinned
+        if m.pinned
         else "no CPU pinning"
     )
     header = (
@@ -438,10 +497,7 @@ def main() -> int:
         f"process. Load: wrk, 1 thread, {args.duration:g} s per cell after "
         f"{args.warmup:g} s warm-up. Machine: {os.cpu_count()} cores, {placement}.\n\n"
     )
-    (RESULTS / f"bench-{stamp}.md").write_text(header + md + "\n")
-    (RESULTS / f"bench-{stamp}.json").write_text(
-        json.dumps({"cells": [asdict(c) for c in cells], "rss_bytes": memory}, indent=2)
-    )
+    write_results(f"bench-{stamp}", header + md + "\n", replace(m, cells=cells))
     plot(cells, RESULTS / f"bench-{stamp}.png", placement)
     print()
     print(md)

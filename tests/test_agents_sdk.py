@@ -29,6 +29,7 @@ from swiftclaw_runtime.processes import Proc
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_resilience_live import control, sim_stats
+from .test_tools import shape_sims, shapes_manifest
 
 set_tracing_disabled(True)
 
@@ -87,20 +88,7 @@ async def run(a: Agent, prompt: object, stream: bool) -> object:
 
 @pytest.fixture(scope="module")
 def rt(module_launch: Launcher) -> Proc:
-    o, a, g = (module_launch.sim("--latency", "fixed:1") for _ in range(3))
-    doc = manifest(
-        [
-            openai_provider("oai", o),
-            {"name": "ant", "type": "anthropic", "baseURL": f"{a.url}/v1"},
-            {"name": "gem", "type": "gemini", "baseURL": f"{g.url}/v1beta"},
-        ],
-        [
-            {"name": "openai", "model": "oai/gpt-x"},
-            {"name": "anthropic", "model": "ant/claude-x"},
-            {"name": "gemini", "model": "gem/gemini-x"},
-        ],
-    )
-    return module_launch.runtime(doc)
+    return module_launch.runtime(shapes_manifest(shape_sims(module_launch)))
 
 
 @pytest.mark.parametrize("tier", ["openai", "anthropic", "gemini"])

@@ -290,17 +290,19 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "budget.perUserDailyUSD": (setter("budget.perUserDailyUSD", 2), POLICY, None),
     "budget.alertAtPercent": (setter("budget.alertAtPercent", 90), POLICY | RULES, None),
     "budget.onExceeded": (setter("budget.onExceeded", "reject"), POLICY, None),
+    # Scaling reaches the HPA only: in the pods' config it would roll every pod on a change
+    # of replicas (e2e/test_pods.py saw it). targetConcurrency is the autopilot's, to come.
     "scaling.minReplicas": (
         setter("scaling.minReplicas", 3),
-        POLICY | {"HorizontalPodAutoscaler/agent"},
+        {"HorizontalPodAutoscaler/agent"},
         None,
     ),
     "scaling.maxReplicas": (
         setter("scaling.maxReplicas", 20),
-        POLICY | {"HorizontalPodAutoscaler/agent"},
+        {"HorizontalPodAutoscaler/agent"},
         None,
     ),
-    "scaling.targetConcurrency": (setter("scaling.targetConcurrency", 8), POLICY, None),
+    "scaling.targetConcurrency": (setter("scaling.targetConcurrency", 8), set(), None),
     "slo.p95LatencyMs": (setter("slo.p95LatencyMs", 1500), POLICY | RULES, None),
     "slo.errorRatePercent": (setter("slo.errorRatePercent", 2), POLICY | RULES, None),
     "auth.required": (setter("auth.required", False), POLICY, None),

@@ -26,6 +26,23 @@ def provider(name: str, sim: Proc, type_: str, max_connections: int) -> dict[str
     return {"name": name, "type": type_, "baseURL": base, "maxConnections": max_connections}
 
 
+def one_upstream(
+    launch: Launcher,
+    *runtime_args: str,
+    sim_args: tuple[str, ...] = ("--latency", "fixed:1"),
+    type_: str = "openai-compatible",
+    max_connections: int = 4,
+    **spec: Any,
+) -> tuple[Proc, Proc]:
+    """A sim, and a runtime with it as provider ``up`` (``type_``, ``max_connections``) behind
+    tier ``t``; ``spec`` and ``runtime_args`` as :func:`manifest` and ``launch.runtime``."""
+    sim = launch.sim(*sim_args)
+    doc = manifest(
+        [provider("up", sim, type_, max_connections)], [{"name": "t", "model": "up/m"}], **spec
+    )
+    return sim, launch.runtime(doc, *runtime_args)
+
+
 def gauge(text: str, name: str, **labels: str) -> float:
     """The value of one sample in a Prometheus text exposition."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
@@ -50,13 +67,11 @@ def wait_for(check: Any, timeout: float) -> float:
 def test_streams_give_their_connection_slot_back(launch: Launcher, type_: str) -> None:
     """The repro of the leak: with maxConnections 4, 14 rounds of a streamed then a plain
     completion. Before the fix the fourth stream waited out the deadline (504) forever."""
-    sim = launch.sim("--latency", "fixed:1", "--stream-pace-ms", "0")
-    rt = launch.runtime(
-        manifest(
-            [provider("up", sim, type_, 4)],
-            [{"name": "t", "model": "up/m"}],
-            reliability={"timeoutSeconds": 5},
-        )
+    _, rt = one_upstream(
+        launch,
+        sim_args=("--latency", "fixed:1", "--stream-pace-ms", "0"),
+        type_=type_,
+        reliability={"timeoutSeconds": 5},
     )
     c = client(rt, timeout=10)
     for i in range(14):
@@ -78,10 +93,7 @@ def test_streams_give_their_connection_slot_back(launch: Launcher, type_: str) -
 
 def test_client_hanging_up_mid_stream_closes_the_upstream_stream(launch: Launcher) -> None:
     # 40 words at 100 ms each: the stream runs 4 s unless someone closes it
-    sim = launch.sim("--latency", "fixed:1", "--stream-pace-ms", "100")
-    rt = launch.runtime(
-        manifest([provider("up", sim, "openai-compatible", 4)], [{"name": "t", "model": "up/m"}])
-    )
+    sim, rt = one_upstream(launch, sim_args=("--latency", "fixed:1", "--stream-pace-ms", "100"))
     for round_ in range(6):  # more rounds than slots: a leak would show
         stream = client(rt).chat.completions.create(
             model="t", messages=[{"role": "user", "content": f"long {round_}"}], stream=True
@@ -105,13 +117,10 @@ def test_client_hanging_up_mid_stream_closes_the_upstream_stream(launch: Launche
 def test_client_hanging_up_on_a_plain_request_cancels_the_upstream_call(
     launch: Launcher,
 ) -> None:
-    sim = launch.sim("--latency", "fixed:1")
-    rt = launch.runtime(
-        manifest(
-            [provider("up", sim, "openai-compatible", 2)],
-            [{"name": "t", "model": "up/m"}],
-            reliability={"timeoutSeconds": 30, "retry": {"maxAttempts": 1}},
-        )
+    sim, rt = one_upstream(
+        launch,
+        max_connections=2,
+        reliability={"timeoutSeconds": 30, "retry": {"maxAttempts": 1}},
     )
     control(sim, mode="hang")
     for _ in range(4):  # twice the slots
@@ -160,15 +169,12 @@ def test_hung_primary_leaves_the_fallback_time_to_answer(launch: Launcher, strea
 
 
 def test_over_the_in_flight_bound_is_a_503_with_retry_after(launch: Launcher) -> None:
-    sim = launch.sim("--latency", "fixed:1")
-    rt = launch.runtime(
-        manifest(
-            [provider("up", sim, "openai-compatible", 64)],
-            [{"name": "t", "model": "up/m"}],
-            reliability={"timeoutSeconds": 30, "retry": {"maxAttempts": 1}},
-        ),
+    sim, rt = one_upstream(
+        launch,
         "--max-in-flight",
         "3",
+        max_connections=64,
+        reliability={"timeoutSeconds": 30, "retry": {"maxAttempts": 1}},
     )
     control(sim, mode="hang")
     held: list[BaseException] = []
@@ -221,10 +227,7 @@ def raw_request(rt: Proc, head: bytes, body: bytes = b"", wait: float = 5.0) -> 
 
 
 def test_the_key_is_checked_before_the_body_is_read(launch: Launcher) -> None:
-    sim = launch.sim()
-    rt = launch.runtime(
-        manifest([provider("up", sim, "openai-compatible", 4)], [{"name": "t", "model": "up/m"}])
-    )
+    _, rt = one_upstream(launch, sim_args=())
     head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
         b"authorization: Bearer wrong-key\r\ncontent-length: 1000000\r\n\r\n"
@@ -236,12 +239,7 @@ def test_the_key_is_checked_before_the_body_is_read(launch: Launcher) -> None:
 
 
 def test_a_body_that_does_not_arrive_in_time_is_a_408(launch: Launcher) -> None:
-    sim = launch.sim()
-    rt = launch.runtime(
-        manifest([provider("up", sim, "openai-compatible", 4)], [{"name": "t", "model": "up/m"}]),
-        "--body-timeout-seconds",
-        "1",
-    )
+    _, rt = one_upstream(launch, "--body-timeout-seconds", "1", sim_args=())
     head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
         + f"authorization: Bearer {API_KEY}\r\ncontent-length: 100\r\n\r\n".encode()
@@ -255,16 +253,9 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(launch: Launcher) -> None:
 
 
 def test_retry_after_is_capped_by_the_spec(launch: Launcher) -> None:
-    sim = launch.sim("--latency", "fixed:1")
-    rt = launch.runtime(
-        manifest(
-            [provider("up", sim, "openai-compatible", 4)],
-            [{"name": "t", "model": "up/m"}],
-            reliability={
-                "timeoutSeconds": 10,
-                "retry": {"maxAttempts": 2, "maxRetryAfterSeconds": 1},
-            },
-        )
+    sim, rt = one_upstream(
+        launch,
+        reliability={"timeoutSeconds": 10, "retry": {"maxAttempts": 2, "maxRetryAfterSeconds": 1}},
     )
     control(sim, mode="ratelimit", count=1, retryAfter=3600)  # an hour, says the provider
     started = time.monotonic()

@@ -14,12 +14,12 @@ import pytest
 
 from swiftclaw_runtime.processes import Proc
 
-from .conftest import API_KEY, Launcher, manifest, openai_provider
+from .conftest import API_KEY, Launcher
 from .test_resilience_live import sim_stats
+from .test_tools import SHAPES, shape_sims, shapes_manifest
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(56))
 URL = "https://img.example/cats/tabby.png"
-SHAPES = ["openai", "anthropic", "gemini"]
 
 
 def data_uri(raw: bytes) -> str:
@@ -34,23 +34,13 @@ def image_message(*urls: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def sims(module_launch: Launcher) -> dict[str, Proc]:
-    return {shape: module_launch.sim("--latency", "fixed:1") for shape in SHAPES}
+    return shape_sims(module_launch)
 
 
 @pytest.fixture(scope="module")
 def rt(module_launch: Launcher, sims: dict[str, Proc]) -> Proc:
-    doc = manifest(
-        [
-            openai_provider("oai", sims["openai"]),
-            {"name": "ant", "type": "anthropic", "baseURL": f"{sims['anthropic'].url}/v1"},
-            {"name": "gem", "type": "gemini", "baseURL": f"{sims['gemini'].url}/v1beta"},
-        ],
-        [
-            {"name": "openai", "model": "oai/gpt-x"},
-            {"name": "anthropic", "model": "ant/claude-x"},
-            {"name": "gemini", "model": "gem/gemini-x"},
-            {"name": "ant-then-oai", "model": "ant/claude-y", "fallbacks": ["oai/gpt-y"]},
-        ],
+    doc = shapes_manifest(
+        sims, {"name": "ant-then-oai", "model": "ant/claude-y", "fallbacks": ["oai/gpt-y"]}
     )
     return module_launch.runtime(doc, "--max-body-bytes", str(32 * 1024 * 1024))
 

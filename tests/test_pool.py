@@ -90,6 +90,17 @@ async def ok(ex: Exchange) -> bool:
     return True
 
 
+def send_and_close(data: bytes = b"") -> Route:
+    """A route that sends ``data`` (nothing by default) and closes the connection."""
+
+    async def route(ex: Exchange) -> bool:
+        if data:
+            await ex.send(data)
+        return False
+
+    return route
+
+
 async def stall_headers(ex: Exchange) -> bool:
     """Never answers: waits for the client to hang up."""
     await ex.wait_eof()
@@ -352,11 +363,7 @@ async def test_base_path_is_prefixed(server: RawServer, pools: Pools) -> None:
 
 
 async def test_connection_close_answer_is_not_reused(server: RawServer, pools: Pools) -> None:
-    async def closing(ex: Exchange) -> bool:
-        await ex.send(answer(b"once", "connection: close"))
-        return False
-
-    server.routes["/closing"] = closing
+    server.routes["/closing"] = send_and_close(answer(b"once", "connection: close"))
     pool = pools.new(server.url)
     assert await read_whole(pool, "/closing") == b"once"
     assert pool.in_use == 0 and pool.open == 0
@@ -476,11 +483,8 @@ async def test_concurrent_requests_share_at_most_max_connections(
 async def test_server_closing_an_idle_connection_does_not_fail_the_next_request(
     server: RawServer, pools: Pools
 ) -> None:
-    async def ok_then_close(ex: Exchange) -> bool:
-        await ex.send(answer(b"bye"))  # keep-alive by its headers, closed all the same
-        return False
-
-    server.routes["/ok-then-close"] = ok_then_close
+    # keep-alive by its headers, closed all the same
+    server.routes["/ok-then-close"] = send_and_close(answer(b"bye"))
     pool = pools.new(server.url)
     assert await read_whole(pool, "/ok-then-close") == b"bye"
     await server.wait_until(lambda: server.ended == 1)
@@ -520,11 +524,8 @@ async def test_reused_connection_closed_before_any_answer_is_retried_once(
 
 
 async def test_retry_that_cannot_connect_frees_the_slot(pools: Pools) -> None:
-    async def drop(ex: Exchange) -> bool:
-        return False
-
     async with RawServer() as gone:
-        gone.routes["/drop"] = drop
+        gone.routes["/drop"] = send_and_close()
         pool = pools.new(gone.url, max_connections=1)
         assert await read_whole(pool, "/ok") == b"ok"
         gone.stop_listening()  # no new connections; the idle one still works
@@ -538,10 +539,7 @@ async def test_retry_that_cannot_connect_frees_the_slot(pools: Pools) -> None:
 async def test_no_retry_on_a_new_connection_nor_a_second_time(
     server: RawServer, pools: Pools
 ) -> None:
-    async def drop(ex: Exchange) -> bool:
-        return False
-
-    server.routes["/drop"] = drop
+    server.routes["/drop"] = send_and_close()
     pool = pools.new(server.url)
     # A fresh connection: the failure is the server's answer, not a stale connection.
     with pytest.raises(ConnectionLost) as lost:
@@ -559,11 +557,7 @@ async def test_no_retry_on_a_new_connection_nor_a_second_time(
 
 
 async def test_no_retry_once_part_of_the_answer_arrived(server: RawServer, pools: Pools) -> None:
-    async def half_head(ex: Exchange) -> bool:
-        await ex.send(b"HTTP/1.1 200 OK\r\ncontent-le")
-        return False
-
-    server.routes["/half-head"] = half_head
+    server.routes["/half-head"] = send_and_close(b"HTTP/1.1 200 OK\r\ncontent-le")
     pool = pools.new(server.url)
     assert await read_whole(pool, "/ok") == b"ok"
     with pytest.raises(ConnectionLost) as lost:
@@ -574,11 +568,9 @@ async def test_no_retry_once_part_of_the_answer_arrived(server: RawServer, pools
 
 
 async def test_body_cut_short_raises_and_frees_the_slot(server: RawServer, pools: Pools) -> None:
-    async def cut(ex: Exchange) -> bool:
-        await ex.send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
-        return False
-
-    server.routes["/cut"] = cut
+    server.routes["/cut"] = send_and_close(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this"
+    )
     pool = pools.new(server.url)
     resp = await get(pool, "/cut")
     with pytest.raises(ConnectionLost) as lost:

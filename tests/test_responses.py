@@ -23,15 +23,14 @@ from openai import AsyncOpenAI
 from swiftclaw_runtime.processes import Proc, start_redis
 from swiftclaw_runtime.responses.store import MemoryStore
 
-from .conftest import API_KEY, Launcher, manifest, openai_provider
+from .conftest import API_KEY, Launcher
 from .test_agents_sdk import Calls
 from .test_images_live import PNG, data_uri
 from .test_resilience_live import control, metrics
-from .test_tools import REPORT_SCHEMA, WEATHER_SCHEMA
+from .test_tools import REPORT_SCHEMA, SHAPES, WEATHER_SCHEMA, shape_sims, shapes_manifest
 
 set_tracing_disabled(True)
 
-SHAPES = ["openai", "anthropic", "gemini"]
 TOOLS = [
     {
         "type": "function",
@@ -48,21 +47,6 @@ TOOLS = [
 OTHER_KEY = "sk-other-tenant-000001"
 
 
-def spec(sims: dict[str, Proc]) -> dict[str, Any]:
-    return manifest(
-        [
-            openai_provider("oai", sims["openai"]),
-            {"name": "ant", "type": "anthropic", "baseURL": f"{sims['anthropic'].url}/v1"},
-            {"name": "gem", "type": "gemini", "baseURL": f"{sims['gemini'].url}/v1beta"},
-        ],
-        [
-            {"name": "openai", "model": "oai/gpt-x"},
-            {"name": "anthropic", "model": "ant/claude-x"},
-            {"name": "gemini", "model": "gem/gemini-x"},
-        ],
-    )
-
-
 def keys_file(folder: Path) -> str:
     path = folder / "two-tenants.yaml"
     keys = [
@@ -75,12 +59,13 @@ def keys_file(folder: Path) -> str:
 
 @pytest.fixture(scope="module")
 def sims(module_launch: Launcher) -> dict[str, Proc]:
-    return {shape: module_launch.sim("--latency", "fixed:1") for shape in SHAPES}
+    return shape_sims(module_launch)
 
 
 @pytest.fixture(scope="module")
 def rt(module_launch: Launcher, sims: dict[str, Proc]) -> Proc:
-    return module_launch.runtime(spec(sims), "--api-keys", keys_file(module_launch.folder))
+    keys = keys_file(module_launch.folder)
+    return module_launch.runtime(shapes_manifest(sims), "--api-keys", keys)
 
 
 def client(rt: Proc, key: str = API_KEY) -> openai.OpenAI:
@@ -253,14 +238,14 @@ def test_the_redis_store_survives_a_restart_with_a_ttl(
     server = start_redis(log_path=launch.folder / "redis.log")
     launch.procs.append(server)
     url = f"redis://127.0.0.1:{server.port}/0"
-    first_rt = launch.runtime(spec(sims), "--redis-url", url)
+    first_rt = launch.runtime(shapes_manifest(sims), "--redis-url", url)
     first = create(first_rt, False, model="gemini", input="Weather?", tools=TOOLS[:1])
     (call,) = [o for o in first.output if o.type == "function_call"]
     db = redis.Redis.from_url(url)
     key = f"swiftclaw:responses:acme:{first.id}"
     assert 0 < db.ttl(key) <= 24 * 3600
     first_rt.stop()
-    second_rt = launch.runtime(spec(sims), "--redis-url", url)
+    second_rt = launch.runtime(shapes_manifest(sims), "--redis-url", url)
     final = create(
         second_rt,
         True,

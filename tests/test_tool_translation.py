@@ -230,32 +230,34 @@ def test_from_anthropic_answer_tool_input_is_the_content() -> None:
     assert c.body["choices"][0]["finish_reason"] == "stop"
 
 
+def tool_use_start(index: int, id_: str, name: str) -> dict[str, Any]:
+    """An Anthropic stream event: a tool_use block starts at ``index``."""
+    return {
+        "type": "content_block_start",
+        "index": index,
+        "content_block": {"type": "tool_use", "id": id_, "name": name},
+    }
+
+
+def json_delta(index: int, partial: str) -> dict[str, Any]:
+    """An Anthropic stream event: a piece of the tool_use block's input JSON."""
+    return {
+        "type": "content_block_delta",
+        "index": index,
+        "delta": {"type": "input_json_delta", "partial_json": partial},
+    }
+
+
 def test_anthropic_stream_tool_use_becomes_indexed_tool_call_fragments() -> None:
     s = AnthropicStream()
     events = [
         {"type": "message_start", "message": {"id": "msg_9", "usage": {"input_tokens": 7}}},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}},
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hm"}},
-        {
-            "type": "content_block_start",
-            "index": 1,
-            "content_block": {"type": "tool_use", "id": "toolu_a", "name": "get_weather"},
-        },
-        {
-            "type": "content_block_delta",
-            "index": 1,
-            "delta": {"type": "input_json_delta", "partial_json": '{"city":'},
-        },
-        {
-            "type": "content_block_delta",
-            "index": 1,
-            "delta": {"type": "input_json_delta", "partial_json": ' "Paris"}'},
-        },
-        {
-            "type": "content_block_start",
-            "index": 2,
-            "content_block": {"type": "tool_use", "id": "toolu_b", "name": "get_time"},
-        },
+        tool_use_start(1, "toolu_a", "get_weather"),
+        json_delta(1, '{"city":'),
+        json_delta(1, ' "Paris"}'),
+        tool_use_start(2, "toolu_b", "get_time"),
         {
             "type": "message_delta",
             "delta": {"stop_reason": "tool_use"},
@@ -302,21 +304,9 @@ def test_anthropic_stream_tool_use_becomes_indexed_tool_call_fragments() -> None
 def test_anthropic_stream_answer_tool_streams_content() -> None:
     s = AnthropicStream()
     events = [
-        {
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {"type": "tool_use", "id": "t", "name": ANSWER_TOOL},
-        },
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "input_json_delta", "partial_json": '{"a":'},
-        },
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "input_json_delta", "partial_json": "1}"},
-        },
+        tool_use_start(0, "t", ANSWER_TOOL),
+        json_delta(0, '{"a":'),
+        json_delta(0, "1}"),
         {"type": "message_delta", "delta": {"stop_reason": "tool_use"}},
     ]
     assert [d for e in events for d in s.feed(e)] == [{"content": '{"a":'}, {"content": "1}"}]

@@ -80,23 +80,32 @@ SHAPES = ["openai", "anthropic", "gemini"]
 USER = {"role": "user", "content": "What is the weather and the time in Paris?"}
 
 
-@pytest.fixture(scope="module")
-def rt(module_launch: Launcher) -> Proc:
-    """One tier per provider shape."""
-    o, a, g = (module_launch.sim("--latency", "fixed:1") for _ in range(3))
-    doc = manifest(
+def shape_sims(launch: Launcher) -> dict[str, Proc]:
+    """A simulator per provider shape, by shape."""
+    return {shape: launch.sim("--latency", "fixed:1") for shape in SHAPES}
+
+
+def shapes_manifest(sims: dict[str, Proc], *tiers: dict[str, Any]) -> dict[str, Any]:
+    """One tier per provider shape, named after it, on ``sims`` (then ``tiers``)."""
+    return manifest(
         [
-            openai_provider("oai", o),
-            {"name": "ant", "type": "anthropic", "baseURL": f"{a.url}/v1"},
-            {"name": "gem", "type": "gemini", "baseURL": f"{g.url}/v1beta"},
+            openai_provider("oai", sims["openai"]),
+            {"name": "ant", "type": "anthropic", "baseURL": f"{sims['anthropic'].url}/v1"},
+            {"name": "gem", "type": "gemini", "baseURL": f"{sims['gemini'].url}/v1beta"},
         ],
         [
             {"name": "openai", "model": "oai/gpt-x"},
             {"name": "anthropic", "model": "ant/claude-x"},
             {"name": "gemini", "model": "gem/gemini-x"},
+            *tiers,
         ],
     )
-    return module_launch.runtime(doc)
+
+
+@pytest.fixture(scope="module")
+def rt(module_launch: Launcher) -> Proc:
+    """One tier per provider shape."""
+    return module_launch.runtime(shapes_manifest(shape_sims(module_launch)))
 
 
 def client(rt: Proc) -> openai.OpenAI:

@@ -7,10 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
 from ..sse import EventReader
-from .base import Call, Completion, StreamUsage, UpstreamError
+from .base import Call, Completion, StreamUsage, stream_event
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, usage_chunk
 from .translate_anthropic import AnthropicStream, from_anthropic, to_anthropic
@@ -50,12 +48,7 @@ class AnthropicProvider(HttpProvider):
             events = EventReader(resp, idle_timeout)
             while not translate.stopped and (batch := await events.next_batch()) is not None:
                 for data in batch:
-                    try:
-                        event = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        raise UpstreamError("protocol", "stream event is not JSON") from None
-                    if not isinstance(event, dict):
-                        raise UpstreamError("protocol", "stream event is not a JSON object")
+                    event = stream_event(data)
                     for delta in translate.feed(event):
                         yield chunk_body(translate.id, model, created, delta)
                     usage.prompt_tokens = translate.prompt_tokens

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from ..embeddings import EmbeddingsRequest
 from ..schemas import ChatRequest
 
@@ -82,6 +84,17 @@ class Unsupported(UpstreamError):
     def __init__(self, message: str, param: str) -> None:
         super().__init__("unsupported", message)
         self.param = param
+
+
+def stream_event(data: bytes) -> dict[str, Any]:
+    """One server-sent event's data as the JSON object every provider streams."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("protocol", "stream event is not JSON") from None
+    if not isinstance(event, dict):
+        raise UpstreamError("protocol", "stream event is not a JSON object")
+    return event
 
 
 @dataclass(frozen=True)

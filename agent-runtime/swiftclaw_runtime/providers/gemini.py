@@ -7,12 +7,19 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
 from ..embeddings import decode_vector, embeddings_body
 from ..sse import EventReader
 from ..tokens import estimate_tokens
-from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, Unsupported, UpstreamError
+from .base import (
+    Call,
+    Completion,
+    EmbedCall,
+    Embeddings,
+    StreamUsage,
+    Unsupported,
+    UpstreamError,
+    stream_event,
+)
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_id, usage_chunk
 from .translate_gemini import GeminiAnswer, from_gemini, to_gemini
@@ -78,12 +85,7 @@ class GeminiProvider(HttpProvider):
             events = EventReader(resp, idle_timeout)
             while (batch := await events.next_batch()) is not None:
                 for data in batch:
-                    try:
-                        event = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        raise UpstreamError("protocol", "stream event is not JSON") from None
-                    if not isinstance(event, dict):
-                        raise UpstreamError("protocol", "stream event is not a JSON object")
+                    event = stream_event(data)
                     if "error" in event:
                         raise UpstreamError("server", f"error in stream: {event['error']}")
                     meta = event.get("usageMetadata") or {}

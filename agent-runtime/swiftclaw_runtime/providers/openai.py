@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from ..sse import EventReader
-from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, UpstreamError
+from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, UpstreamError, stream_event
 from .http import HttpClient, HttpProvider
 
 
@@ -63,12 +61,7 @@ class OpenAIProvider(HttpProvider):
 
 def _stream_chunk(data: bytes, usage: StreamUsage, wants_usage: bool) -> dict[str, Any] | None:
     """One upstream event as the client gets it (None: nothing to forward); counts usage."""
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamError("protocol", "stream event is not JSON") from None
-    if not isinstance(chunk, dict):
-        raise UpstreamError("protocol", "stream event is not a JSON object")
+    chunk = stream_event(data)
     if "error" in chunk:
         err = chunk["error"]
         msg = err.get("message") if isinstance(err, dict) else str(err)
