@@ -27,9 +27,9 @@ from pydantic import BaseModel
 
 from swiftclaw_runtime.processes import Proc
 
-from .conftest import API_KEY, Launcher, manifest, openai_provider
+from .conftest import API_KEY, Launcher
 from .test_resilience_live import control, sim_stats
-from .test_tools import shape_sims, shapes_manifest
+from .test_tools import failover_runtime, shape_sims, shapes_manifest
 
 set_tracing_disabled(True)
 
@@ -119,15 +119,7 @@ async def test_an_agent_with_a_structured_output(rt: Proc, tier: str) -> None:
 async def test_an_agent_continues_on_the_anthropic_fallback_after_the_primary_fails(
     launch: Launcher,
 ) -> None:
-    primary, fallback = launch.sim("--latency", "fixed:1"), launch.sim("--latency", "fixed:1")
-    doc = manifest(
-        [
-            openai_provider("oai", primary),
-            {"name": "ant", "type": "anthropic", "baseURL": f"{fallback.url}/v1"},
-        ],
-        [{"name": "main", "model": "oai/gpt-x", "fallbacks": ["ant/claude-x"]}],
-    )
-    rt = launch.runtime(doc)
+    primary, fallback, rt = failover_runtime(launch)
     calls = Calls()
     async with connect(rt) as client:
         a = agent(client, "main", calls)

@@ -293,6 +293,19 @@ async def cancelled_at_exit(tasks: list[asyncio.Task[Any]]) -> AsyncIterator[Non
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def assert_cancel_frees_the_slot(
+    task: asyncio.Task[Any], pool: Pool, server: RawServer
+) -> None:
+    """Cancelling ``task``, which holds the one slot in use, frees it and closes its
+    connection (the server sees the hang-up)."""
+    assert pool.in_use == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.in_use == 0 and pool.open == 0
+    await server.wait_until(lambda: server.hangups == 1)
+
+
 async def assert_limit_holds(pool: Pool, server: RawServer, limit: int) -> None:
     """``limit + 1`` requests held by the server: exactly ``limit`` get a slot and reach it,
     the last waits; all are answered once released. Fails if slots were over-released."""
@@ -690,12 +703,7 @@ async def test_cancelled_while_waiting_for_headers(server: RawServer, pools: Poo
     pool = pools.new(server.url)
     task = asyncio.create_task(get(pool, "/stall-headers", 1))
     await server.arrival("1").wait()
-    assert pool.in_use == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert pool.in_use == 0 and pool.open == 0
-    await server.wait_until(lambda: server.hangups == 1)
+    await assert_cancel_frees_the_slot(task, pool, server)
     assert await read_whole(pool, "/ok") == b"ok"
 
 
@@ -711,12 +719,7 @@ async def test_cancelled_while_reading_the_body(server: RawServer, pools: Pools)
 
     task = asyncio.create_task(reader())
     await got_first.wait()
-    assert pool.in_use == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert pool.in_use == 0 and pool.open == 0
-    await server.wait_until(lambda: server.hangups == 1)
+    await assert_cancel_frees_the_slot(task, pool, server)
 
 
 async def test_cancelled_while_waiting_for_a_slot(server: RawServer, pools: Pools) -> None:

@@ -102,6 +102,20 @@ def shapes_manifest(sims: dict[str, Proc], *tiers: dict[str, Any]) -> dict[str, 
     )
 
 
+def failover_runtime(launch: Launcher) -> tuple[Proc, Proc, Proc]:
+    """An OpenAI-shaped primary sim, an Anthropic-shaped fallback sim, and a runtime with
+    tier ``main`` on the primary falling back to the other."""
+    primary, fallback = launch.sim("--latency", "fixed:1"), launch.sim("--latency", "fixed:1")
+    doc = manifest(
+        [
+            openai_provider("oai", primary),
+            {"name": "ant", "type": "anthropic", "baseURL": f"{fallback.url}/v1"},
+        ],
+        [{"name": "main", "model": "oai/gpt-x", "fallbacks": ["ant/claude-x"]}],
+    )
+    return primary, fallback, launch.runtime(doc)
+
+
 @pytest.fixture(scope="module")
 def rt(module_launch: Launcher) -> Proc:
     """One tier per provider shape."""
@@ -274,15 +288,7 @@ def test_json_answer_after_tools_quotes_the_results(rt: Proc, tier: str) -> None
 def test_a_loop_moves_from_openai_to_anthropic_on_failover(launch: Launcher) -> None:
     """Tool calls made by the OpenAI-shaped primary are answered on the Anthropic-shaped
     fallback once the primary fails: the ids of the conversation hold across shapes."""
-    primary, fallback = launch.sim("--latency", "fixed:1"), launch.sim("--latency", "fixed:1")
-    doc = manifest(
-        [
-            openai_provider("oai", primary),
-            {"name": "ant", "type": "anthropic", "baseURL": f"{fallback.url}/v1"},
-        ],
-        [{"name": "main", "model": "oai/gpt-x", "fallbacks": ["ant/claude-x"]}],
-    )
-    runtime = launch.runtime(doc)
+    primary, _, runtime = failover_runtime(launch)
     first = ask(runtime, "main", False, messages=[USER], tools=TOOLS)
     assert_valid_calls(first, ["get_weather", "get_time"])
     assert all(c["id"].startswith("call_") for c in first.calls)

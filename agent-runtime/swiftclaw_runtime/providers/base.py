@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
 from ..embeddings import EmbeddingsRequest
-from ..schemas import ChatRequest
+from ..schemas import ChatRequest, Message
 
 FailureKind = Literal[
     "connect", "timeout", "rate_limited", "server", "auth", "client", "protocol", "unsupported"
@@ -95,6 +95,31 @@ def stream_event(data: bytes) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise UpstreamError("protocol", "stream event is not a JSON object")
     return event
+
+
+def turns(
+    request: ChatRequest,
+    items: str,
+    system_text: Callable[[Message, str], Iterable[str]],
+    turn: Callable[[int, Message, str], tuple[str, list[dict[str, Any]]]],
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The texts of the system and developer messages, and the other messages as turns
+    ``{"role": role, items: [...]}`` where ``turn(i, message, param)`` gives the role and
+    the items (``param`` names the message's content). Consecutive messages of one role join
+    one turn, for the APIs (Anthropic, Gemini) that want the roles to alternate."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(request.messages):
+        param = f"messages[{i}].content"
+        if m.role in ("system", "developer"):
+            system.extend(system_text(m, param))
+            continue
+        role, parts = turn(i, m, param)
+        if out and out[-1]["role"] == role:
+            out[-1][items].extend(parts)
+        else:
+            out.append({"role": role, items: parts})
+    return system, out
 
 
 @dataclass(frozen=True)

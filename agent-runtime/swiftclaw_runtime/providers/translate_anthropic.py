@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..schemas import ChatRequest, ContentPart
-from .base import Completion, Unsupported, UpstreamError
+from ..schemas import ChatRequest, ContentPart, Message
+from .base import Completion, Unsupported, UpstreamError, turns
 from .content import ANTHROPIC, anthropic_block, check_images, parts_of
 from .params import refuse_untranslated
 from .shapes import completion_body, completion_id, tool_call, tool_call_delta
@@ -59,42 +59,38 @@ def _blocks(
     return [anthropic_block(piece) for _, piece in parts_of(content, param, "Anthropic", images)]
 
 
+def _turn(i: int, m: Message, param: str) -> tuple[str, list[dict[str, Any]]]:
+    """A (non-system) message's role and content blocks."""
+    if m.role == "tool":
+        assert m.tool_call_id is not None  # the schema requires it
+        text = content_text(m.content, param, "Anthropic")
+        result: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": tool_use_id(m.tool_call_id),
+        }
+        if text:
+            result["content"] = text
+        return "user", [result]
+    if m.role == "assistant":
+        blocks = _blocks(m.content, param)
+        for j, call in enumerate(m.tool_calls or []):
+            where = f"messages[{i}].tool_calls[{j}].function.arguments"
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": tool_use_id(call.id),
+                    "name": call.function.name,
+                    "input": arguments_object(call.function.arguments, where),
+                }
+            )
+        return "assistant", blocks
+    return "user", _blocks(m.content, param, images=True)
+
+
 def _messages(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
-    system: list[str] = []
-    messages: list[dict[str, Any]] = []
-    for i, m in enumerate(request.messages):
-        param = f"messages[{i}].content"
-        if m.role in ("system", "developer"):
-            system.extend(b["text"] for b in _blocks(m.content, param))
-            continue
-        if m.role == "tool":
-            assert m.tool_call_id is not None  # the schema requires it
-            text = content_text(m.content, param, "Anthropic")
-            result: dict[str, Any] = {
-                "type": "tool_result",
-                "tool_use_id": tool_use_id(m.tool_call_id),
-            }
-            if text:
-                result["content"] = text
-            role, blocks = "user", [result]
-        elif m.role == "assistant":
-            role, blocks = "assistant", _blocks(m.content, param)
-            for j, call in enumerate(m.tool_calls or []):
-                where = f"messages[{i}].tool_calls[{j}].function.arguments"
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": tool_use_id(call.id),
-                        "name": call.function.name,
-                        "input": arguments_object(call.function.arguments, where),
-                    }
-                )
-        else:
-            role, blocks = "user", _blocks(m.content, param, images=True)
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+    system, messages = turns(
+        request, "content", lambda m, param: (b["text"] for b in _blocks(m.content, param)), _turn
+    )
     for msg in messages:  # plain text turns as plain strings
         blocks = msg["content"]
         if all(b["type"] == "text" for b in blocks):

@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from ..schemas import ChatRequest, JsonSchemaFormat, ToolCall
-from .base import Completion, Unsupported, UpstreamError
+from ..schemas import ChatRequest, JsonSchemaFormat, Message, ToolCall
+from .base import Completion, Unsupported, UpstreamError, turns
 from .content import GEMINI, check_images, gemini_part, parts_of
 from .gemini_schema import gemini_schema
 from .params import refuse_untranslated
@@ -82,21 +82,17 @@ def _parts(content: Any, param: str, images: bool = False) -> list[dict[str, Any
 
 
 def _contents(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
     names = call_names(request)
-    for i, m in enumerate(request.messages):
-        param = f"messages[{i}].content"
-        if m.role in ("system", "developer"):
-            system.extend(p["text"] for p in _parts(m.content, param))
-            continue
+
+    def turn(i: int, m: Message, param: str) -> tuple[str, list[dict[str, Any]]]:
         if m.role == "tool":
             assert m.tool_call_id is not None  # the schema requires it and checks it
             response = _function_response(content_text(m.content, param, "Gemini"))
-            role = "user"
-            parts = [{"functionResponse": {"name": names[m.tool_call_id], "response": response}}]
-        elif m.role == "assistant":
-            role, parts = "model", _parts(m.content, param)
+            return "user", [
+                {"functionResponse": {"name": names[m.tool_call_id], "response": response}}
+            ]
+        if m.role == "assistant":
+            parts = _parts(m.content, param)
             for j, call in enumerate(m.tool_calls or []):
                 where = f"messages[{i}].tool_calls[{j}].function.arguments"
                 part: dict[str, Any] = {
@@ -108,13 +104,12 @@ def _contents(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
                 if (sig := _signature(call)) is not None:
                     part["thoughtSignature"] = sig
                 parts.append(part)
-        else:
-            role, parts = "user", _parts(m.content, param, images=True)
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    return system, contents
+            return "model", parts
+        return "user", _parts(m.content, param, images=True)
+
+    return turns(
+        request, "parts", lambda m, param: (p["text"] for p in _parts(m.content, param)), turn
+    )
 
 
 def _tools(plan: ToolPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -146,13 +141,9 @@ def to_gemini(request: ChatRequest) -> dict[str, Any]:
     plan = plan_tools(request, answer_by_tool=bool(request.tools))
     if plan is not None:
         body["tools"], body["toolConfig"] = _tools(plan)
-    config: dict[str, Any] = {}
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.output_limit is not None:
-        config["maxOutputTokens"] = request.output_limit
+    config = _renamed(
+        request, temperature="temperature", top_p="topP", output_limit="maxOutputTokens"
+    )
     if request.stop is not None:
         config["stopSequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
     config.update(_sampling(request))
@@ -168,15 +159,20 @@ def to_gemini(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
+def _renamed(request: ChatRequest, **names: str) -> dict[str, Any]:
+    """The request's parameters among ``names`` that are set, each under its Gemini name."""
+    values = {gemini: getattr(request, field) for field, gemini in names.items()}
+    return {gemini: value for gemini, value in values.items() if value is not None}
+
+
 def _sampling(request: ChatRequest) -> dict[str, Any]:
     """The sampling parameters Gemini has under its own names."""
-    config: dict[str, Any] = {}
-    if request.seed is not None:
-        config["seed"] = request.seed
-    if request.presence_penalty is not None:
-        config["presencePenalty"] = request.presence_penalty
-    if request.frequency_penalty is not None:
-        config["frequencyPenalty"] = request.frequency_penalty
+    config = _renamed(
+        request,
+        seed="seed",
+        presence_penalty="presencePenalty",
+        frequency_penalty="frequencyPenalty",
+    )
     if request.logprobs:
         config["responseLogprobs"] = True
         if request.top_logprobs:

@@ -134,6 +134,10 @@ class EventStream:
         self.seq += 1
         return out
 
+    def _part_event(self, kind: str, item_id: str, index: int, **fields: Any) -> bytes:
+        """An event about the one text part of message item ``item_id`` at ``index``."""
+        return self._event(kind, item_id=item_id, output_index=index, content_index=0, **fields)
+
     def start(self) -> list[bytes]:
         head = response_object(self.id, self.model, self.echo, [], "in_progress", self.store)
         return [
@@ -161,23 +165,18 @@ class EventStream:
             index = len(self.output)
             out.append(self._event("response.output_item.added", output_index=index, item=item))
             out.append(
-                self._event(
-                    "response.content_part.added",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    part=output_text(""),
+                self._part_event(
+                    "response.content_part.added", item["id"], index, part=output_text("")
                 )
             )
         self.text.append(piece)
         assert self._open is not None
         return [
             *out,
-            self._event(
+            self._part_event(
                 "response.output_text.delta",
-                item_id=self._open["id"],
-                output_index=len(self.output),
-                content_index=0,
+                self._open["id"],
+                len(self.output),
                 delta=piece,
                 logprobs=[],
             ),
@@ -227,25 +226,14 @@ class EventStream:
         if item["type"] == "message":
             text = "".join(self.text)
             item = message_item(text, item_id=item["id"])
-            out.append(
-                self._event(
-                    "response.output_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    text=text,
-                    logprobs=[],
-                )
-            )
-            out.append(
-                self._event(
-                    "response.content_part.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    part=output_text(text),
-                )
-            )
+            out += [
+                self._part_event(
+                    "response.output_text.done", item["id"], index, text=text, logprobs=[]
+                ),
+                self._part_event(
+                    "response.content_part.done", item["id"], index, part=output_text(text)
+                ),
+            ]
         else:
             item["status"] = "completed"
             out.append(
