@@ -1,8 +1,15 @@
 """The request path of ``POST /v1/chat/completions``, transport aside.
 
-auth -> parse -> route -> prompt build -> dispatch (retries, breakers, fallbacks) ->
-record -> respond. Caching, complexity routing, rate limits and budgets slot in between
-these steps in a later version.
+auth (in app) -> parse -> identity (tenant, user) -> route (explicit tier or complexity
+class) -> context sources (in parallel) -> prompt build (system prompt, context, history
+trimmed to maxInputTokens) -> admit (rate limits, then the budget's reservation: may
+downgrade the tier or refuse) -> dispatch (retries, breakers, fallbacks) -> settle
+(tokens, budget, usage) and record -> respond. Each step is one call here; what it does
+lives in its own package (routing/, prompt/, spend/, dispatch).
+
+Every chat response carries the route (``x-swiftclaw-route``), OpenAI's
+``x-ratelimit-*`` headers when limits are set, ``x-swiftclaw-budget`` when a budget was
+found spent, and ``x-swiftclaw-trimmed-tokens`` when older turns were dropped.
 
 Streams: headers are sent only when the first chunk is in hand, so any failure before
 that falls back transparently. If a provider fails after that, the stream ends with one
@@ -15,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,16 +30,17 @@ import orjson
 
 from .auth import Principal
 from .config import TierSpec
-from .costs import cost_usd, prices
 from .dispatch import OpenStream, Served
 from .errors import ApiError, invalid_request
+from .prompt import build_prompt
 from .providers import UpstreamError
 from .resilience import Deadline
-from .routing import resolve_tier
+from .routing import Route
 from .runtime import Runtime
-from .schemas import ChatRequest, Message, message_text, parse_chat_request
+from .schemas import ChatRequest, parse_chat_request
+from .spend import Admission, Identity
+from .spend.costs import cost_usd, prices
 from .sse import DONE, encode_event
-from .tokens import estimate_message_tokens
 
 Headers = list[tuple[bytes, bytes]]
 # The outcome of a request whose client hung up first (nginx's 499).
@@ -44,12 +52,18 @@ class JsonResult:
     status: int
     body: bytes
     headers: Headers = field(default_factory=list)
+    who: Identity | None = None
 
 
 @dataclass
 class StreamResult:
     headers: Headers
     events: AsyncIterator[bytes]
+    who: Identity | None = None
+    # Called by the transport once the response is over, however it ended: closes the
+    # upstream stream and settles the request if ``events`` never ran to its end (an
+    # async generator closed before its first step skips its ``finally``).
+    cleanup: Callable[[], Awaitable[None]] | None = None
 
 
 def decode_json(body: bytes) -> Any:
@@ -63,55 +77,71 @@ def decode_json(body: bytes) -> Any:
         ) from None
 
 
-def build_prompt(
-    rt: Runtime, request: ChatRequest, payload: dict[str, Any]
-) -> tuple[ChatRequest, dict[str, Any]]:
-    """Prepend the agent's system prompt, enforce its input budget and cap its output."""
-    agent = rt.policy.agent
-    if agent.system_prompt:
-        system = Message(role="system", content=agent.system_prompt)
-        request = request.model_copy(update={"messages": [system, *request.messages]})
-        payload = dict(
-            payload,
-            messages=[{"role": "system", "content": agent.system_prompt}, *payload["messages"]],
-        )
-    estimated = estimate_message_tokens([message_text(m) for m in request.messages])
-    if estimated > agent.max_input_tokens:
-        raise invalid_request(
-            f"The messages hold about {estimated} tokens; this agent accepts at most "
-            f"{agent.max_input_tokens} (spec.agent.maxInputTokens).",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    cap = agent.max_output_tokens
-    if cap is not None and (request.output_limit is None or request.output_limit > cap):
-        request = request.model_copy(update={"max_tokens": cap, "max_completion_tokens": None})
-        payload = {k: v for k, v in payload.items() if k != "max_completion_tokens"}
-        payload["max_tokens"] = cap
-    return request, payload
-
-
-def _served_headers(request_id: str, tier: str, served: Served) -> Headers:
+def _served_headers(request_id: str, route: Route, served: Served, adm: Admission) -> Headers:
     return [
         (b"x-request-id", request_id.encode()),
-        (b"x-swiftclaw-tier", tier.encode()),
+        (b"x-swiftclaw-tier", route.tier.name.encode()),
         (b"x-swiftclaw-model", served.target.ref.encode()),
         (b"x-swiftclaw-fallback", b"true" if served.fallback else b"false"),
         (b"x-swiftclaw-attempts", str(served.attempts).encode()),
+        (b"x-swiftclaw-route", route.header.encode()),
+        *adm.headers(),
     ]
 
 
 async def chat(
-    rt: Runtime, principal: Principal, request_id: str | None, body: bytes
+    rt: Runtime,
+    principal: Principal,
+    request_id: str | None,
+    body: bytes,
+    log_fields: dict[str, str] | None = None,
 ) -> JsonResult | StreamResult:
     """Serve one chat completion for an authenticated ``principal``; raises
-    :class:`ApiError` for anything a client sees."""
+    :class:`ApiError` for anything a client sees. ``log_fields`` receives the tenant and
+    user as soon as they are known, for the access log."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4().hex
     payload = decode_json(body)
     request = parse_chat_request(payload)
-    tier = resolve_tier(rt.policy, rt.name, request.model)
-    request, payload = build_prompt(rt, request, payload)
+    who = rt.spend.who(principal, request.user)
+    if log_fields is not None:
+        log_fields.update(tenant=who.tenant, user=who.user)
+    route = rt.router.route(request)
+    context = await rt.context.fetch(who)
+    prompt = build_prompt(rt.policy.agent, request, payload, context)
+    if prompt.trimmed_tokens:
+        rt.metrics.trimmed_tokens.inc(prompt.trimmed_tokens)
+    request, payload = prompt.request, prompt.payload
+    output = rt.spend.output_cap(request.output_limit)
+    adm = await rt.spend.admit(who, request_id, route, prompt.input_tokens, output)
+    route = adm.route
+    rt.metrics.routing_decisions.labels(
+        route.tier.name, "budget_downgrade" if route.downgraded else route.reason
+    ).inc()
+    extra: Headers = []
+    if prompt.trimmed_tokens:
+        extra.append((b"x-swiftclaw-trimmed-tokens", str(prompt.trimmed_tokens).encode()))
+    try:
+        return await _serve(
+            rt, request_id, route, adm, request, payload, prompt.input_tokens, extra, started
+        )
+    except BaseException:
+        await asyncio.shield(rt.spend.settle(adm, "none", 0.0, 0, 0))
+        raise
+
+
+async def _serve(
+    rt: Runtime,
+    request_id: str,
+    route: Route,
+    adm: Admission,
+    request: ChatRequest,
+    payload: dict[str, Any],
+    input_estimate: int,
+    extra: Headers,
+    started: float,
+) -> JsonResult | StreamResult:
+    tier = route.tier
     deadline = Deadline(rt.policy.reliability.timeout_seconds)
     m = rt.metrics
     if not request.stream:
@@ -125,6 +155,9 @@ async def chat(
                 tier.name, "none", CLIENT_CLOSED, False, time.perf_counter() - started, 0, 0
             )
             raise
+        cost = request_cost(
+            rt, tier, served, completion.prompt_tokens, completion.completion_tokens
+        )
         m.record_request(
             tier.name,
             served.target.ref,
@@ -133,11 +166,19 @@ async def chat(
             time.perf_counter() - started,
             completion.prompt_tokens,
             completion.completion_tokens,
-            request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens),
+            cost,
         )
-        return JsonResult(
-            200, orjson.dumps(completion.body), _served_headers(request_id, tier.name, served)
+        ids = (request_id, str(completion.body.get("id") or request_id))
+        await rt.spend.settle(
+            adm,
+            served.target.ref,
+            cost,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            ids,
         )
+        headers = _served_headers(request_id, route, served, adm) + extra
+        return JsonResult(200, orjson.dumps(completion.body), headers, adm.who)
     try:
         stream = await rt.dispatcher.open_stream(tier, request, payload, deadline)
     except ApiError:
@@ -149,8 +190,23 @@ async def chat(
         )
         raise
     m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
-    headers = _served_headers(request_id, tier.name, stream.served)
-    return StreamResult(headers, _relay(rt, tier, stream, started))
+    headers = _served_headers(request_id, route, stream.served, adm) + extra
+    ids = (request_id, str(stream.first.get("id") or request_id))
+    events = _relay(rt, tier, stream, started, adm, input_estimate, ids)
+
+    async def cleanup() -> None:
+        if not adm.settled:
+            await _aclose(stream.rest)
+            cost = request_cost(rt, tier, stream.served, input_estimate, 0)
+            await rt.spend.settle(adm, stream.served.target.ref, cost, input_estimate, 0, ids)
+
+    return StreamResult(headers, events, adm.who, cleanup)
+
+
+async def _aclose(gen: AsyncIterator[Any]) -> None:
+    aclose = getattr(gen, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def request_cost(
@@ -161,9 +217,18 @@ def request_cost(
 
 
 async def _relay(
-    rt: Runtime, tier: TierSpec, stream: OpenStream, started: float
+    rt: Runtime,
+    tier: TierSpec,
+    stream: OpenStream,
+    started: float,
+    adm: Admission,
+    input_estimate: int,
+    ids: tuple[str, ...],
 ) -> AsyncIterator[bytes]:
-    """Forward an open stream; a failure after the first chunk ends it with an error event."""
+    """Forward an open stream; a failure after the first chunk ends it with an error event.
+    At the end, however it ends, the request is settled on the usage the provider
+    reported; a stream cut before its usage arrived is charged the input estimate and the
+    output counted so far."""
     m = rt.metrics
     model = stream.served.target.ref
     outcome = "fallback" if stream.served.fallback else "ok"
@@ -190,10 +255,10 @@ async def _relay(
     finally:
         if not ended:
             outcome = CLIENT_CLOSED  # closed before the end: the client went away
-        aclose = getattr(stream.rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _aclose(stream.rest)
         usage = stream.usage
+        tokens_in = usage.prompt_tokens or input_estimate
+        cost = request_cost(rt, tier, stream.served, tokens_in, usage.completion_tokens)
         m.record_request(
             tier.name,
             model,
@@ -202,5 +267,8 @@ async def _relay(
             time.perf_counter() - started,
             usage.prompt_tokens,
             usage.completion_tokens,
-            request_cost(rt, tier, stream.served, usage.prompt_tokens, usage.completion_tokens),
+            cost,
+        )
+        await asyncio.shield(
+            rt.spend.settle(adm, model, cost, tokens_in, usage.completion_tokens, ids)
         )

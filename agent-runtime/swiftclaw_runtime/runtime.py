@@ -11,7 +11,10 @@ from .credentials import resolve_provider_key
 from .dispatch import Dispatcher
 from .health import Health
 from .metrics import Metrics
+from .prompt import ContextSources
 from .providers import Provider, build_provider
+from .routing import Router
+from .spend import SpendControl
 
 log = logging.getLogger("swiftclaw.runtime")
 
@@ -27,6 +30,9 @@ class RuntimeOptions:
     access_log: bool = False
     drain_seconds: float = 0.0
     grace_seconds: float = 30.0
+    # Replicas sharing the limits and budgets: without Redis (none, or unreachable) each
+    # enforces 1/expected_replicas of each. The operator sets scaling.minReplicas.
+    expected_replicas: int = 1
 
 
 @dataclass
@@ -44,6 +50,15 @@ class Runtime:
             self.metrics.track_connections(name, provider.connections)
         self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
         self.health = Health(self.providers, self.dispatcher, self.options.redis_url)
+        self.router = Router(self.policy, self.name)
+        self.spend = SpendControl(
+            self.policy,
+            f"{self.config.namespace}/{self.name}",
+            self.metrics,
+            self.options.redis_url,
+            self.options.expected_replicas,
+        )
+        self.context = ContextSources(self.policy.agent.context, self.metrics)
 
     @property
     def name(self) -> str:
@@ -64,6 +79,13 @@ class Runtime:
         pending = inactive_features(self.policy)
         if pending:
             log.info("configured but not active in this runtime version: %s", ", ".join(pending))
+        await self.spend.start()
+        if self.spend.redis is None and (self.spend.limiter.active or self.spend.budget.active):
+            log.info(
+                "no Redis: rate limits and budgets are counted in this process, "
+                "each at 1/%d of its value (--expected-replicas)",
+                self.options.expected_replicas,
+            )
         self.health.started = True
         log.info(
             "agent %s/%s serving tiers %s",
@@ -73,5 +95,7 @@ class Runtime:
         )
 
     async def shutdown(self) -> None:
+        await self.context.close()
+        await self.spend.close()
         for provider in self.providers.values():
             await provider.close()

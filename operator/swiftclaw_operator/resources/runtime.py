@@ -80,6 +80,10 @@ def _env(agent: Agent) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "SWIFTCLAW_SECRETS_DIR", "value": SECRETS_DIR},
         {"name": "SWIFTCLAW_LOG_FORMAT", "value": "json"},
+        # Without Redis (or while it is away) each pod enforces 1/N of every rate limit and
+        # budget; N is the replica floor the HPA keeps, so a Redis outage errs towards
+        # letting a scaled-out fleet through rather than starving a small one.
+        {"name": "SWIFTCLAW_EXPECTED_REPLICAS", "value": str(agent.spec.scaling.min_replicas)},
     ]
     redis = agent.spec.cache.redis
     if redis.mode == "managed":
