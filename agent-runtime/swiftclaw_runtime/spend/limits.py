@@ -305,6 +305,8 @@ class RateLimiter:
             except RedisDown:
                 pass
             else:
+                if mode == "settle":
+                    return Outcome(True, [], now_ms=now)
                 return _outcome(scopes, [int(float(v)) for v in raw], now)
         local = [
             Scope(s.name, s.key, scaled(s.requests, self.replicas), scaled(s.tokens, self.replicas))

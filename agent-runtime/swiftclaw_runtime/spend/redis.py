@@ -19,6 +19,7 @@ log = logging.getLogger("swiftclaw.spend")
 T = TypeVar("T")
 WATCH_SECONDS = 1.0
 CALL_TIMEOUT = 0.5
+MAX_CONNECTIONS = 64
 
 
 class RedisDown(Exception):
@@ -31,13 +32,18 @@ class SpendRedis:
     def __init__(self, url: str, on_change: Callable[[bool], None] | None = None) -> None:
         import redis.asyncio as aioredis  # only pods with Redis need it
 
-        self.client: Any = aioredis.Redis.from_url(
+        # A bounded pool that makes callers wait for a connection (up to CALL_TIMEOUT)
+        # instead of failing: a burst of requests must queue, not look like an outage.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=CALL_TIMEOUT,
             socket_timeout=CALL_TIMEOUT,
             socket_connect_timeout=CALL_TIMEOUT,
             retry_on_timeout=False,
             health_check_interval=0,
         )
+        self.client: Any = aioredis.Redis(connection_pool=pool)
         self.up = True
         self._on_change = on_change
         self._watcher: asyncio.Task[None] | None = None
