@@ -57,6 +57,7 @@ cluster-down:
 bench: install control-plane  ## runtime vs direct upstream vs LiteLLM vs Portkey; writes bench/results/
 	bench/install-peers.sh
 	$(PY) -m bench.run
+	$(PY) -m bench.toolcall
 	$(PY) -m bench.spend
 	$(PY) -m bench.operator_scale
 

@@ -8,6 +8,7 @@ tears nothing down.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -153,3 +154,16 @@ def stop(cluster: Cluster) -> None:
         subprocess.run(["kind", "delete", "cluster", "--name", "swiftclaw-e2e"], check=False)
     elif cluster.mode == "local":
         subprocess.run([str(CLUSTER_DIR / "down.sh")], check=False, capture_output=True)
+
+
+def component_pids(cluster: Cluster) -> dict[int, str]:
+    """The local control plane's processes (etcd, kube-*, kwok), by pid, from kwokctl's files."""
+    if cluster.mode == "kind":
+        return {}
+    workdir = Path(os.environ.get("KWOK_WORKDIR", str(Path.home() / ".kwok")))
+    name = os.environ.get("SWIFTCLAW_CLUSTER", "swiftclaw")
+    out = {}
+    for f in (workdir / "clusters" / name / "pids").glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            out[int(f.read_text().strip())] = f.stem
+    return out

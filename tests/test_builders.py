@@ -35,6 +35,12 @@ def base_spec() -> dict[str, Any]:
         }
     )
     spec["agent"]["maxOutputTokens"] = 800
+    spec["models"]["embeddings"] = {
+        "model": "openai/text-embedding-3-small",
+        "inputPer1M": 0.02,
+        "fallbacks": ["gemini/text-embedding-004"],
+        "dimensions": 256,
+    }
     spec["agent"]["context"] = [
         {
             "name": "profile",
@@ -145,6 +151,14 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "models.tiers.inputPer1M": (setter("models.tiers.0.inputPer1M", 0.1), POLICY, None),
     "models.tiers.outputPer1M": (setter("models.tiers.0.outputPer1M", 0.2), POLICY, None),
     "models.tiers.fallbacks": (setter("models.tiers.2.fallbacks", []), POLICY, None),
+    "models.embeddings.model": (
+        setter("models.embeddings.model", "local/bge-small"),
+        POLICY,
+        None,
+    ),
+    "models.embeddings.inputPer1M": (setter("models.embeddings.inputPer1M", 0.1), POLICY, None),
+    "models.embeddings.fallbacks": (setter("models.embeddings.fallbacks", []), POLICY, None),
+    "models.embeddings.dimensions": (setter("models.embeddings.dimensions", 512), POLICY, None),
     "models.routing.strategy": (setter("models.routing.strategy", "fixed"), POLICY, None),
     "models.routing.default": (setter("models.routing.default", "simple"), POLICY, None),
     "cache.exact.enabled": (setter("cache.exact.enabled", False), POLICY, None),
@@ -152,6 +166,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "cache.semantic.enabled": (setter("cache.semantic.enabled", False), POLICY, None),
     "cache.semantic.ttlSeconds": (setter("cache.semantic.ttlSeconds", 60), POLICY, None),
     "cache.semantic.threshold": (setter("cache.semantic.threshold", 0.95), POLICY, None),
+    "cache.redis.fallbackReplicas": (setter("cache.redis.fallbackReplicas", 3), POLICY, None),
     "cache.redis.mode": (setter("cache.redis.mode", "none"), POLICY | REDIS, None),
     "cache.redis.urlSecretRef.name": (
         external_redis("redis-b", "url"),
@@ -263,17 +278,19 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "budget.perUserDailyUSD": (setter("budget.perUserDailyUSD", 2), POLICY, None),
     "budget.alertAtPercent": (setter("budget.alertAtPercent", 90), POLICY | RULES, None),
     "budget.onExceeded": (setter("budget.onExceeded", "reject"), POLICY, None),
+    # Scaling reaches the HPA only: in the pods' config it would roll every pod on a change
+    # of replicas (e2e/test_pods.py saw it). targetConcurrency is the autopilot's, to come.
     "scaling.minReplicas": (
         setter("scaling.minReplicas", 3),
-        POLICY | {"HorizontalPodAutoscaler/agent"},
+        {"HorizontalPodAutoscaler/agent"},
         None,
     ),
     "scaling.maxReplicas": (
         setter("scaling.maxReplicas", 20),
-        POLICY | {"HorizontalPodAutoscaler/agent"},
+        {"HorizontalPodAutoscaler/agent"},
         None,
     ),
-    "scaling.targetConcurrency": (setter("scaling.targetConcurrency", 8), POLICY, None),
+    "scaling.targetConcurrency": (setter("scaling.targetConcurrency", 8), set(), None),
     "slo.p95LatencyMs": (setter("slo.p95LatencyMs", 1500), POLICY | RULES, None),
     "slo.errorRatePercent": (setter("slo.errorRatePercent", 2), POLICY | RULES, None),
     "auth.required": (setter("auth.required", False), POLICY, None),

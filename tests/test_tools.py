@@ -367,15 +367,15 @@ def test_a_request_no_model_of_the_chain_can_express_is_a_400_naming_it(
     assert err["param"] == "response_format.json_schema.schema.properties.v.oneOf"
     assert err["code"] == "unsupported_parameter"
     assert "Gemini's schema has no 'oneOf'" in err["message"]
-    image = {
+    audio = {
         "role": "user",
         "content": [
-            {"type": "text", "text": "What is on it?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            {"type": "text", "text": "What is said?"},
+            {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
         ],
     }
     with pytest.raises(openai.BadRequestError) as info:
-        c.chat.completions.create(model="both", messages=[image])
+        c.chat.completions.create(model="both", messages=[audio])  # type: ignore[list-item]
     err = info.value.body
     assert isinstance(err, dict)
     assert err["param"] == "messages[0].content[1]"

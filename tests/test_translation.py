@@ -31,8 +31,8 @@ REQUEST = {
 PLAIN = parse_chat_request(REQUEST)
 
 
-def test_to_anthropic_moves_system_merges_turns_and_clamps_temperature() -> None:
-    body = to_anthropic("claude-x", parse_chat_request(REQUEST), stream=True)
+def test_to_anthropic_moves_system_and_merges_turns() -> None:
+    body = to_anthropic("claude-x", parse_chat_request({**REQUEST, "temperature": 0.7}), True)
     assert body["system"] == "Be brief."
     assert body["messages"] == [
         {"role": "user", "content": "Hi\n\nHow are you?"},
@@ -40,7 +40,7 @@ def test_to_anthropic_moves_system_merges_turns_and_clamps_temperature() -> None
         {"role": "user", "content": "Good."},
     ]
     assert body["max_tokens"] == 64
-    assert body["temperature"] == 1.0
+    assert body["temperature"] == 0.7
     assert body["stop_sequences"] == ["END"]
     assert body["stream"] is True
 
@@ -92,7 +92,7 @@ def test_from_gemini_maps_candidates_and_blocks() -> None:
         from_gemini({}, "g", PLAIN)
 
 
-def test_image_parts_are_unsupported_on_translated_providers_not_dropped() -> None:
+def test_audio_parts_are_unsupported_on_translated_providers_not_dropped() -> None:
     req = parse_chat_request(
         {
             "model": "auto",
@@ -101,7 +101,7 @@ def test_image_parts_are_unsupported_on_translated_providers_not_dropped() -> No
                     "role": "user",
                     "content": [
                         {"type": "text", "text": "What is this?"},
-                        {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
                     ],
                 }
             ],
@@ -111,7 +111,7 @@ def test_image_parts_are_unsupported_on_translated_providers_not_dropped() -> No
         with pytest.raises(Unsupported) as info:
             translate()
         assert info.value.param == "messages[0].content[1]"
-        assert "image_url" in info.value.message
+        assert "input_audio" in info.value.message
 
 
 def test_status_classes_and_retry_after() -> None:

@@ -17,8 +17,10 @@ import orjson
 
 from . import pipeline
 from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_stream
+from .auth import Principal
 from .errors import ApiError, invalid_request, not_found
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .responses.serve import responses as serve_responses
 from .routing import model_ids
 from .runtime import Runtime
 from .schemas import parse_feedback
@@ -28,6 +30,11 @@ log = logging.getLogger("swiftclaw.app")
 access_log = logging.getLogger("swiftclaw.access")
 
 Handler = Callable[["App", Scope, Receive, Send], Awaitable[int]]
+# A model route's work: the request of an authenticated principal, answered in JSON or SSE.
+Work = Callable[
+    [Runtime, Principal, str | None, bytes],
+    Awaitable["pipeline.JsonResult | pipeline.StreamResult"],
+]
 
 
 async def send_error(send: Send, err: ApiError) -> int:
@@ -50,6 +57,10 @@ class App:
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): App.chat_completions,
             ("POST", "/chat/completions"): App.chat_completions,
+            ("POST", "/v1/embeddings"): App.embeddings,
+            ("POST", "/v1/responses"): App.responses,
+            ("POST", "/responses"): App.responses,
+            ("POST", "/embeddings"): App.embeddings,
             ("GET", "/v1/models"): App.models,
             ("GET", "/v1/usage"): App.usage,
             ("POST", "/v1/feedback"): App.feedback,
@@ -186,8 +197,20 @@ class App:
     # --- routes -------------------------------------------------------------------
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await self._serve(scope, receive, send, pipeline.chat)
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await self._serve(scope, receive, send, pipeline.embeddings)
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> int:
+        return await self._serve(scope, receive, send, serve_responses)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, work: Work) -> int:
+        """What every model route shares: auth before the body, the in-flight bound, the
+        body read, then ``work``'s JSON or event stream, noticing a client that hangs up."""
         rt = self.rt
         principal = rt.keys.authenticate(header(scope, b"authorization"))  # before the body
+        scope["log"] = {"tenant": principal.tenant, "user": principal.user}
         if self.in_flight >= rt.options.max_in_flight:
             rt.metrics.rejected.labels("overloaded").inc()
             raise ApiError(
@@ -206,9 +229,9 @@ class App:
         try:
             body = await self.read_body(scope, receive)
             watch = DisconnectWatch(receive)
-            result = await pipeline.chat(
-                rt, principal, header(scope, b"x-request-id"), body, scope.setdefault("log", {})
-            )
+            result = await work(rt, principal, header(scope, b"x-request-id"), body)
+            if result.who is not None:  # the end user, when the request names one
+                scope["log"] = {"tenant": result.who.tenant, "user": result.who.user}
             if isinstance(result, pipeline.JsonResult):
                 watch.finish()
                 return await send_body(send, result.status, result.body, headers=result.headers)

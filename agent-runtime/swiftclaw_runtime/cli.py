@@ -30,7 +30,6 @@ def _run(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
-        expected_replicas=args.expected_replicas,
     )
     serve(Runtime(config, keys, options), args.host, args.port)
     return 0
@@ -82,16 +81,6 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.manifest), args.requests, args.concurrency)
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swiftclaw", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -106,13 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-auth", action="store_true", help="accept requests without a key")
     run.add_argument(
         "--redis-url", help="Redis URL (default $SWIFTCLAW_REDIS_URL; none: in memory)"
-    )
-    run.add_argument(
-        "--expected-replicas",
-        type=_positive_int,
-        default=os.environ.get("SWIFTCLAW_EXPECTED_REPLICAS", "1"),
-        help="replicas sharing the limits and budgets; without Redis each enforces "
-        "1/N of each (default $SWIFTCLAW_EXPECTED_REPLICAS or 1; the operator sets it)",
     )
     run.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     run.add_argument(

@@ -169,6 +169,36 @@ class TierSpec(Model):
     ] = []
 
 
+class EmbeddingsSpec(Model):
+    """The model behind ``POST /v1/embeddings``, its input price and its fallbacks.
+
+    ``dimensions`` is the size of the vectors served when a request does not say (models
+    that can shorten theirs: OpenAI's text-embedding-3, Gemini's). Anthropic has no
+    embeddings API, so a model on an anthropic provider is refused.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.fallbacks) || !self.fallbacks.exists(f, f == self.model)",
+                "embeddings cannot fall back to their own model",
+                ".fallbacks",
+            )
+        )
+    )
+
+    model: ModelRef
+    input_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="inputPer1M")] = 0.0
+    fallbacks: Annotated[
+        list[ModelRef], Field(max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"})
+    ] = []
+    dimensions: Annotated[int, Field(ge=1, le=65_536)] | None = None
+
+    @property
+    def refs(self) -> list[str]:
+        return [self.model, *self.fallbacks]
+
+
 class RoutingSpec(Model):
     """How a request picks a tier when it does not name one."""
 
@@ -192,6 +222,7 @@ class ModelsSpec(Model):
         list[TierSpec], Field(min_length=1, max_length=16, json_schema_extra=map_list("name"))
     ]
     routing: RoutingSpec = RoutingSpec()
+    embeddings: EmbeddingsSpec | None = None
 
 
 # --- cache -------------------------------------------------------------------------
@@ -228,6 +259,12 @@ class RedisSpec(Model):
 
     mode: Literal["managed", "external", "none"] = "managed"
     url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="urlSecretRef")] = None
+    # Without Redis (mode none, or while it is unreachable) limits and budgets are counted
+    # in each replica, each enforcing 1/fallbackReplicas of every limit and cap: set it to
+    # the replicas you usually run. A manifest field rather than the live replica count, so
+    # that scaling never rolls the pods; a fleet larger than this lets more through while
+    # Redis is away, a smaller one less.
+    fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
     backup_schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
 
@@ -436,6 +473,23 @@ class AgentPolicy(Model):
                 "each fallback must start with a provider declared in spec.providers",
                 ".models.tiers",
             ),
+            (
+                "!has(self.models.embeddings) || ([self.models.embeddings.model]"
+                " + (has(self.models.embeddings.fallbacks)"
+                " ? self.models.embeddings.fallbacks : [])).all(m, " + _DECLARED.format("m") + ")",
+                "the embeddings model and its fallbacks must start with a provider declared "
+                "in spec.providers",
+                ".models.embeddings",
+            ),
+            (
+                "!has(self.models.embeddings) || ([self.models.embeddings.model]"
+                " + (has(self.models.embeddings.fallbacks)"
+                " ? self.models.embeddings.fallbacks : [])).all(m, "
+                "!self.providers.exists(p, p.type == 'anthropic' && m.startsWith(p.name + '/')))",
+                "Anthropic has no embeddings API: the embeddings model and its fallbacks cannot "
+                "be on an anthropic provider",
+                ".models.embeddings",
+            ),
         )
     )
 
@@ -621,6 +675,7 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
                 )
             if fb in t.fallbacks[:j]:
                 issues.append(FieldIssue(f"{path}.fallbacks[{j}]", f"duplicate fallback {fb!r}"))
+    issues += _embeddings_issues(policy, prefix)
     default = policy.models.routing.default
     if default is not None and default not in tier_names:
         issues.append(FieldIssue(f"{prefix}.models.routing.default", f"unknown tier {default!r}"))
@@ -718,6 +773,28 @@ def valid_time_zone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def _embeddings_issues(policy: AgentPolicy, prefix: str) -> list[FieldIssue]:
+    spec = policy.models.embeddings
+    if spec is None:
+        return []
+    types = {p.name: p.type for p in policy.providers}
+    issues = []
+    for i, ref in enumerate(spec.refs):
+        path = f"{prefix}.models.embeddings." + ("model" if i == 0 else f"fallbacks[{i - 1}]")
+        provider, _ = _split_ref(ref)
+        if provider not in types:
+            issues.append(FieldIssue(path, f"unknown provider {provider!r}"))
+        elif types[provider] == "anthropic":
+            issues.append(
+                FieldIssue(path, f"provider {provider!r} is anthropic, which has no embeddings API")
+            )
+        if i and ref == spec.model:
+            issues.append(FieldIssue(path, "embeddings cannot fall back to their own model"))
+        elif i and ref in spec.refs[1:i]:
+            issues.append(FieldIssue(path, f"duplicate fallback {ref!r}"))
+    return issues
 
 
 def parse_policy(

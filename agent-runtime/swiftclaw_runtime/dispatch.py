@@ -36,9 +36,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .config import AgentPolicy, TierSpec
+from .embeddings import EmbeddingsRequest
 from .errors import ApiError
 from .metrics import Metrics
-from .providers import Call, Completion, Provider, StreamUsage, Unsupported, UpstreamError
+from .providers import (
+    Call,
+    Completion,
+    EmbedCall,
+    Embeddings,
+    Provider,
+    StreamUsage,
+    Unsupported,
+    UpstreamError,
+)
 from .resilience import (
     BreakerState,
     CircuitBreaker,
@@ -56,9 +66,15 @@ from .schemas import ChatRequest
 
 log = logging.getLogger("swiftclaw.dispatch")
 
+# The name of the embeddings route, as its metrics label it (``tier="(embeddings)"``: not a
+# DNS label, so no tier can have it).
+EMBEDDINGS = "(embeddings)"
 T = TypeVar("T")
+C = TypeVar("C")
 # One attempt at one target: its provider, the call as prepared for it, the time it has.
-AttemptFn = Callable[[Provider, Call, float], Awaitable[T]]
+AttemptFn = Callable[[Provider, C, float], Awaitable[T]]
+# A request in one target's shape (raises Unsupported when that target cannot serve it).
+PrepareFn = Callable[[Provider, "Target"], C]
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,21 @@ class Target:
     def parse(cls, ref: str) -> Target:
         provider, _, model = ref.partition("/")
         return cls(provider, model)
+
+
+@dataclass
+class Route:
+    """A chain of targets tried in order (a tier's, or the embeddings model's), with its
+    retry budget; ``name`` labels its metrics (``tier``)."""
+
+    name: str
+    targets: list[Target]
+    budget: RetryBudget
+
+    @property
+    def title(self) -> str:
+        """How a client's error message names it."""
+        return "The embeddings model" if self.name == EMBEDDINGS else f"Tier '{self.name}'"
 
 
 @dataclass
@@ -116,16 +147,21 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self.cooldowns = {name: Cooldown(clock) for name in providers}
         self.breakers: dict[str, CircuitBreaker] = {}
-        self._targets: dict[str, list[Target]] = {}
-        self.retry_budgets = {
-            tier.name: RetryBudget(self.retry.budget_percent, clock) for tier in policy.models.tiers
+        self.routes = {
+            tier.name: self._route(tier.name, [tier.model, *tier.fallbacks])
+            for tier in policy.models.tiers
         }
-        for tier in policy.models.tiers:
-            targets = [Target.parse(ref) for ref in (tier.model, *tier.fallbacks)]
-            self._targets[tier.name] = targets
-            for t in targets:
-                if t.ref not in self.breakers:
-                    self.breakers[t.ref] = self._new_breaker(t)
+        embeddings = policy.models.embeddings
+        self.embeddings_route = (
+            self._route(EMBEDDINGS, embeddings.refs) if embeddings is not None else None
+        )
+
+    def _route(self, name: str, refs: list[str]) -> Route:
+        targets = [Target.parse(ref) for ref in refs]
+        for t in targets:
+            if t.ref not in self.breakers:
+                self.breakers[t.ref] = self._new_breaker(t)
+        return Route(name, targets, RetryBudget(self.retry.budget_percent, self._clock))
 
     def _new_breaker(self, target: Target) -> CircuitBreaker:
         gauge = self.metrics.breaker_state.labels(target.provider, target.model)
@@ -137,8 +173,19 @@ class Dispatcher:
 
         return CircuitBreaker(self.policy.reliability.circuit_breaker, self._clock, on_change)
 
+    @property
+    def retry_budgets(self) -> dict[str, RetryBudget]:
+        return {name: route.budget for name, route in self.routes.items()}
+
     def targets(self, tier: TierSpec) -> list[Target]:
-        return self._targets[tier.name]
+        return self.routes[tier.name].targets
+
+    @staticmethod
+    def _chat(request: ChatRequest, payload: dict[str, Any]) -> PrepareFn[Call]:
+        def prepare(provider: Provider, target: Target) -> Call:
+            return provider.prepare(Call(target.model, request, payload))
+
+        return prepare
 
     async def complete(
         self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
@@ -146,7 +193,25 @@ class Dispatcher:
         async def attempt(provider: Provider, call: Call, timeout: float) -> Completion:
             return await provider.complete(call)
 
-        return await self._run(tier, request, payload, deadline, attempt)
+        return await self._run(
+            self.routes[tier.name],
+            deadline,
+            self._chat(request, payload),
+            attempt,
+            request.output_limit,
+            False,
+        )
+
+    async def embed(
+        self, route: Route, request: EmbeddingsRequest, payload: dict[str, Any], deadline: Deadline
+    ) -> tuple[Embeddings, Served]:
+        def prepare(provider: Provider, target: Target) -> EmbedCall:
+            return provider.prepare_embeddings(EmbedCall(target.model, request, payload))
+
+        async def attempt(provider: Provider, call: EmbedCall, timeout: float) -> Embeddings:
+            return await provider.embed(call)
+
+        return await self._run(route, deadline, prepare, attempt, None, False)
 
     async def open_stream(
         self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
@@ -165,7 +230,14 @@ class Dispatcher:
                 raise
             return first, gen, usage
 
-        (first, rest, usage), served = await self._run(tier, request, payload, deadline, attempt)
+        (first, rest, usage), served = await self._run(
+            self.routes[tier.name],
+            deadline,
+            self._chat(request, payload),
+            attempt,
+            request.output_limit,
+            True,
+        )
         return OpenStream(served, first, rest, usage)
 
     def record_stream_failure(self, target: Target, err: UpstreamError) -> None:
@@ -175,27 +247,28 @@ class Dispatcher:
 
     async def _run(
         self,
-        tier: TierSpec,
-        request: ChatRequest,
-        payload: dict[str, Any],
+        route: Route,
         deadline: Deadline,
-        attempt_fn: AttemptFn[T],
+        prepare: PrepareFn[C],
+        attempt_fn: AttemptFn[C, T],
+        output_limit: int | None,
+        stream: bool,
     ) -> tuple[T, Served]:
         failures: list[str] = []  # what the client reads: model and kind of failure
         details: list[str] = []  # what the log reads: the providers' own words too
         unsupported: list[tuple[Target, Unsupported]] = []  # targets that cannot serve it
         deadline_hit = False  # the deadline, not the providers, ended some target's tries
-        targets = self._targets[tier.name]
-        budget = self.retry_budgets[tier.name]
+        targets = route.targets
+        budget = route.budget
         budget.record_request()
         for index, target in enumerate(targets):
             last = index == len(targets) - 1
             provider = self.providers[target.provider]
             try:
-                call = provider.prepare(Call(target.model, request, payload))
+                call = prepare(provider, target)
             except Unsupported as err:
                 unsupported.append((target, err))
-                self.metrics.unsupported_skips.labels(tier.name, target.ref).inc()
+                self.metrics.unsupported_skips.labels(route.name, target.ref).inc()
                 failures.append(f"{target.ref}: cannot serve it ({err.message}: {err.param})")
                 log.info("%s cannot serve a request: %s (%s)", target.ref, err.message, err.param)
                 continue
@@ -211,7 +284,7 @@ class Dispatcher:
                     failures.append(f"{target.ref}: rate limited, Retry-After {cooling:.1f}s left")
                     break
                 if attempts and not budget.try_spend():
-                    self.metrics.retry_budget_exhausted.labels(tier.name).inc()
+                    self.metrics.retry_budget_exhausted.labels(route.name).inc()
                     failures.append(f"{target.ref}: no retry (the tier's retry budget is spent)")
                     break
                 cooling = jittered_wait(cooling, self._rng)
@@ -249,7 +322,7 @@ class Dispatcher:
                     if err.kind == "rate_limited" and err.retry_after:
                         cooldown.hold(capped_retry_after(err.retry_after, self.retry))
                     if err.kind == "timeout" and not timeout_is_providers_fault(
-                        request.output_limit, timeout, request.stream
+                        output_limit, timeout, stream
                     ):
                         breaker.release()  # the request asked for more than fits its time
                     elif err.trips_breaker:
@@ -270,16 +343,16 @@ class Dispatcher:
                 self._observe(target, started, "ok")
                 breaker.record_success()
                 if index > 0:
-                    self.metrics.fallbacks.labels(tier.name, target.ref).inc()
+                    self.metrics.fallbacks.labels(route.name, target.ref).inc()
                 return result, Served(target, index > 0, attempts)
         if unsupported and len(unsupported) == len(targets):
             raise _unsupported_error(unsupported)
         if details:
-            log.warning("tier %s: no model answered: %s", tier.name, "; ".join(details))
-        raise self._exhausted(tier, deadline_hit or deadline.expired, failures)
+            log.warning("route %s: no model answered: %s", route.name, "; ".join(details))
+        raise self._exhausted(route, deadline_hit or deadline.expired, failures)
 
     async def _attempt(
-        self, provider: Provider, call: Call, timeout: float, attempt_fn: AttemptFn[T]
+        self, provider: Provider, call: C, timeout: float, attempt_fn: AttemptFn[C, T]
     ) -> T:
         """One call within ``timeout``; every failure comes out as an :class:`UpstreamError`."""
         try:
@@ -298,14 +371,14 @@ class Dispatcher:
             target.provider, target.model, outcome, self._clock() - started
         )
 
-    def _exhausted(self, tier: TierSpec, out_of_time: bool, failures: list[str]) -> ApiError:
+    def _exhausted(self, route: Route, out_of_time: bool, failures: list[str]) -> ApiError:
         detail = "; ".join(failures) or "no target could be tried"
         # The runtime already retried and fell back: tell SDKs not to retry on top of it.
         headers = {"x-should-retry": "false"}
         if out_of_time:
             return ApiError(
                 504,
-                f"Tier '{tier.name}' did not answer within the {self.timeout_seconds:g}s "
+                f"{route.title} did not answer within the {self.timeout_seconds:g}s "
                 f"deadline. Tried: {detail}",
                 "timeout_error",
                 "upstream_timeout",
@@ -313,7 +386,7 @@ class Dispatcher:
             )
         return ApiError(
             503,
-            f"All models of tier '{tier.name}' failed. Tried: {detail}",
+            f"{route.title} failed on every model. Tried: {detail}",
             "service_unavailable_error",
             "upstream_unavailable",
             headers=headers,

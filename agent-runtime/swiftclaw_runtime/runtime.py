@@ -13,6 +13,7 @@ from .health import Health
 from .metrics import Metrics
 from .prompt import ContextSources
 from .providers import Provider, build_provider
+from .responses.store import MemoryStore, RedisStore, ResponseStore
 from .routing import Router
 from .spend import SpendControl
 
@@ -30,9 +31,6 @@ class RuntimeOptions:
     access_log: bool = False
     drain_seconds: float = 0.0
     grace_seconds: float = 30.0
-    # Replicas sharing the limits and budgets: without Redis (none, or unreachable) each
-    # enforces 1/expected_replicas of each. The operator sets scaling.minReplicas.
-    expected_replicas: int = 1
 
 
 @dataclass
@@ -50,13 +48,18 @@ class Runtime:
             self.metrics.track_connections(name, provider.connections)
         self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
         self.health = Health(self.providers, self.dispatcher, self.options.redis_url)
+        # Stored Responses conversations (previous_response_id): shared through Redis by
+        # every pod when there is one, else in this process.
+        self.responses: ResponseStore = (
+            RedisStore(self.options.redis_url) if self.options.redis_url else MemoryStore()
+        )
         self.router = Router(self.policy, self.name)
         self.spend = SpendControl(
             self.policy,
             f"{self.config.namespace}/{self.name}",
             self.metrics,
             self.options.redis_url,
-            self.options.expected_replicas,
+            self.policy.cache.redis.fallback_replicas,
         )
         self.context = ContextSources(self.policy.agent.context, self.metrics)
 
@@ -83,8 +86,8 @@ class Runtime:
         if self.spend.redis is None and (self.spend.limiter.active or self.spend.budget.active):
             log.info(
                 "no Redis: rate limits and budgets are counted in this process, "
-                "each at 1/%d of its value (--expected-replicas)",
-                self.options.expected_replicas,
+                "each at 1/%d of its value (cache.redis.fallbackReplicas)",
+                self.policy.cache.redis.fallback_replicas,
             )
         self.health.started = True
         log.info(
@@ -99,3 +102,4 @@ class Runtime:
         await self.spend.close()
         for provider in self.providers.values():
             await provider.close()
+        await self.responses.close()

@@ -3,8 +3,10 @@
 Validation is strict (no silent string-to-number coercion, as OpenAI itself) and every
 error names its parameter. The shapes of ``tools``, ``tool_choice`` and
 ``response_format`` are checked here, so that a malformed one gets a 400 from the runtime
-instead of travelling upstream. Parameters the runtime does not interpret (``seed``,
-``logit_bias``, ...) are kept and forwarded to OpenAI-compatible providers.
+instead of travelling upstream, and so are image parts (:mod:`.images`). Sampling and
+account parameters (``seed``, ``logit_bias``, ``user``, ...) are typed here and forwarded
+to OpenAI-compatible providers as sent; the translations for other APIs either express
+each one or refuse it (:mod:`.providers.params`), never drop it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     model_validator,
@@ -24,14 +27,47 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .config import format_path
 from .errors import ApiError, invalid_request
+from .images import Image, parse_image
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    url: Annotated[str, Field(min_length=1)]
+    detail: Literal["auto", "low", "high"] | None = None
+
+
 class ContentPart(BaseModel):
+    """A part of a message's content. Text and image parts are checked here; other types
+    (audio, files) are forwarded to OpenAI-compatible providers and refused by the
+    translations."""
+
     model_config = ConfigDict(extra="allow", strict=True)
+    _image: Image | None = PrivateAttr(default=None)
     type: Annotated[str, Field(min_length=1, max_length=64)]
     text: str | None = None
+    image_url: ImageUrl | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise _field_error("text", "a 'text' part needs its 'text'")
+        if self.type == "image_url":
+            if self.image_url is None:
+                raise _field_error("image_url", "an 'image_url' part needs its 'image_url'")
+            try:
+                self._image = parse_image(self.image_url.url)
+            except ValueError as err:
+                raise _field_error(("image_url", "url"), str(err)) from None
+        return self
+
+    @property
+    def image(self) -> Image:
+        """The checked image of an ``image_url`` part."""
+        if self._image is None:
+            raise ValueError(f"a {self.type!r} part has no image")
+        return self._image
 
 
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -167,6 +203,16 @@ class ChatRequest(BaseModel):
     n: Annotated[int, Field(ge=1, le=1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
+    safety_identifier: Annotated[str, Field(max_length=256)] | None = None
+    seed: int | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    metadata: Annotated[dict[str, str], Field(max_length=16)] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    store: bool | None = None
     tools: Annotated[list[Tool], Field(max_length=512)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -178,6 +224,8 @@ class ChatRequest(BaseModel):
         letting a translated provider guess."""
         choice = self.tool_choice
         names = {t.function.name for t in self.tools or []}
+        if self.top_logprobs and not self.logprobs:
+            raise _field_error("top_logprobs", "needs 'logprobs': true")
         if choice == "required" and not names:
             raise _field_error("tool_choice", "'required' needs 'tools'")
         if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
@@ -248,7 +296,9 @@ class Feedback(BaseModel):
 def _validation_error(err: ValidationError) -> ApiError:
     """A 400 naming the first bad parameter (and how many more there are)."""
     errors = err.errors(include_url=False)
-    first = errors[0]
+    # Of a union's failed branches, the deepest error names the parameter best: an
+    # image part's bad URL rather than "content should be a string".
+    first = max(errors, key=lambda e: len(e["loc"]))
     param = format_path("", first["loc"])
     if first["type"] == "missing":
         message = f"Missing required parameter: '{param}'."

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import orjson
 
 from .asgi import Receive, Scope, Send, send_body, start_event_stream
+from .embeddings import embeddings_body
 from .providers.shapes import (
     chunk_body,
     completion_body,
@@ -40,6 +41,7 @@ from .providers.shapes import (
     usage_chunk,
 )
 from .sim_agent import SimCall, Turn, anthropic_turn, decide, gemini_turn, openai_turn
+from .sim_images import seen_images
 from .sse import DONE, encode_event
 from .tokens import estimate_message_tokens, estimate_tokens
 
@@ -217,6 +219,14 @@ def _texts_gemini(body: dict[str, Any]) -> list[str]:
     return out
 
 
+def _wants_json(shape: str, body: dict[str, Any]) -> bool:
+    """A JSON answer was asked for: the text must stay JSON, without a note of images."""
+    if shape == "openai":
+        return (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
+    generation = body.get("generationConfig") or {}
+    return shape == "gemini" and generation.get("responseMimeType") == "application/json"
+
+
 class Simulator:
     """ASGI app of the simulated provider."""
 
@@ -333,7 +343,22 @@ class Simulator:
                 [(b"retry-after", f"{self.mode_retry_after:g}".encode())],
             )
             return
+        if path.endswith(("/embeddings", ":batchEmbedContents")):
+            await self._embeddings(send, shape, path, body)
+            return
         await self._answer(send, receive, shape, path, body, cutoff=mode == "cutoff")
+
+    async def _embeddings(self, send: Send, shape: str, path: str, body: dict[str, Any]) -> None:
+        """Deterministic unit vectors (see :func:`sim_vector`), in OpenAI's or Gemini's shape."""
+        try:
+            if shape == "openai":
+                out = _openai_embeddings(body)
+            else:
+                out = _gemini_embeddings(path.rsplit("/", 1)[-1].split(":", 1)[0], body)
+        except (ValueError, TypeError, AttributeError) as err:
+            await self._error(send, shape, 400, f"bad embeddings request: {err}")
+            return
+        await self._json(send, 200, out)
 
     async def _hang(self, receive: Receive) -> None:
         """Hold the request open, answering nothing, until the client goes away."""
@@ -354,8 +379,10 @@ class Simulator:
                 return b"".join(chunks)
 
     def _shape(self, path: str) -> str | None:
-        if path.endswith("/chat/completions"):
+        if path.endswith(("/chat/completions", "/embeddings")):
             return "openai"
+        if path.endswith(":batchEmbedContents"):
+            return "gemini"
         if path.endswith("/messages"):
             return "anthropic"
         if path.endswith(":generateContent") or path.endswith(":streamGenerateContent"):
@@ -459,6 +486,11 @@ class Simulator:
             limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
             stream = path.endswith(":streamGenerateContent")
             turn, prefix = gemini_turn, "fc_"
+        try:
+            images = seen_images(shape, body)
+        except ValueError as err:
+            await self._error(send, shape, 400, str(err))
+            return
         prompt = texts[-1] if texts else ""
         limit = limit if isinstance(limit, int) else None
         plain = answer_for(model, prompt, limit)
@@ -467,6 +499,8 @@ class Simulator:
         finish = "tool_calls" if decision.calls else "stop"
         if words == plain and limit is not None and len(words) >= limit:
             finish = "length"
+        if images and words and not _wants_json(shape, body):
+            words = ("Seen", *", ".join(images).split(" "), "|", *words)
         a = Answer(model, words, finish, estimate_message_tokens(texts), body, decision.calls)
         if stream:
             events = {
@@ -602,6 +636,8 @@ class Simulator:
         parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in a.calls]
         for i, part in enumerate(parts):
             cand: dict[str, Any] = {"content": {"role": "model", "parts": [part]}}
+            if "text" in part:
+                cand.update(_gemini_logprobs(a.body, [part["text"]]))
             event: dict[str, Any] = {"candidates": [cand]}
             if i == len(parts) - 1:
                 cand["finishReason"] = a.gemini_finish
@@ -644,15 +680,70 @@ def _anthropic_body(a: Answer) -> dict[str, Any]:
 def _gemini_body(a: Answer) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"text": a.text}] if a.words else []
     parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in a.calls]
+    cand = {"content": {"role": "model", "parts": parts}, "finishReason": a.gemini_finish}
+    cand.update(_gemini_logprobs(a.body, spaced(a.words)))
     return {
-        "candidates": [
-            {"content": {"role": "model", "parts": parts}, "finishReason": a.gemini_finish}
-        ],
+        "candidates": [cand],
         "usageMetadata": {
             "promptTokenCount": a.prompt_tokens,
             "candidatesTokenCount": a.completion_tokens,
         },
     }
+
+
+SIM_DIMENSIONS = 1536
+
+
+@lru_cache(maxsize=4096)
+def sim_vector(model: str, text: str, dimensions: int = SIM_DIMENSIONS) -> tuple[float, ...]:
+    """A unit vector seeded by a hash of model and text: the same text, the same vector;
+    similar texts need not be near each other."""
+    seed = int.from_bytes(hashlib.sha256(f"{model}\n{text}".encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return tuple(v / norm for v in values)
+
+
+def _openai_embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    model = str(body.get("model", "sim-embed"))
+    raw = body.get("input")
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("'input' must be a string or a non-empty list")
+    texts = [t if isinstance(t, str) else ",".join(map(str, t)) for t in raw]
+    dims = int(body.get("dimensions") or SIM_DIMENSIONS)
+    encoding = str(body.get("encoding_format") or "float")
+    vectors = [list(sim_vector(model, t, dims)) for t in texts]
+    tokens = sum(estimate_tokens(t) for t in texts)
+    return embeddings_body(vectors, model, encoding, tokens)
+
+
+def _gemini_embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    out = []
+    for r in body["requests"]:
+        if r.get("model") != f"models/{model}":
+            raise ValueError(f"request model {r.get('model')!r} is not models/{model}")
+        text = "".join(str(p["text"]) for p in r["content"]["parts"])
+        dims = int(r.get("outputDimensionality") or SIM_DIMENSIONS)
+        out.append({"values": list(sim_vector(model, text, dims))})
+    return {"embeddings": out}
+
+
+def _gemini_logprobs(body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+    """``logprobsResult`` when asked for (``responseLogprobs``): each token at -0.5, its
+    ``logprobs`` alternatives below it."""
+    config = body.get("generationConfig") or {}
+    if not config.get("responseLogprobs"):
+        return {}
+    top = int(config.get("logprobs") or 0)
+    chosen = [{"token": t, "logProbability": -0.5} for t in tokens]
+    alternatives = [
+        {"candidates": [{"token": t, "logProbability": -0.5 - k} for k in range(top)]}
+        for t in tokens
+    ]
+    return {"logprobsResult": {"chosenCandidates": chosen, "topCandidates": alternatives}}
 
 
 def serve_simulator(config: SimConfig, host: str, port: int) -> None:

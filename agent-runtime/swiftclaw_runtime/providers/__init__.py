@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from ..config import ProviderSpec
 from .anthropic import AnthropicProvider
-from .base import Call, Completion, Provider, StreamUsage, Unsupported, UpstreamError
+from .base import (
+    Call,
+    Completion,
+    EmbedCall,
+    Embeddings,
+    Provider,
+    StreamUsage,
+    Unsupported,
+    UpstreamError,
+)
 from .gemini import GeminiProvider
 from .openai import OpenAIProvider
 
 __all__ = [
     "Call",
     "Completion",
+    "EmbedCall",
+    "Embeddings",
     "Provider",
     "StreamUsage",
     "Unsupported",

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..embeddings import EmbeddingsRequest
 from ..schemas import ChatRequest
 
 FailureKind = Literal[
@@ -105,6 +106,24 @@ class Completion:
     completion_tokens: int
 
 
+@dataclass(frozen=True)
+class EmbedCall:
+    """One embeddings request as sent to one target (see :class:`Call`)."""
+
+    model: str
+    request: EmbeddingsRequest
+    payload: dict[str, Any]
+    upstream: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """An embeddings answer in OpenAI's ``list`` shape, with its input tokens."""
+
+    body: dict[str, Any]
+    prompt_tokens: int
+
+
 @dataclass
 class StreamUsage:
     """Filled in while a stream runs; read after it ends."""
@@ -134,6 +153,15 @@ class Provider(abc.ABC):
         self, call: Call, usage: StreamUsage, idle_timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
         """OpenAI ``chat.completion.chunk`` dicts; fills ``usage`` as it goes."""
+
+    def prepare_embeddings(self, call: EmbedCall) -> EmbedCall:
+        """Translate an embeddings request once (see :meth:`prepare`); the default is a
+        provider without an embeddings API."""
+        raise Unsupported(f"{self.type} providers have no embeddings API", "model")
+
+    async def embed(self, call: EmbedCall) -> Embeddings:
+        """One embeddings call (only reached after :meth:`prepare_embeddings` accepted it)."""
+        raise Unsupported(f"{self.type} providers have no embeddings API", "model")
 
     @abc.abstractmethod
     async def probe(self, timeout: float) -> None:

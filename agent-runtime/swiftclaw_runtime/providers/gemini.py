@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 
+from ..embeddings import decode_vector, embeddings_body
 from ..sse import EventReader
-from .base import Call, Completion, StreamUsage, UpstreamError
+from ..tokens import estimate_tokens
+from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, Unsupported, UpstreamError
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_id, usage_chunk
 from .translate_gemini import GeminiAnswer, from_gemini, to_gemini
@@ -33,6 +35,36 @@ class GeminiProvider(HttpProvider):
         path = f"/models/{call.model}:generateContent"
         data = await self.http.post_json(path, self._body(call))
         return from_gemini(data, call.model, call.request)
+
+    def prepare_embeddings(self, call: EmbedCall) -> EmbedCall:
+        """``batchEmbedContents``: one request per input, text only."""
+        request = call.request
+        extra = {k for k, v in (request.model_extra or {}).items() if v is not None}
+        if request.user or extra:
+            param = "user" if request.user else sorted(extra)[0]
+            raise Unsupported(f"Gemini has no equivalent of {param!r}", param)
+        if request.tokens:
+            raise Unsupported("Gemini embeds text, not token ids", "input")
+        one: dict[str, Any] = {"model": f"models/{call.model}"}
+        if request.dimensions is not None:
+            one["outputDimensionality"] = request.dimensions
+        requests = [dict(one, content={"parts": [{"text": t}]}) for t in request.inputs]
+        return replace(call, upstream={"requests": requests})
+
+    async def embed(self, call: EmbedCall) -> Embeddings:
+        body = call.upstream or self.prepare_embeddings(call).upstream
+        data = await self.http.post_json(f"/models/{call.model}:batchEmbedContents", body or {})
+        found = data.get("embeddings")
+        if not isinstance(found, list) or len(found) != len(call.request.inputs):
+            raise UpstreamError("protocol", "response has no 'embeddings' for every input")
+        try:
+            vectors = [decode_vector((e or {}).get("values")) for e in found]
+        except (ValueError, TypeError, AttributeError):
+            raise UpstreamError("protocol", "an embedding is not a list of numbers") from None
+        tokens = sum(estimate_tokens(str(t)) for t in call.request.inputs)
+        return Embeddings(
+            embeddings_body(vectors, call.model, call.request.encoding_format, tokens), tokens
+        )
 
     async def stream(
         self, call: Call, usage: StreamUsage, idle_timeout: float
@@ -64,9 +96,11 @@ class GeminiProvider(HttpProvider):
                         head = deltas[0] if deltas else {"content": ""}
                         deltas = [{"role": "assistant", **head}, *deltas[1:]]
                         first = False
+                    logprobs = answer.logprobs if answer.logprobs else None
                     for delta in deltas:
                         if delta.get("content") != "" or "role" in delta:
-                            yield chunk_body(id_, model, created, delta)
+                            yield chunk_body(id_, model, created, delta, logprobs=logprobs)
+                            logprobs = None  # an event's logprobs go with its first chunk
         yield chunk_body(id_, model, created, {}, answer.finish_reason)
         if request.wants_stream_usage:
             yield usage_chunk(id_, model, created, usage.prompt_tokens, usage.completion_tokens)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from ..sse import EventReader
-from .base import Call, Completion, StreamUsage, UpstreamError
+from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, UpstreamError
 from .http import HttpClient, HttpProvider
 
 
@@ -31,6 +31,16 @@ class OpenAIProvider(HttpProvider):
         return Completion(
             data, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         )
+
+    def prepare_embeddings(self, call: EmbedCall) -> EmbedCall:
+        return call  # the client's JSON as it is, with the upstream model's name
+
+    async def embed(self, call: EmbedCall) -> Embeddings:
+        data = await self.http.post_json("/embeddings", dict(call.payload, model=call.model))
+        if not isinstance(data.get("data"), list):
+            raise UpstreamError("protocol", "response has no 'data'")
+        usage = data.get("usage") or {}
+        return Embeddings(data, int(usage.get("prompt_tokens") or 0))
 
     async def stream(
         self, call: Call, usage: StreamUsage, idle_timeout: float

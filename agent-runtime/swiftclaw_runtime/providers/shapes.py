@@ -40,9 +40,10 @@ def completion_body(
     completion_tokens: int,
     created: int | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion``; with ``tool_calls`` and no text its content is null, as
-    OpenAI's own."""
+    OpenAI's own. ``logprobs``: the entries of ``logprobs.content``, when asked for."""
     message: dict[str, Any] = {
         "role": "assistant",
         "content": None if tool_calls and not text else text,
@@ -59,7 +60,7 @@ def completion_body(
             {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": _logprobs(logprobs),
                 "finish_reason": finish_reason,
             }
         ],
@@ -77,14 +78,25 @@ def chunk_body(
     created: int,
     delta: dict[str, Any],
     finish_reason: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    choice = {
+        "index": 0,
+        "delta": delta,
+        "logprobs": _logprobs(logprobs),
+        "finish_reason": finish_reason,
+    }
     return {
         "id": id_,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [choice],
     }
+
+
+def _logprobs(content: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return None if content is None else {"content": content, "refusal": None}
 
 
 def usage_chunk(

@@ -17,7 +17,9 @@ import re
 from typing import Any
 
 from ..schemas import ChatRequest, ContentPart
-from .base import Completion, UpstreamError
+from .base import Completion, Unsupported, UpstreamError
+from .content import ANTHROPIC, anthropic_block, check_images, parts_of
+from .params import refuse_untranslated
 from .shapes import completion_body, completion_id, tool_call, tool_call_delta
 from .toolcalls import (
     ANSWER_TOOL,
@@ -27,7 +29,6 @@ from .toolcalls import (
     content_text,
     dumps,
     plan_tools,
-    tool_result_text,
 )
 
 DEFAULT_MAX_TOKENS = 4096
@@ -38,6 +39,9 @@ FINISH = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# Beyond the common ones (see :mod:`.params`); anything else sent is refused.
+TRANSLATED = frozenset({"user", "safety_identifier", "service_tier"})
+SERVICE_TIERS = {"auto": "auto", "default": "standard_only"}
 RETIRED = "Called earlier in this conversation; not available now: do not call it."
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -48,10 +52,11 @@ def tool_use_id(call_id: str) -> str:
     return _ID_UNSAFE.sub("_", call_id)
 
 
-def _text_blocks(content: str | list[ContentPart] | None, param: str) -> list[dict[str, Any]]:
-    """A message's text as one text block (its text parts joined, as OpenAI reads them)."""
-    text = content_text(content, param, "Anthropic")
-    return [{"type": "text", "text": text}] if text else []
+def _blocks(
+    content: str | list[ContentPart] | None, param: str, images: bool = False
+) -> list[dict[str, Any]]:
+    """A message's content as text and (in user turns) image blocks."""
+    return [anthropic_block(piece) for _, piece in parts_of(content, param, "Anthropic", images)]
 
 
 def _messages(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
@@ -60,11 +65,11 @@ def _messages(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
     for i, m in enumerate(request.messages):
         param = f"messages[{i}].content"
         if m.role in ("system", "developer"):
-            system.extend(b["text"] for b in _text_blocks(m.content, param))
+            system.extend(b["text"] for b in _blocks(m.content, param))
             continue
         if m.role == "tool":
             assert m.tool_call_id is not None  # the schema requires it
-            text = tool_result_text(m.content)
+            text = content_text(m.content, param, "Anthropic")
             result: dict[str, Any] = {
                 "type": "tool_result",
                 "tool_use_id": tool_use_id(m.tool_call_id),
@@ -73,7 +78,7 @@ def _messages(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
                 result["content"] = text
             role, blocks = "user", [result]
         elif m.role == "assistant":
-            role, blocks = "assistant", _text_blocks(m.content, param)
+            role, blocks = "assistant", _blocks(m.content, param)
             for j, call in enumerate(m.tool_calls or []):
                 where = f"messages[{i}].tool_calls[{j}].function.arguments"
                 blocks.append(
@@ -85,7 +90,7 @@ def _messages(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
                     }
                 )
         else:
-            role, blocks = "user", _text_blocks(m.content, param)
+            role, blocks = "user", _blocks(m.content, param, images=True)
         if messages and messages[-1]["role"] == role:
             messages[-1]["content"].extend(blocks)
         else:
@@ -117,6 +122,8 @@ def _tools(plan: ToolPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, Any]:
     """OpenAI chat request -> Messages API request; raises :class:`Unsupported` for what
     the Messages API cannot express."""
+    refuse_untranslated(request, TRANSLATED, "Anthropic")
+    check_images(request, ANTHROPIC)
     system, messages = _messages(request)
     body: dict[str, Any] = {
         "model": model,
@@ -138,11 +145,22 @@ def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, An
     if tools:
         body["tools"], body["tool_choice"] = tools, choice
     if request.temperature is not None:
-        body["temperature"] = min(request.temperature, 1.0)
+        if request.temperature > 1:
+            raise Unsupported("Anthropic's temperature is at most 1", "temperature")
+        body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
     if request.stop is not None:
         body["stop_sequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
+    end_user = request.safety_identifier or request.user
+    if end_user:
+        body["metadata"] = {"user_id": end_user}
+    if request.service_tier is not None:
+        if request.service_tier not in SERVICE_TIERS:
+            raise Unsupported(
+                f"Anthropic has no service tier {request.service_tier!r}", "service_tier"
+            )
+        body["service_tier"] = SERVICE_TIERS[request.service_tier]
     return body
 
 

@@ -29,8 +29,10 @@ from typing import Any
 import orjson
 
 from ..schemas import ChatRequest, JsonSchemaFormat, ToolCall
-from .base import Completion, UpstreamError
+from .base import Completion, Unsupported, UpstreamError
+from .content import GEMINI, check_images, gemini_part, parts_of
 from .gemini_schema import gemini_schema
+from .params import refuse_untranslated
 from .shapes import completion_body, completion_id, tool_call, tool_call_delta
 from .toolcalls import (
     ANSWER_TOOL,
@@ -40,7 +42,6 @@ from .toolcalls import (
     content_text,
     dumps,
     plan_tools,
-    tool_result_text,
 )
 
 FINISH = {
@@ -51,6 +52,10 @@ FINISH = {
     "BLOCKLIST": "content_filter",
     "PROHIBITED_CONTENT": "content_filter",
 }
+# Beyond the common ones (see :mod:`.params`); anything else sent is refused.
+TRANSLATED = frozenset(
+    {"seed", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "service_tier"}
+)
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "named": "ANY"}
 
 
@@ -70,9 +75,10 @@ def _function_response(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"result": text}
 
 
-def _parts(content: Any, param: str) -> list[dict[str, Any]]:
-    text = content_text(content, param, "Gemini")
-    return [{"text": text}] if text else []
+def _parts(content: Any, param: str, images: bool = False) -> list[dict[str, Any]]:
+    """A message's content as text and (in user turns) image parts."""
+    pieces = parts_of(content, param, "Gemini", images)
+    return [gemini_part(piece, where) for where, piece in pieces]
 
 
 def _contents(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
@@ -86,7 +92,7 @@ def _contents(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
             continue
         if m.role == "tool":
             assert m.tool_call_id is not None  # the schema requires it and checks it
-            response = _function_response(tool_result_text(m.content))
+            response = _function_response(content_text(m.content, param, "Gemini"))
             role = "user"
             parts = [{"functionResponse": {"name": names[m.tool_call_id], "response": response}}]
         elif m.role == "assistant":
@@ -103,7 +109,7 @@ def _contents(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
                     part["thoughtSignature"] = sig
                 parts.append(part)
         else:
-            role, parts = "user", _parts(m.content, param)
+            role, parts = "user", _parts(m.content, param, images=True)
         if contents and contents[-1]["role"] == role:
             contents[-1]["parts"].extend(parts)
         else:
@@ -131,6 +137,8 @@ def _tools(plan: ToolPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def to_gemini(request: ChatRequest) -> dict[str, Any]:
     """OpenAI chat request -> generateContent request; raises :class:`Unsupported` for
     what Gemini cannot express."""
+    refuse_untranslated(request, TRANSLATED, "Gemini")
+    check_images(request, GEMINI)
     system, contents = _contents(request)
     body: dict[str, Any] = {"contents": contents}
     if system:
@@ -147,6 +155,7 @@ def to_gemini(request: ChatRequest) -> dict[str, Any]:
         config["maxOutputTokens"] = request.output_limit
     if request.stop is not None:
         config["stopSequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
+    config.update(_sampling(request))
     fmt = request.json_answer
     if fmt is not None and not (plan and plan.answer_tool):
         config["responseMimeType"] = "application/json"
@@ -159,6 +168,50 @@ def to_gemini(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
+def _sampling(request: ChatRequest) -> dict[str, Any]:
+    """The sampling parameters Gemini has under its own names."""
+    config: dict[str, Any] = {}
+    if request.seed is not None:
+        config["seed"] = request.seed
+    if request.presence_penalty is not None:
+        config["presencePenalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        config["frequencyPenalty"] = request.frequency_penalty
+    if request.logprobs:
+        config["responseLogprobs"] = True
+        if request.top_logprobs:
+            config["logprobs"] = request.top_logprobs
+    if request.service_tier not in (None, "auto", "default"):
+        raise Unsupported(f"Gemini has no service tier {request.service_tier!r}", "service_tier")
+    return config
+
+
+def logprobs_of(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    """Gemini's ``logprobsResult`` as the entries of OpenAI's ``logprobs.content``."""
+    result = candidate.get("logprobsResult") or {}
+    chosen = result.get("chosenCandidates") or []
+    tops = result.get("topCandidates") or []
+    out = []
+    for k, c in enumerate(chosen):
+        top = (tops[k].get("candidates") if k < len(tops) else None) or []
+        out.append(
+            {
+                **_token_logprob(c),
+                "top_logprobs": [_token_logprob(t) for t in top if isinstance(t, dict)],
+            }
+        )
+    return out
+
+
+def _token_logprob(c: dict[str, Any]) -> dict[str, Any]:
+    token = str(c.get("token", ""))
+    return {
+        "token": token,
+        "logprob": float(c.get("logProbability") or 0.0),
+        "bytes": list(token.encode()),
+    }
+
+
 class GeminiAnswer:
     """Candidates -> OpenAI content and tool calls, for one response or one stream."""
 
@@ -167,6 +220,9 @@ class GeminiAnswer:
         self.calls = 0
         self.finish: str | None = None
         self._nonce: str | None = None
+        self.want_logprobs = bool(request.logprobs)
+        # The logprobs of the last response or event fed (OpenAI's ``logprobs.content``).
+        self.logprobs: list[dict[str, Any]] | None = None
 
     def _id(self, index: int, name: str, args: str) -> str:
         digest = hashlib.sha256(f"{self._nonce}:{index}:{name}:{args}".encode()).hexdigest()
@@ -175,6 +231,7 @@ class GeminiAnswer:
     def feed(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """The deltas of one response (or stream event): ``content`` and whole tool calls."""
         self._nonce = self._nonce or str(data.get("responseId") or uuid.uuid4().hex)
+        self.logprobs = None
         candidates = data.get("candidates")
         if not isinstance(candidates, list) or not candidates:
             if (data.get("promptFeedback") or {}).get("blockReason"):
@@ -184,6 +241,8 @@ class GeminiAnswer:
                 return []  # a stream's closing event may carry the usage only
             raise UpstreamError("protocol", "response has no 'candidates'")
         cand = candidates[0]
+        if self.want_logprobs:
+            self.logprobs = logprobs_of(cand)
         out: list[dict[str, Any]] = []
         for part in (cand.get("content") or {}).get("parts") or []:
             if not isinstance(part, dict) or part.get("thought"):
@@ -239,5 +298,6 @@ def from_gemini(data: dict[str, Any], model: str, request: ChatRequest) -> Compl
         prompt,
         completion,
         tool_calls=calls or None,
+        logprobs=answer.logprobs,
     )
     return Completion(body, prompt, completion)

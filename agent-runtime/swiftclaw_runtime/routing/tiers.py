@@ -49,8 +49,29 @@ class Route:
 
 
 def model_ids(policy: AgentPolicy, agent_name: str) -> list[str]:
-    """What ``GET /v1/models`` lists: auto, the agent's name, then each tier."""
-    return [AUTO, agent_name, *(t.name for t in policy.models.tiers)]
+    """What ``GET /v1/models`` lists: auto, the agent's name, each tier, then the
+    embeddings model."""
+    ids = [AUTO, agent_name, *(t.name for t in policy.models.tiers)]
+    if policy.models.embeddings is not None:
+        ids.append(policy.models.embeddings.model)
+    return ids
+
+
+def resolve_embeddings_model(policy: AgentPolicy, agent_name: str, requested: str) -> None:
+    """An embeddings request names the agent (``auto``, its name) or its embeddings model,
+    by reference (``openai/text-embedding-3-small``) or by the model's own name."""
+    spec = policy.models.embeddings
+    assert spec is not None
+    if requested in (AUTO, agent_name) or any(
+        requested in (ref, ref.partition("/")[2]) for ref in spec.refs
+    ):
+        return
+    raise not_found(
+        f"The embeddings model '{requested}' does not exist for this agent. Use "
+        f"'{spec.model}' or 'auto'.",
+        code="model_not_found",
+        param="model",
+    )
 
 
 def request_shape(request: ChatRequest) -> RequestShape:

@@ -27,8 +27,12 @@ RUNTIME_UID = 10001
 
 
 def build_configmap(agent: Agent) -> dict[str, Any]:
-    """The runtime config (the policy, defaults filled in). References to Secrets, no secrets."""
+    """The runtime config (the policy, defaults filled in, scaling left out). References to
+    Secrets, no secrets."""
     doc = render_runtime_config(agent.name, agent.namespace, agent.spec.policy())
+    # Scaling is the HPA's (and the autopilot's) business, not the pods': in their config, a
+    # change of minReplicas would change the config checksum and roll every pod.
+    doc["spec"].pop("scaling", None)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -80,10 +84,6 @@ def _env(agent: Agent) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "SWIFTCLAW_SECRETS_DIR", "value": SECRETS_DIR},
         {"name": "SWIFTCLAW_LOG_FORMAT", "value": "json"},
-        # Without Redis (or while it is away) each pod enforces 1/N of every rate limit and
-        # budget; N is the replica floor the HPA keeps, so a Redis outage errs towards
-        # letting a scaled-out fleet through rather than starving a small one.
-        {"name": "SWIFTCLAW_EXPECTED_REPLICAS", "value": str(agent.spec.scaling.min_replicas)},
     ]
     redis = agent.spec.cache.redis
     if redis.mode == "managed":

@@ -1,0 +1,122 @@
+"""Message content for Anthropic and Gemini: text and image parts, within each API's limits.
+
+Images are taken in user turns only (as OpenAI does). Each API's limits are checked while
+translating, so that an image one provider cannot take moves the request on to another
+model of the chain (or a 400 naming the part), rather than being sent to fail there:
+
+- Anthropic: ``image`` blocks, a ``base64`` source for a data URI and a ``url`` source
+  for a URL; at most 5 MiB decoded per image and 100 images per request.
+- Gemini: ``inlineData`` for a data URI, ``fileData`` with its ``mimeType`` for a URL
+  (the type read from the URL's extension); inline data at most 20 MiB in total as sent
+  (base64: the API's limit is on the request's size), at most 3,600 images per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..images import Image
+from ..schemas import ChatRequest, ContentPart
+from .base import Unsupported
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    provider: str
+    max_images: int
+    max_image_bytes: int | None = None  # decoded, per image
+    max_inline_bytes: int | None = None  # base64 as sent, all images together
+
+
+ANTHROPIC = ImageLimits("Anthropic", 100, max_image_bytes=5 * MIB)
+GEMINI = ImageLimits("Gemini", 3600, max_inline_bytes=20 * MIB)
+
+
+def check_images(request: ChatRequest, limits: ImageLimits) -> None:
+    """Raise :class:`Unsupported` for the first image part over ``limits``."""
+    count = inline = 0
+    for i, m in enumerate(request.messages):
+        if isinstance(m.content, str) or m.content is None:
+            continue
+        for j, part in enumerate(m.content):
+            if part.type != "image_url":
+                continue
+            param = f"messages[{i}].content[{j}].image_url.url"
+            count += 1
+            if count > limits.max_images:
+                raise Unsupported(
+                    f"{limits.provider} takes at most {limits.max_images} images a request",
+                    param,
+                )
+            image = part.image
+            if limits.max_image_bytes is not None and image.size > limits.max_image_bytes:
+                raise Unsupported(
+                    f"{limits.provider} takes images of at most "
+                    f"{limits.max_image_bytes // MIB} MiB; this one is {image.size} bytes",
+                    param,
+                )
+            inline += len(image.data or "")
+            if limits.max_inline_bytes is not None and inline > limits.max_inline_bytes:
+                raise Unsupported(
+                    f"{limits.provider} takes at most {limits.max_inline_bytes // MIB} MiB of "
+                    "inline image data a request",
+                    param,
+                )
+
+
+def parts_of(
+    content: str | list[ContentPart] | None, param: str, provider: str, images: bool
+) -> list[tuple[str, str | Image]]:
+    """The content as text and images in order, adjacent text parts joined (as OpenAI
+    reads them), each with its place in the request. A part of another type (audio, a
+    file), or an image where ``images`` is False, is refused rather than dropped."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [(param, content)] if content else []
+    out: list[tuple[str, str | Image]] = []
+    for j, part in enumerate(content):
+        where = f"{param}[{j}]"
+        if part.type == "text":
+            if not part.text:
+                continue
+            last = out[-1][1] if out else None
+            if isinstance(last, str):
+                out[-1] = (out[-1][0], last + part.text)
+            else:
+                out.append((where, part.text))
+        elif part.type == "image_url" and images:
+            out.append((f"{where}.image_url.url", part.image))
+        else:
+            scope = "in this turn" if part.type == "image_url" else "by the runtime"
+            raise Unsupported(
+                f"content parts of type {part.type!r} are not translated for {provider} {scope}",
+                where,
+            )
+    return out
+
+
+def anthropic_block(piece: str | Image) -> dict[str, Any]:
+    if isinstance(piece, str):
+        return {"type": "text", "text": piece}
+    if piece.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": piece.url}}
+    source = {"type": "base64", "media_type": piece.media_type, "data": piece.data}
+    return {"type": "image", "source": source}
+
+
+def gemini_part(piece: str | Image, param: str) -> dict[str, Any]:
+    if isinstance(piece, str):
+        return {"text": piece}
+    if piece.url is None:
+        return {"inlineData": {"mimeType": piece.media_type, "data": piece.data}}
+    if piece.media_type is None:
+        raise Unsupported(
+            "Gemini needs an image URL's media type: its path must end in .png, .jpg, "
+            ".jpeg, .gif or .webp (or send a data URI)",
+            param,
+        )
+    return {"fileData": {"mimeType": piece.media_type, "fileUri": piece.url}}

@@ -1,0 +1,73 @@
+"""OpenAI chat parameters on APIs that are not OpenAI's: each is translated or refused.
+
+A parameter a translation neither expresses nor refuses would be accepted and ignored:
+a client asking for a ``seed`` or a ``logit_bias`` would get an answer made without it
+and no word of it. So every top-level parameter of a request is either one the
+translations handle (:data:`COMMON`, or the provider's own ``translated`` set), or at
+its default value (which asks for nothing), or refused with :class:`Unsupported` naming
+it, so that another model of the chain serves the request, else the client gets a 400.
+The same holds for the fields of a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..schemas import ChatRequest
+from .base import Unsupported
+
+# Handled by both translations (sampling, limits, tools, JSON answers, streaming).
+COMMON = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "stop",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+    }
+)
+# Values that ask for nothing beyond the default: accepted by every provider.
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "store": (False,),
+    "modalities": (["text"],),
+}
+MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls", "tool_call_id"})
+
+
+def _neutral(key: str, value: Any) -> bool:
+    if value is None or value == {} or value == []:
+        return True
+    return any(value == v and type(value) is type(v) for v in _NEUTRAL.get(key, ()))
+
+
+def refuse_untranslated(request: ChatRequest, translated: Iterable[str], provider: str) -> None:
+    """Raise :class:`Unsupported` for the first parameter of ``request`` (or of one of its
+    messages) that ``provider`` cannot express."""
+    handled = COMMON.union(translated)
+    sent = {k: getattr(request, k) for k in request.model_fields_set}
+    sent.update(request.model_extra or {})
+    for key, value in sent.items():
+        if key not in handled and not _neutral(key, value):
+            raise Unsupported(f"{provider} has no equivalent of {key!r}", key)
+    for i, m in enumerate(request.messages):
+        fields = {k: getattr(m, k) for k in m.model_fields_set}
+        fields.update(m.model_extra or {})
+        for key, value in fields.items():
+            if key not in MESSAGE_FIELDS and not _neutral(key, value):
+                raise Unsupported(
+                    f"{provider} has no equivalent of a message's {key!r}", f"messages[{i}].{key}"
+                )

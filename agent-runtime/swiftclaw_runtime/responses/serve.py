@@ -1,0 +1,160 @@
+"""``POST /v1/responses``: parse, continue a stored conversation, answer through the chat
+pipeline (:func:`pipeline.answer_chat`: the same routing, dispatcher, retries, breakers,
+metrics and cost as chat), translate back, store."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from ..auth import Principal
+from ..errors import ApiError
+from ..pipeline import (
+    ChatAnswer,
+    JsonResult,
+    StreamResult,
+    answer_chat,
+    decode_json,
+)
+from ..runtime import Runtime
+from ..schemas import parse_chat_request
+from .output import EventStream, incomplete_reason, new_id, output_of, response_object, usage
+from .request import ResponsesCall, chat_param, parse_responses_request
+
+log = logging.getLogger("swiftclaw.responses")
+
+
+async def responses(
+    rt: Runtime, principal: Principal, request_id: str | None, body: bytes
+) -> JsonResult | StreamResult:
+    started = time.perf_counter()
+    request_id = request_id or uuid.uuid4().hex
+    call = parse_responses_request(decode_json(body))
+    history = await _history(rt, principal, call)
+    messages = [*history, *call.messages]
+    system = [{"role": "system", "content": call.instructions}] if call.instructions else []
+    payload: dict[str, Any] = {
+        "model": call.model,
+        "messages": [*system, *messages],
+        "stream": call.stream,
+        **call.chat,
+    }
+    try:
+        request = parse_chat_request(payload)
+    except ApiError as err:
+        err.param = chat_param(err.param)
+        raise
+    answer = await answer_chat(rt, principal, request_id, request, payload, started)
+    response_id = new_id("resp")
+    headers = answer.headers(request_id)
+    model = answer.served.target.model
+    if answer.completion is not None:
+        completion = answer.completion
+        choice = completion.body["choices"][0]
+        message = choice.get("message") or {}
+        stored = call.store and await _store(
+            rt, principal, response_id, [*messages, _assistant(message)]
+        )
+        reason = incomplete_reason(choice.get("finish_reason"))
+        obj = response_object(
+            response_id,
+            model,
+            call.echo,
+            output_of(message),
+            "incomplete" if reason else "completed",
+            stored,
+            usage(completion.prompt_tokens, completion.completion_tokens),
+            incomplete=reason,
+        )
+        return JsonResult(200, orjson.dumps(obj), headers, answer.who)
+    events = _events(rt, principal, call, answer, response_id, messages)
+    return StreamResult(headers, events, answer.who, answer.cleanup)
+
+
+async def _history(rt: Runtime, principal: Principal, call: ResponsesCall) -> list[dict[str, Any]]:
+    """The conversation ``previous_response_id`` ended, from this tenant's stored ones."""
+    if call.previous_response_id is None:
+        return []
+    try:
+        found = await rt.responses.get(principal.tenant, call.previous_response_id)
+    except Exception:  # the store is down: say so rather than answer without the history
+        log.exception("the response store failed on a read")
+        rt.metrics.errors.labels("response_store").inc()
+        raise ApiError(
+            503,
+            "The response store is unavailable; retry shortly.",
+            "service_unavailable_error",
+            "store_unavailable",
+        ) from None
+    if found is None:
+        raise ApiError(
+            404,
+            f"Previous response with id '{call.previous_response_id}' not found (it was not "
+            "stored, has expired, or belongs to another tenant).",
+            "invalid_request_error",
+            "previous_response_not_found",
+            "previous_response_id",
+        )
+    messages: list[dict[str, Any]] = found["messages"]
+    return messages
+
+
+def _assistant(message: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        out["tool_calls"] = message["tool_calls"]
+    return out
+
+
+async def _store(
+    rt: Runtime, principal: Principal, response_id: str, messages: list[dict[str, Any]]
+) -> bool:
+    """Keep the conversation for a next turn; False (and the response says ``store:
+    false``) when the store fails, rather than failing an answer already paid for."""
+    try:
+        await rt.responses.put(principal.tenant, response_id, {"messages": messages})
+    except Exception:
+        log.exception("the response store failed on a write")
+        rt.metrics.errors.labels("response_store").inc()
+        return False
+    return True
+
+
+async def _events(
+    rt: Runtime,
+    principal: Principal,
+    call: ResponsesCall,
+    answer: ChatAnswer,
+    response_id: str,
+    messages: list[dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    chunks = answer.chunks
+    assert chunks is not None and answer.usage is not None
+    stream = EventStream(response_id, answer.served.target.model, call.echo, call.store)
+    try:
+        for e in stream.start():
+            yield e
+        async for chunk in chunks:
+            if isinstance(chunk, ApiError):
+                for e in stream.failed(chunk):
+                    yield e
+                return
+            for e in stream.feed(chunk):
+                yield e
+        if call.store:
+            stream.store = await _store(
+                rt, principal, response_id, [*messages, stream.assistant_message]
+            )
+        used = usage(answer.usage.prompt_tokens, answer.usage.completion_tokens)
+        events, _ = stream.completed(used)
+        for e in events:
+            yield e
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

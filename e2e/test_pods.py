@@ -1,0 +1,552 @@
+"""In-cluster traffic: the operator's pods run as real runtime and Redis processes.
+
+The pod runner (``e2e/podrunner.py``) stands in for the kubelet in ``podrun-*`` namespaces,
+so here readiness, rollouts, deletions, the Redis volume and the backup job are the real
+thing. Requests go through the official ``openai`` client and a client-side balancer over
+the Service's ready pods (``e2e/balancer.py`` says why), with no retries: every failed
+request is counted, and the scenarios that promise none assert zero.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+import re
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+import redis
+import yaml
+
+from swiftclaw_runtime.processes import Proc, start_sim
+from swiftclaw_runtime.sim import answer_for
+from swiftclaw_runtime.tokens import estimate_message_tokens
+
+from .balancer import Load, PodBalancer, one_stream, openai_client
+from .cluster import REPO, Cluster, component_pids, is_loopback, wait_for
+from .kubeapi import DIALED, KubeAPI, pod_ready
+from .netwatch import ConnectionWatch
+from .operator import Operator, condition, install_crd, wait_condition
+from .podrunner import NAMESPACE_PREFIX, POD_NETWORK, PodRunner
+
+API_KEY = "sk-podrun-0123456789"
+UPSTREAM_KEY = "upstream-key-podrun"
+OLD_PROMPT = "Answer briefly."
+NEW_PROMPT = "You are the rolled-out agent: answer briefly, kindly, and in plain words. " * 3
+RUNTIME = {"app.kubernetes.io/instance": "agent", "app.kubernetes.io/component": "runtime"}
+RUNBOOK = REPO / "docs" / "runbooks" / "redis-backup-restore.md"
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> KubeAPI:
+    if cluster.mode != "local" and os.environ.get("E2E_POD_RUNNER") != "1":
+        pytest.skip("the pod runner stands in for the local cluster's kwok nodes")
+    return KubeAPI(cluster.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def runner(api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodRunner]:
+    root = tmp_path_factory.mktemp("podrun")
+    r = PodRunner(api, root, root / "logs").start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    install_crd(cluster)
+    op = Operator(cluster, tmp_path_factory.mktemp("operator")).start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """The provider the pods call, on 127.0.0.1; it refuses requests without the key."""
+    p = start_sim(
+        None,
+        "--latency",
+        "fixed:20",
+        "--stream-pace-ms",
+        "5",
+        "--require-key-env",
+        "SIM_KEY",
+        log_path=tmp_path_factory.mktemp("sim") / "sim.log",
+        env={"SIM_KEY": UPSTREAM_KEY},
+    )
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def watch(
+    cluster: Cluster, runner: PodRunner, operator: Operator, sim: Proc
+) -> Iterator[ConnectionWatch]:
+    """Every TCP connection of the suite, the operator, the pods and the control plane."""
+
+    def pids() -> dict[int, str]:
+        out = {os.getpid(): "tests", sim.pid: "sim"}
+        if operator.proc is not None:
+            out[operator.proc.pid] = "operator"
+        out.update({pid: "pod" for pid in list(runner.pids)})
+        out.update(component_pids(cluster))
+        return out
+
+    w = ConnectionWatch(pids)
+    w.start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def ns(cluster: Cluster, runner: PodRunner, watch: ConnectionWatch) -> Iterator[str]:
+    name = NAMESPACE_PREFIX + uuid.uuid4().hex[:8]
+    cluster.kubectl("create", "namespace", name)
+    keys = yaml.safe_dump({"keys": [{"key": API_KEY, "tenant": "acme", "user": "alice"}]})
+    cluster.kubectl(
+        "create", "secret", "generic", "api-keys", "-n", name, f"--from-literal=keys.yaml={keys}"
+    )
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "upstream",
+        "-n",
+        name,
+        f"--from-literal=apiKey={UPSTREAM_KEY}",
+    )
+    yield name
+    # Deleted while the runner still runs, so that its pods end as a kubelet would end them;
+    # the rest of the namespace goes without it.
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    try:
+        wait_for(
+            f"the pods of {name} to end",
+            lambda: not runner.api.get(f"/api/v1/namespaces/{name}/pods")["items"],
+            timeout=60,
+        )
+    except AssertionError as err:
+        print(err)
+
+
+def agent_doc(sim: Proc, prompt: str = OLD_PROMPT, min_replicas: int = 2) -> dict[str, Any]:
+    return {
+        "apiVersion": "swiftclaw.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "metadata": {"name": "agent"},
+        "spec": {
+            "agent": {"systemPrompt": prompt},
+            "providers": [
+                {
+                    "name": "sim",
+                    "type": "openai-compatible",
+                    "baseURL": f"{sim.url}/v1",
+                    "apiKeySecretRef": {"name": "upstream", "key": "apiKey"},
+                }
+            ],
+            "models": {"tiers": [{"name": "t", "model": "sim/m"}], "routing": {"default": "t"}},
+            "cache": {"redis": {"mode": "managed", "storage": "1Gi"}},
+            "reliability": {"timeoutSeconds": 10},
+            "scaling": {"minReplicas": min_replicas, "maxReplicas": 5},
+            "auth": {"apiKeysSecretRef": {"name": "api-keys", "key": "keys.yaml"}},
+            "runtime": {"drainSeconds": 2, "graceSeconds": 10},
+        },
+    }
+
+
+def apply(cluster: Cluster, ns: str, doc: dict[str, Any]) -> None:
+    cluster.apply(yaml.safe_dump({**doc, "metadata": {**doc["metadata"], "namespace": ns}}))
+
+
+@pytest.fixture(scope="module")
+def agent(cluster: Cluster, operator: Operator, ns: str, sim: Proc) -> dict[str, Any]:
+    doc = agent_doc(sim)
+    apply(cluster, ns, doc)
+    wait_condition(cluster, ns, "agent", "Ready", "True", "Available", timeout=120)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def balancer(api: KubeAPI, ns: str, agent: dict[str, Any]) -> Iterator[PodBalancer]:
+    b = PodBalancer(api, ns, RUNTIME, 8080).start()
+    b.wait_ready(2)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def client(balancer: PodBalancer, ns: str) -> openai.OpenAI:
+    return openai_client(balancer, API_KEY, f"agent.{ns}.svc")
+
+
+def pods(api: KubeAPI, ns: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+    query = ",".join(f"{k}={v}" for k, v in selector.items())
+    return list(api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=query)["items"])
+
+
+def expected_tokens(prompt: str, message: str) -> int:
+    return estimate_message_tokens([prompt, message])
+
+
+def exact_answer(message: str, answer: Any) -> None:
+    """The simulator's answer is a function of model and message: the pods passed it on."""
+    expected = " ".join(answer_for("m", message, None))
+    if answer.choices[0].message.content != expected:
+        raise AssertionError(f"unexpected answer {answer.choices[0].message.content!r}")
+
+
+class PromptCheck:
+    """Checks each answer, and tells by its prompt tokens which system prompt it was sent with."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message: str, answer: Any) -> None:
+        exact_answer(message, answer)
+        tokens = answer.usage.prompt_tokens
+        which = {
+            expected_tokens(OLD_PROMPT, message): "old",
+            expected_tokens(NEW_PROMPT, message): "new",
+        }.get(tokens)
+        if which is None:
+            raise AssertionError(f"{tokens} prompt tokens match neither system prompt")
+        with self.lock:
+            self.seen.append(which)
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+def test_pods_run_as_processes_become_ready_through_probes_and_serve(
+    cluster: Cluster,
+    api: KubeAPI,
+    runner: PodRunner,
+    ns: str,
+    agent: dict[str, Any],
+    balancer: PodBalancer,
+    client: openai.OpenAI,
+) -> None:
+    runtime = [p for p in pods(api, ns, RUNTIME) if pod_ready(p)]
+    assert len(runtime) == 2
+    redis_pod = api.get(f"/api/v1/namespaces/{ns}/pods/agent-redis-0")
+    for pod in [*runtime, redis_pod]:
+        ip = pod["status"]["podIP"]
+        assert ipaddress.ip_address(ip) in POD_NETWORK, ip
+        cs = pod["status"]["containerStatuses"][0]
+        assert cs["ready"] and cs["started"] and cs["restartCount"] == 0, cs
+        worker = runner.pod_worker(ns, pod["metadata"]["name"])
+        assert worker is not None and worker.proc is not None and worker.proc.poll() is None
+        assert cs["containerID"] == f"podrunner://{worker.proc.pid}"
+    for pod in runtime:  # the readiness the probe saw is the process's own
+        with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/readyz", timeout=5) as r:
+            assert r.status == 200
+
+    answers = [
+        client.chat.completions.create(model="t", messages=[{"role": "user", "content": f"q{i}"}])
+        for i in range(6)
+    ]
+    for i, a in enumerate(answers):  # the provider's key reached the pods through the Secret
+        assert a.choices[0].message.content == " ".join(answer_for("m", f"q{i}", None))
+        assert a.usage is not None
+        assert a.usage.prompt_tokens == expected_tokens(OLD_PROMPT, f"q{i}")
+    for i in range(4):
+        assert one_stream(client, f"s{i}")
+    assert set(balancer.sent) == {p["status"]["podIP"] for p in runtime}
+
+    deployment = api.get(f"/apis/apps/v1/namespaces/{ns}/deployments/agent")
+    assert deployment["status"]["readyReplicas"] == 2
+    body = cluster.get("agentdeployment", "agent", "-n", ns)
+    assert body["status"]["readyReplicas"] == 2
+    assert condition(body, "Ready")["status"] == "True"
+
+    # A Secret's change reaches the running pod's files, as the kubelet writes them.
+    worker = runner.pod_worker(ns, runtime[0]["metadata"]["name"])
+    assert worker is not None
+    keys_file = worker.root / "var/run/secrets/swiftclaw/api-keys/keys.yaml"
+    assert API_KEY in keys_file.read_text()
+    extra = yaml.safe_dump(
+        {
+            "keys": [
+                {"key": API_KEY, "tenant": "acme", "user": "alice"},
+                {"key": "sk-podrun-second-key", "tenant": "acme", "user": "bob"},
+            ]
+        }
+    )
+    patch = {"data": {"keys.yaml": base64.b64encode(extra.encode()).decode()}}
+    cluster.kubectl("patch", "secret", "api-keys", "-n", ns, "-p", json.dumps(patch))
+    wait_for("the new key in the pod's file", lambda: "bob" in keys_file.read_text(), timeout=15)
+
+
+def test_new_system_prompt_rolls_the_pods_under_load_without_a_failed_request(
+    cluster: Cluster,
+    api: KubeAPI,
+    ns: str,
+    sim: Proc,
+    agent: dict[str, Any],
+    balancer: PodBalancer,
+    client: openai.OpenAI,
+) -> None:
+    check = PromptCheck()
+    load = Load(client, check=check).start()
+    load.wait_requests(40)
+    old = {p["metadata"]["name"] for p in pods(api, ns, RUNTIME)}
+    at_change = load.total
+    apply(cluster, ns, agent_doc(sim, NEW_PROMPT))
+
+    def rolled() -> bool:
+        current = pods(api, ns, RUNTIME)
+        names = {p["metadata"]["name"] for p in current}
+        return len(current) == 2 and not names & old and all(pod_ready(p) for p in current)
+
+    wait_for("the pods to roll", rolled, timeout=120)
+    balancer.wait_ready(2)
+    during = load.total - at_change
+    after = len(check.seen)
+    load.wait_requests(60)
+    load.stop()
+
+    assert load.failed == 0, load.errors
+    assert during >= 30  # the traffic went on while the pods rolled
+    assert "old" in check.seen[:after] and "new" in check.seen[:after]
+    assert set(check.seen[after + 10 :]) == {"new"}  # a few may have been in flight
+    wait_condition(cluster, ns, "agent", "Ready", "True", timeout=30)
+    print(f"roll: {load.ok} requests ({during} while rolling), {load.failed} failed")
+
+
+def test_runtime_pod_deleted_under_load_fails_no_request(
+    cluster: Cluster,
+    api: KubeAPI,
+    runner: PodRunner,
+    ns: str,
+    balancer: PodBalancer,
+    client: openai.OpenAI,
+) -> None:
+    load = Load(client, check=exact_answer).start()
+    load.wait_requests(40)
+    victim = pods(api, ns, RUNTIME)[0]["metadata"]["name"]
+    worker = runner.pod_worker(ns, victim)
+    assert worker is not None
+    cluster.kubectl("delete", "pod", victim, "-n", ns, "--wait=false")
+
+    def replaced() -> bool:
+        current = pods(api, ns, RUNTIME)
+        names = {p["metadata"]["name"] for p in current}
+        return victim not in names and len(current) == 2 and all(pod_ready(p) for p in current)
+
+    wait_for("a replacement pod", replaced, timeout=90)
+    balancer.wait_ready(2)
+    load.wait_requests(40)
+    load.stop()
+
+    assert load.failed == 0, load.errors
+    assert load.ok >= 80
+    # It drained and exited by itself on SIGTERM, within the grace period.
+    assert worker.state.get("terminated", {}).get("exitCode") == 0, worker.state
+    print(f"pod deleted: {load.ok} requests, {load.failed} failed")
+
+
+def test_a_crashed_runtime_process_is_restarted_and_ready_again(
+    api: KubeAPI, runner: PodRunner, ns: str, balancer: PodBalancer
+) -> None:
+    name = pods(api, ns, RUNTIME)[0]["metadata"]["name"]
+    worker = runner.pod_worker(ns, name)
+    assert worker is not None and worker.proc is not None
+    os.kill(worker.proc.pid, signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        pod = api.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+        cs = pod["status"]["containerStatuses"][0]
+        return cs if cs["restartCount"] == 1 and cs["ready"] and pod_ready(pod) else None
+
+    cs = wait_for("the container restarted and ready", restarted, timeout=60)
+    assert cs["lastState"]["terminated"]["exitCode"] == 137  # 128 + SIGKILL
+    assert cs["containerID"] == f"podrunner://{worker.proc.pid}"
+    balancer.wait_ready(2)
+
+
+def health(ip: str) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"http://{ip}:8080/health", headers={"authorization": f"Bearer {API_KEY}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as err:
+        return dict(json.loads(err.read()))
+
+
+def redis_pod(api: KubeAPI, ns: str, not_uid: str | None = None) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        pod = api.get(f"/api/v1/namespaces/{ns}/pods/agent-redis-0")
+        if pod and pod["metadata"]["uid"] != not_uid and pod_ready(pod):
+            return dict(pod)
+        return None
+
+    return dict(wait_for("a ready Redis pod", probe, timeout=90))
+
+
+def restart_redis(cluster: Cluster, api: KubeAPI, ns: str) -> dict[str, Any]:
+    old = redis_pod(api, ns)
+    cluster.kubectl("delete", "pod", "agent-redis-0", "-n", ns, "--wait=false")
+    return redis_pod(api, ns, not_uid=old["metadata"]["uid"])
+
+
+def connect(pod: dict[str, Any]) -> redis.Redis:
+    return redis.Redis(host=pod["status"]["podIP"], port=6379, socket_timeout=5)
+
+
+def test_redis_pod_deleted_comes_back_with_its_data_and_the_runtime_reconnects(
+    cluster: Cluster, api: KubeAPI, runner: PodRunner, ns: str, balancer: PodBalancer
+) -> None:
+    first = redis_pod(api, ns)
+    value = uuid.uuid4().hex
+    connect(first).set("podrun:before-restart", value)
+    runtime_ips = balancer.ready()
+    assert all(health(ip)["checks"]["redis"]["status"] == "ok" for ip in runtime_ips)
+
+    second = restart_redis(cluster, api, ns)
+    new = connect(second)
+    assert new.get("podrun:before-restart") == value.encode()
+    assert runner.volume_of_claim(ns, "data-agent-redis-0").joinpath("appendonlydir").is_dir()
+
+    # Each runtime pod reaches the new Redis process by itself, through the Service: once
+    # its cached report (2 s) has expired, its next check connects to the new server.
+    before = new.info("stats")["total_connections_received"]
+    time.sleep(2.2)
+    wait_for(
+        "every runtime pod's Redis check to be ok again",
+        lambda: all(health(ip)["checks"]["redis"]["status"] == "ok" for ip in runtime_ips),
+        timeout=30,
+    )
+    assert new.info("stats")["total_connections_received"] - before >= len(runtime_ips)
+
+
+def runbook_manifest(agent: str, backup: str) -> dict[str, Any]:
+    """The restore Pod exactly as the runbook gives it, with its two placeholders filled."""
+    text = RUNBOOK.read_text()
+    m = re.search(r"<<'EOF'.*?\n(.*?)\n\s*EOF\n", text, re.S)
+    assert m, "no manifest in the runbook"
+    lines = m.group(1).splitlines()
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    body = "\n".join(line[indent:] for line in lines)
+    # The runbook's sed: s/AGENT_NAME/$AGENT/g, s/BACKUP_FILE/$BACKUP/g
+    return dict(yaml.safe_load(body.replace("AGENT_NAME", agent).replace("BACKUP_FILE", backup)))
+
+
+def test_backup_job_writes_a_dump_that_the_runbook_restores(
+    cluster: Cluster, api: KubeAPI, runner: PodRunner, ns: str
+) -> None:
+    r = connect(redis_pod(api, ns))
+    value = uuid.uuid4().hex
+    r.set("podrun:backed-up", value)
+
+    cluster.kubectl("create", "job", "-n", ns, "--from=cronjob/agent-redis-backup", "backup-now")
+    wait_for(
+        "the backup job to complete",
+        lambda: (
+            (api.get(f"/apis/batch/v1/namespaces/{ns}/jobs/backup-now")["status"]).get("succeeded")
+            == 1
+        ),
+        timeout=60,
+    )
+    backups = runner.volume_of_claim(ns, "agent-redis-backups")
+    dumps = sorted(backups.glob("dump-*.rdb"))
+    assert len(dumps) == 1 and dumps[0].read_bytes().startswith(b"REDIS"), dumps
+
+    r.flushall()  # the disaster: the data is gone
+    assert r.dbsize() == 0
+
+    restore = runbook_manifest("agent", "")  # empty: the newest backup
+    cluster.apply(yaml.safe_dump(restore), "-n", ns)
+    name = restore["metadata"]["name"]
+    pod = wait_for(
+        "the restore pod to be ready",
+        lambda: (p := api.get(f"/api/v1/namespaces/{ns}/pods/{name}")) and pod_ready(p) and p,
+        timeout=60,
+    )
+    r.replicaof(pod["status"]["podIP"], 6379)
+
+    def synced() -> bool:
+        info = r.info("replication")
+        return bool(
+            info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == 0
+        )
+
+    wait_for("the sync from the restore pod", synced, timeout=30)
+    r.replicaof("NO", "ONE")
+    assert r.get("podrun:backed-up") == value.encode()
+    wait_for(
+        "the append-only file rewritten from the restored data",
+        lambda: (
+            r.info("persistence")["aof_rewrite_in_progress"] == 0
+            and r.info("persistence")["aof_last_bgrewrite_status"] == "ok"
+        ),
+        timeout=30,
+    )
+    cluster.kubectl("delete", "pod", name, "-n", ns, "--wait=false")
+
+    # The restored data survives a restart of the Redis pod.
+    again = connect(restart_redis(cluster, api, ns))
+    assert again.get("podrun:backed-up") == value.encode()
+
+
+def test_scaling_from_2_to_5_spreads_traffic_over_every_ready_pod(
+    cluster: Cluster,
+    api: KubeAPI,
+    ns: str,
+    sim: Proc,
+    balancer: PodBalancer,
+    client: openai.OpenAI,
+) -> None:
+    before = set(balancer.wait_ready(2))
+    apply(cluster, ns, agent_doc(sim, NEW_PROMPT, min_replicas=5))
+    ready = balancer.wait_ready(5, timeout=90)
+    assert before < set(ready)  # the HPA added pods; the two serving ones were not rolled
+    balancer.sent.clear()
+    load = Load(client, check=exact_answer).start()
+    load.wait_requests(250)
+    load.stop()
+
+    assert load.failed == 0, load.errors
+    assert set(balancer.sent) == set(ready)
+    share = min(balancer.sent.values()) / sum(balancer.sent.values())
+    assert share >= 0.15, balancer.sent  # round robin: a fifth each
+    body = wait_condition(cluster, ns, "agent", "Ready", "True", timeout=30)
+    assert body["status"]["readyReplicas"] == 5
+    hpa = api.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/agent")
+    assert hpa["status"]["desiredReplicas"] == 5
+    print(f"scaled: {load.ok} requests over {len(ready)} pods, {load.failed} failed")
+
+
+def test_every_connection_stays_on_loopback(
+    cluster: Cluster, api: KubeAPI, runner: PodRunner, ns: str, watch: ConnectionWatch
+) -> None:
+    time.sleep(1)  # one more round of samples
+    assert DIALED, "nothing recorded"
+    for host, port in DIALED:
+        assert is_loopback(host), (host, port)
+    assert runner.ips_used and all(
+        ipaddress.ip_address(ip) in POD_NETWORK for ip in runner.ips_used
+    )
+    assert {h for h, _ in DIALED} & runner.ips_used  # the probes and balancer did dial pods
+    for pod in api.get("/api/v1/pods")["items"]:
+        for ip in (pod["status"].get("podIP"), pod["status"].get("hostIP")):
+            if ip:
+                assert is_loopback(ip), (pod["metadata"]["name"], ip)
+
+    remote = watch.remote_ips()
+    for who in ("tests", "operator", "pod", "kube-apiserver", "etcd"):
+        assert remote.get(who), f"no connection of {who} was sampled: {sorted(remote)}"
+    off = {who: ips for who, ips in remote.items() if not all(is_loopback(ip) for ip in ips)}
+    assert not off, off
