@@ -262,5 +262,7 @@ def test_usage_feedback_routing_and_end_users(launch: Launcher) -> None:
     assert 'swiftclaw_feedback_task_completed_total{completed="false"} 1.0' in metrics
     assert 'swiftclaw_routing_decisions_total{reason="model",tier="small"} 1.0' in metrics
     assert 'swiftclaw_tenant_requests_total{tenant="acme"}' in metrics
+    assert "swiftclaw_active_users_today 3.0" in metrics  # set when /v1/usage read it
+    assert "swiftclaw_requests_today 13.0" in metrics
     assert 'swiftclaw_rate_limited_total{scope="user",unit="requests"} 2.0' in metrics
     assert "secret words" not in rt.log()  # comments are never logged

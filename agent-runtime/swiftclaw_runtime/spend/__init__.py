@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ log = logging.getLogger("swiftclaw.spend")
 # The output a request is assumed to take at most when neither it (max_tokens) nor the
 # agent (agent.maxOutputTokens) caps it: what reservations and token charges count.
 DEFAULT_OUTPUT_TOKENS = 4096
+GAUGE_SECONDS = 15.0
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -77,6 +79,8 @@ class SpendControl:
         self.book = UsageBook(prefix, self.redis)
         self.cheapest = policy.models.tiers[0]
         metrics.spend_shared.set(1 if self.redis is not None else 0)
+        self._gauges_at = 0.0
+        self._gauges_task: asyncio.Task[None] | None = None
 
     def _redis_changed(self, up: bool) -> None:
         self.metrics.spend_shared.set(1 if up else 0)
@@ -86,6 +90,8 @@ class SpendControl:
             await self.redis.start()
 
     async def close(self) -> None:
+        if self._gauges_task is not None:
+            await asyncio.gather(self._gauges_task, return_exceptions=True)
         if self.redis is not None:
             await self.redis.close()
 
@@ -155,6 +161,7 @@ class SpendControl:
         self.metrics.tenant_requests.labels(tenant).inc()
         for state, alerted, full in states:
             self._budget_signals(who, state, alerted, full)
+        self._refresh_gauges(adm.day)
         high = self.policy.budget.alert_high_cost_usd
         if high is not None and cost > high:
             self.metrics.high_cost.inc()
@@ -169,6 +176,21 @@ class SpendControl:
                     "model": model,
                 },
             )
+
+    def _refresh_gauges(self, day: str) -> None:
+        """Today's active users and requests, read back at most every GAUGE_SECONDS (in the
+        background: one PFCOUNT and one HGETALL, off the request's path)."""
+        now = time.monotonic()
+        if now - self._gauges_at < GAUGE_SECONDS:
+            return
+        self._gauges_at = now
+
+        async def refresh() -> None:
+            counters, users, _ = await self.book.day(day)
+            self.metrics.active_users.set(users)
+            self.metrics.requests_today.set(counters.get("requests:total", 0))
+
+        self._gauges_task = asyncio.get_running_loop().create_task(refresh())
 
     def _budget_signals(self, who: Identity, state: CapState, alerted: bool, full: bool) -> None:
         cap = state.cap
@@ -241,6 +263,8 @@ class SpendControl:
         (counters, users, shared), (caps, caps_shared), limits = await asyncio.gather(
             self.book.day(day.id), self.budget.peek(who), self.limiter.peek(who)
         )
+        self.metrics.active_users.set(users)
+        self.metrics.requests_today.set(counters.get("requests:total", 0))
         t = who.tenant_key
         budgets = {
             {"daily": "daily", "monthly": "monthly", "user_daily": "perUserDaily"}[s.cap.scope]: {
