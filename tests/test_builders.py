@@ -166,6 +166,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "cache.semantic.enabled": (setter("cache.semantic.enabled", False), POLICY, None),
     "cache.semantic.ttlSeconds": (setter("cache.semantic.ttlSeconds", 60), POLICY, None),
     "cache.semantic.threshold": (setter("cache.semantic.threshold", 0.95), POLICY, None),
+    "cache.redis.fallbackReplicas": (setter("cache.redis.fallbackReplicas", 3), POLICY, None),
     "cache.redis.mode": (setter("cache.redis.mode", "none"), POLICY | REDIS, None),
     "cache.redis.urlSecretRef.name": (
         external_redis("redis-b", "url"),
@@ -259,6 +260,20 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         POLICY,
         None,
     ),
+    "rateLimits.perTenant.requestsPerMinute": (
+        setter("rateLimits.perTenant.requestsPerMinute", 3000),
+        POLICY,
+        None,
+    ),
+    "rateLimits.perTenant.tokensPerMinute": (
+        setter("rateLimits.perTenant.tokensPerMinute", 5_000_000),
+        POLICY,
+        None,
+    ),
+    "budget.monthlyUSD": (setter("budget.monthlyUSD", 12_000), POLICY, None),
+    "budget.timeZone": (setter("budget.timeZone", "Europe/Paris"), POLICY, None),
+    "budget.alertHighCostUSD": (setter("budget.alertHighCostUSD", 0.5), POLICY, None),
+    "auth.userFromRequest": (setter("auth.userFromRequest", True), POLICY, None),
     "budget.dailyUSD": (setter("budget.dailyUSD", 400), POLICY | RULES, None),
     "budget.perUserDailyUSD": (setter("budget.perUserDailyUSD", 2), POLICY, None),
     "budget.alertAtPercent": (setter("budget.alertAtPercent", 90), POLICY | RULES, None),

@@ -225,6 +225,7 @@ def test_runtime_config_round_trips_and_holds_no_secret_values() -> None:
 def test_inactive_features_are_listed() -> None:
     features = inactive_features(load_config(EXAMPLE).policy)
     assert "cache.exact" in features
-    assert "budget" in features
-    assert "rateLimits" in features
+    # routing, rate limits, budgets and context sources are acted on: never listed
+    assert not {"budget", "rateLimits", "agent.context"} & set(features)
+    assert not any("routing" in f for f in features)
     assert not any(f.startswith("cache.semantic") for f in features)

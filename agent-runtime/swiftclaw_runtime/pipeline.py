@@ -1,8 +1,17 @@
-"""The request path of ``POST /v1/chat/completions``, transport aside.
+"""The request path of ``POST /v1/chat/completions`` (and of Responses, which shares it),
+transport aside.
 
-auth -> parse -> route -> prompt build -> dispatch (retries, breakers, fallbacks) ->
-record -> respond. Caching, complexity routing, rate limits and budgets slot in between
-these steps in a later version.
+auth (in app) -> parse -> identity (tenant, user) -> route (explicit tier or complexity
+class) -> context sources (in parallel) -> prompt build (system prompt, context, history
+trimmed to maxInputTokens) -> admit (rate limits, then the budget's reservation: may
+downgrade the tier or refuse) -> dispatch (retries, breakers, fallbacks) -> settle
+(tokens, budget, usage) and record -> respond. Each step is one call in
+:func:`answer_chat`; what it does lives in its own package (routing/, prompt/, spend/,
+dispatch).
+
+Every chat response carries the route (``x-swiftclaw-route``), OpenAI's
+``x-ratelimit-*`` headers when limits are set, ``x-swiftclaw-budget`` when a budget was
+found spent, and ``x-swiftclaw-trimmed-tokens`` when older turns were dropped.
 
 Streams: headers are sent only when the first chunk is in hand, so any failure before
 that falls back transparently. If a provider fails after that, the stream ends with one
@@ -15,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,21 +32,23 @@ import orjson
 
 from .auth import Principal
 from .config import TierSpec
-from .costs import cost_usd, prices
 from .dispatch import OpenStream, Served
 from .embeddings import parse_embeddings_request
 from .errors import ApiError, invalid_request, not_found
+from .prompt import build_prompt
 from .providers import Completion, StreamUsage, UpstreamError
 from .resilience import Deadline
-from .routing import resolve_embeddings_model, resolve_tier
+from .routing import Route, resolve_embeddings_model
 from .runtime import Runtime
-from .schemas import ChatRequest, Message, message_text, parse_chat_request
+from .schemas import ChatRequest, parse_chat_request
+from .spend import Admission, Identity
+from .spend.costs import cost_usd, prices
 from .sse import DONE, encode_event
-from .tokens import estimate_message_tokens
 
 Headers = list[tuple[bytes, bytes]]
 # The outcome of a request whose client hung up first (nginx's 499).
 CLIENT_CLOSED = "client_closed"
+Cleanup = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -45,12 +56,18 @@ class JsonResult:
     status: int
     body: bytes
     headers: Headers = field(default_factory=list)
+    who: Identity | None = None
 
 
 @dataclass
 class StreamResult:
     headers: Headers
     events: AsyncIterator[bytes]
+    who: Identity | None = None
+    # Called by the transport once the response is over, however it ended: closes the
+    # upstream stream and settles the request if ``events`` never ran to its end (an
+    # async generator closed before its first step skips its ``finally``).
+    cleanup: Cleanup | None = None
 
 
 def decode_json(body: bytes) -> Any:
@@ -62,34 +79,6 @@ def decode_json(body: bytes) -> Any:
         raise invalid_request(
             f"We could not parse the JSON body of your request: {err}.", code="invalid_json"
         ) from None
-
-
-def build_prompt(
-    rt: Runtime, request: ChatRequest, payload: dict[str, Any]
-) -> tuple[ChatRequest, dict[str, Any]]:
-    """Prepend the agent's system prompt, enforce its input budget and cap its output."""
-    agent = rt.policy.agent
-    if agent.system_prompt:
-        system = Message(role="system", content=agent.system_prompt)
-        request = request.model_copy(update={"messages": [system, *request.messages]})
-        payload = dict(
-            payload,
-            messages=[{"role": "system", "content": agent.system_prompt}, *payload["messages"]],
-        )
-    estimated = estimate_message_tokens([message_text(m) for m in request.messages])
-    if estimated > agent.max_input_tokens:
-        raise invalid_request(
-            f"The messages hold about {estimated} tokens; this agent accepts at most "
-            f"{agent.max_input_tokens} (spec.agent.maxInputTokens).",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    cap = agent.max_output_tokens
-    if cap is not None and (request.output_limit is None or request.output_limit > cap):
-        request = request.model_copy(update={"max_tokens": cap, "max_completion_tokens": None})
-        payload = {k: v for k, v in payload.items() if k != "max_completion_tokens"}
-        payload["max_tokens"] = cap
-    return request, payload
 
 
 def served_headers(request_id: str, tier: str, served: Served) -> Headers:
@@ -107,19 +96,42 @@ class ChatAnswer:
     """A chat request answered: a completion, or a stream whose first chunk is in hand.
 
     ``chunks`` yields the stream's chunks, then, if the provider fails after the first one,
-    an :class:`ApiError` saying so; it records the request's metrics when it ends, and
-    ``usage`` holds the stream's token counts by then.
+    an :class:`ApiError` saying so; when it ends it records the request's metrics and
+    settles its spend, and ``usage`` holds the stream's token counts by then. ``cleanup``
+    must be called when the response is over (see :class:`StreamResult`).
     """
 
-    tier: TierSpec
+    route: Route
     served: Served
+    admission: Admission
+    extra: Headers
     completion: Completion | None = None
     chunks: AsyncIterator[dict[str, Any] | ApiError] | None = None
     usage: StreamUsage | None = None
+    cleanup: Cleanup | None = None
+
+    @property
+    def tier(self) -> TierSpec:
+        return self.route.tier
+
+    @property
+    def who(self) -> Identity:
+        return self.admission.who
+
+    def headers(self, request_id: str) -> Headers:
+        return [
+            *served_headers(request_id, self.tier.name, self.served),
+            (b"x-swiftclaw-route", self.route.header.encode()),
+            *self.admission.headers(),
+            *self.extra,
+        ]
 
 
 async def chat(
-    rt: Runtime, principal: Principal, request_id: str | None, body: bytes
+    rt: Runtime,
+    principal: Principal,
+    request_id: str | None,
+    body: bytes,
 ) -> JsonResult | StreamResult:
     """Serve one chat completion for an authenticated ``principal``; raises
     :class:`ApiError` for anything a client sees."""
@@ -127,40 +139,71 @@ async def chat(
     request_id = request_id or uuid.uuid4().hex
     payload = decode_json(body)
     request = parse_chat_request(payload)
-    answer = await answer_chat(rt, request, payload, started)
-    headers = served_headers(request_id, answer.tier.name, answer.served)
+    answer = await answer_chat(rt, principal, request_id, request, payload, started)
+    headers = answer.headers(request_id)
     if answer.completion is not None:
-        return JsonResult(200, orjson.dumps(answer.completion.body), headers)
+        return JsonResult(200, orjson.dumps(answer.completion.body), headers, answer.who)
     assert answer.chunks is not None
-    return StreamResult(headers, _sse(answer.chunks))
+    return StreamResult(headers, _sse(answer.chunks), answer.who, answer.cleanup)
 
 
 async def answer_chat(
-    rt: Runtime, request: ChatRequest, payload: dict[str, Any], started: float
+    rt: Runtime,
+    principal: Principal,
+    request_id: str,
+    request: ChatRequest,
+    payload: dict[str, Any],
+    started: float,
 ) -> ChatAnswer:
-    """Route, build the prompt and dispatch a validated chat request: the one path every
-    chat-shaped API (chat completions, Responses) takes."""
-    tier = resolve_tier(rt.policy, rt.name, request.model)
-    request, payload = build_prompt(rt, request, payload)
-    deadline = Deadline(rt.policy.reliability.timeout_seconds)
+    """Identify, route, fetch context, build the prompt, admit and dispatch a validated chat
+    request: the one path every chat-shaped API (chat completions, Responses) takes."""
+    who = rt.spend.who(principal, request.user)
+    route = rt.router.route(request)
+    context = await rt.context.fetch(who)
+    prompt = build_prompt(rt.policy.agent, request, payload, context)
+    request, payload = prompt.request, prompt.payload
+    output = rt.spend.output_cap(request.output_limit)
+    adm = await rt.spend.admit(who, request_id, route, prompt.input_tokens, output)
+    route = adm.route
     m = rt.metrics
+    m.routing_decisions.labels(
+        route.tier.name, "budget_downgrade" if route.downgraded else route.reason
+    ).inc()
+    extra: Headers = []
+    if prompt.trimmed_tokens:
+        m.trimmed_tokens.inc(prompt.trimmed_tokens)
+        extra.append((b"x-swiftclaw-trimmed-tokens", str(prompt.trimmed_tokens).encode()))
+    tier = route.tier
+    deadline = Deadline(rt.policy.reliability.timeout_seconds)
     stream = request.stream
     try:
         if not stream:
             completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
         else:
             opened = await rt.dispatcher.open_stream(tier, request, payload, deadline)
-    except ApiError:
-        m.record_request(tier.name, "none", "error", stream, time.perf_counter() - started, 0, 0)
-        raise
-    except asyncio.CancelledError:
+    except BaseException as err:
         elapsed = time.perf_counter() - started
-        m.record_request(tier.name, "none", CLIENT_CLOSED, stream, elapsed, 0, 0)
+        outcome = CLIENT_CLOSED if isinstance(err, asyncio.CancelledError) else "error"
+        if isinstance(err, ApiError | asyncio.CancelledError):
+            m.record_request(tier.name, "none", outcome, stream, elapsed, 0, 0)
+        await asyncio.shield(rt.spend.settle(adm, "none", 0.0, 0, 0))  # nothing was served
         raise
     if stream:
         m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
-        chunks = _chunks(rt, tier, opened, started)
-        return ChatAnswer(tier, opened.served, chunks=chunks, usage=opened.usage)
+        ids = (request_id, str(opened.first.get("id") or request_id))
+        chunks = _chunks(rt, tier, opened, started, adm, prompt.input_tokens, ids)
+
+        async def cleanup() -> None:
+            if not adm.settled:
+                await _aclose(opened.rest)
+                tokens_in = prompt.input_tokens
+                cost = request_cost(rt, tier, opened.served, tokens_in, 0)
+                await rt.spend.settle(adm, opened.served.target.ref, cost, tokens_in, 0, ids)
+
+        return ChatAnswer(
+            route, opened.served, adm, extra, chunks=chunks, usage=opened.usage, cleanup=cleanup
+        )
+    cost = request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens)
     m.record_request(
         tier.name,
         served.target.ref,
@@ -169,9 +212,13 @@ async def answer_chat(
         time.perf_counter() - started,
         completion.prompt_tokens,
         completion.completion_tokens,
-        request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens),
+        cost,
     )
-    return ChatAnswer(tier, served, completion=completion)
+    ids = (request_id, str(completion.body.get("id") or request_id))
+    await rt.spend.settle(
+        adm, served.target.ref, cost, completion.prompt_tokens, completion.completion_tokens, ids
+    )
+    return ChatAnswer(route, served, adm, extra, completion=completion)
 
 
 async def embeddings(
@@ -245,9 +292,18 @@ async def _aclose(gen: AsyncIterator[Any]) -> None:
 
 
 async def _chunks(
-    rt: Runtime, tier: TierSpec, stream: OpenStream, started: float
+    rt: Runtime,
+    tier: TierSpec,
+    stream: OpenStream,
+    started: float,
+    adm: Admission,
+    input_estimate: int,
+    ids: tuple[str, ...],
 ) -> AsyncIterator[dict[str, Any] | ApiError]:
-    """Forward an open stream; a failure after the first chunk ends it with an error."""
+    """Forward an open stream; a failure after the first chunk ends it with an error.
+    At the end, however it ends, the request is settled on the usage the provider
+    reported; a stream cut before its usage arrived is charged the input estimate and the
+    output counted so far."""
     m = rt.metrics
     model = stream.served.target.ref
     outcome = "fallback" if stream.served.fallback else "ok"
@@ -273,6 +329,8 @@ async def _chunks(
             outcome = CLIENT_CLOSED  # closed before the end: the client went away
         await _aclose(stream.rest)
         usage = stream.usage
+        tokens_in = usage.prompt_tokens or input_estimate
+        cost = request_cost(rt, tier, stream.served, tokens_in, usage.completion_tokens)
         m.record_request(
             tier.name,
             model,
@@ -281,5 +339,8 @@ async def _chunks(
             time.perf_counter() - started,
             usage.prompt_tokens,
             usage.completion_tokens,
-            request_cost(rt, tier, stream.served, usage.prompt_tokens, usage.completion_tokens),
+            cost,
+        )
+        await asyncio.shield(
+            rt.spend.settle(adm, model, cost, tokens_in, usage.completion_tokens, ids)
         )

@@ -20,7 +20,6 @@ from ..pipeline import (
     StreamResult,
     answer_chat,
     decode_json,
-    served_headers,
 )
 from ..runtime import Runtime
 from ..schemas import parse_chat_request
@@ -50,9 +49,9 @@ async def responses(
     except ApiError as err:
         err.param = chat_param(err.param)
         raise
-    answer = await answer_chat(rt, request, payload, started)
+    answer = await answer_chat(rt, principal, request_id, request, payload, started)
     response_id = new_id("resp")
-    headers = served_headers(request_id, answer.tier.name, answer.served)
+    headers = answer.headers(request_id)
     model = answer.served.target.model
     if answer.completion is not None:
         completion = answer.completion
@@ -72,8 +71,9 @@ async def responses(
             usage(completion.prompt_tokens, completion.completion_tokens),
             incomplete=reason,
         )
-        return JsonResult(200, orjson.dumps(obj), headers)
-    return StreamResult(headers, _events(rt, principal, call, answer, response_id, messages))
+        return JsonResult(200, orjson.dumps(obj), headers, answer.who)
+    events = _events(rt, principal, call, answer, response_id, messages)
+    return StreamResult(headers, events, answer.who, answer.cleanup)
 
 
 async def _history(rt: Runtime, principal: Principal, call: ResponsesCall) -> list[dict[str, Any]]:
