@@ -61,6 +61,7 @@ bench: install control-plane  ## runtime vs direct upstream vs LiteLLM vs Portke
 	bench/install-peers.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.toolcall
+	$(PY) -m bench.spend
 	$(PY) -m bench.operator_scale
 
 soak: install  ## long mixed workload looking for leaks; writes bench/results/ (SOAK_ARGS="--requests 20000")

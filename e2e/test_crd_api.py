@@ -13,7 +13,13 @@ import yaml
 from .cluster import REPO, Cluster
 from .operator import install_crd
 
-INVALID = sorted((REPO / "tests" / "invalid-manifests").glob("*.yaml"))
+# A manifest the API server cannot judge (an IANA zone that does not exist has the right
+# shape) is marked "checked-by: python": the runtime and the operator refuse it.
+INVALID = [
+    p
+    for p in sorted((REPO / "tests" / "invalid-manifests").glob("*.yaml"))
+    if "# checked-by: python" not in p.read_text()
+]
 
 
 def expect_field(path: Path) -> str:

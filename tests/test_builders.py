@@ -193,6 +193,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "cache.maxEntryBytes": (setter("cache.maxEntryBytes", 65536), POLICY, None),
     "cache.local.maxEntries": (setter("cache.local.maxEntries", 500), POLICY, None),
     "cache.local.maxBytes": (setter("cache.local.maxBytes", 1048576), POLICY, None),
+    "cache.redis.fallbackReplicas": (setter("cache.redis.fallbackReplicas", 3), POLICY, None),
     "cache.redis.mode": (setter("cache.redis.mode", "none"), POLICY | REDIS, None),
     "cache.redis.urlSecretRef.name": (
         external_redis("redis-b", "url"),
@@ -286,6 +287,20 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         POLICY,
         None,
     ),
+    "rateLimits.perTenant.requestsPerMinute": (
+        setter("rateLimits.perTenant.requestsPerMinute", 3000),
+        POLICY,
+        None,
+    ),
+    "rateLimits.perTenant.tokensPerMinute": (
+        setter("rateLimits.perTenant.tokensPerMinute", 5_000_000),
+        POLICY,
+        None,
+    ),
+    "budget.monthlyUSD": (setter("budget.monthlyUSD", 12_000), POLICY, None),
+    "budget.timeZone": (setter("budget.timeZone", "Europe/Paris"), POLICY, None),
+    "budget.alertHighCostUSD": (setter("budget.alertHighCostUSD", 0.5), POLICY, None),
+    "auth.userFromRequest": (setter("auth.userFromRequest", True), POLICY, None),
     "budget.dailyUSD": (setter("budget.dailyUSD", 400), POLICY | RULES, None),
     "budget.perUserDailyUSD": (setter("budget.perUserDailyUSD", 2), POLICY, None),
     "budget.alertAtPercent": (setter("budget.alertAtPercent", 90), POLICY | RULES, None),

@@ -11,17 +11,20 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import parse_qs
 
 import orjson
 
 from . import pipeline
 from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_stream
 from .auth import Principal
-from .errors import ApiError, not_found
+from .errors import ApiError, invalid_request, not_found
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .responses.serve import responses as serve_responses
 from .routing import model_ids
 from .runtime import Runtime
+from .schemas import parse_feedback
+from .spend import Identity
 
 log = logging.getLogger("swiftclaw.app")
 access_log = logging.getLogger("swiftclaw.access")
@@ -60,6 +63,8 @@ class App:
             ("POST", "/responses"): App.responses,
             ("POST", "/embeddings"): App.embeddings,
             ("GET", "/v1/models"): App.models,
+            ("GET", "/v1/usage"): App.usage,
+            ("POST", "/v1/feedback"): App.feedback,
             ("GET", "/models"): App.models,
             ("GET", "/healthz"): App.healthz,
             ("GET", "/readyz"): App.readyz,
@@ -100,12 +105,15 @@ class App:
                 ),
             )
         if self.rt.options.access_log:
+            who: dict[str, str] = scope.get("log") or {}
             access_log.info(
-                "%s %s %d %.1fms",
+                "%s %s %d %.1fms%s",
                 scope["method"],
                 scope["path"],
                 status,
                 (time.perf_counter() - started) * 1000,
+                f" tenant={who['tenant']} user={who['user']}" if who else "",
+                extra=who,  # the identity, never the prompt
             )
 
     def _no_route(self, scope: Scope) -> ApiError:
@@ -203,6 +211,7 @@ class App:
         body read, then ``work``'s JSON or event stream, noticing a client that hangs up."""
         rt = self.rt
         principal = rt.keys.authenticate(header(scope, b"authorization"))  # before the body
+        scope["log"] = {"tenant": principal.tenant, "user": principal.user}
         if self.in_flight >= rt.options.max_in_flight:
             rt.metrics.rejected.labels("overloaded").inc()
             raise ApiError(
@@ -217,12 +226,15 @@ class App:
         rt.metrics.in_flight.inc()
         watch: DisconnectWatch | None = None
         events: AsyncIterator[bytes] | None = None
+        result: pipeline.JsonResult | pipeline.StreamResult | None = None
         try:
             body = await self.read_body(scope, receive)
             watch = DisconnectWatch(receive)
             result = await work(
                 rt, principal, header(scope, b"x-request-id"), body, header(scope, b"cache-control")
             )
+            if result.who is not None:  # the end user, when the request names one
+                scope["log"] = {"tenant": result.who.tenant, "user": result.who.user}
             if isinstance(result, pipeline.JsonResult):
                 watch.finish()
                 return await send_body(send, result.status, result.body, headers=result.headers)
@@ -244,8 +256,50 @@ class App:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if isinstance(result, pipeline.StreamResult) and result.cleanup is not None:
+                await result.cleanup()
             self.in_flight -= 1
             rt.metrics.in_flight.dec()
+
+    def _who(self, scope: Scope) -> Identity:
+        """The caller's identity; ``?user=`` names an end user when the agent trusts the
+        request's user field (``auth.userFromRequest``)."""
+        principal = self.rt.keys.authenticate(header(scope, b"authorization"))
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        user = query.get("user", [None])[0]
+        if user is not None and len(user) > 256:
+            raise invalid_request("'user' must be at most 256 characters.", param="user")
+        return self.rt.spend.who(principal, user)
+
+    async def usage(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Today's spend, the budget left, the limits and what remains of them."""
+        report = await self.rt.spend.usage(self._who(scope))
+        return await send_body(send, 200, orjson.dumps(report))
+
+    async def feedback(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """A rating of one response (by its ``x-request-id`` or completion id). The comment
+        is accepted for the client's sake and neither stored nor logged."""
+        who = self._who(scope)
+        body = await self.read_body(scope, receive)
+        fb = parse_feedback(pipeline.decode_json(body))
+        result = await self.rt.spend.feedback(who, fb.id, fb.rating, fb.task_completed)
+        if result == "unknown":
+            raise not_found(
+                f"No response '{fb.id}' of yours was served in the last 24 hours.",
+                code="response_not_found",
+                param="id",
+            )
+        if result == "duplicate":
+            raise ApiError(
+                409,
+                f"Feedback for response '{fb.id}' was already recorded.",
+                "invalid_request_error",
+                "feedback_exists",
+                param="id",
+            )
+        return await send_body(
+            send, 200, orjson.dumps({"object": "feedback", "id": fb.id, "recorded": True})
+        )
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> int:
         self.rt.keys.authenticate(header(scope, b"authorization"))

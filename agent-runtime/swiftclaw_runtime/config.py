@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,7 +32,12 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MODEL_REF_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s/][^\s]*$"
 # Also matches templated context URLs, whose {user} and {tenant} placeholders are plain text.
 URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s]*)?$"
+# A context source's host has no placeholders: only its path and query are templated.
+CONTEXT_URL_PATTERN = r"^https?://[^\s/?#{}]+(/[^\s]*)?$"
+PLACEHOLDERS = ("{user}", "{tenant}")
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# The shape of an IANA zone name; whether it exists is checked against the zone database.
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
 ModelRef = Annotated[str, Field(min_length=3, max_length=253, pattern=MODEL_REF_PATTERN)]
@@ -73,10 +79,25 @@ class Model(BaseModel):
 
 
 class ContextSource(Model):
-    """An HTTP source fetched for each request and added to the prompt."""
+    """An HTTP source fetched for each request and added to the prompt as a system message.
+
+    ``{user}`` and ``{tenant}`` in the path or query are replaced, URL-encoded, by the
+    caller's identity; the host is fixed (no placeholders), so the connection pool and the
+    network policy know where each source lives.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!self.url.replace('{user}', '').replace('{tenant}', '').matches('[{}]')",
+                "only the placeholders {user} and {tenant} are allowed",
+                ".url",
+            )
+        )
+    )
 
     name: Name
-    url: Annotated[str, Field(max_length=2048, pattern=URL_PATTERN)]
+    url: Annotated[str, Field(max_length=2048, pattern=CONTEXT_URL_PATTERN)]
     timeout_ms: Annotated[int, Field(ge=1, le=60_000, alias="timeoutMs")] = 300
     cache_ttl_seconds: Annotated[int, Field(ge=0, le=86_400, alias="cacheTTLSeconds")] = 0
 
@@ -278,6 +299,12 @@ class RedisSpec(Model):
 
     mode: Literal["managed", "external", "none"] = "managed"
     url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="urlSecretRef")] = None
+    # Without Redis (mode none, or while it is unreachable) limits and budgets are counted
+    # in each replica, each enforcing 1/fallbackReplicas of every limit and cap: set it to
+    # the replicas you usually run. A manifest field rather than the live replica count, so
+    # that scaling never rolls the pods; a fleet larger than this lets more through while
+    # Redis is away, a smaller one less.
+    fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
     backup_schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
 
@@ -359,16 +386,47 @@ class ReliabilitySpec(Model):
 
 
 class RateLimit(Model):
+    """Requests and tokens per minute (a sliding 60 s window). Tokens are charged on an
+    estimate before the call (input + the output cap) and settled on the real usage."""
+
     requests_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
     tokens_per_minute: Annotated[int, Field(ge=1, le=10_000_000_000)] | None = None
 
 
+def _limit_rule(inner: str, outer: str, unit: str) -> tuple[str, str, str]:
+    """CEL: ``inner.unit <= outer.unit`` when both are set (a narrower scope cannot allow more)."""
+    return (
+        f"!has(self.{inner}) || !has(self.{outer}) || !has(self.{inner}.{unit})"
+        f" || !has(self.{outer}.{unit}) || self.{inner}.{unit} <= self.{outer}.{unit}",
+        f"must not exceed {outer}.{unit}",
+        f".{inner}.{unit}",
+    )
+
+
 class RateLimitsSpec(Model):
+    """Per user (the key's user, or the request's ``user`` with ``auth.userFromRequest``),
+    per tenant, and for the whole agent; exact across replicas through Redis."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            _limit_rule("perUser", "perTenant", "requestsPerMinute"),
+            _limit_rule("perUser", "perTenant", "tokensPerMinute"),
+            _limit_rule("perTenant", "global", "requestsPerMinute"),
+            _limit_rule("perTenant", "global", "tokensPerMinute"),
+        )
+    )
+
     per_user: RateLimit | None = None
+    per_tenant: RateLimit | None = None
     global_: Annotated[RateLimit | None, Field(alias="global")] = None
 
 
 class BudgetSpec(Model):
+    """Spend caps in USD at the manifest's prices. Days (and months) begin at midnight in
+    ``timeZone`` (an IANA name). Each call reserves its largest possible cost first, so
+    concurrent requests on any number of replicas cannot pass a cap by more than one
+    request's worth; ``onExceeded`` says what happens at 100 %."""
+
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
@@ -376,7 +434,12 @@ class BudgetSpec(Model):
                 " || self.perUserDailyUSD <= self.dailyUSD",
                 "must not exceed dailyUSD",
                 ".perUserDailyUSD",
-            )
+            ),
+            (
+                "!has(self.dailyUSD) || !has(self.monthlyUSD) || self.dailyUSD <= self.monthlyUSD",
+                "must not exceed monthlyUSD",
+                ".dailyUSD",
+            ),
         )
     )
 
@@ -384,8 +447,17 @@ class BudgetSpec(Model):
     per_user_daily_usd: Annotated[
         float | None, Field(gt=0, le=1_000_000, alias="perUserDailyUSD")
     ] = None
+    monthly_usd: Annotated[float | None, Field(gt=0, le=100_000_000, alias="monthlyUSD")] = None
+    time_zone: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=TIME_ZONE_PATTERN, alias="timeZone")
+    ] = "UTC"
     alert_at_percent: Annotated[int, Field(ge=1, le=100)] = 80
     on_exceeded: Literal["reject", "downgrade", "alert"] = "downgrade"
+    # One request costing more than this logs a warning and counts in
+    # swiftclaw_high_cost_requests_total, whatever the caps.
+    alert_high_cost_usd: Annotated[
+        float | None, Field(gt=0, le=100_000, alias="alertHighCostUSD")
+    ] = None
 
 
 class ScalingSpec(Model):
@@ -415,6 +487,10 @@ class AuthSpec(Model):
 
     required: bool = True
     api_keys_secret_ref: Annotated[SecretKeyRef | None, Field(alias="apiKeysSecretRef")] = None
+    # The request's ``user`` field names the end user behind a shared key (a backend
+    # serving many people with one key); limits, budgets and usage then count per end
+    # user, scoped under the key's tenant. Without it, ``user`` is forwarded, not trusted.
+    user_from_request: bool = False
 
 
 # --- the whole policy ----------------------------------------------------------------
@@ -453,9 +529,7 @@ class AgentPolicy(Model):
             (
                 "!has(self.models.embeddings) || ([self.models.embeddings.model]"
                 " + (has(self.models.embeddings.fallbacks)"
-                " ? self.models.embeddings.fallbacks : [])).all(m, "
-                + _DECLARED.format("m")
-                + ")",
+                " ? self.models.embeddings.fallbacks : [])).all(m, " + _DECLARED.format("m") + ")",
                 "the embeddings model and its fallbacks must start with a provider declared "
                 "in spec.providers",
                 ".models.embeddings",
@@ -686,6 +760,47 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
         and budget.per_user_daily_usd > budget.daily_usd
     ):
         issues.append(FieldIssue(f"{prefix}.budget.perUserDailyUSD", "must not exceed dailyUSD"))
+    if (
+        budget.daily_usd is not None
+        and budget.monthly_usd is not None
+        and budget.daily_usd > budget.monthly_usd
+    ):
+        issues.append(FieldIssue(f"{prefix}.budget.dailyUSD", "must not exceed monthlyUSD"))
+    if not valid_time_zone(budget.time_zone):
+        issues.append(
+            FieldIssue(
+                f"{prefix}.budget.timeZone",
+                f"unknown time zone {budget.time_zone!r} (an IANA name such as Europe/Paris)",
+            )
+        )
+    limits = policy.rate_limits
+    for inner, outer, inner_name, outer_name in (
+        (limits.per_user, limits.per_tenant, "perUser", "perTenant"),
+        (limits.per_tenant, limits.global_, "perTenant", "global"),
+    ):
+        if inner is None or outer is None:
+            continue
+        for unit in ("requests_per_minute", "tokens_per_minute"):
+            a, b = getattr(inner, unit), getattr(outer, unit)
+            if a is not None and b is not None and a > b:
+                wire = to_camel(unit)
+                issues.append(
+                    FieldIssue(
+                        f"{prefix}.rateLimits.{inner_name}.{wire}",
+                        f"must not exceed {outer_name}.{wire}",
+                    )
+                )
+    for i, source in enumerate(policy.agent.context):
+        rest = source.url
+        for placeholder in PLACEHOLDERS:
+            rest = rest.replace(placeholder, "")
+        if "{" in rest or "}" in rest:
+            issues.append(
+                FieldIssue(
+                    f"{prefix}.agent.context[{i}].url",
+                    "only the placeholders {user} and {tenant} are allowed",
+                )
+            )
     redis = policy.cache.redis
     if redis.mode == "external" and redis.url_secret_ref is None:
         issues.append(
@@ -713,6 +828,15 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
                 FieldIssue(f"{prefix}.agent.context[{i}].name", f"duplicate name {name!r}")
             )
     return issues
+
+
+def valid_time_zone(name: str) -> bool:
+    """Whether ``name`` is in the IANA zone database (as Python's zoneinfo knows it)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _embeddings_issues(policy: AgentPolicy, prefix: str) -> list[FieldIssue]:
@@ -833,14 +957,7 @@ def render_runtime_config(name: str, namespace: str, policy: AgentPolicy) -> dic
 
 
 def inactive_features(policy: AgentPolicy) -> list[str]:
-    """Configured features this runtime version does not act on yet (logged at startup)."""
-    out = []
-    if policy.models.routing.strategy == "complexity" and len(policy.models.tiers) > 1:
-        out.append("models.routing.strategy=complexity (requests use the default tier)")
-    if policy.rate_limits.per_user or policy.rate_limits.global_:
-        out.append("rateLimits")
-    if policy.budget.daily_usd or policy.budget.per_user_daily_usd:
-        out.append("budget")
-    if policy.agent.context:
-        out.append("agent.context")
-    return out
+    """Configured features this runtime version does not act on yet (logged at startup).
+    Every feature of the policy is acted on now; the list is kept for the next one."""
+    del policy
+    return []

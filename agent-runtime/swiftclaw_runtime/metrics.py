@@ -255,6 +255,92 @@ class Metrics:
             ["tier", "model"],
             registry=r,
         )
+        # --- routing, spend control, context, feedback -------------------------------
+        self.routing_decisions = Counter(
+            "swiftclaw_routing_decisions",
+            "Routing decisions by tier and reason (a classifier feature, explicit, fixed, ...).",
+            ["tier", "reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "swiftclaw_rate_limited",
+            "Requests refused by a rate limit, by scope (user, tenant, global) and unit.",
+            ["scope", "unit"],
+            registry=r,
+        )
+        self.budget_used = Gauge(
+            "swiftclaw_budget_used_ratio",
+            "Share of the agent's budget spent in the current period (daily, monthly).",
+            ["scope"],
+            registry=r,
+        )
+        self.budget_exceeded = Counter(
+            "swiftclaw_budget_exceeded",
+            "Requests that found a budget spent, by scope and the action taken.",
+            ["scope", "action"],
+            registry=r,
+        )
+        self.high_cost = Counter(
+            "swiftclaw_high_cost_requests",
+            "Requests costing more than budget.alertHighCostUSD.",
+            registry=r,
+        )
+        self.tenant_requests = Counter(
+            "swiftclaw_tenant_requests",
+            "Admitted requests by tenant (the first 50 tenants seen, then 'other').",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_cost = Counter(
+            "swiftclaw_tenant_cost_usd",
+            "Spend by tenant in USD (the first 50 tenants seen, then 'other').",
+            ["tenant"],
+            registry=r,
+        )
+        self.spend_shared = Gauge(
+            "swiftclaw_spend_redis_up",
+            "1 while limits and budgets are counted in the shared Redis, 0 when per replica.",
+            registry=r,
+        )
+        self.active_users = Gauge(
+            "swiftclaw_active_users_today",
+            "Distinct users today (HyperLogLog in Redis; this replica's own without Redis).",
+            registry=r,
+        )
+        self.requests_today = Gauge(
+            "swiftclaw_requests_today",
+            "Requests today for the whole agent (from the shared daily counters).",
+            registry=r,
+        )
+        self.context_failures = Counter(
+            "swiftclaw_context_failures",
+            "Context source fetches that failed or timed out (the request went on without).",
+            ["source"],
+            registry=r,
+        )
+        self.context_seconds = Histogram(
+            "swiftclaw_context_fetch_duration_seconds",
+            "Time spent fetching all context sources of a request (in parallel).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.trimmed_tokens = Counter(
+            "swiftclaw_prompt_tokens_trimmed",
+            "Estimated input tokens saved by dropping the oldest turns to fit maxInputTokens.",
+            registry=r,
+        )
+        self.feedback_ratings = Counter(
+            "swiftclaw_feedback_ratings",
+            "Feedback ratings (1-5) received through POST /v1/feedback.",
+            ["rating"],
+            registry=r,
+        )
+        self.task_completion = Counter(
+            "swiftclaw_feedback_task_completed",
+            "Feedback saying whether the task was completed.",
+            ["completed"],
+            registry=r,
+        )
         # process_resident_memory_bytes, process_open_fds, ...: what a soak watches.
         ProcessCollector(registry=r)
 

@@ -1,12 +1,20 @@
-"""The request path of ``POST /v1/chat/completions``, transport aside.
+"""The request path of ``POST /v1/chat/completions`` (and of Responses, which shares it),
+transport aside.
 
-auth -> parse -> route -> prompt build -> exact cache -> semantic cache -> dispatch
-(retries, breakers, fallbacks) -> store the answer -> degrade (a similar cached answer
-when every model failed) -> record -> respond. Complexity routing, rate limits and
-budgets slot in between these steps in a later version.
+auth (in app) -> parse -> identity (tenant, user) -> route (explicit tier or complexity
+class) -> context sources (in parallel) -> prompt build (system prompt, context, history
+trimmed to maxInputTokens) -> admit (rate limits, then the budget's reservation: may
+downgrade the tier or refuse) -> exact cache -> semantic cache -> dispatch (retries,
+breakers, fallbacks) -> store the answer -> degrade (a similar cached answer when every
+model failed) -> settle (tokens, budget, usage) and record -> respond. Each step is one
+call in :func:`answer_chat`; what it does lives in its own package (routing/, prompt/,
+spend/, cache/, dispatch). A cached answer costs nothing: it settles at zero.
 
-Every chat response carries ``x-swiftclaw-cache``: ``exact``, ``semantic``,
-``stale-similar``, ``miss`` or ``bypass`` (see :mod:`.cache`).
+Every chat response carries ``x-swiftclaw-cache`` (``exact``, ``semantic``,
+``stale-similar``, ``miss`` or ``bypass``: see :mod:`.cache`), the route
+(``x-swiftclaw-route``), OpenAI's
+``x-ratelimit-*`` headers when limits are set, ``x-swiftclaw-budget`` when a budget was
+found spent, and ``x-swiftclaw-trimmed-tokens`` when older turns were dropped.
 
 Streams: headers are sent only when the first chunk is in hand, so any failure before
 that falls back transparently. If a provider fails after that, the stream ends with one
@@ -20,7 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,23 +39,25 @@ from .cache import Lookup
 from .cache.entry import CachedAnswer, StreamAssembler
 from .cache.keys import CacheControl, parse_cache_control
 from .config import TierSpec
-from .costs import cost_usd, prices
 from .dispatch import OpenStream, Served, Target
 from .embeddings import parse_embeddings_request
 from .errors import ApiError, invalid_request, not_found
+from .prompt import build_prompt
 from .providers import Completion, StreamUsage, UpstreamError
 from .resilience import Deadline
-from .routing import resolve_embeddings_model, resolve_tier
+from .routing import Route, resolve_embeddings_model
 from .runtime import Runtime
-from .schemas import ChatRequest, Message, message_text, parse_chat_request
+from .schemas import ChatRequest, parse_chat_request
+from .spend import Admission, Identity
+from .spend.costs import cost_usd, prices
 from .sse import DONE, encode_event
-from .tokens import estimate_message_tokens
 
 log = logging.getLogger("swiftclaw.pipeline")
 
 Headers = list[tuple[bytes, bytes]]
 # The outcome of a request whose client hung up first (nginx's 499).
 CLIENT_CLOSED = "client_closed"
+Cleanup = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -55,12 +65,18 @@ class JsonResult:
     status: int
     body: bytes
     headers: Headers = field(default_factory=list)
+    who: Identity | None = None
 
 
 @dataclass
 class StreamResult:
     headers: Headers
     events: AsyncIterator[bytes]
+    who: Identity | None = None
+    # Called by the transport once the response is over, however it ended: closes the
+    # upstream stream and settles the request if ``events`` never ran to its end (an
+    # async generator closed before its first step skips its ``finally``).
+    cleanup: Cleanup | None = None
 
 
 def decode_json(body: bytes) -> Any:
@@ -74,51 +90,19 @@ def decode_json(body: bytes) -> Any:
         ) from None
 
 
-def build_prompt(
-    rt: Runtime, request: ChatRequest, payload: dict[str, Any]
-) -> tuple[ChatRequest, dict[str, Any]]:
-    """Prepend the agent's system prompt, enforce its input budget and cap its output."""
-    agent = rt.policy.agent
-    if agent.system_prompt:
-        system = Message(role="system", content=agent.system_prompt)
-        request = request.model_copy(update={"messages": [system, *request.messages]})
-        payload = dict(
-            payload,
-            messages=[{"role": "system", "content": agent.system_prompt}, *payload["messages"]],
-        )
-    estimated = estimate_message_tokens([message_text(m) for m in request.messages])
-    if estimated > agent.max_input_tokens:
-        raise invalid_request(
-            f"The messages hold about {estimated} tokens; this agent accepts at most "
-            f"{agent.max_input_tokens} (spec.agent.maxInputTokens).",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    cap = agent.max_output_tokens
-    if cap is not None and (request.output_limit is None or request.output_limit > cap):
-        request = request.model_copy(update={"max_tokens": cap, "max_completion_tokens": None})
-        payload = {k: v for k, v in payload.items() if k != "max_completion_tokens"}
-        payload["max_tokens"] = cap
-    return request, payload
-
-
 CACHE_HEADER = "x-swiftclaw-cache"
 # Errors from the dispatcher after which a similar cached answer is served instead.
 DEGRADABLE = frozenset({"upstream_unavailable", "upstream_timeout"})
 
 
-def served_headers(request_id: str, tier: str, served: Served, cache: str | None = None) -> Headers:
-    """The response headers of a model route; ``cache``: the x-swiftclaw-cache outcome."""
-    headers = [
+def served_headers(request_id: str, tier: str, served: Served) -> Headers:
+    return [
         (b"x-request-id", request_id.encode()),
         (b"x-swiftclaw-tier", tier.encode()),
         (b"x-swiftclaw-model", served.target.ref.encode()),
         (b"x-swiftclaw-fallback", b"true" if served.fallback else b"false"),
         (b"x-swiftclaw-attempts", str(served.attempts).encode()),
     ]
-    if cache is not None:
-        headers.append((CACHE_HEADER.encode(), cache.encode()))
-    return headers
 
 
 @dataclass
@@ -126,16 +110,37 @@ class ChatAnswer:
     """A chat request answered: a completion, or a stream whose first chunk is in hand.
 
     ``chunks`` yields the stream's chunks, then, if the provider fails after the first one,
-    an :class:`ApiError` saying so; it records the request's metrics when it ends, and
-    ``usage`` holds the stream's token counts by then.
+    an :class:`ApiError` saying so; when it ends it records the request's metrics and
+    settles its spend, and ``usage`` holds the stream's token counts by then. ``cleanup``
+    must be called when the response is over (see :class:`StreamResult`).
     """
 
-    tier: TierSpec
+    route: Route
     served: Served
+    admission: Admission
+    extra: Headers
     completion: Completion | None = None
     chunks: AsyncIterator[dict[str, Any] | ApiError] | None = None
     usage: StreamUsage | None = None
-    cache: str = "bypass"  # what the caches did (the x-swiftclaw-cache header)
+    cleanup: Cleanup | None = None
+    cache: str = "bypass"  # what the caches did (x-swiftclaw-cache)
+
+    @property
+    def tier(self) -> TierSpec:
+        return self.route.tier
+
+    @property
+    def who(self) -> Identity:
+        return self.admission.who
+
+    def headers(self, request_id: str) -> Headers:
+        return [
+            *served_headers(request_id, self.tier.name, self.served),
+            (CACHE_HEADER.encode(), self.cache.encode()),
+            (b"x-swiftclaw-route", self.route.header.encode()),
+            *self.admission.headers(),
+            *self.extra,
+        ]
 
 
 async def chat(
@@ -153,84 +158,102 @@ async def chat(
     try:
         payload = decode_json(body)
         request = parse_chat_request(payload)
+        control = parse_cache_control(cache_control)
+        answer = await answer_chat(rt, principal, request_id, request, payload, started, control)
     except ApiError as err:
         err.headers.setdefault(CACHE_HEADER, "bypass")
         raise
-    control = parse_cache_control(cache_control)
-    answer = await answer_chat(rt, request, payload, started, principal, control)
-    headers = served_headers(request_id, answer.tier.name, answer.served, answer.cache)
+    headers = answer.headers(request_id)
     if answer.completion is not None:
-        return JsonResult(200, orjson.dumps(answer.completion.body), headers)
+        return JsonResult(200, orjson.dumps(answer.completion.body), headers, answer.who)
     assert answer.chunks is not None
-    return StreamResult(headers, _sse(answer.chunks))
+    return StreamResult(headers, _sse(answer.chunks), answer.who, answer.cleanup)
 
 
 async def answer_chat(
     rt: Runtime,
+    principal: Principal,
+    request_id: str,
     request: ChatRequest,
     payload: dict[str, Any],
     started: float,
-    principal: Principal,
     control: CacheControl | None = None,
 ) -> ChatAnswer:
-    """Route, build the prompt, look the answer up in the caches, else dispatch and store
-    it: the one path every chat-shaped API (chat completions, Responses) takes. When every
-    model fails, a similar cached answer is served (``stale-similar``) if there is one."""
-    try:
-        tier = resolve_tier(rt.policy, rt.name, request.model)
-        request, payload = build_prompt(rt, request, payload)
-    except ApiError as err:
-        err.headers.setdefault(CACHE_HEADER, "bypass")
-        raise
-    deadline = Deadline(rt.policy.reliability.timeout_seconds)
-    lk = rt.cache.plan(principal, tier, request, payload, control or CacheControl())
-    hit = await rt.cache.lookup(lk, deadline.remaining())
-    if hit is not None:
-        return _cached(rt, request, lk, hit, started)
-    try:
-        return await _dispatch(rt, tier, request, payload, deadline, lk, started)
-    except ApiError as err:
-        await rt.cache.finish(lk, None)
-        if err.code in DEGRADABLE:
-            stale = await rt.cache.degrade(lk)
-            if stale is not None:
-                log.warning("tier %s failed: served a similar cached answer", tier.name)
-                return _cached(rt, request, lk, stale, started)
-        err.headers.setdefault(CACHE_HEADER, lk.outcome)
-        raise
-    except BaseException:
-        await rt.cache.finish(lk, None)
-        raise
-
-
-async def _dispatch(
-    rt: Runtime,
-    tier: TierSpec,
-    request: ChatRequest,
-    payload: dict[str, Any],
-    deadline: Deadline,
-    lk: Lookup,
-    started: float,
-) -> ChatAnswer:
-    """Call the tier's models; a clean answer goes to the cache (a stream's when it ends)."""
+    """Identify, route, fetch context, build the prompt, admit, look the answer up in the
+    caches, else dispatch (and store the answer) a validated chat request: the one path
+    every chat-shaped API (chat completions, Responses) takes. When every model fails, a
+    similar cached answer is served (``stale-similar``) if there is one."""
+    who = rt.spend.who(principal, request.user)
+    route = rt.router.route(request)
+    context = await rt.context.fetch(who)
+    prompt = build_prompt(rt.policy.agent, request, payload, context)
+    request, payload = prompt.request, prompt.payload
+    output = rt.spend.output_cap(request.output_limit)
+    adm = await rt.spend.admit(who, request_id, route, prompt.input_tokens, output)
+    route = adm.route
     m = rt.metrics
+    m.routing_decisions.labels(
+        route.tier.name, "budget_downgrade" if route.downgraded else route.reason
+    ).inc()
+    extra: Headers = []
+    if prompt.trimmed_tokens:
+        m.trimmed_tokens.inc(prompt.trimmed_tokens)
+        extra.append((b"x-swiftclaw-trimmed-tokens", str(prompt.trimmed_tokens).encode()))
+    tier = route.tier
+    deadline = Deadline(rt.policy.reliability.timeout_seconds)
     stream = request.stream
+    lk = rt.cache.plan(principal, tier, request, payload, control or CacheControl())
+    try:
+        hit = await rt.cache.lookup(lk, deadline.remaining())
+    except BaseException:
+        await asyncio.shield(rt.spend.settle(adm, "none", 0.0, 0, 0))
+        raise
+    if hit is not None:
+        return await _cached(rt, request, lk, hit, started, route, adm, extra)
     try:
         if not stream:
             completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
         else:
             opened = await rt.dispatcher.open_stream(tier, request, payload, deadline)
-    except ApiError:
-        m.record_request(tier.name, "none", "error", stream, time.perf_counter() - started, 0, 0)
-        raise
-    except asyncio.CancelledError:
+    except BaseException as err:
         elapsed = time.perf_counter() - started
-        m.record_request(tier.name, "none", CLIENT_CLOSED, stream, elapsed, 0, 0)
+        outcome = CLIENT_CLOSED if isinstance(err, asyncio.CancelledError) else "error"
+        if isinstance(err, ApiError | asyncio.CancelledError):
+            m.record_request(tier.name, "none", outcome, stream, elapsed, 0, 0)
+        await asyncio.shield(rt.cache.finish(lk, None))
+        if isinstance(err, ApiError) and err.code in DEGRADABLE:
+            stale = await rt.cache.degrade(lk)
+            if stale is not None:
+                log.warning("tier %s failed: served a similar cached answer", tier.name)
+                return await _cached(rt, request, lk, stale, started, route, adm, extra)
+        await asyncio.shield(rt.spend.settle(adm, "none", 0.0, 0, 0))  # nothing was served
+        if isinstance(err, ApiError):
+            err.headers.setdefault(CACHE_HEADER, lk.outcome)
         raise
     if stream:
         m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
-        chunks = _chunks(rt, tier, opened, started, lk)
-        return ChatAnswer(tier, opened.served, chunks=chunks, usage=opened.usage, cache=lk.outcome)
+        ids = (request_id, str(opened.first.get("id") or request_id))
+        chunks = _chunks(rt, tier, opened, started, adm, prompt.input_tokens, ids, lk)
+
+        async def cleanup() -> None:
+            if not adm.settled:
+                await _aclose(opened.rest)
+                tokens_in = prompt.input_tokens
+                cost = request_cost(rt, tier, opened.served, tokens_in, 0)
+                await rt.spend.settle(adm, opened.served.target.ref, cost, tokens_in, 0, ids)
+            await rt.cache.finish(lk, None)  # a stream that never ran is not an answer
+
+        return ChatAnswer(
+            route,
+            opened.served,
+            adm,
+            extra,
+            chunks=chunks,
+            usage=opened.usage,
+            cleanup=cleanup,
+            cache=lk.outcome,
+        )
+    cost = request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens)
     m.record_request(
         tier.name,
         served.target.ref,
@@ -239,8 +262,9 @@ async def _dispatch(
         time.perf_counter() - started,
         completion.prompt_tokens,
         completion.completion_tokens,
-        request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens),
+        cost,
     )
+    ids = (request_id, str(completion.body.get("id") or request_id))
     await rt.cache.finish(
         lk,
         CachedAnswer.from_completion(
@@ -250,26 +274,39 @@ async def _dispatch(
             completion.completion_tokens,
         ),
     )
-    return ChatAnswer(tier, served, completion=completion, cache=lk.outcome)
+    await rt.spend.settle(
+        adm, served.target.ref, cost, completion.prompt_tokens, completion.completion_tokens, ids
+    )
+    return ChatAnswer(route, served, adm, extra, completion=completion, cache=lk.outcome)
 
 
-def _cached(
-    rt: Runtime, request: ChatRequest, lk: Lookup, answer: CachedAnswer, started: float
+async def _cached(
+    rt: Runtime,
+    request: ChatRequest,
+    lk: Lookup,
+    answer: CachedAnswer,
+    started: float,
+    route: Route,
+    adm: Admission,
+    extra: Headers,
 ) -> ChatAnswer:
     """A cached answer as the provider would have given it: a completion, or a stream of
-    chunks of the same shape (with the usage chunk when asked for). It spends nothing."""
+    chunks of the same shape (with the usage chunk when asked for). It spends nothing:
+    the request settles at zero."""
     served = Served(Target.parse(answer.model_ref), False, 0)
     outcome = "stale" if lk.outcome == "stale-similar" else "cached"
+    elapsed = time.perf_counter() - started
     rt.metrics.record_request(
-        lk.tier.name, answer.model_ref, outcome, request.stream, time.perf_counter() - started, 0, 0
+        lk.tier.name, answer.model_ref, outcome, request.stream, elapsed, 0, 0
     )
-    usage = StreamUsage(answer.prompt_tokens, answer.completion_tokens)
+    await asyncio.shield(rt.spend.settle(adm, answer.model_ref, 0.0, 0, 0))
     if not request.stream:
         completion = Completion(answer.completion(), answer.prompt_tokens, answer.completion_tokens)
-        return ChatAnswer(lk.tier, served, completion=completion, cache=lk.outcome)
+        return ChatAnswer(route, served, adm, extra, completion=completion, cache=lk.outcome)
     rt.metrics.ttft_seconds.labels(lk.tier.name).observe(time.perf_counter() - started)
+    usage = StreamUsage(answer.prompt_tokens, answer.completion_tokens)
     chunks = _replay(answer.chunks(request.wants_stream_usage))
-    return ChatAnswer(lk.tier, served, chunks=chunks, usage=usage, cache=lk.outcome)
+    return ChatAnswer(route, served, adm, extra, chunks=chunks, usage=usage, cache=lk.outcome)
 
 
 async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any] | ApiError]:
@@ -353,10 +390,20 @@ async def _aclose(gen: AsyncIterator[Any]) -> None:
 
 
 async def _chunks(
-    rt: Runtime, tier: TierSpec, stream: OpenStream, started: float, lk: Lookup
+    rt: Runtime,
+    tier: TierSpec,
+    stream: OpenStream,
+    started: float,
+    adm: Admission,
+    input_estimate: int,
+    ids: tuple[str, ...],
+    lk: Lookup,
 ) -> AsyncIterator[dict[str, Any] | ApiError]:
     """Forward an open stream; a failure after the first chunk ends it with an error.
-    A stream that ends cleanly is assembled and offered to the cache; any other is not."""
+    At the end, however it ends, the request is settled on the usage the provider
+    reported; a stream cut before its usage arrived is charged the input estimate and the
+    output counted so far. A stream that ends cleanly is assembled and offered to the
+    cache; any other is not."""
     m = rt.metrics
     model = stream.served.target.ref
     outcome = "fallback" if stream.served.fallback else "ok"
@@ -393,6 +440,8 @@ async def _chunks(
             answer = None
         await _aclose(stream.rest)
         usage = stream.usage
+        tokens_in = usage.prompt_tokens or input_estimate
+        cost = request_cost(rt, tier, stream.served, tokens_in, usage.completion_tokens)
         m.record_request(
             tier.name,
             model,
@@ -401,6 +450,9 @@ async def _chunks(
             time.perf_counter() - started,
             usage.prompt_tokens,
             usage.completion_tokens,
-            request_cost(rt, tier, stream.served, usage.prompt_tokens, usage.completion_tokens),
+            cost,
         )
-        await rt.cache.finish(lk, answer)
+        await asyncio.shield(
+            rt.spend.settle(adm, model, cost, tokens_in, usage.completion_tokens, ids)
+        )
+        await asyncio.shield(rt.cache.finish(lk, answer))

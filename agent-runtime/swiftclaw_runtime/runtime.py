@@ -13,8 +13,11 @@ from .credentials import resolve_provider_key
 from .dispatch import Dispatcher
 from .health import Health
 from .metrics import Metrics
+from .prompt import ContextSources
 from .providers import Provider, build_provider
 from .responses.store import MemoryStore, RedisStore, ResponseStore
+from .routing import Router
+from .spend import SpendControl
 
 log = logging.getLogger("swiftclaw.runtime")
 
@@ -59,6 +62,15 @@ class Runtime:
         self.responses: ResponseStore = (
             RedisStore(self.options.redis_url) if self.options.redis_url else MemoryStore()
         )
+        self.router = Router(self.policy, self.name)
+        self.spend = SpendControl(
+            self.policy,
+            f"{self.config.namespace}/{self.name}",
+            self.metrics,
+            self.options.redis_url,
+            self.policy.cache.redis.fallback_replicas,
+        )
+        self.context = ContextSources(self.policy.agent.context, self.metrics)
 
     def _embedder(self) -> Embedder | None:
         semantic = self.policy.cache.semantic
@@ -96,6 +108,13 @@ class Runtime:
             f"on ({self.cache.embedder.name})" if self.cache.embedder else "off",
             self.cache.kind,
         )
+        await self.spend.start()
+        if self.spend.redis is None and (self.spend.limiter.active or self.spend.budget.active):
+            log.info(
+                "no Redis: rate limits and budgets are counted in this process, "
+                "each at 1/%d of its value (cache.redis.fallbackReplicas)",
+                self.policy.cache.redis.fallback_replicas,
+            )
         self.health.started = True
         log.info(
             "agent %s/%s serving tiers %s",
@@ -106,6 +125,8 @@ class Runtime:
 
     async def shutdown(self) -> None:
         await self.cache.close()
+        await self.context.close()
+        await self.spend.close()
         for provider in self.providers.values():
             await provider.close()
         await self.responses.close()

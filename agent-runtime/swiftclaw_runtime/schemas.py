@@ -276,6 +276,50 @@ def message_text(message: Message) -> str:
     return "".join(p.text or "" for p in content if p.type == "text")
 
 
+class Feedback(BaseModel):
+    """``POST /v1/feedback``: a rating of one response. ``comment`` is accepted (bounded)
+    and dropped: free text from users may hold anything, so it is never stored or logged."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    id: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    task_completed: Annotated[bool | None, Field(alias="taskCompleted")] = None
+    comment: Annotated[str, Field(max_length=10_000)] | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Feedback:
+        if self.rating is None and self.task_completed is None:
+            raise _field_error("rating", "give 'rating' (1-5), 'taskCompleted', or both")
+        return self
+
+
+def _validation_error(err: ValidationError) -> ApiError:
+    """A 400 naming the first bad parameter (and how many more there are)."""
+    errors = err.errors(include_url=False)
+    # Of a union's failed branches, the deepest error names the parameter best: an
+    # image part's bad URL rather than "content should be a string".
+    first = max(errors, key=lambda e: len(e["loc"]))
+    param = format_path("", first["loc"])
+    if first["type"] == "missing":
+        message = f"Missing required parameter: '{param}'."
+        code = "missing_required_parameter"
+    else:
+        message = f"Invalid value for '{param}': {first['msg']}."
+        code = "invalid_value"
+    if len(errors) > 1:
+        message += f" ({len(errors) - 1} more problem(s) in the request.)"
+    return ApiError(400, message, "invalid_request_error", code, param)
+
+
+def parse_feedback(payload: Any) -> Feedback:
+    if not isinstance(payload, dict):
+        raise invalid_request("The request body must be a JSON object.", code="invalid_body")
+    try:
+        return Feedback.model_validate(payload)
+    except ValidationError as err:
+        raise _validation_error(err) from None
+
+
 def parse_chat_request(payload: Any) -> ChatRequest:
     """Validate a decoded JSON body, or raise a 400 that names the first bad parameter."""
     if not isinstance(payload, dict):
@@ -283,17 +327,4 @@ def parse_chat_request(payload: Any) -> ChatRequest:
     try:
         return ChatRequest.model_validate(payload)
     except ValidationError as err:
-        errors = err.errors(include_url=False)
-        # Of a union's failed branches, the deepest error names the parameter best: an
-        # image part's bad URL rather than "content should be a string".
-        first = max(errors, key=lambda e: len(e["loc"]))
-        param = format_path("", first["loc"])
-        if first["type"] == "missing":
-            message = f"Missing required parameter: '{param}'."
-            code = "missing_required_parameter"
-        else:
-            message = f"Invalid value for '{param}': {first['msg']}."
-            code = "invalid_value"
-        if len(errors) > 1:
-            message += f" ({len(errors) - 1} more problem(s) in the request.)"
-        raise ApiError(400, message, "invalid_request_error", code, param) from None
+        raise _validation_error(err) from None

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from ..auth import Principal
 from ..config import AgentPolicy, TierSpec
-from ..costs import cost_usd, prices
 from ..metrics import Metrics
 from ..schemas import ChatRequest
+from ..spend.costs import cost_usd, prices
 from . import verify
 from .embeddings import Embedder, EmbeddingFailed
 from .entry import CachedAnswer

@@ -21,7 +21,6 @@ from ..pipeline import (
     StreamResult,
     answer_chat,
     decode_json,
-    served_headers,
 )
 from ..runtime import Runtime
 from ..schemas import parse_chat_request
@@ -56,9 +55,9 @@ async def responses(
         err.param = chat_param(err.param)
         raise
     control = parse_cache_control(cache_control)
-    answer = await answer_chat(rt, request, payload, started, principal, control)
+    answer = await answer_chat(rt, principal, request_id, request, payload, started, control)
     response_id = new_id("resp")
-    headers = served_headers(request_id, answer.tier.name, answer.served, answer.cache)
+    headers = answer.headers(request_id)
     model = answer.served.target.model
     if answer.completion is not None:
         completion = answer.completion
@@ -78,8 +77,9 @@ async def responses(
             usage(completion.prompt_tokens, completion.completion_tokens),
             incomplete=reason,
         )
-        return JsonResult(200, orjson.dumps(obj), headers)
-    return StreamResult(headers, _events(rt, principal, call, answer, response_id, messages))
+        return JsonResult(200, orjson.dumps(obj), headers, answer.who)
+    events = _events(rt, principal, call, answer, response_id, messages)
+    return StreamResult(headers, events, answer.who, answer.cleanup)
 
 
 async def _history(rt: Runtime, principal: Principal, call: ResponsesCall) -> list[dict[str, Any]]:

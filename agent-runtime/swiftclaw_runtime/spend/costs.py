@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import AgentPolicy, TierSpec
+from ..config import AgentPolicy, TierSpec
 
 
 def prices(policy: AgentPolicy, tier: TierSpec, model_ref: str) -> tuple[float, float]:
@@ -19,3 +19,12 @@ def prices(policy: AgentPolicy, tier: TierSpec, model_ref: str) -> tuple[float, 
 
 def cost_usd(price_in: float, price_out: float, tokens_in: int, tokens_out: int) -> float:
     return (tokens_in * price_in + tokens_out * price_out) / 1_000_000
+
+
+def max_cost_usd(policy: AgentPolicy, tier: TierSpec, tokens_in: int, tokens_out: int) -> float:
+    """The most a request can cost on ``tier``: at the prices of the dearest model of its
+    chain, since any of them may end up answering."""
+    return max(
+        cost_usd(*prices(policy, tier, ref), tokens_in, tokens_out)
+        for ref in (tier.model, *tier.fallbacks)
+    )

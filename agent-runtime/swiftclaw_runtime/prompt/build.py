@@ -1,0 +1,104 @@
+"""Putting the prompt together and fitting it into ``agent.maxInputTokens``.
+
+Order: the agent's system prompt, the context sources' answers (one system message), the
+client's own leading system/developer messages, then the conversation. When it does not
+fit, whole turns are dropped oldest first (a turn: a user message and everything up to
+the next one, so tool calls and their results go together); then the context. Only when
+the system prompts and the last turn alone do not fit is the request refused (400
+``context_length_exceeded``): trimming by default keeps long chats working, and the
+client learns what was dropped from ``x-swiftclaw-trimmed-tokens``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import AgentSpec
+from ..errors import invalid_request
+from ..schemas import ChatRequest, Message, message_text
+from ..tokens import estimate_tokens
+
+FRAMING = 2  # tokens of the reply's framing; each message adds 4 (see tokens.py)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    request: ChatRequest
+    payload: dict[str, Any]
+    input_tokens: int  # the estimate of what is sent
+    trimmed_tokens: int  # the estimate of what was dropped
+
+
+def _cost(m: Message) -> int:
+    return estimate_tokens(message_text(m)) + 4
+
+
+def context_message(context: list[tuple[str, str]]) -> str:
+    parts = [f"[{name}]\n{text}" for name, text in context]
+    return "Context for this request:\n\n" + "\n\n".join(parts)
+
+
+def build_prompt(
+    agent: AgentSpec,
+    request: ChatRequest,
+    payload: dict[str, Any],
+    context: list[tuple[str, str]] | None = None,
+) -> Prompt:
+    """The request as sent upstream (and its JSON, kept in step), trimmed to fit."""
+    sent = list(zip(request.messages, payload["messages"], strict=True))
+    lead = 0
+    while lead < len(sent) and sent[lead][0].role in ("system", "developer"):
+        lead += 1
+    head: list[tuple[Message, dict[str, Any]]] = []
+    if agent.system_prompt:
+        head.append(
+            (
+                Message(role="system", content=agent.system_prompt),
+                {"role": "system", "content": agent.system_prompt},
+            )
+        )
+    extra: list[tuple[Message, dict[str, Any]]] = []
+    if context:
+        text = context_message(context)
+        extra.append((Message(role="system", content=text), {"role": "system", "content": text}))
+    head += sent[:lead]
+    turns: list[list[tuple[Message, dict[str, Any]]]] = []
+    for pair in sent[lead:]:
+        if pair[0].role == "user" or not turns:
+            turns.append([])
+        turns[-1].append(pair)
+    budget = agent.max_input_tokens
+    fixed = sum(_cost(m) for m, _ in head) + FRAMING
+    sizes = [sum(_cost(m) for m, _ in t) for t in turns]
+    context_cost = sum(_cost(m) for m, _ in extra)
+    trimmed = 0
+    while len(turns) > 1 and fixed + context_cost + sum(sizes) > budget:
+        trimmed += sizes.pop(0)
+        turns.pop(0)
+    if extra and fixed + context_cost + sum(sizes) > budget:
+        trimmed += context_cost
+        extra, context_cost = [], 0
+    total = fixed + context_cost + sum(sizes)
+    if total > budget:
+        raise invalid_request(
+            f"The system prompt and the last turn hold about {total} tokens; this agent "
+            f"accepts at most {budget} (spec.agent.maxInputTokens), so no trimming of older "
+            "turns can make the request fit.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    pairs = (
+        head[: 1 if agent.system_prompt else 0] + extra + head[1 if agent.system_prompt else 0 :]
+    )
+    pairs += [p for t in turns for p in t]
+    messages = [m for m, _ in pairs]
+    if len(messages) != len(request.messages) or trimmed:
+        request = request.model_copy(update={"messages": messages})
+        payload = dict(payload, messages=[j for _, j in pairs])
+    cap = agent.max_output_tokens
+    if cap is not None and (request.output_limit is None or request.output_limit > cap):
+        request = request.model_copy(update={"max_tokens": cap, "max_completion_tokens": None})
+        payload = {k: v for k, v in payload.items() if k != "max_completion_tokens"}
+        payload["max_tokens"] = cap
+    return Prompt(request, payload, total, trimmed)

@@ -1,0 +1,106 @@
+"""Context sources: HTTP GETs made for each request, in parallel, added to the prompt.
+
+Each source has its own timeout; a source that fails, times out or answers non-2xx is
+left out and counted (``swiftclaw_context_failures_total{source}``): context helps an
+answer, it never blocks one. Answers are cached per source for ``cacheTTLSeconds``,
+keyed by the expanded URL (so per user when the URL names ``{user}``). ``{user}`` and
+``{tenant}`` are URL-encoded. Connections are pooled per source, as for providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from urllib.parse import quote, urlsplit
+
+from ..config import ContextSource
+from ..metrics import Metrics
+from ..providers.pool import Pool, ResponseTooLarge
+from ..spend.identity import Identity
+
+log = logging.getLogger("swiftclaw.context")
+
+MAX_BODY_BYTES = 256 * 1024  # a larger answer is a failure, not a prompt
+MAX_CHARS = 16_000  # what one source may add to the prompt (about 4,000 tokens)
+CACHE_ENTRIES = 10_000
+HEADERS = [(b"accept", b"application/json, text/plain;q=0.9, */*;q=0.5")]
+
+
+class _Source:
+    def __init__(self, spec: ContextSource) -> None:
+        self.spec = spec
+        url = urlsplit(spec.url)
+        self.pool = Pool(f"{url.scheme}://{url.netloc}", max_connections=64)
+        self.template = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        self.cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def path(self, who: Identity) -> str:
+        return self.template.replace("{user}", quote(who.user, safe="")).replace(
+            "{tenant}", quote(who.tenant, safe="")
+        )
+
+    def cached(self, path: str) -> str | None:
+        hit = self.cache.get(path)
+        if hit is None:
+            return None
+        if hit[0] < time.monotonic():
+            del self.cache[path]
+            return None
+        self.cache.move_to_end(path)
+        return hit[1]
+
+    def store(self, path: str, text: str) -> None:
+        if self.spec.cache_ttl_seconds <= 0:
+            return
+        self.cache[path] = (time.monotonic() + self.spec.cache_ttl_seconds, text)
+        self.cache.move_to_end(path)
+        while len(self.cache) > CACHE_ENTRIES:
+            self.cache.popitem(last=False)
+
+    async def get(self, path: str) -> str:
+        resp = await self.pool.request("GET", path, HEADERS)
+        try:
+            body = await resp.read(MAX_BODY_BYTES)
+        finally:
+            resp.finish()
+        if not 200 <= resp.status < 300:
+            raise ConnectionError(f"HTTP {resp.status}")
+        return body.decode("utf-8", "replace")[:MAX_CHARS]
+
+
+class ContextSources:
+    """The agent's context sources, fetched together for each request."""
+
+    def __init__(self, sources: list[ContextSource], metrics: Metrics) -> None:
+        self.sources = [_Source(s) for s in sources]
+        self.metrics = metrics
+
+    async def fetch(self, who: Identity) -> list[tuple[str, str]]:
+        """(name, text) of each source that answered in time, in the manifest's order."""
+        if not self.sources:
+            return []
+        started = time.perf_counter()
+        texts = await asyncio.gather(*(self._one(s, who) for s in self.sources))
+        self.metrics.context_seconds.observe(time.perf_counter() - started)
+        return [(s.spec.name, t) for s, t in zip(self.sources, texts, strict=True) if t]
+
+    async def _one(self, source: _Source, who: Identity) -> str | None:
+        path = source.path(who)
+        hit = source.cached(path)
+        if hit is not None:
+            return hit
+        try:
+            async with asyncio.timeout(source.spec.timeout_ms / 1000):
+                text = await source.get(path)
+        except (TimeoutError, OSError, ResponseTooLarge) as err:
+            self.metrics.context_failures.labels(source.spec.name).inc()
+            log.info("context source %s left out: %s", source.spec.name, type(err).__name__)
+            return None
+        source.store(path, text)
+        return text
+
+    async def close(self) -> None:
+        for s in self.sources:
+            await s.pool.close()

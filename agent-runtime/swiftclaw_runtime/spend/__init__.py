@@ -1,0 +1,335 @@
+"""Spend control: who a request is for, whether its limits and budgets admit it, and
+what it cost. :class:`SpendControl` is the one object the pipeline talks to:
+:meth:`~SpendControl.admit` before the model is called, :meth:`~SpendControl.settle`
+after, :meth:`~SpendControl.usage` for ``GET /v1/usage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..config import AgentPolicy
+from ..errors import ApiError
+from ..metrics import Metrics
+from ..routing import Route
+from .budgets import Budget, CapState, Reservation, current_periods
+from .costs import max_cost_usd
+from .identity import Identity, TenantLabels, identify
+from .limits import REQUESTS, Outcome, RateLimiter, duration
+from .redis import SpendRedis
+from .usage import Charge, UsageBook
+
+__all__ = ["Admission", "Identity", "SpendControl", "identify"]
+
+log = logging.getLogger("swiftclaw.spend")
+
+# The output a request is assumed to take at most when neither it (max_tokens) nor the
+# agent (agent.maxOutputTokens) caps it: what reservations and token charges count.
+DEFAULT_OUTPUT_TOKENS = 4096
+GAUGE_SECONDS = 15.0
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class Admission:
+    """A request let through: its identity, charges, and the route the budget allows."""
+
+    who: Identity
+    rid: str
+    tokens: int
+    route: Route
+    limits: Outcome
+    reservation: Reservation
+    day: str
+    settled: bool = field(default=False)
+
+    def headers(self) -> Headers:
+        out = self.limits.headers()
+        r = self.reservation
+        if r.action in ("downgrade", "alert") and r.exceeded is not None:
+            out.append((b"x-swiftclaw-budget", f"exceeded; scope={r.exceeded.scope}".encode()))
+        return out
+
+
+class SpendControl:
+    """Limits, budgets and usage of one agent."""
+
+    def __init__(
+        self,
+        policy: AgentPolicy,
+        agent: str,
+        metrics: Metrics,
+        redis_url: str | None = None,
+        replicas: int = 1,
+    ) -> None:
+        self.policy = policy
+        self.metrics = metrics
+        self.tenants = TenantLabels()
+        # A hash tag: all of an agent's keys live in one Redis Cluster slot.
+        prefix = "sc:{" + agent + "}"
+        self.redis = SpendRedis(redis_url, self._redis_changed) if redis_url else None
+        self.limiter = RateLimiter(policy.rate_limits, prefix, self.redis, replicas)
+        self.budget = Budget(policy.budget, prefix, self.redis, replicas)
+        self.book = UsageBook(prefix, self.redis)
+        self.cheapest = policy.models.tiers[0]
+        metrics.spend_shared.set(1 if self.redis is not None else 0)
+        self._gauges_at = 0.0
+        self._gauges_task: asyncio.Task[None] | None = None
+
+    def _redis_changed(self, up: bool) -> None:
+        self.metrics.spend_shared.set(1 if up else 0)
+
+    async def start(self) -> None:
+        if self.redis is not None:
+            await self.redis.start()
+
+    async def close(self) -> None:
+        if self._gauges_task is not None:
+            await asyncio.gather(self._gauges_task, return_exceptions=True)
+        if self.redis is not None:
+            await self.redis.close()
+
+    def who(self, principal: Any, request_user: str | None) -> Identity:
+        return identify(principal, request_user, self.policy.auth.user_from_request)
+
+    def output_cap(self, requested: int | None) -> int:
+        cap = self.policy.agent.max_output_tokens
+        if requested is not None and (cap is None or requested < cap):
+            return requested
+        return cap or DEFAULT_OUTPUT_TOKENS
+
+    async def admit(
+        self, who: Identity, rid: str, route: Route, input_tokens: int, output_tokens: int
+    ) -> Admission:
+        """Check the rate limits, then reserve the budget; raises a 429 when either refuses.
+        The returned route is the one to serve (the cheapest tier when downgraded)."""
+        tokens = input_tokens + output_tokens
+        day = current_periods(datetime.now(self.budget.tz), self.budget.tz)[0].id
+        outcome = await self.limiter.acquire(who, rid, tokens)
+        if not outcome.allowed:
+            self.metrics.rate_limited.labels(
+                outcome.refused.name if outcome.refused else "", outcome.unit
+            ).inc()
+            raise self._limit_error(who, outcome, tokens)
+        amount = max_cost_usd(self.policy, route.tier, input_tokens, output_tokens)
+        fallback = max_cost_usd(self.policy, self.cheapest, input_tokens, output_tokens)
+        try:
+            reservation = await self.budget.reserve(who, amount, fallback)
+        except BaseException:
+            await self.limiter.settle(who, rid, -tokens)
+            raise
+        if reservation.exceeded is not None:
+            cap = reservation.exceeded
+            self.metrics.budget_exceeded.labels(cap.scope, reservation.action).inc()
+            if reservation.action == "reject":
+                await self.limiter.settle(who, rid, -tokens)
+                raise self._budget_error(cap)
+            if reservation.action == "downgrade":
+                route = route.downgrade(self.cheapest)
+        return Admission(who, rid, tokens, route, outcome, reservation, day)
+
+    async def settle(
+        self,
+        adm: Admission,
+        model: str,
+        cost: float,
+        tokens_in: int,
+        tokens_out: int,
+        response_ids: tuple[str, ...] = (),
+    ) -> None:
+        """After the answer: correct the token charge, settle the budget, count the usage.
+        Done once per admission, whatever way the request ended."""
+        if adm.settled:
+            return
+        adm.settled = True
+        used = tokens_in + tokens_out
+        who = adm.who
+        charge = Charge(who, adm.route.tier.name, model, cost, tokens_in, tokens_out, response_ids)
+        _, states, _ = await asyncio.gather(
+            self.limiter.settle(who, adm.rid, used - adm.tokens),
+            self.budget.settle(adm.reservation, cost),
+            self.book.record(adm.day, charge),
+        )
+        tenant = self.tenants(who.tenant)
+        self.metrics.tenant_cost.labels(tenant).inc(cost)
+        self.metrics.tenant_requests.labels(tenant).inc()
+        for state, alerted, full in states:
+            self._budget_signals(who, state, alerted, full)
+        self._refresh_gauges(adm.day)
+        high = self.policy.budget.alert_high_cost_usd
+        if high is not None and cost > high:
+            self.metrics.high_cost.inc()
+            log.warning(
+                "one request cost %.4f USD (over budget.alertHighCostUSD %.4f)",
+                cost,
+                high,
+                extra={
+                    "tenant": who.tenant,
+                    "user": who.user,
+                    "tier": adm.route.tier.name,
+                    "model": model,
+                },
+            )
+
+    def _refresh_gauges(self, day: str) -> None:
+        """Today's active users and requests, read back at most every GAUGE_SECONDS (in the
+        background: one PFCOUNT and one HGETALL, off the request's path)."""
+        now = time.monotonic()
+        if now - self._gauges_at < GAUGE_SECONDS:
+            return
+        self._gauges_at = now
+
+        async def refresh() -> None:
+            counters, users, _ = await self.book.day(day)
+            self.metrics.active_users.set(users)
+            self.metrics.requests_today.set(counters.get("requests:total", 0))
+
+        self._gauges_task = asyncio.get_running_loop().create_task(refresh())
+
+    def _budget_signals(self, who: Identity, state: CapState, alerted: bool, full: bool) -> None:
+        cap = state.cap
+        if cap.scope != "user_daily":
+            self.metrics.budget_used.labels(cap.scope).set(state.spent / cap.limit_usd)
+        whose = {"tenant": who.tenant, "user": who.user} if cap.scope == "user_daily" else {}
+        if alerted:
+            log.warning(
+                "budget alert: %s is %.0f%% spent (alertAtPercent %d)",
+                cap.label,
+                100 * state.spent / cap.limit_usd,
+                self.policy.budget.alert_at_percent,
+                extra=whose,
+            )
+        if full:
+            log.warning(
+                "budget exhausted: %s is spent until %s; onExceeded=%s",
+                cap.label,
+                cap.period.resets_at.isoformat(),
+                self.policy.budget.on_exceeded,
+                extra=whose,
+            )
+
+    def _limit_error(self, who: Identity, outcome: Outcome, tokens: int) -> ApiError:
+        scope = outcome.refused
+        assert scope is not None
+        field_name = {"user": "perUser", "tenant": "perTenant", "global": "global"}[scope.name]
+        per = "requestsPerMinute" if outcome.unit == REQUESTS else "tokensPerMinute"
+        cap = scope.requests if outcome.unit == REQUESTS else scope.tokens
+        whose = {
+            "user": f"user '{who.user}'",
+            "tenant": f"tenant '{who.tenant}'",
+            "global": "this agent",
+        }[scope.name]
+        headers = {k.decode(): v.decode() for k, v in outcome.headers()}
+        if outcome.retry_after is None:
+            message = (
+                f"Request too large for {whose}: about {tokens} tokens (input + max output) "
+                f"against a limit of {cap} tokens per minute (rateLimits.{field_name}.{per}). "
+                "Send fewer tokens or lower max_tokens."
+            )
+            headers["x-should-retry"] = "false"
+        else:
+            wait = outcome.retry_after
+            message = (
+                f"Rate limit reached for {whose} on {outcome.unit} per minute "
+                f"(rateLimits.{field_name}.{per}): limit {cap}. "
+                f"Please try again in {duration(wait)}."
+            )
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+            headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+        return ApiError(429, message, outcome.unit, "rate_limit_exceeded", headers=headers)
+
+    def _budget_error(self, cap: Any) -> ApiError:
+        resets = cap.period.resets_at
+        seconds = max(1, math.ceil((resets - datetime.now(resets.tzinfo)).total_seconds()))
+        return ApiError(
+            429,
+            f"This agent has spent {cap.label} (budget.onExceeded: reject). It resets at "
+            f"{resets.isoformat()} (in {duration(seconds)}).",
+            "insufficient_quota",
+            "insufficient_quota",
+            headers={"retry-after": str(seconds), "x-should-retry": "false"},
+        )
+
+    async def usage(self, who: Identity) -> dict[str, Any]:
+        """``GET /v1/usage`` for the caller: today's spend, budgets left, limits left."""
+        tz = self.budget.tz
+        day, month = current_periods(datetime.now(tz), tz)
+        (counters, users, shared), (caps, caps_shared), limits = await asyncio.gather(
+            self.book.day(day.id), self.budget.peek(who), self.limiter.peek(who)
+        )
+        self.metrics.active_users.set(users)
+        self.metrics.requests_today.set(counters.get("requests:total", 0))
+        t = who.tenant_key
+        budgets = {
+            {"daily": "daily", "monthly": "monthly", "user_daily": "perUserDaily"}[s.cap.scope]: {
+                "limitUSD": s.cap.limit_usd,
+                "spentUSD": round(s.spent, 6),
+                "reservedUSD": round(s.reserved, 6),
+                "remainingUSD": round(s.remaining, 6),
+                "resetsAt": s.cap.period.resets_at.isoformat(),
+            }
+            for s in caps
+        }
+        limit_view: dict[str, Any] = {}
+        for state in limits.states:
+            entry: dict[str, Any] = {}
+            for unit, cap, used in (
+                ("requests", state.scope.requests, state.requests),
+                ("tokens", state.scope.tokens, state.tokens),
+            ):
+                if cap is not None:
+                    reset = (state.oldest_ms + 60_000 - limits.now_ms) / 1000 if used else 0.0
+                    entry[unit] = {
+                        "limit": cap,
+                        "used": used,
+                        "remaining": max(0, cap - used),
+                        "resetSeconds": round(max(0.0, reset), 3),
+                    }
+            limit_view[
+                {"user": "perUser", "tenant": "perTenant", "global": "global"}[state.scope.name]
+            ] = entry
+        return {
+            "object": "usage",
+            "tenant": who.tenant,
+            "user": who.user,
+            "date": day.id,
+            "timeZone": self.policy.budget.time_zone,
+            "spend": {
+                "agentTodayUSD": round(counters.get("cost:total", 0.0), 6),
+                "tenantTodayUSD": round(counters.get(f"cost:tenant:{t}", 0.0), 6),
+                "userTodayUSD": round(counters.get(f"cost:user:{who.key}", 0.0), 6),
+            },
+            "requestsToday": {
+                "agent": int(counters.get("requests:total", 0)),
+                "tenant": int(counters.get(f"requests:tenant:{t}", 0)),
+            },
+            "activeUsersToday": users,
+            "budget": {"onExceeded": self.policy.budget.on_exceeded, **budgets},
+            "rateLimits": limit_view,
+            # False while Redis is away: the figures are this replica's own.
+            "shared": shared and caps_shared and limits.shared,
+            "month": month.id,
+        }
+
+    async def feedback(
+        self, who: Identity, rid: str, rating: int | None, completed: bool | None
+    ) -> str:
+        day = current_periods(datetime.now(self.budget.tz), self.budget.tz)[0].id
+        fields = []
+        if rating is not None:
+            fields.append(f"feedback:rating:{rating}")
+        if completed is not None:
+            fields.append(f"feedback:completed:{str(completed).lower()}")
+        result = await self.book.feedback(day, rid, who, fields)
+        if result == "ok":
+            if rating is not None:
+                self.metrics.feedback_ratings.labels(str(rating)).inc()
+            if completed is not None:
+                self.metrics.task_completion.labels("true" if completed else "false").inc()
+        return result

@@ -1,0 +1,251 @@
+"""Spend control's decisions without I/O (the in-process windows and ledger, identity,
+periods) and its Lua scripts against a real Redis: the same rules, exact under
+concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from swiftclaw_runtime.auth import Principal
+from swiftclaw_runtime.config import BudgetSpec, RateLimitsSpec
+from swiftclaw_runtime.processes import Proc, start_redis
+from swiftclaw_runtime.spend.budgets import Budget, Cap, MemoryLedger, current_periods
+from swiftclaw_runtime.spend.identity import Identity, TenantLabels, identify
+from swiftclaw_runtime.spend.limits import (
+    WINDOW_MS,
+    MemoryWindows,
+    Outcome,
+    RateLimiter,
+    Scope,
+    ScopeState,
+    duration,
+)
+from swiftclaw_runtime.spend.redis import SpendRedis
+
+ALICE = Identity("acme", "alice")
+
+# --- identity ---------------------------------------------------------------------------
+
+
+def test_identity_comes_from_the_key_unless_the_agent_trusts_the_request() -> None:
+    key = Principal("acme", "backend")
+    assert identify(key, "bob", user_from_request=False) == Identity("acme", "backend")
+    assert identify(key, "bob", user_from_request=True) == Identity("acme", "bob")
+    assert identify(key, "  ", user_from_request=True) == Identity("acme", "backend")
+    # keys cannot collide through separators in names
+    assert Identity("a/b", "c").key != Identity("a", "b/c").key
+
+
+def test_tenant_labels_are_capped() -> None:
+    labels = TenantLabels(limit=2)
+    seen = [labels(t) for t in ("a", "b", "c", "a", "d", "b")]
+    assert seen == ["a", "b", "other", "a", "other", "b"]
+
+
+# --- the sliding window, in process ------------------------------------------------------
+
+
+def test_window_admits_exactly_the_limit_per_minute() -> None:
+    w = MemoryWindows()
+    scope = [Scope("user", "k", 100, None)]
+    allowed = [w.run("acquire", scope, 1000 + i * 50, f"r{i}", 1).allowed for i in range(1000)]
+    # 1,000 requests over 50 s: exactly the first 100 pass
+    assert sum(allowed) == 100 and all(allowed[:100])
+    refused = w.run("acquire", scope, 1000 + 1000 * 50, "late", 1)
+    assert not refused.allowed and refused.unit == "requests"
+    # the oldest entry (at 1000 ms) leaves the window at 61,000 ms
+    assert refused.retry_after == pytest.approx((1000 + WINDOW_MS - 51_000) / 1000)
+    assert w.run("acquire", scope, 1000 + WINDOW_MS + 1, "next", 1).allowed
+
+
+def test_window_refuses_on_tokens_and_settles_the_estimate() -> None:
+    w = MemoryWindows()
+    scope = [Scope("user", "k", None, 1000)]
+    assert w.run("acquire", scope, 0, "a", 600).allowed
+    refused = w.run("acquire", scope, 10, "b", 600)
+    assert not refused.allowed and refused.unit == "tokens"
+    assert refused.retry_after == pytest.approx((WINDOW_MS - 10) / 1000)
+    w.run("settle", scope, 20, "a", -500)  # used 100 of the 600 estimated
+    assert w.run("acquire", scope, 30, "b", 600).allowed
+    too_big = w.run("acquire", scope, 40, "c", 5000)
+    assert not too_big.allowed and too_big.retry_after is None  # can never fit
+
+
+def test_a_refused_request_is_not_counted_in_any_scope() -> None:
+    w = MemoryWindows()
+    scopes = [Scope("user", "u", 10, None), Scope("global", "g", 2, None)]
+    assert w.run("acquire", scopes, 0, "a", 1).allowed
+    assert w.run("acquire", scopes, 1, "b", 1).allowed
+    out = w.run("acquire", scopes, 2, "c", 1)
+    assert not out.allowed and out.refused is scopes[1]
+    assert [s.requests for s in out.states] == [2, 2]
+
+
+def test_headers_report_the_tightest_limit_in_openai_form() -> None:
+    user = Scope("user", "u", 60, 1000)
+    glob = Scope("global", "g", 10, None)
+    out = Outcome(
+        True,
+        [ScopeState(user, 5, 900, 30_000), ScopeState(glob, 9, 0, 45_000)],
+        now_ms=60_000,
+    )
+    h = dict(out.headers())
+    assert h[b"x-ratelimit-limit-requests"] == b"10"
+    assert h[b"x-ratelimit-remaining-requests"] == b"1"
+    assert h[b"x-ratelimit-reset-requests"] == b"45s"
+    assert h[b"x-ratelimit-limit-tokens"] == b"1000"
+    assert h[b"x-ratelimit-remaining-tokens"] == b"100"
+    assert [duration(x) for x in (0.02, 1.5, 360)] == ["20ms", "1.5s", "6m0s"]
+
+
+# --- budgets, in process -----------------------------------------------------------------
+
+
+def _cap(limit: float) -> Cap:
+    day, _ = current_periods(datetime.now(UTC), ZoneInfo("UTC"))
+    return Cap("daily", "b", limit, day)
+
+
+def test_ledger_reserves_the_maximum_and_settles_the_real_cost() -> None:
+    ledger = MemoryLedger()
+    cap = [_cap(1.0)]
+    assert ledger.reserve(cap, 0.4, 0.0, "reject")[0] == "ok"
+    assert ledger.reserve(cap, 0.4, 0.0, "reject")[0] == "ok"
+    assert ledger.reserve(cap, 0.4, 0.0, "reject")[0] == "reject"  # 0.8 reserved + 0.4 > 1
+    ledger.settle(cap, 0.4, 0.1)
+    assert ledger.state(cap[0]).spent == pytest.approx(0.1)
+    assert ledger.reserve(cap, 0.4, 0.0, "reject")[0] == "ok"
+    assert ledger.reserve(cap, 0.4, 0.01, "downgrade") == ("downgrade", cap[0], 0.01)
+    assert ledger.reserve(cap, 0.4, 0.01, "alert")[0] == "alert"
+
+
+def test_periods_follow_the_budgets_time_zone() -> None:
+    # 23:30 UTC on 31 Jan is already 1 Feb in Paris (UTC+1)
+    now = datetime(2025, 1, 31, 23, 30, tzinfo=UTC)
+    day, month = current_periods(now, ZoneInfo("Europe/Paris"))
+    assert (day.id, month.id) == ("2025-02-01", "2025-02")
+    assert day.resets_at == datetime(2025, 2, 2, tzinfo=ZoneInfo("Europe/Paris"))
+    assert month.resets_at == datetime(2025, 3, 1, tzinfo=ZoneInfo("Europe/Paris"))
+    day, month = current_periods(datetime(2025, 12, 31, 12, tzinfo=UTC), ZoneInfo("UTC"))
+    assert month.resets_at == datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC"))
+
+
+# --- the Lua scripts against a real Redis ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_redis(log_path=tmp_path_factory.mktemp("redis") / "redis.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def redis(redis_proc: Proc) -> AsyncIterator[SpendRedis]:
+    r = SpendRedis(f"redis://127.0.0.1:{redis_proc.port}/0")
+    await r.client.flushdb()
+    yield r
+    await r.close()
+
+
+async def test_redis_limits_are_exact_under_concurrency(redis: SpendRedis) -> None:
+    spec = RateLimitsSpec.model_validate(
+        {"perUser": {"requestsPerMinute": 100}, "global": {"tokensPerMinute": 1_000_000}}
+    )
+    # three limiters on one Redis: three replicas
+    limiters = [RateLimiter(spec, "sc:{t}", redis) for _ in range(3)]
+    outs = await asyncio.gather(*(limiters[i % 3].acquire(ALICE, f"r{i}", 10) for i in range(400)))
+    assert sum(o.allowed for o in outs) == 100
+    refused = [o for o in outs if not o.allowed]
+    assert all(o.unit == "requests" and o.refused is not None for o in refused)
+    assert all(o.retry_after is not None and 0 < o.retry_after <= 60 for o in refused)
+    # another user is unaffected; the global token scope counted only admitted requests
+    bob = await limiters[0].acquire(Identity("acme", "bob"), "b1", 10)
+    assert bob.allowed
+    glob = next(s for s in bob.states if s.scope.name == "global")
+    assert glob.tokens == 101 * 10
+
+
+async def test_redis_token_charges_are_settled(redis: SpendRedis) -> None:
+    spec = RateLimitsSpec.model_validate({"perTenant": {"tokensPerMinute": 1000}})
+    limiter = RateLimiter(spec, "sc:{t}", redis)
+    assert (await limiter.acquire(ALICE, "a", 900)).allowed
+    refused = await limiter.acquire(ALICE, "b", 200)
+    assert not refused.allowed and refused.unit == "tokens"
+    await limiter.settle(ALICE, "a", -800)  # the real usage was 100
+    peek = await limiter.peek(ALICE)
+    assert peek.states[0].tokens == 100
+    assert (await limiter.acquire(ALICE, "b", 200)).allowed
+
+
+async def test_redis_budget_overshoot_is_bounded_by_one_request(redis: SpendRedis) -> None:
+    spec = BudgetSpec.model_validate({"dailyUSD": 1.0, "onExceeded": "reject"})
+    budgets = [Budget(spec, "sc:{t}", redis) for _ in range(3)]
+    rng = random.Random(3)
+    max_cost = 0.05
+
+    async def one(i: int) -> str:
+        r = await budgets[i % 3].reserve(ALICE, max_cost, 0.0)
+        if r.action == "reject":
+            return "reject"
+        await asyncio.sleep(rng.random() / 100)
+        await budgets[i % 3].settle(r, max_cost * rng.uniform(0.5, 1.2))  # may overrun a bit
+        return r.action
+
+    actions = await asyncio.gather(*(one(i) for i in range(3 * 64)))
+    assert "reject" in actions
+    states, shared = await budgets[0].peek(ALICE)
+    assert shared and states[0].reserved == pytest.approx(0, abs=1e-9)
+    # each admitted request could overrun its reservation by 20 %; without the check
+    # 192 requests would have spent about 8 USD
+    assert states[0].spent <= 1.0 + max_cost
+
+
+async def test_redis_budget_downgrade_and_alert_flags(redis: SpendRedis) -> None:
+    spec = BudgetSpec.model_validate(
+        {"dailyUSD": 1.0, "onExceeded": "downgrade", "alertAtPercent": 50}
+    )
+    budget = Budget(spec, "sc:{t}", redis)
+    r = await budget.reserve(ALICE, 0.6, 0.001)
+    assert r.action == "ok"
+    [(state, alerted, full)] = await budget.settle(r, 0.6)
+    assert alerted and not full  # crossed 50 % first, here
+    r = await budget.reserve(ALICE, 0.6, 0.001)
+    assert r.action == "downgrade" and r.amount == pytest.approx(0.001)
+    assert r.exceeded is not None and r.exceeded.scope == "daily"
+    [(state, alerted, full)] = await budget.settle(r, 0.0005)
+    assert not alerted  # once a day
+    assert state.spent == pytest.approx(0.6005)
+
+
+async def test_redis_down_falls_back_to_a_share_and_comes_back(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    proc = start_redis(log_path=tmp_path_factory.mktemp("redis2") / "redis.log")
+    port = proc.port
+    r = SpendRedis(f"redis://127.0.0.1:{port}/0")
+    try:
+        spec = RateLimitsSpec.model_validate({"perUser": {"requestsPerMinute": 30}})
+        limiter = RateLimiter(spec, "sc:{t}", r, replicas=3)
+        assert (await limiter.acquire(ALICE, "a", 1)).shared
+        proc.kill()
+        outs = [await limiter.acquire(ALICE, f"l{i}", 1) for i in range(20)]
+        assert not r.up
+        # this replica's share: 30 / 3 = 10
+        assert sum(o.allowed for o in outs) == 10 and not any(o.shared for o in outs)
+        proc = start_redis(port, log_path=tmp_path_factory.mktemp("redis3") / "redis.log")
+        for _ in range(50):
+            if r.up:
+                break
+            await asyncio.sleep(0.1)
+        assert r.up  # back within seconds
+        assert (await limiter.acquire(ALICE, "b", 1)).shared
+    finally:
+        await r.close()
+        proc.stop()
