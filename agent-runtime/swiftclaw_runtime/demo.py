@@ -2,8 +2,12 @@
 
 Starts one simulated provider per provider of the manifest (on free loopback ports), the
 runtime in front of them, and drives a mixed workload (plain and streamed, several tiers)
-through the official ``openai`` client. A third of the way in, the primary provider's
-process is killed; two thirds in, it comes back. The report shows latency percentiles,
+through the official ``openai`` client. A third of the way in, the primary provider goes
+down: it fails every new request (HTTP 500), and once the streams it was sending have
+ended its process is killed (connections refused); two thirds in, it comes back. (A
+stream cut after its first byte cannot be moved to another model by any gateway: the
+runtime ends it with a ``stream_interrupted`` event, which the tests cover; the demo shows
+what a client sees of an outage otherwise.) The report shows latency percentiles,
 the success rate and how many requests the fallbacks carried. Everything started is
 stopped by pid at the end.
 
@@ -19,6 +23,7 @@ its wrong hits and the model spend it saved.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import statistics
 import tempfile
@@ -243,6 +248,26 @@ def report(results: list[Outcome], elapsed: float, spent: float = 0.0, saved: fl
     return "\n".join(lines)
 
 
+def _sim_post(url: str, body: dict[str, Any]) -> None:
+    """Change a simulator's behaviour through its control endpoint."""
+    req = urllib.request.Request(
+        f"{url}/_sim/control",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    urllib.request.urlopen(req, timeout=5).read()
+
+
+def _wait_streams_ended(url: str, seconds: float) -> None:
+    """Until the simulator sends no stream (at most ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/_sim/stats", timeout=5) as r:
+            if json.load(r)["open_streams"] == 0:
+                return
+        time.sleep(0.02)
+
+
 def _metric_sum(url: str, name: str) -> float:
     """The sum of a counter's samples on a runtime's /metrics."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
@@ -285,6 +310,9 @@ def run_demo(manifest: Path, requests: int = 300, concurrency: int = 8) -> int:
             port = primary.port
 
             def outage() -> None:
+                print(f"  ... provider '{primary_name}' fails every new request")
+                _sim_post(primary.url, {"mode": "error"})
+                _wait_streams_ended(primary.url, seconds=3.0)
                 print(f"  ... killing provider '{primary_name}' (pid {primary.pid})")
                 primary.kill()
 
