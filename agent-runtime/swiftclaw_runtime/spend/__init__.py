@@ -151,11 +151,15 @@ class SpendControl:
         used = tokens_in + tokens_out
         who = adm.who
         charge = Charge(who, adm.route.tier.name, model, cost, tokens_in, tokens_out, response_ids)
-        _, states, _ = await asyncio.gather(
-            self.limiter.settle(who, adm.rid, used - adm.tokens),
-            self.budget.settle(adm.reservation, cost),
-            self.book.record(adm.day, charge),
-        )
+        limit = self.limiter.settle(who, adm.rid, used - adm.tokens)
+        budget = self.budget.settle(adm.reservation, cost)
+        usage = self.book.record(adm.day, charge)
+        if self.redis is None:  # in process: nothing to wait on, so no tasks to make
+            await limit
+            states = await budget
+            await usage
+        else:  # three round trips to Redis at once
+            _, states, _ = await asyncio.gather(limit, budget, usage)
         tenant = self.tenants(who.tenant)
         self.metrics.tenant_cost.labels(tenant).inc(cost)
         self.metrics.tenant_requests.labels(tenant).inc()

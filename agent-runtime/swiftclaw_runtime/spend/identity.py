@@ -9,11 +9,19 @@ The identity keys every limit, budget and usage counter. Users are never metric 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote
 
 from ..auth import Principal
 
 OTHER = "other"
+
+
+@lru_cache(maxsize=16_384)
+def escaped(part: str) -> str:
+    """A tenant or user name made safe for a key (escaping costs about 2 µs; identities
+    repeat, so it is done once per name)."""
+    return quote(part, safe="")
 
 
 @dataclass(frozen=True)
@@ -24,11 +32,11 @@ class Identity:
     @property
     def key(self) -> str:
         """``tenant/user`` with each part escaped, so that no pair collides with another."""
-        return f"{quote(self.tenant, safe='')}/{quote(self.user, safe='')}"
+        return f"{escaped(self.tenant)}/{escaped(self.user)}"
 
     @property
     def tenant_key(self) -> str:
-        return quote(self.tenant, safe="")
+        return escaped(self.tenant)
 
 
 def identify(principal: Principal, request_user: str | None, user_from_request: bool) -> Identity:
