@@ -12,7 +12,6 @@ import yaml
 from swiftclaw_runtime.config import (
     AgentPolicy,
     ConfigError,
-    inactive_features,
     load_config,
     parse_document,
     render_runtime_config,
@@ -220,9 +219,3 @@ def test_runtime_config_round_trips_and_holds_no_secret_values() -> None:
         "key": "apiKey",
     }
     assert "inputPer1M" in rendered["spec"]["models"]["tiers"][0]
-
-
-def test_inactive_features_are_listed() -> None:
-    features = inactive_features(load_config(EXAMPLE).policy)
-    # caches, routing, rate limits, budgets and context sources are acted on: never listed
-    assert features == []

@@ -954,10 +954,3 @@ def render_runtime_config(name: str, namespace: str, policy: AgentPolicy) -> dic
             mode="json", by_alias=True, exclude_none=True, include=set(AgentPolicy.model_fields)
         ),
     }
-
-
-def inactive_features(policy: AgentPolicy) -> list[str]:
-    """Configured features this runtime version does not act on yet (logged at startup).
-    Every feature of the policy is acted on now; the list is kept for the next one."""
-    del policy
-    return []

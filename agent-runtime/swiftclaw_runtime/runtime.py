@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .auth import ApiKeyStore
 from .cache import ResponseCache
 from .cache.embeddings import Embedder, LocalEmbedder, ProviderEmbedder
-from .config import AgentPolicy, LoadedConfig, inactive_features
+from .config import AgentPolicy, LoadedConfig
 from .credentials import resolve_provider_key
 from .dispatch import Dispatcher
 from .health import Health
@@ -98,9 +98,6 @@ class Runtime:
                 )
         if self.keys.required and len(self.keys) == 0:
             log.warning("auth is required but no API keys are loaded: every request gets 401")
-        pending = inactive_features(self.policy)
-        if pending:
-            log.info("configured but not active in this runtime version: %s", ", ".join(pending))
         await self.cache.start()
         log.info(
             "cache: exact %s, semantic %s, in %s",
