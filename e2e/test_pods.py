@@ -50,7 +50,11 @@ RUNBOOK = REPO / "docs" / "runbooks" / "redis-backup-restore.md"
 @pytest.fixture(scope="module")
 def api(cluster: Cluster) -> KubeAPI:
     if cluster.mode != "local" and os.environ.get("E2E_POD_RUNNER") != "1":
-        pytest.skip("the pod runner stands in for the local cluster's kwok nodes")
+        pytest.fail(
+            "these scenarios run the operator's pods under e2e/podrunner.py, which stands in "
+            "for kwok's fake nodes: use E2E_CLUSTER=local, or E2E_POD_RUNNER=1 on a cluster "
+            "from make cluster-up (real kubelets would need the images built and loaded)"
+        )
     return KubeAPI(cluster.kubeconfig)
 
 
