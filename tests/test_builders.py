@@ -318,8 +318,8 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         None,
     ),
     "scaling.targetConcurrency": (setter("scaling.targetConcurrency", 8), set(), None),
-    "slo.p95LatencyMs": (setter("slo.p95LatencyMs", 1500), POLICY | RULES, None),
-    "slo.errorRatePercent": (setter("slo.errorRatePercent", 2), POLICY | RULES, None),
+    "slo.p95LatencyMs": (setter("slo.p95LatencyMs", 1500), RULES, None),
+    "slo.errorRatePercent": (setter("slo.errorRatePercent", 2), RULES, None),
     "auth.required": (setter("auth.required", False), POLICY, None),
     "auth.apiKeysSecretRef.name": (
         setter("auth.apiKeysSecretRef.name", "other-keys"),

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from swiftclaw_runtime.config import (
+    NOT_FOR_PODS,
     AgentPolicy,
     ConfigError,
     load_config,
@@ -211,8 +212,11 @@ def test_runtime_config_round_trips_and_holds_no_secret_values() -> None:
     assert rendered["kind"] == "RuntimeConfig"
     again = parse_document(rendered)
     assert type(again.policy) is AgentPolicy
-    assert again.policy.model_dump() == cfg.policy.model_dump(include=set(AgentPolicy.model_fields))
+    read = set(AgentPolicy.model_fields) - NOT_FOR_PODS
+    assert again.policy.model_dump(include=read) == cfg.policy.model_dump(include=read)
     assert "runtime" not in rendered["spec"] and "monitoring" not in rendered["spec"]
+    # what only the operator acts on stays out, so changing it rolls no pod
+    assert not NOT_FOR_PODS & set(rendered["spec"])
     # Only the reference to the Secret travels, never a key.
     assert rendered["spec"]["providers"][0]["apiKeySecretRef"] == {
         "name": "openai",

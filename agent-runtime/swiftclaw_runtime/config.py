@@ -943,14 +943,24 @@ def load_config(path: str | Path) -> LoadedConfig:
     return parse_document(agents[0], str(p))
 
 
+# Policy fields no runtime reads: the HPA acts on scaling, the alert rules on the SLO. Kept
+# out of the pods' config, whose checksum is in the pod template, so that changing them does
+# not roll every pod.
+NOT_FOR_PODS = frozenset({"scaling", "slo"})
+
+
 def render_runtime_config(name: str, namespace: str, policy: AgentPolicy) -> dict[str, Any]:
-    """The document a runtime pod loads: the policy, defaults filled in, no secrets."""
+    """The document a runtime pod loads: the policy the runtime acts on, defaults filled in,
+    no secrets."""
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": RUNTIME_CONFIG_KIND,
         "metadata": {"name": name, "namespace": namespace},
         # Only the policy: pod settings of an AgentDeploymentSpec are the operator's business.
         "spec": policy.model_dump(
-            mode="json", by_alias=True, exclude_none=True, include=set(AgentPolicy.model_fields)
+            mode="json",
+            by_alias=True,
+            exclude_none=True,
+            include=set(AgentPolicy.model_fields) - NOT_FOR_PODS,
         ),
     }

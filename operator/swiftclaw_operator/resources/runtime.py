@@ -27,12 +27,8 @@ RUNTIME_UID = 10001
 
 
 def build_configmap(agent: Agent) -> dict[str, Any]:
-    """The runtime config (the policy, defaults filled in, scaling left out). References to
-    Secrets, no secrets."""
+    """The runtime config (the policy, defaults filled in). References to Secrets, no secrets."""
     doc = render_runtime_config(agent.name, agent.namespace, agent.spec.policy())
-    # Scaling is the HPA's (and the autopilot's) business, not the pods': in their config, a
-    # change of minReplicas would change the config checksum and roll every pod.
-    doc["spec"].pop("scaling", None)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
