@@ -251,6 +251,11 @@ class ChatRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
     @property
+    def stop_sequences(self) -> list[str] | None:
+        """``stop`` as a list (a single string is one sequence), as the translated APIs take it."""
+        return [self.stop] if isinstance(self.stop, str) else self.stop
+
+    @property
     def wants_stream_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 

@@ -147,7 +147,7 @@ def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, An
     if request.top_p is not None:
         body["top_p"] = request.top_p
     if request.stop is not None:
-        body["stop_sequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
+        body["stop_sequences"] = request.stop_sequences
     end_user = request.safety_identifier or request.user
     if end_user:
         body["metadata"] = {"user_id": end_user}

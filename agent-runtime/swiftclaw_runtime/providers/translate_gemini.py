@@ -142,10 +142,12 @@ def to_gemini(request: ChatRequest) -> dict[str, Any]:
     if plan is not None:
         body["tools"], body["toolConfig"] = _tools(plan)
     config = _renamed(
-        request, temperature="temperature", top_p="topP", output_limit="maxOutputTokens"
+        request,
+        temperature="temperature",
+        top_p="topP",
+        output_limit="maxOutputTokens",
+        stop_sequences="stopSequences",
     )
-    if request.stop is not None:
-        config["stopSequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
     config.update(_sampling(request))
     fmt = request.json_answer
     if fmt is not None and not (plan and plan.answer_tool):
