@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from ..config import AgentPolicy
 from ..errors import ApiError
 from ..metrics import Metrics
 from ..routing import Route
-from .budgets import Budget, CapState, Reservation, current_periods
+from .budgets import Budget, CapState, Reservation
 from .costs import max_cost_usd
 from .identity import Identity, TenantLabels, identify
 from .limits import REQUESTS, Outcome, RateLimiter, duration
@@ -34,6 +35,9 @@ log = logging.getLogger("swiftclaw.spend")
 DEFAULT_OUTPUT_TOKENS = 4096
 GAUGE_SECONDS = 15.0
 Headers = list[tuple[bytes, bytes]]
+# What admission holds when no rate limits, or no budgets, are configured.
+UNLIMITED = Outcome(True, [])
+NO_RESERVATION = Reservation(0.0, [], "ok", None, [])
 
 
 @dataclass
@@ -108,19 +112,25 @@ class SpendControl:
         self, who: Identity, rid: str, route: Route, input_tokens: int, output_tokens: int
     ) -> Admission:
         """Check the rate limits, then reserve the budget; raises a 429 when either refuses.
-        The returned route is the one to serve (the cheapest tier when downgraded)."""
+        The returned route is the one to serve (the cheapest tier when downgraded). With no
+        limits or no budgets configured, there is nothing of theirs to check."""
         tokens = input_tokens + output_tokens
-        day = current_periods(datetime.now(self.budget.tz), self.budget.tz)[0].id
-        outcome = await self.limiter.acquire(who, rid, tokens)
-        if not outcome.allowed:
-            self.metrics.rate_limited.labels(
-                outcome.refused.name if outcome.refused else "", outcome.unit
-            ).inc()
-            raise self._limit_error(who, outcome, tokens)
+        periods = self.budget.periods()  # once a request: the usage day and the caps' periods
+        day = periods[0].id
+        outcome = UNLIMITED
+        if self.limiter.active:
+            outcome = await self.limiter.acquire(who, rid, tokens)
+            if not outcome.allowed:
+                self.metrics.rate_limited.labels(
+                    outcome.refused.name if outcome.refused else "", outcome.unit
+                ).inc()
+                raise self._limit_error(who, outcome, tokens)
+        if not self.budget.active:
+            return Admission(who, rid, tokens, route, outcome, NO_RESERVATION, day)
         amount = max_cost_usd(self.policy, route.tier, input_tokens, output_tokens)
         fallback = max_cost_usd(self.policy, self.cheapest, input_tokens, output_tokens)
         try:
-            reservation = await self.budget.reserve(who, amount, fallback)
+            reservation = await self.budget.reserve(who, amount, fallback, periods)
         except BaseException:
             await self.limiter.settle(who, rid, -tokens)
             raise
@@ -151,15 +161,24 @@ class SpendControl:
         used = tokens_in + tokens_out
         who = adm.who
         charge = Charge(who, adm.route.tier.name, model, cost, tokens_in, tokens_out, response_ids)
-        limit = self.limiter.settle(who, adm.rid, used - adm.tokens)
-        budget = self.budget.settle(adm.reservation, cost)
-        usage = self.book.record(adm.day, charge)
+        limit = self.limiter.active and used != adm.tokens
+        budget = bool(adm.reservation.caps)
+        states: list[tuple[CapState, bool, bool]] = []
         if self.redis is None:  # in process: nothing to wait on, so no tasks to make
-            await limit
-            states = await budget
-            await usage
-        else:  # three round trips to Redis at once
-            _, states, _ = await asyncio.gather(limit, budget, usage)
+            if limit:
+                await self.limiter.settle(who, adm.rid, used - adm.tokens)
+            if budget:
+                states = await self.budget.settle(adm.reservation, cost)
+            await self.book.record(adm.day, charge)
+        else:  # the round trips to Redis at once (only those with something to settle)
+            steps: list[Awaitable[Any]] = []
+            if limit:
+                steps.append(self.limiter.settle(who, adm.rid, used - adm.tokens))
+            if budget:
+                steps.append(self.budget.settle(adm.reservation, cost))
+            *done, _ = await asyncio.gather(*steps, self.book.record(adm.day, charge))
+            if budget:
+                states = done[-1]
         tenant = self.tenants(who.tenant)
         self.metrics.tenant_cost.labels(tenant).inc(cost)
         self.metrics.tenant_requests.labels(tenant).inc()
@@ -262,8 +281,7 @@ class SpendControl:
 
     async def usage(self, who: Identity) -> dict[str, Any]:
         """``GET /v1/usage`` for the caller: today's spend, budgets left, limits left."""
-        tz = self.budget.tz
-        day, month = current_periods(datetime.now(tz), tz)
+        day, month = self.budget.periods()
         (counters, users, shared), (caps, caps_shared), limits = await asyncio.gather(
             self.book.day(day.id), self.budget.peek(who), self.limiter.peek(who)
         )
@@ -324,7 +342,7 @@ class SpendControl:
     async def feedback(
         self, who: Identity, rid: str, rating: int | None, completed: bool | None
     ) -> str:
-        day = current_periods(datetime.now(self.budget.tz), self.budget.tz)[0].id
+        day = self.budget.periods()[0].id
         fields = []
         if rating is not None:
             fields.append(f"feedback:rating:{rating}")

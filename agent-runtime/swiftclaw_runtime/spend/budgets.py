@@ -233,8 +233,12 @@ class Budget:
         self.script = redis.script(SCRIPT) if redis is not None else None
         self.active = any((spec.daily_usd, spec.monthly_usd, spec.per_user_daily_usd))
 
-    def caps(self, who: Identity, now: datetime | None = None) -> list[Cap]:
-        day, month = current_periods(now or datetime.now(self.tz), self.tz)
+    def periods(self) -> tuple[Period, Period]:
+        """Today and this month in the budget's time zone."""
+        return current_periods(datetime.now(self.tz), self.tz)
+
+    def caps(self, who: Identity, periods: tuple[Period, Period] | None = None) -> list[Cap]:
+        day, month = periods or self.periods()
         out = []
         if self.spec.daily_usd:
             out.append(
@@ -289,10 +293,17 @@ class Budget:
     def _local_caps(self, caps: list[Cap]) -> list[Cap]:
         return [Cap(c.scope, c.key, c.limit_usd / self.replicas, c.period) for c in caps]
 
-    async def reserve(self, who: Identity, amount: float, fallback: float) -> Reservation:
+    async def reserve(
+        self,
+        who: Identity,
+        amount: float,
+        fallback: float,
+        periods: tuple[Period, Period] | None = None,
+    ) -> Reservation:
         """Reserve ``amount`` (the request's largest cost) against every cap; ``fallback``
-        is what it costs at most on the cheapest tier, reserved if it is downgraded."""
-        caps = self.caps(who)
+        is what it costs at most on the cheapest tier, reserved if it is downgraded.
+        ``periods``: today and this month, when the caller has them already."""
+        caps = self.caps(who, periods)
         if not caps:
             return Reservation(0.0, [], "ok", None, [])
         raw = await self._script(

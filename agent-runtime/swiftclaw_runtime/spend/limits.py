@@ -320,7 +320,7 @@ class RateLimiter:
 
     async def settle(self, who: Identity, rid: str, change: int) -> None:
         """Correct an admitted request's token charge by ``change`` (real minus estimate)."""
-        if change:
+        if change and self.active:
             await self._run("settle", who, rid, change)
 
     async def peek(self, who: Identity) -> Outcome:
