@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..sse import EventReader
-from .base import Call, Completion, StreamUsage, stream_event
+from .base import Call, Completion, StreamUsage, prepared, stream_event
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, usage_chunk
 from .translate_anthropic import AnthropicStream, from_anthropic, to_anthropic
@@ -29,13 +29,8 @@ class AnthropicProvider(HttpProvider):
         body = to_anthropic(call.model, call.request, call.request.stream)
         return replace(call, upstream=body)
 
-    def _body(self, call: Call, stream: bool) -> dict[str, Any]:
-        body = call.upstream if call.upstream is not None else self.prepare(call).upstream
-        assert body is not None
-        return dict(body, stream=stream)
-
     async def complete(self, call: Call) -> Completion:
-        data = await self.http.post_json("/messages", self._body(call, False))
+        data = await self.http.post_json("/messages", dict(prepared(call), stream=False))
         return from_anthropic(data, call.model)
 
     async def stream(
@@ -44,7 +39,7 @@ class AnthropicProvider(HttpProvider):
         model, request = call.model, call.request
         created = int(time.time())
         translate = AnthropicStream()
-        async with self.http.post("/messages", self._body(call, True)) as resp:
+        async with self.http.post("/messages", dict(prepared(call), stream=True)) as resp:
             events = EventReader(resp, idle_timeout)
             while not translate.stopped and (batch := await events.next_batch()) is not None:
                 for data in batch:

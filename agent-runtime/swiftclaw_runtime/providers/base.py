@@ -154,6 +154,15 @@ class EmbedCall:
     upstream: dict[str, Any] | None = None
 
 
+def prepared(call: Call | EmbedCall) -> dict[str, Any]:
+    """The request in the provider's shape, as :meth:`Provider.prepare` (or
+    :meth:`Provider.prepare_embeddings`) made it: the dispatcher prepares every call
+    before its first attempt, so a call reaches an adapter prepared."""
+    if call.upstream is None:
+        raise RuntimeError(f"a call to {call.model!r} was not prepared")
+    return call.upstream
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """An embeddings answer in OpenAI's ``list`` shape, with its input tokens."""

@@ -18,6 +18,7 @@ from .base import (
     StreamUsage,
     Unsupported,
     UpstreamError,
+    prepared,
     stream_event,
 )
 from .http import HttpClient, HttpProvider
@@ -35,12 +36,9 @@ class GeminiProvider(HttpProvider):
     def prepare(self, call: Call) -> Call:
         return replace(call, upstream=to_gemini(call.request))
 
-    def _body(self, call: Call) -> dict[str, Any]:
-        return call.upstream if call.upstream is not None else to_gemini(call.request)
-
     async def complete(self, call: Call) -> Completion:
         path = f"/models/{call.model}:generateContent"
-        data = await self.http.post_json(path, self._body(call))
+        data = await self.http.post_json(path, prepared(call))
         return from_gemini(data, call.model, call.request)
 
     def prepare_embeddings(self, call: EmbedCall) -> EmbedCall:
@@ -59,8 +57,8 @@ class GeminiProvider(HttpProvider):
         return replace(call, upstream={"requests": requests})
 
     async def embed(self, call: EmbedCall) -> Embeddings:
-        body = call.upstream or self.prepare_embeddings(call).upstream
-        data = await self.http.post_json(f"/models/{call.model}:batchEmbedContents", body or {})
+        path = f"/models/{call.model}:batchEmbedContents"
+        data = await self.http.post_json(path, prepared(call))
         found = data.get("embeddings")
         if not isinstance(found, list) or len(found) != len(call.request.inputs):
             raise UpstreamError("protocol", "response has no 'embeddings' for every input")
@@ -80,7 +78,7 @@ class GeminiProvider(HttpProvider):
         id_, created = completion_id(), int(time.time())
         answer = GeminiAnswer(request)
         path = f"/models/{model}:streamGenerateContent"
-        async with self.http.post(path, self._body(call), params={"alt": "sse"}) as resp:
+        async with self.http.post(path, prepared(call), params={"alt": "sse"}) as resp:
             first = True
             events = EventReader(resp, idle_timeout)
             while (batch := await events.next_batch()) is not None:
