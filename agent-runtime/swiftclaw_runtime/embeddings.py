@@ -51,13 +51,7 @@ def check_input(value: Any) -> None:
 
     def bad(loc: tuple[str | int, ...], why: str) -> ApiError:
         param = format_path("", loc)
-        return ApiError(
-            400,
-            f"Invalid value for '{param}': {why}.",
-            "invalid_request_error",
-            "invalid_value",
-            param,
-        )
+        return invalid_request(f"Invalid value for '{param}': {why}.", param, "invalid_value")
 
     def token_ids(ids: Any, loc: tuple[str | int, ...]) -> None:
         if not isinstance(ids, list) or not ids:
@@ -100,15 +94,10 @@ def parse_embeddings_request(payload: Any) -> EmbeddingsRequest:
         first = err.errors(include_url=False)[0]
         param = format_path("", first["loc"])
         if first["type"] == "missing":
-            raise ApiError(
-                400,
-                f"Missing required parameter: '{param}'.",
-                "invalid_request_error",
-                "missing_required_parameter",
-                param,
-            ) from None
-        message = f"Invalid value for '{param}': {first['msg']}."
-        raise ApiError(400, message, "invalid_request_error", "invalid_value", param) from None
+            message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
+        else:
+            message, code = f"Invalid value for '{param}': {first['msg']}.", "invalid_value"
+        raise invalid_request(message, param, code) from None
 
 
 def encode_vector(values: list[float], encoding: str) -> list[float] | str:
