@@ -265,15 +265,14 @@ async def answer_chat(
         cost,
     )
     ids = (request_id, str(completion.body.get("id") or request_id))
-    await rt.cache.finish(
-        lk,
-        CachedAnswer.from_completion(
+    if lk.write or lk.flight is not None:  # an answer to store, or to hand to those waiting
+        entry = CachedAnswer.from_completion(
             completion.body,
             served.target.ref,
             completion.prompt_tokens,
             completion.completion_tokens,
-        ),
-    )
+        )
+        await rt.cache.finish(lk, entry)
     await rt.spend.settle(
         adm, served.target.ref, cost, completion.prompt_tokens, completion.completion_tokens, ids
     )
