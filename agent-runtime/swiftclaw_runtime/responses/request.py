@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ApiError, invalid_request
+from ..providers.shapes import tool_call
 
 # Forwarded to the chat request under the same name.
 FORWARDED = (
@@ -229,14 +230,11 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
-            call = {
-                "id": _string(item, "call_id", where),
-                "type": "function",
-                "function": {
-                    "name": _string(item, "name", where),
-                    "arguments": _string(item, "arguments", where, empty=True),
-                },
-            }
+            call = tool_call(
+                _string(item, "call_id", where),
+                _string(item, "name", where),
+                _string(item, "arguments", where, empty=True),
+            )
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
