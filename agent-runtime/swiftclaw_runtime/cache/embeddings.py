@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import ProviderSpec, SemanticEmbeddingsSpec
 from ..providers import UpstreamError
-from .minilm import MiniLM, Vector
+
+if TYPE_CHECKING:  # numpy (and the model's tokenizers, safetensors) only once one is built
+    from .minilm import MiniLM, Vector
 
 MEMO_ENTRIES = 4096
 
@@ -59,7 +59,7 @@ class LocalEmbedder:
     """all-MiniLM-L6-v2 in numpy (:mod:`.minilm`), 384 dimensions."""
 
     name = "local/all-MiniLM-L6-v2"
-    dim: int | None = MiniLM.dim
+    dim: int | None = 384  # MiniLM.dim, without importing numpy before the model loads
 
     def __init__(self) -> None:
         self.model: MiniLM | None = None
@@ -67,6 +67,8 @@ class LocalEmbedder:
         self._memo = _Memo()
 
     async def start(self) -> None:
+        from .minilm import MiniLM
+
         loop = asyncio.get_running_loop()
         self.model = await loop.run_in_executor(self._pool, MiniLM)
 
@@ -99,11 +101,14 @@ class ProviderEmbedder:
         self.name = f"{provider.name}/{spec.model}"
         self.dim: int | None = None
         self._memo = _Memo()
+        import numpy  # noqa: F401  (imported when the semantic cache is built, not per request)
 
     async def start(self) -> None:
         return None
 
     async def embed(self, text: str) -> Vector:
+        import numpy as np
+
         v = self._memo.get(text)
         if v is not None:
             return v

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..auth import Principal
 from ..config import AgentPolicy, TierSpec
@@ -36,9 +36,11 @@ from .keys import (
     semantic_question,
     semantic_scope,
 )
-from .minilm import Vector
 from .semantic import MemoryIndex, RedisIndex, SemanticIndex
 from .store import MemoryStore, RedisStore, Store, StoreUnavailable
+
+if TYPE_CHECKING:  # numpy is imported once a semantic cache is built, not at startup
+    from .minilm import Vector
 
 log = logging.getLogger("swiftclaw.cache")
 

@@ -14,14 +14,16 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .entry import CachedAnswer
 from .keys import Scope
-from .minilm import Vector
 from .store import RedisStore
+
+if TYPE_CHECKING:  # numpy is imported once a semantic cache is built, not at startup
+    import numpy as np
+
+    from .minilm import Vector
 
 log = logging.getLogger("swiftclaw.cache")
 
@@ -71,6 +73,8 @@ class MemoryIndex:
     async def search(
         self, vector: Vector, scope: Scope, k: int, not_before: float
     ) -> list[Candidate]:
+        import numpy as np
+
         rows = self._by_scope.get(scope)
         if not rows:
             return []
@@ -118,6 +122,12 @@ class MemoryIndex:
 
 def _size(row: _Row) -> int:
     return len(row.raw) + int(row.vector.nbytes)
+
+
+def _f32(vector: Vector) -> bytes:
+    import numpy as np
+
+    return vector.astype(np.float32).tobytes()
 
 
 TAGS = ("tenant", "agent", "prompt", "tier", "params")
@@ -183,7 +193,7 @@ class RedisIndex:
             .paging(0, k)
             .dialect(2)
         )
-        params: dict[str, str | int | float | bytes] = {"vec": vector.astype(np.float32).tobytes()}
+        params: dict[str, str | int | float | bytes] = {"vec": _f32(vector)}
         try:
             result = await self.store.call(
                 "search", lambda c: c.ft(self.name).search(query, query_params=params)
@@ -215,7 +225,7 @@ class RedisIndex:
         mapping: dict[str, Any] = {
             **scope.tags(),
             "created": answer.created,
-            "vec": vector.astype(np.float32).tobytes(),
+            "vec": _f32(vector),
             "answer": raw,
         }
 

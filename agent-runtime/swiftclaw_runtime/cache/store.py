@@ -11,20 +11,19 @@ the runtime needed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from ..redis_client import RedisUnavailable, WatchedRedis
+
 log = logging.getLogger("swiftclaw.cache")
 
 T = TypeVar("T")
 
 SOCKET_TIMEOUT = 0.25
-PROBE_SECONDS = 1.0
 
 
 # Compare-and-delete and compare-and-extend: a lock is only touched by its holder.
@@ -133,7 +132,8 @@ class MemoryStore:
 
 
 class RedisStore:
-    """A Redis (with RediSearch for the semantic index) behind a health flag."""
+    """A Redis (with RediSearch for the semantic index) behind the shared health flag
+    (:class:`~swiftclaw_runtime.redis_client.WatchedRedis`)."""
 
     kind = "redis"
 
@@ -143,37 +143,37 @@ class RedisStore:
         on_error: Callable[[str], None] = lambda op: None,
         on_recover: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        async def prepare(client: Any) -> None:
+            if on_recover is not None:
+                await on_recover()
 
-        self.client: Any = aioredis.Redis.from_url(
-            url,
-            socket_timeout=SOCKET_TIMEOUT,
-            socket_connect_timeout=SOCKET_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),  # a cache does not retry: it bypasses
-            max_connections=256,
-        )
-        self._up = True
         self._on_error = on_error
-        self._on_recover = on_recover
-        self._monitor: asyncio.Task[None] | None = None
+        self.redis = WatchedRedis(
+            url,
+            timeout=SOCKET_TIMEOUT,
+            max_connections=256,
+            logger=log,
+            down_note="bypassing the cache",
+            up_note="cache in use",
+            on_error=on_error,
+            prepare=prepare if on_recover is not None else None,
+        )
+        self.client: Any = self.redis.client
 
     @property
     def available(self) -> bool:
-        return self._up
+        return self.redis.up
 
     async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)``; a connection failure marks Redis down and raises
         :class:`StoreUnavailable` (as does any call while it is down)."""
         import redis.exceptions as rexc
 
-        if not self._up:
+        if not self.redis.up:
             raise StoreUnavailable("redis is down")
         try:
-            return await fn(self.client)
-        except (rexc.ConnectionError, rexc.TimeoutError, TimeoutError, OSError) as err:
-            self._mark_down(op, err)
+            return await self.redis.call(op, fn)
+        except RedisUnavailable:
             raise StoreUnavailable(f"redis {op} failed") from None
         except rexc.ResponseError:
             raise
@@ -181,35 +181,6 @@ class RedisStore:
             self._on_error(op)
             log.warning("redis %s failed: %s", op, type(err).__name__)
             raise StoreUnavailable(f"redis {op} failed") from None
-
-    def _mark_down(self, op: str, err: BaseException) -> None:
-        self._on_error(op)
-        if self._up:
-            self._up = False
-            log.warning(
-                "redis is unreachable (%s on %s): bypassing the cache", type(err).__name__, op
-            )
-            if self._monitor is None or self._monitor.done():
-                self._monitor = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        """Ping every second until Redis answers, then use it again."""
-        while not self._up:
-            await asyncio.sleep(PROBE_SECONDS)
-            try:
-                # connections from before the outage are dead: drop them, then ping anew
-                await self.client.connection_pool.disconnect()
-                await self.client.ping()
-            except Exception:  # still down: any failure of the ping is the same news
-                continue
-            if self._on_recover is not None:
-                try:
-                    await self._on_recover()
-                except Exception:
-                    log.warning("redis answered but preparing it failed; retrying", exc_info=True)
-                    continue
-            self._up = True
-            log.info("redis is reachable again: cache in use")
 
     async def get(self, key: str) -> bytes | None:
         value: bytes | None = await self.call("get", lambda c: c.get(key))
@@ -231,16 +202,7 @@ class RedisStore:
 
     async def start(self) -> None:
         """Check Redis once; if it is down, start bypassed and let the monitor find it."""
-        try:
-            await self.call("ping", lambda c: c.ping())
-            if self._on_recover is not None:
-                await self._on_recover()
-        except StoreUnavailable:
-            pass
+        await self.redis.start()
 
     async def close(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
-        await self.client.aclose()
+        await self.redis.close()

@@ -9,11 +9,16 @@ without it a bounded in-process LRU holds them, with the same TTL, within a byte
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
 import orjson
+
+from ..redis_client import WatchedRedis
+
+log = logging.getLogger("swiftclaw.responses")
 
 DEFAULT_TTL_SECONDS = 24 * 3600
 KEY_PREFIX = "swiftclaw:responses"
@@ -82,23 +87,32 @@ class MemoryStore:
 
 
 class RedisStore:
-    """One key per response (``swiftclaw:responses:<tenant>:<id>``) with a TTL."""
+    """One key per response (``swiftclaw:responses:<tenant>:<id>``) with a TTL, on the
+    shared :class:`~swiftclaw_runtime.redis_client.WatchedRedis`: while Redis is away a
+    call fails at once (``RedisUnavailable``; the caller says the store is down)
+    instead of waiting for a timeout, and it is used again within about a second."""
 
     def __init__(self, url: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> None:
-        import redis.asyncio as aioredis  # imported here: only pods with Redis need it
-
         self.ttl = max(1, int(ttl_seconds))
-        self.client = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self.redis = WatchedRedis(
+            url,
+            timeout=2.0,
+            logger=log,
+            down_note="previous_response_id cannot be used meanwhile",
+            up_note="stored responses in use",
+        )
+        self.client: Any = self.redis.client
 
     async def put(self, tenant: str, response_id: str, value: dict[str, Any]) -> None:
-        await self.client.set(key(tenant, response_id), orjson.dumps(value), ex=self.ttl)
+        data = orjson.dumps(value)
+        await self.redis.call("put", lambda c: c.set(key(tenant, response_id), data, ex=self.ttl))
 
     async def get(self, tenant: str, response_id: str) -> dict[str, Any] | None:
-        data = await self.client.get(key(tenant, response_id))
+        data = await self.redis.call("get", lambda c: c.get(key(tenant, response_id)))
         if data is None:
             return None
         value: dict[str, Any] = orjson.loads(data)
         return value
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.redis.close()

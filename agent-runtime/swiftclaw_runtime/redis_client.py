@@ -1,0 +1,158 @@
+"""One Redis connection with its health: a client with short timeouts, an up/down flag,
+and a background ping that brings it back.
+
+Used by the spend counters, the response cache and the response store; each keeps its
+own keys, scripts and fallbacks. A connection failure (or timeout) marks Redis down at
+once; from then on :meth:`WatchedRedis.call` raises :class:`RedisUnavailable` without
+touching the network (no per-request timeout while Redis is away), and a background
+task pings it every ``PROBE_SECONDS``: the first answer (after the owner's optional
+``prepare``) marks it up again, so a Redis that comes back is used again within about a
+second, no restart of the runtime needed.
+
+``redis`` is imported only when a client is made: only pods with Redis need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+PROBE_SECONDS = 1.0
+
+
+class RedisUnavailable(Exception):
+    """Redis is down (or a call just failed to reach it): use the fallback."""
+
+
+def make_client(url: str, timeout: float, max_connections: int | None, queue: bool) -> Any:
+    """A ``redis.asyncio`` client whose sockets give up after ``timeout`` seconds.
+
+    ``queue``: a bounded pool that makes callers wait for a connection (up to
+    ``timeout``) instead of failing, so a burst of requests queues rather than looks like
+    an outage. Otherwise a plain pool (``max_connections`` None: unbounded) that does not
+    retry: the caller's fallback is the retry.
+    """
+    import redis.asyncio as aioredis
+
+    if queue:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections or 64,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        return aioredis.Redis(connection_pool=pool)
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        max_connections=max_connections,
+    )
+
+
+class WatchedRedis:
+    """A client, its up/down flag, and the watcher that flips it back."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        max_connections: int | None = None,
+        queue: bool = False,
+        logger: logging.Logger,
+        down_note: str,
+        up_note: str,
+        on_change: Callable[[bool], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+        prepare: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> None:
+        """``down_note``/``up_note``: what an outage means to the owner (logged).
+        ``on_change(up)``: the flag flipped. ``on_error(op)``: a call failed to reach
+        Redis. ``prepare(client)``: run when Redis answers (at start and after an outage),
+        before it is marked up; a failure keeps it down and the watcher tries again."""
+        self.client: Any = make_client(url, timeout, max_connections, queue)
+        self.up = True
+        self._log = logger
+        self._down_note = down_note
+        self._up_note = up_note
+        self._on_change = on_change
+        self._on_error = on_error
+        self._prepare = prepare
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``fn(client)``. While Redis is down, or when this call cannot reach it
+        (which marks it down), raise :class:`RedisUnavailable`; other Redis errors
+        (a bad reply, OOM, ...) are the caller's to handle."""
+        import redis.exceptions as rexc
+
+        if not self.up:
+            raise RedisUnavailable(op)
+        try:
+            return await fn(self.client)
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError) as err:
+            self._mark_down(op, err)
+            raise RedisUnavailable(op) from None
+
+    def _mark_down(self, op: str, err: BaseException) -> None:
+        if self._on_error is not None:
+            self._on_error(op)
+        if not self.up:
+            return
+        self.up = False
+        self._log.warning(
+            "redis is unreachable (%s on %s): %s", type(err).__name__, op, self._down_note
+        )
+        if self._on_change is not None:
+            self._on_change(False)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Ping every ``PROBE_SECONDS`` until Redis answers, then use it again."""
+        while not self.up:
+            await asyncio.sleep(PROBE_SECONDS)
+            try:
+                # connections from before the outage are dead: drop them, then ping anew
+                await self.client.connection_pool.disconnect()
+                await self.client.ping()
+            except Exception:  # still away: any failure of the ping is the same news
+                continue
+            if self._prepare is not None:
+                try:
+                    await self._prepare(self.client)
+                except Exception:
+                    self._log.warning(
+                        "redis answered but preparing it failed; retrying", exc_info=True
+                    )
+                    continue
+            self.up = True
+            self._log.info("redis is reachable again: %s", self._up_note)
+            if self._on_change is not None:
+                self._on_change(True)
+
+    async def start(self) -> None:
+        """Check Redis once at startup; down is not fatal (the watcher keeps trying)."""
+        with contextlib.suppress(RedisUnavailable):
+            await self.call("ping", lambda c: c.ping())
+            if self._prepare is not None:
+                await self._prepare(self.client)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.client.aclose()
