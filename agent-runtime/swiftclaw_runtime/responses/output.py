@@ -127,7 +127,8 @@ class EventStream:
         self.tool_calls: list[dict[str, Any]] = []  # the chat tool calls, for the store
         self.finish: str | None = None
         self._open: dict[str, Any] | None = None  # the item being streamed
-        self._calls: dict[int, dict[str, Any]] = {}  # chat tool call index -> item
+        # chat tool call index -> its output item and its entry of ``tool_calls``
+        self._calls: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         out = event(kind, self.seq, **fields)
@@ -189,23 +190,21 @@ class EventStream:
         if index not in self._calls:
             out += self._close()
             item = call_item(str(frag.get("id")), str(fn.get("name")), "", "in_progress")
-            self._calls[index] = item
+            chat_call = {k: v for k, v in frag.items() if k not in ("index", "function")} | {
+                "type": "function",
+                "function": {"name": item["name"], "arguments": ""},
+            }
+            self._calls[index] = (item, chat_call)
             self._open = item
-            self.tool_calls.append(
-                {k: v for k, v in frag.items() if k not in ("index", "function")}
-                | {"type": "function", "function": {"name": item["name"], "arguments": ""}}
-            )
-            event_item = dict(item)
+            self.tool_calls.append(chat_call)
             out.append(
-                self._event(
-                    "response.output_item.added", output_index=len(self.output), item=event_item
-                )
+                self._event("response.output_item.added", output_index=len(self.output), item=item)
             )
         piece = str(fn.get("arguments") or "")
         if piece:
-            item = self._calls[index]
+            item, chat_call = self._calls[index]
             item["arguments"] += piece
-            self.tool_calls[list(self._calls).index(index)]["function"]["arguments"] += piece
+            chat_call["function"]["arguments"] += piece
             out.append(
                 self._event(
                     "response.function_call_arguments.delta",
@@ -248,7 +247,7 @@ class EventStream:
         out.append(self._event("response.output_item.done", output_index=index, item=item))
         return out
 
-    def completed(self, used: dict[str, Any]) -> tuple[list[bytes], dict[str, Any]]:
+    def completed(self, used: dict[str, Any]) -> list[bytes]:
         out = self._close()
         reason = incomplete_reason(self.finish)
         status = "incomplete" if reason else "completed"
@@ -256,7 +255,7 @@ class EventStream:
             self.id, self.model, self.echo, self.output, status, self.store, used, None, reason
         )
         kind = "response.incomplete" if reason else "response.completed"
-        return [*out, self._event(kind, response=final)], final
+        return [*out, self._event(kind, response=final)]
 
     def failed(self, err: ApiError) -> list[bytes]:
         out = self._close()

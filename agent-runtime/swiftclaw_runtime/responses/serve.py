@@ -157,8 +157,7 @@ async def _events(
                 rt, principal, response_id, [*messages, stream.assistant_message]
             )
         used = usage(answer.usage.prompt_tokens, answer.usage.completion_tokens)
-        events, _ = stream.completed(used)
-        for e in events:
+        for e in stream.completed(used):
             yield e
     finally:
         aclose = getattr(chunks, "aclose", None)
