@@ -173,13 +173,6 @@ class Dispatcher:
 
         return CircuitBreaker(self.policy.reliability.circuit_breaker, self._clock, on_change)
 
-    @property
-    def retry_budgets(self) -> dict[str, RetryBudget]:
-        return {name: route.budget for name, route in self.routes.items()}
-
-    def targets(self, tier: TierSpec) -> list[Target]:
-        return self.routes[tier.name].targets
-
     @staticmethod
     def _chat(request: ChatRequest, payload: dict[str, Any]) -> PrepareFn[Call]:
         def prepare(provider: Provider, target: Target) -> Call:
