@@ -216,10 +216,8 @@ async def answer_chat(
         else:
             opened = await rt.dispatcher.open_stream(tier, request, payload, deadline)
     except BaseException as err:
-        elapsed = time.perf_counter() - started
-        outcome = CLIENT_CLOSED if isinstance(err, asyncio.CancelledError) else "error"
         if isinstance(err, ApiError | asyncio.CancelledError):
-            m.record_request(tier.name, "none", outcome, stream, elapsed, 0, 0)
+            _record_unserved(rt, tier.name, err, stream, started)
         await asyncio.shield(rt.cache.finish(lk, None))
         if isinstance(err, ApiError) and err.code in DEGRADABLE:
             stale = await rt.cache.degrade(lk)
@@ -253,17 +251,9 @@ async def answer_chat(
             cleanup=cleanup,
             cache=lk.outcome,
         )
-    cost = request_cost(rt, tier, served, completion.prompt_tokens, completion.completion_tokens)
-    m.record_request(
-        tier.name,
-        served.target.ref,
-        "fallback" if served.fallback else "ok",
-        False,
-        time.perf_counter() - started,
-        completion.prompt_tokens,
-        completion.completion_tokens,
-        cost,
-    )
+    tokens_in, tokens_out = completion.prompt_tokens, completion.completion_tokens
+    cost = request_cost(rt, tier, served, tokens_in, tokens_out)
+    _record_served(rt, tier.name, served, started, tokens_in, tokens_out, cost)
     ids = (request_id, str(completion.body.get("id") or request_id))
     if lk.write or lk.flight is not None:  # an answer to store, or to hand to those waiting
         entry = CachedAnswer.from_completion(
@@ -339,30 +329,42 @@ async def embeddings(
         request = request.model_copy(update={"dimensions": spec.dimensions})
         payload = dict(payload, dimensions=spec.dimensions)
     deadline = Deadline(rt.policy.reliability.timeout_seconds)
-    m = rt.metrics
     try:
         result, served = await rt.dispatcher.embed(route, request, payload, deadline)
-    except ApiError:
-        m.record_request(route.name, "none", "error", False, time.perf_counter() - started, 0, 0)
-        raise
-    except asyncio.CancelledError:
-        elapsed = time.perf_counter() - started
-        m.record_request(route.name, "none", CLIENT_CLOSED, False, elapsed, 0, 0)
+    except (ApiError, asyncio.CancelledError) as err:
+        _record_unserved(rt, route.name, err, False, started)
         raise
     tokens = result.prompt_tokens
-    m.record_request(
-        route.name,
-        served.target.ref,
-        "fallback" if served.fallback else "ok",
-        False,
-        time.perf_counter() - started,
-        tokens,
-        0,
-        cost_usd(spec.input_per_1m, 0.0, tokens, 0),
-    )
+    cost = cost_usd(spec.input_per_1m, 0.0, tokens, 0)
+    _record_served(rt, route.name, served, started, tokens, 0, cost)
     return JsonResult(
         200, orjson.dumps(result.body), served_headers(request_id, route.name, served)
     )
+
+
+def _record_served(
+    rt: Runtime,
+    tier: str,
+    served: Served,
+    started: float,
+    tokens_in: int,
+    tokens_out: int,
+    cost: float,
+) -> None:
+    """The metrics of a request answered in full (not streamed)."""
+    outcome = "fallback" if served.fallback else "ok"
+    elapsed = time.perf_counter() - started
+    rt.metrics.record_request(
+        tier, served.target.ref, outcome, False, elapsed, tokens_in, tokens_out, cost
+    )
+
+
+def _record_unserved(
+    rt: Runtime, tier: str, err: BaseException, stream: bool, started: float
+) -> None:
+    """The metrics of a request no model answered: an error, or the client gone first."""
+    outcome = CLIENT_CLOSED if isinstance(err, asyncio.CancelledError) else "error"
+    rt.metrics.record_request(tier, "none", outcome, stream, time.perf_counter() - started, 0, 0)
 
 
 def request_cost(
