@@ -51,12 +51,8 @@ OWN = frozenset(
 
 
 def unsupported(param: str, what: str) -> ApiError:
-    return ApiError(
-        400,
-        f"This runtime's Responses API does not serve {what}.",
-        "invalid_request_error",
-        "unsupported_parameter",
-        param,
+    return invalid_request(
+        f"This runtime's Responses API does not serve {what}.", param, "unsupported_parameter"
     )
 
 
