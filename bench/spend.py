@@ -157,13 +157,26 @@ def cost_report(n: int) -> dict[str, Any]:
     }
 
 
-class _Sources:
+class Sources:
+    """A loopback HTTP server standing in for context sources (for this bench and
+    tests/test_context_prompt.py): ``/hang/...`` answers after 3 s, ``/fail`` with 500,
+    any other path after 100 ms. It records the paths asked."""
+
     def __init__(self) -> None:
+        self.paths: list[str] = []
+        outer = self
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                time.sleep(0.1)
-                body = b'{"plan": "gold"}'
+                outer.paths.append(self.path)
+                if self.path.startswith("/fail"):
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                time.sleep(3.0 if self.path.startswith("/hang") else 0.1)
+                body = b'{"plan": "gold", "path": "' + self.path.encode() + b'"}'
                 self.send_response(200)
+                self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -173,8 +186,16 @@ class _Sources:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _agent(folder: Path, sim: Proc, context: list[dict[str, Any]]) -> Path:
@@ -211,7 +232,7 @@ def _times(url: str, n: int) -> list[float]:
 
 
 def context_latency(folder: Path, n: int = 40) -> dict[str, float]:
-    sources = _Sources()
+    sources = Sources()
     keys = folder / "keys.yaml"
     keys.write_text(yaml.safe_dump({"keys": [{"key": KEY, "tenant": "t", "user": "u"}]}))
     procs: list[Proc] = []
@@ -232,7 +253,7 @@ def context_latency(folder: Path, n: int = 40) -> dict[str, float]:
     finally:
         for p in reversed(procs):
             p.stop()
-        sources.server.shutdown()
+        sources.close()
     return {
         "sources": 3,
         "source_ms": 100,

@@ -4,15 +4,14 @@ counted, placeholders encoded) and the prompt's trimming to maxInputTokens."""
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import openai
 import pytest
+from bench.spend import Sources
 
 from swiftclaw_runtime.config import AgentSpec
 from swiftclaw_runtime.errors import ApiError
@@ -20,46 +19,6 @@ from swiftclaw_runtime.prompt import build_prompt
 from swiftclaw_runtime.schemas import parse_chat_request
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
-
-
-class Sources:
-    """A loopback HTTP server standing in for context sources: ``/slow/...`` answers after
-    100 ms, ``/hang/...`` after 3 s, ``/fail`` with 500. It records the paths asked."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.paths.append(self.path)
-                if self.path.startswith("/fail"):
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                time.sleep(3.0 if self.path.startswith("/hang") else 0.1)
-                body = b'{"plan": "gold", "path": "' + self.path.encode() + b'"}'
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
