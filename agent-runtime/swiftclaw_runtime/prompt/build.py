@@ -50,19 +50,19 @@ def build_prompt(
     lead = 0
     while lead < len(sent) and sent[lead][0].role in ("system", "developer"):
         lead += 1
-    head: list[tuple[Message, dict[str, Any]]] = []
+    own: list[tuple[Message, dict[str, Any]]] = []  # the agent's system prompt
     if agent.system_prompt:
-        head.append(
+        own.append(
             (
                 Message(role="system", content=agent.system_prompt),
                 {"role": "system", "content": agent.system_prompt},
             )
         )
-    extra: list[tuple[Message, dict[str, Any]]] = []
+    extra: list[tuple[Message, dict[str, Any]]] = []  # the context, as one system message
     if context:
         text = context_message(context)
         extra.append((Message(role="system", content=text), {"role": "system", "content": text}))
-    head += sent[:lead]
+    head = own + sent[:lead]  # the agent's and the client's system messages: never dropped
     turns: list[list[tuple[Message, dict[str, Any]]]] = []
     for pair in sent[lead:]:
         if pair[0].role == "user" or not turns:
@@ -72,14 +72,15 @@ def build_prompt(
     fixed = sum(_cost(m) for m, _ in head) + FRAMING
     sizes = [sum(_cost(m) for m, _ in t) for t in turns]
     context_cost = sum(_cost(m) for m, _ in extra)
-    trimmed = 0
-    while len(turns) > 1 and fixed + context_cost + sum(sizes) > budget:
-        trimmed += sizes.pop(0)
-        turns.pop(0)
-    if extra and fixed + context_cost + sum(sizes) > budget:
+    kept, first = sum(sizes), 0  # the turns' tokens from turns[first] on
+    while len(turns) - first > 1 and fixed + context_cost + kept > budget:
+        kept -= sizes[first]
+        first += 1
+    trimmed = sum(sizes[:first])
+    if extra and fixed + context_cost + kept > budget:
         trimmed += context_cost
         extra, context_cost = [], 0
-    total = fixed + context_cost + sum(sizes)
+    total = fixed + context_cost + kept
     if total > budget:
         raise invalid_request(
             f"The system prompt and the last turn hold about {total} tokens; this agent "
@@ -88,10 +89,7 @@ def build_prompt(
             param="messages",
             code="context_length_exceeded",
         )
-    pairs = (
-        head[: 1 if agent.system_prompt else 0] + extra + head[1 if agent.system_prompt else 0 :]
-    )
-    pairs += [p for t in turns for p in t]
+    pairs = own + extra + sent[:lead] + [p for t in turns[first:] for p in t]
     messages = [m for m, _ in pairs]
     if len(messages) != len(request.messages) or trimmed:
         request = request.model_copy(update={"messages": messages})
