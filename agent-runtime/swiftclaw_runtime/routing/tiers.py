@@ -97,10 +97,9 @@ class Router:
         self.policy = policy
         self.agent_name = agent_name
         tiers = policy.models.tiers
-        self.cheapest = tiers[0]
         self.by_class = {"simple": tiers[0], "medium": policy.default_tier, "complex": tiers[-1]}
-        self.classify = policy.models.routing.strategy == "complexity" and len(tiers) > 1
-        self.classifier = (classifier or default_classifier()) if self.classify else None
+        classify = policy.models.routing.strategy == "complexity" and len(tiers) > 1
+        self.classifier = (classifier or default_classifier()) if classify else None
 
     def route(self, request: ChatRequest) -> Route:
         requested = request.model
