@@ -50,9 +50,10 @@ class Runtime:
             self.metrics.track_connections(name, provider.connections)
         self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
         self.health = Health(self.providers, self.dispatcher, self.options.redis_url)
+        agent = f"{self.config.namespace}/{self.name}"  # what the caches' and spend's keys name
         self.cache = ResponseCache(
             self.policy,
-            f"{self.config.namespace}/{self.name}",
+            agent,
             self.metrics,
             self.options.redis_url,
             self._embedder(),
@@ -65,7 +66,7 @@ class Runtime:
         self.router = Router(self.policy, self.name)
         self.spend = SpendControl(
             self.policy,
-            f"{self.config.namespace}/{self.name}",
+            agent,
             self.metrics,
             self.options.redis_url,
             self.policy.cache.redis.fallback_replicas,
