@@ -18,9 +18,10 @@ import openai
 import pytest
 import yaml
 
-from swiftclaw_runtime.processes import Proc, start_redis
+from swiftclaw_runtime.processes import Proc, sim_control, start_redis
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
+from .test_resilience_live import metrics
 
 OTHER_TENANT_KEY = "sk-test-globex-0001"
 
@@ -32,7 +33,7 @@ def sim_requests(sim: Proc) -> int:
 
 def metric(rt: Proc, name: str) -> float:
     """The sum of every sample of ``name`` (any labels) on /metrics."""
-    text = metrics_text(rt)
+    text = metrics(rt)
     pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", re.M)
     return sum(float(m.group(2)) for m in pattern.finditer(text))
 
@@ -78,17 +79,7 @@ def post(
 
 
 def control(sim: Proc, **body: Any) -> None:
-    req = urllib.request.Request(
-        f"{sim.url}/_sim/control",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    urllib.request.urlopen(req, timeout=5).read()
-
-
-def metrics_text(rt: Proc) -> str:
-    with urllib.request.urlopen(f"{rt.url}/metrics", timeout=5) as r:
-        return str(r.read().decode())
+    sim_control(sim.url, **body)
 
 
 def ask(text: str, **params: Any) -> dict[str, Any]:
@@ -122,7 +113,7 @@ def test_a_repeated_request_is_an_exact_hit_with_no_upstream_call(
     ) / 1e6
     assert metric(rt, "swiftclaw_cache_saved_usd_total") == pytest.approx(saved)
     assert metric(rt, "swiftclaw_cache_lookups_total") == 2
-    assert 'outcome="cached"' in metrics_text(rt)
+    assert 'outcome="cached"' in metrics(rt)
 
 
 @pytest.mark.parametrize(

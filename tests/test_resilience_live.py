@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from swiftclaw_runtime.processes import Proc
+from swiftclaw_runtime.processes import Proc, sim_control
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 
@@ -23,12 +23,7 @@ def client(rt: Proc, timeout: float = 30) -> openai.OpenAI:
 
 
 def control(sim: Proc, **body: Any) -> None:
-    req = urllib.request.Request(
-        f"{sim.url}/_sim/control",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    urllib.request.urlopen(req, timeout=5).read()
+    sim_control(sim.url, **body)
 
 
 def sim_stats(sim: Proc) -> dict[str, Any]:

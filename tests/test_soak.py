@@ -14,13 +14,12 @@ import asyncio
 import json
 import os
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench.soak import Connection, Limits, Mix, http_get, run_mix, start_stack
 
-from swiftclaw_runtime.processes import Proc
+from swiftclaw_runtime.processes import Proc, sim_control
 
 from .conftest import Launcher
 
@@ -75,12 +74,7 @@ async def test_sim_counts_a_stream_its_client_left_mid_pace(launch: Launcher) ->
 
 async def test_sim_counts_a_hung_request_until_its_client_leaves(launch: Launcher) -> None:
     sim = launch.sim("--latency", "fixed:1")
-    control = urllib.request.Request(
-        f"{sim.url}/_sim/control",
-        data=b'{"mode": "hang", "count": 1}',
-        headers={"content-type": "application/json"},
-    )
-    await asyncio.to_thread(lambda: urllib.request.urlopen(control, timeout=5).read())
+    await asyncio.to_thread(sim_control, sim.url, mode="hang", count=1)
     conn = Connection(sim.port)
     pending = asyncio.create_task(conn.request(HEAD, STREAM))
     await settles(sim, "hanging", 1, within=2.0)

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from .config import load_config
-from .processes import Proc, free_port, start_runtime, start_sim
+from .processes import Proc, free_port, sim_control, start_runtime, start_sim
 
 DEMO_KEY = "sk-demo-alice-0001"
 SIM_ARGS = ("--latency", "lognormal:120,0.35", "--stream-pace-ms", "4", "--seed", "7")
@@ -248,16 +248,6 @@ def report(results: list[Outcome], elapsed: float, spent: float = 0.0, saved: fl
     return "\n".join(lines)
 
 
-def _sim_post(url: str, body: dict[str, Any]) -> None:
-    """Change a simulator's behaviour through its control endpoint."""
-    req = urllib.request.Request(
-        f"{url}/_sim/control",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    urllib.request.urlopen(req, timeout=5).read()
-
-
 def _wait_streams_ended(url: str, seconds: float) -> None:
     """Until the simulator sends no stream (at most ``seconds``)."""
     deadline = time.monotonic() + seconds
@@ -311,7 +301,7 @@ def run_demo(manifest: Path, requests: int = 300, concurrency: int = 8) -> int:
 
             def outage() -> None:
                 print(f"  ... provider '{primary_name}' fails every new request")
-                _sim_post(primary.url, {"mode": "error"})
+                sim_control(primary.url, mode="error")
                 _wait_streams_ended(primary.url, seconds=3.0)
                 print(f"  ... killing provider '{primary_name}' (pid {primary.pid})")
                 primary.kill()

@@ -7,6 +7,7 @@ kept, waited for over HTTP, and stopped by that pid.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,6 +56,18 @@ def wait_tcp(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listened on port {port} within {timeout:.0f}s")
+
+
+def sim_control(url: str, **body: Any) -> None:
+    """Change a running ``swiftclaw sim``'s behaviour (``POST /_sim/control``): ``mode``,
+    ``count``, ``retryAfter``."""
+    req = urllib.request.Request(
+        f"{url}/_sim/control",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
 
 
 @dataclass
