@@ -20,10 +20,10 @@ from .test_cache_exact import (
     ask,
     keys_file,
     metric,
-    metrics_text,
     post,
     sim_requests,
 )
+from .test_resilience_live import metrics
 
 QUESTION = "Can I return an item after 30 days?"
 PARAPHRASE = "Is it possible to return something after 30 days?"  # cosine 0.95
@@ -125,7 +125,7 @@ def test_every_provider_down_serves_a_similar_answer_marked_stale(
     # a near-miss is not served, even in an outage
     status, headers, _ = post(rt, ask(NEAR_MISS, temperature=0))
     assert status == 503 and headers["x-swiftclaw-cache"] == "miss"
-    assert 'outcome="stale"' in metrics_text(rt)
+    assert 'outcome="stale"' in metrics(rt)
     assert metric(rt, "swiftclaw_cache_lookups_total") > 0
 
 
@@ -158,7 +158,7 @@ def test_in_process_cache_stays_within_its_bounds(launch: Launcher) -> None:
 
     replies = asyncio.run(send_all())
     assert {r.status for r in replies} == {200}
-    text = metrics_text(rt)
+    text = metrics(rt)
     for kind in ("exact", "semantic"):
         entries = metric_line(text, f'swiftclaw_cache_entries{{kind="{kind}"}}')
         size = metric_line(text, f'swiftclaw_cache_bytes{{kind="{kind}"}}')
