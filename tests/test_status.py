@@ -1,11 +1,29 @@
-"""Status from the Deployment and pods: conditions, words a person can act on, events."""
+"""Status from every child and the last reconcile: conditions, words a person can act on,
+events; what a failed reconcile means and when it is tried again."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
+from swiftclaw_operator.api import AgentDeploymentSpec
+from swiftclaw_operator.failures import Failure, NameClash, classify, retry_delay
 from swiftclaw_operator.handlers import event_for
-from swiftclaw_operator.status import compute_status, conditions_for, pod_problems, transitions
+from swiftclaw_operator.kube import KubeError
+from swiftclaw_operator.status import (
+    Children,
+    ReconcileFailure,
+    agent_conditions,
+    backup_problem,
+    compute_status,
+    conditions_for,
+    hpa_problem,
+    pod_problems,
+    redis_state,
+    transitions,
+)
 
 BODY = {"metadata": {"name": "agent", "namespace": "team", "uid": "u1", "generation": 3}}
 
@@ -96,7 +114,7 @@ def test_missing_deployment() -> None:
 
 
 def test_status_keeps_transition_times_and_autopilot_conditions() -> None:
-    first = compute_status(BODY, deployment(2, 2), [pod(ready=True)] * 2, "T1")
+    first = compute_status(BODY, Children(deployment(2, 2), [pod(ready=True)] * 2), "T1")
     assert first["observedGeneration"] == 3
     assert first["endpoint"] == "http://agent.team.svc/v1"
     assert all(
@@ -111,7 +129,7 @@ def test_status_keeps_transition_times_and_autopilot_conditions() -> None:
         "lastTransitionTime": "T0",
     }
     body = {**BODY, "status": {**first, "conditions": [*first["conditions"], autopilot]}}
-    again = compute_status(body, deployment(2, 2), [pod(ready=True)] * 2, "T2")
+    again = compute_status(body, Children(deployment(2, 2), [pod(ready=True)] * 2), "T2")
     assert again == {
         **first,
         "conditions": sorted([*first["conditions"], autopilot], key=lambda c: c["type"]),
@@ -119,7 +137,7 @@ def test_status_keeps_transition_times_and_autopilot_conditions() -> None:
     assert transitions(body["status"], again) == []  # nothing changed: no event, no write
 
     broken = compute_status(
-        body, deployment(2, 0, available=False), [pod("ImagePullBackOff")] * 2, "T3"
+        body, Children(deployment(2, 0, available=False), [pod("ImagePullBackOff")] * 2), "T3"
     )
     ready = next(c for c in broken["conditions"] if c["type"] == "Ready")
     assert ready["lastTransitionTime"] == "T3"
@@ -131,3 +149,161 @@ def test_status_keeps_transition_times_and_autopilot_conditions() -> None:
     assert event["type"] == "Warning" and event["reason"] == "PodsNotReady"
     assert event["involvedObject"]["kind"] == "AgentDeployment"
     assert "0/2 runtime pods ready: 2 in ImagePullBackOff" in event["message"]
+
+
+# --- the other children ---------------------------------------------------------------------
+
+
+def sts(replicas: int, ready: int) -> dict[str, Any]:
+    return {"spec": {"replicas": replicas}, "status": {"readyReplicas": ready}}
+
+
+def cronjob(scheduled: str | None, succeeded: str | None, active: bool = False) -> dict:
+    status: dict[str, Any] = {}
+    if scheduled:
+        status["lastScheduleTime"] = scheduled
+    if succeeded:
+        status["lastSuccessfulTime"] = succeeded
+    if active:
+        status["active"] = [{"name": "job-1"}]
+    return {"status": status}
+
+
+def hpa(able: str = "True", active: str = "True", reason: str = "") -> dict[str, Any]:
+    return {
+        "status": {
+            "conditions": [
+                {"type": "AbleToScale", "status": able, "reason": reason, "message": "m"},
+                {"type": "ScalingActive", "status": active, "reason": reason, "message": "m"},
+            ]
+        }
+    }
+
+
+HEALTHY = dict(deployment=deployment(2, 2), pods=[pod(ready=True)] * 2)
+
+
+def test_redis_failing_pods_make_the_agent_degraded() -> None:
+    assert redis_state(sts(1, 1), []) is None
+    assert redis_state(None, []) == ("Starting", "the Redis StatefulSet does not exist yet")
+    kids = Children(
+        **HEALTHY, redis=sts(1, 0), redis_wanted=True, redis_pods=[pod("CrashLoopBackOff")]
+    )
+    c = by_type(agent_conditions(3, kids))
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "RedisFailing")
+    assert c["Degraded"].message == "0/1 Redis pods ready: 1 in CrashLoopBackOff"
+    assert "0/1 Redis pods ready" in c["Ready"].message
+
+
+def test_redis_starting_is_progress_not_degradation() -> None:
+    kids = Children(**HEALTHY, redis=sts(1, 0), redis_wanted=True, redis_pods=[pod()])
+    c = by_type(agent_conditions(3, kids))
+    assert (c["Progressing"].status, c["Progressing"].reason) == ("True", "RedisStarting")
+    assert c["Degraded"].status == "False"
+    # Not managed: a missing StatefulSet is nobody's concern.
+    assert by_type(agent_conditions(3, Children(**HEALTHY)))["Progressing"].status == "False"
+
+
+def test_backup_last_run() -> None:
+    assert backup_problem(None) is None
+    assert backup_problem(cronjob(None, None)) is None  # never ran yet
+    assert backup_problem(cronjob("2026-01-02T03:00:00Z", "2026-01-02T03:00:09Z")) is None
+    assert backup_problem(cronjob("2026-01-02T03:00:00Z", None, active=True)) is None
+    failed = backup_problem(cronjob("2026-01-02T03:00:00Z", "2026-01-01T03:00:07Z"))
+    assert failed is not None and "last success: 2026-01-01T03:00:07Z" in failed
+    kids = Children(
+        **HEALTHY,
+        redis=sts(1, 1),
+        redis_wanted=True,
+        backup=cronjob("2026-01-02T03:00:00Z", None),
+    )
+    c = by_type(agent_conditions(3, kids))
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "BackupFailed")
+    assert "last success: never" in c["Degraded"].message
+
+
+def test_hpa_unable_to_scale_is_degraded_inactive_is_reported() -> None:
+    assert hpa_problem(hpa()) is None
+    c = by_type(
+        agent_conditions(3, Children(**HEALTHY, hpa=hpa(able="False", reason="FailedGetScale")))
+    )
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "AutoscalingFailed")
+    c = by_type(
+        agent_conditions(
+            3, Children(**HEALTHY, hpa=hpa(active="False", reason="FailedGetResourceMetric"))
+        )
+    )
+    assert c["Degraded"].status == "False"
+    assert "autoscaling inactive (FailedGetResourceMetric)" in c["Ready"].message
+
+
+# --- failed reconciles ----------------------------------------------------------------------
+
+
+def test_permanent_failure_is_degraded_with_its_reason_and_one_event() -> None:
+    clash = ReconcileFailure(classify(NameClash("ConfigMap/agent-config exists")), attempts=1)
+    kids = Children(None)
+    first = compute_status(BODY, kids, "T1", clash)
+    degraded = next(c for c in first["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "NameClash")
+    assert "ConfigMap/agent-config exists" in degraded["message"]
+    # The same failure again: no transition, so no second Event.
+    again = ReconcileFailure(clash.failure, attempts=4)
+    second = compute_status({**BODY, "status": first}, kids, "T2", again)
+    assert [c["type"] for c in transitions(first, second)] == []
+
+
+def test_transient_failure_shows_only_when_it_persists() -> None:
+    down = classify(KubeError(503, "etcdserver: leader changed", "ServiceUnavailable"))
+    assert not down.permanent and down.reason == "ApiUnavailable"
+    kids = Children(**HEALTHY)
+    once = by_type(agent_conditions(3, kids, ReconcileFailure(down, 1)))
+    assert once["Degraded"].status == "False"
+    thrice = by_type(agent_conditions(3, kids, ReconcileFailure(down, 3)))
+    assert (thrice["Degraded"].status, thrice["Degraded"].reason) == ("True", "ApiUnavailable")
+
+
+@pytest.mark.parametrize(
+    ("err", "permanent", "reason"),
+    [
+        (KubeError(409, 'configmaps "x" already exists', "AlreadyExists"), True, "AlreadyExists"),
+        (
+            KubeError(
+                422,
+                'StatefulSet.apps "a-redis" is invalid: spec: Forbidden: updates to '
+                "statefulset spec for fields other than 'replicas', ... are forbidden",
+                "Invalid",
+            ),
+            True,
+            "ImmutableField",
+        ),
+        (
+            KubeError(422, "spec.selector: Invalid value: field is immutable", "Invalid"),
+            True,
+            "ImmutableField",
+        ),
+        (KubeError(422, "spec.replicas: Invalid value: -1", "Invalid"), True, "Invalid"),
+        (KubeError(403, "forbidden", "Forbidden"), True, "Forbidden"),
+        (KubeError(429, "slow down", "TooManyRequests"), False, "ApiUnavailable"),
+        (KubeError(500, "boom", "InternalError"), False, "ApiUnavailable"),
+        (KubeError(0, "connection refused"), False, "ApiUnreachable"),
+        (TimeoutError(), False, "ApiUnreachable"),
+        (KeyError("x"), True, "InternalError"),
+    ],
+)
+def test_classify(err: BaseException, permanent: bool, reason: str) -> None:
+    f = classify(err)
+    assert (f.permanent, f.reason) == (permanent, reason)
+
+
+def test_invalid_spec_is_permanent() -> None:
+    with pytest.raises(ValidationError) as info:
+        AgentDeploymentSpec.model_validate({"scaling": {"minReplicas": -1}})
+    assert classify(info.value) == Failure(
+        True, "InvalidSpec", f"the spec cannot be built: {info.value}"
+    )
+
+
+def test_retry_delay_doubles_up_to_the_cap() -> None:
+    assert [retry_delay(n, 5, 300) for n in range(1, 9)] == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert retry_delay(1, 1, 8) == 1 and retry_delay(10, 1, 8) == 8

@@ -1,41 +1,37 @@
 """``python -m swiftclaw_operator``: run the operator (in cluster, or out with a kubeconfig).
 
-Environment: SWIFTCLAW_STANDALONE=1 runs without peering (one replica, tests);
-SWIFTCLAW_PEERING names the peering object otherwise (two replicas, one active: each
-takes a random priority unless SWIFTCLAW_PRIORITY sets one, since kopf freezes operators
-of equal priority; SWIFTCLAW_PEERING_LIFETIME is how long a silent peer counts as alive);
+Its settings are the ``SWIFTCLAW_*`` environment variables of :mod:`.settings`
+(``OperatorConfig``): SWIFTCLAW_STANDALONE=1 runs without peering (one replica, tests);
+SWIFTCLAW_PEERING names the peering object otherwise (two replicas, one active);
 SWIFTCLAW_NAMESPACE limits it to one namespace; SWIFTCLAW_LIVENESS_PORT and
-SWIFTCLAW_METRICS_PORT open the liveness and metrics endpoints; SWIFTCLAW_LOG_FORMAT
-is json (default) or plain.
+SWIFTCLAW_METRICS_PORT open the liveness and metrics endpoints.
 """
 
 from __future__ import annotations
 
-import os
-import random
-
 import kopf
 
-from . import handlers  # noqa: F401 - registers the handlers
+from . import handlers
+from .settings import OperatorConfig
 
 
 def main() -> None:
-    fmt = os.environ.get("SWIFTCLAW_LOG_FORMAT", "json")
+    config = OperatorConfig.from_env()
     kopf.configure(
-        log_format=kopf.LogFormat.JSON if fmt == "json" else kopf.LogFormat.PLAIN,
-        verbose=os.environ.get("SWIFTCLAW_LOG_LEVEL") == "debug",
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
+        verbose=config.log_level == "debug",
     )
-    namespace = os.environ.get("SWIFTCLAW_NAMESPACE")
-    liveness_port = os.environ.get("SWIFTCLAW_LIVENESS_PORT")
-    standalone = os.environ.get("SWIFTCLAW_STANDALONE", "0") == "1"
-    priority = int(os.environ.get("SWIFTCLAW_PRIORITY") or random.randint(1, 2**31 - 1))
     kopf.run(
-        standalone=standalone,
-        priority=priority,
-        peering_name=None if standalone else os.environ.get("SWIFTCLAW_PEERING", "swiftclaw"),
-        clusterwide=namespace is None,
-        namespaces=[namespace] if namespace else [],
-        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+        registry=handlers.registry(config),
+        memo=handlers.Memo(config),
+        standalone=config.standalone,
+        priority=config.priority,
+        peering_name=None if config.standalone else config.peering,
+        clusterwide=config.namespace is None,
+        namespaces=[config.namespace] if config.namespace else [],
+        liveness_endpoint=(
+            f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
+        ),
     )
 
 

@@ -3,6 +3,11 @@
 No finalizer: every child lives in the cluster and carries an owner reference, so the
 garbage collector removes them with the AgentDeployment; nothing outside the cluster
 needs cleaning up. (kopf adds a finalizer only for deletion handlers; there are none.)
+
+A failed reconcile is never handed back to kopf: it is classified (:mod:`.failures`),
+shown in the status (Degraded with the reason; the status change makes one Event) and
+retried by this module after an exponential back-off. kopf would retry on a fixed
+delay and post an Event per attempt.
 """
 
 from __future__ import annotations
@@ -10,93 +15,127 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from .api import API_GROUP, API_VERSION, KIND, PLURAL
-from .kube import Credentials, Kube
-from .metrics import ERRORS, RECONCILE_SECONDS, RECONCILES, serve_metrics
+from .failures import classify, retry_delay
+from .kube import Auth, Kube
+from .metrics import ERRORS, RECONCILE_SECONDS, RECONCILES, RETRY_DELAY, serve_metrics
 from .reconcile import agent_from, reconcile
 from .resources import Settings
 from .resources.common import MANAGED_BY
-from .status import compute_status, status_changed, transitions
+from .settings import OperatorConfig
+from .status import Children, ReconcileFailure, compute_status, status_changed, transitions
 
 log = logging.getLogger("swiftclaw.operator")
 
-DRIFT_SECONDS = float(os.environ.get("SWIFTCLAW_DRIFT_SECONDS", "300"))
 STATUS_DEBOUNCE_SECONDS = 0.3
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+AGENT_API = f"{API_GROUP}/{API_VERSION}"
+
+Key = tuple[str, str]  # (namespace, name)
 
 
-class State:
-    """Process-wide: the API client, settings, and pending status refreshes."""
+@dataclass
+class Memo:
+    """The operator's state, kept in kopf's memo: settings, the API client, pending work.
 
-    kube: Kube
-    settings: Settings
-    pending: dict[tuple[str, str], asyncio.Task[None]]
+    kopf hands each handler a shallow copy, so the containers are shared; ``kube`` and
+    ``settings`` are set once by :func:`startup`, before any resource handler runs."""
 
-
-STATE = State()
-
-
-@kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    c = Credentials.load()
-    return kopf.ConnectionInfo(
-        server=c.server,
-        ca_path=c.ca_path,
-        certificate_path=c.cert_path,
-        private_key_path=c.key_path,
-        token=c.token,
-        insecure=c.insecure,
-    )
+    config: OperatorConfig
+    kube: Kube = field(init=False)
+    settings: Settings = field(init=False)
+    # Coalesced status refreshes, by agent.
+    pending: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    # Scheduled retries of failed reconciles, and the failures, by agent (with the
+    # generation they failed at: a spec change starts the back-off again).
+    retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    failures: dict[Key, tuple[int, ReconcileFailure]] = field(default_factory=dict)
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # kopf's bookkeeping in annotations under our own prefix; no kopf events, no status.kopf.
+# --- activities ---------------------------------------------------------------------------
+
+
+async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
+    config = memo.config
+    # kopf's bookkeeping in annotations under our own prefix, no status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
-    settings.posting.enabled = False
-    settings.peering.name = os.environ.get("SWIFTCLAW_PEERING", "swiftclaw")
+    # kopf's own Events for what goes wrong in it; ours say what happens to the agent.
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
+    settings.peering.name = config.peering
     settings.peering.mandatory = False
-    settings.peering.lifetime = int(os.environ.get("SWIFTCLAW_PEERING_LIFETIME", "60"))
+    settings.peering.lifetime = config.peering_lifetime
     settings.watching.server_timeout = 300
-    settings.batching.worker_limit = int(os.environ.get("SWIFTCLAW_WORKERS", "64"))
-    STATE.kube = Kube(Credentials.load())
-    monitoring = await STATE.kube.has_group_version("monitoring.coreos.com/v1")
-    STATE.settings = Settings.from_env(monitoring_available=monitoring)
-    STATE.pending = {}
-    port = int(os.environ.get("SWIFTCLAW_METRICS_PORT", "0") or 0)
-    if port:
-        serve_metrics(port)
+    settings.queueing.worker_limit = config.workers
+    memo.kube = Kube(await Auth.load(config.service_account_dir))
+    monitoring = await memo.kube.has_group_version("monitoring.coreos.com/v1")
+    memo.settings = config.builder_settings(monitoring_available=monitoring)
+    if config.metrics_port:
+        serve_metrics(config.metrics_port)
     log.info(
         "operator started; Prometheus operator CRDs %s",
         "found" if monitoring else "absent: no ServiceMonitor/PrometheusRule",
     )
 
 
-@kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    await STATE.kube.close()
+async def login(memo: Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches use the operator's credentials, renewed when kopf asks again (at
+    ``expiration`` for exec-plugin tokens, or after a 401)."""
+    await memo.kube.auth.refresh()
+    c = memo.kube.auth.login()
+    return kopf.ConnectionInfo(
+        server=c.server,
+        ca_path=c.ca_path,
+        certificate_path=c.cert_path,
+        private_key_path=c.key_path,
+        scheme=c.scheme,
+        token=c.token,
+        insecure=c.insecure,
+        expiration=c.expiration,
+    )
 
 
-async def _reconcile(body: kopf.Body, trigger: str, prune: bool = False) -> None:
-    if body.metadata.get("deletionTimestamp"):
+async def cleanup(memo: Memo, **_: Any) -> None:
+    for task in [*memo.retries.values(), *memo.pending.values()]:
+        task.cancel()
+    await memo.kube.close()
+
+
+# --- reconciles -----------------------------------------------------------------------------
+
+
+def _key(body: dict[str, Any]) -> Key:
+    return (body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+async def _reconcile(memo: Memo, body: dict[str, Any], trigger: str, prune: bool) -> None:
+    if body["metadata"].get("deletionTimestamp"):
         return  # being deleted: the garbage collector takes the children
+    key = _key(body)
+    pending = memo.retries.pop(key, None)
+    if pending is not None:
+        pending.cancel()  # this attempt replaces the scheduled one
     started = time.perf_counter()
     try:
-        agent = agent_from(dict(body), STATE.settings)
-        outcome = await reconcile(STATE.kube, agent, prune=prune)
+        agent = agent_from(body, memo.settings)
+        outcome = await reconcile(
+            memo.kube, agent, prune=prune, step_delay=memo.config.reconcile_step_delay
+        )
     except Exception as err:
-        RECONCILES.labels(trigger, "error").inc()
-        ERRORS.labels(type(err).__name__).inc()
-        raise kopf.TemporaryError(f"reconcile failed: {err}", delay=10) from err
+        _failed(memo, key, int(body["metadata"].get("generation", 0)), trigger, err)
+        schedule_status(memo, *key)
+        return
+    memo.failures.pop(key, None)
     RECONCILES.labels(trigger, "ok").inc()
     RECONCILE_SECONDS.labels(trigger).observe(time.perf_counter() - started)
     if outcome.written or outcome.deleted:
@@ -108,97 +147,150 @@ async def _reconcile(body: kopf.Body, trigger: str, prune: bool = False) -> None
             ", ".join(outcome.written) or "nothing",
             ", ".join(outcome.deleted) or "nothing",
         )
-    schedule_status(agent.namespace, agent.name)
+    schedule_status(memo, *key)
 
 
-@kopf.on.create(API_GROUP, API_VERSION, PLURAL)
-async def on_create(body: kopf.Body, **_: Any) -> None:
-    await _reconcile(body, "create")
+def _failed(memo: Memo, key: Key, generation: int, trigger: str, err: BaseException) -> None:
+    """Record a failed reconcile and schedule its retry after the back-off."""
+    failure = classify(err)
+    before = memo.failures.get(key)
+    attempts = before[1].attempts + 1 if before and before[0] == generation else 1
+    memo.failures[key] = (generation, ReconcileFailure(failure, attempts))
+    kind = "permanent" if failure.permanent else "transient"
+    delay = retry_delay(attempts, memo.config.retry_base_seconds, memo.config.retry_max_seconds)
+    RECONCILES.labels(trigger, kind).inc()
+    ERRORS.labels(failure.reason).inc()
+    RETRY_DELAY.labels(kind).observe(delay)
+    if failure.reason == "InternalError":
+        log.error("%s/%s reconcile failed", *key, exc_info=err)
+    log.warning(
+        "%s/%s %s failed (%s %s, attempt %d): %s; retrying in %.0fs",
+        *key,
+        trigger,
+        kind,
+        failure.reason,
+        attempts,
+        failure.message,
+        delay,
+    )
+    memo.retries[key] = asyncio.get_running_loop().create_task(_retry_later(memo, key, delay))
 
 
-@kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
-async def on_update(body: kopf.Body, **_: Any) -> None:
-    await _reconcile(body, "update", prune=True)
+async def _retry_later(memo: Memo, key: Key, delay: float) -> None:
+    await asyncio.sleep(delay)
+    memo.retries.pop(key, None)  # from here on, a new attempt may schedule the next one
+    try:
+        body = await memo.kube.get(AGENT_API, KIND, *key)
+    except Exception as err:
+        _failed(memo, key, memo.failures.get(key, (0, None))[0], "retry", err)
+        return
+    if body is None:
+        memo.failures.pop(key, None)
+        return
+    await _reconcile(memo, body, "retry", prune=True)
 
 
-@kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
-async def on_resume(body: kopf.Body, **_: Any) -> None:
-    await _reconcile(body, "resume", prune=True)
+async def on_create(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    await _reconcile(memo, dict(body), "create", prune=False)
 
 
-@kopf.timer(
-    API_GROUP,
-    API_VERSION,
-    PLURAL,
-    interval=DRIFT_SECONDS,
-    initial_delay=DRIFT_SECONDS,
-    idle=DRIFT_SECONDS,
-)
-async def drift_check(body: kopf.Body, **_: Any) -> None:
-    await _reconcile(body, "drift")
+async def on_update(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    await _reconcile(memo, dict(body), "update", prune=True)
 
 
-# --- status: recomputed whenever the runtime Deployment or its pods change --------------
+async def on_resume(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    await _reconcile(memo, dict(body), "resume", prune=True)
+
+
+async def drift_check(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """Repair drift, refresh the status (the CronJob's last run, the HPA). A failed agent
+    waits for its back-off instead."""
+    key = _key(dict(body))
+    if key in memo.retries:
+        schedule_status(memo, *key)
+        return
+    await _reconcile(memo, dict(body), "drift", prune=False)
+
+
+# --- status: recomputed whenever a child Deployment or pod changes, and on each drift check --
 
 
 def _owner_name(meta: kopf.Meta) -> str | None:
     return (meta.get("labels") or {}).get("app.kubernetes.io/instance")
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def deployment_changed(meta: kopf.Meta, namespace: str | None, **_: Any) -> None:
+async def child_changed(meta: kopf.Meta, namespace: str | None, memo: Memo, **_: Any) -> None:
     name = _owner_name(meta)
     if name and namespace:
-        schedule_status(namespace, name)
+        schedule_status(memo, namespace, name)
 
 
-@kopf.on.event("", "v1", "pods", labels={**MANAGED, "app.kubernetes.io/component": "runtime"})
-async def pod_changed(meta: kopf.Meta, namespace: str | None, **_: Any) -> None:
-    name = _owner_name(meta)
-    if name and namespace:
-        schedule_status(namespace, name)
-
-
-def schedule_status(namespace: str, name: str) -> None:
+def schedule_status(memo: Memo, namespace: str, name: str) -> None:
     """Coalesce bursts of child events into one status refresh per agent."""
     key = (namespace, name)
-    if key in STATE.pending:
+    if key in memo.pending:
         return
-    STATE.pending[key] = asyncio.get_running_loop().create_task(_refresh_later(key))
+    memo.pending[key] = asyncio.get_running_loop().create_task(_refresh_later(memo, key))
 
 
-async def _refresh_later(key: tuple[str, str]) -> None:
+async def _refresh_later(memo: Memo, key: Key) -> None:
     try:
         await asyncio.sleep(STATUS_DEBOUNCE_SECONDS)
     finally:
         # From here on, a new event schedules a new refresh (this one may read too early).
-        STATE.pending.pop(key, None)
+        memo.pending.pop(key, None)
     try:
-        await refresh_status(*key)
+        await refresh_status(memo, *key)
     except Exception:
         ERRORS.labels("status").inc()
         log.exception("status refresh of %s/%s failed", *key)
 
 
-async def refresh_status(namespace: str, name: str) -> None:
-    kube = STATE.kube
-    body = await kube.get(f"{API_GROUP}/{API_VERSION}", KIND, namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return
+async def read_children(kube: Kube, body: dict[str, Any], settings: Settings) -> Children:
+    """Every child the status looks at, read from the API server."""
+    namespace, name = _key(body)
     deployment = await kube.get("apps/v1", "Deployment", namespace, name)
     pods = await kube.list(
         "v1",
         "Pod",
         namespace,
-        f"app.kubernetes.io/instance={name},app.kubernetes.io/component=runtime,"
-        f"app.kubernetes.io/managed-by={MANAGED_BY}",
+        f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY}",
     )
+    by_component: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        component = (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/component", "")
+        by_component.setdefault(component, []).append(pod)
+    hpa = await kube.get("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name)
+    try:
+        agent = agent_from(body, settings)
+    except ValidationError:
+        return Children(deployment, by_component.get("runtime", []), hpa=hpa)
+    if agent.spec.cache.redis.mode != "managed":
+        return Children(deployment, by_component.get("runtime", []), hpa=hpa)
+    return Children(
+        deployment,
+        by_component.get("runtime", []),
+        redis=await kube.get("apps/v1", "StatefulSet", namespace, agent.redis_name),
+        redis_wanted=True,
+        redis_pods=by_component.get("redis", []),
+        backup=await kube.get("batch/v1", "CronJob", namespace, f"{agent.redis_name}-backup"),
+        hpa=hpa,
+    )
+
+
+async def refresh_status(memo: Memo, namespace: str, name: str) -> None:
+    kube = memo.kube
+    body = await kube.get(AGENT_API, KIND, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    kids = await read_children(kube, body, memo.settings)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    new = compute_status(body, deployment, pods, now)
+    failed = memo.failures.get((namespace, name))
+    new = compute_status(body, kids, now, failed[1] if failed else None)
     previous = body.get("status")
     if not status_changed(previous, new):
         return
-    await kube.patch_status(f"{API_GROUP}/{API_VERSION}", KIND, namespace, name, new)
+    await kube.patch_status(AGENT_API, KIND, namespace, name, new)
     for cond in transitions(previous, new):
         await kube.create_event(event_for(body, cond, now))
 
@@ -213,7 +305,7 @@ def event_for(body: dict[str, Any], cond: dict[str, Any], now: str) -> dict[str,
         "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "apiVersion": AGENT_API,
             "kind": KIND,
             "name": meta["name"],
             "namespace": meta["namespace"],
@@ -229,3 +321,33 @@ def event_for(body: dict[str, Any], cond: dict[str, Any], now: str) -> dict[str,
         "source": {"component": MANAGED_BY},
         "reportingComponent": MANAGED_BY,
     }
+
+
+# --- registration ---------------------------------------------------------------------------
+
+
+def registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """Every handler, on a registry of its own (the drift interval comes from ``config``)."""
+    reg = kopf.OperatorRegistry()
+    kopf.on.startup(registry=reg)(startup)
+    kopf.on.login(registry=reg)(login)
+    kopf.on.cleanup(registry=reg)(cleanup)
+    kopf.on.create(API_GROUP, API_VERSION, PLURAL, registry=reg)(on_create)
+    kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec", registry=reg)(on_update)
+    kopf.on.resume(API_GROUP, API_VERSION, PLURAL, registry=reg)(on_resume)
+    drift = config.drift_seconds
+    kopf.timer(
+        API_GROUP,
+        API_VERSION,
+        PLURAL,
+        interval=drift,
+        initial_delay=drift,
+        idle=drift,
+        registry=reg,
+    )(drift_check)
+    kopf.on.event(
+        "apps", "v1", "deployments", labels=MANAGED, id="deployment_changed", registry=reg
+    )(child_changed)
+    # Runtime and Redis pods alike (their readiness is in the status).
+    kopf.on.event("", "v1", "pods", labels=MANAGED, id="pod_changed", registry=reg)(child_changed)
+    return reg

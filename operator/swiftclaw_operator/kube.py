@@ -1,30 +1,42 @@
-"""A thin Kubernetes API client: the few calls the operator makes, each one counted.
+"""Kubernetes API access: the official client's configuration loading, raw paths, each call counted.
 
-Why not a generated client: the operator needs GET, LIST, server-side apply, a status
-patch, DELETE and events for a fixed set of kinds. Doing them directly keeps every
-request visible (the ``swiftclaw_operator_api_requests_total`` metric) and the process small.
+Where the API server is and how to authenticate comes from ``kubernetes_asyncio``'s
+loaders: a kubeconfig (client certificates, tokens, exec plugins, OIDC) or, in a pod, the
+service account. Credentials stay fresh: an exec plugin's token is renewed before its
+``expirationTimestamp``, the service-account token is re-read when its file changes (the
+kubelet rotates it), and a 401 forces one renewal and one retry. kopf logs in from the
+same :class:`Auth` (see ``handlers.login``).
+
+Requests go by path through the client's REST layer: the operator needs GET, LIST,
+server-side apply, a status patch, DELETE and events for a fixed set of kinds, and one
+path per request keeps each visible (``swiftclaw_operator_api_requests_total``).
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import datetime
 import os
-import ssl
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-import yaml
+from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+from kubernetes_asyncio.config.kube_config import KubeConfigLoader, load_kube_config
 
-from .metrics import API_REQUESTS
+from .metrics import API_ERRORS, API_REAUTHS, API_REQUESTS
 
 FIELD_MANAGER = "swiftclaw-operator"
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+REQUEST_TIMEOUT_SECONDS = 30
+# Renew an expiring credential this long before it expires (at most a fifth of its life).
+RENEW_AHEAD = datetime.timedelta(minutes=5)
 
 PLURALS = {
     "ConfigMap": "configmaps",
@@ -46,78 +58,171 @@ PLURALS = {
 
 
 class KubeError(Exception):
+    """The API server refused a request (``status`` >= 400), or was not reached (0)."""
+
     def __init__(self, status: int, message: str, reason: str = "") -> None:
-        super().__init__(f"HTTP {status}: {message}")
+        super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.reason = reason
+        self.message = message
 
 
 @dataclass(frozen=True)
-class Credentials:
-    """Where the API server is and how to authenticate; file paths, never logged."""
+class Login:
+    """The current credentials, for kopf's own client; file paths, never logged."""
 
     server: str
-    ca_path: str | None = None
-    cert_path: str | None = None
-    key_path: str | None = None
-    token: str | None = None
-    insecure: bool = False
+    ca_path: str | None
+    cert_path: str | None
+    key_path: str | None
+    scheme: str | None
+    token: str | None
+    insecure: bool
+    expiration: datetime.datetime | None
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def renew_at(obtained: datetime.datetime, expires: datetime.datetime) -> datetime.datetime:
+    """When to renew a credential: ahead of expiry by 5 minutes, or a fifth of its life."""
+    return expires - min(RENEW_AHEAD, (expires - obtained) / 5)
+
+
+class Auth:
+    """A loaded client configuration and the means to keep its credentials fresh."""
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        loader: KubeConfigLoader | None = None,
+        token_file: Path | None = None,
+        tmpdir: str | None = None,
+    ) -> None:
+        self.configuration = configuration
+        self._loader = loader
+        self._token_file = token_file
+        self._token_stamp: tuple[int, int, int] | None = None
+        self._tmpdir = tmpdir
+        self._lock = asyncio.Lock()
+        self._renew_at: datetime.datetime | None = None
+        self.expiration: datetime.datetime | None = None
+        self.renewals = 0
+        configuration.refresh_api_key_hook = self._before_request
 
     @classmethod
-    def load(cls) -> Credentials:
-        """In cluster: the service account. Otherwise: $KUBECONFIG's current context."""
-        host = os.environ.get("KUBERNETES_SERVICE_HOST")
-        if host and (SA_DIR / "token").exists() and not os.environ.get("KUBECONFIG"):
-            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-            return cls(
-                f"https://{host}:{port}",
-                str(SA_DIR / "ca.crt"),
-                token=(SA_DIR / "token").read_text().strip(),
+    async def load(
+        cls, service_account_dir: Path, environ: Mapping[str, str] | None = None
+    ) -> Auth:
+        """$KUBECONFIG when set; else the service account when in a pod; else ~/.kube/config."""
+        env = os.environ if environ is None else environ
+        configuration = type.__call__(Configuration)  # not a copy of a process-wide default
+        token_file = service_account_dir / "token"
+        kubeconfig = env.get("KUBECONFIG")
+        if not kubeconfig and env.get("KUBERNETES_SERVICE_HOST") and token_file.exists():
+            InClusterConfigLoader(
+                str(token_file),
+                str(service_account_dir / "ca.crt"),
+                try_refresh_token=False,  # ours re-reads on change, not once a minute
+                environ=dict(env),
+            ).load_and_set(configuration)
+            auth = cls(configuration, token_file=token_file)
+            auth._read_token_file()
+            return auth
+        # Inline certificate data becomes files (ssl needs paths) in a private folder,
+        # removed by close().
+        tmpdir = tempfile.mkdtemp(prefix="swiftclaw-kube-")
+        try:
+            loader = await load_kube_config(
+                config_file=kubeconfig or str(Path.home() / ".kube" / "config"),
+                client_configuration=configuration,
+                persist_config=False,
+                temp_file_path=tmpdir,
             )
-        path = os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config"))
-        return cls.from_kubeconfig(Path(path.split(os.pathsep)[0]))
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        auth = cls(configuration, loader=loader, tmpdir=tmpdir)
+        auth._note_expiry()
+        return auth
 
-    @classmethod
-    def from_kubeconfig(cls, path: Path) -> Credentials:
-        cfg = yaml.safe_load(path.read_text())
-        ctx_name = cfg.get("current-context")
-        ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == ctx_name)
-        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-        user: dict[str, Any] = next(
-            (u["user"] for u in cfg.get("users", []) if u["name"] == ctx.get("user")), {}
+    async def _before_request(self, _: Configuration) -> None:
+        await self.refresh()
+
+    async def refresh(self, force: bool = False) -> None:
+        """Renew the credentials when due (or now, with ``force``: after a 401)."""
+        if self._token_file is not None:
+            if force or self._token_stamp != self._stamp():
+                self._read_token_file()
+            return
+        if self._loader is None or not (force or self._due()):
+            return
+        async with self._lock:
+            if not force and not self._due():
+                return  # another request renewed them while this one waited
+            # Drop the cached exec credential so that the plugin runs again.
+            self._loader.__dict__.pop("exec_plugin_expiry", None)
+            await self._loader.load_and_set(self.configuration)
+            self.renewals += 1
+            self._note_expiry()
+
+    def _due(self) -> bool:
+        return self._renew_at is not None and _now() >= self._renew_at
+
+    def _note_expiry(self) -> None:
+        expires = getattr(self._loader, "exec_plugin_expiry", None)
+        if isinstance(expires, datetime.datetime):
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=datetime.UTC)
+            self.expiration = expires
+            self._renew_at = renew_at(_now(), expires)
+        else:
+            self.expiration = self._renew_at = None
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        assert self._token_file is not None
+        try:
+            st = self._token_file.stat()  # follows the kubelet's ..data symlink swap
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _read_token_file(self) -> None:
+        assert self._token_file is not None
+        stamp = self._stamp()
+        token = self._token_file.read_text().strip()
+        if not token:
+            raise KubeError(0, f"the service-account token file {self._token_file} is empty")
+        self.configuration.api_key["BearerToken"] = f"Bearer {token}"
+        if self._token_stamp is not None:
+            self.renewals += 1
+        self._token_stamp = stamp
+
+    @property
+    def server(self) -> str:
+        return str(self.configuration.host)
+
+    def login(self) -> Login:
+        """The credentials as they are now, with the time kopf should ask again."""
+        c = self.configuration
+        header = c.api_key.get("BearerToken")
+        scheme, _, token = header.partition(" ") if header else (None, "", "")
+        return Login(
+            server=self.server,
+            ca_path=c.ssl_ca_cert,
+            cert_path=c.cert_file,
+            key_path=c.key_file,
+            scheme=scheme,
+            token=token or None,
+            insecure=not c.verify_ssl,
+            expiration=self._renew_at,
         )
 
-        def file_of(entry: Mapping[str, Any], key: str) -> str | None:
-            if entry.get(key):
-                return str(entry[key])
-            data = entry.get(f"{key}-data")
-            if not data:
-                return None
-            fd, name = tempfile.mkstemp(prefix="swiftclaw-kube-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(base64.b64decode(data))
-            return name
-
-        token = user.get("token")
-        if not token and user.get("tokenFile"):
-            token = Path(user["tokenFile"]).read_text().strip()
-        return cls(
-            server=cluster["server"].rstrip("/"),
-            ca_path=file_of(cluster, "certificate-authority"),
-            cert_path=file_of(user, "client-certificate"),
-            key_path=file_of(user, "client-key"),
-            token=token,
-            insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        )
-
-    def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca_path)
-        if self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if self.cert_path and self.key_path:
-            ctx.load_cert_chain(self.cert_path, self.key_path)
-        return ctx
+    def close(self) -> None:
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
 
 
 def path_of(
@@ -136,23 +241,20 @@ def path_of(
     return out
 
 
-class Kube:
-    def __init__(self, creds: Credentials) -> None:
-        self.creds = creds
-        self._session: aiohttp.ClientSession | None = None
+def _error_of(exc: ApiException) -> KubeError:
+    raw = exc.body or b""
+    try:
+        err = orjson.loads(raw)
+        return KubeError(exc.status, str(err.get("message", "")), str(err.get("reason", "")))
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return KubeError(exc.status, text[:300] or str(exc.reason))
 
-    def _sess(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            headers = {"accept": "application/json"}
-            if self.creds.token:
-                headers["authorization"] = f"Bearer {self.creds.token}"
-            self._session = aiohttp.ClientSession(
-                base_url=self.creds.server,
-                headers=headers,
-                connector=aiohttp.TCPConnector(ssl=self.creds.ssl_context(), limit=64),
-                timeout=aiohttp.ClientTimeout(total=30),
-            )
-        return self._session
+
+class Kube:
+    def __init__(self, auth: Auth) -> None:
+        self.auth = auth
+        self._api = ApiClient(auth.configuration)
 
     async def _call(
         self,
@@ -165,19 +267,31 @@ class Kube:
         params: dict[str, str] | None = None,
     ) -> Any:
         API_REQUESTS.labels(verb, kind).inc()
-        data = orjson.dumps(body) if body is not None else None
-        url = path + ("?" + urlencode(params) if params else "")
-        async with self._sess().request(
-            method, url, data=data, headers={"content-type": content_type}
-        ) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                try:
-                    err = orjson.loads(raw)
-                    raise KubeError(resp.status, err.get("message", ""), err.get("reason", ""))
-                except orjson.JSONDecodeError:
-                    raise KubeError(resp.status, raw[:300].decode("utf-8", "replace")) from None
-            return orjson.loads(raw) if raw else None
+        for attempt in (1, 2):
+            headers = {"Accept": "application/json", "Content-Type": content_type}
+            # Runs the refresh hook: renewed credentials go into this request's header.
+            await self._api.update_params_for_auth(headers, [], ["BearerToken"])
+            try:
+                resp = await self._api.rest_client.request(
+                    method,
+                    self.auth.server + path,
+                    query_params=params,
+                    headers=headers,
+                    body=body,
+                    _request_timeout=REQUEST_TIMEOUT_SECONDS,
+                )
+            except ApiException as exc:
+                if exc.status == 401 and attempt == 1:
+                    API_REAUTHS.inc()
+                    await self.auth.refresh(force=True)
+                    continue
+                API_ERRORS.labels(str(exc.status)).inc()
+                raise _error_of(exc) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                API_ERRORS.labels("0").inc()
+                raise KubeError(0, f"API server unreachable: {exc!r}") from exc
+            return orjson.loads(resp.data) if resp.data else None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
@@ -263,5 +377,5 @@ class Kube:
         return True
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._api.close()
+        self.auth.close()

@@ -1,4 +1,4 @@
-"""The operator's own metrics (reconciles, their duration, errors, API requests)."""
+"""The operator's own metrics (reconciles, their duration, errors, retries, API requests)."""
 
 from __future__ import annotations
 
@@ -31,11 +31,29 @@ API_REQUESTS = Counter(
     ["verb", "kind"],
     registry=REGISTRY,
 )
+API_ERRORS = Counter(
+    "swiftclaw_operator_api_errors",
+    "Requests to the Kubernetes API that failed, by HTTP status (0: not reached).",
+    ["status"],
+    registry=REGISTRY,
+)
+API_REAUTHS = Counter(
+    "swiftclaw_operator_api_reauths",
+    "Requests answered 401 and retried once with renewed credentials.",
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "swiftclaw_operator_errors",
-    "Reconcile errors by kind.",
+    "Reconcile and status errors by reason (NameClash, ImmutableField, ApiUnavailable...).",
     ["error"],
     registry=REGISTRY,
+)
+RETRY_DELAY = Histogram(
+    "swiftclaw_operator_retry_delay_seconds",
+    "Back-off before retrying a failed reconcile.",
+    ["kind"],
+    registry=REGISTRY,
+    buckets=(1, 2, 5, 10, 20, 40, 80, 160, 300, 600),
 )
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .api import AgentDeploymentSpec
+from .failures import NameClash
 from .kube import Kube
 from .metrics import CHILD_WRITES
 from .resources import Agent, Settings, build_children, monitoring, redis
@@ -95,11 +95,14 @@ def agent_from(body: dict[str, Any], settings: Settings) -> Agent:
     return Agent(meta["name"], meta["namespace"], meta["uid"], spec, settings)
 
 
-async def reconcile(kube: Kube, agent: Agent, prune: bool = False) -> Outcome:
-    """Apply what changed or drifted; with ``prune``, delete children no longer wanted."""
+async def reconcile(
+    kube: Kube, agent: Agent, prune: bool = False, step_delay: float = 0.0
+) -> Outcome:
+    """Apply what changed or drifted; with ``prune``, delete children no longer wanted.
+
+    ``step_delay`` pauses after each write (fault injection for tests)."""
     started = time.perf_counter()
     out = Outcome()
-    step_delay = float(os.environ.get("SWIFTCLAW_RECONCILE_STEP_DELAY", "0"))  # fault injection
     for desired in build_children(agent):
         meta = desired["metadata"]
         ref = f"{desired['kind']}/{meta['name']}"
@@ -111,7 +114,7 @@ async def reconcile(kube: Kube, agent: Agent, prune: bool = False) -> Outcome:
             out.unchanged.append(ref)
             continue
         if live is not None and not _ours(live, agent):
-            raise RuntimeError(
+            raise NameClash(
                 f"{ref} exists and is not owned by AgentDeployment {agent.name}: "
                 "rename it or delete it"
             )

@@ -1,15 +1,20 @@
-"""The AgentDeployment's status, computed from its Deployment and pods (a pure function).
+"""The AgentDeployment's status, computed from its children and the last reconcile (pure).
 
-One function writes Ready, Progressing and Degraded, so they never disagree. Messages
-say what is wrong in words a platform engineer can act on ("0/3 runtime pods ready:
-3 in ImagePullBackOff"). FailoverActive and BudgetExceeded belong to the autopilot.
+One function writes Ready, Progressing and Degraded, so they never disagree. They cover
+every child: the runtime Deployment and its pods, the managed Redis StatefulSet and its
+pods, the backup CronJob's last run, the HPA; and a reconcile that failed (a name clash,
+an immutable field) shows as Degraded with its reason. Messages say what is wrong in
+words a platform engineer can act on ("0/3 runtime pods ready: 3 in ImagePullBackOff").
+FailoverActive and BudgetExceeded belong to the autopilot.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from .failures import Failure, shows_degraded
 
 OWN_CONDITIONS = ("Ready", "Progressing", "Degraded")
 
@@ -22,11 +27,98 @@ class Cond:
     message: str
 
 
+@dataclass(frozen=True)
+class Children:
+    """What the status is computed from, as read from the API server."""
+
+    deployment: dict[str, Any] | None
+    pods: list[dict[str, Any]] = field(default_factory=list)  # the runtime's
+    # The managed Redis (None when the spec does not ask for one).
+    redis: dict[str, Any] | None = None
+    redis_wanted: bool = False
+    redis_pods: list[dict[str, Any]] = field(default_factory=list)
+    backup: dict[str, Any] | None = None  # the backup CronJob
+    hpa: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ReconcileFailure:
+    """The last reconcile failed: why, and how many times in a row."""
+
+    failure: Failure
+    attempts: int
+
+
 def _deployment_condition(deployment: dict[str, Any], type_: str) -> dict[str, Any]:
     for c in deployment.get("status", {}).get("conditions", []) or []:
         if c.get("type") == type_:
             return dict(c)
     return {}
+
+
+FAILING_EXCLUDES = ("ContainerCreating", "PodInitializing", "Pending", "Running")
+
+
+def failing(problems: Counter[str]) -> Counter[str]:
+    """Reasons that will not pass by themselves (not just starting)."""
+    return Counter({r: n for r, n in problems.items() if r not in FAILING_EXCLUDES})
+
+
+def redis_state(sts: dict[str, Any] | None, pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """("Starting" | "Failing", message) while the managed Redis is not ready; None when it is."""
+    if sts is None:
+        return ("Starting", "the Redis StatefulSet does not exist yet")
+    desired = sts.get("spec", {}).get("replicas", 1)
+    ready = sts.get("status", {}).get("readyReplicas", 0) or 0
+    if ready >= desired:
+        return None
+    problems = pod_problems(pods)
+    counts = f"{ready}/{desired} Redis pods ready"
+    # A Redis pod waits for its volume to be bound (a provisioner, WaitForFirstConsumer):
+    # until then it is Unschedulable, which is progress here, not failure.
+    broken = Counter({r: n for r, n in failing(problems).items() if r != "Unschedulable"})
+    if broken:
+        return ("Failing", f"{counts}: {describe(broken)}")
+    return ("Starting", f"{counts}: {describe(problems)}" if problems else counts)
+
+
+def backup_problem(cronjob: dict[str, Any] | None) -> str | None:
+    """Why the last backup run did not succeed, or None (succeeded, running, or none yet).
+
+    A run scheduled after the last success and no longer active has failed: the CronJob
+    controller moves ``lastSuccessfulTime`` only when a Job completes. (RFC 3339 times in
+    UTC compare as strings.)"""
+    if cronjob is None:
+        return None
+    st = cronjob.get("status") or {}
+    scheduled = st.get("lastScheduleTime")
+    succeeded = st.get("lastSuccessfulTime")
+    if not scheduled or st.get("active"):
+        return None
+    if succeeded and succeeded >= scheduled:
+        return None
+    return (
+        f"the backup run scheduled at {scheduled} did not succeed; "
+        f"last success: {succeeded or 'never'}"
+    )
+
+
+def hpa_problem(hpa: dict[str, Any] | None) -> tuple[bool, str] | None:
+    """(blocking, message) when the HPA cannot scale (AbleToScale=False: blocking) or
+    scaling is inactive (ScalingActive=False, e.g. no metrics yet: reported, not Degraded)."""
+    if hpa is None:
+        return None
+    conds = {c.get("type"): c for c in (hpa.get("status") or {}).get("conditions", []) or []}
+    able = conds.get("AbleToScale", {})
+    if able.get("status") == "False":
+        return (True, f"the HPA cannot scale ({able.get('reason')}): {able.get('message', '')}")
+    active = conds.get("ScalingActive", {})
+    if active.get("status") == "False":
+        return (
+            False,
+            f"autoscaling inactive ({active.get('reason')}): {active.get('message', '')}",
+        )
+    return None
 
 
 def pod_problems(pods: list[dict[str, Any]]) -> Counter[str]:
@@ -104,22 +196,54 @@ def conditions_for(
     else:
         prog = Cond("Progressing", "False", "RolloutComplete", f"{updated}/{desired} pods updated")
 
-    failing = {
-        r: n
-        for r, n in problems.items()
-        if r not in ("ContainerCreating", "PodInitializing", "Pending", "Running")
-    }
     if prog.reason == "ProgressDeadlineExceeded":
         degraded = Cond("Degraded", "True", "RolloutStuck", detail)
-    elif failing:
+    elif failing(problems):
         degraded = Cond(
-            "Degraded", "True", "PodsFailing", f"{counts}: {describe(Counter(failing))}"
+            "Degraded", "True", "PodsFailing", f"{counts}: {describe(failing(problems))}"
         )
     elif available and ready < desired and prog.status != "True":
         degraded = Cond("Degraded", "True", "BelowDesiredReplicas", detail)
     else:
         degraded = Cond("Degraded", "False", "AsExpected", detail)
     return [ready_c, prog, degraded]
+
+
+def agent_conditions(
+    generation: int, kids: Children, failed: ReconcileFailure | None = None
+) -> list[Cond]:
+    """The runtime's conditions, amended by the other children and the last reconcile.
+
+    Degraded takes the first of: a failed reconcile, the runtime's own trouble, Redis
+    failing, the HPA unable to scale, the last backup failed."""
+    ready, prog, degraded = conditions_for(generation, kids.deployment, kids.pods)
+    notes: list[str] = []
+    redis = redis_state(kids.redis, kids.redis_pods) if kids.redis_wanted else None
+    hpa = hpa_problem(kids.hpa)
+    backup = backup_problem(kids.backup) if kids.redis_wanted else None
+    if redis is not None:
+        notes.append(redis[1])
+        if redis[0] == "Starting" and prog.status == "False" and kids.deployment is not None:
+            prog = Cond("Progressing", "True", "RedisStarting", redis[1])
+    if hpa is not None:
+        notes.append(hpa[1])
+    if backup is not None:
+        notes.append(backup)
+    if notes:
+        ready = Cond(ready.type, ready.status, ready.reason, "; ".join([ready.message, *notes]))
+    if failed is not None and shows_degraded(failed.failure, failed.attempts):
+        f = failed.failure
+        kind = "failed" if f.permanent else f"failed {failed.attempts} times"
+        degraded = Cond("Degraded", "True", f.reason, f"reconcile {kind}: {f.message}")
+    elif degraded.status == "True":
+        pass
+    elif redis is not None and redis[0] == "Failing":
+        degraded = Cond("Degraded", "True", "RedisFailing", redis[1])
+    elif hpa is not None and hpa[0]:
+        degraded = Cond("Degraded", "True", "AutoscalingFailed", hpa[1])
+    elif backup is not None:
+        degraded = Cond("Degraded", "True", "BackupFailed", backup)
+    return [ready, prog, degraded]
 
 
 def merge_conditions(
@@ -146,16 +270,16 @@ def merge_conditions(
 
 
 def compute_status(
-    body: dict[str, Any], deployment: dict[str, Any] | None, pods: list[dict[str, Any]], now: str
+    body: dict[str, Any], kids: Children, now: str, failed: ReconcileFailure | None = None
 ) -> dict[str, Any]:
     """The whole status the operator writes (everything but the autopilot's figures)."""
     meta = body["metadata"]
     generation = int(meta.get("generation", 1))
     previous = dict(body.get("status") or {})
-    st = (deployment or {}).get("status", {})
+    st = (kids.deployment or {}).get("status", {})
     conditions = merge_conditions(
         previous.get("conditions", []) or [],
-        conditions_for(generation, deployment, pods),
+        agent_conditions(generation, kids, failed),
         generation,
         now,
     )

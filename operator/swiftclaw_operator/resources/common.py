@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,19 +20,11 @@ SECRETS_DIR = "/var/run/secrets/swiftclaw"
 
 @dataclass(frozen=True)
 class Settings:
-    """Operator-wide settings (from its environment), the same for every agent."""
+    """Operator-wide settings, the same for every agent (made by ``OperatorConfig``)."""
 
     redis_image: str = "redis/redis-stack-server:7.4.0-v1"
     runbook_base_url: str = "https://github.com/swiftclaw/swiftclaw/blob/main/docs/runbooks"
     monitoring_available: bool = False
-
-    @classmethod
-    def from_env(cls, monitoring_available: bool = False) -> Settings:
-        return cls(
-            redis_image=os.environ.get("SWIFTCLAW_REDIS_IMAGE", cls.redis_image),
-            runbook_base_url=os.environ.get("SWIFTCLAW_RUNBOOK_BASE_URL", cls.runbook_base_url),
-            monitoring_available=monitoring_available,
-        )
 
 
 @dataclass(frozen=True)
