@@ -166,3 +166,17 @@ def events(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
 
 def api_requests(op: Operator) -> float:
     return op.counter("swiftclaw_operator_api_requests_total")
+
+
+def failed_calls(op: Operator) -> dict[str, float]:
+    """The operator's API requests that failed (a 404 on a read is an answer, not a
+    failure) and those answered 401 (then retried with renewed credentials)."""
+    out = {
+        k: v
+        for k, v in op.metrics().items()
+        if k.startswith("swiftclaw_operator_api_errors_total") and 'status="404"' not in k and v
+    }
+    reauths = op.counter("swiftclaw_operator_api_reauths_total")
+    if reauths:
+        out["swiftclaw_operator_api_reauths_total"] = reauths
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -59,3 +60,34 @@ def test_valid_examples_are_accepted_with_defaults(cluster: Cluster, crd_ns: str
         stored = yaml.safe_load(out)
         assert stored["spec"]["reliability"]["circuitBreaker"]["halfOpenProbes"] == 1
         assert stored["spec"]["runtime"]["resources"]["requests"]["cpu"] == "250m"
+
+
+def test_redis_storage_cannot_change_once_set(cluster: Cluster, crd_ns: str) -> None:
+    """A StatefulSet's volume claims are immutable: the API server refuses the edit up
+    front instead of the operator failing on it later."""
+    doc = yaml.safe_load((REPO / "examples" / "agent-in-cluster.yaml").read_text())
+    doc["metadata"] = {"name": "storage", "namespace": crd_ns}
+    cluster.apply(yaml.safe_dump(doc))
+
+    def patch(redis: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(str(cluster.bin / "kubectl"), "patch", "agentdeployment", "storage"),
+                *("-n", crd_ns, "--type=merge", "-p"),
+                json.dumps({"spec": {"cache": {"redis": redis}}}),
+            ],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    size = doc["spec"]["cache"]["redis"]["storage"]
+    refused = patch({"storage": "3Gi" if size != "3Gi" else "4Gi"})
+    assert refused.returncode != 0
+    assert "spec.cache.redis.storage" in refused.stderr, refused.stderr
+    assert "cannot be changed once set" in refused.stderr, refused.stderr
+    # The same value, and the other Redis fields, still change.
+    assert patch({"storage": size, "backupSchedule": "0 4 * * *"}).returncode == 0
+    stored = cluster.get("agentdeployment", "storage", "-n", crd_ns)["spec"]["cache"]["redis"]
+    assert (stored["storage"], stored["backupSchedule"]) == (size, "0 4 * * *")

@@ -305,7 +305,22 @@ class RedisSpec(Model):
     # that scaling never rolls the pods; a fleet larger than this lets more through while
     # Redis is away, a smaller one less.
     fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
-    storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
+    # Fixed once set: a StatefulSet's volume claims are immutable (the runbook
+    # redis-backup-restore.md says how to move to a larger volume).
+    storage: Annotated[
+        str,
+        Field(
+            pattern=r"^[0-9]+(Mi|Gi|Ti)$",
+            json_schema_extra=cel(
+                (
+                    "self == oldSelf",
+                    "cannot be changed once set: the Redis StatefulSet's volume claims are "
+                    "immutable; see the runbook redis-backup-restore to move to a new size",
+                    None,
+                )
+            ),
+        ),
+    ] = "1Gi"
     backup_schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
 
 

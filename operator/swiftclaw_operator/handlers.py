@@ -16,6 +16,7 @@ import asyncio
 import datetime
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,14 @@ class Memo:
     # generation they failed at: a spec change starts the back-off again).
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     failures: dict[Key, tuple[int, ReconcileFailure]] = field(default_factory=dict)
+    # Every background task (refreshes, retries), so that cleanup can end them first.
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
 
 # --- activities ---------------------------------------------------------------------------
@@ -106,8 +115,10 @@ async def login(memo: Memo, **_: Any) -> kopf.ConnectionInfo:
 
 
 async def cleanup(memo: Memo, **_: Any) -> None:
-    for task in [*memo.retries.values(), *memo.pending.values()]:
+    tasks = list(memo.tasks)
+    for task in tasks:
         task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await memo.kube.close()
 
 
@@ -173,7 +184,7 @@ def _failed(memo: Memo, key: Key, generation: int, trigger: str, err: BaseExcept
         failure.message,
         delay,
     )
-    memo.retries[key] = asyncio.get_running_loop().create_task(_retry_later(memo, key, delay))
+    memo.retries[key] = memo.spawn(_retry_later(memo, key, delay))
 
 
 async def _retry_later(memo: Memo, key: Key, delay: float) -> None:
@@ -230,7 +241,7 @@ def schedule_status(memo: Memo, namespace: str, name: str) -> None:
     key = (namespace, name)
     if key in memo.pending:
         return
-    memo.pending[key] = asyncio.get_running_loop().create_task(_refresh_later(memo, key))
+    memo.pending[key] = memo.spawn(_refresh_later(memo, key))
 
 
 async def _refresh_later(memo: Memo, key: Key) -> None:
