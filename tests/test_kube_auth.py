@@ -1,0 +1,102 @@
+"""Loading cluster credentials: the service-account token re-read when its file changes,
+inline kubeconfig data kept in a private folder removed on close, exec tokens renewed
+ahead of expiry. (Against a real API server: e2e/test_operator_auth.py.)"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from swiftclaw_operator.kube import Auth, renew_at
+
+CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def read(path: Path) -> str:
+    return path.read_text()
+
+
+def test_renewal_is_ahead_of_expiry() -> None:
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    hour = datetime.timedelta(hours=1)
+    assert renew_at(t0, t0 + hour) == t0 + hour - datetime.timedelta(minutes=5)
+    minute = datetime.timedelta(seconds=60)
+    assert renew_at(t0, t0 + minute) == t0 + datetime.timedelta(seconds=48)
+
+
+async def test_service_account_token_is_reread_when_the_file_changes(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text(CA)
+    (tmp_path / "token").write_text("first\n")
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443"}
+    auth = await Auth.load(tmp_path, env)
+    assert auth.server == "https://127.0.0.1:6443"
+    assert auth.configuration.api_key["BearerToken"] == "Bearer first"
+    await auth.refresh()
+    assert auth.renewals == 0
+    new = tmp_path / ".token.new"  # as the kubelet does: write aside, rename over
+    new.write_text("second")
+    os.replace(new, tmp_path / "token")
+    await auth.refresh()
+    assert auth.configuration.api_key["BearerToken"] == "Bearer second"
+    assert auth.renewals == 1
+    login = auth.login()
+    assert (login.scheme, login.token, login.expiration) == ("Bearer", "second", None)
+
+
+async def test_exec_token_renewed_and_inline_data_cleaned_up(tmp_path: Path) -> None:
+    plugin = tmp_path / "plugin.py"
+    runs = tmp_path / "runs"
+    plugin.write_text(
+        "import datetime, json, pathlib\n"
+        f"p = pathlib.Path({str(runs)!r})\n"
+        "n = len(p.read_text().splitlines()) + 1 if p.exists() else 1\n"
+        "p.open('a').write(f'{n}\\n')\n"
+        "exp = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',"
+        " 'kind': 'ExecCredential', 'status': {'token': f'tok-{n}',"
+        " 'expirationTimestamp': exp.strftime('%Y-%m-%dT%H:%M:%SZ')}}))\n"
+    )
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": "https://127.0.0.1:6443",
+                            "certificate-authority-data": base64.b64encode(CA.encode()).decode(),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {
+                            "exec": {
+                                "apiVersion": "client.authentication.k8s.io/v1",
+                                "command": sys.executable,
+                                "args": [str(plugin)],
+                            }
+                        },
+                    }
+                ],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    auth = await Auth.load(tmp_path / "no-sa", {"KUBECONFIG": str(kubeconfig)})
+    assert auth.configuration.api_key["BearerToken"] == "Bearer tok-1"
+    ca_file = Path(auth.configuration.ssl_ca_cert)
+    assert read(ca_file) == CA and ca_file.parent.name.startswith("swiftclaw-kube-")
+    assert auth.login().expiration is not None
+    await auth.refresh(force=True)  # as after a 401
+    assert auth.configuration.api_key["BearerToken"] == "Bearer tok-2"
+    auth.close()
+    assert not ca_file.parent.exists()
