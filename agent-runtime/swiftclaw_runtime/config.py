@@ -306,7 +306,7 @@ class RedisSpec(Model):
     # Redis is away, a smaller one less.
     fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     # Fixed once set: a StatefulSet's volume claims are immutable (the runbook
-    # redis-backup-restore.md says how to move to a larger volume).
+    # agent-degraded.md says how to move to a larger volume).
     storage: Annotated[
         str,
         Field(
@@ -315,7 +315,7 @@ class RedisSpec(Model):
                 (
                     "self == oldSelf",
                     "cannot be changed once set: the Redis StatefulSet's volume claims are "
-                    "immutable; see the runbook redis-backup-restore to move to a new size",
+                    "immutable; the runbook agent-degraded says how to resize",
                     None,
                 )
             ),
