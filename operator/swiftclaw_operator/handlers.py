@@ -58,8 +58,13 @@ class Memo:
     # generation they failed at: a spec change starts the back-off again).
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     failures: dict[Key, tuple[int, ReconcileFailure]] = field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     # Every background task (refreshes, retries), so that cleanup can end them first.
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        """One reconcile of an agent at a time: kopf's handlers and this module's retries."""
+        return self.locks.setdefault(key, asyncio.Lock())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -136,6 +141,13 @@ async def _reconcile(memo: Memo, body: dict[str, Any], trigger: str, prune: bool
     pending = memo.retries.pop(key, None)
     if pending is not None:
         pending.cancel()  # this attempt replaces the scheduled one
+    async with memo.lock(key):
+        await _reconcile_locked(memo, key, body, trigger, prune)
+
+
+async def _reconcile_locked(
+    memo: Memo, key: Key, body: dict[str, Any], trigger: str, prune: bool
+) -> None:
     started = time.perf_counter()
     try:
         agent = agent_from(body, memo.settings)
@@ -190,15 +202,17 @@ def _failed(memo: Memo, key: Key, generation: int, trigger: str, err: BaseExcept
 async def _retry_later(memo: Memo, key: Key, delay: float) -> None:
     await asyncio.sleep(delay)
     memo.retries.pop(key, None)  # from here on, a new attempt may schedule the next one
-    try:
-        body = await memo.kube.get(AGENT_API, KIND, *key)
-    except Exception as err:
-        _failed(memo, key, memo.failures.get(key, (0, None))[0], "retry", err)
-        return
-    if body is None:
-        memo.failures.pop(key, None)
-        return
-    await _reconcile(memo, body, "retry", prune=True)
+    # The spec is read under the lock: a handler that ran meanwhile may have applied a newer one.
+    async with memo.lock(key):
+        try:
+            body = await memo.kube.get(AGENT_API, KIND, *key)
+        except Exception as err:
+            _failed(memo, key, memo.failures.get(key, (0, None))[0], "retry", err)
+            return
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            memo.failures.pop(key, None)
+            return
+        await _reconcile_locked(memo, key, body, "retry", prune=True)
 
 
 async def on_create(body: kopf.Body, memo: Memo, **_: Any) -> None:
