@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,11 @@ def test_every_variable_is_a_field() -> None:
 def test_bad_value_names_the_variable(var: str, value: str) -> None:
     with pytest.raises(ValueError, match=f"invalid operator setting: {var}"):
         OperatorConfig.from_env({var: value})
+
+
+def test_the_chart_sets_only_settings_the_operator_reads() -> None:
+    template = (
+        Path(__file__).resolve().parent.parent / "charts/swiftclaw/templates/deployment.yaml"
+    ).read_text()
+    named = set(re.findall(r"\bSWIFTCLAW_[A-Z_]+", template))
+    assert named and named <= set(ENV.values()), named - set(ENV.values())
