@@ -91,3 +91,4 @@ def test_redis_storage_cannot_change_once_set(cluster: Cluster, crd_ns: str) -> 
     assert patch({"storage": size, "backupSchedule": "0 4 * * *"}).returncode == 0
     stored = cluster.get("agentdeployment", "storage", "-n", crd_ns)["spec"]["cache"]["redis"]
     assert (stored["storage"], stored["backupSchedule"]) == (size, "0 4 * * *")
+    cluster.kubectl("delete", "agentdeployment", "storage", "-n", crd_ns)

@@ -77,6 +77,11 @@ def sa_ns(cluster: Cluster) -> Iterator[str]:
             cluster.kubectl("delete", "clusterrolebinding", binding, check=False)
 
 
+def operator_env(ns: str) -> dict[str, str]:
+    """Drift checks every 2 s (calls all along); only this test's namespace."""
+    return {"SWIFTCLAW_DRIFT_SECONDS": "2", "SWIFTCLAW_NAMESPACE": ns}
+
+
 def server_and_ca(cluster: Cluster) -> tuple[str, str]:
     cfg = yaml.safe_load(cluster.kubeconfig.read_text())
     c = cfg["clusters"][0]["cluster"]
@@ -159,7 +164,7 @@ def test_exec_plugin_credentials_are_renewed_before_they_expire(
             }
         )
     )
-    op = Operator(cluster, tmp_path, env={"SWIFTCLAW_DRIFT_SECONDS": "2"})
+    op = Operator(cluster, tmp_path, env=operator_env(sa_ns))
     op.start(KUBECONFIG=str(kubeconfig))
     try:
         apply_agent(cluster, sa_ns, "exec-a")
@@ -201,7 +206,7 @@ def test_in_cluster_token_rotation(cluster: Cluster, sa_ns: str, tmp_path: Path)
         os.replace(new, sa_dir / "token")
 
     rotate("pod-token-1")
-    op = Operator(cluster, tmp_path, env={"SWIFTCLAW_DRIFT_SECONDS": "2"})
+    op = Operator(cluster, tmp_path, env=operator_env(sa_ns))
     op.start(
         KUBECONFIG="",
         KUBERNETES_SERVICE_HOST=str(url.hostname),
