@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import os
+import ssl
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +106,17 @@ def bound_token(cluster: Cluster, ns: str, secret: str) -> str:
         "--bound-object-kind=Secret",
         f"--bound-object-name={secret}",
     ).strip()
+
+
+def answer_to(server: str, ca: str, token: str) -> int:
+    """The API server's HTTP status for a request with ``token`` (401: not authenticated)."""
+    ctx = ssl.create_default_context(cadata=ca)
+    req = urllib.request.Request(f"{server}/api", headers={"authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
 
 
 def apply_agent(cluster: Cluster, ns: str, name: str, **spec: object) -> None:
@@ -199,13 +213,15 @@ def test_in_cluster_token_rotation(cluster: Cluster, sa_ns: str, tmp_path: Path)
     (sa_dir / "ca.crt").write_text(ca)
     (sa_dir / "namespace").write_text(sa_ns)
 
-    def rotate(secret: str) -> None:
+    def rotate(secret: str) -> str:
         # As the kubelet does: the new file is written aside and renamed over the old one.
         new = sa_dir / ".token.new"
-        new.write_text(bound_token(cluster, sa_ns, secret))
+        token = bound_token(cluster, sa_ns, secret)
+        new.write_text(token)
         os.replace(new, sa_dir / "token")
+        return token
 
-    rotate("pod-token-1")
+    tokens = {1: rotate("pod-token-1")}
     op = Operator(cluster, tmp_path, env=operator_env(sa_ns))
     op.start(
         KUBECONFIG="",
@@ -217,8 +233,14 @@ def test_in_cluster_token_rotation(cluster: Cluster, sa_ns: str, tmp_path: Path)
         apply_agent(cluster, sa_ns, "pod-a")
         assert_reconciled(cluster, sa_ns, "pod-a")
         for n in (2, 3):
-            rotate(f"pod-token-{n}")
-            cluster.kubectl("delete", "secret", f"pod-token-{n - 1}", "-n", sa_ns)  # revoked
+            tokens[n] = rotate(f"pod-token-{n}")
+            cluster.kubectl("delete", "secret", f"pod-token-{n - 1}", "-n", sa_ns)
+            wait_for(
+                f"token {n - 1} revoked",
+                lambda n=n: answer_to(server, ca, tokens[n - 1]) == 401,  # type: ignore[misc]
+                10,
+            )
+            assert answer_to(server, ca, tokens[n]) == 200
             time.sleep(3)  # drift checks run with the new token
         # After the rotations: a spec change and a new agent, both through kopf's watch.
         apply_agent(cluster, sa_ns, "pod-a", scaling={"minReplicas": 1, "maxReplicas": 3})
