@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import contract
 from .config import ConfigError, load_config
 
 
@@ -27,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     required = config.policy.auth.required and not args.no_auth
     keys = ApiKeyStore.from_file(keys_file, required)
     options = RuntimeOptions(
-        redis_url=args.redis_url or os.environ.get("SWIFTCLAW_REDIS_URL") or None,
+        redis_url=args.redis_url or os.environ.get(contract.REDIS_URL_ENV) or None,
         max_body_bytes=args.max_body_bytes,
         body_timeout_seconds=args.body_timeout_seconds,
         max_in_flight=args.max_in_flight,
@@ -89,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swiftclaw", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="serve an AgentDeployment manifest locally")
+    run = sub.add_parser(contract.RUN, help="serve an AgentDeployment manifest locally")
     run.add_argument("manifest", help="AgentDeployment manifest or RuntimeConfig (YAML/JSON)")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8080)
+    run.add_argument(contract.HOST_FLAG, default="127.0.0.1")
+    run.add_argument(contract.PORT_FLAG, type=int, default=contract.RUNTIME_PORT)
     run.add_argument(
         "--api-keys", help="API keys file (default: $SWIFTCLAW_API_KEYS_FILE or the mounted Secret)"
     )
@@ -115,22 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--access-log", action="store_true", help="log one line per request")
     run.add_argument(
-        "--drain-seconds",
+        contract.DRAIN_SECONDS_FLAG,
         type=float,
-        default=float(os.environ.get("SWIFTCLAW_DRAIN_SECONDS", "0")),
+        default=float(os.environ.get(contract.DRAIN_SECONDS_ENV, "0")),
         help="after SIGTERM, stay up (not ready) this long before closing",
     )
     run.add_argument(
-        "--grace-seconds",
+        contract.GRACE_SECONDS_FLAG,
         type=float,
         default=30.0,
         help="time in-flight requests get to finish on shutdown",
     )
-    run.add_argument("--log-level", default=os.environ.get("SWIFTCLAW_LOG_LEVEL", "info"))
+    run.add_argument(
+        contract.LOG_LEVEL_FLAG, default=os.environ.get(contract.LOG_LEVEL_ENV, "info")
+    )
     run.add_argument(
         "--log-format",
         choices=["json", "text"],
-        default=os.environ.get("SWIFTCLAW_LOG_FORMAT", "json"),
+        default=os.environ.get(contract.LOG_FORMAT_ENV, "json"),
     )
     run.set_defaults(func=_run)
 
