@@ -114,6 +114,14 @@ def setter(path: str, value: Any) -> Mutation:
     return mutate
 
 
+def both(*mutations: Mutation) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        for m in mutations:
+            m(spec)
+
+    return mutate
+
+
 def external_redis(name: str, key: str) -> Mutation:
     return setter("cache.redis", {"mode": "external", "urlSecretRef": {"name": name, "key": key}})
 
@@ -131,7 +139,15 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     ),
     "agent.context.timeoutMs": (setter("agent.context.0.timeoutMs", 400), POLICY, None),
     "agent.context.cacheTTLSeconds": (setter("agent.context.0.cacheTTLSeconds", 30), POLICY, None),
-    "providers.name": (setter("providers.3.name", "google"), POLICY, None),
+    "providers.name": (
+        # renamed with its reference: the operator refuses a spec that breaks a rule
+        both(
+            setter("providers.3.name", "google"),
+            setter("models.embeddings.fallbacks", ["google/text-embedding-004"]),
+        ),
+        POLICY,
+        None,
+    ),
     "providers.type": (setter("providers.2.type", "openai"), POLICY, None),
     "providers.baseURL": (
         setter("providers.2.baseURL", "http://vllm.other.svc:8000/v1"),

@@ -7,7 +7,8 @@ Kubernetes; Python attributes are snake_case.
 
 Modules: :mod:`.base` (names, patterns, the model base), one per area of the policy
 (:mod:`.agent`, :mod:`.providers`, :mod:`.cache`, :mod:`.reliability`, :mod:`.limits`),
-:mod:`.policy` (the whole), :mod:`.pods` (how the pods run) and :mod:`.loading`
+:mod:`.policy` (the whole), :mod:`.pods` (how the pods run), :mod:`.rules` (cross-field
+rules, each declared once for the CRD's CEL and the Python check) and :mod:`.loading`
 (parsing, errors, the rendered runtime config). Import from the package.
 """
 
@@ -41,7 +42,7 @@ from .cache import (
     SemanticCacheSpec,
     SemanticEmbeddingsSpec,
 )
-from .limits import BudgetSpec, RateLimit, RateLimitsSpec, ScalingSpec, SLOSpec
+from .limits import BudgetSpec, RateLimit, RateLimitsSpec, ScalingSpec, SLOSpec, valid_time_zone
 from .loading import (
     NOT_FOR_PODS,
     ConfigError,
@@ -51,9 +52,7 @@ from .loading import (
     load_config,
     parse_document,
     parse_policy,
-    reference_issues,
     render_runtime_config,
-    valid_time_zone,
 )
 from .pods import (
     DEFAULT_IMAGE,
@@ -74,6 +73,7 @@ from .providers import (
     TierSpec,
 )
 from .reliability import CircuitBreakerSpec, ReliabilitySpec, RetrySpec
+from .rules import Rule
 
 __all__ = [
     "API_GROUP",
@@ -119,6 +119,7 @@ __all__ = [
     "Resources",
     "RetrySpec",
     "RoutingSpec",
+    "Rule",
     "RuntimeSpec",
     "SLOSpec",
     "ScalingSpec",
@@ -132,7 +133,6 @@ __all__ = [
     "map_list",
     "parse_document",
     "parse_policy",
-    "reference_issues",
     "render_runtime_config",
     "valid_time_zone",
 ]

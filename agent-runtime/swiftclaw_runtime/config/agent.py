@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from .base import CONTEXT_URL_PATTERN, Model, Name, cel, map_list
+from .base import CONTEXT_URL_PATTERN, PLACEHOLDERS, Model, Name, map_list
+from .rules import holds, unique_names
+
+
+def _without_placeholders(url: str) -> str:
+    for placeholder in PLACEHOLDERS:
+        url = url.replace(placeholder, "")
+    return url
 
 
 class ContextSource(Model):
@@ -17,14 +24,13 @@ class ContextSource(Model):
     network policy know where each source lives.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!self.url.replace('{user}', '').replace('{tenant}', '').matches('[{}]')",
-                "only the placeholders {user} and {tenant} are allowed",
-                ".url",
-            )
-        )
+    rules = (
+        holds(
+            "!self.url.replace('{user}', '').replace('{tenant}', '').matches('[{}]')",
+            "only the placeholders {user} and {tenant} are allowed",
+            ".url",
+            lambda s: not set("{}") & set(_without_placeholders(s.url)),
+        ),
     )
 
     name: Name
@@ -35,6 +41,8 @@ class ContextSource(Model):
 
 class AgentSpec(Model):
     """What the agent says and how much it may read."""
+
+    rules = (unique_names("context"),)
 
     system_prompt: Annotated[str, Field(max_length=100_000)] = ""
     max_input_tokens: Annotated[int, Field(ge=1, le=2_000_000)] = 8_000

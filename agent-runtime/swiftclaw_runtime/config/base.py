@@ -1,13 +1,16 @@
 """What every policy model shares: the API's names, field patterns, the CEL and list
 helpers of the CRD schema, and the :class:`Model` base (camelCase on the wire, unknown
-fields rejected)."""
+fields rejected, cross-field rules checked)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from .rules import Issue, Loc, Rule, cel_validations, issues_of
 
 API_GROUP = "swiftclaw.dev"
 API_VERSION = "v1alpha1"
@@ -30,19 +33,10 @@ ModelRef = Annotated[str, Field(min_length=3, max_length=253, pattern=MODEL_REF_
 
 
 def cel(*rules: tuple[str, str, str | None]) -> dict[str, Any]:
-    """``x-kubernetes-validations`` for the CRD: (rule, message, fieldPath) each.
-
-    The same rules are checked in Python by :func:`reference_issues`; a CEL rule lives
-    next to the model it guards so that the two are read, and changed, together.
-    """
-    out = []
-    for rule, message, field_path in rules:
-        entry = {"rule": rule}
-        entry["messageExpression" if message.startswith("'") else "message"] = message
-        if field_path:
-            entry["fieldPath"] = field_path
-        out.append(entry)
-    return {"x-kubernetes-validations": out}
+    """``x-kubernetes-validations`` for rules only the API server checks (such as the
+    length of ``metadata.name``): (rule, message, fieldPath) each. A policy model's rules
+    are :class:`.rules.Rule` objects in its ``rules``, checked in Python as well."""
+    return {"x-kubernetes-validations": cel_validations(rules)}
 
 
 def map_list(*keys: str) -> dict[str, Any]:
@@ -50,16 +44,60 @@ def map_list(*keys: str) -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
 
 
+def _rules_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    """The CEL of a model's rules, as its ``x-kubernetes-validations``."""
+    validations = cel_validations(r.cel for r in model.rules if r.cel is not None)
+    if validations:
+        schema["x-kubernetes-validations"] = validations
+
+
 class Model(BaseModel):
-    """Base for every policy model: camelCase on the wire, unknown fields rejected."""
+    """Base for every policy model: camelCase on the wire, unknown fields rejected, and
+    the model's cross-field ``rules`` (:mod:`.rules`) in its schema and checked."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        json_schema_extra=_rules_schema,
     )
 
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def check_rules(self, info: ValidationInfo) -> Self:
+        """A model built directly (not through loading) keeps its rules too."""
+        if info.context and info.context.get(DEFER_RULES):
+            return self  # the caller collects every model's issues with rule_issues
+        found = issues_of(self, self.rules)
+        if found:
+            summary = "; ".join(
+                ".".join(map(str, loc)) + f": {message}" if loc else message
+                for loc, message in found
+            )
+            raise PydanticCustomError("rule", "{summary}", {"summary": summary})
+        return self
+
+
+# Validation context key: leave the rules to rule_issues, which finds the issues of every
+# model at once (a failed rule in a model would otherwise hide those of the models around it).
+DEFER_RULES = "swiftclaw.defer_rules"
+
+
+def rule_issues(model: Model, loc: Loc = ()) -> list[Issue]:
+    """The issues of the rules of ``model`` and of every model inside it, located from it."""
+    found = [((*loc, *at), message) for at, message in issues_of(model, model.rules)]
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = field.alias or name
+        if isinstance(value, Model):
+            found += rule_issues(value, (*loc, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, Model):
+                    found += rule_issues(item, (*loc, key, i))
+    return found
 
 
 class SecretKeyRef(Model):
@@ -67,4 +105,3 @@ class SecretKeyRef(Model):
 
     name: Name
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
-

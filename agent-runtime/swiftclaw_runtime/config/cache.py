@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from .base import Model, Name, SecretKeyRef, cel
+from .base import Model, Name, SecretKeyRef
+from .rules import holds
 
 
 class ExactCacheSpec(Model):
@@ -63,19 +64,19 @@ class LocalCacheSpec(Model):
 class RedisSpec(Model):
     """Where the shared state lives: a Redis the operator runs, an external one, or none."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!has(self.mode) || self.mode != 'external' || has(self.urlSecretRef)",
-                "required when mode is external",
-                ".urlSecretRef",
-            ),
-            (
-                "!has(self.urlSecretRef) || (has(self.mode) && self.mode == 'external')",
-                "only allowed when mode is external",
-                ".urlSecretRef",
-            ),
-        )
+    rules = (
+        holds(
+            "!has(self.mode) || self.mode != 'external' || has(self.urlSecretRef)",
+            "required when mode is external",
+            ".urlSecretRef",
+            lambda s: s.mode != "external" or s.url_secret_ref is not None,
+        ),
+        holds(
+            "!has(self.urlSecretRef) || (has(self.mode) && self.mode == 'external')",
+            "only allowed when mode is external",
+            ".urlSecretRef",
+            lambda s: s.url_secret_ref is None or s.mode == "external",
+        ),
     )
 
     mode: Literal["managed", "external", "none"] = "managed"
@@ -97,4 +98,3 @@ class CacheSpec(Model):
     # An answer larger than this is not stored (one huge answer must not evict the rest).
     max_entry_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
     local: LocalCacheSpec = LocalCacheSpec()
-

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from .base import TIME_ZONE_PATTERN, Model, cel
+from .base import TIME_ZONE_PATTERN, Model
+from .rules import at_most, issue_if, python_only
 
 
 class RateLimit(Model):
@@ -17,27 +19,24 @@ class RateLimit(Model):
     tokens_per_minute: Annotated[int, Field(ge=1, le=10_000_000_000)] | None = None
 
 
-def _limit_rule(inner: str, outer: str, unit: str) -> tuple[str, str, str]:
-    """CEL: ``inner.unit <= outer.unit`` when both are set (a narrower scope cannot allow more)."""
-    return (
-        f"!has(self.{inner}) || !has(self.{outer}) || !has(self.{inner}.{unit})"
-        f" || !has(self.{outer}.{unit}) || self.{inner}.{unit} <= self.{outer}.{unit}",
-        f"must not exceed {outer}.{unit}",
-        f".{inner}.{unit}",
-    )
+def valid_time_zone(name: str) -> bool:
+    """Whether ``name`` is in the IANA zone database (as Python's zoneinfo knows it)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 class RateLimitsSpec(Model):
     """Per user (the key's user, or the request's ``user`` with ``auth.userFromRequest``),
     per tenant, and for the whole agent; exact across replicas through Redis."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            _limit_rule("perUser", "perTenant", "requestsPerMinute"),
-            _limit_rule("perUser", "perTenant", "tokensPerMinute"),
-            _limit_rule("perTenant", "global", "requestsPerMinute"),
-            _limit_rule("perTenant", "global", "tokensPerMinute"),
-        )
+    # a narrower scope cannot allow more
+    rules = tuple(
+        at_most(f"{inner}.{unit}", f"{outer}.{unit}")
+        for inner, outer in (("perUser", "perTenant"), ("perTenant", "global"))
+        for unit in ("requestsPerMinute", "tokensPerMinute")
     )
 
     per_user: RateLimit | None = None
@@ -51,20 +50,17 @@ class BudgetSpec(Model):
     concurrent requests on any number of replicas cannot pass a cap by more than one
     request's worth; ``onExceeded`` says what happens at 100 %."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!has(self.dailyUSD) || !has(self.perUserDailyUSD)"
-                " || self.perUserDailyUSD <= self.dailyUSD",
-                "must not exceed dailyUSD",
-                ".perUserDailyUSD",
-            ),
-            (
-                "!has(self.dailyUSD) || !has(self.monthlyUSD) || self.dailyUSD <= self.monthlyUSD",
-                "must not exceed monthlyUSD",
-                ".dailyUSD",
-            ),
-        )
+    rules = (
+        at_most("perUserDailyUSD", "dailyUSD"),
+        at_most("dailyUSD", "monthlyUSD"),
+        # the CRD checks the name's shape (TIME_ZONE_PATTERN); the zone database only Python
+        python_only(
+            lambda s: issue_if(
+                not valid_time_zone(s.time_zone),
+                ("timeZone",),
+                f"unknown time zone {s.time_zone!r} (an IANA name such as Europe/Paris)",
+            )
+        ),
     )
 
     daily_usd: Annotated[float | None, Field(gt=0, le=10_000_000, alias="dailyUSD")] = None
@@ -85,16 +81,7 @@ class BudgetSpec(Model):
 
 
 class ScalingSpec(Model):
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!has(self.minReplicas) || !has(self.maxReplicas)"
-                " || self.minReplicas <= self.maxReplicas",
-                "must not exceed maxReplicas",
-                ".minReplicas",
-            )
-        )
-    )
+    rules = (at_most("minReplicas", "maxReplicas"),)
 
     min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
@@ -104,4 +91,3 @@ class ScalingSpec(Model):
 class SLOSpec(Model):
     p95_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
     error_rate_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
-

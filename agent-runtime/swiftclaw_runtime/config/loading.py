@@ -1,9 +1,8 @@
 """Reading a manifest or runtime config into the policy, every error at its field path
 (``spec.models.tiers[1].name``), and rendering the config a runtime pod loads.
 
-Cross-field rules (fallbacks name declared providers, the default tier exists, ...) live
-in :func:`reference_issues` so that each error carries the exact field path, and the
-operator mirrors them as CEL rules in the CRD.
+Cross-field rules (fallbacks name declared providers, the default tier exists, ...) are
+the models' own (:mod:`.rules`); their issues arrive here with the exact field path.
 """
 
 from __future__ import annotations
@@ -13,13 +12,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import ValidationError
-from pydantic.alias_generators import to_camel
 
-from .base import API_GROUP, API_VERSION, KIND, NAME_PATTERN, PLACEHOLDERS, RUNTIME_CONFIG_KIND
+from .base import (
+    API_GROUP,
+    API_VERSION,
+    DEFER_RULES,
+    KIND,
+    NAME_PATTERN,
+    RUNTIME_CONFIG_KIND,
+    rule_issues,
+)
 from .pods import AgentDeploymentSpec
 from .policy import AgentPolicy
 
@@ -79,179 +84,6 @@ def _issues_from_validation(err: ValidationError, prefix: str) -> list[FieldIssu
     return issues
 
 
-def _split_ref(ref: str) -> tuple[str, str]:
-    provider, _, model = ref.partition("/")
-    return provider, model
-
-
-def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIssue]:
-    """Cross-field rules: names unique, references resolve, bounds ordered."""
-    issues: list[FieldIssue] = []
-    provider_names = [p.name for p in policy.providers]
-    for i, name in enumerate(provider_names):
-        if name in provider_names[:i]:
-            issues.append(FieldIssue(f"{prefix}.providers[{i}].name", f"duplicate name {name!r}"))
-    for i, p in enumerate(policy.providers):
-        if p.api_key_secret_ref and p.api_key_env:
-            issues.append(
-                FieldIssue(
-                    f"{prefix}.providers[{i}]",
-                    "set apiKeySecretRef or apiKeyEnv, not both",
-                )
-            )
-    tier_names = [t.name for t in policy.models.tiers]
-    for i, t in enumerate(policy.models.tiers):
-        path = f"{prefix}.models.tiers[{i}]"
-        if t.name in tier_names[:i]:
-            issues.append(FieldIssue(f"{path}.name", f"duplicate name {t.name!r}"))
-        provider, _ = _split_ref(t.model)
-        if provider not in provider_names:
-            issues.append(FieldIssue(f"{path}.model", f"unknown provider {provider!r}"))
-        for j, fb in enumerate(t.fallbacks):
-            fb_provider, _ = _split_ref(fb)
-            if fb_provider not in provider_names:
-                issues.append(
-                    FieldIssue(f"{path}.fallbacks[{j}]", f"unknown provider {fb_provider!r}")
-                )
-            if fb == t.model:
-                issues.append(
-                    FieldIssue(f"{path}.fallbacks[{j}]", "a tier cannot fall back to its own model")
-                )
-            if fb in t.fallbacks[:j]:
-                issues.append(FieldIssue(f"{path}.fallbacks[{j}]", f"duplicate fallback {fb!r}"))
-    issues += _embeddings_issues(policy, prefix)
-    default = policy.models.routing.default
-    if default is not None and default not in tier_names:
-        issues.append(FieldIssue(f"{prefix}.models.routing.default", f"unknown tier {default!r}"))
-    retry = policy.reliability.retry
-    if retry.initial_backoff_ms > retry.max_backoff_ms:
-        issues.append(
-            FieldIssue(
-                f"{prefix}.reliability.retry.initialBackoffMs",
-                "must not exceed maxBackoffMs",
-            )
-        )
-    reliability = policy.reliability
-    if (
-        reliability.attempt_timeout_seconds is not None
-        and reliability.attempt_timeout_seconds > reliability.timeout_seconds
-    ):
-        issues.append(
-            FieldIssue(
-                f"{prefix}.reliability.attemptTimeoutSeconds", "must not exceed timeoutSeconds"
-            )
-        )
-    scaling = policy.scaling
-    if scaling.min_replicas > scaling.max_replicas:
-        issues.append(FieldIssue(f"{prefix}.scaling.minReplicas", "must not exceed maxReplicas"))
-    budget = policy.budget
-    if (
-        budget.daily_usd is not None
-        and budget.per_user_daily_usd is not None
-        and budget.per_user_daily_usd > budget.daily_usd
-    ):
-        issues.append(FieldIssue(f"{prefix}.budget.perUserDailyUSD", "must not exceed dailyUSD"))
-    if (
-        budget.daily_usd is not None
-        and budget.monthly_usd is not None
-        and budget.daily_usd > budget.monthly_usd
-    ):
-        issues.append(FieldIssue(f"{prefix}.budget.dailyUSD", "must not exceed monthlyUSD"))
-    if not valid_time_zone(budget.time_zone):
-        issues.append(
-            FieldIssue(
-                f"{prefix}.budget.timeZone",
-                f"unknown time zone {budget.time_zone!r} (an IANA name such as Europe/Paris)",
-            )
-        )
-    limits = policy.rate_limits
-    for inner, outer, inner_name, outer_name in (
-        (limits.per_user, limits.per_tenant, "perUser", "perTenant"),
-        (limits.per_tenant, limits.global_, "perTenant", "global"),
-    ):
-        if inner is None or outer is None:
-            continue
-        for unit in ("requests_per_minute", "tokens_per_minute"):
-            a, b = getattr(inner, unit), getattr(outer, unit)
-            if a is not None and b is not None and a > b:
-                wire = to_camel(unit)
-                issues.append(
-                    FieldIssue(
-                        f"{prefix}.rateLimits.{inner_name}.{wire}",
-                        f"must not exceed {outer_name}.{wire}",
-                    )
-                )
-    for i, source in enumerate(policy.agent.context):
-        rest = source.url
-        for placeholder in PLACEHOLDERS:
-            rest = rest.replace(placeholder, "")
-        if "{" in rest or "}" in rest:
-            issues.append(
-                FieldIssue(
-                    f"{prefix}.agent.context[{i}].url",
-                    "only the placeholders {user} and {tenant} are allowed",
-                )
-            )
-    redis = policy.cache.redis
-    if redis.mode == "external" and redis.url_secret_ref is None:
-        issues.append(
-            FieldIssue(f"{prefix}.cache.redis.urlSecretRef", "required when mode is external")
-        )
-    if redis.mode != "external" and redis.url_secret_ref is not None:
-        issues.append(
-            FieldIssue(f"{prefix}.cache.redis.urlSecretRef", "only allowed when mode is external")
-        )
-    embedder = policy.cache.semantic.embeddings.provider
-    if embedder is not None and not any(
-        p.name == embedder and p.type in ("openai", "openai-compatible") for p in policy.providers
-    ):
-        issues.append(
-            FieldIssue(
-                f"{prefix}.cache.semantic.embeddings.provider",
-                "must name a provider of type openai or openai-compatible declared in"
-                " spec.providers",
-            )
-        )
-    context_names = [c.name for c in policy.agent.context]
-    for i, name in enumerate(context_names):
-        if name in context_names[:i]:
-            issues.append(
-                FieldIssue(f"{prefix}.agent.context[{i}].name", f"duplicate name {name!r}")
-            )
-    return issues
-
-
-def valid_time_zone(name: str) -> bool:
-    """Whether ``name`` is in the IANA zone database (as Python's zoneinfo knows it)."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
-def _embeddings_issues(policy: AgentPolicy, prefix: str) -> list[FieldIssue]:
-    spec = policy.models.embeddings
-    if spec is None:
-        return []
-    types = {p.name: p.type for p in policy.providers}
-    issues = []
-    for i, ref in enumerate(spec.refs):
-        path = f"{prefix}.models.embeddings." + ("model" if i == 0 else f"fallbacks[{i - 1}]")
-        provider, _ = _split_ref(ref)
-        if provider not in types:
-            issues.append(FieldIssue(path, f"unknown provider {provider!r}"))
-        elif types[provider] == "anthropic":
-            issues.append(
-                FieldIssue(path, f"provider {provider!r} is anthropic, which has no embeddings API")
-            )
-        if i and ref == spec.model:
-            issues.append(FieldIssue(path, "embeddings cannot fall back to their own model"))
-        elif i and ref in spec.refs[1:i]:
-            issues.append(FieldIssue(path, f"duplicate fallback {ref!r}"))
-    return issues
-
-
 def parse_policy(
     spec: Mapping[str, Any],
     source: str = "config",
@@ -263,10 +95,10 @@ def parse_policy(
     if not isinstance(spec, Mapping):
         raise ConfigError([FieldIssue(prefix, "must be a mapping")], source)
     try:
-        policy = model.model_validate(spec)
+        policy = model.model_validate(spec, context={DEFER_RULES: True})
     except ValidationError as err:
         raise ConfigError(_issues_from_validation(err, prefix), source) from None
-    issues = reference_issues(policy, prefix)
+    issues = [FieldIssue(format_path(prefix, loc), message) for loc, message in rule_issues(policy)]
     if issues:
         raise ConfigError(issues, source)
     return policy

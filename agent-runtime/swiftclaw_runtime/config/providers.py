@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from .base import (
     ENV_NAME_PATTERN,
@@ -13,24 +13,43 @@ from .base import (
     ModelRef,
     Name,
     SecretKeyRef,
-    cel,
     map_list,
 )
+from .rules import Rule, checked, duplicates, holds, issue_if, python_only, unique_names
 
 ProviderType = Literal["openai", "openai-compatible", "anthropic", "gemini"]
+
+
+def fallback_rules(own_model: str) -> tuple[Rule, Rule]:
+    """A model's fallbacks are other models, each listed once (the CRD: a set)."""
+    return (
+        checked(
+            "!has(self.fallbacks) || !self.fallbacks.exists(f, f == self.model)",
+            own_model,
+            ".fallbacks",
+            lambda s: [
+                (("fallbacks", i), own_model) for i, f in enumerate(s.fallbacks) if f == s.model
+            ],
+        ),
+        python_only(
+            lambda s: [
+                (("fallbacks", i), f"duplicate fallback {s.fallbacks[i]!r}")
+                for i in duplicates(s.fallbacks, str)
+            ]
+        ),
+    )
 
 
 class ProviderSpec(Model):
     """An upstream model API. Keys come from a Secret (in cluster) or the environment."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!(has(self.apiKeySecretRef) && has(self.apiKeyEnv))",
-                "set apiKeySecretRef or apiKeyEnv, not both",
-                None,
-            )
-        )
+    rules = (
+        holds(
+            "!(has(self.apiKeySecretRef) && has(self.apiKeyEnv))",
+            "set apiKeySecretRef or apiKeyEnv, not both",
+            None,
+            lambda s: s.api_key_secret_ref is None or s.api_key_env is None,
+        ),
     )
 
     name: Name
@@ -44,15 +63,7 @@ class ProviderSpec(Model):
 class TierSpec(Model):
     """A model tier: the model it calls, its prices (USD per 1M tokens) and its fallbacks."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!has(self.fallbacks) || !self.fallbacks.exists(f, f == self.model)",
-                "a tier cannot fall back to its own model",
-                ".fallbacks",
-            )
-        )
-    )
+    rules = fallback_rules("a tier cannot fall back to its own model")
 
     name: Name
     model: ModelRef
@@ -71,15 +82,7 @@ class EmbeddingsSpec(Model):
     embeddings API, so a model on an anthropic provider is refused.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!has(self.fallbacks) || !self.fallbacks.exists(f, f == self.model)",
-                "embeddings cannot fall back to their own model",
-                ".fallbacks",
-            )
-        )
-    )
+    rules = fallback_rules("embeddings cannot fall back to their own model")
 
     model: ModelRef
     input_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="inputPer1M")] = 0.0
@@ -101,15 +104,20 @@ class RoutingSpec(Model):
 
 
 class ModelsSpec(Model):
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!has(self.routing) || !has(self.routing.default)"
-                " || self.tiers.exists(t, t.name == self.routing.default)",
-                "'unknown tier ' + self.routing.default",
-                ".routing.default",
-            )
-        )
+    rules = (
+        unique_names("tiers"),
+        checked(
+            "!has(self.routing) || !has(self.routing.default)"
+            " || self.tiers.exists(t, t.name == self.routing.default)",
+            "'unknown tier ' + self.routing.default",
+            ".routing.default",
+            lambda s: issue_if(
+                s.routing.default is not None
+                and s.routing.default not in [t.name for t in s.tiers],
+                ("routing", "default"),
+                f"unknown tier {s.routing.default!r}",
+            ),
+        ),
     )
 
     tiers: Annotated[
@@ -117,4 +125,3 @@ class ModelsSpec(Model):
     ]
     routing: RoutingSpec = RoutingSpec()
     embeddings: EmbeddingsSpec | None = None
-

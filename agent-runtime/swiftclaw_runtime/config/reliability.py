@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from .base import Model, cel
+from .base import Model
+from .rules import at_most
 
 
 class RetrySpec(Model):
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!has(self.initialBackoffMs) || !has(self.maxBackoffMs)"
-                " || self.initialBackoffMs <= self.maxBackoffMs",
-                "must not exceed maxBackoffMs",
-                ".initialBackoffMs",
-            )
-        )
-    )
+    rules = (at_most("initialBackoffMs", "maxBackoffMs"),)
 
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     initial_backoff_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
@@ -53,19 +45,9 @@ class ReliabilitySpec(Model):
     counts against the attempt.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "!has(self.attemptTimeoutSeconds) || !has(self.timeoutSeconds)"
-                " || self.attemptTimeoutSeconds <= self.timeoutSeconds",
-                "must not exceed timeoutSeconds",
-                ".attemptTimeoutSeconds",
-            )
-        )
-    )
+    rules = (at_most("attemptTimeoutSeconds", "timeoutSeconds"),)
 
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     attempt_timeout_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
     retry: RetrySpec = RetrySpec()
     circuit_breaker: CircuitBreakerSpec = CircuitBreakerSpec()
-
