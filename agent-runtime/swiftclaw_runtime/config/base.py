@@ -6,9 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from .rules import Issue, Loc, Rule, cel_validations, issues_of
 
@@ -44,13 +52,6 @@ def map_list(*keys: str) -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
 
 
-def _rules_schema(schema: dict[str, Any], model: type[Any]) -> None:
-    """The CEL of a model's rules, as its ``x-kubernetes-validations``."""
-    validations = cel_validations(r.cel for r in model.rules if r.cel is not None)
-    if validations:
-        schema["x-kubernetes-validations"] = validations
-
-
 class Model(BaseModel):
     """Base for every policy model: camelCase on the wire, unknown fields rejected, and
     the model's cross-field ``rules`` (:mod:`.rules`) in its schema and checked."""
@@ -60,10 +61,21 @@ class Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
-        json_schema_extra=_rules_schema,
     )
 
     rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The CEL of the model's rules joins its ``x-kubernetes-validations``."""
+        json_schema = handler(core_schema)
+        validations = cel_validations(r.cel for r in cls.rules if r.cel is not None)
+        if validations:
+            target = handler.resolve_ref_schema(json_schema)
+            target.setdefault("x-kubernetes-validations", []).extend(validations)
+        return json_schema
 
     @model_validator(mode="after")
     def check_rules(self, info: ValidationInfo) -> Self:

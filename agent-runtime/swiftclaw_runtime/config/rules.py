@@ -90,6 +90,7 @@ def at_most(inner: str, outer: str) -> Rule:
 
 
 def issue_if(found: bool, loc: Loc, message: str) -> list[Issue]:
+    """The issue at ``loc`` when ``found``, else none."""
     return [(loc, message)] if found else []
 
 
