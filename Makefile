@@ -37,11 +37,11 @@ test-e2e e2e: install $(CONTROL_PLANE)  ## the tests on a real control plane (E2
 	$(BIN)/pytest e2e
 
 lint: install
-	$(BIN)/ruff check agent-runtime operator tests e2e bench
+	$(BIN)/ruff check agent-runtime operator devtools tests e2e bench
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff check --fix agent-runtime operator tests e2e bench
+	$(BIN)/ruff check --fix agent-runtime operator devtools tests e2e bench
 
 crds: install  ## regenerate the CRD from the models (and the chart's copy)
 	$(PY) -m swiftclaw_operator.crd > crds/agentdeployments.swiftclaw.dev.yaml

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from swiftclaw_runtime.processes import Proc, free_port, start, wait_http
+from swiftclaw_devtools.processes import Proc, free_port, start, wait_http
 
 from .cluster import REPO, Cluster, wait_for
 

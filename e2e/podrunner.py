@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from swiftclaw_devtools.processes import redis_env
 from swiftclaw_runtime import contract
-from swiftclaw_runtime.processes import redis_env
 
 from .kubeapi import ApiError, Informer, KubeAPI, record_dial
 

@@ -1,4 +1,5 @@
-"""``swiftclaw``: run an agent from a manifest, run the simulated provider, validate, demo."""
+"""``swiftclaw``: run an agent from a manifest, validate one, hash an API key; in a source
+checkout also the simulated provider and the demo (from swiftclaw_devtools)."""
 
 from __future__ import annotations
 
@@ -40,26 +41,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sim(args: argparse.Namespace) -> int:
-    from .sim import SimConfig, parse_latency, parse_outage, serve_simulator
-
-    parse_latency(args.latency)  # fail early with a clear message
-    config = SimConfig(
-        latency=args.latency,
-        error_rate=args.error_rate,
-        hang_rate=args.hang_rate,
-        rate_limit_rate=args.rate_limit_rate,
-        retry_after=args.retry_after,
-        outages=[parse_outage(o) for o in args.outage],
-        outage_mode=args.outage_mode,
-        stream_pace_ms=args.stream_pace_ms,
-        require_key=os.environ.get(args.require_key_env) if args.require_key_env else None,
-        seed=args.seed,
-    )
-    serve_simulator(config, args.host, args.port)
-    return 0
-
-
 def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.manifest)
     tiers = ", ".join(t.name for t in config.policy.models.tiers)
@@ -78,12 +59,6 @@ def _hash_key(args: argparse.Namespace) -> int:
         return 2
     print(digest(key).hex())
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(Path(args.manifest), args.requests, args.concurrency)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,36 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
 
-    sim = sub.add_parser("sim", help="run the simulated OpenAI/Anthropic/Gemini provider")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9100)
-    sim.add_argument(
-        "--latency",
-        default="fixed:50",
-        help="fixed:MS | uniform:LO,HI | normal:MEAN,SD | lognormal:MEDIAN,SIGMA",
-    )
-    sim.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
-    sim.add_argument(
-        "--hang-rate",
-        type=float,
-        default=0.0,
-        help="fraction held open unanswered until the client goes away",
-    )
-    sim.add_argument("--rate-limit-rate", type=float, default=0.0, help="fraction answered 429")
-    sim.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429 (s)")
-    sim.add_argument(
-        "--outage",
-        action="append",
-        default=[],
-        metavar="START:DURATION",
-        help="seconds after start; repeatable",
-    )
-    sim.add_argument("--outage-mode", choices=["error", "hang", "ratelimit"], default="error")
-    sim.add_argument("--stream-pace-ms", type=float, default=5.0, help="delay between chunks")
-    sim.add_argument("--require-key-env", help="env var holding the key clients must send")
-    sim.add_argument("--seed", type=int, help="seed for latency and error draws")
-    sim.set_defaults(func=_sim)
-
     val = sub.add_parser("validate", help="check a manifest; errors name the field")
     val.add_argument("manifest")
     val.set_defaults(func=_validate)
@@ -174,11 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     hk = sub.add_parser("hash-key", help="print the sha256 of an API key read from stdin")
     hk.set_defaults(func=_hash_key)
 
-    demo = sub.add_parser("demo", help="simulated providers + runtime + a workload with an outage")
-    demo.add_argument("--manifest", default="examples/local-agent.yaml")
-    demo.add_argument("--requests", type=int, default=300)
-    demo.add_argument("--concurrency", type=int, default=8)
-    demo.set_defaults(func=_demo)
+    # The developer commands (sim, demo) where swiftclaw_devtools is installed: a source
+    # checkout, not the runtime image.
+    try:
+        from swiftclaw_devtools.cli import add_commands
+    except ModuleNotFoundError as err:
+        if err.name != "swiftclaw_devtools":
+            raise
+    else:
+        add_commands(sub)
     return p
 
 
