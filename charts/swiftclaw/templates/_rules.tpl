@@ -12,7 +12,7 @@
   verbs: [create, delete, get, patch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [create]

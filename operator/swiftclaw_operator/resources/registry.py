@@ -24,7 +24,7 @@ from .common import Agent
 
 APPLY = frozenset({"get", "create", "patch"})
 PRUNE = frozenset({"delete"})
-WATCH = frozenset({"get", "list", "watch"})
+WATCH = frozenset({"list", "watch"})
 MONITORING_API = "monitoring.coreos.com/v1"
 
 
@@ -91,17 +91,19 @@ PROMETHEUS_RULE = Kind(MONITORING_API, "PrometheusRule", "prometheusrules", requ
 # Not children, still touched:
 POD = Kind("v1", "Pod", "pods", WATCH)  # the runtime pods' readiness, for the status
 EVENT = Kind("v1", "Event", "events", frozenset({"create"}))
-# Created once, never read back (a generated password): create only, so the operator
-# can read no Secret.
+# Created once, never read back (the managed Redis's generated password): create only,
+# so the operator can read no Secret.
 SECRET = Kind("v1", "Secret", "secrets", frozenset({"create"}))
 AGENT = Kind(API, AGENT_KIND, PLURAL, frozenset({"get", "list", "watch", "patch"}))  # kopf
 AGENT_STATUS = Kind(API, AGENT_KIND, PLURAL, frozenset({"get", "patch"}), subresource="status")
 # blockOwnerDeletion on the children's owner references needs update on the finalizers.
 AGENT_FINALIZERS = Kind(API, AGENT_KIND, PLURAL, frozenset({"update"}), subresource="finalizers")
 # kopf's peering (two replicas, one active): namespaced when namespaces are listed.
-PEERING = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings", frozenset(WATCH | {"patch"}))
+PEERING = Kind(
+    "kopf.dev/v1", "KopfPeering", "kopfpeerings", frozenset({"get", "list", "watch", "patch"})
+)
 CLUSTER_PEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", PEERING.verbs)
-# kopf watches CRDs to notice resources appear and go (read-only, cluster-scoped).
+# Serving every namespace, kopf watches CRDs to notice resources come and go (read-only).
 CRD = Kind(
     "apiextensions.k8s.io/v1",
     "CustomResourceDefinition",
