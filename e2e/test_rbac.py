@@ -8,6 +8,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -146,123 +147,129 @@ def sa_cluster(cluster: Cluster, ns: str, sa: str, path: Path) -> Cluster:
     return replace(cluster, kubeconfig=path)
 
 
-@pytest.fixture
-def scoped(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[str, str, str, str]]:
-    """The chart installed serving one namespace: (operator ns, release, watched, other)."""
+@contextmanager
+def installed(cluster: Cluster, *sets: str) -> Iterator[tuple[str, str]]:
+    """The chart installed in a namespace of its own: (its namespace, the release)."""
     install_crd(cluster)
     tag = uuid.uuid4().hex[:6]
-    op_ns, watched, other = f"sc-op-{tag}", f"sc-watched-{tag}", f"sc-other-{tag}"
-    for ns in (op_ns, watched, other):
-        cluster.kubectl("create", "namespace", ns)
-    release = "sc" + tag[:4]
-    helm(
-        cluster,
-        "install",
-        release,
-        str(CHART),
-        "-n",
-        op_ns,
-        "--wait=false",
-        "--set",
-        f"operator.watchNamespaces={{{watched}}}",
-    )
+    op_ns, release = f"sc-op-{tag}", "sc" + tag[:4]
+    cluster.kubectl("create", "namespace", op_ns)
+    args = [a for s in sets for a in ("--set", s)]
+    helm(cluster, "install", release, str(CHART), "-n", op_ns, "--wait=false", *args)
     try:
-        yield op_ns, release, watched, other
+        yield op_ns, release
     finally:
         helm(cluster, "uninstall", release, "-n", op_ns)
-        for ns in (op_ns, watched, other):
-            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "namespace", op_ns, "--wait=false", check=False)
+
+
+@contextmanager
+def operator_as_sa(
+    cluster: Cluster, op_ns: str, release: str, tmp_path: Path, namespaces: str = ""
+) -> Iterator[Operator]:
+    """The operator as the chart's service account, with peering on (the chart's peering)."""
+    as_sa = sa_cluster(cluster, op_ns, f"{release}-operator", tmp_path / "sa-kubeconfig")
+    env = {
+        "SWIFTCLAW_NAMESPACES": namespaces,
+        "SWIFTCLAW_STANDALONE": "0",
+        "SWIFTCLAW_PEERING": f"{release}-operator",
+        "SWIFTCLAW_DRIFT_SECONDS": "2",
+    }
+    op = Operator(as_sa, tmp_path, env=env).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def reconciles_and_prunes(cluster: Cluster, op: Operator, ns: str) -> None:
+    """An agent in ``ns`` gets every child and Ready; managed Redis off, its children go
+    (the delete verbs); nothing about ``ns`` in the log is refused."""
+    doc = example("agent")
+    cluster.apply(yaml.safe_dump({**doc, "metadata": {"name": "agent", "namespace": ns}}))
+    wait_condition(cluster, ns, "agent", "Ready", "True", timeout=90)
+    assert {"StatefulSet/agent-redis", "CronJob/agent-redis-backup"} <= set(
+        children(cluster, ns, "agent")
+    )
+    doc["spec"]["cache"]["redis"] = {"mode": "none"}
+    cluster.apply(yaml.safe_dump({**doc, "metadata": {"name": "agent", "namespace": ns}}))
+    wait_for(
+        "the managed Redis's children pruned",
+        lambda: not any("redis" in ref for ref in children(cluster, ns, "agent")),
+        timeout=60,
+    )
+    log = op.log()
+    assert "Not enough permissions" not in log, log[-3000:]
+    mine = [line for line in log.splitlines() if ns in line]
+    # (A just-started API server may answer 429 for a moment: retried, not refused.)
+    assert not [line for line in mine if "reconcile failed" in line or "403" in line], mine
 
 
 def test_one_watched_namespace_works_there_and_creates_nothing_elsewhere(
-    cluster: Cluster, scoped: tuple[str, str, str, str], tmp_path: Path
+    cluster: Cluster, tmp_path: Path
 ) -> None:
-    op_ns, release, watched, other = scoped
-    sa = f"system:serviceaccount:{op_ns}:{release}-operator"
-    for resource in (
-        "deployments.apps",
-        "statefulsets.apps",
-        "cronjobs.batch",
-        "services",
-        "configmaps",
-        "secrets",
-        "persistentvolumeclaims",
+    tag = uuid.uuid4().hex[:6]
+    watched, other = f"sc-watched-{tag}", f"sc-other-{tag}"
+    with (
+        cluster.namespace(watched),
+        cluster.namespace(other),
+        installed(cluster, f"operator.watchNamespaces={{{watched}}}") as (op_ns, release),
     ):
-        assert can_i(cluster, sa, "create", resource, watched), resource
-        assert not can_i(cluster, sa, "create", resource, other), resource
-        assert not can_i(cluster, sa, "create", resource, op_ns), resource
-    for verb, resource in [("get", "secrets"), ("list", "secrets"), ("watch", "secrets")]:
-        assert not can_i(cluster, sa, verb, resource, watched), (verb, resource)
-    for verb, resource in [
-        ("list", "agentdeployments.swiftclaw.dev"),
-        ("list", "pods"),
-        ("delete", "namespaces"),
-        ("create", "clusterroles.rbac.authorization.k8s.io"),
-    ]:
-        assert not can_i(cluster, sa, verb, resource, other), (verb, resource)
-    assert not can_i(cluster, sa, "create", "deployments.apps", None)
+        sa = f"system:serviceaccount:{op_ns}:{release}-operator"
+        for resource in (
+            "deployments.apps",
+            "statefulsets.apps",
+            "cronjobs.batch",
+            "services",
+            "configmaps",
+            "secrets",
+            "persistentvolumeclaims",
+        ):
+            assert can_i(cluster, sa, "create", resource, watched), resource
+            assert not can_i(cluster, sa, "create", resource, other), resource
+            assert not can_i(cluster, sa, "create", resource, op_ns), resource
+        for verb in ("get", "list", "watch"):
+            assert not can_i(cluster, sa, verb, "secrets", watched), verb
+        for verb, resource in [
+            ("list", "agentdeployments.swiftclaw.dev"),
+            ("list", "pods"),
+            ("delete", "namespaces"),
+            ("create", "clusterroles.rbac.authorization.k8s.io"),
+        ]:
+            assert not can_i(cluster, sa, verb, resource, other), (verb, resource)
+        assert not can_i(cluster, sa, "create", "deployments.apps", None)
 
-    # The operator itself, as that service account, with peering on (the chart's KopfPeering).
-    as_sa = sa_cluster(cluster, op_ns, f"{release}-operator", tmp_path / "sa-kubeconfig")
-    op = Operator(
-        as_sa,
-        tmp_path,
-        env={
-            "SWIFTCLAW_NAMESPACES": watched,
-            "SWIFTCLAW_STANDALONE": "0",
-            "SWIFTCLAW_PEERING": f"{release}-operator",
-            "SWIFTCLAW_DRIFT_SECONDS": "2",
-        },
-    )
-    op.start()
-    try:
-        for ns in (watched, other):
+        with operator_as_sa(cluster, op_ns, release, tmp_path, namespaces=watched) as op:
             cluster.apply(
-                yaml.safe_dump({**example("agent"), "metadata": {"name": "agent", "namespace": ns}})
+                yaml.safe_dump(
+                    {**example("agent"), "metadata": {"name": "agent", "namespace": other}}
+                )
             )
-        wait_condition(cluster, watched, "agent", "Ready", "True", timeout=90)
-        kids = children(cluster, watched, "agent")
-        assert {"StatefulSet/agent-redis", "CronJob/agent-redis-backup"} <= set(kids)
-        # Pruning uses the delete verbs: managed Redis off, its children go.
-        doc = example("agent")
-        doc["spec"]["cache"]["redis"] = {"mode": "none"}
-        cluster.apply(yaml.safe_dump({**doc, "metadata": {"name": "agent", "namespace": watched}}))
-        wait_for(
-            "the managed Redis's children pruned",
-            lambda: not any("redis" in ref for ref in children(cluster, watched, "agent")),
-            timeout=60,
-        )
-        assert children(cluster, other, "agent") == {}
-        assert not cluster.get("agentdeployment", "agent", "-n", other).get("status")
-        log = op.log()
-        assert "reconcile failed" not in log and "Forbidden" not in log, log[-3000:]
-    finally:
-        op.stop()
+            reconciles_and_prunes(cluster, op, watched)
+            assert children(cluster, other, "agent") == {}
+            assert not cluster.get("agentdeployment", "agent", "-n", other).get("status")
+
+
+def test_every_namespace_with_the_cluster_role(cluster: Cluster, tmp_path: Path) -> None:
+    with (
+        cluster.namespace("sc-all-" + uuid.uuid4().hex[:6]) as ns,
+        installed(cluster) as (op_ns, release),
+    ):
+        sa = f"system:serviceaccount:{op_ns}:{release}-operator"
+        assert can_i(cluster, sa, "create", "statefulsets.apps", None)
+        assert not can_i(cluster, sa, "get", "secrets", None)
+        with operator_as_sa(cluster, op_ns, release, tmp_path) as op:
+            reconciles_and_prunes(cluster, op, ns)
 
 
 def test_admission_policy_refuses_hosts_and_images_outside_the_allow_lists(
     cluster: Cluster,
 ) -> None:
-    install_crd(cluster)
-    tag = uuid.uuid4().hex[:6]
-    op_ns, ns = f"sc-op-{tag}", f"sc-vap-{tag}"
-    for n in (op_ns, ns):
-        cluster.kubectl("create", "namespace", n)
-    release = "sc" + tag[:4]
-    helm(
-        cluster,
-        "install",
-        release,
-        str(CHART),
-        "-n",
-        op_ns,
-        "--wait=false",
-        "--set",
-        "admissionPolicy.enabled=true",
-        "--set",
-        "admissionPolicy.providerHosts={api.openai.com,api.anthropic.com,*.models.svc}",
-    )
-    try:
+    hosts = "admissionPolicy.providerHosts={api.openai.com,api.anthropic.com,*.models.svc}"
+    with (
+        cluster.namespace("sc-vap-" + uuid.uuid4().hex[:6]) as ns,
+        installed(cluster, "admissionPolicy.enabled=true", hosts),
+    ):
 
         def attempt(name: str, **spec: Any) -> str:
             doc = example(name)
@@ -286,10 +293,11 @@ def test_admission_policy_refuses_hosts_and_images_outside_the_allow_lists(
         assert "created" in ok, ok
         providers = example("x")["spec"]["providers"]
         providers[0]["baseURL"] = "https://exfil.example.net/v1"
-        refused = attempt("outside", providers=providers)
-        assert "denied request" in refused and "exfil.example.net is not allowed" in refused, (
-            refused
-        )
+        providers[2]["baseURL"] = "http://vllm.models.svc.evil.io:8000/v1"  # not *.models.svc
+        for name in ("outside", "inside"):  # a create, and an update of an admitted agent
+            refused = attempt(name, providers=providers)
+            assert "denied request" in refused, refused
+            assert "exfil.example.net, vllm.models.svc.evil.io is not allowed" in refused, refused
         for image in (
             "ghcr.io/swiftclaw/agent-runtime-evil:1",
             "ghcr.io/swiftclaw/agent-runtime:1/x",
@@ -305,7 +313,3 @@ def test_admission_policy_refuses_hosts_and_images_outside_the_allow_lists(
             assert "denied" not in out, out
         names = {i["metadata"]["name"] for i in cluster.get("agentdeployments", "-n", ns)["items"]}
         assert names == {"inside", "image-ok"}
-    finally:
-        helm(cluster, "uninstall", release, "-n", op_ns)
-        for n in (op_ns, ns):
-            cluster.kubectl("delete", "namespace", n, "--wait=false", check=False)
