@@ -82,7 +82,7 @@ def sa_ns(cluster: Cluster) -> Iterator[str]:
 
 def operator_env(ns: str) -> dict[str, str]:
     """Drift checks every 2 s (calls all along); only this test's namespace."""
-    return {"SWIFTCLAW_DRIFT_SECONDS": "2", "SWIFTCLAW_NAMESPACE": ns}
+    return {"SWIFTCLAW_DRIFT_SECONDS": "2", "SWIFTCLAW_NAMESPACES": ns}
 
 
 def server_and_ca(cluster: Cluster) -> tuple[str, str]:

@@ -13,12 +13,12 @@ from swiftclaw_operator.settings import ENV, OperatorConfig
 
 def test_defaults_and_values_from_the_environment() -> None:
     default = OperatorConfig.from_env({})
-    assert (default.standalone, default.namespace, default.drift_seconds) == (False, None, 300)
+    assert (default.standalone, default.namespaces, default.drift_seconds) == (False, (), 300)
     assert default.service_account_dir == Path("/var/run/secrets/kubernetes.io/serviceaccount")
     config = OperatorConfig.from_env(
         {
             "SWIFTCLAW_STANDALONE": "1",
-            "SWIFTCLAW_NAMESPACE": "team-a",
+            "SWIFTCLAW_NAMESPACES": "team-a, team-b,",
             "SWIFTCLAW_DRIFT_SECONDS": "2",
             "SWIFTCLAW_RETRY_BASE_SECONDS": "0.5",
             "SWIFTCLAW_REDIS_IMAGE": "registry.local/redis:7",
@@ -26,7 +26,7 @@ def test_defaults_and_values_from_the_environment() -> None:
             "HOME": "/root",  # not ours
         }
     )
-    assert config.standalone and config.namespace == "team-a"
+    assert config.standalone and config.namespaces == ("team-a", "team-b")
     assert (config.drift_seconds, config.retry_base_seconds, config.metrics_port) == (2, 0.5, 0)
     assert config.builder_settings(monitoring_available=True) == Settings(
         redis_image="registry.local/redis:7",

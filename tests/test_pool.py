@@ -158,9 +158,7 @@ class RawServer:
                 await self._pulse.wait()
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(
-            self._serve, "127.0.0.1", 0, ssl=self.ssl_context
-        )
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
@@ -737,9 +735,7 @@ async def test_cancelled_while_waiting_for_a_slot(server: RawServer, pools: Pool
     await assert_limit_holds(pool, server, 1)
 
 
-async def test_release_and_close_twice_do_not_over_release(
-    server: RawServer, pools: Pools
-) -> None:
+async def test_release_and_close_twice_do_not_over_release(server: RawServer, pools: Pools) -> None:
     pool = pools.new(server.url, max_connections=1)
     resp = await get(pool, "/ok")
     assert await resp.read() == b"ok"  # released at the end

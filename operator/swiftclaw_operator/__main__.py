@@ -3,7 +3,8 @@
 Its settings are the ``SWIFTCLAW_*`` environment variables of :mod:`.settings`
 (``OperatorConfig``): SWIFTCLAW_STANDALONE=1 runs without peering (one replica, tests);
 SWIFTCLAW_PEERING names the peering object otherwise (two replicas, one active);
-SWIFTCLAW_NAMESPACE limits it to one namespace; SWIFTCLAW_LIVENESS_PORT and
+SWIFTCLAW_NAMESPACES (comma-separated) limits it to those namespaces (kopf's
+``--namespace`` for each; its RBAC then need cover only them); SWIFTCLAW_LIVENESS_PORT and
 SWIFTCLAW_METRICS_PORT open the liveness and metrics endpoints.
 """
 
@@ -21,14 +22,19 @@ def main() -> None:
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
         verbose=config.log_level == "debug",
     )
+    settings = kopf.OperatorSettings()
+    # Serving listed namespaces, kopf need not watch namespaces and CRDs cluster-wide (it
+    # discovers the resources once at start), so the operator needs no cluster-scoped role.
+    settings.scanning.disabled = bool(config.namespaces)
     kopf.run(
+        settings=settings,
         registry=handlers.registry(config),
         memo=handlers.Memo(config),
         standalone=config.standalone,
         priority=config.priority,
         peering_name=None if config.standalone else config.peering,
-        clusterwide=config.namespace is None,
-        namespaces=[config.namespace] if config.namespace else [],
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
         liveness_endpoint=(
             f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
         ),

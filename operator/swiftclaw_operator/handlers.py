@@ -30,6 +30,7 @@ from .metrics import ERRORS, RECONCILE_SECONDS, RECONCILES, RETRY_DELAY, serve_m
 from .reconcile import agent_from, reconcile
 from .resources import Settings
 from .resources.common import MANAGED_BY
+from .resources.registry import CRONJOB, DEPLOYMENT, HPA, MONITORING_API, POD, STATEFULSET
 from .settings import OperatorConfig
 from .status import Children, ReconcileFailure, compute_status, status_changed, transitions
 
@@ -92,7 +93,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None
     settings.watching.server_timeout = 300
     settings.queueing.worker_limit = config.workers
     memo.kube = Kube(await Auth.load(config.service_account_dir))
-    monitoring = await memo.kube.has_group_version("monitoring.coreos.com/v1")
+    monitoring = await memo.kube.has_group_version(MONITORING_API)
     memo.settings = config.builder_settings(monitoring_available=monitoring)
     if config.metrics_port:
         serve_metrics(config.metrics_port)
@@ -274,10 +275,10 @@ async def _refresh_later(memo: Memo, key: Key) -> None:
 async def read_children(kube: Kube, body: dict[str, Any], settings: Settings) -> Children:
     """Every child the status looks at, read from the API server."""
     namespace, name = _key(body)
-    deployment = await kube.get("apps/v1", "Deployment", namespace, name)
+    deployment = await kube.get(DEPLOYMENT.api_version, DEPLOYMENT.kind, namespace, name)
     pods = await kube.list(
-        "v1",
-        "Pod",
+        POD.api_version,
+        POD.kind,
         namespace,
         f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY}",
     )
@@ -285,7 +286,7 @@ async def read_children(kube: Kube, body: dict[str, Any], settings: Settings) ->
     for pod in pods:
         component = (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/component", "")
         by_component.setdefault(component, []).append(pod)
-    hpa = await kube.get("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name)
+    hpa = await kube.get(HPA.api_version, HPA.kind, namespace, name)
     try:
         agent = agent_from(body, settings)
     except ValidationError:
@@ -295,10 +296,14 @@ async def read_children(kube: Kube, body: dict[str, Any], settings: Settings) ->
     return Children(
         deployment,
         by_component.get("runtime", []),
-        redis=await kube.get("apps/v1", "StatefulSet", namespace, agent.redis_name),
+        redis=await kube.get(
+            STATEFULSET.api_version, STATEFULSET.kind, namespace, agent.redis_name
+        ),
         redis_wanted=True,
         redis_pods=by_component.get("redis", []),
-        backup=await kube.get("batch/v1", "CronJob", namespace, f"{agent.redis_name}-backup"),
+        backup=await kube.get(
+            CRONJOB.api_version, CRONJOB.kind, namespace, f"{agent.redis_name}-backup"
+        ),
         hpa=hpa,
     )
 

@@ -32,29 +32,12 @@ from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 from kubernetes_asyncio.config.kube_config import KubeConfigLoader, load_kube_config
 
 from .metrics import API_ERRORS, API_REAUTHS, API_REQUESTS
+from .resources.registry import plural
 
 FIELD_MANAGER = "swiftclaw-operator"
 REQUEST_TIMEOUT_SECONDS = 30
 # Renew an expiring credential this long before it expires (at most a fifth of its life).
 RENEW_AHEAD = datetime.timedelta(minutes=5)
-
-PLURALS = {
-    "ConfigMap": "configmaps",
-    "Service": "services",
-    "Deployment": "deployments",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "NetworkPolicy": "networkpolicies",
-    "StatefulSet": "statefulsets",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "CronJob": "cronjobs",
-    "ServiceMonitor": "servicemonitors",
-    "PrometheusRule": "prometheusrules",
-    "Pod": "pods",
-    "Event": "events",
-    "ReplicaSet": "replicasets",
-    "AgentDeployment": "agentdeployments",
-}
 
 
 class KubeError(Exception):
@@ -233,7 +216,7 @@ def path_of(
     subresource: str | None = None,
 ) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    out = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{PLURALS[kind]}"
+    out = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural(kind)}"
     if name:
         out += f"/{name}"
     if subresource:

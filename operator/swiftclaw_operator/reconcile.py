@@ -17,7 +17,7 @@ from .api import AgentDeploymentSpec
 from .failures import NameClash
 from .kube import Kube
 from .metrics import CHILD_WRITES
-from .resources import Agent, Settings, build_children, monitoring, redis
+from .resources import Agent, Settings, build_children, registry
 from .resources.common import MANAGED_BY, SPEC_HASH
 
 log = logging.getLogger("swiftclaw.reconcile")
@@ -58,26 +58,10 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> str | N
 
 def unwanted_children(agent: Agent) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of optional children the spec no longer asks for."""
-    out: list[tuple[str, str, str]] = []
-    if agent.spec.cache.redis.mode != "managed":
-        out += [
-            (m["apiVersion"], m["kind"], m["metadata"]["name"])
-            for m in (
-                redis.build_network_policy(agent),
-                redis.build_service(agent),
-                redis.build_statefulset(agent),
-                redis.build_backup_pvc(agent),
-                redis.build_backup_cronjob(agent),
-            )
-        ]
-    if agent.settings.monitoring_available and not agent.spec.monitoring.enabled:
-        out += [
-            (m["apiVersion"], m["kind"], m["metadata"]["name"])
-            for m in (
-                monitoring.build_service_monitor(agent),
-                monitoring.build_prometheus_rule(agent),
-            )
-        ]
+    out = []
+    for child in registry.unwanted_children(agent):
+        m = child.build(agent)
+        out.append((m["apiVersion"], m["kind"], m["metadata"]["name"]))
     return out
 
 

@@ -24,7 +24,7 @@ ENV = {
     "peering": "SWIFTCLAW_PEERING",
     "peering_lifetime": "SWIFTCLAW_PEERING_LIFETIME",
     "priority": "SWIFTCLAW_PRIORITY",
-    "namespace": "SWIFTCLAW_NAMESPACE",
+    "namespaces": "SWIFTCLAW_NAMESPACES",
     "workers": "SWIFTCLAW_WORKERS",
     "drift_seconds": "SWIFTCLAW_DRIFT_SECONDS",
     "retry_base_seconds": "SWIFTCLAW_RETRY_BASE_SECONDS",
@@ -54,8 +54,8 @@ class OperatorConfig(BaseModel):
     priority: Annotated[int, Field(ge=1)] = Field(
         default_factory=lambda: random.randint(1, 2**31 - 1)
     )
-    # Watch this namespace only; None watches the whole cluster.
-    namespace: str | None = None
+    # Serve these namespaces only (comma-separated in the environment); none: every one.
+    namespaces: tuple[str, ...] = ()
     workers: Annotated[int, Field(ge=1)] = 64
     drift_seconds: Annotated[float, Field(gt=0)] = 300.0
     # Failed reconciles are retried after base * 2^(attempt-1) seconds, at most max.
@@ -76,7 +76,12 @@ class OperatorConfig(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
         """Read every ``SWIFTCLAW_*`` setting; unset or empty means the default."""
         env = os.environ if environ is None else environ
-        values = {field: env[var] for field, var in ENV.items() if env.get(var, "") != ""}
+        values: dict[str, object] = {
+            field: env[var] for field, var in ENV.items() if env.get(var, "") != ""
+        }
+        if "namespaces" in values:
+            names = str(values["namespaces"]).split(",")
+            values["namespaces"] = tuple(n.strip() for n in names if n.strip())
         try:
             return cls.model_validate(values)
         except ValidationError as err:
