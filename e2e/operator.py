@@ -21,9 +21,16 @@ EXAMPLE = REPO / "examples" / "agent-in-cluster.yaml"
 
 def install_crd(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/agentdeployments.swiftclaw.dev"
-    )
+
+    # Polled rather than `kubectl wait`, which fails while the new CRD has no status yet.
+    def established() -> bool:
+        crd = cluster.get("crd", "agentdeployments.swiftclaw.dev")
+        return any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in (crd.get("status") or {}).get("conditions") or []
+        )
+
+    wait_for("the AgentDeployment CRD established", established, 60)
 
 
 @dataclass

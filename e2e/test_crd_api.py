@@ -69,7 +69,7 @@ def test_redis_storage_cannot_change_once_set(cluster: Cluster, crd_ns: str) -> 
     doc["metadata"] = {"name": "storage", "namespace": crd_ns}
     cluster.apply(yaml.safe_dump(doc))
 
-    def patch(redis: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    def patch(redis: dict[str, str | None]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
                 *(str(cluster.bin / "kubectl"), "patch", "agentdeployment", "storage"),
@@ -86,9 +86,11 @@ def test_redis_storage_cannot_change_once_set(cluster: Cluster, crd_ns: str) -> 
     refused = patch({"storage": "3Gi" if size != "3Gi" else "4Gi"})
     assert refused.returncode != 0
     assert "spec.cache.redis.storage" in refused.stderr, refused.stderr
-    assert "cannot be changed once set" in refused.stderr, refused.stderr
+    assert "cannot be changed while the Redis is managed" in refused.stderr, refused.stderr
     # The same value, and the other Redis fields, still change.
     assert patch({"storage": size, "backupSchedule": "0 4 * * *"}).returncode == 0
     stored = cluster.get("agentdeployment", "storage", "-n", crd_ns)["spec"]["cache"]["redis"]
     assert (stored["storage"], stored["backupSchedule"]) == (size, "0 4 * * *")
+    # Leaving managed mode (the StatefulSet goes) may drop the size back to its default.
+    assert patch({"mode": "none", "storage": None}).returncode == 0
     cluster.kubectl("delete", "agentdeployment", "storage", "-n", crd_ns)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,13 +28,21 @@ def max_attempts(seconds: float, base: float = BASE, cap: float = CAP) -> int:
     return n
 
 
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+@pytest.fixture
+def ns(cluster: Cluster) -> Iterator[str]:
+    with cluster.namespace("fail-" + uuid.uuid4().hex[:8]) as name:
+        yield name
+
+
+@pytest.fixture
+def operator(cluster: Cluster, ns: str, tmp_path: Path) -> Iterator[Operator]:
+    """An operator serving only the test's namespace: its attempts are this test's."""
     install_crd(cluster)
     op = Operator(
         cluster,
-        tmp_path_factory.mktemp("operator"),
+        tmp_path,
         env={
+            "SWIFTCLAW_NAMESPACES": ns,
             "SWIFTCLAW_DRIFT_SECONDS": "2",
             "SWIFTCLAW_RETRY_BASE_SECONDS": str(BASE),
             "SWIFTCLAW_RETRY_MAX_SECONDS": str(CAP),
@@ -42,12 +51,6 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     op.start()
     yield op
     op.stop()
-
-
-@pytest.fixture
-def ns(cluster: Cluster) -> Iterator[str]:
-    with cluster.namespace("fail-" + uuid.uuid4().hex[:8]) as name:
-        yield name
 
 
 def apply(cluster: Cluster, ns: str, doc: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .base import Model, Name, SecretKeyRef, cel
 from .rules import holds
@@ -64,6 +64,24 @@ class LocalCacheSpec(Model):
 class RedisSpec(Model):
     """Where the shared state lives: a Redis the operator runs, an external one, or none."""
 
+    # The managed Redis's storage cannot change: a StatefulSet's volume claims are
+    # immutable (the runbook agent-degraded.md says how to move to another size). A
+    # transition rule, so only the API server checks it (it needs the stored value); a
+    # change of mode may change the size (none -> managed creates a new StatefulSet).
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "(has(self.mode) && self.mode != 'managed')"
+                " || (has(oldSelf.mode) && oldSelf.mode != 'managed')"
+                " || !has(self.storage) || !has(oldSelf.storage)"
+                " || self.storage == oldSelf.storage",
+                "cannot be changed while the Redis is managed: its StatefulSet's volume claims "
+                "are immutable; the runbook agent-degraded says how to resize",
+                ".storage",
+            )
+        )
+    )
+
     rules = (
         holds(
             "!has(self.mode) || self.mode != 'external' || has(self.urlSecretRef)",
@@ -87,23 +105,8 @@ class RedisSpec(Model):
     # that scaling never rolls the pods; a fleet larger than this lets more through while
     # Redis is away, a smaller one less.
     fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
-    # Fixed once set: a StatefulSet's volume claims are immutable (the runbook
-    # agent-degraded.md says how to move to a larger volume). A transition rule: the API
-    # server alone can check it (it needs the stored value).
-    storage: Annotated[
-        str,
-        Field(
-            pattern=r"^[0-9]+(Mi|Gi|Ti)$",
-            json_schema_extra=cel(
-                (
-                    "self == oldSelf",
-                    "cannot be changed once set: the Redis StatefulSet's volume claims are "
-                    "immutable; the runbook agent-degraded says how to resize",
-                    None,
-                )
-            ),
-        ),
-    ] = "1Gi"
+    # Fixed while managed: see the transition rule above.
+    storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
     backup_schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
 
 
