@@ -74,7 +74,9 @@ class Model(BaseModel):
         validations = cel_validations(r.cel for r in cls.rules if r.cel is not None)
         if validations:
             target = handler.resolve_ref_schema(json_schema)
-            target.setdefault("x-kubernetes-validations", []).extend(validations)
+            # A new list: the model's own json_schema_extra list is shared between builds.
+            own = target.get("x-kubernetes-validations", [])
+            target["x-kubernetes-validations"] = [*own, *validations]
         return json_schema
 
     @model_validator(mode="after")
