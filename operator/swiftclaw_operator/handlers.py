@@ -60,6 +60,8 @@ class Memo:
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     failures: dict[Key, tuple[int, ReconcileFailure]] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    # The token kopf was last given (login handlers run with this memo, not a copy).
+    kopf_token: str | None = None
     # Every background task (refreshes, retries), so that cleanup can end them first.
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -106,8 +108,13 @@ async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None
 async def login(memo: Memo, **_: Any) -> kopf.ConnectionInfo:
     """kopf's watches use the operator's credentials, renewed when kopf asks again (at
     ``expiration`` for exec-plugin tokens, or after a 401)."""
-    await memo.kube.auth.refresh()
-    c = memo.kube.auth.login()
+    auth = memo.kube.auth
+    await auth.refresh()
+    if memo.kopf_token is not None and auth.login().token == memo.kopf_token:
+        # kopf asks again (a 401) for what it has: renew now, whatever the expiry says.
+        await auth.refresh(force=True)
+    c = auth.login()
+    memo.kopf_token = c.token
     return kopf.ConnectionInfo(
         server=c.server,
         ca_path=c.ca_path,
