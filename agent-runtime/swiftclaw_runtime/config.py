@@ -279,8 +279,37 @@ class LocalCacheSpec(Model):
     max_bytes: Annotated[int, Field(ge=1024, le=68_719_476_736)] = 64 * 1024 * 1024
 
 
+class RedisS3Spec(Model):
+    """S3-compatible object storage for the managed Redis's backups. The Secret
+    ``credentialsSecretName`` holds the keys ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``."""
+
+    endpoint: Annotated[str | None, Field(max_length=2048, pattern=URL_PATTERN)] = None
+    bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+    # default: <namespace>/<agent name>
+    prefix: Annotated[str | None, Field(max_length=512, pattern=r"^[-._/a-zA-Z0-9]+$")] = None
+    region: Annotated[str, Field(min_length=1, max_length=64)] = "us-east-1"
+    credentials_secret_name: Name
+
+
+class RedisBackupSpec(Model):
+    """RDB snapshots of the state instance uploaded on a schedule, the newest ``keep`` kept
+    (and none older than ``maxAgeDays`` when set)."""
+
+    schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
+    keep: Annotated[int, Field(ge=1, le=1000)] = 7
+    max_age_days: Annotated[int | None, Field(ge=1, le=3650)] = None
+    s3: RedisS3Spec
+
+
+RedisMemory = Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi)$", max_length=16)]
+
+
 class RedisSpec(Model):
-    """Where the shared state lives: a Redis the operator runs, an external one, or none."""
+    """Where the shared state lives: a Redis the operator runs, an external one, or none.
+
+    Managed: two instances, a cache (``allkeys-lru``, evictable: the response caches and
+    stored responses) and a state one (``noeviction``, persisted: rate-limit counters and
+    budget spend), each with a password from a generated Secret."""
 
     model_config = ConfigDict(
         json_schema_extra=cel(
@@ -294,11 +323,24 @@ class RedisSpec(Model):
                 "only allowed when mode is external",
                 ".urlSecretRef",
             ),
+            (
+                "!has(self.stateUrlSecretRef) || (has(self.mode) && self.mode == 'external')",
+                "only allowed when mode is external",
+                ".stateUrlSecretRef",
+            ),
+            (
+                "!has(self.backup) || !has(self.mode) || self.mode == 'managed'",
+                "only allowed when mode is managed",
+                ".backup",
+            ),
         )
     )
 
     mode: Literal["managed", "external", "none"] = "managed"
     url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="urlSecretRef")] = None
+    # external: the Redis for counters and spend, run with maxmemory-policy noeviction;
+    # without it they share urlSecretRef's Redis, which must then be noeviction itself.
+    state_url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="stateUrlSecretRef")] = None
     # Without Redis (mode none, or while it is unreachable) limits and budgets are counted
     # in each replica, each enforcing 1/fallbackReplicas of every limit and cap: set it to
     # the replicas you usually run. A manifest field rather than the live replica count, so
@@ -306,7 +348,13 @@ class RedisSpec(Model):
     # Redis is away, a smaller one less.
     fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
-    backup_schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
+    # managed: each instance's memory limit; maxmemory is a fraction of it.
+    cache_memory: RedisMemory = "512Mi"
+    state_memory: RedisMemory = "256Mi"
+    backup: RedisBackupSpec | None = None
+    # managed: the state instance's volume is kept when the agent is deleted or the mode
+    # changes, unless this is true.
+    delete_data_with_agent: bool = False
 
 
 class CacheSpec(Model):
@@ -809,6 +857,16 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
     if redis.mode != "external" and redis.url_secret_ref is not None:
         issues.append(
             FieldIssue(f"{prefix}.cache.redis.urlSecretRef", "only allowed when mode is external")
+        )
+    if redis.mode != "external" and redis.state_url_secret_ref is not None:
+        issues.append(
+            FieldIssue(
+                f"{prefix}.cache.redis.stateUrlSecretRef", "only allowed when mode is external"
+            )
+        )
+    if redis.mode != "managed" and redis.backup is not None:
+        issues.append(
+            FieldIssue(f"{prefix}.cache.redis.backup", "only allowed when mode is managed")
         )
     embedder = policy.cache.semantic.embeddings.provider
     if embedder is not None and not any(

@@ -35,6 +35,7 @@ PLURALS = {
     "NetworkPolicy": "networkpolicies",
     "StatefulSet": "statefulsets",
     "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Secret": "secrets",
     "CronJob": "cronjobs",
     "ServiceMonitor": "servicemonitors",
     "PrometheusRule": "prometheusrules",
@@ -217,6 +218,26 @@ class Kube:
                 params,
             )
         )
+
+    async def create(self, manifest: dict[str, Any]) -> bool:
+        """Create an object that is never read back or updated: True if made, False if it
+        existed already (409)."""
+        meta = manifest["metadata"]
+        path = path_of(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
+        try:
+            await self._call(
+                "create",
+                manifest["kind"],
+                "POST",
+                path,
+                manifest,
+                params={"fieldManager": FIELD_MANAGER},
+            )
+        except KubeError as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
 
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]

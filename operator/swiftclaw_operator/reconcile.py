@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from .api import AgentDeploymentSpec
 from .kube import Kube
 from .metrics import CHILD_WRITES
-from .resources import Agent, Settings, build_children, monitoring, redis
+from .resources import Agent, Settings, build_children, create_only_children, monitoring, redis
 from .resources.common import MANAGED_BY, SPEC_HASH
 
 log = logging.getLogger("swiftclaw.reconcile")
@@ -59,17 +60,7 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> str | N
 def unwanted_children(agent: Agent) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of optional children the spec no longer asks for."""
     out: list[tuple[str, str, str]] = []
-    if agent.spec.cache.redis.mode != "managed":
-        out += [
-            (m["apiVersion"], m["kind"], m["metadata"]["name"])
-            for m in (
-                redis.build_network_policy(agent),
-                redis.build_service(agent),
-                redis.build_statefulset(agent),
-                redis.build_backup_pvc(agent),
-                redis.build_backup_cronjob(agent),
-            )
-        ]
+    out += redis.unwanted(agent)
     if agent.settings.monitoring_available and not agent.spec.monitoring.enabled:
         out += [
             (m["apiVersion"], m["kind"], m["metadata"]["name"])
@@ -100,6 +91,12 @@ async def reconcile(kube: Kube, agent: Agent, prune: bool = False) -> Outcome:
     started = time.perf_counter()
     out = Outcome()
     step_delay = float(os.environ.get("SWIFTCLAW_RECONCILE_STEP_DELAY", "0"))  # fault injection
+    # Created before the pods that read them; a 409 (they exist) writes nothing, and the
+    # operator never reads them back. The password is random, used only if this creates it.
+    for desired in create_only_children(agent, secrets.token_hex(32)):
+        if await kube.create(desired):
+            CHILD_WRITES.labels(desired["kind"]).inc()
+            out.written.append(f"{desired['kind']}/{desired['metadata']['name']} (created)")
     for desired in build_children(agent):
         meta = desired["metadata"]
         ref = f"{desired['kind']}/{meta['name']}"

@@ -8,9 +8,9 @@ import yaml
 
 from swiftclaw_runtime.config import render_runtime_config
 
+from . import redis as redis_resources
 from .common import (
     CONFIG_CHECKSUM,
-    REDIS_PORT,
     RUNTIME_PORT,
     SECRETS_DIR,
     Agent,
@@ -83,21 +83,23 @@ def _env(agent: Agent) -> list[dict[str, Any]]:
     ]
     redis = agent.spec.cache.redis
     if redis.mode == "managed":
-        env.append(
-            {"name": "SWIFTCLAW_REDIS_URL", "value": f"redis://{agent.redis_name}:{REDIS_PORT}/0"}
-        )
-    elif redis.mode == "external" and redis.url_secret_ref is not None:
-        env.append(
-            {
-                "name": "SWIFTCLAW_REDIS_URL",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": redis.url_secret_ref.name,
-                        "key": redis.url_secret_ref.key,
+        env += [
+            redis_resources.password_env(redis_resources.RUNTIME_PASSWORD_ENV, agent),
+            {"name": "SWIFTCLAW_REDIS_URL", "value": redis_resources.url(agent, "cache")},
+            {"name": "SWIFTCLAW_REDIS_STATE_URL", "value": redis_resources.url(agent, "state")},
+        ]
+    elif redis.mode == "external":
+        for name, ref in (
+            ("SWIFTCLAW_REDIS_URL", redis.url_secret_ref),
+            ("SWIFTCLAW_REDIS_STATE_URL", redis.state_url_secret_ref),
+        ):
+            if ref is not None:
+                env.append(
+                    {
+                        "name": name,
+                        "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
                     }
-                },
-            }
-        )
+                )
     return env
 
 
