@@ -185,14 +185,12 @@ def stamp_of(key: str) -> datetime | None:
 
 def expired(keys: Iterable[str], keep: int, max_age_days: int | None, now: datetime) -> list[str]:
     """What retention deletes: all but the newest ``keep``, and those older than
-    ``max_age_days``; never the newest (a backup that stopped must not take the last one)."""
-    newest_first = sorted(keys, reverse=True)
+    ``max_age_days``; never the newest (a backup that stopped must not take the last one).
+    Keys that are not snapshots are left alone."""
+    dated = [(at, key) for key in keys if (at := stamp_of(key)) is not None]
     out = []
-    for i, key in enumerate(newest_first):
-        at = stamp_of(key)
-        too_old = (
-            max_age_days is not None and at is not None and now - at > timedelta(days=max_age_days)
-        )
+    for i, (at, key) in enumerate(sorted(dated, reverse=True)):
+        too_old = max_age_days is not None and now - at > timedelta(days=max_age_days)
         if i > 0 and (i >= keep or too_old):
             out.append(key)
     return out
