@@ -30,10 +30,12 @@ EXPECTED = {
     "Deployment/{n}",
     "HorizontalPodAutoscaler/{n}",
     "PodDisruptionBudget/{n}",
-    "NetworkPolicy/{n}-redis",
-    "Service/{n}-redis",
-    "StatefulSet/{n}-redis",
-    "PersistentVolumeClaim/{n}-redis-backups",
+    "NetworkPolicy/{n}-redis-cache",
+    "Service/{n}-redis-cache",
+    "StatefulSet/{n}-redis-cache",
+    "NetworkPolicy/{n}-redis-state",
+    "Service/{n}-redis-state",
+    "StatefulSet/{n}-redis-state",
     "CronJob/{n}-redis-backup",
 }
 
@@ -85,8 +87,6 @@ def test_example_gets_owned_children_and_truthful_status(
     kids = all_children(cluster, ns, "agent")
     assert set(kids) == expected("agent")
     for ref, obj in kids.items():
-        if ref.startswith("PersistentVolumeClaim/") and "backups" not in ref:
-            continue  # the StatefulSet's own claims belong to the StatefulSet
         owners = obj["metadata"]["ownerReferences"]
         assert owners == [
             {

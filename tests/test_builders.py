@@ -651,8 +651,12 @@ def test_password_secret_is_create_only_and_only_for_managed_redis() -> None:
     (secret,) = create_only_children(agent, "p" * 64)
     assert secret["metadata"]["name"] == "agent-redis-auth"
     assert secret["stringData"] == {"password": "p" * 64}
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert "ownerReferences" not in secret["metadata"]  # kept with the data
     assert not any(c["kind"] == "Secret" for c in build_children(agent))
+    spec["cache"]["redis"]["deleteDataWithAgent"] = True
+    agent = Agent("agent", "team", "uid-1", AgentDeploymentSpec.model_validate(spec), SETTINGS)
+    (secret,) = create_only_children(agent, "p" * 64)
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     spec["cache"]["redis"] = {"mode": "none"}
     agent = Agent("agent", "team", "uid-1", AgentDeploymentSpec.model_validate(spec), SETTINGS)
     assert create_only_children(agent, "p" * 64) == []

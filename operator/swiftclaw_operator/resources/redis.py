@@ -119,11 +119,18 @@ def password_env(name: str, agent: Agent) -> dict[str, Any]:
 
 
 def build_auth_secret(agent: Agent, password: str) -> dict[str, Any]:
-    """The password Secret, created once (never updated: the pods hold the password)."""
+    """The password Secret, created once (never updated: the pods hold the password).
+
+    Kept with the data, like the state volume: without an owner reference (unless
+    ``deleteDataWithAgent``), so an agent deleted and created again finds the same
+    password, and no garbage collection of the old one races the new agent's pods."""
+    meta = metadata(agent, auth_secret_name(agent), "redis")
+    if not agent.spec.cache.redis.delete_data_with_agent:
+        del meta["ownerReferences"]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": metadata(agent, auth_secret_name(agent), "redis"),
+        "metadata": meta,
         "type": "Opaque",
         "stringData": {PASSWORD_KEY: password},
     }
