@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .common import Agent, metadata, selector
+from .redis import backup_name
 
 COMPONENT = "runtime"
 
@@ -64,7 +65,7 @@ def alerts(agent: Agent) -> list[Alert]:
     ]
     redis = agent.spec.cache.redis
     if redis.mode == "managed" and redis.backup is not None:
-        job = f'namespace="{agent.namespace}",cronjob="{agent.redis_name}-backup"'
+        job = f'namespace="{agent.namespace}",cronjob="{backup_name(agent)}"'
         scheduled = f"max(kube_cronjob_status_last_schedule_time{{{job}}})"
         succeeded = f"max(kube_cronjob_status_last_successful_time{{{job}}})"
         out.append(
