@@ -48,7 +48,7 @@ crds: install  ## regenerate the CRD from the models (and the chart's copy)
 	cp crds/agentdeployments.swiftclaw.dev.yaml charts/swiftclaw/crds/
 
 .PHONY: control-plane
-control-plane:  ## build (or reuse) the local control plane's binaries: ~8 min cold on 2 cores, then cached in ~/.cache/swiftclaw
+control-plane:  ## build (or reuse) the local control plane's binaries and SeaweedFS: ~8 + 6 min cold on 2 cores, then cached in ~/.cache/swiftclaw
 	e2e/cluster/build-tools.sh
 
 cluster-up: control-plane  ## start the local control plane; prints the kubeconfig path

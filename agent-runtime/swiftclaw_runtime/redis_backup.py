@@ -1,7 +1,8 @@
 """Backups of the managed Redis's state instance to S3-compatible object storage.
 
 ``swiftclaw redis-backup`` pulls an RDB snapshot over the replication protocol (as
-``redis-cli --rdb`` does: ``REPLCONF rdb-only``, then ``SYNC``), uploads it as
+``redis-cli --rdb`` does: ``REPLCONF rdb-only``, then ``SYNC``; the server writes the
+snapshot with a fork, as for any replica, then sends it), uploads it as
 ``<prefix>/redis-state-<UTC time>.rdb``, and deletes what the retention no longer keeps.
 ``swiftclaw redis-restore`` lays a snapshot out in a data folder before Redis starts:
 as the base of a fresh append-only file (Redis with ``appendonly yes`` ignores a lone
@@ -79,22 +80,6 @@ class _Reader:
             out.write(part)
             n -= len(part)
 
-    def until(self, mark: bytes, out: Any) -> None:
-        """Everything up to ``mark`` (the diskless transfer's end), written to ``out``."""
-        while True:
-            if not self.buf:
-                self._fill()
-            end = self.buf.find(mark)
-            if end >= 0:
-                out.write(self.buf[:end])
-                self.buf = self.buf[end + len(mark) :]
-                return
-            keep = len(mark) - 1  # the mark may straddle two reads
-            if len(self.buf) > keep:
-                out.write(self.buf[:-keep])
-                self.buf = self.buf[-keep:]
-            self._fill()
-
 
 def _reply(reader: _Reader, what: str) -> bytes:
     line = reader.line()
@@ -119,13 +104,12 @@ def pull_rdb(url: str, dest: Path, timeout: float = 600.0) -> int:
         sock.sendall(_command("SYNC"))
         reader.skip_newlines()  # sent by the server while it prepares the snapshot
         header = _reply(reader, "SYNC")
-        if not header.startswith(b"$"):
+        # "$<length>": without "REPLCONF capa eof" the server sends the snapshot it wrote
+        # to disk, with its length first (never the diskless "$EOF:<mark>" form).
+        if not header[1:].isdigit() or not header.startswith(b"$"):
             raise BackupError(f"unexpected reply to SYNC: {header[:60]!r}")
         with open(tmp, "wb") as out:
-            if header.startswith(b"$EOF:"):
-                reader.until(header[5:], out)
-            else:
-                reader.exactly(int(header[1:]), out)
+            reader.exactly(int(header[1:]), out)
     size = tmp.stat().st_size
     with open(tmp, "rb") as f:
         if f.read(5) != b"REDIS":

@@ -29,6 +29,7 @@ dest="$cache_root/$key"
 bin="$dest/bin"
 want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm)
 weed="$cache_root/seaweedfs-${SEAWEEDFS_VERSION}/bin/weed"
+caller_goflags="${GOFLAGS:-}"
 case "${1:-}" in
   "" | --check | --seaweedfs | --check-seaweedfs) ;;
   *) echo "usage: $0 [--check | --seaweedfs | --check-seaweedfs]" >&2; exit 2 ;;
@@ -53,9 +54,10 @@ replace github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39 v1.0.0
 tool github.com/seaweedfs/seaweedfs/weed
 GOMOD
   rm -f "$src/go.sum"
-  (cd "$src" && GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" GOTOOLCHAIN=local CGO_ENABLED=0 go mod tidy >&2 \
-    && GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" GOTOOLCHAIN=local CGO_ENABLED=0 \
-      go build -trimpath -ldflags "-s -w" -o "$weed.tmp" github.com/seaweedfs/seaweedfs/weed >&2)
+  # Keep the caller's GOFLAGS (e.g. -modcacherw, so a temporary module cache can be removed).
+  (export GOFLAGS="${caller_goflags:+$caller_goflags }-mod=mod" GOTOOLCHAIN=local CGO_ENABLED=0
+   cd "$src" && go mod tidy >&2 \
+    && go build -trimpath -ldflags "-s -w" -o "$weed.tmp" github.com/seaweedfs/seaweedfs/weed >&2)
   mv "$weed.tmp" "$weed"
   echo "build-tools: SeaweedFS built in $(( $(date +%s) - t0 ))s" >&2
 }
