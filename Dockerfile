@@ -6,6 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN groupadd --gid 10001 swiftclaw && useradd --uid 10001 --gid 10001 --no-create-home swiftclaw
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# Not devtools/: the simulator, the demo and their dependencies stay out of both images.
 COPY agent-runtime ./agent-runtime
 COPY operator ./operator
 

@@ -37,15 +37,16 @@ test-e2e e2e: install $(CONTROL_PLANE)  ## the tests on a real control plane (E2
 	$(BIN)/pytest e2e
 
 lint: install
-	$(BIN)/ruff check agent-runtime operator tests e2e bench
+	$(BIN)/ruff check agent-runtime operator devtools tests e2e bench
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff check --fix agent-runtime operator tests e2e bench
+	$(BIN)/ruff check --fix agent-runtime operator devtools tests e2e bench
 
-crds: install  ## regenerate the CRD from the models (and the chart's copy)
+crds: install  ## regenerate the CRD from the models (and the chart's copy) and the chart's RBAC rules from the registry
 	$(PY) -m swiftclaw_operator.crd > crds/agentdeployments.swiftclaw.dev.yaml
 	cp crds/agentdeployments.swiftclaw.dev.yaml charts/swiftclaw/crds/
+	$(PY) -m swiftclaw_operator.rbac > charts/swiftclaw/templates/_rules.tpl
 
 .PHONY: control-plane
 control-plane:  ## build (or reuse) the local control plane's binaries and SeaweedFS: ~8 + 6 min cold on 2 cores, then cached in ~/.cache/swiftclaw

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from swiftclaw_runtime.processes import Proc, free_port, start, start_runtime, start_sim
+from swiftclaw_devtools.processes import Proc, free_port, start, start_runtime, start_sim
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from swiftclaw_runtime.processes import Proc, start_runtime, start_sim, swiftclaw
+from swiftclaw_devtools.processes import Proc, start_runtime, start_sim, swiftclaw
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
+from swiftclaw_devtools.processes import Proc, start_runtime, start_sim
 from swiftclaw_runtime.config import load_config
-from swiftclaw_runtime.processes import Proc, start_runtime, start_sim
 from swiftclaw_runtime.routing.classifier import default_classifier
 from swiftclaw_runtime.routing.data import LabelledQuery, load_queries
 from swiftclaw_runtime.routing.evaluate import evaluate

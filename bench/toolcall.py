@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from swiftclaw_runtime.processes import Proc
+from swiftclaw_devtools.processes import Proc
 
 from .run import (
     Target,

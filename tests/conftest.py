@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from swiftclaw_runtime.processes import Proc, start_runtime, start_sim
+from swiftclaw_devtools.processes import Proc, start_runtime, start_sim
 
 API_KEY = "sk-test-0123456789"
 KEYS_FILE = {"keys": [{"key": API_KEY, "tenant": "acme", "user": "alice"}]}

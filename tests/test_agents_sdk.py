@@ -25,7 +25,7 @@ from agents import (
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
-from swiftclaw_runtime.processes import Proc
+from swiftclaw_devtools.processes import Proc
 
 from .conftest import API_KEY, Launcher
 from .test_resilience_live import control, sim_stats

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from swiftclaw_runtime.processes import Proc
+from swiftclaw_devtools.processes import Proc
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 

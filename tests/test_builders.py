@@ -4,6 +4,7 @@ and the manifests carry what production needs (security, probes, owners, secrets
 from __future__ import annotations
 
 import copy
+import json
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,10 @@ from swiftclaw_operator.reconcile import agent_from, contains, needs_apply, unwa
 from swiftclaw_operator.resources import Agent, Settings, build_children, create_only_children
 from swiftclaw_operator.resources.common import CONFIG_CHECKSUM, SPEC_HASH
 from swiftclaw_operator.resources.monitoring import alerts
+from swiftclaw_runtime import contract
+from swiftclaw_runtime.cli import build_parser
 from swiftclaw_runtime.config import AgentDeploymentSpec
+from swiftclaw_runtime.credentials import api_keys_path, provider_key_path
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = Settings(monitoring_available=True, runbook_base_url="https://runbooks.example/rb")
@@ -115,6 +119,14 @@ def setter(path: str, value: Any) -> Mutation:
     return mutate
 
 
+def both(*mutations: Mutation) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        for m in mutations:
+            m(spec)
+
+    return mutate
+
+
 def external_redis(name: str, key: str, state: tuple[str, str] | None = None) -> Mutation:
     redis: dict[str, Any] = {"mode": "external", "urlSecretRef": {"name": name, "key": key}}
     if state is not None:
@@ -135,7 +147,15 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     ),
     "agent.context.timeoutMs": (setter("agent.context.0.timeoutMs", 400), POLICY, None),
     "agent.context.cacheTTLSeconds": (setter("agent.context.0.cacheTTLSeconds", 30), POLICY, None),
-    "providers.name": (setter("providers.3.name", "google"), POLICY, None),
+    "providers.name": (
+        # renamed with its reference: the operator refuses a spec that breaks a rule
+        both(
+            setter("providers.3.name", "google"),
+            setter("models.embeddings.fallbacks", ["google/text-embedding-004"]),
+        ),
+        POLICY,
+        None,
+    ),
     "providers.type": (setter("providers.2.type", "openai"), POLICY, None),
     "providers.baseURL": (
         setter("providers.2.baseURL", "http://vllm.other.svc:8000/v1"),
@@ -496,6 +516,47 @@ def test_deployment_is_hardened_probed_and_rolls_safely() -> None:
     assert names.index("SWIFTCLAW_REDIS_PASSWORD") < names.index("SWIFTCLAW_REDIS_URL")
 
 
+def dockerfile_stage(target: str) -> dict[str, str]:
+    """The instructions of one stage of the Dockerfile (the last of each kind)."""
+    out: dict[str, str] = {}
+    stage = None
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM "):
+            stage = line.split(" AS ")[-1].strip()
+        elif stage == target and line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out[word] = rest
+    return out
+
+
+def test_the_pod_follows_the_runtime_contract() -> None:
+    """What the operator mounts and passes is where the runtime looks, and the image runs
+    the same command as the pod (both from swiftclaw_runtime.contract)."""
+    kids = build(base_spec())
+    pod = kids["Deployment/agent"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    files = set()
+    for m in c["volumeMounts"]:
+        v = volumes[m["name"]]
+        if "secret" in v:
+            files |= {f"{m['mountPath']}/{i['path']}" for i in v["secret"]["items"]}
+        if "configMap" in v:
+            data = kids[f"ConfigMap/{v['configMap']['name']}"]["data"]
+            files |= {f"{m['mountPath']}/{key}" for key in data}
+    environ = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    assert str(provider_key_path("openai", environ)) in files
+    assert str(provider_key_path("anthropic", environ)) in files
+    assert str(api_keys_path(environ)) in files
+    args = build_parser().parse_args(c["args"])
+    assert args.manifest in files
+    assert args.port == c["ports"][0]["containerPort"] == contract.RUNTIME_PORT
+    assert (args.drain_seconds, args.grace_seconds, args.log_level) == (5, 30, "info")
+    image = dockerfile_stage("runtime")
+    assert json.loads(image["ENTRYPOINT"]) == c["command"]
+    assert json.loads(image["CMD"]) == contract.run_args() == c["args"][:6]
+    assert image["EXPOSE"] == str(contract.RUNTIME_PORT)
+
 def test_secrets_are_mounted_never_copied() -> None:
     kids = build(base_spec())
     config = kids["ConfigMap/agent-config"]["data"]["config.yaml"]
@@ -727,5 +788,4 @@ def test_unwanted_children_after_disabling_redis_and_monitoring() -> None:
     spec["monitoring"]["enabled"] = False
     agent = Agent("agent", "team", "uid-1", AgentDeploymentSpec.model_validate(spec), SETTINGS)
     refs = {f"{k}/{n}" for _, k, n in unwanted_children(agent)}
-    legacy = {"NetworkPolicy/agent-redis", "Service/agent-redis", "StatefulSet/agent-redis"}
-    assert refs == REDIS | legacy | {"ServiceMonitor/agent", "PrometheusRule/agent"}
+    assert refs == REDIS | {"ServiceMonitor/agent", "PrometheusRule/agent"}

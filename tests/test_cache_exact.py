@@ -18,7 +18,7 @@ import openai
 import pytest
 import yaml
 
-from swiftclaw_runtime.processes import Proc, sim_control, start_redis
+from swiftclaw_devtools.processes import Proc, sim_control, start_redis
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_resilience_live import metrics

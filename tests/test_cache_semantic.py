@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from swiftclaw_runtime.processes import Proc, start_redis
+from swiftclaw_devtools.processes import Proc, start_redis
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_cache_exact import (

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from swiftclaw_runtime.config import (
     NOT_FOR_PODS,
+    AgentDeploymentSpec,
     AgentPolicy,
+    BudgetSpec,
     ConfigError,
+    Model,
+    RateLimitsSpec,
+    RetrySpec,
     load_config,
     parse_document,
     render_runtime_config,
@@ -223,3 +230,48 @@ def test_runtime_config_round_trips_and_holds_no_secret_values() -> None:
         "key": "apiKey",
     }
     assert "inputPer1M" in rendered["spec"]["models"]["tiers"][0]
+
+
+def test_a_model_built_directly_keeps_its_rules() -> None:
+    """The rules are the models' own (CEL in the CRD, a validator in Python), not only
+    the loader's: a model built in code cannot break them either."""
+    with pytest.raises(ValidationError, match="initialBackoffMs: must not exceed maxBackoffMs"):
+        RetrySpec(initial_backoff_ms=5000, max_backoff_ms=100)
+    assert RetrySpec(initial_backoff_ms=100, max_backoff_ms=100).initial_backoff_ms == 100
+    with pytest.raises(ValidationError, match=r"perUser\.requestsPerMinute: must not exceed"):
+        RateLimitsSpec.model_validate(
+            {"perUser": {"requestsPerMinute": 10}, "perTenant": {"requestsPerMinute": 5}}
+        )
+    with pytest.raises(ValidationError, match="unknown time zone 'Mars/Base'"):
+        BudgetSpec(time_zone="Mars/Base")
+
+
+def test_every_rule_of_the_crd_is_checked_in_python_too() -> None:
+    """Each CEL rule of the policy's CRD schema comes from a Rule with a Python check
+    (but transition rules: only the API server sees the object a change replaces)."""
+    from swiftclaw_operator.crd import build_crd
+
+    def validations(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            own = [v["rule"] for v in node.get("x-kubernetes-validations", [])]
+            return own + [r for v in node.values() for r in validations(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in validations(v)]
+        return []
+
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    in_crd = [r for r in validations(schema["properties"]["spec"]) if "oldSelf" not in r]
+    models = {AgentDeploymentSpec, *_models_of(AgentDeploymentSpec)}
+    declared = [r.cel[0] for m in models for r in m.rules if r.cel is not None]
+    assert set(in_crd) == set(declared)
+    assert len(set(declared)) >= 20
+
+
+def _models_of(model: type[Any]) -> set[type[Any]]:
+    out: set[type[Any]] = set()
+    for field in model.model_fields.values():
+        for arg in [field.annotation, *typing.get_args(field.annotation)]:
+            for c in [arg, *typing.get_args(arg)]:
+                if isinstance(c, type) and issubclass(c, Model) and c not in out:
+                    out |= {c, *_models_of(c)}
+    return out

@@ -10,9 +10,9 @@ from typing import Any
 import openai
 import pytest
 
+from swiftclaw_devtools.processes import Proc
+from swiftclaw_devtools.sim import sim_vector
 from swiftclaw_runtime.embeddings import decode_vector
-from swiftclaw_runtime.processes import Proc
-from swiftclaw_runtime.sim import sim_vector
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_resilience_live import control, metrics, sim_stats

@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from swiftclaw_runtime.processes import start_redis
+from swiftclaw_devtools.processes import start_redis
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 

@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from swiftclaw_runtime.processes import Proc
+from swiftclaw_devtools.processes import Proc
 
 from .conftest import API_KEY, Launcher
 from .test_resilience_live import sim_stats

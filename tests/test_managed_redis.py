@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from swiftclaw_devtools.processes import Proc, free_port, redis_env, redis_server_path, start
 from swiftclaw_operator.resources import Agent
 from swiftclaw_operator.resources.common import REDIS_PORT
 from swiftclaw_operator.resources.redis import (
@@ -27,7 +28,6 @@ from swiftclaw_operator.resources.redis import (
     server_args,
 )
 from swiftclaw_runtime.config import AgentDeploymentSpec
-from swiftclaw_runtime.processes import Proc, free_port, redis_env, redis_server_path, start
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_spend_live import call, chat, fire

@@ -7,8 +7,8 @@ from typing import Any
 import openai
 import pytest
 
-from swiftclaw_runtime.processes import Proc
-from swiftclaw_runtime.sim import answer_for
+from swiftclaw_devtools.processes import Proc
+from swiftclaw_devtools.sim import answer_for
 
 from .conftest import API_KEY, Launcher, manifest
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from e2e.seaweedfs import SeaweedS3, seaweed_s3
 
-from swiftclaw_runtime.processes import Proc, swiftclaw
+from swiftclaw_devtools.processes import Proc, swiftclaw
 from swiftclaw_runtime.redis_backup import STAMP, expired
 
 from .test_managed_redis import PASSWORD, managed_agent, start_instance

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from swiftclaw_runtime.processes import Proc, sim_control
+from swiftclaw_devtools.processes import Proc, sim_control
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 

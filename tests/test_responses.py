@@ -20,7 +20,7 @@ os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
 from openai import AsyncOpenAI
 
-from swiftclaw_runtime.processes import Proc, start_redis
+from swiftclaw_devtools.processes import Proc, start_redis
 from swiftclaw_runtime.responses.store import MemoryStore
 
 from .conftest import API_KEY, Launcher

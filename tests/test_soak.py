@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.soak import Connection, Limits, Mix, http_get, run_mix, start_stack
 
-from swiftclaw_runtime.processes import Proc, sim_control
+from swiftclaw_devtools.processes import Proc, sim_control
 
 from .conftest import Launcher
 

@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from swiftclaw_devtools.processes import Proc, start_redis
 from swiftclaw_runtime.auth import Principal
 from swiftclaw_runtime.config import BudgetSpec, RateLimitsSpec
-from swiftclaw_runtime.processes import Proc, start_redis
 from swiftclaw_runtime.spend.budgets import Budget, Cap, MemoryLedger, current_periods
 from swiftclaw_runtime.spend.identity import Identity, TenantLabels, identify
 from swiftclaw_runtime.spend.limits import (

@@ -18,7 +18,7 @@ import openai
 import pytest
 import redis
 
-from swiftclaw_runtime.processes import Proc, start_redis
+from swiftclaw_devtools.processes import Proc, start_redis
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 

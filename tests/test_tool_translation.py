@@ -8,6 +8,7 @@ import jsonschema
 import orjson
 import pytest
 
+from swiftclaw_devtools.sim_agent import example_value
 from swiftclaw_runtime.providers.base import Unsupported
 from swiftclaw_runtime.providers.gemini_schema import gemini_schema
 from swiftclaw_runtime.providers.toolcalls import ANSWER_TOOL
@@ -18,7 +19,6 @@ from swiftclaw_runtime.providers.translate_anthropic import (
 )
 from swiftclaw_runtime.providers.translate_gemini import GeminiAnswer, from_gemini, to_gemini
 from swiftclaw_runtime.schemas import ChatRequest, parse_chat_request
-from swiftclaw_runtime.sim_agent import example_value
 
 WEATHER = {
     "type": "function",

@@ -2,7 +2,7 @@
 
 The official ``openai`` client talks to the runtime, which talks to a simulator in the
 OpenAI, Anthropic or Gemini shape (the simulator plays an agent's model, see
-``swiftclaw_runtime.sim_agent``); every answer is checked as a client would use it:
+``swiftclaw_devtools.sim_agent``); every answer is checked as a client would use it:
 arguments and JSON answers validate against their schemas with ``jsonschema``.
 """
 
@@ -16,7 +16,7 @@ import jsonschema
 import openai
 import pytest
 
-from swiftclaw_runtime.processes import Proc
+from swiftclaw_devtools.processes import Proc
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_resilience_live import control, metrics, sim_stats

@@ -18,6 +18,7 @@ import orjson
 from . import pipeline
 from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_stream
 from .auth import Principal
+from .contract import HEALTH_PATH, METRICS_PATH, READY_PATH
 from .errors import ApiError, invalid_request, not_found
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .responses.serve import responses as serve_responses
@@ -66,10 +67,10 @@ class App:
             ("GET", "/v1/usage"): App.usage,
             ("POST", "/v1/feedback"): App.feedback,
             ("GET", "/models"): App.models,
-            ("GET", "/healthz"): App.healthz,
-            ("GET", "/readyz"): App.readyz,
+            ("GET", HEALTH_PATH): App.healthz,
+            ("GET", READY_PATH): App.readyz,
             ("GET", "/health"): App.health,
-            ("GET", "/metrics"): App.metrics,
+            ("GET", METRICS_PATH): App.metrics,
         }
         self.paths = {path for _, path in self.routes}
         self.in_flight = 0

@@ -1,4 +1,5 @@
-"""``swiftclaw``: run an agent from a manifest, run the simulated provider, validate, demo."""
+"""``swiftclaw``: run an agent from a manifest, validate one, hash an API key; in a source
+checkout also the simulated provider and the demo (from swiftclaw_devtools)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import contract
 from .config import ConfigError, load_config
 
 
@@ -28,9 +30,9 @@ def _run(args: argparse.Namespace) -> int:
     required = config.policy.auth.required and not args.no_auth
     keys = ApiKeyStore.from_file(keys_file, required)
     options = RuntimeOptions(
-        redis_url=args.redis_url or os.environ.get("SWIFTCLAW_REDIS_URL") or None,
+        redis_url=args.redis_url or os.environ.get(contract.REDIS_URL_ENV) or None,
         state_redis_url=(
-            args.state_redis_url or os.environ.get("SWIFTCLAW_REDIS_STATE_URL") or None
+            args.state_redis_url or os.environ.get(contract.REDIS_STATE_URL_ENV) or None
         ),
         max_body_bytes=args.max_body_bytes,
         body_timeout_seconds=args.body_timeout_seconds,
@@ -40,26 +42,6 @@ def _run(args: argparse.Namespace) -> int:
         grace_seconds=args.grace_seconds,
     )
     serve(Runtime(config, keys, options), args.host, args.port)
-    return 0
-
-
-def _sim(args: argparse.Namespace) -> int:
-    from .sim import SimConfig, parse_latency, parse_outage, serve_simulator
-
-    parse_latency(args.latency)  # fail early with a clear message
-    config = SimConfig(
-        latency=args.latency,
-        error_rate=args.error_rate,
-        hang_rate=args.hang_rate,
-        rate_limit_rate=args.rate_limit_rate,
-        retry_after=args.retry_after,
-        outages=[parse_outage(o) for o in args.outage],
-        outage_mode=args.outage_mode,
-        stream_pace_ms=args.stream_pace_ms,
-        require_key=os.environ.get(args.require_key_env) if args.require_key_env else None,
-        seed=args.seed,
-    )
-    serve_simulator(config, args.host, args.port)
     return 0
 
 
@@ -92,7 +74,7 @@ def _store(args: argparse.Namespace) -> Any:
 def _redis_backup(args: argparse.Namespace) -> int:
     from .redis_backup import BackupError, backup
 
-    url = args.redis_url or os.environ.get("SWIFTCLAW_REDIS_STATE_URL")
+    url = args.redis_url or os.environ.get(contract.REDIS_STATE_URL_ENV)
     if not url:
         raise ValueError("--redis-url (or $SWIFTCLAW_REDIS_STATE_URL) is required")
     try:
@@ -114,20 +96,14 @@ def _redis_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(Path(args.manifest), args.requests, args.concurrency)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swiftclaw", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="serve an AgentDeployment manifest locally")
+    run = sub.add_parser(contract.RUN, help="serve an AgentDeployment manifest locally")
     run.add_argument("manifest", help="AgentDeployment manifest or RuntimeConfig (YAML/JSON)")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8080)
+    run.add_argument(contract.HOST_FLAG, default="127.0.0.1")
+    run.add_argument(contract.PORT_FLAG, type=int, default=contract.RUNTIME_PORT)
     run.add_argument(
         "--api-keys", help="API keys file (default: $SWIFTCLAW_API_KEYS_FILE or the mounted Secret)"
     )
@@ -155,54 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--access-log", action="store_true", help="log one line per request")
     run.add_argument(
-        "--drain-seconds",
+        contract.DRAIN_SECONDS_FLAG,
         type=float,
-        default=float(os.environ.get("SWIFTCLAW_DRAIN_SECONDS", "0")),
+        default=float(os.environ.get(contract.DRAIN_SECONDS_ENV, "0")),
         help="after SIGTERM, stay up (not ready) this long before closing",
     )
     run.add_argument(
-        "--grace-seconds",
+        contract.GRACE_SECONDS_FLAG,
         type=float,
         default=30.0,
         help="time in-flight requests get to finish on shutdown",
     )
-    run.add_argument("--log-level", default=os.environ.get("SWIFTCLAW_LOG_LEVEL", "info"))
+    run.add_argument(
+        contract.LOG_LEVEL_FLAG, default=os.environ.get(contract.LOG_LEVEL_ENV, "info")
+    )
     run.add_argument(
         "--log-format",
         choices=["json", "text"],
-        default=os.environ.get("SWIFTCLAW_LOG_FORMAT", "json"),
+        default=os.environ.get(contract.LOG_FORMAT_ENV, "json"),
     )
     run.set_defaults(func=_run)
-
-    sim = sub.add_parser("sim", help="run the simulated OpenAI/Anthropic/Gemini provider")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9100)
-    sim.add_argument(
-        "--latency",
-        default="fixed:50",
-        help="fixed:MS | uniform:LO,HI | normal:MEAN,SD | lognormal:MEDIAN,SIGMA",
-    )
-    sim.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
-    sim.add_argument(
-        "--hang-rate",
-        type=float,
-        default=0.0,
-        help="fraction held open unanswered until the client goes away",
-    )
-    sim.add_argument("--rate-limit-rate", type=float, default=0.0, help="fraction answered 429")
-    sim.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429 (s)")
-    sim.add_argument(
-        "--outage",
-        action="append",
-        default=[],
-        metavar="START:DURATION",
-        help="seconds after start; repeatable",
-    )
-    sim.add_argument("--outage-mode", choices=["error", "hang", "ratelimit"], default="error")
-    sim.add_argument("--stream-pace-ms", type=float, default=5.0, help="delay between chunks")
-    sim.add_argument("--require-key-env", help="env var holding the key clients must send")
-    sim.add_argument("--seed", type=int, help="seed for latency and error draws")
-    sim.set_defaults(func=_sim)
 
     val = sub.add_parser("validate", help="check a manifest; errors name the field")
     val.add_argument("manifest")
@@ -240,11 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--overwrite", action="store_true", help="replace data already there")
     rs.set_defaults(func=_redis_restore)
 
-    demo = sub.add_parser("demo", help="simulated providers + runtime + a workload with an outage")
-    demo.add_argument("--manifest", default="examples/local-agent.yaml")
-    demo.add_argument("--requests", type=int, default=300)
-    demo.add_argument("--concurrency", type=int, default=8)
-    demo.set_defaults(func=_demo)
+    # The developer commands (sim, demo) where swiftclaw_devtools is installed: a source
+    # checkout, not the runtime image.
+    try:
+        from swiftclaw_devtools.cli import add_commands
+    except ModuleNotFoundError as err:
+        if err.name != "swiftclaw_devtools":
+            raise
+    else:
+        add_commands(sub)
     return p
 
 

@@ -2,8 +2,8 @@
 
 Never from the config file, never logged. The operator mounts each provider's Secret key
 at ``<secrets dir>/providers/<provider>/apiKey`` and the API keys Secret at
-``<secrets dir>/api-keys/keys.yaml``; locally, ``apiKeyEnv`` names an environment
-variable and ``--api-keys`` names a file.
+``<secrets dir>/api-keys/keys.yaml`` (:mod:`.contract`); locally, ``apiKeyEnv`` names an
+environment variable and ``--api-keys`` names a file.
 """
 
 from __future__ import annotations
@@ -13,24 +13,31 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .config import ProviderSpec
-
-DEFAULT_SECRETS_DIR = "/var/run/secrets/swiftclaw"
-SECRETS_DIR_ENV = "SWIFTCLAW_SECRETS_DIR"
-API_KEYS_FILE_ENV = "SWIFTCLAW_API_KEYS_FILE"
+from .contract import (
+    API_KEYS_FILE,
+    API_KEYS_FILE_ENV,
+    PROVIDER_KEY_FILE,
+    SECRETS_DIR,
+    SECRETS_DIR_ENV,
+    api_keys_dir,
+    provider_key_dir,
+)
 
 
 def secrets_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    return Path(environ.get(SECRETS_DIR_ENV, DEFAULT_SECRETS_DIR))
+    return Path(environ.get(SECRETS_DIR_ENV, SECRETS_DIR))
 
 
 def provider_key_path(provider: str, environ: Mapping[str, str] = os.environ) -> Path:
-    return secrets_dir(environ) / "providers" / provider / "apiKey"
+    return Path(provider_key_dir(provider, str(secrets_dir(environ)))) / PROVIDER_KEY_FILE
 
 
 def api_keys_path(environ: Mapping[str, str] = os.environ) -> Path:
     """The API keys file: ``SWIFTCLAW_API_KEYS_FILE``, else the mounted Secret."""
     explicit = environ.get(API_KEYS_FILE_ENV)
-    return Path(explicit) if explicit else secrets_dir(environ) / "api-keys" / "keys.yaml"
+    if explicit:
+        return Path(explicit)
+    return Path(api_keys_dir(str(secrets_dir(environ)))) / API_KEYS_FILE
 
 
 def resolve_provider_key(spec: ProviderSpec, environ: Mapping[str, str] = os.environ) -> str | None:

@@ -21,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from .app import App
+from .contract import GC_TUNING_ENV
 from .runtime import Runtime
 
 log = logging.getLogger("swiftclaw.server")
@@ -71,7 +72,7 @@ def tune_gc() -> None:
     and the youngest generation is collected after 50 000 allocations instead of 700:
     a request allocates short-lived objects that reference counting frees anyway.
     """
-    if os.environ.get("SWIFTCLAW_GC_TUNING", "1") == "0":
+    if os.environ.get(GC_TUNING_ENV, "1") == "0":
         return
     gc.collect()
     gc.freeze()

@@ -15,8 +15,3 @@ def estimate_tokens(text: str) -> int:
     if not text:
         return 0
     return max(1, math.ceil(len(text) / 4))
-
-
-def estimate_message_tokens(texts: list[str]) -> int:
-    """Prompt tokens for a list of message texts, with OpenAI's ~4 tokens of framing each."""
-    return sum(estimate_tokens(t) + 4 for t in texts) + 2

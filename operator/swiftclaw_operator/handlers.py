@@ -22,6 +22,7 @@ from .metrics import ERRORS, RECONCILE_SECONDS, RECONCILES, serve_metrics
 from .reconcile import agent_from, reconcile
 from .resources import Settings
 from .resources.common import MANAGED_BY
+from .resources.registry import DEPLOYMENT, MONITORING_API, POD
 from .status import compute_status, status_changed, transitions
 
 log = logging.getLogger("swiftclaw.operator")
@@ -69,7 +70,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.batching.worker_limit = int(os.environ.get("SWIFTCLAW_WORKERS", "64"))
     STATE.kube = Kube(Credentials.load())
-    monitoring = await STATE.kube.has_group_version("monitoring.coreos.com/v1")
+    monitoring = await STATE.kube.has_group_version(MONITORING_API)
     STATE.settings = Settings.from_env(monitoring_available=monitoring)
     STATE.pending = {}
     port = int(os.environ.get("SWIFTCLAW_METRICS_PORT", "0") or 0)
@@ -145,14 +146,16 @@ def _owner_name(meta: kopf.Meta) -> str | None:
     return (meta.get("labels") or {}).get("app.kubernetes.io/instance")
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event(DEPLOYMENT.group, DEPLOYMENT.version, DEPLOYMENT.plural, labels=MANAGED)
 async def deployment_changed(meta: kopf.Meta, namespace: str | None, **_: Any) -> None:
     name = _owner_name(meta)
     if name and namespace:
         schedule_status(namespace, name)
 
 
-@kopf.on.event("", "v1", "pods", labels={**MANAGED, "app.kubernetes.io/component": "runtime"})
+@kopf.on.event(
+    POD.group, POD.version, POD.plural, labels={**MANAGED, "app.kubernetes.io/component": "runtime"}
+)
 async def pod_changed(meta: kopf.Meta, namespace: str | None, **_: Any) -> None:
     name = _owner_name(meta)
     if name and namespace:

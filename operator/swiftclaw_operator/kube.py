@@ -22,28 +22,10 @@ import orjson
 import yaml
 
 from .metrics import API_REQUESTS
+from .resources.registry import plural
 
 FIELD_MANAGER = "swiftclaw-operator"
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-PLURALS = {
-    "ConfigMap": "configmaps",
-    "Service": "services",
-    "Deployment": "deployments",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "NetworkPolicy": "networkpolicies",
-    "StatefulSet": "statefulsets",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "Secret": "secrets",
-    "CronJob": "cronjobs",
-    "ServiceMonitor": "servicemonitors",
-    "PrometheusRule": "prometheusrules",
-    "Pod": "pods",
-    "Event": "events",
-    "ReplicaSet": "replicasets",
-    "AgentDeployment": "agentdeployments",
-}
 
 
 class KubeError(Exception):
@@ -129,7 +111,7 @@ def path_of(
     subresource: str | None = None,
 ) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    out = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{PLURALS[kind]}"
+    out = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural(kind)}"
     if name:
         out += f"/{name}"
     if subresource:

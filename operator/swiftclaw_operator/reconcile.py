@@ -18,7 +18,7 @@ from typing import Any
 from .api import AgentDeploymentSpec
 from .kube import Kube
 from .metrics import CHILD_WRITES
-from .resources import Agent, Settings, build_children, create_only_children, monitoring, redis
+from .resources import Agent, Settings, build_children, create_only_children, registry
 from .resources.common import MANAGED_BY, SPEC_HASH
 
 log = logging.getLogger("swiftclaw.reconcile")
@@ -59,16 +59,10 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> str | N
 
 def unwanted_children(agent: Agent) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of optional children the spec no longer asks for."""
-    out: list[tuple[str, str, str]] = []
-    out += redis.unwanted(agent)
-    if agent.settings.monitoring_available and not agent.spec.monitoring.enabled:
-        out += [
-            (m["apiVersion"], m["kind"], m["metadata"]["name"])
-            for m in (
-                monitoring.build_service_monitor(agent),
-                monitoring.build_prometheus_rule(agent),
-            )
-        ]
+    out = []
+    for child in registry.unwanted_children(agent):
+        m = child.build(agent)
+        out.append((m["apiVersion"], m["kind"], m["metadata"]["name"]))
     return out
 
 

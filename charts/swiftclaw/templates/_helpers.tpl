@@ -14,3 +14,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: swiftclaw-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- /* The namespaces served, as a JSON list (empty: every namespace). The old single
+operator.watchNamespace is refused rather than ignored. */ -}}
+{{- define "swiftclaw.watchNamespaces" -}}
+{{- if hasKey .Values.operator "watchNamespace" -}}
+{{- fail "operator.watchNamespace is gone: set operator.watchNamespaces, a list" -}}
+{{- end -}}
+{{- $ns := .Values.operator.watchNamespaces | default list -}}
+{{- if not (kindIs "slice" $ns) -}}
+{{- fail "operator.watchNamespaces must be a list of namespace names" -}}
+{{- end -}}
+{{- $ns | uniq | toJson -}}
+{{- end -}}

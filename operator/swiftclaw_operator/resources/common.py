@@ -1,4 +1,7 @@
-"""What every child manifest shares: names, labels, the owner reference, a content hash."""
+"""What every child manifest shares: names, labels, the owner reference, a content hash.
+
+``RUNTIME_PORT`` and ``SECRETS_DIR`` come from the runtime's :mod:`swiftclaw_runtime.contract`.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,16 @@ from typing import Any
 
 import orjson
 
+# re-exported for the builders
+from swiftclaw_runtime.contract import RUNTIME_PORT as RUNTIME_PORT
+from swiftclaw_runtime.contract import SECRETS_DIR as SECRETS_DIR
+
 from ..api import API, KIND, AgentDeploymentSpec
 
 MANAGED_BY = "swiftclaw-operator"
 SPEC_HASH = "swiftclaw.dev/spec-hash"
 CONFIG_CHECKSUM = "swiftclaw.dev/config-checksum"
-RUNTIME_PORT = 8080
 REDIS_PORT = 6379
-SECRETS_DIR = "/var/run/secrets/swiftclaw"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from swiftclaw_runtime.contract import METRICS_PATH
+
 from .common import Agent, metadata, selector
 from .redis import backup_name
 
@@ -106,7 +108,7 @@ def build_service_monitor(agent: Agent) -> dict[str, Any]:
             "endpoints": [
                 {
                     "port": "http",
-                    "path": "/metrics",
+                    "path": METRICS_PATH,
                     "interval": agent.spec.monitoring.scrape_interval,
                 }
             ],

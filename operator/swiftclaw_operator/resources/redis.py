@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from swiftclaw_runtime import contract
+
 from .common import (
     REDIS_PORT,
     Agent,
@@ -35,7 +37,7 @@ BACKUP_UID = 10001  # the runtime image's user
 PASSWORD_KEY = "password"
 # redis-cli reads it, so the probes authenticate; the server gets it as --requirepass.
 PASSWORD_ENV = "REDISCLI_AUTH"
-RUNTIME_PASSWORD_ENV = "SWIFTCLAW_REDIS_PASSWORD"
+RUNTIME_PASSWORD_ENV = contract.REDIS_PASSWORD_ENV
 # maxmemory as a share of the container's memory limit. The rest is Redis's own overhead
 # (buffers, fragmentation) and, for the state instance, the copy-on-write pages of the
 # fork that writes a snapshot or rewrites the append-only file, and the backup's transfer.
@@ -270,10 +272,12 @@ def s3_env(agent: Agent) -> list[dict[str, Any]]:
 
 def build_backup_cronjob(agent: Agent) -> dict[str, Any]:
     """``swiftclaw redis-backup`` (the runtime image) on schedule: an RDB snapshot of the
-    state instance uploaded to object storage, the retention applied."""
+    state instance uploaded to object storage, the retention applied. Without
+    ``backup`` in the spec, only its identity (what pruning needs)."""
     backup = agent.spec.cache.redis.backup
-    assert backup is not None
     meta = metadata(agent, backup_name(agent), BACKUP_COMPONENT)
+    if backup is None:
+        return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta}
     args = ["redis-backup", *s3_args(agent), "--keep", str(backup.keep)]
     if backup.max_age_days is not None:
         args += ["--max-age-days", str(backup.max_age_days)]
@@ -282,11 +286,11 @@ def build_backup_cronjob(agent: Agent) -> dict[str, Any]:
         "name": "backup",
         "image": rt.image,
         "imagePullPolicy": rt.image_pull_policy,
-        "command": ["swiftclaw"],
+        "command": [contract.COMMAND],
         "args": [*args, "--work-dir", "/tmp"],
         "env": [
             password_env(RUNTIME_PASSWORD_ENV, agent),
-            {"name": "SWIFTCLAW_REDIS_STATE_URL", "value": url(agent, "state")},
+            {"name": contract.REDIS_STATE_URL_ENV, "value": url(agent, "state")},
             *s3_env(agent),
         ],
         "securityContext": restricted_container_security(),
@@ -319,35 +323,3 @@ def build_backup_cronjob(agent: Agent) -> dict[str, Any]:
             },
         },
     }
-
-
-def build_children(agent: Agent) -> list[dict[str, Any]]:
-    """The managed Redis's children, in the order to apply them (the Secret aside)."""
-    out: list[dict[str, Any]] = []
-    for role in ROLES:
-        out += [
-            build_network_policy(agent, role),
-            build_service(agent, role),
-            build_statefulset(agent, role),
-        ]
-    if agent.spec.cache.redis.backup is not None:
-        out.append(build_backup_cronjob(agent))
-    return out
-
-
-def unwanted(agent: Agent) -> list[tuple[str, str, str]]:
-    """(apiVersion, kind, name) of the managed Redis's children this spec does not want."""
-    # <agent>-redis: the single instance of earlier versions, replaced by cache and state
-    names = [agent.redis_name]
-    if agent.spec.cache.redis.mode != "managed":
-        names += [instance_name(agent, r) for r in ROLES]
-    out: list[tuple[str, str, str]] = []
-    for name in names:
-        out += [
-            ("networking.k8s.io/v1", "NetworkPolicy", name),
-            ("v1", "Service", name),
-            ("apps/v1", "StatefulSet", name),
-        ]
-    if agent.spec.cache.redis.mode != "managed" or agent.spec.cache.redis.backup is None:
-        out.append(("batch/v1", "CronJob", backup_name(agent)))
-    return out

@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from swiftclaw_runtime import contract
 from swiftclaw_runtime.config import render_runtime_config
 
 from . import redis as redis_resources
@@ -22,7 +23,7 @@ from .common import (
 )
 
 COMPONENT = "runtime"
-CONFIG_FILE = "config.yaml"
+CONFIG_FILE = contract.CONFIG_FILE
 RUNTIME_UID = 10001
 
 
@@ -50,13 +51,15 @@ def _secret_mounts(agent: Agent) -> tuple[list[dict[str, Any]], list[dict[str, A
                 "name": vol,
                 "secret": {
                     "secretName": p.api_key_secret_ref.name,
-                    "items": [{"key": p.api_key_secret_ref.key, "path": "apiKey"}],
+                    "items": [
+                        {"key": p.api_key_secret_ref.key, "path": contract.PROVIDER_KEY_FILE}
+                    ],
                     "defaultMode": 0o440,
                 },
             }
         )
         mounts.append(
-            {"name": vol, "mountPath": f"{SECRETS_DIR}/providers/{p.name}", "readOnly": True}
+            {"name": vol, "mountPath": contract.provider_key_dir(p.name), "readOnly": True}
         )
     ref = agent.spec.auth.api_keys_secret_ref
     if ref is not None:
@@ -65,33 +68,33 @@ def _secret_mounts(agent: Agent) -> tuple[list[dict[str, Any]], list[dict[str, A
                 "name": "api-keys",
                 "secret": {
                     "secretName": ref.name,
-                    "items": [{"key": ref.key, "path": "keys.yaml"}],
+                    "items": [{"key": ref.key, "path": contract.API_KEYS_FILE}],
                     "defaultMode": 0o440,
                 },
             }
         )
         mounts.append(
-            {"name": "api-keys", "mountPath": f"{SECRETS_DIR}/api-keys", "readOnly": True}
+            {"name": "api-keys", "mountPath": contract.api_keys_dir(), "readOnly": True}
         )
     return volumes, mounts
 
 
 def _env(agent: Agent) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "SWIFTCLAW_SECRETS_DIR", "value": SECRETS_DIR},
-        {"name": "SWIFTCLAW_LOG_FORMAT", "value": "json"},
+        {"name": contract.SECRETS_DIR_ENV, "value": SECRETS_DIR},
+        {"name": contract.LOG_FORMAT_ENV, "value": "json"},
     ]
     redis = agent.spec.cache.redis
     if redis.mode == "managed":
         env += [
-            redis_resources.password_env(redis_resources.RUNTIME_PASSWORD_ENV, agent),
-            {"name": "SWIFTCLAW_REDIS_URL", "value": redis_resources.url(agent, "cache")},
-            {"name": "SWIFTCLAW_REDIS_STATE_URL", "value": redis_resources.url(agent, "state")},
+            redis_resources.password_env(contract.REDIS_PASSWORD_ENV, agent),
+            {"name": contract.REDIS_URL_ENV, "value": redis_resources.url(agent, "cache")},
+            {"name": contract.REDIS_STATE_URL_ENV, "value": redis_resources.url(agent, "state")},
         ]
     elif redis.mode == "external":
         for name, ref in (
-            ("SWIFTCLAW_REDIS_URL", redis.url_secret_ref),
-            ("SWIFTCLAW_REDIS_STATE_URL", redis.state_url_secret_ref),
+            (contract.REDIS_URL_ENV, redis.url_secret_ref),
+            (contract.REDIS_STATE_URL_ENV, redis.state_url_secret_ref),
         ):
             if ref is not None:
                 env.append(
@@ -126,45 +129,36 @@ def build_deployment(agent: Agent, configmap: dict[str, Any]) -> dict[str, Any]:
         "name": "runtime",
         "image": rt.image,
         "imagePullPolicy": rt.image_pull_policy,
-        "command": ["swiftclaw"],
-        "args": [
-            "run",
-            f"/etc/swiftclaw/{CONFIG_FILE}",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(RUNTIME_PORT),
-            "--drain-seconds",
-            str(rt.drain_seconds),
-            "--grace-seconds",
-            str(rt.grace_seconds),
-            "--log-level",
-            rt.log_level,
-        ],
+        "command": [contract.COMMAND],
+        "args": contract.run_args(
+            drain_seconds=rt.drain_seconds,
+            grace_seconds=rt.grace_seconds,
+            log_level=rt.log_level,
+        ),
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
         "env": _env(agent),
         "resources": _resources(agent),
         "startupProbe": {
-            "httpGet": {**http_get, "path": "/healthz"},
+            "httpGet": {**http_get, "path": contract.HEALTH_PATH},
             "periodSeconds": 2,
             "failureThreshold": 30,
             "timeoutSeconds": 2,
         },
         "livenessProbe": {
-            "httpGet": {**http_get, "path": "/healthz"},
+            "httpGet": {**http_get, "path": contract.HEALTH_PATH},
             "periodSeconds": 10,
             "failureThreshold": 3,
             "timeoutSeconds": 2,
         },
         "readinessProbe": {
-            "httpGet": {**http_get, "path": "/readyz"},
+            "httpGet": {**http_get, "path": contract.READY_PATH},
             "periodSeconds": 5,
             "failureThreshold": 2,
             "timeoutSeconds": 2,
         },
         "securityContext": restricted_container_security(),
         "volumeMounts": [
-            {"name": "config", "mountPath": "/etc/swiftclaw", "readOnly": True},
+            {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
             *secret_mounts,
         ],

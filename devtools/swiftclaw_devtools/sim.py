@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 import orjson
 
-from .asgi import Receive, Scope, Send, send_body, start_event_stream
-from .embeddings import embeddings_body
-from .providers.shapes import (
+from swiftclaw_runtime.asgi import Receive, Scope, Send, send_body, start_event_stream
+from swiftclaw_runtime.embeddings import embeddings_body
+from swiftclaw_runtime.providers.shapes import (
     chunk_body,
     completion_body,
     completion_id,
@@ -40,10 +40,11 @@ from .providers.shapes import (
     tool_call_delta,
     usage_chunk,
 )
+from swiftclaw_runtime.sse import DONE, encode_event
+from swiftclaw_runtime.tokens import estimate_tokens
+
 from .sim_agent import SimCall, Turn, anthropic_turn, decide, gemini_turn, openai_turn
 from .sim_images import seen_images
-from .sse import DONE, encode_event
-from .tokens import estimate_message_tokens, estimate_tokens
 
 _VOCABULARY = (
     "agents answer quickly when the runtime routes each request to the cheapest model that "
@@ -52,6 +53,11 @@ _VOCABULARY = (
 )
 WORDS = _VOCABULARY.split()
 MODES = ("normal", "error", "ratelimit", "hang", "cutoff")
+
+
+def estimate_message_tokens(texts: list[str]) -> int:
+    """Prompt tokens for a list of message texts, with OpenAI's ~4 tokens of framing each."""
+    return sum(estimate_tokens(t) + 4 for t in texts) + 2
 
 
 def parse_latency(spec: str) -> Callable[[random.Random], float]:

@@ -36,7 +36,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from .config import load_config
+from swiftclaw_runtime.config import load_config
+
 from .processes import Proc, free_port, sim_control, start_runtime, start_sim
 
 DEMO_KEY = "sk-demo-alice-0001"

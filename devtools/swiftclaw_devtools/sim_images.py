@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
-from .images import MEDIA_TYPES, sniff
+from swiftclaw_runtime.images import MEDIA_TYPES, sniff
 
 
 def _inline(media_type: Any, data: Any) -> str:

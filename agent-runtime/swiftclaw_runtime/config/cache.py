@@ -1,0 +1,150 @@
+"""The caches (exact, semantic, in-process) and the Redis that holds the shared state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .base import URL_PATTERN, Model, Name, SecretKeyRef
+from .rules import holds
+
+
+class ExactCacheSpec(Model):
+    """Answers replayed for requests identical in everything that changes the answer.
+
+    ``cacheable: deterministic`` (the default) caches only requests whose sampling makes
+    a repeat the expected answer: ``temperature`` at most ``maxTemperature``, or a
+    ``seed``. A request that leaves ``temperature`` out samples at the provider's
+    default (1.0 for OpenAI) and asked for variety, so it is not cached.
+    ``always`` caches every request.
+    """
+
+    enabled: bool = True
+    ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 3600
+    cacheable: Literal["deterministic", "always"] = "deterministic"
+    max_temperature: Annotated[float, Field(ge=0, le=2)] = 0.3
+
+
+class SemanticEmbeddingsSpec(Model):
+    """Where question embeddings come from: the bundled all-MiniLM-L6-v2 (``local``, on
+    the pod's CPU, offline) or a declared OpenAI-compatible provider's ``/embeddings``."""
+
+    provider: Name | None = None
+    model: Annotated[str, Field(min_length=1, max_length=253)] = "text-embedding-3-small"
+    timeout_ms: Annotated[int, Field(ge=10, le=30_000, alias="timeoutMs")] = 1000
+
+
+class SemanticCacheSpec(Model):
+    """Answers reused for a question that means the same as a cached one.
+
+    A candidate must reach ``threshold`` (cosine similarity) *and* pass the verification
+    stage (numbers, negations, antonyms, entity order, dates, products, language), which
+    rejects the near-misses that embeddings score at 0.93-0.99. When every model of a tier
+    has failed, a cached answer up to ``staleTTLSeconds`` old at ``degradeThreshold`` (also
+    verified) is served instead of the 503, marked ``stale-similar``.
+    """
+
+    enabled: bool = False
+    ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 1800
+    threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.75
+    verify: bool = True
+    degrade_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.7
+    stale_ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000, alias="staleTTLSeconds")] = 86_400
+    embeddings: SemanticEmbeddingsSpec = SemanticEmbeddingsSpec()
+
+
+class LocalCacheSpec(Model):
+    """Bounds of the in-process cache (``redis.mode: none``), per replica."""
+
+    max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    max_bytes: Annotated[int, Field(ge=1024, le=68_719_476_736)] = 64 * 1024 * 1024
+
+
+class RedisS3Spec(Model):
+    """S3-compatible object storage for the managed Redis's backups. The Secret
+    ``credentialsSecretName`` holds the keys ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``."""
+
+    endpoint: Annotated[str | None, Field(max_length=2048, pattern=URL_PATTERN)] = None
+    bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+    # default: <namespace>/<agent name>
+    prefix: Annotated[str | None, Field(max_length=512, pattern=r"^[-._/a-zA-Z0-9]+$")] = None
+    region: Annotated[str, Field(min_length=1, max_length=64)] = "us-east-1"
+    credentials_secret_name: Name
+
+
+class RedisBackupSpec(Model):
+    """RDB snapshots of the state instance uploaded on a schedule, the newest ``keep`` kept
+    (and none older than ``maxAgeDays`` when set)."""
+
+    schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
+    keep: Annotated[int, Field(ge=1, le=1000)] = 7
+    max_age_days: Annotated[int | None, Field(ge=1, le=3650)] = None
+    s3: RedisS3Spec
+
+
+RedisMemory = Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi)$", max_length=16)]
+
+
+class RedisSpec(Model):
+    """Where the shared state lives: a Redis the operator runs, an external one, or none.
+
+    Managed: two instances, a cache (``allkeys-lru``, evictable: the response caches and
+    stored responses) and a state one (``noeviction``, persisted: rate-limit counters and
+    budget spend), each with a password from a generated Secret."""
+
+    rules = (
+        holds(
+            "!has(self.mode) || self.mode != 'external' || has(self.urlSecretRef)",
+            "required when mode is external",
+            ".urlSecretRef",
+            lambda s: s.mode != "external" or s.url_secret_ref is not None,
+        ),
+        holds(
+            "!has(self.urlSecretRef) || (has(self.mode) && self.mode == 'external')",
+            "only allowed when mode is external",
+            ".urlSecretRef",
+            lambda s: s.url_secret_ref is None or s.mode == "external",
+        ),
+        holds(
+            "!has(self.stateUrlSecretRef) || (has(self.mode) && self.mode == 'external')",
+            "only allowed when mode is external",
+            ".stateUrlSecretRef",
+            lambda s: s.state_url_secret_ref is None or s.mode == "external",
+        ),
+        holds(
+            "!has(self.backup) || !has(self.mode) || self.mode == 'managed'",
+            "only allowed when mode is managed",
+            ".backup",
+            lambda s: s.backup is None or s.mode == "managed",
+        ),
+    )
+
+    mode: Literal["managed", "external", "none"] = "managed"
+    url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="urlSecretRef")] = None
+    # external: the Redis for counters and spend, run with maxmemory-policy noeviction;
+    # without it they share urlSecretRef's Redis, which must then be noeviction itself.
+    state_url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="stateUrlSecretRef")] = None
+    # Without Redis (mode none, or while it is unreachable) limits and budgets are counted
+    # in each replica, each enforcing 1/fallbackReplicas of every limit and cap: set it to
+    # the replicas you usually run. A manifest field rather than the live replica count, so
+    # that scaling never rolls the pods; a fleet larger than this lets more through while
+    # Redis is away, a smaller one less.
+    fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
+    # managed: each instance's memory limit; maxmemory is a fraction of it.
+    cache_memory: RedisMemory = "512Mi"
+    state_memory: RedisMemory = "256Mi"
+    backup: RedisBackupSpec | None = None
+    # managed: the state instance's volume and password are kept when the agent is deleted
+    # or the mode changes, unless this is true.
+    delete_data_with_agent: bool = False
+
+
+class CacheSpec(Model):
+    exact: ExactCacheSpec = ExactCacheSpec()
+    semantic: SemanticCacheSpec = SemanticCacheSpec()
+    redis: RedisSpec = RedisSpec()
+    # An answer larger than this is not stored (one huge answer must not evict the rest).
+    max_entry_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    local: LocalCacheSpec = LocalCacheSpec()
