@@ -116,12 +116,18 @@ def test_cache_evicts_past_maxmemory_and_state_keeps_every_counter(
 
     # The state instance, filled with big values past its maxmemory, refuses the write
     # (the runtime then counts in-process) and drops nothing.
+    fillers = 0
     with pytest.raises(redis.exceptions.OutOfMemoryError):
-        for i in range(10_000):
-            state.set(f"filler:{i}", value)
+        for fillers in range(10_000):
+            state.set(f"filler:{fillers}", value)
     assert state.info()["evicted_keys"] == 0
     got = state.mget([f"sc:{{tests/agent}}:rl:user-{i}" for i in range(counters)])
     assert [int(v) for v in got] == [i + 1 for i in range(counters)]
+    print(
+        f"cache: {written} entries of 16 KiB written, {info['evicted_keys']} evicted, "
+        f"used_memory {info['used_memory']} of maxmemory {limit}; state: {counters} counters "
+        f"kept, writes refused (OOM) after {fillers} fillers of 16 KiB"
+    )
 
 
 def test_runtime_keeps_counters_in_state_and_cache_entries_in_cache(
