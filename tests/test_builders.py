@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from swiftclaw_operator.api import MAX_NAME_LENGTH
 from swiftclaw_operator.reconcile import agent_from, contains, needs_apply, unwanted_children
 from swiftclaw_operator.resources import Agent, Settings, build_children, create_only_children
 from swiftclaw_operator.resources.common import CONFIG_CHECKSUM, SPEC_HASH
@@ -474,6 +475,28 @@ def test_children_are_owned_labelled_and_hashed() -> None:
         assert len(meta["annotations"][SPEC_HASH]) == 16, ref
 
 
+# Kubernetes' own name limits: a CronJob's Jobs append 11 characters to its 63; a
+# StatefulSet's pods carry a controller-revision-hash label of the name plus 11 characters.
+NAME_LIMITS = {"CronJob": 52, "StatefulSet": 52}
+
+
+def test_the_longest_allowed_name_fits_every_child() -> None:
+    spec = base_spec()
+    for name_length, fits in ((MAX_NAME_LENGTH, True), (MAX_NAME_LENGTH + 1, False)):
+        body = {
+            "metadata": {"name": "a" * name_length, "namespace": "team", "uid": "uid-1"},
+            "spec": spec,
+        }
+        kids = build_children(agent_from(body, SETTINGS))
+        assert any(k["kind"] == "CronJob" for k in kids)
+        too_long = [
+            f"{k['kind']}/{k['metadata']['name']}"
+            for k in kids
+            if len(k["metadata"]["name"]) > NAME_LIMITS.get(k["kind"], 63)
+        ]
+        assert (not too_long) == fits, too_long
+
+
 def test_deployment_is_hardened_probed_and_rolls_safely() -> None:
     dep = build(base_spec())["Deployment/agent"]
     spec = dep["spec"]
@@ -556,6 +579,7 @@ def test_the_pod_follows_the_runtime_contract() -> None:
     assert json.loads(image["ENTRYPOINT"]) == c["command"]
     assert json.loads(image["CMD"]) == contract.run_args() == c["args"][:6]
     assert image["EXPOSE"] == str(contract.RUNTIME_PORT)
+
 
 def test_secrets_are_mounted_never_copied() -> None:
     kids = build(base_spec())
