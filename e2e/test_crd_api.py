@@ -92,5 +92,6 @@ def test_redis_storage_cannot_change_once_set(cluster: Cluster, crd_ns: str) -> 
     stored = cluster.get("agentdeployment", "storage", "-n", crd_ns)["spec"]["cache"]["redis"]
     assert (stored["storage"], stored["backupSchedule"]) == (size, "0 4 * * *")
     # Leaving managed mode (the StatefulSet goes) may drop the size back to its default.
-    assert patch({"mode": "none", "storage": None}).returncode == 0
+    left = patch({"mode": "none", "storage": None, "backup": None})
+    assert left.returncode == 0, left.stderr
     cluster.kubectl("delete", "agentdeployment", "storage", "-n", crd_ns)

@@ -30,10 +30,12 @@ EXPECTED = {
     "Deployment/{n}",
     "HorizontalPodAutoscaler/{n}",
     "PodDisruptionBudget/{n}",
-    "NetworkPolicy/{n}-redis",
-    "Service/{n}-redis",
-    "StatefulSet/{n}-redis",
-    "PersistentVolumeClaim/{n}-redis-backups",
+    "NetworkPolicy/{n}-redis-cache",
+    "Service/{n}-redis-cache",
+    "StatefulSet/{n}-redis-cache",
+    "NetworkPolicy/{n}-redis-state",
+    "Service/{n}-redis-state",
+    "StatefulSet/{n}-redis-state",
     "CronJob/{n}-redis-backup",
 }
 
@@ -85,8 +87,6 @@ def test_example_gets_owned_children_and_truthful_status(
     kids = all_children(cluster, ns, "agent")
     assert set(kids) == expected("agent")
     for ref, obj in kids.items():
-        if ref.startswith("PersistentVolumeClaim/") and "backups" not in ref:
-            continue  # the StatefulSet's own claims belong to the StatefulSet
         owners = obj["metadata"]["ownerReferences"]
         assert owners == [
             {
@@ -216,6 +216,41 @@ def test_delete_garbage_collects_every_child(cluster: Cluster, operator: Operato
     assert not cluster.get("pods", "-n", ns)["items"] or wait_for(
         "pods gone", lambda: not cluster.get("pods", "-n", ns)["items"], timeout=60
     )
+
+
+def test_redis_mode_change_and_deletion_keep_the_state_volume_and_password(
+    cluster: Cluster, operator: Operator, ns: str
+) -> None:
+    doc = example("agent")
+    apply(cluster, ns, doc)
+    all_children(cluster, ns, "agent")
+
+    def state_claim() -> dict | None:
+        out = cluster.kubectl(
+            "get", "pvc", "data-agent-redis-state-0", "-n", ns, "-o", "json", check=False
+        )
+        return json.loads(out) if out.startswith("{") else None
+
+    claim = wait_for("the state instance's claim", state_claim, timeout=60)
+    assert not claim["metadata"].get("ownerReferences")
+    secret = cluster.kubectl("get", "secret", "agent-redis-auth", "-n", ns, "-o", "name")
+    assert secret.strip() == "secret/agent-redis-auth"
+
+    doc["spec"]["cache"]["redis"] = {"mode": "none"}
+    apply(cluster, ns, doc)
+    wait_for(
+        "the managed Redis pruned",
+        lambda: not any("redis" in ref for ref in children(cluster, ns, "agent")),
+        timeout=60,
+    )
+    kept = cluster.get("pvc", "data-agent-redis-state-0", "-n", ns)
+    assert kept["metadata"]["uid"] == claim["metadata"]["uid"]
+
+    cluster.kubectl("delete", "agentdeployment", "agent", "-n", ns, "--wait=true")
+    wait_for("every child gone", lambda: not children(cluster, ns, "agent"), timeout=90)
+    kept = cluster.get("pvc", "data-agent-redis-state-0", "-n", ns)
+    assert kept["metadata"]["uid"] == claim["metadata"]["uid"]
+    assert cluster.kubectl("get", "secret", "agent-redis-auth", "-n", ns, "-o", "name").strip()
 
 
 def test_operator_killed_mid_reconcile_converges(

@@ -112,7 +112,7 @@ def test_storage_change_is_degraded_once_and_backs_off(
     apply(cluster, ns, doc)
     wait_for(
         "the Redis StatefulSet",
-        lambda: "disk-redis" in cluster.kubectl("get", "statefulsets", "-n", ns, "-o", "name"),
+        lambda: "disk-redis-state" in cluster.kubectl("get", "sts", "-n", ns, "-o", "name"),
         30,
     )
     cluster.kubectl("delete", "agentdeployment", "disk", "-n", ns, "--cascade=orphan")
@@ -123,11 +123,11 @@ def test_storage_change_is_degraded_once_and_backs_off(
     apply(cluster, ns, doc)
     body = wait_condition(cluster, ns, "disk", "Degraded", "True", "ImmutableField", timeout=30)
     message = condition(body, "Degraded")["message"]
-    assert 'StatefulSet.apps "disk-redis" is invalid' in message, message
+    assert 'StatefulSet.apps "disk-redis-state" is invalid' in message, message
     assert "Forbidden: updates to statefulset spec" in message, message
     assert_backs_off(operator, before, started, watch=10)
     one_event(cluster, ns, "disk", "ImmutableField")
-    sts = cluster.get("statefulset", "disk-redis", "-n", ns)
+    sts = cluster.get("statefulset", "disk-redis-state", "-n", ns)
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
     assert claim == size  # untouched
     assert "retrying in 4s" in operator.log()  # the back-off reached its cap

@@ -37,6 +37,7 @@ from .kubeapi import DIALED, KubeAPI, pod_ready
 from .netwatch import ConnectionWatch
 from .operator import Operator, condition, install_crd, wait_condition
 from .podrunner import NAMESPACE_PREFIX, POD_NETWORK, PodRunner
+from .seaweedfs import SeaweedS3, seaweed_s3
 
 API_KEY = "sk-podrun-0123456789"
 UPSTREAM_KEY = "upstream-key-podrun"
@@ -44,6 +45,8 @@ OLD_PROMPT = "Answer briefly."
 NEW_PROMPT = "You are the rolled-out agent: answer briefly, kindly, and in plain words. " * 3
 RUNTIME = {"app.kubernetes.io/instance": "agent", "app.kubernetes.io/component": "runtime"}
 RUNBOOK = REPO / "docs" / "runbooks" / "redis-backup-restore.md"
+ROLES = ("cache", "state")
+BUCKET = "swiftclaw-backups"
 
 
 @pytest.fixture(scope="module")
@@ -242,8 +245,8 @@ def test_pods_run_as_processes_become_ready_through_probes_and_serve(
 ) -> None:
     runtime = [p for p in pods(api, ns, RUNTIME) if pod_ready(p)]
     assert len(runtime) == 2
-    redis_pod = api.get(f"/api/v1/namespaces/{ns}/pods/agent-redis-0")
-    for pod in [*runtime, redis_pod]:
+    redis_pods = [api.get(f"/api/v1/namespaces/{ns}/pods/agent-redis-{r}-0") for r in ROLES]
+    for pod in [*runtime, *redis_pods]:
         ip = pod["status"]["podIP"]
         assert ipaddress.ip_address(ip) in POD_NETWORK, ip
         cs = pod["status"]["containerStatuses"][0]
@@ -389,9 +392,13 @@ def health(ip: str) -> dict[str, Any]:
         return dict(json.loads(err.read()))
 
 
-def redis_pod(api: KubeAPI, ns: str, not_uid: str | None = None) -> dict[str, Any]:
+def redis_pod(
+    api: KubeAPI, ns: str, not_uid: str | None = None, agent: str = "agent"
+) -> dict[str, Any]:
+    """The ready pod of the agent's state instance (the one with a volume)."""
+
     def probe() -> dict[str, Any] | None:
-        pod = api.get(f"/api/v1/namespaces/{ns}/pods/agent-redis-0")
+        pod = api.get(f"/api/v1/namespaces/{ns}/pods/{agent}-redis-state-0")
         if pod and pod["metadata"]["uid"] != not_uid and pod_ready(pod):
             return dict(pod)
         return None
@@ -401,27 +408,39 @@ def redis_pod(api: KubeAPI, ns: str, not_uid: str | None = None) -> dict[str, An
 
 def restart_redis(cluster: Cluster, api: KubeAPI, ns: str) -> dict[str, Any]:
     old = redis_pod(api, ns)
-    cluster.kubectl("delete", "pod", "agent-redis-0", "-n", ns, "--wait=false")
+    cluster.kubectl("delete", "pod", "agent-redis-state-0", "-n", ns, "--wait=false")
     return redis_pod(api, ns, not_uid=old["metadata"]["uid"])
 
 
-def connect(pod: dict[str, Any]) -> redis.Redis:
-    return redis.Redis(host=pod["status"]["podIP"], port=6379, socket_timeout=5)
+def redis_password(api: KubeAPI, ns: str, agent: str = "agent") -> str:
+    """The password the operator generated (read here as an admin; the operator never does)."""
+    secret = api.get(f"/api/v1/namespaces/{ns}/secrets/{agent}-redis-auth")
+    return base64.b64decode(secret["data"]["password"]).decode()
+
+
+def connect(pod: dict[str, Any], password: str | None) -> redis.Redis:
+    return redis.Redis(host=pod["status"]["podIP"], port=6379, password=password, socket_timeout=5)
 
 
 def test_redis_pod_deleted_comes_back_with_its_data_and_the_runtime_reconnects(
     cluster: Cluster, api: KubeAPI, runner: PodRunner, ns: str, balancer: PodBalancer
 ) -> None:
     first = redis_pod(api, ns)
+    password = redis_password(api, ns)
+    with pytest.raises(redis.AuthenticationError):  # no password, no access
+        connect(first, None).set("podrun:no-password", "x")
     value = uuid.uuid4().hex
-    connect(first).set("podrun:before-restart", value)
+    connect(first, password).set("podrun:before-restart", value)
     runtime_ips = balancer.ready()
-    assert all(health(ip)["checks"]["redis"]["status"] == "ok" for ip in runtime_ips)
+    for ip in runtime_ips:  # the runtime reached both with the password of the Secret
+        checks = health(ip)["checks"]
+        assert checks["redis"]["status"] == checks["redisState"]["status"] == "ok", checks
 
     second = restart_redis(cluster, api, ns)
-    new = connect(second)
+    new = connect(second, password)
     assert new.get("podrun:before-restart") == value.encode()
-    assert runner.volume_of_claim(ns, "data-agent-redis-0").joinpath("appendonlydir").is_dir()
+    volume = runner.volume_of_claim(ns, "data-agent-redis-state-0")
+    assert volume.joinpath("appendonlydir").is_dir()
 
     # Each runtime pod reaches the new Redis process by itself, through the Service: once
     # its cached report (2 s) has expired, its next check connects to the new server.
@@ -429,79 +448,127 @@ def test_redis_pod_deleted_comes_back_with_its_data_and_the_runtime_reconnects(
     time.sleep(2.2)
     wait_for(
         "every runtime pod's Redis check to be ok again",
-        lambda: all(health(ip)["checks"]["redis"]["status"] == "ok" for ip in runtime_ips),
+        lambda: all(health(ip)["checks"]["redisState"]["status"] == "ok" for ip in runtime_ips),
         timeout=30,
     )
     assert new.info("stats")["total_connections_received"] - before >= len(runtime_ips)
 
 
-def runbook_manifest(agent: str, backup: str) -> dict[str, Any]:
-    """The restore Pod exactly as the runbook gives it, with its two placeholders filled."""
+def runbook_manifests(values: dict[str, str]) -> list[dict[str, Any]]:
+    """The restore claim and Job exactly as the runbook gives them, its placeholders filled
+    as its sed does."""
     text = RUNBOOK.read_text()
     m = re.search(r"<<'EOF'.*?\n(.*?)\n\s*EOF\n", text, re.S)
     assert m, "no manifest in the runbook"
     lines = m.group(1).splitlines()
     indent = len(lines[0]) - len(lines[0].lstrip())
     body = "\n".join(line[indent:] for line in lines)
-    # The runbook's sed: s/AGENT_NAME/$AGENT/g, s/BACKUP_FILE/$BACKUP/g
-    return dict(yaml.safe_load(body.replace("AGENT_NAME", agent).replace("BACKUP_FILE", backup)))
+    for placeholder, value in values.items():
+        assert placeholder in body, placeholder
+        body = body.replace(placeholder, value)
+    return [d for d in yaml.safe_load_all(body) if d]
 
 
-def test_backup_job_writes_a_dump_that_the_runbook_restores(
-    cluster: Cluster, api: KubeAPI, runner: PodRunner, ns: str
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    with seaweed_s3(tmp_path_factory.mktemp("seaweedfs"), (BUCKET,)) as server:
+        yield server
+
+
+def keeper_doc(sim: Proc, s3: SeaweedS3) -> dict[str, Any]:
+    """An agent of one runtime pod whose Redis is backed up to the local SeaweedFS."""
+    doc = agent_doc(sim, min_replicas=1)
+    doc["metadata"] = {"name": "keeper"}
+    doc["spec"]["cache"]["redis"]["backup"] = {
+        "schedule": "0 3 * * *",
+        "keep": 3,
+        "s3": {"endpoint": s3.endpoint, "bucket": BUCKET, "credentialsSecretName": "s3-creds"},
+    }
+    return doc
+
+
+def test_backup_lands_in_s3_and_the_runbook_restores_it_after_the_agent_is_deleted(
+    cluster: Cluster, api: KubeAPI, runner: PodRunner, ns: str, sim: Proc, s3: SeaweedS3
 ) -> None:
-    r = connect(redis_pod(api, ns))
-    value = uuid.uuid4().hex
-    r.set("podrun:backed-up", value)
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-creds",
+        "-n",
+        ns,
+        *(f"--from-literal={k}={v}" for k, v in s3.env().items()),
+    )
+    doc = keeper_doc(sim, s3)
+    apply(cluster, ns, doc)
+    pod = redis_pod(api, ns, agent="keeper")
+    password = redis_password(api, ns, "keeper")
+    r = connect(pod, password)
+    spend = {f"sc:{{{ns}/keeper}}:spend:user-{i}": str(i * 3) for i in range(200)}
+    r.mset(spend)
 
-    cluster.kubectl("create", "job", "-n", ns, "--from=cronjob/agent-redis-backup", "backup-now")
+    cluster.kubectl("create", "job", "-n", ns, "--from=cronjob/keeper-redis-backup", "keep-now")
     wait_for(
         "the backup job to complete",
         lambda: (
-            (api.get(f"/apis/batch/v1/namespaces/{ns}/jobs/backup-now")["status"]).get("succeeded")
+            api.get(f"/apis/batch/v1/namespaces/{ns}/jobs/keep-now")["status"].get("succeeded") == 1
+        ),
+        timeout=90,
+    )
+    keys = s3.keys(BUCKET, f"{ns}/keeper/")
+    assert len(keys) == 1 and keys[0].startswith(f"{ns}/keeper/redis-state-"), keys
+    snapshot = s3.client().get_object(Bucket=BUCKET, Key=keys[0])["Body"].read()
+    assert snapshot.startswith(b"REDIS")
+
+    # The agent goes: its StatefulSets go, the claim and the password stay (the default).
+    claims = f"/api/v1/namespaces/{ns}/persistentvolumeclaims"
+    cluster.kubectl("delete", "agentdeployment", "keeper", "-n", ns, "--wait=false")
+    wait_for(
+        "the keeper's Redis pods to end",
+        lambda: not pods(api, ns, {"app.kubernetes.io/instance": "keeper"}),
+        timeout=90,
+    )
+    wait_for(
+        "the keeper's StatefulSets to go",
+        lambda: not api.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/keeper-redis-state"),
+        timeout=60,
+    )
+    claim = api.get(f"{claims}/data-keeper-redis-state-0")
+    assert claim is not None and not claim["metadata"].get("ownerReferences"), claim
+    assert redis_password(api, ns, "keeper") == password
+    # The disaster: the volume is lost as well.
+    cluster.kubectl("delete", "pvc", "data-keeper-redis-state-0", "-n", ns, "--wait=false")
+    wait_for("the claim to go", lambda: not api.get(f"{claims}/data-keeper-redis-state-0"))
+
+    values = {
+        "AGENT_NAME": "keeper",
+        "STORAGE_SIZE": "1Gi",
+        "RUNTIME_IMAGE": "ghcr.io/swiftclaw/agent-runtime:0.1.0",
+        "S3_BUCKET": BUCKET,
+        "S3_PREFIX": f"{ns}/keeper",
+        "S3_ENDPOINT": s3.endpoint,
+        "S3_REGION": "us-east-1",
+        "S3_CREDENTIALS": "s3-creds",
+        "SNAPSHOT_KEY": "",  # the newest
+    }
+    for manifest in runbook_manifests(values):
+        cluster.apply(yaml.safe_dump(manifest), "-n", ns)
+    wait_for(
+        "the restore job to complete",
+        lambda: (
+            api.get(f"/apis/batch/v1/namespaces/{ns}/jobs/keeper-redis-restore")["status"].get(
+                "succeeded"
+            )
             == 1
         ),
-        timeout=60,
+        timeout=90,
     )
-    backups = runner.volume_of_claim(ns, "agent-redis-backups")
-    dumps = sorted(backups.glob("dump-*.rdb"))
-    assert len(dumps) == 1 and dumps[0].read_bytes().startswith(b"REDIS"), dumps
+    cluster.kubectl("delete", "job", "keeper-redis-restore", "-n", ns, "--wait=false")
 
-    r.flushall()  # the disaster: the data is gone
-    assert r.dbsize() == 0
-
-    restore = runbook_manifest("agent", "")  # empty: the newest backup
-    cluster.apply(yaml.safe_dump(restore), "-n", ns)
-    name = restore["metadata"]["name"]
-    pod = wait_for(
-        "the restore pod to be ready",
-        lambda: (p := api.get(f"/api/v1/namespaces/{ns}/pods/{name}")) and pod_ready(p) and p,
-        timeout=60,
-    )
-    r.replicaof(pod["status"]["podIP"], 6379)
-
-    def synced() -> bool:
-        info = r.info("replication")
-        return bool(
-            info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == 0
-        )
-
-    wait_for("the sync from the restore pod", synced, timeout=30)
-    r.replicaof("NO", "ONE")
-    assert r.get("podrun:backed-up") == value.encode()
-    wait_for(
-        "the append-only file rewritten from the restored data",
-        lambda: (
-            r.info("persistence")["aof_rewrite_in_progress"] == 0
-            and r.info("persistence")["aof_last_bgrewrite_status"] == "ok"
-        ),
-        timeout=30,
-    )
-    cluster.kubectl("delete", "pod", name, "-n", ns, "--wait=false")
-
-    # The restored data survives a restart of the Redis pod.
-    again = connect(restart_redis(cluster, api, ns))
-    assert again.get("podrun:backed-up") == value.encode()
+    apply(cluster, ns, doc)  # the agent again: its Redis loads the restored data
+    again = connect(redis_pod(api, ns, agent="keeper"), password)
+    assert again.mget(list(spend)) == [v.encode() for v in spend.values()]
+    cluster.kubectl("delete", "agentdeployment", "keeper", "-n", ns, "--wait=false")
 
 
 def test_scaling_from_2_to_5_spreads_traffic_over_every_ready_pod(

@@ -188,9 +188,11 @@ def reconciles_and_prunes(cluster: Cluster, op: Operator, ns: str) -> None:
     doc = example("agent")
     cluster.apply(yaml.safe_dump({**doc, "metadata": {"name": "agent", "namespace": ns}}))
     wait_condition(cluster, ns, "agent", "Ready", "True", timeout=90)
-    assert {"StatefulSet/agent-redis", "CronJob/agent-redis-backup"} <= set(
-        children(cluster, ns, "agent")
-    )
+    assert {
+        "StatefulSet/agent-redis-cache",
+        "StatefulSet/agent-redis-state",
+        "CronJob/agent-redis-backup",
+    } <= set(children(cluster, ns, "agent"))
     doc["spec"]["cache"]["redis"] = {"mode": "none"}
     cluster.apply(yaml.safe_dump({**doc, "metadata": {"name": "agent", "namespace": ns}}))
     wait_for(
@@ -223,13 +225,14 @@ def test_one_watched_namespace_works_there_and_creates_nothing_elsewhere(
             "services",
             "configmaps",
             "secrets",
-            "persistentvolumeclaims",
         ):
             assert can_i(cluster, sa, "create", resource, watched), resource
             assert not can_i(cluster, sa, "create", resource, other), resource
             assert not can_i(cluster, sa, "create", resource, op_ns), resource
         for verb in ("get", "list", "watch"):
             assert not can_i(cluster, sa, verb, "secrets", watched), verb
+        # the StatefulSet controller makes the state volume's claim; the operator never does
+        assert not can_i(cluster, sa, "create", "persistentvolumeclaims", watched)
         for verb, resource in [
             ("list", "agentdeployments.swiftclaw.dev"),
             ("list", "pods"),

@@ -14,8 +14,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from swiftclaw_operator.api import MAX_NAME_LENGTH
 from swiftclaw_operator.reconcile import agent_from, contains, needs_apply, unwanted_children
-from swiftclaw_operator.resources import Agent, Settings, build_children
+from swiftclaw_operator.resources import Agent, Settings, build_children, create_only_children
 from swiftclaw_operator.resources.common import CONFIG_CHECKSUM, SPEC_HASH
 from swiftclaw_operator.resources.monitoring import alerts
 from swiftclaw_runtime import contract
@@ -92,12 +93,17 @@ def leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 POLICY = {"ConfigMap/agent-config", "Deployment/agent"}
 RULES = {"PrometheusRule/agent"}
 REDIS = {
-    "NetworkPolicy/agent-redis",
-    "Service/agent-redis",
-    "StatefulSet/agent-redis",
-    "PersistentVolumeClaim/agent-redis-backups",
+    "NetworkPolicy/agent-redis-cache",
+    "Service/agent-redis-cache",
+    "StatefulSet/agent-redis-cache",
+    "NetworkPolicy/agent-redis-state",
+    "Service/agent-redis-state",
+    "StatefulSet/agent-redis-state",
     "CronJob/agent-redis-backup",
 }
+CACHE = {"StatefulSet/agent-redis-cache"}
+STATE = {"StatefulSet/agent-redis-state"}
+BACKUP = {"CronJob/agent-redis-backup"}
 DEPLOY = {"Deployment/agent"}
 
 Mutation = Callable[[dict[str, Any]], None]
@@ -122,8 +128,11 @@ def both(*mutations: Mutation) -> Mutation:
     return mutate
 
 
-def external_redis(name: str, key: str) -> Mutation:
-    return setter("cache.redis", {"mode": "external", "urlSecretRef": {"name": name, "key": key}})
+def external_redis(name: str, key: str, state: tuple[str, str] | None = None) -> Mutation:
+    redis: dict[str, Any] = {"mode": "external", "urlSecretRef": {"name": name, "key": key}}
+    if state is not None:
+        redis["stateUrlSecretRef"] = {"name": state[0], "key": state[1]}
+    return setter("cache.redis", redis)
 
 
 # leaf path -> (mutation, the children it must change, [a mutation to start from])
@@ -214,7 +223,8 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "cache.local.maxEntries": (setter("cache.local.maxEntries", 500), POLICY, None),
     "cache.local.maxBytes": (setter("cache.local.maxBytes", 1048576), POLICY, None),
     "cache.redis.fallbackReplicas": (setter("cache.redis.fallbackReplicas", 3), POLICY, None),
-    "cache.redis.mode": (setter("cache.redis.mode", "none"), POLICY | REDIS, None),
+    # (backup is allowed only when managed: it goes too, and with it its alert)
+    "cache.redis.mode": (setter("cache.redis", {"mode": "none"}), POLICY | REDIS | RULES, None),
     "cache.redis.urlSecretRef.name": (
         external_redis("redis-b", "url"),
         POLICY,
@@ -225,14 +235,58 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         POLICY,
         external_redis("redis-a", "url"),
     ),
-    "cache.redis.storage": (
-        setter("cache.redis.storage", "5Gi"),
-        POLICY | {"StatefulSet/agent-redis", "PersistentVolumeClaim/agent-redis-backups"},
+    "cache.redis.stateUrlSecretRef.name": (
+        external_redis("redis-a", "url", ("state-b", "url")),
+        POLICY,
+        external_redis("redis-a", "url", ("state-a", "url")),
+    ),
+    "cache.redis.stateUrlSecretRef.key": (
+        external_redis("redis-a", "url", ("state-a", "uri")),
+        POLICY,
+        external_redis("redis-a", "url", ("state-a", "url")),
+    ),
+    "cache.redis.storage": (setter("cache.redis.storage", "5Gi"), POLICY | STATE, None),
+    "cache.redis.cacheMemory": (setter("cache.redis.cacheMemory", "2Gi"), POLICY | CACHE, None),
+    "cache.redis.stateMemory": (setter("cache.redis.stateMemory", "1Gi"), POLICY | STATE, None),
+    "cache.redis.deleteDataWithAgent": (
+        setter("cache.redis.deleteDataWithAgent", True),
+        POLICY | STATE,
         None,
     ),
-    "cache.redis.backupSchedule": (
-        setter("cache.redis.backupSchedule", "30 2 * * *"),
-        POLICY | {"CronJob/agent-redis-backup"},
+    "cache.redis.backup.schedule": (
+        setter("cache.redis.backup.schedule", "30 2 * * *"),
+        POLICY | BACKUP,
+        None,
+    ),
+    "cache.redis.backup.keep": (setter("cache.redis.backup.keep", 3), POLICY | BACKUP, None),
+    "cache.redis.backup.maxAgeDays": (
+        setter("cache.redis.backup.maxAgeDays", 9),
+        POLICY | BACKUP,
+        None,
+    ),
+    "cache.redis.backup.s3.endpoint": (
+        setter("cache.redis.backup.s3.endpoint", "http://127.0.0.1:8333"),
+        POLICY | BACKUP,
+        None,
+    ),
+    "cache.redis.backup.s3.bucket": (
+        setter("cache.redis.backup.s3.bucket", "other-bucket"),
+        POLICY | BACKUP,
+        None,
+    ),
+    "cache.redis.backup.s3.prefix": (
+        setter("cache.redis.backup.s3.prefix", "team/x"),
+        POLICY | BACKUP,
+        None,
+    ),
+    "cache.redis.backup.s3.region": (
+        setter("cache.redis.backup.s3.region", "eu-west-1"),
+        POLICY | BACKUP,
+        None,
+    ),
+    "cache.redis.backup.s3.credentialsSecretName": (
+        setter("cache.redis.backup.s3.credentialsSecretName", "other-creds"),
+        POLICY | BACKUP,
         None,
     ),
     "reliability.timeoutSeconds": (setter("reliability.timeoutSeconds", 10), POLICY, None),
@@ -347,8 +401,17 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         None,
     ),
     "auth.apiKeysSecretRef.key": (setter("auth.apiKeysSecretRef.key", "k.yaml"), POLICY, None),
-    "runtime.image": (setter("runtime.image", "registry.local/runtime:0.2.0"), DEPLOY, None),
-    "runtime.imagePullPolicy": (setter("runtime.imagePullPolicy", "Always"), DEPLOY, None),
+    # the backup job runs `swiftclaw redis-backup` from the runtime image
+    "runtime.image": (
+        setter("runtime.image", "registry.local/runtime:0.2.0"),
+        DEPLOY | BACKUP,
+        None,
+    ),
+    "runtime.imagePullPolicy": (
+        setter("runtime.imagePullPolicy", "Always"),
+        DEPLOY | BACKUP,
+        None,
+    ),
     "runtime.resources.requests.cpu": (
         setter("runtime.resources.requests.cpu", "500m"),
         DEPLOY,
@@ -402,7 +465,7 @@ def test_spec_field_reaches_exactly_its_children(path: str) -> None:
 
 def test_children_are_owned_labelled_and_hashed() -> None:
     kids = build(base_spec())
-    assert len(kids) == 12
+    assert len(kids) == 14  # 5 runtime, 2 x 3 Redis, its backup CronJob, 2 monitoring
     for ref, obj in kids.items():
         meta = obj["metadata"]
         assert meta["namespace"] == "team", ref
@@ -410,6 +473,28 @@ def test_children_are_owned_labelled_and_hashed() -> None:
         assert meta["ownerReferences"][0]["controller"] is True, ref
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "swiftclaw-operator", ref
         assert len(meta["annotations"][SPEC_HASH]) == 16, ref
+
+
+# Kubernetes' own name limits: a CronJob's Jobs append 11 characters to its 63; a
+# StatefulSet's pods carry a controller-revision-hash label of the name plus 11 characters.
+NAME_LIMITS = {"CronJob": 52, "StatefulSet": 52}
+
+
+def test_the_longest_allowed_name_fits_every_child() -> None:
+    spec = base_spec()
+    for name_length, fits in ((MAX_NAME_LENGTH, True), (MAX_NAME_LENGTH + 1, False)):
+        body = {
+            "metadata": {"name": "a" * name_length, "namespace": "team", "uid": "uid-1"},
+            "spec": spec,
+        }
+        kids = build_children(agent_from(body, SETTINGS))
+        assert any(k["kind"] == "CronJob" for k in kids)
+        too_long = [
+            f"{k['kind']}/{k['metadata']['name']}"
+            for k in kids
+            if len(k["metadata"]["name"]) > NAME_LIMITS.get(k["kind"], 63)
+        ]
+        assert (not too_long) == fits, too_long
 
 
 def test_deployment_is_hardened_probed_and_rolls_safely() -> None:
@@ -441,7 +526,17 @@ def test_deployment_is_hardened_probed_and_rolls_safely() -> None:
         "/var/run/secrets/swiftclaw/api-keys",
     }
     env = {e["name"]: e for e in c["env"]}
-    assert env["SWIFTCLAW_REDIS_URL"]["value"] == "redis://agent-redis:6379/0"
+    password = "$(SWIFTCLAW_REDIS_PASSWORD)"
+    assert env["SWIFTCLAW_REDIS_URL"]["value"] == f"redis://:{password}@agent-redis-cache:6379/0"
+    assert env["SWIFTCLAW_REDIS_STATE_URL"]["value"] == (
+        f"redis://:{password}@agent-redis-state:6379/0"
+    )
+    # the password from the generated Secret, defined before the URLs that expand it
+    assert env["SWIFTCLAW_REDIS_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "agent-redis-auth", "key": "password"}
+    }
+    names = [e["name"] for e in c["env"]]
+    assert names.index("SWIFTCLAW_REDIS_PASSWORD") < names.index("SWIFTCLAW_REDIS_URL")
 
 
 def dockerfile_stage(target: str) -> dict[str, str]:
@@ -511,6 +606,16 @@ def test_secrets_are_mounted_never_copied() -> None:
         "name": "SWIFTCLAW_REDIS_URL",
         "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}},
     }
+    assert "SWIFTCLAW_REDIS_STATE_URL" not in env and "SWIFTCLAW_REDIS_PASSWORD" not in env
+    spec = base_spec()
+    external_redis("redis", "url", ("redis-state", "url"))(spec)
+    env = {
+        e["name"]: e
+        for e in build(spec)["Deployment/agent"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SWIFTCLAW_REDIS_STATE_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis-state", "key": "url"}
+    }
 
 
 def test_config_change_changes_the_pod_checksum() -> None:
@@ -531,26 +636,115 @@ def test_hpa_pdb_and_network_policy() -> None:
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 50)
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "agent"}
     assert kids["PodDisruptionBudget/agent"]["spec"]["maxUnavailable"] == 1
-    np = kids["NetworkPolicy/agent-redis"]["spec"]
-    assert np["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "redis"
-    sources = [
-        f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        for f in np["ingress"][0]["from"]
-    ]
-    assert sources == ["runtime", "redis-backup"]
-    assert np["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6379}]
+    for role, allowed in (("cache", ["runtime"]), ("state", ["runtime", "redis-backup"])):
+        np = kids[f"NetworkPolicy/agent-redis-{role}"]["spec"]
+        assert np["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == f"redis-{role}"
+        sources = [
+            f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for f in np["ingress"][0]["from"]
+        ]
+        assert sources == allowed
+        assert np["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6379}]
 
 
-def test_managed_redis_persists_and_backs_up() -> None:
+def redis_container(kids: dict[str, dict[str, Any]], role: str) -> dict[str, Any]:
+    pod = kids[f"StatefulSet/agent-redis-{role}"]["spec"]["template"]["spec"]
+    return dict(pod["containers"][0])
+
+
+def arg(c: dict[str, Any], flag: str) -> str:
+    args = c["args"]
+    return str(args[args.index(flag) + 1])
+
+
+def test_managed_redis_cache_evicts_state_never_and_both_need_the_password() -> None:
     kids = build(base_spec())
-    sts = kids["StatefulSet/agent-redis"]["spec"]
-    assert "--appendonly yes" in sts["template"]["spec"]["containers"][0]["env"][0]["value"]
+    cache, state = redis_container(kids, "cache"), redis_container(kids, "state")
+    assert arg(cache, "--maxmemory-policy") == "allkeys-lru"
+    assert arg(state, "--maxmemory-policy") == "noeviction"
+    # maxmemory below the container's limit: 75% of 512Mi, 50% of 256Mi
+    assert cache["resources"]["limits"]["memory"] == "512Mi"
+    assert int(arg(cache, "--maxmemory")) == 512 * 2**20 * 3 // 4
+    assert state["resources"]["limits"]["memory"] == "256Mi"
+    assert int(arg(state, "--maxmemory")) == 256 * 2**20 // 2
+    assert arg(cache, "--appendonly") == "no" and arg(cache, "--save") == ""
+    assert arg(state, "--appendonly") == "yes" and arg(state, "--dir") == "/data"
+    for c in (cache, state):
+        assert arg(c, "--requirepass") == "$(REDISCLI_AUTH)"
+        assert c["env"] == [
+            {
+                "name": "REDISCLI_AUTH",
+                "valueFrom": {"secretKeyRef": {"name": "agent-redis-auth", "key": "password"}},
+            }
+        ]
+    assert "volumeClaimTemplates" not in kids["StatefulSet/agent-redis-cache"]["spec"]
+
+
+def test_state_volume_kept_unless_the_spec_says_otherwise() -> None:
+    sts = build(base_spec())["StatefulSet/agent-redis-state"]["spec"]
     assert sts["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert "ownerReferences" not in sts["volumeClaimTemplates"][0]["metadata"]
+    assert sts["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    spec = base_spec()
+    spec["cache"]["redis"]["deleteDataWithAgent"] = True
+    sts = build(spec)["StatefulSet/agent-redis-state"]["spec"]
     assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+
+
+def test_backup_cronjob_uploads_with_the_runtime_image() -> None:
+    kids = build(base_spec())
     cron = kids["CronJob/agent-redis-backup"]["spec"]
     assert cron["schedule"] == "0 3 * * *" and cron["concurrencyPolicy"] == "Forbid"
-    script = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
-    assert "--rdb" in script and "agent-redis" in script
+    c = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        c["image"] == kids["Deployment/agent"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    assert c["command"] == ["swiftclaw"]
+    assert c["args"] == [
+        "redis-backup",
+        "--bucket",
+        "acme-swiftclaw-backups",
+        "--prefix",
+        "team/agent",
+        "--endpoint",
+        "https://s3.eu-central-1.amazonaws.com",
+        "--region",
+        "eu-central-1",
+        "--keep",
+        "7",
+        "--max-age-days",
+        "30",
+        "--work-dir",
+        "/tmp",
+    ]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis-backup-s3", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    assert env["SWIFTCLAW_REDIS_STATE_URL"]["value"].endswith("@agent-redis-state:6379/0")
+    spec = base_spec()
+    del spec["cache"]["redis"]["backup"]
+    assert "CronJob/agent-redis-backup" not in build(spec)
+
+
+def test_password_secret_is_create_only_and_only_for_managed_redis() -> None:
+    spec = base_spec()
+    agent = Agent("agent", "team", "uid-1", AgentDeploymentSpec.model_validate(spec), SETTINGS)
+    (secret,) = create_only_children(agent, "p" * 64)
+    assert secret["metadata"]["name"] == "agent-redis-auth"
+    assert secret["stringData"] == {"password": "p" * 64}
+    assert "ownerReferences" not in secret["metadata"]  # kept with the data
+    assert not any(c["kind"] == "Secret" for c in build_children(agent))
+    spec["cache"]["redis"]["deleteDataWithAgent"] = True
+    agent = Agent("agent", "team", "uid-1", AgentDeploymentSpec.model_validate(spec), SETTINGS)
+    (secret,) = create_only_children(agent, "p" * 64)
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec["cache"]["redis"] = {"mode": "none"}
+    agent = Agent("agent", "team", "uid-1", AgentDeploymentSpec.model_validate(spec), SETTINGS)
+    assert create_only_children(agent, "p" * 64) == []
 
 
 def test_monitoring_only_where_its_crds_exist() -> None:
@@ -569,7 +763,13 @@ def test_alerts_cover_slo_errors_cost_breakers_budget_with_runbooks() -> None:
         "SwiftClawCostSpike",
         "SwiftClawCircuitBreakerOpen",
         "SwiftClawBudgetAlert",
+        "SwiftClawRedisBackupFailed",
     }
+    backup = by_name["SwiftClawRedisBackupFailed"]["expr"]
+    assert (
+        'kube_cronjob_status_last_successful_time{namespace="team",cronjob="agent-redis-backup"}'
+        in backup
+    )
     assert "> 2" in by_name["SwiftClawLatencyAboveSLO"]["expr"]  # the 2000 ms SLO, in seconds
     assert "> 0.01" in by_name["SwiftClawErrorRateHigh"]["expr"]
     assert "2 * sum(rate(swiftclaw_cost_usd_total" in by_name["SwiftClawCostSpike"]["expr"]

@@ -44,7 +44,8 @@ def test_the_runtime_runs_without_the_devtools_and_their_dependencies() -> None:
     )
     assert out.returncode == 0, out.stderr
     commands, dev_modules, validated = out.stdout.splitlines()
-    assert commands == "['hash-key', 'run', 'validate']"
+    # redis-backup and redis-restore are the backup CronJob's and the restore Job's commands
+    assert commands == "['hash-key', 'redis-backup', 'redis-restore', 'run', 'validate']"
     assert dev_modules == "[]"
     assert "valid AgentDeployment agents/support-agent" in validated
 

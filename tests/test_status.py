@@ -15,6 +15,7 @@ from swiftclaw_operator.kube import KubeError
 from swiftclaw_operator.status import (
     Children,
     ReconcileFailure,
+    RedisInstance,
     agent_conditions,
     backup_problem,
     compute_status,
@@ -183,24 +184,41 @@ def hpa(able: str = "True", active: str = "True", reason: str = "") -> dict[str,
 HEALTHY = dict(deployment=deployment(2, 2), pods=[pod(ready=True)] * 2)
 
 
-def test_redis_failing_pods_make_the_agent_degraded() -> None:
-    assert redis_state(sts(1, 1), []) is None
-    assert redis_state(None, []) == ("Starting", "the Redis StatefulSet does not exist yet")
-    kids = Children(
-        **HEALTHY, redis=sts(1, 0), redis_wanted=True, redis_pods=[pod("CrashLoopBackOff")]
+def redis(
+    cache_sts: dict | None, state_sts: dict | None, cache: tuple = (), state: tuple = ()
+) -> tuple[RedisInstance, ...]:
+    return (
+        RedisInstance("cache", cache_sts, list(cache)),
+        RedisInstance("state", state_sts, list(state)),
     )
+
+
+def test_redis_failing_pods_make_the_agent_degraded() -> None:
+    assert redis_state(RedisInstance("state", sts(1, 1))) is None
+    assert redis_state(RedisInstance("cache", None)) == (
+        "Starting",
+        "the Redis cache StatefulSet does not exist yet",
+    )
+    kids = Children(**HEALTHY, redis=redis(sts(1, 1), sts(1, 0), state=(pod("CrashLoopBackOff"),)))
     c = by_type(agent_conditions(3, kids))
     assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "RedisFailing")
-    assert c["Degraded"].message == "0/1 Redis pods ready: 1 in CrashLoopBackOff"
-    assert "0/1 Redis pods ready" in c["Ready"].message
+    assert c["Degraded"].message == "0/1 Redis state pods ready: 1 in CrashLoopBackOff"
+    assert "0/1 Redis state pods ready" in c["Ready"].message
 
 
 def test_redis_starting_is_progress_not_degradation() -> None:
-    kids = Children(**HEALTHY, redis=sts(1, 0), redis_wanted=True, redis_pods=[pod()])
+    # The state instance waits for its volume (Unschedulable until bound): progress.
+    kids = Children(
+        **HEALTHY,
+        redis=redis(sts(1, 0), sts(1, 0), cache=(pod(),), state=(pod(unschedulable=True),)),
+    )
     c = by_type(agent_conditions(3, kids))
     assert (c["Progressing"].status, c["Progressing"].reason) == ("True", "RedisStarting")
+    assert c["Progressing"].message == (
+        "0/1 Redis cache pods ready: 1 in Pending; 0/1 Redis state pods ready: 1 in Unschedulable"
+    )
     assert c["Degraded"].status == "False"
-    # Not managed: a missing StatefulSet is nobody's concern.
+    # Not managed: no Redis is nobody's concern.
     assert by_type(agent_conditions(3, Children(**HEALTHY)))["Progressing"].status == "False"
 
 
@@ -212,10 +230,7 @@ def test_backup_last_run() -> None:
     failed = backup_problem(cronjob("2026-01-02T03:00:00Z", "2026-01-01T03:00:07Z"))
     assert failed is not None and "last success: 2026-01-01T03:00:07Z" in failed
     kids = Children(
-        **HEALTHY,
-        redis=sts(1, 1),
-        redis_wanted=True,
-        backup=cronjob("2026-01-02T03:00:00Z", None),
+        **HEALTHY, redis=redis(sts(1, 1), sts(1, 1)), backup=cronjob("2026-01-02T03:00:00Z", None)
     )
     c = by_type(agent_conditions(3, kids))
     assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "BackupFailed")

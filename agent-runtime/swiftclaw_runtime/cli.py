@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import contract
 from .config import ConfigError, load_config
@@ -30,6 +31,9 @@ def _run(args: argparse.Namespace) -> int:
     keys = ApiKeyStore.from_file(keys_file, required)
     options = RuntimeOptions(
         redis_url=args.redis_url or os.environ.get(contract.REDIS_URL_ENV) or None,
+        state_redis_url=(
+            args.state_redis_url or os.environ.get(contract.REDIS_STATE_URL_ENV) or None
+        ),
         max_body_bytes=args.max_body_bytes,
         body_timeout_seconds=args.body_timeout_seconds,
         max_in_flight=args.max_in_flight,
@@ -61,6 +65,37 @@ def _hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> Any:
+    from .redis_backup import Store
+
+    return Store(args.bucket, args.prefix, args.endpoint, args.region)
+
+
+def _redis_backup(args: argparse.Namespace) -> int:
+    from .redis_backup import BackupError, backup
+
+    url = args.redis_url or os.environ.get(contract.REDIS_STATE_URL_ENV)
+    if not url:
+        raise ValueError("--redis-url (or $SWIFTCLAW_REDIS_STATE_URL) is required")
+    try:
+        backup(url, _store(args), args.keep, args.max_age_days, Path(args.work_dir))
+    except BackupError as err:
+        print(f"redis-backup: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _redis_restore(args: argparse.Namespace) -> int:
+    from .redis_backup import BackupError, restore
+
+    try:
+        restore(_store(args), args.key or None, Path(args.data_dir), args.overwrite)
+    except BackupError as err:
+        print(f"redis-restore: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swiftclaw", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -75,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-auth", action="store_true", help="accept requests without a key")
     run.add_argument(
         "--redis-url", help="Redis URL (default $SWIFTCLAW_REDIS_URL; none: in memory)"
+    )
+    run.add_argument(
+        "--state-redis-url",
+        help="Redis URL for rate-limit counters and budget spend, run with noeviction "
+        "(default $SWIFTCLAW_REDIS_STATE_URL; none: the --redis-url one)",
     )
     run.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     run.add_argument(
@@ -118,6 +158,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     hk = sub.add_parser("hash-key", help="print the sha256 of an API key read from stdin")
     hk.set_defaults(func=_hash_key)
+
+    def s3_args(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--bucket", required=True)
+        cmd.add_argument("--prefix", required=True, help="key prefix, e.g. NAMESPACE/AGENT")
+        cmd.add_argument("--endpoint", help="S3-compatible endpoint URL (default: AWS)")
+        cmd.add_argument("--region", default="us-east-1")
+
+    bk = sub.add_parser(
+        "redis-backup",
+        help="upload an RDB snapshot of Redis to S3-compatible storage, with retention "
+        "(credentials from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY)",
+    )
+    bk.add_argument("--redis-url", help="default $SWIFTCLAW_REDIS_STATE_URL")
+    s3_args(bk)
+    bk.add_argument("--keep", type=int, default=7, help="snapshots kept (the newest)")
+    bk.add_argument("--max-age-days", type=int, help="delete snapshots older than this")
+    bk.add_argument("--work-dir", default="/tmp", help="where the snapshot is staged")
+    bk.set_defaults(func=_redis_backup)
+
+    rs = sub.add_parser(
+        "redis-restore",
+        help="lay out a snapshot from S3-compatible storage in a Redis data folder, "
+        "before Redis starts",
+    )
+    s3_args(rs)
+    rs.add_argument("--key", help="the snapshot's object key (default: the newest)")
+    rs.add_argument("--data-dir", required=True, help="Redis's --dir (the volume)")
+    rs.add_argument("--overwrite", action="store_true", help="replace data already there")
+    rs.set_defaults(func=_redis_restore)
 
     # The developer commands (sim, demo) where swiftclaw_devtools is installed: a source
     # checkout, not the runtime image.

@@ -47,6 +47,10 @@ def api_keys_dir(secrets_dir: str = SECRETS_DIR) -> str:
 SECRETS_DIR_ENV = "SWIFTCLAW_SECRETS_DIR"
 API_KEYS_FILE_ENV = "SWIFTCLAW_API_KEYS_FILE"
 REDIS_URL_ENV = "SWIFTCLAW_REDIS_URL"
+# Rate-limit counters and budget spend (a Redis run with noeviction); unset: REDIS_URL_ENV's.
+REDIS_STATE_URL_ENV = "SWIFTCLAW_REDIS_STATE_URL"
+# The managed Redis's password, expanded by the kubelet into the two URLs as $(...).
+REDIS_PASSWORD_ENV = "SWIFTCLAW_REDIS_PASSWORD"
 LOG_FORMAT_ENV = "SWIFTCLAW_LOG_FORMAT"
 LOG_LEVEL_ENV = "SWIFTCLAW_LOG_LEVEL"
 DRAIN_SECONDS_ENV = "SWIFTCLAW_DRAIN_SECONDS"

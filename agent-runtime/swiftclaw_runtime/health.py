@@ -56,11 +56,17 @@ def memory_check(rss: int, limit: int | None) -> dict[str, Any]:
 
 class Health:
     def __init__(
-        self, providers: dict[str, Provider], dispatcher: Dispatcher, redis_url: str | None
+        self,
+        providers: dict[str, Provider],
+        dispatcher: Dispatcher,
+        redis_url: str | None,
+        state_redis_url: str | None = None,
     ) -> None:
         self.providers = providers
         self.dispatcher = dispatcher
         self.redis_url = redis_url
+        # checked as "redisState" when it is a Redis of its own
+        self.state_redis_url = state_redis_url if state_redis_url != redis_url else None
         self.started = False
         self.draining = False
         self._cached: tuple[float, int, dict[str, Any]] | None = None
@@ -87,10 +93,10 @@ class Health:
             "breakers": breakers,
         }
 
-    async def _probe_redis(self) -> dict[str, Any]:
+    async def _probe_redis(self, url: str) -> dict[str, Any]:
         import redis.asyncio as aioredis  # imported here: only pods with Redis need it
 
-        client = aioredis.from_url(self.redis_url or "", socket_timeout=PROBE_TIMEOUT)
+        client = aioredis.from_url(url, socket_timeout=PROBE_TIMEOUT)
         started = time.perf_counter()
         try:
             await client.ping()
@@ -121,10 +127,15 @@ class Health:
         results = await asyncio.gather(*(self._probe_provider(n, self.providers[n]) for n in names))
         checks: dict[str, Any] = {"providers": dict(zip(names, results, strict=True))}
         if self.redis_url:
-            checks["redis"] = await self._probe_redis()
+            checks["redis"] = await self._probe_redis(self.redis_url)
+        if self.state_redis_url:
+            checks["redisState"] = await self._probe_redis(self.state_redis_url)
         checks["memory"] = memory_check(rss_bytes(), memory_limit_bytes())
         providers_ok = [r["status"] == "ok" for r in results]
-        if not any(providers_ok) or checks.get("redis", {}).get("status") == "fail":
+        redis_failed = any(
+            checks.get(name, {}).get("status") == "fail" for name in ("redis", "redisState")
+        )
+        if not any(providers_ok) or redis_failed:
             status, code = "fail", 503
         elif not all(providers_ok) or checks["memory"]["status"] != "ok":
             status, code = "degraded", 200

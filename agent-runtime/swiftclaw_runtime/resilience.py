@@ -79,9 +79,7 @@ def timeout_is_providers_fault(output_limit: int | None, seconds: float, stream:
     return output_limit / MIN_OUTPUT_TOKENS_PER_SECOND <= seconds
 
 
-def target_timeout(
-    remaining: float, targets_left: int, attempt_timeout: float | None
-) -> float:
+def target_timeout(remaining: float, targets_left: int, attempt_timeout: float | None) -> float:
     """Time one target of a fallback chain may take: an equal share of what is left of the
     deadline (the last target gets all of it), capped by ``attemptTimeoutSeconds``."""
     share = remaining / max(1, targets_left)

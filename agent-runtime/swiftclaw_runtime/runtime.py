@@ -27,6 +27,9 @@ class RuntimeOptions:
     """What comes from the process (flags, environment) rather than the manifest."""
 
     redis_url: str | None = None
+    # Rate-limit counters and budget spend, which must never be evicted: a Redis run with
+    # noeviction (the managed state instance). None: the same Redis as ``redis_url``.
+    state_redis_url: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     body_timeout_seconds: float = 10.0
     max_in_flight: int = 1024
@@ -49,7 +52,9 @@ class Runtime:
         for name, provider in self.providers.items():
             self.metrics.track_connections(name, provider.connections)
         self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
-        self.health = Health(self.providers, self.dispatcher, self.options.redis_url)
+        self.health = Health(
+            self.providers, self.dispatcher, self.options.redis_url, self.state_redis_url
+        )
         agent = f"{self.config.namespace}/{self.name}"  # what the caches' and spend's keys name
         self.cache = ResponseCache(
             self.policy,
@@ -59,7 +64,10 @@ class Runtime:
             self._embedder(),
         )
         # Stored Responses conversations (previous_response_id): shared through Redis by
-        # every pod when there is one, else in this process.
+        # every pod when there is one, else in this process. In the cache's Redis, not the
+        # state's: they grow with traffic, and the state instance must stay bounded by the
+        # configuration (it never evicts), so under memory pressure an old conversation
+        # goes before a counter does.
         self.responses: ResponseStore = (
             RedisStore(self.options.redis_url) if self.options.redis_url else MemoryStore()
         )
@@ -68,7 +76,7 @@ class Runtime:
             self.policy,
             agent,
             self.metrics,
-            self.options.redis_url,
+            self.state_redis_url,
             self.policy.cache.redis.fallback_replicas,
         )
         self.context = ContextSources(self.policy.agent.context, self.metrics)
@@ -86,6 +94,10 @@ class Runtime:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def state_redis_url(self) -> str | None:
+        return self.options.state_redis_url or self.options.redis_url
 
     @property
     def policy(self) -> AgentPolicy:

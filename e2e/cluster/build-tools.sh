@@ -13,6 +13,11 @@
 # `build-tools.sh --check` builds nothing: it prints the bin directory when every binary
 # is there, else says what is missing and exits 1 (the e2e fixtures use it; `make
 # control-plane` builds).
+#
+# SeaweedFS's `weed` (Apache-2.0; the S3-compatible server the Redis backup tests upload
+# to) is built too, cached under its own key so that bumping it does not rebuild the
+# control plane: `build-tools.sh --seaweedfs` builds (or reuses) only it and prints its
+# path; `--check-seaweedfs` prints the path or says it is missing and exits 1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
@@ -23,15 +28,54 @@ key="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VE
 dest="$cache_root/$key"
 bin="$dest/bin"
 want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm)
+weed="$cache_root/seaweedfs-${SEAWEEDFS_VERSION}/bin/weed"
+caller_goflags="${GOFLAGS:-}"
 case "${1:-}" in
-  "" | --check) ;;
-  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+  "" | --check | --seaweedfs | --check-seaweedfs) ;;
+  *) echo "usage: $0 [--check | --seaweedfs | --check-seaweedfs]" >&2; exit 2 ;;
+esac
+
+build_seaweedfs() {  # weed through a wrapper module: seaweedfs's own go.mod has a replace directive
+  local src; src="$(dirname "$(dirname "$weed")")/src"
+  command -v go >/dev/null || { echo "build-tools: Go is required (https://go.dev/dl)" >&2; exit 1; }
+  mkdir -p "$src" "$(dirname "$weed")"
+  local t0; t0=$(date +%s)
+  echo "build-tools: building SeaweedFS ${SEAWEEDFS_VERSION} into $weed (several minutes cold on 2 cores)" >&2
+  cat > "$src/go.mod" <<GOMOD
+module swiftclaw.dev/seaweedfs-tools
+
+go 1.26.6
+
+require github.com/seaweedfs/seaweedfs ${SEAWEEDFS_VERSION}
+
+// the same replace as seaweedfs's own go.mod (a replace applies only in the main module)
+replace github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39 v1.0.0
+
+tool github.com/seaweedfs/seaweedfs/weed
+GOMOD
+  rm -f "$src/go.sum"
+  # Keep the caller's GOFLAGS (e.g. -modcacherw, so a temporary module cache can be removed).
+  (export GOFLAGS="${caller_goflags:+$caller_goflags }-mod=mod" GOTOOLCHAIN=local CGO_ENABLED=0
+   cd "$src" && go mod tidy >&2 \
+    && go build -trimpath -ldflags "-s -w" -o "$weed.tmp" github.com/seaweedfs/seaweedfs/weed >&2)
+  mv "$weed.tmp" "$weed"
+  echo "build-tools: SeaweedFS built in $(( $(date +%s) - t0 ))s" >&2
+}
+case "${1:-}" in
+  --check-seaweedfs)
+    [ -x "$weed" ] && { echo "$weed"; exit 0; }
+    echo "build-tools: SeaweedFS is not built: $weed is missing; run \`make control-plane\` (or \`$0 --seaweedfs\`)." >&2
+    exit 1 ;;
+  --seaweedfs)
+    [ -x "$weed" ] || build_seaweedfs
+    echo "$weed"; exit 0 ;;
 esac
 
 missing() {
   for b in "${want[@]}"; do [ -x "$bin/$b" ] || echo "$b"; done
 }
 if [ -z "$(missing)" ]; then
+  [ "${1:-}" = --check ] || [ -x "$weed" ] || build_seaweedfs
   echo "$bin"
   exit 0
 fi
@@ -129,4 +173,5 @@ staged 4 "kwok/helm"
 [ -z "$(missing)" ] || { echo "build-tools: build finished but $(missing | paste -sd ' ') missing in $bin" >&2; exit 1; }
 echo "build-tools: built in $(( $(date +%s) - start ))s into $bin" >&2
 echo "$(( $(date +%s) - start ))" > "$dest/build-seconds"
+[ -x "$weed" ] || build_seaweedfs
 echo "$bin"

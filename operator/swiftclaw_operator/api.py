@@ -25,7 +25,9 @@ PLURAL = "agentdeployments"
 SINGULAR = "agentdeployment"
 SHORT_NAMES = ["agd", "agents"]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
-MAX_NAME_LENGTH = 40  # children append suffixes such as "-redis-backup" to the name
+# Children append suffixes to the name; the longest is the backup CronJob's "-redis-backup",
+# and a CronJob's name may have at most 52 characters (its Jobs add 11).
+MAX_NAME_LENGTH = 52 - len("-redis-backup")
 
 # --- status ----------------------------------------------------------------------------
 

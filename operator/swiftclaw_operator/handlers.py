@@ -28,11 +28,18 @@ from .failures import classify, retry_delay
 from .kube import Auth, Kube
 from .metrics import ERRORS, RECONCILE_SECONDS, RECONCILES, RETRY_DELAY, serve_metrics
 from .reconcile import agent_from, reconcile
-from .resources import Settings
+from .resources import Settings, redis
 from .resources.common import MANAGED_BY
 from .resources.registry import CRONJOB, DEPLOYMENT, HPA, MONITORING_API, POD, STATEFULSET
 from .settings import OperatorConfig
-from .status import Children, ReconcileFailure, compute_status, status_changed, transitions
+from .status import (
+    Children,
+    ReconcileFailure,
+    RedisInstance,
+    compute_status,
+    status_changed,
+    transitions,
+)
 
 log = logging.getLogger("swiftclaw.operator")
 
@@ -294,25 +301,34 @@ async def read_children(kube: Kube, body: dict[str, Any], settings: Settings) ->
         component = (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/component", "")
         by_component.setdefault(component, []).append(pod)
     hpa = await kube.get(HPA.api_version, HPA.kind, namespace, name)
+    runtime_pods = by_component.get("runtime", [])
     try:
         agent = agent_from(body, settings)
     except ValidationError:
-        return Children(deployment, by_component.get("runtime", []), hpa=hpa)
+        return Children(deployment, runtime_pods, hpa=hpa)
     if agent.spec.cache.redis.mode != "managed":
-        return Children(deployment, by_component.get("runtime", []), hpa=hpa)
-    return Children(
-        deployment,
-        by_component.get("runtime", []),
-        redis=await kube.get(
-            STATEFULSET.api_version, STATEFULSET.kind, namespace, agent.redis_name
-        ),
-        redis_wanted=True,
-        redis_pods=by_component.get("redis", []),
-        backup=await kube.get(
-            CRONJOB.api_version, CRONJOB.kind, namespace, f"{agent.redis_name}-backup"
-        ),
-        hpa=hpa,
+        return Children(deployment, runtime_pods, hpa=hpa)
+    instances = tuple(
+        [
+            RedisInstance(
+                role,
+                await kube.get(
+                    STATEFULSET.api_version,
+                    STATEFULSET.kind,
+                    namespace,
+                    redis.instance_name(agent, role),
+                ),
+                by_component.get(redis.component(role), []),
+            )
+            for role in redis.ROLES
+        ]
     )
+    backup = None
+    if agent.spec.cache.redis.backup is not None:
+        backup = await kube.get(
+            CRONJOB.api_version, CRONJOB.kind, namespace, redis.backup_name(agent)
+        )
+    return Children(deployment, runtime_pods, redis=instances, backup=backup, hpa=hpa)
 
 
 async def refresh_status(memo: Memo, namespace: str, name: str) -> None:

@@ -315,6 +315,26 @@ class Kube:
             )
         )
 
+    async def create(self, manifest: dict[str, Any]) -> bool:
+        """Create an object that is never read back or updated: True if made, False if it
+        existed already (409)."""
+        meta = manifest["metadata"]
+        path = path_of(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
+        try:
+            await self._call(
+                "create",
+                manifest["kind"],
+                "POST",
+                path,
+                manifest,
+                params={"fieldManager": FIELD_MANAGER},
+            )
+        except KubeError as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:

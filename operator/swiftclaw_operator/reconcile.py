@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from .api import AgentDeploymentSpec
 from .failures import NameClash
 from .kube import Kube
 from .metrics import CHILD_WRITES
-from .resources import Agent, Settings, build_children, registry
+from .resources import Agent, Settings, build_children, create_only_children, registry
 from .resources.common import MANAGED_BY, SPEC_HASH
 
 log = logging.getLogger("swiftclaw.reconcile")
@@ -87,6 +88,12 @@ async def reconcile(
     ``step_delay`` pauses after each write (fault injection for tests)."""
     started = time.perf_counter()
     out = Outcome()
+    # Created before the pods that read them; a 409 (they exist) writes nothing, and the
+    # operator never reads them back. The password is random, used only if this creates it.
+    for desired in create_only_children(agent, secrets.token_hex(32)):
+        if await kube.create(desired):
+            CHILD_WRITES.labels(desired["kind"]).inc()
+            out.written.append(f"{desired['kind']}/{desired['metadata']['name']} (created)")
     for desired in build_children(agent):
         meta = desired["metadata"]
         ref = f"{desired['kind']}/{meta['name']}"

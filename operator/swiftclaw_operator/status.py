@@ -28,16 +28,23 @@ class Cond:
 
 
 @dataclass(frozen=True)
+class RedisInstance:
+    """One managed Redis instance: its role ("cache", "state"), StatefulSet and pods."""
+
+    role: str
+    statefulset: dict[str, Any] | None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Children:
     """What the status is computed from, as read from the API server."""
 
     deployment: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)  # the runtime's
-    # The managed Redis (None when the spec does not ask for one).
-    redis: dict[str, Any] | None = None
-    redis_wanted: bool = False
-    redis_pods: list[dict[str, Any]] = field(default_factory=list)
-    backup: dict[str, Any] | None = None  # the backup CronJob
+    # The managed Redis's instances (none when the spec does not ask for one).
+    redis: tuple[RedisInstance, ...] = ()
+    backup: dict[str, Any] | None = None  # the backup CronJob (None: no backups)
     hpa: dict[str, Any] | None = None
 
 
@@ -64,16 +71,19 @@ def failing(problems: Counter[str]) -> Counter[str]:
     return Counter({r: n for r, n in problems.items() if r not in FAILING_EXCLUDES})
 
 
-def redis_state(sts: dict[str, Any] | None, pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """("Starting" | "Failing", message) while the managed Redis is not ready; None when it is."""
+def redis_state(redis: RedisInstance) -> tuple[str, str] | None:
+    """("Starting" | "Failing", message) while a managed Redis instance is not ready; None
+    when it is."""
+    what = f"Redis {redis.role}"
+    sts = redis.statefulset
     if sts is None:
-        return ("Starting", "the Redis StatefulSet does not exist yet")
+        return ("Starting", f"the {what} StatefulSet does not exist yet")
     desired = sts.get("spec", {}).get("replicas", 1)
     ready = sts.get("status", {}).get("readyReplicas", 0) or 0
     if ready >= desired:
         return None
-    problems = pod_problems(pods)
-    counts = f"{ready}/{desired} Redis pods ready"
+    problems = pod_problems(redis.pods)
+    counts = f"{ready}/{desired} {what} pods ready"
     # A Redis pod waits for its volume to be bound (a provisioner, WaitForFirstConsumer):
     # until then it is Unschedulable, which is progress here, not failure.
     broken = Counter({r: n for r, n in failing(problems).items() if r != "Unschedulable"})
@@ -218,13 +228,14 @@ def agent_conditions(
     failing, the HPA unable to scale, the last backup failed."""
     ready, prog, degraded = conditions_for(generation, kids.deployment, kids.pods)
     notes: list[str] = []
-    redis = redis_state(kids.redis, kids.redis_pods) if kids.redis_wanted else None
+    redis = [state for r in kids.redis if (state := redis_state(r)) is not None]
     hpa = hpa_problem(kids.hpa)
-    backup = backup_problem(kids.backup) if kids.redis_wanted else None
-    if redis is not None:
-        notes.append(redis[1])
-        if redis[0] == "Starting" and prog.status == "False" and kids.deployment is not None:
-            prog = Cond("Progressing", "True", "RedisStarting", redis[1])
+    backup = backup_problem(kids.backup)
+    notes += [message for _, message in redis]
+    starting = [message for kind, message in redis if kind == "Starting"]
+    broken = [message for kind, message in redis if kind == "Failing"]
+    if starting and prog.status == "False" and kids.deployment is not None:
+        prog = Cond("Progressing", "True", "RedisStarting", "; ".join(starting))
     if hpa is not None:
         notes.append(hpa[1])
     if backup is not None:
@@ -237,8 +248,8 @@ def agent_conditions(
         degraded = Cond("Degraded", "True", f.reason, f"reconcile {kind}: {f.message}")
     elif degraded.status == "True":
         pass
-    elif redis is not None and redis[0] == "Failing":
-        degraded = Cond("Degraded", "True", "RedisFailing", redis[1])
+    elif broken:
+        degraded = Cond("Degraded", "True", "RedisFailing", "; ".join(broken))
     elif hpa is not None and hpa[0]:
         degraded = Cond("Degraded", "True", "AutoscalingFailed", hpa[1])
     elif backup is not None:

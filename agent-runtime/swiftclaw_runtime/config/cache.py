@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from .base import Model, Name, SecretKeyRef, cel
+from .base import URL_PATTERN, Model, Name, SecretKeyRef, cel
 from .rules import holds
 
 
@@ -61,8 +61,37 @@ class LocalCacheSpec(Model):
     max_bytes: Annotated[int, Field(ge=1024, le=68_719_476_736)] = 64 * 1024 * 1024
 
 
+class RedisS3Spec(Model):
+    """S3-compatible object storage for the managed Redis's backups. The Secret
+    ``credentialsSecretName`` holds the keys ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``."""
+
+    endpoint: Annotated[str | None, Field(max_length=2048, pattern=URL_PATTERN)] = None
+    bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+    # default: <namespace>/<agent name>
+    prefix: Annotated[str | None, Field(max_length=512, pattern=r"^[-._/a-zA-Z0-9]+$")] = None
+    region: Annotated[str, Field(min_length=1, max_length=64)] = "us-east-1"
+    credentials_secret_name: Name
+
+
+class RedisBackupSpec(Model):
+    """RDB snapshots of the state instance uploaded on a schedule, the newest ``keep`` kept
+    (and none older than ``maxAgeDays`` when set)."""
+
+    schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
+    keep: Annotated[int, Field(ge=1, le=1000)] = 7
+    max_age_days: Annotated[int | None, Field(ge=1, le=3650)] = None
+    s3: RedisS3Spec
+
+
+RedisMemory = Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi)$", max_length=16)]
+
+
 class RedisSpec(Model):
-    """Where the shared state lives: a Redis the operator runs, an external one, or none."""
+    """Where the shared state lives: a Redis the operator runs, an external one, or none.
+
+    Managed: two instances, a cache (``allkeys-lru``, evictable: the response caches and
+    stored responses) and a state one (``noeviction``, persisted: rate-limit counters and
+    budget spend), each with a password from a generated Secret."""
 
     # The managed Redis's storage cannot change: a StatefulSet's volume claims are
     # immutable (the runbook agent-degraded.md says how to move to another size). A
@@ -95,10 +124,25 @@ class RedisSpec(Model):
             ".urlSecretRef",
             lambda s: s.url_secret_ref is None or s.mode == "external",
         ),
+        holds(
+            "!has(self.stateUrlSecretRef) || (has(self.mode) && self.mode == 'external')",
+            "only allowed when mode is external",
+            ".stateUrlSecretRef",
+            lambda s: s.state_url_secret_ref is None or s.mode == "external",
+        ),
+        holds(
+            "!has(self.backup) || !has(self.mode) || self.mode == 'managed'",
+            "only allowed when mode is managed",
+            ".backup",
+            lambda s: s.backup is None or s.mode == "managed",
+        ),
     )
 
     mode: Literal["managed", "external", "none"] = "managed"
     url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="urlSecretRef")] = None
+    # external: the Redis for counters and spend, run with maxmemory-policy noeviction;
+    # without it they share urlSecretRef's Redis, which must then be noeviction itself.
+    state_url_secret_ref: Annotated[SecretKeyRef | None, Field(alias="stateUrlSecretRef")] = None
     # Without Redis (mode none, or while it is unreachable) limits and budgets are counted
     # in each replica, each enforcing 1/fallbackReplicas of every limit and cap: set it to
     # the replicas you usually run. A manifest field rather than the live replica count, so
@@ -107,7 +151,13 @@ class RedisSpec(Model):
     fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     # Fixed while managed: see the transition rule above.
     storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
-    backup_schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
+    # managed: each instance's memory limit; maxmemory is a fraction of it.
+    cache_memory: RedisMemory = "512Mi"
+    state_memory: RedisMemory = "256Mi"
+    backup: RedisBackupSpec | None = None
+    # managed: the state instance's volume and password are kept when the agent is deleted
+    # or the mode changes, unless this is true.
+    delete_data_with_agent: bool = False
 
 
 class CacheSpec(Model):

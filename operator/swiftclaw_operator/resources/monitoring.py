@@ -8,6 +8,7 @@ from typing import Any
 from swiftclaw_runtime.contract import METRICS_PATH
 
 from .common import Agent, metadata, selector
+from .redis import backup_name
 
 COMPONENT = "runtime"
 
@@ -64,6 +65,21 @@ def alerts(agent: Agent) -> list[Alert]:
             f"a circuit breaker of {agent.name} is open: a provider is failing",
         ),
     ]
+    redis = agent.spec.cache.redis
+    if redis.mode == "managed" and redis.backup is not None:
+        job = f'namespace="{agent.namespace}",cronjob="{backup_name(agent)}"'
+        scheduled = f"max(kube_cronjob_status_last_schedule_time{{{job}}})"
+        succeeded = f"max(kube_cronjob_status_last_successful_time{{{job}}})"
+        out.append(
+            Alert(  # from kube-state-metrics: the last run started has not succeeded
+                "SwiftClawRedisBackupFailed",
+                "redis-backup-restore",
+                f"({scheduled} - {succeeded} > 0) or ({scheduled} unless {succeeded})",
+                "1h",
+                "critical",
+                f"the last Redis backup of {agent.name} did not succeed",
+            )
+        )
     budget = agent.spec.budget
     if budget.daily_usd:
         threshold = budget.daily_usd * budget.alert_at_percent / 100

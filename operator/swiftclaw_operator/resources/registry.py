@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ..api import API, PLURAL
@@ -62,6 +63,10 @@ def _managed_redis(agent: Agent) -> bool:
     return agent.spec.cache.redis.mode == "managed"
 
 
+def _redis_backups(agent: Agent) -> bool:
+    return _managed_redis(agent) and agent.spec.cache.redis.backup is not None
+
+
 @dataclass(frozen=True)
 class Child:
     """One child of an AgentDeployment: its kind, its builder, and when it is wanted
@@ -83,7 +88,6 @@ HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscaler
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 NETWORK_POLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 STATEFULSET = Kind("apps/v1", "StatefulSet", "statefulsets")
-PVC = Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
 CRONJOB = Kind("batch/v1", "CronJob", "cronjobs")
 SERVICE_MONITOR = Kind(MONITORING_API, "ServiceMonitor", "servicemonitors", requires=MONITORING_API)
 PROMETHEUS_RULE = Kind(MONITORING_API, "PrometheusRule", "prometheusrules", requires=MONITORING_API)
@@ -118,11 +122,16 @@ CHILDREN: tuple[Child, ...] = (
     Child(DEPLOYMENT, lambda a: runtime.build_deployment(a, runtime.build_configmap(a))),
     Child(HPA, runtime.build_hpa),
     Child(PDB, runtime.build_pdb),
-    Child(NETWORK_POLICY, redis.build_network_policy, _managed_redis),
-    Child(SERVICE, redis.build_service, _managed_redis),
-    Child(STATEFULSET, redis.build_statefulset, _managed_redis),
-    Child(PVC, redis.build_backup_pvc, _managed_redis),
-    Child(CRONJOB, redis.build_backup_cronjob, _managed_redis),
+    *(
+        Child(kind, partial(build, role=role), _managed_redis)
+        for role in redis.ROLES
+        for kind, build in (
+            (NETWORK_POLICY, redis.build_network_policy),
+            (SERVICE, redis.build_service),
+            (STATEFULSET, redis.build_statefulset),
+        )
+    ),
+    Child(CRONJOB, redis.build_backup_cronjob, _redis_backups),
     Child(SERVICE_MONITOR, monitoring.build_service_monitor, _monitoring),
     Child(PROMETHEUS_RULE, monitoring.build_prometheus_rule, _monitoring),
 )

@@ -9,9 +9,9 @@ import yaml
 from swiftclaw_runtime import contract
 from swiftclaw_runtime.config import render_runtime_config
 
+from . import redis as redis_resources
 from .common import (
     CONFIG_CHECKSUM,
-    REDIS_PORT,
     RUNTIME_PORT,
     SECRETS_DIR,
     Agent,
@@ -84,21 +84,23 @@ def _env(agent: Agent) -> list[dict[str, Any]]:
     ]
     redis = agent.spec.cache.redis
     if redis.mode == "managed":
-        env.append(
-            {"name": contract.REDIS_URL_ENV, "value": f"redis://{agent.redis_name}:{REDIS_PORT}/0"}
-        )
-    elif redis.mode == "external" and redis.url_secret_ref is not None:
-        env.append(
-            {
-                "name": contract.REDIS_URL_ENV,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": redis.url_secret_ref.name,
-                        "key": redis.url_secret_ref.key,
+        env += [
+            redis_resources.password_env(contract.REDIS_PASSWORD_ENV, agent),
+            {"name": contract.REDIS_URL_ENV, "value": redis_resources.url(agent, "cache")},
+            {"name": contract.REDIS_STATE_URL_ENV, "value": redis_resources.url(agent, "state")},
+        ]
+    elif redis.mode == "external":
+        for name, ref in (
+            (contract.REDIS_URL_ENV, redis.url_secret_ref),
+            (contract.REDIS_STATE_URL_ENV, redis.state_url_secret_ref),
+        ):
+            if ref is not None:
+                env.append(
+                    {
+                        "name": name,
+                        "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
                     }
-                },
-            }
-        )
+                )
     return env
 
 
