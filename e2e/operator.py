@@ -176,12 +176,10 @@ def api_requests(op: Operator) -> float:
 
 
 def failed_calls(op: Operator) -> dict[str, float]:
-    """The operator's API requests that failed (a 404 on a read is an answer, not a
-    failure) and those answered 401 (then retried with renewed credentials)."""
+    """The operator's API requests that failed (a 404 on a read is an answer, not counted)
+    and those answered 401 (then retried with renewed credentials)."""
     out = {
-        k: v
-        for k, v in op.metrics().items()
-        if k.startswith("swiftclaw_operator_api_errors_total") and 'status="404"' not in k and v
+        k: v for k, v in op.metrics().items() if k.startswith("swiftclaw_operator_api_errors_total")
     }
     reauths = op.counter("swiftclaw_operator_api_reauths_total")
     if reauths:

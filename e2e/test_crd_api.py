@@ -88,9 +88,9 @@ def test_redis_storage_cannot_change_once_set(cluster: Cluster, crd_ns: str) -> 
     assert "spec.cache.redis.storage" in refused.stderr, refused.stderr
     assert "cannot be changed while the Redis is managed" in refused.stderr, refused.stderr
     # The same value, and the other Redis fields, still change.
-    assert patch({"storage": size, "backupSchedule": "0 4 * * *"}).returncode == 0
+    assert patch({"storage": size, "stateMemory": "384Mi"}).returncode == 0
     stored = cluster.get("agentdeployment", "storage", "-n", crd_ns)["spec"]["cache"]["redis"]
-    assert (stored["storage"], stored["backupSchedule"]) == (size, "0 4 * * *")
+    assert (stored["storage"], stored["stateMemory"]) == (size, "384Mi")
     # Leaving managed mode (the StatefulSet goes) may drop the size back to its default.
     left = patch({"mode": "none", "storage": None, "backup": None})
     assert left.returncode == 0, left.stderr

@@ -36,6 +36,7 @@ from .resources.registry import plural
 
 FIELD_MANAGER = "swiftclaw-operator"
 REQUEST_TIMEOUT_SECONDS = 30
+NOT_FOUND = frozenset({404})
 # Renew an expiring credential this long before it expires (at most a fifth of its life).
 RENEW_AHEAD = datetime.timedelta(minutes=5)
 
@@ -248,7 +249,10 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
+        answers: frozenset[int] = frozenset(),
     ) -> Any:
+        """One request; a status in ``answers`` (a 404 on a read) is raised but not counted
+        as a failed request."""
         API_REQUESTS.labels(verb, kind).inc()
         for attempt in (1, 2):
             headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -268,7 +272,8 @@ class Kube:
                     API_REAUTHS.inc()
                     await self.auth.refresh(force=True)
                     continue
-                API_ERRORS.labels(str(exc.status)).inc()
+                if exc.status not in answers:
+                    API_ERRORS.labels(str(exc.status)).inc()
                 raise _error_of(exc) from None
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 API_ERRORS.labels("0").inc()
@@ -280,7 +285,9 @@ class Kube:
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
         try:
-            obj = await self._call("get", kind, "GET", path_of(api_version, kind, namespace, name))
+            obj = await self._call(
+                "get", kind, "GET", path_of(api_version, kind, namespace, name), answers=NOT_FOUND
+            )
         except KubeError as err:
             if err.status == 404:
                 return None
@@ -328,6 +335,7 @@ class Kube:
                 path,
                 manifest,
                 params={"fieldManager": FIELD_MANAGER},
+                answers=frozenset({409}),
             )
         except KubeError as err:
             if err.status == 409:
@@ -358,6 +366,7 @@ class Kube:
                 "DELETE",
                 path_of(api_version, kind, namespace, name),
                 {"propagationPolicy": "Background"},
+                answers=NOT_FOUND,
             )
         except KubeError as err:
             if err.status == 404:
@@ -372,7 +381,7 @@ class Kube:
     async def has_group_version(self, group_version: str) -> bool:
         """Is an API group/version served (for optional CRDs such as monitoring.coreos.com)?"""
         try:
-            await self._call("discovery", "-", "GET", f"/apis/{group_version}")
+            await self._call("discovery", "-", "GET", f"/apis/{group_version}", answers=NOT_FOUND)
         except KubeError as err:
             if err.status == 404:
                 return False

@@ -33,7 +33,8 @@ API_REQUESTS = Counter(
 )
 API_ERRORS = Counter(
     "swiftclaw_operator_api_errors",
-    "Requests to the Kubernetes API that failed, by HTTP status (0: not reached).",
+    "Requests to the Kubernetes API that failed, by HTTP status (0: not reached); a 404 on a "
+    "read and a 409 on a create-only child are answers, not failures.",
     ["status"],
     registry=REGISTRY,
 )
