@@ -2,8 +2,8 @@
 CPU (:class:`LocalEmbedder`, offline) or a provider's ``/embeddings``
 (:class:`ProviderEmbedder`). Both return unit vectors, so a dot product is the cosine.
 
-The local model runs on one worker thread (numpy's matrix products release the GIL, so
-the event loop keeps serving meanwhile), and the vectors of the last few thousand
+The local model runs on onnxruntime (:mod:`.onnx_minilm`, one intra-op thread) in one
+worker thread (onnxruntime releases the GIL, so the event loop keeps serving meanwhile), and the vectors of the last few thousand
 questions are remembered: a repeated question is not embedded twice.
 """
 
@@ -18,7 +18,8 @@ from ..config import ProviderSpec, SemanticEmbeddingsSpec
 from ..providers import UpstreamError
 
 if TYPE_CHECKING:  # numpy (and the model's tokenizers, safetensors) only once one is built
-    from .minilm import MiniLM, Vector
+    from .minilm import Vector
+    from .onnx_minilm import OnnxMiniLM
 
 MEMO_ENTRIES = 4096
 
@@ -56,21 +57,22 @@ class _Memo:
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 in numpy (:mod:`.minilm`), 384 dimensions."""
+    """all-MiniLM-L6-v2 on onnxruntime (:mod:`.onnx_minilm`), 384 dimensions: about
+    3 ms a question on one core, where the same pass in numpy (:mod:`.minilm`) takes 6."""
 
     name = "local/all-MiniLM-L6-v2"
     dim: int | None = 384  # MiniLM.dim, without importing numpy before the model loads
 
     def __init__(self) -> None:
-        self.model: MiniLM | None = None
+        self.model: OnnxMiniLM | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._memo = _Memo()
 
     async def start(self) -> None:
-        from .minilm import MiniLM
+        from .onnx_minilm import OnnxMiniLM
 
         loop = asyncio.get_running_loop()
-        self.model = await loop.run_in_executor(self._pool, MiniLM)
+        self.model = await loop.run_in_executor(self._pool, OnnxMiniLM)
 
     async def embed(self, text: str) -> Vector:
         v = self._memo.get(text)
