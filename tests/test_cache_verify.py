@@ -193,7 +193,10 @@ def test_evaluation_set_is_large_balanced_and_holds_out_a_fresh_split() -> None:
     assert sum(p.same for p in held) * 2 == len(held)
     held_kinds = {p.kind for p in held if not p.same}
     assert held_kinds == {"number", "unit_direction", "negation", "antonym", "entity_order"} | {
-        "weekday", "date", "product", "language"
+        "weekday",
+        "date",
+        "product",
+        "language",
     }
     tuning = {frozenset((p.a, p.b)) for p in pairs if p.split != "heldout"}
     assert not [p for p in held if frozenset((p.a, p.b)) in tuning]
@@ -210,9 +213,11 @@ def test_default_threshold_with_verification_on_the_evaluation_set(model: OnnxMi
     pairs = load_pairs()
     sims = [cos(model, p.a, p.b) for p in pairs]
     t = SemanticCacheSpec().threshold
-    for split, precision, recall in (("dev", 1.0, 0.69), ("heldout", 0.96, 0.61)):
+    # heldout was scored once, with the rules and threshold frozen (see the README)
+    pinned = (("dev", 1.0, 0.84), ("dev2", 1.0, 0.77), ("heldout", 0.97, 0.9))
+    for split, precision, recall in pinned:
         chosen = [(p, s) for p, s in zip(pairs, sims, strict=True) if p.split == split]
         r = score([p for p, _ in chosen], [s for _, s in chosen], t, verified=True)
         assert r.precision >= precision and r.recall >= recall, (split, r)
         plain = score([p for p, _ in chosen], [s for _, s in chosen], 0.85, verified=False)
-        assert plain.precision < 0.5  # a threshold alone serves wrong answers
+        assert plain.precision < r.precision - 0.3  # a threshold alone serves wrong answers

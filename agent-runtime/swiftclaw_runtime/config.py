@@ -244,15 +244,6 @@ class ExactCacheSpec(Model):
     max_temperature: Annotated[float, Field(ge=0, le=2)] = 0.3
 
 
-class SemanticEmbeddingsSpec(Model):
-    """Where question embeddings come from: the bundled all-MiniLM-L6-v2 (``local``, on
-    the pod's CPU, offline) or a declared OpenAI-compatible provider's ``/embeddings``."""
-
-    provider: Name | None = None
-    model: Annotated[str, Field(min_length=1, max_length=253)] = "text-embedding-3-small"
-    timeout_ms: Annotated[int, Field(ge=10, le=30_000, alias="timeoutMs")] = 1000
-
-
 class SemanticCacheSpec(Model):
     """Answers reused for a question that means the same as a cached one.
 
@@ -261,6 +252,10 @@ class SemanticCacheSpec(Model):
     rejects the near-misses that embeddings score at 0.93-0.99. When every model of a tier
     has failed, a cached answer up to ``staleTTLSeconds`` old at ``degradeThreshold`` (also
     verified) is served instead of the 503, marked ``stale-similar``.
+
+    ``embeddings``: ``local`` embeds questions with the bundled all-MiniLM-L6-v2 on the
+    pod's CPU (offline); ``models`` with the model of ``spec.models.embeddings`` (the one
+    ``POST /v1/embeddings`` serves), without its fallbacks.
     """
 
     enabled: bool = False
@@ -269,7 +264,7 @@ class SemanticCacheSpec(Model):
     verify: bool = True
     degrade_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.62
     stale_ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000, alias="staleTTLSeconds")] = 86_400
-    embeddings: SemanticEmbeddingsSpec = SemanticEmbeddingsSpec()
+    embeddings: Literal["local", "models"] = "local"
 
 
 class LocalCacheSpec(Model):
@@ -519,12 +514,9 @@ class AgentPolicy(Model):
             (
                 "!has(self.cache) || !has(self.cache.semantic)"
                 " || !has(self.cache.semantic.embeddings)"
-                " || !has(self.cache.semantic.embeddings.provider)"
-                " || self.providers.exists(p, p.name == self.cache.semantic.embeddings.provider"
-                " && (p.type == 'openai' || p.type == 'openai-compatible'))",
-                "must name a provider of type openai or openai-compatible declared in"
-                " spec.providers",
-                ".cache.semantic.embeddings.provider",
+                " || self.cache.semantic.embeddings != 'models' || has(self.models.embeddings)",
+                "models needs spec.models.embeddings",
+                ".cache.semantic.embeddings",
             ),
             (
                 "!has(self.models.embeddings) || ([self.models.embeddings.model]"
@@ -810,16 +802,9 @@ def reference_issues(policy: AgentPolicy, prefix: str = "spec") -> list[FieldIss
         issues.append(
             FieldIssue(f"{prefix}.cache.redis.urlSecretRef", "only allowed when mode is external")
         )
-    embedder = policy.cache.semantic.embeddings.provider
-    if embedder is not None and not any(
-        p.name == embedder and p.type in ("openai", "openai-compatible") for p in policy.providers
-    ):
+    if policy.cache.semantic.embeddings == "models" and policy.models.embeddings is None:
         issues.append(
-            FieldIssue(
-                f"{prefix}.cache.semantic.embeddings.provider",
-                "must name a provider of type openai or openai-compatible declared in"
-                " spec.providers",
-            )
+            FieldIssue(f"{prefix}.cache.semantic.embeddings", "models needs spec.models.embeddings")
         )
     context_names = [c.name for c in policy.agent.context]
     for i, name in enumerate(context_names):

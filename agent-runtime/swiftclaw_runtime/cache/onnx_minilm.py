@@ -57,9 +57,7 @@ def build_graph(m: MiniLM) -> bytes:
     node("Gather", ["word", "ids"], "tok")
     node("Slice", ["position", "zero", "n", "zero"], "pos")
     node("Add", ["tok", "pos"], "emb")
-    x = node(
-        "LayerNormalization", ["emb", "emb_g", "emb_b"], "x0", axis=-1, epsilon=EPS
-    )
+    x = node("LayerNormalization", ["emb", "emb_g", "emb_b"], "x0", axis=-1, epsilon=EPS)
     for i, layer in enumerate(m.layers):
         p = f"l{i}_"
         for key, value in layer.items():
