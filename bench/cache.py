@@ -9,17 +9,20 @@
    cached, the second looked up, so hits and refusals both occur. Each question is
    embedded once, as the runtime's memo of recent questions does not help here.
 2. **Exact hits vs the proxied path, on one runtime worker**: one ``swiftclaw run``
-   process (pinned to its own core) with the exact cache on Redis, in front of the
-   simulated provider (``--latency``, default 50 ms); wrk (one thread, C connections)
-   sends either one cacheable request over and over (every answer after the first is an
-   exact hit, zero upstream calls) or a request that differs each time (every one a miss,
-   proxied to the simulator and then stored), interleaved at each concurrency.
+   process (pinned to its own core) with the exact cache on Redis, then another with it in
+   process (``redis.mode: none``), in front of the simulated provider (``--latency``,
+   default 50 ms); wrk (one thread, C connections, on the other core with the simulator
+   and Redis) sends either one cacheable request over and over (every answer after the
+   first is an exact hit, zero upstream calls) or a request that differs each time (every
+   one a miss, proxied to the simulator and then stored), interleaved at each
+   concurrency. The figure is each path's saturation (its highest RPS) and their ratio.
 
     python -m bench.cache [--index-size 5000] [--concurrency 64 256] [--latency fixed:50]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -29,6 +32,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.run import (
     RESULTS,
@@ -135,6 +139,54 @@ async def semantic_lookups(redis_url: str, index_size: int) -> dict[str, float]:
     }
 
 
+def agent(sim: Proc, backend: str) -> dict[str, Any]:
+    """The bench agent with the exact cache on Redis (``SWIFTCLAW_REDIS_URL``) or in process."""
+    return {
+        "providers": [{"name": "sim", "type": "openai-compatible", "baseURL": f"{sim.url}/v1"}],
+        "models": {"tiers": [{"name": "bench", "model": "sim/m"}]},
+        "cache": {
+            "exact": {"enabled": True},
+            "redis": {"mode": "managed" if backend == "redis" else "none"},
+        },
+    }
+
+
+Row = dict[str, Any]
+
+
+def throughput(
+    folder: Path, target: Target, backend: str, args: argparse.Namespace, load_cpus: set[int]
+) -> list[Row]:
+    """wrk with the same cacheable request (exact hits) and a new one each time (misses,
+    proxied), interleaved at each concurrency."""
+    for _ in range(2):
+        with post(target, HIT_BODY) as r:
+            outcome = r.headers["x-swiftclaw-cache"]
+    assert outcome == "exact", outcome
+    scripts = {
+        "exact hit": lua(folder, f"hit-{backend}", HIT_LUA, target, body=HIT_BODY),
+        "miss, proxied": lua(folder, f"miss-{backend}", MISS_LUA, target),
+    }
+    rows: list[Row] = []
+    for c in args.concurrency:
+        for name, script in scripts.items():
+            wrk(target.url, script, c, args.warmup, load_cpus)
+            rps, p50, p99, errors, n = parse_wrk(
+                wrk(target.url, script, c, args.duration, load_cpus)
+            )
+            rows.append(
+                {"backend": backend, "path": name, "concurrency": c, "rps": rps,
+                 "p50_ms": p50, "p99_ms": p99, "errors": errors, "requests": n}
+            )  # fmt: skip
+            print(f"  {backend:6s} {name:14s} c={c:<4d} {rps:8.0f} rps  p50 {p50:7.2f} ms  "
+                  f"p99 {p99:7.2f} ms  errors {errors}")  # fmt: skip
+    return rows
+
+
+def saturation(rows: list[Row], backend: str, path: str) -> float:
+    return max(float(r["rps"]) for r in rows if r["backend"] == backend and r["path"] == path)
+
+
 def lua(folder: Path, name: str, template: str, target: Target, **fields: str) -> Path:
     headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items())
     path = folder / f"{name}.lua"
@@ -153,7 +205,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     procs: list[Proc] = []
-    rows: list[dict[str, float | int | str]] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp:
         folder = Path(tmp)
         try:
@@ -179,54 +231,30 @@ def main() -> int:
 
             redis_py.Redis.from_url(redis_url).flushall()
 
-            # 2. exact hits vs misses proxied to the simulator, one runtime process
+            # 2. exact hits vs misses proxied to the simulator, one runtime process each
             sim = start_sim(
                 None, "--latency", args.latency, "--stream-pace-ms", "0",
                 log_path=folder / "sim.log",
             )  # fmt: skip
             procs.append(sim)
-            spec = {
-                "providers": [
-                    {"name": "sim", "type": "openai-compatible", "baseURL": f"{sim.url}/v1"}
-                ],
-                "models": {"tiers": [{"name": "bench", "model": "sim/m"}]},
-                "cache": {"exact": {"enabled": True}, "redis": {"mode": "managed"}},
-            }
-            os.environ["SWIFTCLAW_REDIS_URL"] = redis_url
-            target = start_swiftclaw(folder, spec)
-            procs += target.procs
             pin(sim.pid, other)
-            for p in target.procs:
-                pin(p.pid, one)
-            for _ in range(2):
-                with post(target, HIT_BODY) as r:
-                    outcome = r.headers["x-swiftclaw-cache"]
-            assert outcome == "exact", outcome
-            scripts = {
-                "exact hit": lua(folder, "hit", HIT_LUA, target, body=HIT_BODY),
-                "miss, proxied": lua(folder, "miss", MISS_LUA, target),
-            }
-            for c in args.concurrency:
-                for name, script in scripts.items():
-                    wrk(target.url, script, c, args.warmup, other)
-                    rps, p50, p99, errors, n = parse_wrk(
-                        wrk(target.url, script, c, args.duration, other)
-                    )
-                    rows.append(
-                        {"path": name, "concurrency": c, "rps": rps, "p50_ms": p50,
-                         "p99_ms": p99, "errors": errors, "requests": n}
-                    )  # fmt: skip
-                    print(f"  {name:14s} c={c:<4d} {rps:8.0f} rps  p50 {p50:7.2f} ms  "
-                          f"p99 {p99:7.2f} ms  errors {errors}")  # fmt: skip
+            os.environ["SWIFTCLAW_REDIS_URL"] = redis_url
+            for backend in ("redis", "memory"):
+                target = start_swiftclaw(folder, agent(sim, backend), f"swiftclaw-{backend}")
+                procs += target.procs
+                for p in target.procs:
+                    pin(p.pid, one)
+                rows += throughput(folder, target, backend, args, other)
+                for p in target.procs:
+                    p.stop()
         finally:
             for p in reversed(procs):
                 p.stop()
 
     now = datetime.now(UTC)
     ratios = {
-        c: next(r["rps"] for r in rows if r["path"] == "exact hit" and r["concurrency"] == c)
-        / next(r["rps"] for r in rows if r["path"] == "miss, proxied" and r["concurrency"] == c)
-        for c in args.concurrency
+        backend: saturation(rows, backend, "exact hit") / saturation(rows, backend, "miss, proxied")
+        for backend in ("redis", "memory")
     }
     md = [
         f"# Cache benchmark, {now:%Y-%m-%d %H:%M} UTC",
@@ -248,16 +276,16 @@ def main() -> int:
         "",
         f"## Exact hits vs the proxied path, one runtime worker (upstream {args.latency})",
         "",
-        "| path | concurrency | RPS | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| cache on | path | concurrency | RPS | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} | {r['errors']} |"
+            f"| {r['backend']} | {r['path']} | {r['concurrency']} | {r['rps']:.0f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
             for r in rows
         ),
         "",
-        "Exact hit / proxied RPS: "
-        + ", ".join(f"c={c}: {ratio:.1f}x" for c, ratio in ratios.items()),
+        "Saturation RPS, exact hits / proxied misses: "
+        + ", ".join(f"{backend} {ratio:.1f}x" for backend, ratio in ratios.items()),
     ]
     text = "\n".join(md) + "\n"
     name = f"cache-{now:%Y%m%d-%H%M}"
