@@ -252,6 +252,7 @@ def main() -> int:
                 p.stop()
 
     now = datetime.now(UTC)
+    load_end = os.getloadavg()
     ratios = {
         backend: saturation(rows, backend, "exact hit") / saturation(rows, backend, "miss, proxied")
         for backend in ("redis", "memory")
@@ -260,7 +261,9 @@ def main() -> int:
         f"# Cache benchmark, {now:%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()};"
-        f" load average at the start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.",
+        f" load average (1/5/15 min) at the start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f},"
+        f" at the end {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} (a shared"
+        " machine: other work runs beside the benchmark).",
         f"Command: python -m bench.cache --index-size {args.index_size} --concurrency "
         f"{' '.join(map(str, args.concurrency))} --latency {args.latency}",
         "",
@@ -291,7 +294,9 @@ def main() -> int:
     name = f"cache-{now:%Y%m%d-%H%M}"
     (RESULTS / f"{name}.md").write_text(text)
     (RESULTS / f"{name}.json").write_text(
-        json.dumps({"semantic": semantic, "throughput": rows, "load": load}, indent=2)
+        json.dumps(
+            {"semantic": semantic, "throughput": rows, "load": [load, load_end]}, indent=2
+        )
     )
     print(text)
     return 0
