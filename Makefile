@@ -61,11 +61,12 @@ cluster-up: control-plane  ## start the local control plane; prints the kubeconf
 cluster-down:
 	e2e/cluster/down.sh
 
-bench: install control-plane  ## runtime vs direct upstream vs LiteLLM vs Portkey; writes bench/results/
+bench: install control-plane  ## runtime vs direct upstream vs LiteLLM vs Portkey, the cache; writes bench/results/
 	bench/install-peers.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.toolcall
 	$(PY) -m bench.spend
+	$(PY) -m bench.cache
 	$(PY) -m bench.operator_scale
 
 soak: install  ## long mixed workload looking for leaks; writes bench/results/ (SOAK_ARGS="--requests 20000")

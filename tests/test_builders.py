@@ -204,21 +204,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         None,
     ),
     "cache.semantic.staleTTLSeconds": (setter("cache.semantic.staleTTLSeconds", 600), POLICY, None),
-    "cache.semantic.embeddings.provider": (
-        setter("cache.semantic.embeddings.provider", "openai"),
-        POLICY,
-        None,
-    ),
-    "cache.semantic.embeddings.model": (
-        setter("cache.semantic.embeddings.model", "text-embedding-3-large"),
-        POLICY,
-        None,
-    ),
-    "cache.semantic.embeddings.timeoutMs": (
-        setter("cache.semantic.embeddings.timeoutMs", 500),
-        POLICY,
-        None,
-    ),
+    "cache.semantic.embeddings": (setter("cache.semantic.embeddings", "models"), POLICY, None),
     "cache.maxEntryBytes": (setter("cache.maxEntryBytes", 65536), POLICY, None),
     "cache.local.maxEntries": (setter("cache.local.maxEntries", 500), POLICY, None),
     "cache.local.maxBytes": (setter("cache.local.maxBytes", 1048576), POLICY, None),

@@ -345,7 +345,8 @@ def test_redis_down_under_load_bypasses_and_hits_resume_after_restart(
     statuses: list[int] = []
     outcomes: list[str] = []
     times: list[float] = []
-    stop = time.monotonic() + 22
+    # the acceptance: c=32 for 60 s, Redis killed and restarted along the way
+    stop = time.monotonic() + 60
 
     async def load() -> None:
         async with aiohttp.ClientSession() as client:
@@ -367,9 +368,9 @@ def test_redis_down_under_load_bypasses_and_hits_resume_after_restart(
             await asyncio.gather(*(worker(w) for w in range(32)))
 
     async def chaos() -> float:
-        await asyncio.sleep(3)
+        await asyncio.sleep(10)
         redis.kill()
-        await asyncio.sleep(8)
+        await asyncio.sleep(20)
         await asyncio.to_thread(
             lambda: launch.procs.append(start_redis(redis.port, launch.folder / "redis2.log"))
         )

@@ -174,11 +174,13 @@ def metric_line(text: str, sample: str) -> float:
     return float(line.split()[-1])
 
 
-def test_embeddings_from_a_provider(launch: Launcher) -> None:
-    """``embeddings.provider``: questions embedded by the provider's /embeddings (the
-    simulator's vectors are seeded by the text, so only the same question is similar)."""
+def test_embeddings_from_the_embeddings_model(launch: Launcher) -> None:
+    """``embeddings: models``: questions embedded by the model of ``spec.models.embeddings``
+    through its provider (the simulator's vectors are seeded by the text, so only the same
+    question is similar)."""
     sim = launch.sim("--latency", "fixed:2")
-    doc = semantic_agent([sim], None, {"embeddings": {"provider": "p0", "model": "emb"}})
+    doc = semantic_agent([sim], None, {"embeddings": "models"})
+    doc["spec"]["models"]["embeddings"] = {"model": "p0/emb", "dimensions": 64}
     doc["spec"]["cache"]["exact"] = {"enabled": False}
     rt = launch.runtime(doc)
     assert post(rt, ask(QUESTION, temperature=0))[1]["x-swiftclaw-cache"] == "miss"

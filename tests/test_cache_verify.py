@@ -8,36 +8,48 @@ the rules that costs precision or recall shows here.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pytest
 
 from swiftclaw_runtime.cache import verify
 from swiftclaw_runtime.cache.evaluate import load_pairs, score
 from swiftclaw_runtime.cache.minilm import MiniLM
+from swiftclaw_runtime.cache.onnx_minilm import OnnxMiniLM
 from swiftclaw_runtime.config import SemanticCacheSpec
 
 
 @pytest.fixture(scope="module")
-def model() -> MiniLM:
-    return MiniLM()
+def model() -> OnnxMiniLM:
+    """The runtime's encoder: the graph built from the numpy weights, on onnxruntime."""
+    return OnnxMiniLM()
 
 
-def cos(model: MiniLM, a: str, b: str) -> float:
+def cos(model: OnnxMiniLM, a: str, b: str) -> float:
     return float(model.encode(a) @ model.encode(b))
 
 
-def test_encoder_matches_sentence_transformers(model: MiniLM) -> None:
+@pytest.mark.parametrize("encoder", [MiniLM, OnnxMiniLM])
+def test_encoder_matches_sentence_transformers(encoder: type[MiniLM] | type[OnnxMiniLM]) -> None:
     # SentenceTransformer("all-MiniLM-L6-v2").encode("This is an example sentence")[:5]
-    v = model.encode("This is an example sentence")
+    v = encoder().encode("This is an example sentence")
     assert v.shape == (384,) and v.dtype == np.float32
     assert np.allclose(v[:5], [0.0676569, 0.0634959, 0.0487131, 0.0793050, 0.0374480], atol=2e-6)
     assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
 
 
+def test_onnx_graph_computes_the_numpy_forward_pass(model: OnnxMiniLM) -> None:
+    reference = MiniLM()
+    for text in (
+        "Where is my order?",
+        "How do I roll back a Helm release to revision 3 in the staging namespace?",
+        "¿Dónde está mi pedido?",
+        "x",
+    ):
+        assert np.abs(model.encode(text) - reference.encode(text)).max() < 1e-5, text
+
+
 def test_encoder_scores_paraphrases_high_unrelated_low_and_near_misses_very_high(
-    model: MiniLM,
+    model: OnnxMiniLM,
 ) -> None:
     assert (
         cos(model, "How do I reset my password?", "I forgot my password, how can I change it?")
@@ -74,6 +86,22 @@ def test_encoder_scores_paraphrases_high_unrelated_low_and_near_misses_very_high
         ("How do I subscribe?", "How do I unsubscribe?", "antonym"),
         ("Move money from savings to checking", "Move money from checking to savings", "order"),
         ("Is Rust faster than Go?", "Is Go faster than Rust?", "order"),
+        (
+            "How do I run Python 2 code in Python 3?",
+            "How do I run Python 3 code in Python 2?",
+            "order",
+        ),
+        (
+            "What is 20 degrees Celsius in Fahrenheit?",
+            "What is 20 degrees Fahrenheit in Celsius?",
+            "unit",
+        ),
+        ("Why can't I log in?", "Why can't I log out?", "antonym"),
+        (
+            "How do I declare a class in Python?",
+            "How do I declare an interface in Python?",
+            "substitution",
+        ),
         (
             "Route traffic from service A to service B",
             "Route traffic from service B to service A",
@@ -114,6 +142,15 @@ def test_near_misses_are_refused_with_their_reason(a: str, b: str, reason: str) 
         ("My discount code is not accepted.", "My promo code gets rejected."),
         ("How do I delete my account?", "How do I remove my account?"),
         (
+            "How do I check the type of a variable in Python?",
+            "How can I find out what type a Python variable is?",
+        ),
+        ("How do I see the resource usage of pods?", "How can I check the CPU my pods use?"),
+        (
+            "What is the smallest country in the world?",
+            "Which country is the tiniest on Earth?",
+        ),
+        (
             "How do I upgrade from Python 3.11 to 3.12?",
             "Steps to move from Python 3.11 to Python 3.12?",
         ),
@@ -129,7 +166,7 @@ def test_paraphrases_pass(a: str, b: str) -> None:
 
 def test_fact_extractors() -> None:
     toks = verify.tokenize("Ship 1,000 units of Model Y to Berlin by Friday, not later!")
-    assert verify.numbers(toks) == Counter({"1000": 1})
+    assert verify.numbers(toks) == ["1000"]
     assert verify.negated(toks)
     assert verify.times(toks) == {"friday"}
     assert "Y" in toks and "berlin" in verify.entities(
@@ -147,11 +184,22 @@ def test_fact_extractors() -> None:
     assert verify.asks(verify.tokenize("How many days until it arrives?")) == "duration"
 
 
-def test_evaluation_set_is_large_balanced_and_holds_out_a_third() -> None:
+def test_evaluation_set_is_large_balanced_and_holds_out_a_fresh_split() -> None:
     pairs = load_pairs()
     assert len(pairs) >= 300
+    assert {p.split for p in pairs} == {"dev", "dev2", "heldout"}
     held = [p for p in pairs if p.split == "heldout"]
-    assert len(held) * 3 >= len(pairs)
+    assert len(held) >= 150
+    assert sum(p.same for p in held) * 2 == len(held)
+    held_kinds = {p.kind for p in held if not p.same}
+    assert held_kinds == {"number", "unit_direction", "negation", "antonym", "entity_order"} | {
+        "weekday",
+        "date",
+        "product",
+        "language",
+    }
+    tuning = {frozenset((p.a, p.b)) for p in pairs if p.split != "heldout"}
+    assert not [p for p in held if frozenset((p.a, p.b)) in tuning]
     assert abs(sum(p.same for p in pairs) - sum(not p.same for p in pairs)) <= len(pairs) * 0.05
     kinds = {p.kind for p in pairs if not p.same}
     assert kinds >= {"number", "unit_direction", "negation", "antonym", "entity_order"}
@@ -160,14 +208,16 @@ def test_evaluation_set_is_large_balanced_and_holds_out_a_third() -> None:
     assert len({(p.a, p.b) for p in pairs}) == len(pairs)
 
 
-def test_default_threshold_with_verification_on_the_evaluation_set(model: MiniLM) -> None:
+def test_default_threshold_with_verification_on_the_evaluation_set(model: OnnxMiniLM) -> None:
     """The figures the README reports (recomputed here, so a change to a rule shows)."""
     pairs = load_pairs()
     sims = [cos(model, p.a, p.b) for p in pairs]
     t = SemanticCacheSpec().threshold
-    for split, precision, recall in (("dev", 1.0, 0.69), ("heldout", 0.96, 0.61)):
+    # heldout was scored once, with the rules and threshold frozen (see the README)
+    pinned = (("dev", 1.0, 0.84), ("dev2", 1.0, 0.77), ("heldout", 0.97, 0.9))
+    for split, precision, recall in pinned:
         chosen = [(p, s) for p, s in zip(pairs, sims, strict=True) if p.split == split]
         r = score([p for p, _ in chosen], [s for _, s in chosen], t, verified=True)
         assert r.precision >= precision and r.recall >= recall, (split, r)
         plain = score([p for p, _ in chosen], [s for _, s in chosen], 0.85, verified=False)
-        assert plain.precision < 0.5  # a threshold alone serves wrong answers
+        assert plain.precision < r.precision - 0.3  # a threshold alone serves wrong answers

@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,6 +28,7 @@ from swiftclaw_runtime.spend.limits import (
     duration,
 )
 from swiftclaw_runtime.spend.redis import SpendRedis
+from swiftclaw_runtime.spend.usage import Charge, UsageBook
 
 ALICE = Identity("acme", "alice")
 
@@ -170,6 +172,35 @@ async def test_redis_limits_are_exact_under_concurrency(redis: SpendRedis) -> No
     assert bob.allowed
     glob = next(s for s in bob.states if s.scope.name == "global")
     assert glob.tokens == 101 * 10
+
+
+async def test_usage_written_together_sums_every_charge(redis: SpendRedis) -> None:
+    """Charges that finish together share a round trip (group commit): 300 at once make
+    far fewer writes, and the day's counters hold every one of them, each caller having
+    waited for the write that carries its charge."""
+    book = UsageBook("sc:usage-test", redis)
+    calls = 0
+    real = redis.call
+
+    async def counting(op: str, fn: Any) -> Any:
+        nonlocal calls
+        calls += op == "usage record"
+        return await real(op, fn)
+
+    redis.call = counting  # type: ignore[method-assign]
+    users = [Identity("acme", f"u{i % 7}") for i in range(300)]
+    charges = [Charge(u, "simple", "p/m", 0.001, 10, 5, (f"r{i}",)) for i, u in enumerate(users)]
+    assert all(await asyncio.gather(*(book.record("2026-11-27", c) for c in charges)))
+    assert 1 <= calls < 30
+    counters, active, shared = await book.day("2026-11-27")
+    assert shared and active == 7
+    assert counters["requests:total"] == 300
+    assert counters["tokens_in:tenant:acme"] == 3000
+    assert counters["cost:total"] == pytest.approx(0.3)
+    assert await redis.client.get("sc:usage-test:resp:r299") == b"acme"
+    # one charge alone is written at once, on its own
+    assert await book.record("2026-11-27", charges[0])
+    assert (await book.day("2026-11-27"))[0]["requests:total"] == 301
 
 
 async def test_redis_token_charges_are_settled(redis: SpendRedis) -> None:

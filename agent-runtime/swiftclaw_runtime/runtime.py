@@ -85,11 +85,11 @@ class Runtime:
         semantic = self.policy.cache.semantic
         if not semantic.enabled:
             return None
-        name = semantic.embeddings.provider
-        if name is None:
+        spec, route = self.policy.models.embeddings, self.dispatcher.embeddings_route
+        if semantic.embeddings == "local" or spec is None or route is None:
             return LocalEmbedder()
-        spec = self.policy.provider(name)
-        return ProviderEmbedder(spec, resolve_provider_key(spec), semantic.embeddings)
+        target = route.targets[0]
+        return ProviderEmbedder(self.providers[target.provider], target, spec.dimensions)
 
     @property
     def name(self) -> str:

@@ -97,16 +97,17 @@ _NUMBER_WORDS.update({"ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 1
 _NUMBER_WORDS.update({"million": 1_000_000, "billion": 1_000_000_000, "twice": 2, "double": 2})
 
 
-def numbers(tokens: list[str]) -> Counter[str]:
-    """The numbers in the tokens, normalised (``1,000`` = ``1000``, ``ten`` = ``10``)."""
-    out: Counter[str] = Counter()
+def numbers(tokens: list[str]) -> list[str]:
+    """The numbers in the tokens in their order, normalised (``1,000`` = ``1000``,
+    ``ten`` = ``10``)."""
+    out: list[str] = []
     for t in tokens:
         if t[0].isdigit():
             if re.fullmatch(r"\d{1,3}(,\d{3})+", t):
                 t = t.replace(",", "")
-            out[t] += 1
+            out.append(t)
         elif t in _NUMBER_WORDS:
-            out[str(_NUMBER_WORDS[t])] += 1
+            out.append(str(_NUMBER_WORDS[t]))
     return out
 
 
@@ -152,7 +153,7 @@ _SHORT_UNITS = frozenset(u for u in _UNITS if len(u) == 1 and u.isalpha()) | fro
     _w(
         "second seconds sec minute minutes min hour hours day days week weeks month "
         "months year years foot feet cup cups degree degrees core cores ton tons pound "
-        "pounds mi in. m"
+        "pounds mi in. m cpu cpus vcpu vcpus"
     )
 )
 _CURRENCY_SIGNS = frozenset({"$", "€", "£"})
@@ -175,13 +176,17 @@ def units(tokens: list[str]) -> tuple[frozenset[str], str | None]:
         unit = _UNITS.get(t)
         if unit is None:
             continue
-        after_number = i > 0 and (tokens[i - 1][0].isdigit() or tokens[i - 1] in _NUMBER_WORDS)
+        # "20 degrees Celsius": the scale after "degrees" is the unit the number carries
+        prev = i - 2 if i > 1 and tokens[i - 1] in ("degree", "degrees") else i - 1
+        after_number = prev >= 0 and (tokens[prev][0].isdigit() or tokens[prev] in _NUMBER_WORDS)
         before_number = t in _CURRENCY_SIGNS and i + 1 < len(tokens) and tokens[i + 1][0].isdigit()
         if t in _SHORT_UNITS and not after_number:
             if _named_in_conversion(tokens, i):
                 named.add(unit)
             continue
         found.add(unit)
+        if unit == "degree" and i + 1 < len(tokens) and tokens[i + 1] in _UNITS:
+            continue
         if (after_number or before_number) and attached is None:
             attached = unit
     if found:  # a conversion: "how many pounds is 5 kg"
@@ -219,7 +224,7 @@ def explicit_negations(tokens: list[str]) -> int:
 # --- antonyms ------------------------------------------------------------------------
 
 _ANTONYM_PAIRS = """
-enable disable|activate deactivate|start stop|begin end|open close|on off|in out|up down
+enable disable|activate deactivate|start stop|begin end|open close|on off|up down
 add remove|add delete|create delete|insert delete|include exclude|increase decrease
 increase reduce|raise lower|rise fall|gain lose|grow shrink|expand collapse
 maximum minimum|max min|highest lowest|high low|higher lower|more less|most least
@@ -241,8 +246,29 @@ sender recipient|plus minus|multiply divide|love hate|arrive depart|arrival depa
 merge split|upgrade downgrade|install uninstall|subscribe unsubscribe|follow unfollow
 connect disconnect|hire fire|borrow lend|cheap expensive|cheapest priciest
 safe dangerous|legal illegal|healthy unhealthy|like dislike|agree disagree|min max
-boil freeze|melt freeze|boiling freezing
+boil freeze|melt freeze|boiling freezing|login logout|signin signout|optin optout
+zoomin zoomout|scalein scaleout|clockin clockout
 """
+# "in" and "out" are opposites only after these verbs (log in / log out); elsewhere "in" is
+# a preposition ("in Python") and "out" a particle ("find out")
+_PHRASAL_VERBS = _w("log sign opt zoom scale clock")
+
+
+@lru_cache(maxsize=1)
+def _phrasal_forms() -> dict[str, str]:
+    return {form: verb for verb in _PHRASAL_VERBS for form in _forms(verb)}
+
+
+def _phrasal(tokens: list[str]) -> list[str]:
+    """``log in`` -> ``login``, ``signed out`` -> ``signout`` (for the antonym check)."""
+    forms = _phrasal_forms()
+    out: list[str] = []
+    for t in tokens:
+        if t in ("in", "out") and out and out[-1] in forms:
+            out[-1] = forms[out[-1]] + t
+        else:
+            out.append(t)
+    return out
 
 
 def _forms(word: str) -> set[str]:
@@ -279,6 +305,7 @@ def antonym_swap(a: list[str], b: list[str]) -> str | None:
     in both, but one more ``on`` and one less ``off`` on one side.
     """
     index = _antonym_index()
+    a, b = _phrasal(a), _phrasal(b)
     shift: Counter[tuple[int, int]] = Counter()
     for t in a:
         for key in index.get(t, ()):
@@ -377,6 +404,8 @@ def substitution(a: list[str], b: list[str]) -> bool:
     """Whether the questions are the same words but one, traded for a word of another
     meaning (check the logs / check the events of a pod; memory / disk usage; tea /
     coffee). Known synonyms and same-kind actions (delete / remove) are not a trade."""
+    a = [t for t in a if t not in _SKIP]  # "a class" / "an interface": one word traded
+    b = [t for t in b if t not in _SKIP]
     ops = [op for op in SequenceMatcher(None, a, b, autojunk=False).get_opcodes()]
     changed = [op for op in ops if op[0] != "equal"]
     if len(changed) != 1 or changed[0][0] != "replace":
@@ -463,7 +492,7 @@ _SUPERLATIVES = frozenset(
         "largest biggest smallest tallest highest lowest longest shortest fastest slowest "
         "best worst cheapest priciest oldest newest latest earliest hottest coldest "
         "greatest deepest richest poorest heaviest lightest strongest weakest safest "
-        "healthiest easiest simplest hardest most least top first last"
+        "healthiest easiest simplest hardest most least top first last final"
     )
 )
 _FILLER = frozenset(_w("way ways practice practices approach method option"))
@@ -474,7 +503,7 @@ def superlatives(tokens: list[str]) -> frozenset[str]:
     ("the best way to", "the easiest way")."""
     out = set()
     for i, t in enumerate(tokens):
-        if t in _SUPERLATIVES:
+        if t in _SUPERLATIVES or (len(t) > 6 and t.endswith("iest")):
             nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
             if nxt not in _FILLER:
                 out.add(t)
@@ -628,7 +657,7 @@ class Facts:
     """What the checks read from one question."""
 
     tokens: list[str]
-    numbers: Counter[str]
+    numbers: list[str]
     units: frozenset[str]
     unit_attached: str | None
     negated: bool
@@ -665,8 +694,10 @@ def mismatch(question: str, cached: str) -> str | None:
     a, b = facts(question), facts(cached)
     if _languages_differ(a.language, b.language):
         return "language"
-    if a.numbers != b.numbers:
+    if Counter(a.numbers) != Counter(b.numbers):
         return "number"
+    if a.numbers != b.numbers and len(set(a.numbers)) > 1:
+        return "order"  # Python 2 code in Python 3 / Python 3 code in Python 2
     if a.units != b.units or (
         a.unit_attached and b.unit_attached and a.unit_attached != b.unit_attached
     ):

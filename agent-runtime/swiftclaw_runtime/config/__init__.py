@@ -40,7 +40,6 @@ from .cache import (
     LocalCacheSpec,
     RedisSpec,
     SemanticCacheSpec,
-    SemanticEmbeddingsSpec,
 )
 from .limits import BudgetSpec, RateLimit, RateLimitsSpec, ScalingSpec, SLOSpec, valid_time_zone
 from .loading import (
@@ -125,7 +124,6 @@ __all__ = [
     "ScalingSpec",
     "SecretKeyRef",
     "SemanticCacheSpec",
-    "SemanticEmbeddingsSpec",
     "TierSpec",
     "cel",
     "format_path",

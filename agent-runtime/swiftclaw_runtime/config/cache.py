@@ -26,15 +26,6 @@ class ExactCacheSpec(Model):
     max_temperature: Annotated[float, Field(ge=0, le=2)] = 0.3
 
 
-class SemanticEmbeddingsSpec(Model):
-    """Where question embeddings come from: the bundled all-MiniLM-L6-v2 (``local``, on
-    the pod's CPU, offline) or a declared OpenAI-compatible provider's ``/embeddings``."""
-
-    provider: Name | None = None
-    model: Annotated[str, Field(min_length=1, max_length=253)] = "text-embedding-3-small"
-    timeout_ms: Annotated[int, Field(ge=10, le=30_000, alias="timeoutMs")] = 1000
-
-
 class SemanticCacheSpec(Model):
     """Answers reused for a question that means the same as a cached one.
 
@@ -43,15 +34,19 @@ class SemanticCacheSpec(Model):
     rejects the near-misses that embeddings score at 0.93-0.99. When every model of a tier
     has failed, a cached answer up to ``staleTTLSeconds`` old at ``degradeThreshold`` (also
     verified) is served instead of the 503, marked ``stale-similar``.
+
+    ``embeddings``: ``local`` embeds questions with the bundled all-MiniLM-L6-v2 on the
+    pod's CPU (offline); ``models`` with the model of ``spec.models.embeddings`` (the one
+    ``POST /v1/embeddings`` serves), without its fallbacks.
     """
 
     enabled: bool = False
     ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 1800
-    threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.75
+    threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.68
     verify: bool = True
-    degrade_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.7
+    degrade_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.62
     stale_ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000, alias="staleTTLSeconds")] = 86_400
-    embeddings: SemanticEmbeddingsSpec = SemanticEmbeddingsSpec()
+    embeddings: Literal["local", "models"] = "local"
 
 
 class LocalCacheSpec(Model):

@@ -81,10 +81,7 @@ def _on_anthropic(policy: Any) -> list[Issue]:
 
 
 def _semantic_embedder_ok(policy: Any) -> bool:
-    name = policy.cache.semantic.embeddings.provider
-    return name is None or any(
-        p.name == name and p.type in ("openai", "openai-compatible") for p in policy.providers
-    )
+    return policy.cache.semantic.embeddings != "models" or policy.models.embeddings is not None
 
 
 class AgentPolicy(Model):
@@ -109,11 +106,9 @@ class AgentPolicy(Model):
         holds(
             "!has(self.cache) || !has(self.cache.semantic)"
             " || !has(self.cache.semantic.embeddings)"
-            " || !has(self.cache.semantic.embeddings.provider)"
-            " || self.providers.exists(p, p.name == self.cache.semantic.embeddings.provider"
-            " && (p.type == 'openai' || p.type == 'openai-compatible'))",
-            "must name a provider of type openai or openai-compatible declared in spec.providers",
-            ".cache.semantic.embeddings.provider",
+            " || self.cache.semantic.embeddings != 'models' || has(self.models.embeddings)",
+            "models needs spec.models.embeddings",
+            ".cache.semantic.embeddings",
             _semantic_embedder_ok,
         ),
         checked(

@@ -96,6 +96,7 @@ class SpendControl:
     async def close(self) -> None:
         if self._gauges_task is not None:
             await asyncio.gather(self._gauges_task, return_exceptions=True)
+        await self.book.flush()
         if self.redis is not None:
             await self.redis.close()
 

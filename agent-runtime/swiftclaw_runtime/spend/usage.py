@@ -3,19 +3,27 @@ users per day; the responses feedback may refer to.
 
 Counters are fields of one Redis hash per day (``cost:tenant:<t>``, ``cost:model:<m>``,
 ``cost:tier:<t>``, ``requests:...``, ``tokens_in:...``, ``tokens_out:...``, ``feedback:...``)
-written in one pipelined round trip per request and kept 35 days. Active users are a
-HyperLogLog per day (PFADD/PFCOUNT: 12 KB whatever the number of users). Without Redis
-the same figures are kept in process for this replica.
+written in pipelined round trips and kept 35 days: charges that finish while a write is
+under way wait for it and go together in the next one, their increments summed (a group
+commit: one round trip per request when they come one by one, one for dozens under load,
+where a round trip each cost a third of a cache hit's time). Every caller waits for the
+write that holds its charge, so what a request spent is counted before it is answered.
+Active users are a HyperLogLog per day (PFADD/PFCOUNT: 12 KB whatever the number of
+users). Without Redis the same figures are kept in process for this replica.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from .identity import Identity
 from .redis import RedisDown, SpendRedis
+
+log = logging.getLogger("swiftclaw.spend")
 
 KEEP_SECONDS = 35 * 86_400
 RESPONSE_SECONDS = 86_400  # feedback is accepted for a day after the answer
@@ -45,6 +53,9 @@ class UsageBook:
         self._local: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._local_users: dict[str, set[str]] = defaultdict(set)
         self._local_responses: dict[str, str] = {}
+        self._pending: list[tuple[str, Charge]] = []  # waiting for the next write
+        self._next: asyncio.Future[bool] | None = None  # the next write's outcome
+        self._writer: asyncio.Task[None] | None = None
 
     def _day_key(self, day: str) -> str:
         return f"{self.prefix}:usage:{day}"
@@ -71,20 +82,34 @@ class UsageBook:
 
     def pipeline_ops(self, pipe: Any, day: str, c: Charge) -> None:
         """Queue a charge's writes on a Redis pipeline (sent with the budget's settlement)."""
-        key = self._day_key(day)
-        costs, counts = self.fields(c)
-        for f, v in costs.items():
-            if v:
-                pipe.hincrbyfloat(key, f, v)
-        for f, n in counts.items():
-            if n:
-                pipe.hincrby(key, f, n)
-        pipe.expire(key, KEEP_SECONDS)
-        users = f"{self.prefix}:users:{day}"
-        pipe.pfadd(users, c.who.key)
-        pipe.expire(users, KEEP_SECONDS)
-        for rid in c.response_ids:
-            pipe.set(f"{self.prefix}:resp:{rid}", c.who.tenant_key, ex=RESPONSE_SECONDS)
+        self._queue(pipe, [(day, c)])
+
+    def _queue(self, pipe: Any, charges: list[tuple[str, Charge]]) -> None:
+        """Queue the writes of ``charges`` on a pipeline, the increments of each field summed."""
+        costs: dict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+        counts: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        users: dict[str, set[str]] = defaultdict(set)
+        for day, c in charges:
+            key = self._day_key(day)
+            cost_fields, count_fields = self.fields(c)
+            for f, v in cost_fields.items():
+                costs[key][f] += v
+            for f, n in count_fields.items():
+                counts[key][f] += n
+            users[f"{self.prefix}:users:{day}"].add(c.who.key)
+            for rid in c.response_ids:
+                pipe.set(f"{self.prefix}:resp:{rid}", c.who.tenant_key, ex=RESPONSE_SECONDS)
+        for key in costs.keys() | counts.keys():
+            for f, v in costs[key].items():
+                if v:
+                    pipe.hincrbyfloat(key, f, v)
+            for f, n in counts[key].items():
+                if n:
+                    pipe.hincrby(key, f, n)
+            pipe.expire(key, KEEP_SECONDS)
+        for key, who in users.items():
+            pipe.pfadd(key, *sorted(who))
+            pipe.expire(key, KEEP_SECONDS)
 
     def record_local(self, day: str, c: Charge) -> None:
         book = self._local[day]
@@ -101,21 +126,52 @@ class UsageBook:
             self._local_users.pop(old, None)
 
     async def record(self, day: str, c: Charge) -> bool:
-        """Write one charge; False when Redis was not usable (then it is kept locally)."""
-        if self.redis is not None:
+        """Count one charge; False when Redis was not usable (then it is kept locally).
+        Returns once the write holding it is done (see the module's docstring)."""
+        if self.redis is None:
+            self.record_local(day, c)
+            return False
+        self._pending.append((day, c))
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        written = self._next
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending())
+        return await asyncio.shield(written)
 
-            async def write(client: Any) -> None:
+    async def _write_pending(self) -> None:
+        """Write what waits, one batch at a time, until nothing does. A batch that cannot
+        be written (Redis down, or anything unexpected) is kept locally; its callers are
+        answered whatever happens, so none waits forever."""
+        assert self.redis is not None
+        while self._pending:
+            batch, self._pending = self._pending, []
+            written, self._next = self._next, None
+
+            async def write(client: Any, batch: list[tuple[str, Charge]] = batch) -> None:
                 pipe = client.pipeline(transaction=False)
-                self.pipeline_ops(pipe, day, c)
+                self._queue(pipe, batch)
                 await pipe.execute()
 
+            ok = False
             try:
                 await self.redis.call("usage record", write)
-                return True
+                ok = True
             except RedisDown:
                 pass
-        self.record_local(day, c)
-        return False
+            except Exception:
+                log.exception("writing usage to Redis failed; kept in this process")
+            finally:
+                if not ok:
+                    for day, c in batch:
+                        self.record_local(day, c)
+                if written is not None and not written.done():
+                    written.set_result(ok)
+
+    async def flush(self) -> None:
+        """Wait for the charges recorded so far to be written (at shutdown)."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
 
     async def day(self, day: str) -> tuple[dict[str, float], int, bool]:
         """A day's counters, its active users, and whether they are the shared figures."""

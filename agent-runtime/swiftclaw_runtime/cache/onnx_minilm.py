@@ -1,0 +1,169 @@
+"""all-MiniLM-L6-v2 on onnxruntime: the same forward pass as :mod:`.minilm`, as a graph.
+
+The graph is built from the numpy weights of :class:`.minilm.MiniLM` with ``onnx``'s
+helper API when the encoder starts (about a second), and handed to onnxruntime with the
+weights as external initialisers that point at the numpy arrays: no torch, no export
+step at install time, no file written or cached, so it works offline on a fresh machine
+and on a read-only root filesystem. onnxruntime runs a query of 10-30 tokens in about
+half numpy's time on one core (it fuses LayerNorm, GELU and the bias adds and does not
+allocate per operation); ``intra_op_num_threads`` is 1 by default, so the
+encoder takes one core and the event loop keeps the other.
+
+Input: the token ids of one question (no padding: a batch of one). Output: the
+mean-pooled, L2-normalised sentence vector, as :meth:`.minilm.MiniLM.encode` returns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .minilm import EPS, HEADS, HIDDEN, MiniLM, Vector
+
+OPSET = 17  # LayerNormalization is an ONNX op from opset 17 on
+INLINE_BYTES = 4096
+Arrays = dict[str, "np.ndarray[Any, Any]"]
+
+
+def build_model(m: MiniLM) -> tuple[bytes, Arrays]:
+    """The ONNX model of ``m``'s forward pass: the serialised graph, whose weights are
+    external initialisers, and those weights (``m``'s own arrays, not copies), which
+    onnxruntime is given by :meth:`SessionOptions.add_external_initializers`. Held in
+    the graph, they would be copied three times on the way (protobuf tensors, the model,
+    its serialisation) and the start would peak at 620 MB resident; this way the
+    encoder takes about 285 MB, start included, and no file is written."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits: list[Any] = []
+    nodes: list[Any] = []
+    external: Arrays = {}
+
+    def const(name: str, value: np.ndarray[Any, Any]) -> str:
+        array = np.ascontiguousarray(value)
+        if array.nbytes <= INLINE_BYTES:  # shapes and scalars: shape inference reads them
+            inits.append(numpy_helper.from_array(array, name))
+            return name
+        tensor = TensorProto(name=name, dims=array.shape)
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, v in (("location", "memory"), ("offset", 0), ("length", array.nbytes)):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(v)
+        inits.append(tensor)
+        external[name] = array
+        return name
+
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    head = HIDDEN // HEADS
+    const("word", m.word)
+    const("position", m.position)
+    const("emb_g", m.emb_ln[0])
+    const("emb_b", m.emb_ln[1])
+    const("zero", np.array([0], dtype=np.int64))
+    const("shape_heads", np.array([0, HEADS, head], dtype=np.int64))
+    const("shape_hidden", np.array([0, HIDDEN], dtype=np.int64))
+    const("thirds", np.array([HIDDEN] * 3, dtype=np.int64))
+    const("half", np.array(0.5, dtype=np.float32))
+    const("one", np.array(1.0, dtype=np.float32))
+    const("inv_sqrt2", np.array(1.0 / np.sqrt(2.0), dtype=np.float32))
+
+    # embeddings: word[ids] + position[:n] (token type 0 is folded into position)
+    node("Shape", ["ids"], "n")
+    node("Gather", ["word", "ids"], "tok")
+    node("Slice", ["position", "zero", "n", "zero"], "pos")
+    node("Add", ["tok", "pos"], "emb")
+    x = node("LayerNormalization", ["emb", "emb_g", "emb_b"], "x0", axis=-1, epsilon=EPS)
+    for i, layer in enumerate(m.layers):
+        p = f"l{i}_"
+        for key, value in layer.items():
+            const(p + key, value)
+        qkv = node("Add", [node("MatMul", [x, p + "qkv"], p + "qkv_mm"), p + "qkv_b"], p + "qkv_o")
+        nodes.append(
+            helper.make_node("Split", [qkv, "thirds"], [p + "q", p + "k", p + "v"], axis=1)
+        )
+        for name, perm in (("q", [1, 0, 2]), ("k", [1, 2, 0]), ("v", [1, 0, 2])):
+            node("Reshape", [p + name, "shape_heads"], p + name + "_r")
+            node("Transpose", [p + name + "_r"], p + name + "_t", perm=perm)
+        node("MatMul", [p + "q_t", p + "k_t"], p + "scores")
+        node("Softmax", [p + "scores"], p + "probs", axis=-1)
+        node("MatMul", [p + "probs", p + "v_t"], p + "ctx_h")
+        node("Transpose", [p + "ctx_h"], p + "ctx_t", perm=[1, 0, 2])
+        node("Reshape", [p + "ctx_t", "shape_hidden"], p + "ctx")
+        node("MatMul", [p + "ctx", p + "out"], p + "att_mm")
+        node("Add", [p + "att_mm", p + "out_b"], p + "att_b")
+        node("Add", [p + "att_b", x], p + "att_res")
+        x1 = node(
+            "LayerNormalization",
+            [p + "att_res", p + "ln1_g", p + "ln1_b"],
+            p + "x1",
+            axis=-1,
+            epsilon=EPS,
+        )
+        node("MatMul", [x1, p + "ff1"], p + "ff1_mm")
+        h = node("Add", [p + "ff1_mm", p + "ff1_b"], p + "ff1_o")
+        # GELU, the exact form: 0.5 * h * (1 + erf(h / sqrt 2)); onnxruntime fuses it
+        node("Mul", [h, "inv_sqrt2"], p + "g_s")
+        node("Erf", [p + "g_s"], p + "g_e")
+        node("Add", [p + "g_e", "one"], p + "g_1")
+        node("Mul", [h, p + "g_1"], p + "g_h")
+        node("Mul", [p + "g_h", "half"], p + "gelu")
+        node("MatMul", [p + "gelu", p + "ff2"], p + "ff2_mm")
+        node("Add", [p + "ff2_mm", p + "ff2_b"], p + "ff2_o")
+        node("Add", [p + "ff2_o", x1], p + "ff_res")
+        x = node(
+            "LayerNormalization",
+            [p + "ff_res", p + "ln2_g", p + "ln2_b"],
+            p + "x2",
+            axis=-1,
+            epsilon=EPS,
+        )
+    node("ReduceMean", [x], "pooled", axes=[0], keepdims=0)  # axes an attribute until opset 18
+    node("LpNormalization", ["pooled"], "vec", axis=0, p=2)
+    graph = helper.make_graph(
+        nodes,
+        "all-MiniLM-L6-v2",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("vec", TensorProto.FLOAT, [HIDDEN])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return model.SerializeToString(), external
+
+
+class OnnxMiniLM:
+    """The encoder on onnxruntime: ``encode(text)`` -> a unit vector of 384 floats."""
+
+    dim = HIDDEN
+
+    def __init__(self, model_dir: Path | None = None, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = False  # one small batch at a time: no arena to keep
+        weights = MiniLM(model_dir)
+        self.tokenizer = weights.tokenizer
+        graph, external = build_model(weights)
+        # onnxruntime reads these arrays where they are: they must live as long as it does
+        self._weights = external
+        options.add_external_initializers(
+            list(external), [ort.OrtValue.ortvalue_from_numpy(a) for a in external.values()]
+        )
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text).ids)
+
+    def encode(self, text: str) -> Vector:
+        ids = np.asarray(self.token_ids(text), dtype=np.int64)
+        out: Vector = self.session.run(["vec"], {"ids": ids})[0]
+        return out

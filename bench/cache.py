@@ -1,0 +1,306 @@
+"""The cache's two figures of the issue, in one run.
+
+1. **Semantic lookup on one core**: what a semantic lookup adds to a request: the
+   question's embedding (all-MiniLM-L6-v2 on onnxruntime, one intra-op thread, the
+   runtime's encoder), a KNN search of RediSearch (a real Redis Stack) holding
+   ``--index-size`` entries in the question's scope, and the verification of the
+   candidates. This process is pinned to one core and Redis to the other. The questions
+   are the evaluation set's (``cache/eval/pairs.jsonl``): the first of each pair is
+   cached, the second looked up, so hits and refusals both occur. Each question is
+   embedded once, as the runtime's memo of recent questions does not help here.
+2. **Exact hits vs the proxied path, on one runtime worker**: one ``swiftclaw run``
+   process (pinned to its own core) with the exact cache on Redis, then another with it in
+   process (``redis.mode: none``), in front of the simulated provider (``--latency``,
+   default 50 ms); wrk (one thread, C connections, on the other core with the simulator
+   and Redis) sends either one cacheable request over and over (every answer after the
+   first is an exact hit, zero upstream calls) or a request that differs each time (every
+   one a miss, proxied to the simulator and then stored), interleaved at each
+   concurrency. The figure is each path's saturation (its highest RPS) and their ratio.
+
+    python -m bench.cache [--index-size 5000] [--concurrency 64 256] [--latency fixed:50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.run import (
+    RESULTS,
+    Target,
+    arguments,
+    parse_wrk,
+    pin,
+    post,
+    start_swiftclaw,
+    wrk,
+)
+from swiftclaw_devtools.processes import Proc, start_redis, start_sim
+
+QUESTION = {"model": "bench", "max_tokens": 16, "temperature": 0}
+HIT_BODY = json.dumps({**QUESTION, "messages": [{"role": "user", "content": "benchmark"}]})
+# wrk sends a new question each time: a counter in the message (JSON built in Lua)
+MISS_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+{headers}
+local n = 0
+local id = tostring(math.random(1, 1e9))
+request = function()
+  n = n + 1
+  local body = '{{"model": "bench", "max_tokens": 16, "temperature": 0, "messages": '
+    .. '[{{"role": "user", "content": "question ' .. id .. ' ' .. n .. '"}}]}}'
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+HIT_LUA = """
+wrk.method = "POST"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+{headers}
+"""
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def semantic_lookups(redis_url: str, index_size: int) -> dict[str, float]:
+    """Time embedding + RediSearch KNN + verification for the evaluation set's questions."""
+    import numpy as np
+
+    from swiftclaw_runtime.cache.entry import CachedAnswer
+    from swiftclaw_runtime.cache.evaluate import load_pairs
+    from swiftclaw_runtime.cache.keys import Scope
+    from swiftclaw_runtime.cache.layer import CANDIDATES
+    from swiftclaw_runtime.cache.onnx_minilm import OnnxMiniLM
+    from swiftclaw_runtime.cache.semantic import RedisIndex
+    from swiftclaw_runtime.cache.store import RedisStore
+    from swiftclaw_runtime.cache.verify import facts, mismatch
+    from swiftclaw_runtime.config import SemanticCacheSpec
+
+    threshold = SemanticCacheSpec().threshold
+    model = OnnxMiniLM(threads=1)
+    store = RedisStore(redis_url)
+    await store.start()
+    index = RedisIndex(store, "swiftclaw:bench:", model.dim)
+    await index.prepare(store.client)
+    scope = Scope("t", "a", "p", "x", "s")
+    answer = CachedAnswer({"role": "assistant", "content": "ok"}, "stop", "m", "p/m", 10, 10)
+    rng = np.random.default_rng(1)
+    pairs = load_pairs()
+    filler = max(0, index_size - len(pairs))
+    for i in range(filler):
+        v = rng.standard_normal(model.dim).astype(np.float32)
+        await index.add(v / np.linalg.norm(v), scope, answer.with_question(f"q{i}"), 3600)
+    for p in pairs:
+        await index.add(model.encode(p.a), scope, answer.with_question(p.a), 3600)
+    for p in pairs[:20]:  # warm-up
+        model.encode(p.b)
+    embed, search, verify, whole = [], [], [], []
+    hits = 0
+    for p in pairs:
+        facts.cache_clear()
+        t0 = time.perf_counter()
+        v = model.encode(p.b)
+        t1 = time.perf_counter()
+        found = await index.search(v, scope, CANDIDATES, 0.0)
+        t2 = time.perf_counter()
+        for c in found:
+            if c.similarity >= threshold and mismatch(p.b, c.answer.question) is None:
+                hits += 1
+                break
+        t3 = time.perf_counter()
+        embed.append(t1 - t0)
+        search.append(t2 - t1)
+        verify.append(t3 - t2)
+        whole.append(t3 - t0)
+    await store.close()
+    ms = 1000.0
+    return {
+        "lookups": len(whole),
+        "hits": hits,
+        "index_entries": filler + len(pairs),
+        "embed_p50_ms": statistics.median(embed) * ms,
+        "search_p50_ms": statistics.median(search) * ms,
+        "verify_p50_ms": statistics.median(verify) * ms,
+        "lookup_p50_ms": statistics.median(whole) * ms,
+        "lookup_p99_ms": percentile(whole, 0.99) * ms,
+    }
+
+
+def agent(sim: Proc, backend: str) -> dict[str, Any]:
+    """The bench agent with the exact cache on Redis (``SWIFTCLAW_REDIS_URL``) or in process."""
+    return {
+        "providers": [{"name": "sim", "type": "openai-compatible", "baseURL": f"{sim.url}/v1"}],
+        "models": {"tiers": [{"name": "bench", "model": "sim/m"}]},
+        "cache": {
+            "exact": {"enabled": True},
+            "redis": {"mode": "managed" if backend == "redis" else "none"},
+        },
+    }
+
+
+Row = dict[str, Any]
+
+
+def throughput(
+    folder: Path, target: Target, backend: str, args: argparse.Namespace, load_cpus: set[int]
+) -> list[Row]:
+    """wrk with the same cacheable request (exact hits) and a new one each time (misses,
+    proxied), interleaved at each concurrency."""
+    for _ in range(2):
+        with post(target, HIT_BODY) as r:
+            outcome = r.headers["x-swiftclaw-cache"]
+    assert outcome == "exact", outcome
+    scripts = {
+        "exact hit": lua(folder, f"hit-{backend}", HIT_LUA, target, body=HIT_BODY),
+        "miss, proxied": lua(folder, f"miss-{backend}", MISS_LUA, target),
+    }
+    rows: list[Row] = []
+    for c in args.concurrency:
+        for name, script in scripts.items():
+            wrk(target.url, script, c, args.warmup, load_cpus)
+            rps, p50, p99, errors, n = parse_wrk(
+                wrk(target.url, script, c, args.duration, load_cpus)
+            )
+            rows.append(
+                {"backend": backend, "path": name, "concurrency": c, "rps": rps,
+                 "p50_ms": p50, "p99_ms": p99, "errors": errors, "requests": n}
+            )  # fmt: skip
+            print(f"  {backend:6s} {name:14s} c={c:<4d} {rps:8.0f} rps  p50 {p50:7.2f} ms  "
+                  f"p99 {p99:7.2f} ms  errors {errors}")  # fmt: skip
+    return rows
+
+
+def saturation(rows: list[Row], backend: str, path: str) -> float:
+    return max(float(r["rps"]) for r in rows if r["backend"] == backend and r["path"] == path)
+
+
+def lua(folder: Path, name: str, template: str, target: Target, **fields: str) -> Path:
+    headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items())
+    path = folder / f"{name}.lua"
+    path.write_text(template.format(headers=headers, **fields))
+    return path
+
+
+def main() -> int:
+    ap = arguments(__doc__, [64, 256])
+    ap.add_argument("--index-size", type=int, default=5000)
+    args = ap.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("bench.cache pins the measured process to one core: needs two")
+    one, other = {cpus[1]}, {cpus[0]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    procs: list[Proc] = []
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp:
+        folder = Path(tmp)
+        try:
+            redis = start_redis(log_path=folder / "redis.log")
+            procs.append(redis)
+            pin(redis.pid, other)
+            redis_url = f"redis://127.0.0.1:{redis.port}/0"
+
+            # 1. the semantic lookup, this process on one core
+            own = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, one)
+            try:
+                semantic = asyncio.run(semantic_lookups(redis_url, args.index_size))
+            finally:
+                os.sched_setaffinity(0, own)
+            print(
+                f"semantic lookup on one core ({semantic['index_entries']} entries): "
+                f"p50 {semantic['lookup_p50_ms']:.2f} ms, p99 {semantic['lookup_p99_ms']:.2f} ms"
+                f" (embed {semantic['embed_p50_ms']:.2f}, search "
+                f"{semantic['search_p50_ms']:.2f}, verify {semantic['verify_p50_ms']:.3f})"
+            )
+            import redis as redis_py
+
+            redis_py.Redis.from_url(redis_url).flushall()
+
+            # 2. exact hits vs misses proxied to the simulator, one runtime process each
+            sim = start_sim(
+                None, "--latency", args.latency, "--stream-pace-ms", "0",
+                log_path=folder / "sim.log",
+            )  # fmt: skip
+            procs.append(sim)
+            pin(sim.pid, other)
+            os.environ["SWIFTCLAW_REDIS_URL"] = redis_url
+            for backend in ("redis", "memory"):
+                target = start_swiftclaw(folder, agent(sim, backend), f"swiftclaw-{backend}")
+                procs += target.procs
+                for p in target.procs:
+                    pin(p.pid, one)
+                rows += throughput(folder, target, backend, args, other)
+                for p in target.procs:
+                    p.stop()
+        finally:
+            for p in reversed(procs):
+                p.stop()
+
+    now = datetime.now(UTC)
+    load_end = os.getloadavg()
+    ratios = {
+        backend: saturation(rows, backend, "exact hit") / saturation(rows, backend, "miss, proxied")
+        for backend in ("redis", "memory")
+    }
+    md = [
+        f"# Cache benchmark, {now:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()};"
+        f" load average (1/5/15 min) at the start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f},"
+        f" at the end {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} (a shared"
+        " machine: other work runs beside the benchmark).",
+        f"Command: python -m bench.cache --index-size {args.index_size} --concurrency "
+        f"{' '.join(map(str, args.concurrency))} --latency {args.latency}",
+        "",
+        "## Semantic lookup on one core",
+        "",
+        "| entries | lookups | hits | embed p50 ms | search p50 ms | verify p50 ms "
+        "| lookup p50 ms | lookup p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {semantic['index_entries']} | {semantic['lookups']} | {semantic['hits']} "
+        f"| {semantic['embed_p50_ms']:.2f} | {semantic['search_p50_ms']:.2f} "
+        f"| {semantic['verify_p50_ms']:.3f} | {semantic['lookup_p50_ms']:.2f} "
+        f"| {semantic['lookup_p99_ms']:.2f} |",
+        "",
+        f"## Exact hits vs the proxied path, one runtime worker (upstream {args.latency})",
+        "",
+        "| cache on | path | concurrency | RPS | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r['backend']} | {r['path']} | {r['concurrency']} | {r['rps']:.0f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
+            for r in rows
+        ),
+        "",
+        "Saturation RPS, exact hits / proxied misses: "
+        + ", ".join(f"{backend} {ratio:.1f}x" for backend, ratio in ratios.items()),
+    ]
+    text = "\n".join(md) + "\n"
+    name = f"cache-{now:%Y%m%d-%H%M}"
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps(
+            {"semantic": semantic, "throughput": rows, "load": [load, load_end]}, indent=2
+        )
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
