@@ -15,6 +15,7 @@ path per request keeps each visible (``swiftclaw_operator_api_requests_total``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
 import shutil
@@ -127,6 +128,8 @@ class Auth:
         except BaseException:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
+        with contextlib.suppress(OSError):
+            os.rmdir(tmpdir)  # nothing inline: no folder left even if the process is killed
         auth = cls(configuration, loader=loader, tmpdir=tmpdir)
         auth._note_expiry()
         return auth
