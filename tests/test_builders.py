@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from swiftclaw_operator.api import MAX_NAME_LENGTH
+from swiftclaw_operator.failures import UnsupportedSpec, classify
 from swiftclaw_operator.reconcile import agent_from, contains, needs_apply, unwanted_children
 from swiftclaw_operator.resources import Agent, Settings, build_children, create_only_children
 from swiftclaw_operator.resources.common import CONFIG_CHECKSUM, SPEC_HASH
@@ -25,7 +26,9 @@ from swiftclaw_runtime.config import AgentDeploymentSpec
 from swiftclaw_runtime.credentials import api_keys_path, provider_key_path
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = Settings(monitoring_available=True, runbook_base_url="https://runbooks.example/rb")
+SETTINGS = Settings(
+    monitoring_available=True, custom_metrics=True, runbook_base_url="https://runbooks.example/rb"
+)
 
 
 def base_spec() -> dict[str, Any]:
@@ -366,7 +369,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "budget.alertAtPercent": (setter("budget.alertAtPercent", 90), POLICY | RULES, None),
     "budget.onExceeded": (setter("budget.onExceeded", "reject"), POLICY, None),
     # Scaling reaches the HPA only: in the pods' config it would roll every pod on a change
-    # of replicas (e2e/test_pods.py saw it). targetConcurrency is the autopilot's, to come.
+    # of replicas (e2e/test_pods.py saw it).
     "scaling.minReplicas": (
         setter("scaling.minReplicas", 3),
         {"HorizontalPodAutoscaler/agent"},
@@ -377,7 +380,11 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         {"HorizontalPodAutoscaler/agent"},
         None,
     ),
-    "scaling.targetConcurrency": (setter("scaling.targetConcurrency", 8), set(), None),
+    "scaling.targetConcurrency": (
+        setter("scaling.targetConcurrency", 8),
+        {"HorizontalPodAutoscaler/agent"},
+        None,
+    ),
     "slo.p95LatencyMs": (setter("slo.p95LatencyMs", 1500), RULES, None),
     "slo.errorRatePercent": (setter("slo.errorRatePercent", 2), RULES, None),
     "auth.required": (setter("auth.required", False), POLICY, None),
@@ -620,6 +627,7 @@ def test_hpa_pdb_and_network_policy() -> None:
     kids = build(base_spec())
     hpa = kids["HorizontalPodAutoscaler/agent"]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 50)
+    assert [m["type"] for m in hpa["metrics"]] == ["Resource"]  # CPU only
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "agent"}
     assert kids["PodDisruptionBudget/agent"]["spec"]["maxUnavailable"] == 1
     for role, allowed in (("cache", ["runtime"]), ("state", ["runtime", "redis-backup"])):
@@ -799,3 +807,23 @@ def test_unwanted_children_after_disabling_redis_and_monitoring() -> None:
     agent = Agent("agent", "team", "uid-1", AgentDeploymentSpec.model_validate(spec), SETTINGS)
     refs = {f"{k}/{n}" for _, k, n in unwanted_children(agent)}
     assert refs == REDIS | {"ServiceMonitor/agent", "PrometheusRule/agent"}
+
+
+def test_target_concurrency_scales_on_in_flight_requests_where_an_adapter_serves_them() -> None:
+    spec = base_spec()
+    spec["scaling"]["targetConcurrency"] = 12
+    hpa = build(spec)["HorizontalPodAutoscaler/agent"]["spec"]
+    assert [m["type"] for m in hpa["metrics"]] == ["Resource", "Pods"]
+    assert hpa["metrics"][1]["pods"] == {
+        "metric": {"name": "swiftclaw_requests_in_flight"},
+        "target": {"type": "AverageValue", "averageValue": "12"},
+    }
+    # Without a custom metrics adapter the field is refused, not ignored: a permanent failure.
+    body = {"metadata": {"name": "agent", "namespace": "team", "uid": "uid-1"}, "spec": spec}
+    with pytest.raises(UnsupportedSpec) as refused:
+        agent_from(body, Settings(custom_metrics=False))
+    failure = classify(refused.value)
+    assert (failure.permanent, failure.reason) == (True, "InvalidSpec")
+    assert "spec.scaling.targetConcurrency" in failure.message
+    del spec["scaling"]["targetConcurrency"]
+    assert agent_from(body, Settings(custom_metrics=False)).spec.scaling.target_concurrency is None

@@ -23,6 +23,7 @@ def test_defaults_and_values_from_the_environment() -> None:
             "SWIFTCLAW_RETRY_BASE_SECONDS": "0.5",
             "SWIFTCLAW_REDIS_IMAGE": "registry.local/redis:7",
             "SWIFTCLAW_METRICS_PORT": "",  # empty is unset
+            "SWIFTCLAW_CUSTOM_METRICS": "true",
             "HOME": "/root",  # not ours
         }
     )
@@ -32,7 +33,9 @@ def test_defaults_and_values_from_the_environment() -> None:
         redis_image="registry.local/redis:7",
         runbook_base_url=Settings.runbook_base_url,
         monitoring_available=True,
+        custom_metrics=True,
     )
+    assert not default.builder_settings(monitoring_available=False).custom_metrics
 
 
 def test_every_variable_is_a_field() -> None:

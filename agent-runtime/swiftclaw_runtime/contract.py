@@ -15,6 +15,8 @@ RUNTIME_PORT = 8080
 HEALTH_PATH = "/healthz"  # alive (startup and liveness probes)
 READY_PATH = "/readyz"  # ready for traffic (readiness probe)
 METRICS_PATH = "/metrics"  # Prometheus
+# The gauge an HPA scales on (spec.scaling.targetConcurrency), through a custom metrics adapter.
+IN_FLIGHT_METRIC = "swiftclaw_requests_in_flight"
 
 # --- files --------------------------------------------------------------------------
 
@@ -29,7 +31,6 @@ PROVIDERS_SUBDIR = "providers"
 PROVIDER_KEY_FILE = "apiKey"
 API_KEYS_SUBDIR = "api-keys"
 API_KEYS_FILE = "keys.yaml"
-
 
 
 def provider_key_dir(provider: str, secrets_dir: str = SECRETS_DIR) -> str:

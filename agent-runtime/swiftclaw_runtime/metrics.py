@@ -20,6 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from . import contract
+
 LATENCY_BUCKETS = (
     0.005,
     0.01,
@@ -102,7 +104,7 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "swiftclaw_requests_in_flight",
+            contract.IN_FLIGHT_METRIC,
             "Requests being served now.",
             registry=r,
         )

@@ -24,6 +24,10 @@ class NameClash(Exception):
     """A child's name is taken by an object this AgentDeployment does not own."""
 
 
+class UnsupportedSpec(Exception):
+    """A valid spec asks for something this operator's cluster cannot do."""
+
+
 @dataclass(frozen=True)
 class Failure:
     permanent: bool
@@ -40,6 +44,8 @@ def classify(err: BaseException) -> Failure:
     """Permanent or transient, with a reason a platform engineer can act on."""
     if isinstance(err, NameClash):
         return Failure(True, "NameClash", str(err))
+    if isinstance(err, UnsupportedSpec):
+        return Failure(True, "InvalidSpec", str(err))
     if isinstance(err, ValidationError):
         return Failure(True, "InvalidSpec", f"the spec cannot be built: {err}")
     if isinstance(err, KubeError):

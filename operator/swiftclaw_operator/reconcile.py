@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import AgentDeploymentSpec
-from .failures import NameClash
+from .failures import NameClash, UnsupportedSpec
 from .kube import Kube
 from .metrics import CHILD_WRITES
 from .resources import Agent, Settings, build_children, create_only_children, registry
@@ -77,6 +77,12 @@ class Outcome:
 def agent_from(body: dict[str, Any], settings: Settings) -> Agent:
     meta = body["metadata"]
     spec = AgentDeploymentSpec.model_validate(body.get("spec") or {})
+    if spec.scaling.target_concurrency is not None and not settings.custom_metrics:
+        raise UnsupportedSpec(
+            "spec.scaling.targetConcurrency needs a custom metrics adapter serving"
+            " swiftclaw_requests_in_flight (set operator.customMetrics in the chart once one"
+            " does); remove the field to scale on CPU only"
+        )
     return Agent(meta["name"], meta["namespace"], meta["uid"], spec, settings)
 
 

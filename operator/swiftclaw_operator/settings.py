@@ -34,6 +34,7 @@ ENV = {
     "log_format": "SWIFTCLAW_LOG_FORMAT",
     "log_level": "SWIFTCLAW_LOG_LEVEL",
     "redis_image": "SWIFTCLAW_REDIS_IMAGE",
+    "custom_metrics": "SWIFTCLAW_CUSTOM_METRICS",
     "runbook_base_url": "SWIFTCLAW_RUNBOOK_BASE_URL",
     "service_account_dir": "SWIFTCLAW_SERVICE_ACCOUNT_DIR",
     "reconcile_step_delay": "SWIFTCLAW_RECONCILE_STEP_DELAY",
@@ -67,6 +68,9 @@ class OperatorConfig(BaseModel):
     log_level: Literal["info", "debug"] = "info"
     redis_image: str = Settings.redis_image
     runbook_base_url: str = Settings.runbook_base_url
+    # The cluster's custom metrics API serves swiftclaw_requests_in_flight (per pod), so the
+    # HPA can scale on spec.scaling.targetConcurrency.
+    custom_metrics: bool = Settings.custom_metrics
     # Where the in-cluster credentials are mounted (a test points it at a folder of its own).
     service_account_dir: Path = Path(SERVICE_ACCOUNT_DIR)
     # Fault injection for tests: a pause after each child write.
@@ -96,4 +100,5 @@ class OperatorConfig(BaseModel):
             redis_image=self.redis_image,
             runbook_base_url=self.runbook_base_url,
             monitoring_available=monitoring_available,
+            custom_metrics=self.custom_metrics,
         )

@@ -81,11 +81,17 @@ class BudgetSpec(Model):
 
 
 class ScalingSpec(Model):
+    """The HPA's bounds, and what it scales on: CPU always; with ``targetConcurrency``, also
+    the average of ``swiftclaw_requests_in_flight`` per pod. That one needs a custom metrics
+    adapter serving it (Prometheus Adapter, KEDA), which the operator is told about
+    (``operator.customMetrics`` in the chart); without one, the operator refuses the field
+    (``Degraded``, ``InvalidSpec``) rather than ignore it."""
+
     rules = (at_most("minReplicas", "maxReplicas"),)
 
     min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
-    target_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 20
+    target_concurrency: Annotated[int | None, Field(ge=1, le=10_000)] = None
 
 
 class SLOSpec(Model):

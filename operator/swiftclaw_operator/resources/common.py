@@ -30,6 +30,8 @@ class Settings:
     redis_image: str = "redis/redis-stack-server:7.4.0-v1"
     runbook_base_url: str = "https://github.com/swiftclaw/swiftclaw/blob/main/docs/runbooks"
     monitoring_available: bool = False
+    # A custom metrics adapter serves the runtime's in-flight gauge to the HPA.
+    custom_metrics: bool = False
 
 
 @dataclass(frozen=True)

@@ -219,8 +219,32 @@ def build_service(agent: Agent) -> dict[str, Any]:
 
 
 def build_hpa(agent: Agent) -> dict[str, Any]:
-    """CPU-based autoscaling within spec.scaling; the autopilot refines it with concurrency."""
+    """Autoscaling within spec.scaling: on CPU, and with ``targetConcurrency`` on the average
+    requests in flight per pod too (served by the cluster's custom metrics adapter; the HPA
+    takes the larger of the two replica counts)."""
     scaling = agent.spec.scaling
+    metrics: list[dict[str, Any]] = [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 70},
+            },
+        }
+    ]
+    if scaling.target_concurrency is not None:
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": contract.IN_FLIGHT_METRIC},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": str(scaling.target_concurrency),
+                    },
+                },
+            }
+        )
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -229,15 +253,7 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent.name},
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": 70},
-                    },
-                }
-            ],
+            "metrics": metrics,
             "behavior": {
                 "scaleUp": {
                     "stabilizationWindowSeconds": 0,
