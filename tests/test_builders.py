@@ -16,7 +16,13 @@ from pydantic import BaseModel
 
 from swiftclaw_operator.api import MAX_NAME_LENGTH
 from swiftclaw_operator.failures import UnsupportedSpec, classify
-from swiftclaw_operator.reconcile import agent_from, contains, needs_apply, unwanted_children
+from swiftclaw_operator.reconcile import (
+    agent_from,
+    contains,
+    needs_apply,
+    unsupported,
+    unwanted_children,
+)
 from swiftclaw_operator.resources import Agent, Settings, build_children, create_only_children
 from swiftclaw_operator.resources.common import CONFIG_CHECKSUM, SPEC_HASH
 from swiftclaw_operator.resources.monitoring import alerts
@@ -818,12 +824,16 @@ def test_target_concurrency_scales_on_in_flight_requests_where_an_adapter_serves
         "metric": {"name": "swiftclaw_requests_in_flight"},
         "target": {"type": "AverageValue", "averageValue": "12"},
     }
-    # Without a custom metrics adapter the field is refused, not ignored: a permanent failure.
     body = {"metadata": {"name": "agent", "namespace": "team", "uid": "uid-1"}, "spec": spec}
-    with pytest.raises(UnsupportedSpec) as refused:
-        agent_from(body, Settings(custom_metrics=False))
-    failure = classify(refused.value)
+    assert unsupported(agent_from(body, SETTINGS)) is None
+    # Without a custom metrics adapter: the HPA on CPU, and the field reported, not ignored
+    # (reconcile raises it once the children are in place: Degraded, one Event).
+    plain = Settings(custom_metrics=False)
+    hpa = build(spec, plain)["HorizontalPodAutoscaler/agent"]["spec"]
+    assert [m["type"] for m in hpa["metrics"]] == ["Resource"]
+    problem = unsupported(agent_from(body, plain))
+    assert problem is not None and "spec.scaling.targetConcurrency" in problem
+    failure = classify(UnsupportedSpec(problem))
     assert (failure.permanent, failure.reason) == (True, "InvalidSpec")
-    assert "spec.scaling.targetConcurrency" in failure.message
     del spec["scaling"]["targetConcurrency"]
-    assert agent_from(body, Settings(custom_metrics=False)).spec.scaling.target_concurrency is None
+    assert unsupported(agent_from(body, plain)) is None

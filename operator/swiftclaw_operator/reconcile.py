@@ -77,13 +77,19 @@ class Outcome:
 def agent_from(body: dict[str, Any], settings: Settings) -> Agent:
     meta = body["metadata"]
     spec = AgentDeploymentSpec.model_validate(body.get("spec") or {})
-    if spec.scaling.target_concurrency is not None and not settings.custom_metrics:
-        raise UnsupportedSpec(
-            "spec.scaling.targetConcurrency needs a custom metrics adapter serving"
-            " swiftclaw_requests_in_flight (set operator.customMetrics in the chart once one"
-            " does); remove the field to scale on CPU only"
-        )
     return Agent(meta["name"], meta["namespace"], meta["uid"], spec, settings)
+
+
+def unsupported(agent: Agent) -> str | None:
+    """What a valid spec asks for that this cluster cannot do (the children are built
+    without it, and the agent shows Degraded with this message), or None."""
+    if agent.spec.scaling.target_concurrency is not None and not agent.settings.custom_metrics:
+        return (
+            "spec.scaling.targetConcurrency needs a custom metrics adapter serving"
+            " swiftclaw_requests_in_flight (then set operator.customMetrics in the chart);"
+            " the HPA scales on CPU only until then, or remove the field"
+        )
+    return None
 
 
 async def reconcile(
@@ -127,6 +133,9 @@ async def reconcile(
                 await kube.delete(api_version, kind, agent.namespace, name)
                 out.deleted.append(f"{kind}/{name}")
     out.seconds = time.perf_counter() - started
+    problem = unsupported(agent)
+    if problem is not None:  # everything else is in place; Degraded says what is not
+        raise UnsupportedSpec(problem)
     return out
 
 

@@ -84,8 +84,8 @@ class ScalingSpec(Model):
     """The HPA's bounds, and what it scales on: CPU always; with ``targetConcurrency``, also
     the average of ``swiftclaw_requests_in_flight`` per pod. That one needs a custom metrics
     adapter serving it (Prometheus Adapter, KEDA), which the operator is told about
-    (``operator.customMetrics`` in the chart); without one, the operator refuses the field
-    (``Degraded``, ``InvalidSpec``) rather than ignore it."""
+    (``operator.customMetrics`` in the chart); without one, the HPA scales on CPU alone and
+    the agent shows ``Degraded`` (``InvalidSpec``) saying so, rather than ignore the field."""
 
     rules = (at_most("minReplicas", "maxReplicas"),)
 

@@ -220,8 +220,9 @@ def build_service(agent: Agent) -> dict[str, Any]:
 
 def build_hpa(agent: Agent) -> dict[str, Any]:
     """Autoscaling within spec.scaling: on CPU, and with ``targetConcurrency`` on the average
-    requests in flight per pod too (served by the cluster's custom metrics adapter; the HPA
-    takes the larger of the two replica counts)."""
+    requests in flight per pod too, where the cluster's custom metrics adapter serves them
+    (the HPA takes the larger of the two replica counts; without an adapter the operator
+    reports the field unsupported, see ``reconcile.unsupported``)."""
     scaling = agent.spec.scaling
     metrics: list[dict[str, Any]] = [
         {
@@ -232,7 +233,7 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
             },
         }
     ]
-    if scaling.target_concurrency is not None:
+    if scaling.target_concurrency is not None and agent.settings.custom_metrics:
         metrics.append(
             {
                 "type": "Pods",
