@@ -86,8 +86,10 @@ def operator_env(ns: str) -> dict[str, str]:
 
 
 def server_and_ca(cluster: Cluster) -> tuple[str, str]:
+    """The current context's API server and CA (the file may hold older clusters too)."""
     cfg = yaml.safe_load(cluster.kubeconfig.read_text())
-    c = cfg["clusters"][0]["cluster"]
+    context = next(x for x in cfg["contexts"] if x["name"] == cfg["current-context"])
+    c = next(x for x in cfg["clusters"] if x["name"] == context["context"]["cluster"])["cluster"]
     ca = c.get("certificate-authority-data")
     if ca is None:
         return c["server"], Path(c["certificate-authority"]).read_text()

@@ -698,7 +698,9 @@ def test_backup_cronjob_uploads_with_the_runtime_image() -> None:
     kids = build(base_spec())
     cron = kids["CronJob/agent-redis-backup"]["spec"]
     assert cron["schedule"] == "0 3 * * *" and cron["concurrencyPolicy"] == "Forbid"
+    assert cron["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0  # a hung run ends
     c = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]  # quotas admit it
     assert (
         c["image"] == kids["Deployment/agent"]["spec"]["template"]["spec"]["containers"][0]["image"]
     )

@@ -4,21 +4,62 @@ ahead of expiry. (Against a real API server: e2e/test_operator_auth.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import os
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from swiftclaw_operator.kube import Auth, renew_at
+from swiftclaw_operator.failures import classify
+from swiftclaw_operator.kube import Auth, Kube, KubeError, renew_at
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 def read(path: Path) -> str:
     return path.read_text()
+
+
+def exec_kubeconfig(tmp_path: Path, plugin: Path, server: str | None = None) -> Path:
+    """A kubeconfig whose user runs ``plugin`` (a Python script) as its exec plugin; with
+    ``server``, that plain-HTTP address instead of an HTTPS one with an inline CA."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": server}
+                        if server
+                        else {
+                            "server": "https://127.0.0.1:6443",
+                            "certificate-authority-data": base64.b64encode(CA.encode()).decode(),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {
+                            "exec": {
+                                "apiVersion": "client.authentication.k8s.io/v1",
+                                "command": sys.executable,
+                                "args": [str(plugin)],
+                            }
+                        },
+                    }
+                ],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return kubeconfig
 
 
 def test_renewal_is_ahead_of_expiry() -> None:
@@ -61,36 +102,7 @@ async def test_exec_token_renewed_and_inline_data_cleaned_up(tmp_path: Path) -> 
         " 'kind': 'ExecCredential', 'status': {'token': f'tok-{n}',"
         " 'expirationTimestamp': exp.strftime('%Y-%m-%dT%H:%M:%SZ')}}))\n"
     )
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": "https://127.0.0.1:6443",
-                            "certificate-authority-data": base64.b64encode(CA.encode()).decode(),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "u",
-                        "user": {
-                            "exec": {
-                                "apiVersion": "client.authentication.k8s.io/v1",
-                                "command": sys.executable,
-                                "args": [str(plugin)],
-                            }
-                        },
-                    }
-                ],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = exec_kubeconfig(tmp_path, plugin)
     auth = await Auth.load(tmp_path / "no-sa", {"KUBECONFIG": str(kubeconfig)})
     assert auth.configuration.api_key["BearerToken"] == "Bearer tok-1"
     ca_file = Path(auth.configuration.ssl_ca_cert)
@@ -100,3 +112,33 @@ async def test_exec_token_renewed_and_inline_data_cleaned_up(tmp_path: Path) -> 
     assert auth.configuration.api_key["BearerToken"] == "Bearer tok-2"
     auth.close()
     assert not ca_file.parent.exists()
+
+
+async def test_a_failing_exec_plugin_is_transient_and_kept_out_of_status(tmp_path: Path) -> None:
+    plugin = tmp_path / "plugin.py"
+    runs = tmp_path / "runs"
+    plugin.write_text(
+        "import datetime, json, pathlib, sys\n"
+        f"p = pathlib.Path({str(runs)!r})\n"
+        "if p.exists():\n"
+        "    sys.exit('plugin-output-kept-out-of-status')\n"
+        "p.write_text('1')\n"
+        "exp = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',"
+        " 'kind': 'ExecCredential', 'status': {'token': 'tok-1',"
+        " 'expirationTimestamp': exp.strftime('%Y-%m-%dT%H:%M:%SZ')}}))\n"
+    )
+    # A closed port on loopback: the request is never sent, the renewal fails first.
+    kubeconfig = exec_kubeconfig(tmp_path, plugin, server="http://127.0.0.1:9")
+    auth = await Auth.load(tmp_path / "no-sa", {"KUBECONFIG": str(kubeconfig)})
+    kube = Kube(auth)
+    try:
+        await asyncio.sleep(1.2)  # the token (1 s of life) is due; the plugin now fails
+        with pytest.raises(KubeError) as failed:
+            await kube.get("v1", "ConfigMap", "default", "any")
+    finally:
+        await kube.close()
+    failure = classify(failed.value)
+    assert failed.value.status == 0 and "credentials could not be renewed" in str(failed.value)
+    assert not failure.permanent
+    assert "plugin-output-kept-out-of-status" not in failure.message

@@ -10,6 +10,8 @@ SWIFTCLAW_METRICS_PORT open the liveness and metrics endpoints.
 
 from __future__ import annotations
 
+import logging
+
 import kopf
 
 from . import handlers
@@ -22,6 +24,8 @@ def main() -> None:
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
         verbose=config.log_level == "debug",
     )
+    # Its DEBUG logs every response body, and a created Secret (the Redis password) is one.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     settings = kopf.OperatorSettings()
     # Serving listed namespaces, kopf need not watch namespaces and CRDs cluster-wide (it
     # discovers the resources once at start), so the operator needs no cluster-scoped role.

@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from kubernetes_asyncio.config.kube_config import KubeConfigLoader, load_kube_co
 
 from .metrics import API_ERRORS, API_REAUTHS, API_REQUESTS
 from .resources.registry import plural
+
+log = logging.getLogger("swiftclaw.operator.kube")
 
 FIELD_MANAGER = "swiftclaw-operator"
 REQUEST_TIMEOUT_SECONDS = 30
@@ -260,7 +263,7 @@ class Kube:
         for attempt in (1, 2):
             headers = {"Accept": "application/json", "Content-Type": content_type}
             # Runs the refresh hook: renewed credentials go into this request's header.
-            await self._api.update_params_for_auth(headers, [], ["BearerToken"])
+            await self._renewing(self._api.update_params_for_auth(headers, [], ["BearerToken"]))
             try:
                 resp = await self._api.rest_client.request(
                     method,
@@ -273,7 +276,7 @@ class Kube:
             except ApiException as exc:
                 if exc.status == 401 and attempt == 1:
                     API_REAUTHS.inc()
-                    await self.auth.refresh(force=True)
+                    await self._renewing(self.auth.refresh(force=True))
                     continue
                 if exc.status not in answers:
                     API_ERRORS.labels(str(exc.status)).inc()
@@ -283,6 +286,20 @@ class Kube:
                 raise KubeError(0, f"API server unreachable: {exc!r}") from exc
             return orjson.loads(resp.data) if resp.data else None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    async def _renewing(renewal: Awaitable[Any]) -> None:
+        """Await a credential renewal; its failure (an exec plugin exiting non-zero, a token
+        file being replaced) is transient, retried on the back-off. Its detail goes to the
+        log only: a plugin's output has no place in an agent's status or Events."""
+        try:
+            await renewal
+        except Exception as exc:
+            API_ERRORS.labels("0").inc()
+            log.warning("renewing the cluster credentials failed: %s", exc)
+            raise KubeError(
+                0, f"cluster credentials could not be renewed ({type(exc).__name__})"
+            ) from None
 
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str

@@ -28,9 +28,11 @@ RUNTIME_CONFIG_KIND = "RuntimeConfig"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MODEL_REF_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s/][^\s]*$"
 # Also matches templated context URLs, whose {user} and {tenant} placeholders are plain text.
-URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s]*)?$"
+# No user:password@ in the host part: credentials come from Secrets, and the spec is copied
+# into the pods' ConfigMap.
+URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s]*)?$"
 # A context source's host has no placeholders: only its path and query are templated.
-CONTEXT_URL_PATTERN = r"^https?://[^\s/?#{}]+(/[^\s]*)?$"
+CONTEXT_URL_PATTERN = r"^https?://[^\s/?#{}@]+(/[^\s]*)?$"
 PLACEHOLDERS = ("{user}", "{tenant}")
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The shape of an IANA zone name; whether it exists is checked against the zone database.

@@ -32,6 +32,7 @@ from .common import (
 Role = Literal["cache", "state"]
 ROLES: tuple[Role, ...] = ("cache", "state")
 BACKUP_COMPONENT = "redis-backup"
+BACKUP_DEADLINE_SECONDS = 3600
 REDIS_UID = 999
 BACKUP_UID = 10001  # the runtime image's user
 PASSWORD_KEY = "password"
@@ -295,6 +296,11 @@ def build_backup_cronjob(agent: Agent) -> dict[str, Any]:
         ],
         "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # Namespaces with quotas refuse pods without them; the snapshot streams to disk.
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "192Mi"},
+            "limits": {"memory": "384Mi"},
+        },
     }
     return {
         "apiVersion": "batch/v1",
@@ -308,6 +314,8 @@ def build_backup_cronjob(agent: Agent) -> dict[str, Any]:
             "jobTemplate": {
                 "spec": {
                     "backoffLimit": 2,
+                    # A hung run would hold the schedule (concurrencyPolicy Forbid): end it.
+                    "activeDeadlineSeconds": BACKUP_DEADLINE_SECONDS,
                     "template": {
                         "metadata": {"labels": dict(meta["labels"])},
                         "spec": {
