@@ -68,11 +68,19 @@ class RedisS3Spec(Model):
     credentials_secret_name: Name
 
 
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    r"|[0-9*/,?LW#A-Za-z-]+( +[0-9*/,?LW#A-Za-z-]+){4})$"
+)
+
+
 class RedisBackupSpec(Model):
     """RDB snapshots of the state instance uploaded on a schedule, the newest ``keep`` kept
     (and none older than ``maxAgeDays`` when set)."""
 
-    schedule: Annotated[str, Field(min_length=9, max_length=100)] = "0 3 * * *"
+    # A CronJob schedule: five fields, or a macro; refused here rather than by the CronJob,
+    # whose error would name its own field, not this one.
+    schedule: Annotated[str, Field(max_length=100, pattern=CRON_PATTERN)] = "0 3 * * *"
     keep: Annotated[int, Field(ge=1, le=1000)] = 7
     max_age_days: Annotated[int | None, Field(ge=1, le=3650)] = None
     s3: RedisS3Spec
