@@ -158,7 +158,17 @@ def test_runtime_keeps_counters_in_state_and_cache_entries_in_cache(
     state_keys = [k.decode() for k in state.scan_iter(count=1000)]
     assert any(k.startswith("swiftclaw:") for k in cache_keys), cache_keys[:5]
     assert state_keys and all(k.startswith("sc:{") for k in state_keys), state_keys[:5]
-    assert not any(k.startswith("sc:{") for k in cache_keys)
+    # A key per served response (whose it is, for feedback) grows with traffic: it goes to
+    # the evictable cache instance; the state one keeps only what the configuration bounds.
+    owners = [k for k in cache_keys if k.startswith("sc:{tests/test-agent}:resp:")]
+    assert len(owners) == 2 * 40  # by x-request-id and by completion id
+    assert not any(":resp:" in k or ":feedback:" in k for k in state_keys), state_keys
+    assert not any(k.startswith("sc:{") and ":resp:" not in k for k in cache_keys)
+    rid = first[0].headers["x-request-id"]
+    assert call(rt.url, "/v1/feedback", {"id": rid, "rating": 5}).status_code == 200
+    assert call(rt.url, "/v1/feedback", {"id": rid, "rating": 1}).status_code == 409
+    assert call(rt.url, "/v1/feedback", {"id": "nope", "rating": 3}).status_code == 404
+    assert not any(b":resp:" in k for k in state.scan_iter(count=1000))
 
     # The cache instance under pressure evicts (the runtime's entries among others); the
     # counters and the day's spend, in the state instance, are all still there.
@@ -170,6 +180,20 @@ def test_runtime_keeps_counters_in_state_and_cache_entries_in_cache(
     assert all(r.status_code == 200 for r in second)
     usage = call(rt.url, "/v1/usage", key=API_KEY).json()
     assert usage["requestsToday"]["agent"] == 50
+    # the owner of a response evicted from the cache instance is unknown: no second count
+    evicted = [
+        r
+        for r in first[1:]
+        if not cache.exists(f"sc:{{tests/test-agent}}:resp:{r.headers['x-request-id']}")
+    ]
+    assert evicted
+    assert (
+        call(
+            rt.url, "/v1/feedback", {"id": evicted[0].headers["x-request-id"], "rating": 2}
+        ).status_code
+        == 404
+    )
+    assert state.hget(f"sc:{{tests/test-agent}}:usage:{usage['date']}", "feedback:rating:5") == b"1"
     assert usage["rateLimits"]["perUser"]["requests"]["remaining"] == 1000 - 50
     health = call(rt.url, "/health").json()
     assert health["checks"]["redis"]["status"] == "ok"

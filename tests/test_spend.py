@@ -5,9 +5,11 @@ concurrency."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,6 +18,7 @@ import pytest
 from swiftclaw_devtools.processes import Proc, start_redis
 from swiftclaw_runtime.auth import Principal
 from swiftclaw_runtime.config import BudgetSpec, RateLimitsSpec
+from swiftclaw_runtime.logs import FailureLog
 from swiftclaw_runtime.spend.budgets import Budget, Cap, MemoryLedger, current_periods
 from swiftclaw_runtime.spend.identity import Identity, TenantLabels, identify
 from swiftclaw_runtime.spend.limits import (
@@ -28,7 +31,7 @@ from swiftclaw_runtime.spend.limits import (
     duration,
 )
 from swiftclaw_runtime.spend.redis import SpendRedis
-from swiftclaw_runtime.spend.usage import Charge, UsageBook
+from swiftclaw_runtime.spend.usage import RESPONSE_SECONDS, Charge, UsageBook
 
 ALICE = Identity("acme", "alice")
 
@@ -201,6 +204,158 @@ async def test_usage_written_together_sums_every_charge(redis: SpendRedis) -> No
     # one charge alone is written at once, on its own
     assert await book.record("2026-11-27", charges[0])
     assert (await book.day("2026-11-27"))[0]["requests:total"] == 301
+
+
+@pytest.fixture(scope="module")
+def cache_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """A second Redis: the evictable cache instance, beside the state one."""
+    proc = start_redis(log_path=tmp_path_factory.mktemp("redis-cache") / "redis.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def cache_redis(cache_proc: Proc) -> AsyncIterator[SpendRedis]:
+    r = SpendRedis(f"redis://127.0.0.1:{cache_proc.port}/0")
+    await r.client.flushdb()
+    yield r
+    await r.close()
+
+
+async def keys(r: SpendRedis) -> list[str]:
+    return sorted(k.decode() for k in await r.client.keys("*"))
+
+
+async def test_response_owners_go_to_the_cache_redis_and_feedback_counts_once(
+    redis: SpendRedis, cache_redis: SpendRedis
+) -> None:
+    """The key per served response (which tenant it is, for feedback; a day's TTL) is
+    written to the evictable cache Redis, never to the state one, which keeps only the
+    day's counters; feedback is counted once, on the state one."""
+    day, prefix = "2026-11-27", "sc:{owners}"
+    book = UsageBook(prefix, redis, cache_redis)
+    charges = [Charge(ALICE, "simple", "p/m", 0.001, 10, 5, (f"r{i}",)) for i in range(20)]
+    assert all(await asyncio.gather(*(book.record(day, c) for c in charges)))
+    assert await keys(cache_redis) == sorted(f"{prefix}:resp:r{i}" for i in range(20))
+    assert await keys(redis) == [f"{prefix}:usage:{day}", f"{prefix}:users:{day}"]
+    assert 0 < await cache_redis.client.ttl(f"{prefix}:resp:r0") <= RESPONSE_SECONDS
+
+    bob = Identity("other", "bob")
+    assert await book.feedback(day, "r0", ALICE, ["feedback:rating:5"]) == "ok"
+    assert await book.feedback(day, "r0", ALICE, ["feedback:rating:1"]) == "duplicate"
+    assert await book.feedback(day, "r1", bob, ["feedback:rating:1"]) == "unknown"
+    assert await book.feedback(day, "nope", ALICE, ["feedback:rating:1"]) == "unknown"
+    # an evicted (or expired) response key: feedback on it is unknown, never counted twice
+    await cache_redis.client.delete(f"{prefix}:resp:r1")
+    assert await book.feedback(day, "r1", ALICE, ["feedback:rating:1"]) == "unknown"
+    assert await book.feedback(day, "r2", ALICE, ["feedback:completed:true"]) == "ok"
+    counters, _, shared = await book.day(day)
+    assert shared and counters["feedback:rating:5"] == 1
+    assert counters["feedback:completed:true"] == 1 and "feedback:rating:1" not in counters
+    # still only the owner keys in the cache one (the rated mark keeps the key and its TTL)
+    assert len(await keys(cache_redis)) == 19
+    assert await keys(redis) == [f"{prefix}:usage:{day}", f"{prefix}:users:{day}"]
+    assert 0 < await cache_redis.client.ttl(f"{prefix}:resp:r0") <= RESPONSE_SECONDS
+
+
+async def test_feedback_works_on_this_replica_while_the_cache_redis_is_away(
+    redis: SpendRedis, tmp_path: Path
+) -> None:
+    """The cache Redis down: the counters are still shared (state), the owners of the
+    responses served meanwhile are kept in process, and their feedback still counts once."""
+    day, prefix = "2026-11-27", "sc:{away}"
+    proc = start_redis(log_path=tmp_path / "redis.log")
+    away = SpendRedis(f"redis://127.0.0.1:{proc.port}/0")
+    try:
+        proc.stop()
+        book = UsageBook(prefix, redis, away)
+        assert await book.record(day, Charge(ALICE, "simple", "p/m", 0.001, 10, 5, ("r1",)))
+        assert await book.feedback(day, "r1", ALICE, ["feedback:rating:4"]) == "ok"
+        assert await book.feedback(day, "r1", ALICE, ["feedback:rating:4"]) == "duplicate"
+        assert await book.feedback(day, "r2", ALICE, ["feedback:rating:4"]) == "unknown"
+        counters, _, shared = await book.day(day)
+        assert shared and counters["requests:total"] == 1 and counters["feedback:rating:4"] == 1
+    finally:
+        await away.close()
+
+
+async def test_one_redis_holds_counters_and_owners(redis: SpendRedis) -> None:
+    """A single Redis (one URL): everything in it, feedback as with two."""
+    day, prefix = "2026-11-27", "sc:{one}"
+    book = UsageBook(prefix, redis)
+    assert await book.record(day, Charge(ALICE, "simple", "p/m", 0.001, 10, 5, ("r1",)))
+    assert await redis.client.get(f"{prefix}:resp:r1") == b"acme"
+    assert await book.feedback(day, "r1", ALICE, ["feedback:rating:2"]) == "ok"
+    assert await book.feedback(day, "r1", ALICE, ["feedback:rating:2"]) == "duplicate"
+    assert (await book.day(day))[0]["feedback:rating:2"] == 1
+
+
+async def test_refused_calls_are_logged_when_they_start_and_stop(
+    redis: SpendRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full state Redis (noeviction, OOM on every write) refuses every call: one warning
+    when it starts, one line when it stops, not one per call (the usage is kept in process
+    meanwhile)."""
+    book = UsageBook("sc:{oom}", redis)
+    charge = Charge(ALICE, "simple", "p/m", 0.001, 10, 5, ())
+    caplog.set_level(logging.INFO, logger="swiftclaw.spend")
+    await redis.client.config_set("maxmemory", "1")
+    try:
+        for _ in range(50):
+            assert not await book.record("2026-11-27", charge)
+    finally:
+        await redis.client.config_set("maxmemory", "0")
+    assert await book.record("2026-11-27", charge)
+    assert await book.record("2026-11-27", charge)
+    lines = [r.getMessage() for r in caplog.records if "redis" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("redis refuses calls (OutOfMemoryError on usage record)")
+    assert lines[1].startswith("redis accepts calls again")
+    assert (await book.day("2026-11-27"))[0]["requests:total"] == 2  # the shared figures
+
+
+async def test_a_stopped_redis_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = start_redis(log_path=tmp_path / "redis.log")
+    r = SpendRedis(f"redis://127.0.0.1:{proc.port}/0")
+    try:
+        proc.stop()
+        book = UsageBook("sc:{down}", r)
+        caplog.set_level(logging.INFO, logger="swiftclaw.spend")
+        for _ in range(50):
+            assert not await book.record("2026-11-27", Charge(ALICE, "s", "p/m", 0.0, 1, 1, ()))
+        assert len([x for x in caplog.records if x.levelno >= logging.WARNING]) == 1
+    finally:
+        await r.close()
+
+
+def test_a_repeating_failure_is_logged_again_at_most_every_period() -> None:
+    now = [0.0]
+    logger = logging.getLogger("swiftclaw.test.failurelog")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger.addHandler(handler := Keep())
+    logger.setLevel(logging.INFO)
+    try:
+        failures = FailureLog(logger, "it fails", "it works", "down", "up", 60.0, lambda: now[0])
+        for t in range(0, 150, 5):  # every 5 s for 150 s
+            now[0] = float(t)
+            failures.failed("E")
+        failures.worked()
+        failures.worked()
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [
+        "it fails (E): down",
+        "it fails still (E; 11 more since the last report): down",
+        "it fails still (E; 11 more since the last report): down",
+        "it works: up",
+    ]
 
 
 async def test_redis_token_charges_are_settled(redis: SpendRedis) -> None:

@@ -74,9 +74,14 @@ def _store(args: argparse.Namespace) -> Any:
 def _redis_backup(args: argparse.Namespace) -> int:
     from .redis_backup import BackupError, backup
 
-    url = args.redis_url or os.environ.get(contract.REDIS_STATE_URL_ENV)
+    if args.redis_url is not None:  # the value is never echoed: it may hold the password
+        raise ValueError(
+            f"--redis-url is not accepted (a password in the arguments shows in ps and in "
+            f"the CronJob): set ${contract.REDIS_STATE_URL_ENV}"
+        )
+    url = os.environ.get(contract.REDIS_STATE_URL_ENV)
     if not url:
-        raise ValueError("--redis-url (or $SWIFTCLAW_REDIS_STATE_URL) is required")
+        raise ValueError(f"${contract.REDIS_STATE_URL_ENV} (the Redis to back up) is not set")
     try:
         backup(url, _store(args), args.keep, args.max_age_days, Path(args.work_dir))
     except BackupError as err:
@@ -167,10 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bk = sub.add_parser(
         "redis-backup",
-        help="upload an RDB snapshot of Redis to S3-compatible storage, with retention "
-        "(credentials from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY)",
+        help="upload an RDB snapshot of the Redis at $SWIFTCLAW_REDIS_STATE_URL to "
+        "S3-compatible storage, with retention (credentials from $AWS_ACCESS_KEY_ID and "
+        "$AWS_SECRET_ACCESS_KEY)",
     )
-    bk.add_argument("--redis-url", help="default $SWIFTCLAW_REDIS_STATE_URL")
+    # The Redis URL (with its password) only from $SWIFTCLAW_REDIS_STATE_URL; the flag is
+    # kept hidden to refuse it without argparse echoing its value.
+    bk.add_argument("--redis-url", help=argparse.SUPPRESS)
     s3_args(bk)
     bk.add_argument("--keep", type=int, default=7, help="snapshots kept (the newest)")
     bk.add_argument("--max-age-days", type=int, help="delete snapshots older than this")

@@ -9,22 +9,27 @@ as the base of a fresh append-only file (Redis with ``appendonly yes`` ignores a
 ``dump.rdb``), and as ``dump.rdb``.
 
 The S3 credentials come from the environment (``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``), the Redis password from the URL. ``boto3`` is imported only
+``AWS_SECRET_ACCESS_KEY``), the Redis password from the URL (itself from the environment,
+never the command line: argv shows in ``ps`` and in the CronJob). A failure is a
+:class:`BackupError` whose message says what failed and holds no credential, and leaves no
+temporary file behind. ``boto3`` is imported only
 here (the ``backup`` extra of the runtime image).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 OBJECT_PREFIX = "redis-state-"
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -89,10 +94,21 @@ def _reply(reader: _Reader, what: str) -> bytes:
 
 
 def pull_rdb(url: str, dest: Path, timeout: float = 600.0) -> int:
-    """The server's dataset as an RDB file at ``dest`` (written whole or not at all)."""
+    """The server's dataset as an RDB file at ``dest`` (written whole or not at all: the
+    partial file of a transfer that fails is removed)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     tmp = dest.with_name(dest.name + ".part")
+    try:
+        with _failing(f"pulling the snapshot from redis at {host}:{port}"):
+            size = _pull(parts, host, port, tmp, timeout)
+            os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size
+
+
+def _pull(parts: SplitResult, host: str, port: int, tmp: Path, timeout: float) -> int:
     with socket.create_connection((host, port), timeout=timeout) as sock:
         reader = _Reader(sock)
         if parts.password:
@@ -110,13 +126,54 @@ def pull_rdb(url: str, dest: Path, timeout: float = 600.0) -> int:
             raise BackupError(f"unexpected reply to SYNC: {header[:60]!r}")
         with open(tmp, "wb") as out:
             reader.exactly(int(header[1:]), out)
-    size = tmp.stat().st_size
     with open(tmp, "rb") as f:
         if f.read(5) != b"REDIS":
-            tmp.unlink()
             raise BackupError("the snapshot is not an RDB file")
-    os.replace(tmp, dest)
-    return size
+    return tmp.stat().st_size
+
+
+# --- errors ---------------------------------------------------------------------------
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN")
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` without credentials: a URL's user and password, the S3 keys of the
+    environment, and ``secrets``."""
+    text = _USERINFO.sub("***@", text)
+    for secret in (*secrets, *(os.environ.get(n, "") for n in _SECRET_ENV)):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def reason(err: BaseException) -> str:
+    """What went wrong, in a line: an S3 error's code and message, else the error."""
+    response = getattr(err, "response", None)  # botocore's ClientError
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+        e = response["Error"]
+        return redact(f"{e.get('Code', type(err).__name__)}: {e.get('Message', '')}".strip())
+    return redact(f"{type(err).__name__}: {err}")
+
+
+@contextmanager
+def _failing(what: str) -> Iterator[None]:
+    """Errors of the network, the disk and the S3 client as a :class:`BackupError` saying
+    what failed (never a traceback, never a credential)."""
+    try:
+        yield
+    except BackupError:
+        raise
+    except Exception as err:
+        if isinstance(err, OSError) or _from_boto(err):
+            raise BackupError(f"{what} failed: {reason(err)}") from None
+        raise
+
+
+def _from_boto(err: BaseException) -> bool:
+    """An error of botocore or boto3 (imported only with the ``backup`` extra)."""
+    return type(err).__module__.split(".")[0] in ("botocore", "boto3", "s3transfer")
 
 
 # --- object storage -------------------------------------------------------------------
@@ -182,18 +239,24 @@ def expired(keys: Iterable[str], keep: int, max_age_days: int | None, now: datet
 
 def backup(url: str, store: Store, keep: int, max_age_days: int | None, work: Path) -> str:
     """Snapshot, upload, apply retention; the uploaded key."""
-    client = store.client()
+    with _failing("setting up the S3 client"):
+        client = store.client()
     now = datetime.now(UTC)
-    work.mkdir(parents=True, exist_ok=True)
+    with _failing(f"making the work folder {work}"):
+        work.mkdir(parents=True, exist_ok=True)
     path = work / "redis-state.rdb"
     started = time.monotonic()
-    size = pull_rdb(url, path)
     key = store.key(now)
-    client.upload_file(str(path), store.bucket, key)
-    path.unlink()
-    gone = expired(store.list(client), keep, max_age_days, now)
-    for old in gone:
-        client.delete_object(Bucket=store.bucket, Key=old)
+    try:
+        size = pull_rdb(url, path)
+        with _failing(f"uploading s3://{store.bucket}/{key}"):
+            client.upload_file(str(path), store.bucket, key)
+    finally:
+        path.unlink(missing_ok=True)
+    with _failing(f"applying the retention under s3://{store.bucket}/{store.prefix}"):
+        gone = expired(store.list(client), keep, max_age_days, now)
+        for old in gone:
+            client.delete_object(Bucket=store.bucket, Key=old)
     print(
         f"redis-backup: s3://{store.bucket}/{key}: {size} bytes in "
         f"{time.monotonic() - started:.1f}s; {len(gone)} old snapshot(s) deleted",
@@ -227,20 +290,25 @@ def restore(store: Store, key: str | None, data_dir: Path, overwrite: bool) -> s
     """Fetch snapshot ``key`` (None: the newest) into ``data_dir``; the key restored."""
     if not overwrite and any((data_dir / n).exists() for n in ("dump.rdb", AOF_DIR)):
         raise BackupError(f"{data_dir} already holds Redis data: pass --overwrite to replace it")
-    client = store.client()
+    with _failing("setting up the S3 client"):
+        client = store.client()
     if key is None:
-        keys = store.list(client)
+        with _failing(f"listing s3://{store.bucket}/{store.prefix}"):
+            keys = store.list(client)
         if not keys:
             raise BackupError(f"no snapshot under s3://{store.bucket}/{store.prefix}")
         key = keys[-1]
-    data_dir.mkdir(parents=True, exist_ok=True)
     fetched = data_dir / "restore.rdb.part"
-    client.download_file(store.bucket, key, str(fetched))
-    with open(fetched, "rb") as f:
-        if f.read(5) != b"REDIS":
-            fetched.unlink()
-            raise BackupError(f"s3://{store.bucket}/{key} is not an RDB file")
-    lay_out(fetched, data_dir)
-    fetched.unlink()
+    try:
+        with _failing(f"downloading s3://{store.bucket}/{key}"):
+            data_dir.mkdir(parents=True, exist_ok=True)
+            client.download_file(store.bucket, key, str(fetched))
+        with open(fetched, "rb") as f:
+            if f.read(5) != b"REDIS":
+                raise BackupError(f"s3://{store.bucket}/{key} is not an RDB file")
+        with _failing(f"laying the snapshot out in {data_dir}"):
+            lay_out(fetched, data_dir)
+    finally:
+        fetched.unlink(missing_ok=True)
     print(f"redis-restore: s3://{store.bucket}/{key} laid out in {data_dir}", flush=True)
     return key

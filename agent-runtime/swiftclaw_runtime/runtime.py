@@ -78,6 +78,8 @@ class Runtime:
             self.metrics,
             self.state_redis_url,
             self.policy.cache.redis.fallback_replicas,
+            # which response is whose, for feedback: a key per response, evictable
+            cache_redis_url=self.options.redis_url,
         )
         self.context = ContextSources(self.policy.agent.context, self.metrics)
 

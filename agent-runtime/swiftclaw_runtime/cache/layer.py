@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..auth import Principal
 from ..config import AgentPolicy, TierSpec
+from ..logs import FailureLog
 from ..metrics import Metrics
 from ..schemas import ChatRequest
 from ..spend.costs import cost_usd, prices
@@ -81,6 +82,15 @@ class ResponseCache:
         self.exact_on = spec.exact.enabled
         self.semantic_on = spec.semantic.enabled and embedder is not None
         self.embedder = embedder
+        # A failing embeddings provider fails every request: logged when it starts and
+        # stops (cache_errors{kind="embedding"} counts each one).
+        self._embed_failures = FailureLog(
+            log,
+            "semantic cache skipped: embeddings fail",
+            "embeddings work again",
+            "requests go to the model without the semantic cache",
+            "the semantic cache is used again",
+        )
         self.prefix = f"swiftclaw:{agent}:"
         metrics.cache_up.set(1)
         if redis_url and spec.redis.mode != "none":
@@ -284,8 +294,9 @@ class ResponseCache:
                 lk.vector = await self.embedder.embed(lk.question)
             except EmbeddingFailed as err:
                 self.metrics.cache_errors.labels("embedding").inc()
-                log.warning("semantic cache skipped: %s", err)
+                self._embed_failures.failed(str(err))
                 return None
+            self._embed_failures.worked()
             self.metrics.embedding_seconds.observe(time.perf_counter() - started)
         return lk.vector
 

@@ -71,7 +71,10 @@ class SpendControl:
         metrics: Metrics,
         redis_url: str | None = None,
         replicas: int = 1,
+        cache_redis_url: str | None = None,
     ) -> None:
+        """``redis_url``: the state Redis (counters, spend). ``cache_redis_url``: the
+        evictable one, where the served responses' owners go (None: the state one)."""
         self.policy = policy
         self.metrics = metrics
         self.tenants = TenantLabels()
@@ -80,7 +83,14 @@ class SpendControl:
         self.redis = SpendRedis(redis_url, self._redis_changed) if redis_url else None
         self.limiter = RateLimiter(policy.rate_limits, prefix, self.redis, replicas)
         self.budget = Budget(policy.budget, prefix, self.redis, replicas)
-        self.book = UsageBook(prefix, self.redis)
+        self.owners = self.redis
+        if self.redis is not None and cache_redis_url and cache_redis_url != redis_url:
+            self.owners = SpendRedis(
+                cache_redis_url,
+                down_note="feedback is matched against this replica's responses",
+                up_note="feedback is matched against every replica's responses again",
+            )
+        self.book = UsageBook(prefix, self.redis, self.owners)
         self.cheapest = policy.models.tiers[0]
         metrics.spend_shared.set(1 if self.redis is not None else 0)
         self._gauges_at = 0.0
@@ -92,6 +102,8 @@ class SpendControl:
     async def start(self) -> None:
         if self.redis is not None:
             await self.redis.start()
+        if self.owners is not self.redis and self.owners is not None:
+            await self.owners.start()
 
     async def close(self) -> None:
         if self._gauges_task is not None:
@@ -99,6 +111,8 @@ class SpendControl:
         await self.book.flush()
         if self.redis is not None:
             await self.redis.close()
+        if self.owners is not self.redis and self.owners is not None:
+            await self.owners.close()
 
     def who(self, principal: Any, request_user: str | None) -> Identity:
         return identify(principal, request_user, self.policy.auth.user_from_request)

@@ -1,10 +1,11 @@
 """The spend counters' Redis: the shared :class:`~swiftclaw_runtime.redis_client.WatchedRedis`
 (one client, a health flag, and a watcher that brings it back) with the spend's timeouts.
 
-A failed call marks Redis down at once; from then on callers skip it (no per-request
+A call that cannot reach Redis marks it down at once; from then on callers skip it (no per-request
 timeout while it is away) and use their in-process fallback, and a background task pings
 it every second: the first answer marks it up again, so a Redis that comes back is used
-again within about a second.
+again within about a second. A call Redis refuses (OOM, read-only) falls back too, logged
+when refusals start and stop (and at most every minute between), not once per call.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ..logs import FailureLog
 from ..redis_client import RedisUnavailable, WatchedRedis
 
 log = logging.getLogger("swiftclaw.spend")
@@ -29,7 +31,14 @@ class RedisDown(Exception):
 class SpendRedis:
     """A Redis connection shared by limits, budgets and usage, with its health."""
 
-    def __init__(self, url: str, on_change: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_change: Callable[[bool], None] | None = None,
+        *,
+        down_note: str = "limits and budgets are enforced per replica",
+        up_note: str = "limits and budgets are shared again",
+    ) -> None:
         # A bounded pool that makes callers wait for a connection (up to CALL_TIMEOUT)
         # instead of failing: a burst of requests must queue, not look like an outage.
         self.redis = WatchedRedis(
@@ -38,11 +47,16 @@ class SpendRedis:
             max_connections=MAX_CONNECTIONS,
             queue=True,
             logger=log,
-            down_note="limits and budgets are enforced per replica",
-            up_note="limits and budgets are shared again",
+            down_note=down_note,
+            up_note=up_note,
             on_change=on_change,
         )
         self.client: Any = self.redis.client
+        # Refused calls (OOM, read-only) are logged when they start and when they stop,
+        # not once each: at hundreds of requests a second that would flood the log.
+        self._refusals = FailureLog(
+            log, "redis refuses calls", "redis accepts calls again", down_note, up_note
+        )
 
     @property
     def up(self) -> bool:
@@ -57,13 +71,15 @@ class SpendRedis:
         import redis.exceptions as rexc
 
         try:
-            return await self.redis.call(op, fn)
+            got = await self.redis.call(op, fn)
         except RedisUnavailable:
             raise RedisDown(op) from None
         except rexc.ResponseError as err:
             # e.g. OOM or a read-only replica: the data may be fine, the call is not.
-            log.warning("redis %s failed: %s", op, type(err).__name__)
+            self._refusals.failed(f"{type(err).__name__} on {op}")
             raise RedisDown(op) from None
+        self._refusals.worked()
+        return got
 
     async def start(self) -> None:
         """Check Redis once at startup; down is not fatal (the watcher keeps trying)."""

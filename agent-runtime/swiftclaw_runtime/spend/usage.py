@@ -10,13 +10,23 @@ where a round trip each cost a third of a cache hit's time). Every caller waits 
 write that holds its charge, so what a request spent is counted before it is answered.
 Active users are a HyperLogLog per day (PFADD/PFCOUNT: 12 KB whatever the number of
 users). Without Redis the same figures are kept in process for this replica.
+
+Which tenant a served response belongs to (``resp:<id>``, what feedback is matched
+against, a key per response kept a day) goes to the cache Redis, not the state one: those
+keys grow with traffic, and the state instance never evicts, so they would fill it and
+push the counters back to per-replica counting. The key is also the feedback's dedup
+mark (its value becomes ``rated`` with the tenant, atomically). An evicted key only makes
+feedback on that old response ``unknown``; it can never count a rating twice. With one
+Redis both live in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +39,18 @@ KEEP_SECONDS = 35 * 86_400
 RESPONSE_SECONDS = 86_400  # feedback is accepted for a day after the answer
 LOCAL_RESPONSES = 100_000  # responses remembered in process without Redis
 _RATED = "\x00rated:"
+# KEYS[1] the response's owner key; ARGV[1] the tenant, ARGV[2] the tenant marked rated.
+# 1: rated now, 2: already rated, 0: no such response of this tenant.
+_RATE_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+if v == ARGV[2] then return 2 end
+return 0
+"""
+_VERDICTS = {0: "unknown", 1: "ok", 2: "duplicate"}
 
 
 @dataclass(frozen=True)
@@ -47,9 +69,15 @@ class Charge:
 class UsageBook:
     """Daily counters of one agent, in Redis when there is one, else in process."""
 
-    def __init__(self, prefix: str, redis: SpendRedis | None) -> None:
+    def __init__(
+        self, prefix: str, redis: SpendRedis | None, owners: SpendRedis | None = None
+    ) -> None:
+        """``redis``: the state Redis (counters). ``owners``: the cache Redis, where the
+        responses' owners go (None: the state one)."""
         self.prefix = prefix
         self.redis = redis
+        self.owners = owners or redis
+        self._rate = self.owners.script(_RATE_LUA) if self.owners is not None else None
         self._local: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._local_users: dict[str, set[str]] = defaultdict(set)
         self._local_responses: dict[str, str] = {}
@@ -80,12 +108,22 @@ class UsageBook:
         }
         return costs, counts
 
-    def pipeline_ops(self, pipe: Any, day: str, c: Charge) -> None:
-        """Queue a charge's writes on a Redis pipeline (sent with the budget's settlement)."""
-        self._queue(pipe, [(day, c)])
+    def _resp_key(self, rid: str) -> str:
+        return f"{self.prefix}:resp:{rid}"
+
+    @property
+    def _split(self) -> bool:
+        """Whether the responses' owners go to another Redis than the counters."""
+        return self.owners is not self.redis
+
+    def _queue_owners(self, pipe: Any, charges: list[tuple[str, Charge]]) -> None:
+        for _, c in charges:
+            for rid in c.response_ids:
+                pipe.set(self._resp_key(rid), c.who.tenant_key, ex=RESPONSE_SECONDS)
 
     def _queue(self, pipe: Any, charges: list[tuple[str, Charge]]) -> None:
-        """Queue the writes of ``charges`` on a pipeline, the increments of each field summed."""
+        """Queue the counters' writes of ``charges`` on a pipeline, the increments of each
+        field summed (and the responses' owners when they share the Redis)."""
         costs: dict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         counts: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         users: dict[str, set[str]] = defaultdict(set)
@@ -97,8 +135,6 @@ class UsageBook:
             for f, n in count_fields.items():
                 counts[key][f] += n
             users[f"{self.prefix}:users:{day}"].add(c.who.key)
-            for rid in c.response_ids:
-                pipe.set(f"{self.prefix}:resp:{rid}", c.who.tenant_key, ex=RESPONSE_SECONDS)
         for key in costs.keys() | counts.keys():
             for f, v in costs[key].items():
                 if v:
@@ -110,17 +146,24 @@ class UsageBook:
         for key, who in users.items():
             pipe.pfadd(key, *sorted(who))
             pipe.expire(key, KEEP_SECONDS)
+        if not self._split:
+            self._queue_owners(pipe, charges)
 
-    def record_local(self, day: str, c: Charge) -> None:
+    def _own_locally(self, c: Charge) -> None:
+        for rid in c.response_ids:
+            if len(self._local_responses) >= LOCAL_RESPONSES:
+                self._local_responses.pop(next(iter(self._local_responses)))
+            self._local_responses[rid] = c.who.tenant_key
+
+    def record_local(self, day: str, c: Charge, owners: bool = True) -> None:
+        """Count a charge in process (``owners``: and remember its responses' tenant)."""
         book = self._local[day]
         costs, counts = self.fields(c)
         for f, v in {**costs, **counts}.items():
             book[f] += v
         self._local_users[day].add(c.who.key)
-        for rid in c.response_ids:
-            if len(self._local_responses) >= LOCAL_RESPONSES:
-                self._local_responses.pop(next(iter(self._local_responses)))
-            self._local_responses[rid] = c.who.tenant_key
+        if owners:
+            self._own_locally(c)
         for old in [d for d in self._local if d < day]:
             del self._local[old]
             self._local_users.pop(old, None)
@@ -143,7 +186,7 @@ class UsageBook:
         """Write what waits, one batch at a time, until nothing does. A batch that cannot
         be written (Redis down, or anything unexpected) is kept locally; its callers are
         answered whatever happens, so none waits forever."""
-        assert self.redis is not None
+        assert self.redis is not None and self.owners is not None
         while self._pending:
             batch, self._pending = self._pending, []
             written, self._next = self._next, None
@@ -153,18 +196,24 @@ class UsageBook:
                 self._queue(pipe, batch)
                 await pipe.execute()
 
-            ok = False
+            async def own(client: Any, batch: list[tuple[str, Charge]] = batch) -> None:
+                pipe = client.pipeline(transaction=False)
+                self._queue_owners(pipe, batch)
+                await pipe.execute()
+
+            ok = owned = False
             try:
-                await self.redis.call("usage record", write)
-                ok = True
-            except RedisDown:
-                pass
-            except Exception:
-                log.exception("writing usage to Redis failed; kept in this process")
+                steps = [_written(self.redis, "usage record", write)]
+                if self._split and any(c.response_ids for _, c in batch):
+                    steps.append(_written(self.owners, "response owners", own))
+                ok, *rest = await asyncio.gather(*steps)
+                owned = all(rest) if self._split else ok
             finally:
-                if not ok:
-                    for day, c in batch:
-                        self.record_local(day, c)
+                for day, c in batch:
+                    if not ok:
+                        self.record_local(day, c, owners=not owned)
+                    elif not owned:
+                        self._own_locally(c)
                 if written is not None and not written.done():
                     written.set_result(ok)
 
@@ -194,33 +243,58 @@ class UsageBook:
 
     async def feedback(self, day: str, rid: str, who: Identity, fields: list[str]) -> str:
         """Count feedback for response ``rid``: ``ok``, ``unknown`` (no such response of
-        this tenant) or ``duplicate`` (already rated)."""
-        if self.redis is not None:
-            resp = f"{self.prefix}:resp:{rid}"
-            seen = f"{self.prefix}:feedback:{rid}"
+        this tenant, or its key expired or was evicted) or ``duplicate`` (already rated)."""
+        verdict: str | None = None
+        if self.owners is not None and self._rate is not None:
+            rate = self._rate
+            args = [who.tenant_key, _RATED + who.tenant_key]
 
-            async def write(client: Any) -> str:
-                owner = await client.get(resp)
-                if owner is None or owner.decode() != who.tenant_key:
-                    return "unknown"
-                if not await client.set(seen, 1, nx=True, ex=RESPONSE_SECONDS):
-                    return "duplicate"
-                pipe = client.pipeline(transaction=False)
-                for f in fields:
-                    pipe.hincrby(self._day_key(day), f, 1)
-                await pipe.execute()
-                return "ok"
+            async def mark(client: Any) -> int:
+                return int(await rate(keys=[self._resp_key(rid)], args=args, client=client))
 
-            try:
-                return await self.redis.call("feedback", write)
-            except RedisDown:
-                pass
+            with contextlib.suppress(RedisDown):
+                verdict = _VERDICTS[await self.owners.call("feedback", mark)]
+        # a response whose owner was kept here (that Redis was away when it was served)
+        if verdict is None or (verdict == "unknown" and rid in self._local_responses):
+            verdict = self._rate_locally(rid, who)
+        if verdict == "ok":
+            await self._count_feedback(day, fields)
+        return verdict
+
+    def _rate_locally(self, rid: str, who: Identity) -> str:
         owner = self._local_responses.get(rid)
         if owner == _RATED + who.tenant_key:
             return "duplicate"
         if owner != who.tenant_key:
             return "unknown"
         self._local_responses[rid] = _RATED + who.tenant_key
+        return "ok"
+
+    async def _count_feedback(self, day: str, fields: list[str]) -> None:
+        if self.redis is not None:
+
+            async def write(client: Any) -> None:
+                pipe = client.pipeline(transaction=False)
+                for f in fields:
+                    pipe.hincrby(self._day_key(day), f, 1)
+                await pipe.execute()
+
+            try:
+                await self.redis.call("feedback count", write)
+                return
+            except RedisDown:
+                pass
         for f in fields:
             self._local[day][f] += 1
-        return "ok"
+
+
+async def _written(redis: SpendRedis, op: str, fn: Callable[[Any], Awaitable[None]]) -> bool:
+    """Run a write; False when it could not be done (Redis down, or anything unexpected)."""
+    try:
+        await redis.call(op, fn)
+    except RedisDown:
+        return False
+    except Exception:
+        log.exception("%s: writing to Redis failed; kept in this process", op)
+        return False
+    return True
