@@ -61,6 +61,9 @@ class Lookup:
     question: str | None = None  # single-turn question, when the semantic cache applies
     scope: Scope | None = None
     vector: Vector | None = None
+    # The embedding failed once: the request neither looks up nor stores semantically (a
+    # provider that is down would otherwise cost it a second wait when the answer is stored).
+    embed_failed: bool = False
     flight: Flight | None = None
     similarity: float | None = None
 
@@ -287,7 +290,7 @@ class ResponseCache:
         return found
 
     async def _vector(self, lk: Lookup) -> Vector | None:
-        if lk.vector is None:
+        if lk.vector is None and not lk.embed_failed:
             assert self.embedder is not None and lk.question is not None
             started = time.perf_counter()
             try:
@@ -295,6 +298,7 @@ class ResponseCache:
             except EmbeddingFailed as err:
                 self.metrics.cache_errors.labels("embedding").inc()
                 self._embed_failures.failed(str(err))
+                lk.embed_failed = True
                 return None
             self._embed_failures.worked()
             self.metrics.embedding_seconds.observe(time.perf_counter() - started)
