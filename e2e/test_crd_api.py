@@ -91,7 +91,12 @@ def test_redis_storage_cannot_change_once_set(cluster: Cluster, crd_ns: str) -> 
     assert patch({"storage": size, "stateMemory": "384Mi"}).returncode == 0
     stored = cluster.get("agentdeployment", "storage", "-n", crd_ns)["spec"]["cache"]["redis"]
     assert (stored["storage"], stored["stateMemory"]) == (size, "384Mi")
-    # Leaving managed mode (the StatefulSet goes) may drop the size back to its default.
-    left = patch({"mode": "none", "storage": None, "backup": None})
+    # Leaving managed mode (the StatefulSet goes) takes the managed-only fields with it: kept,
+    # they are refused; dropped, the size may come back as something else later.
+    kept = patch({"mode": "none", "storage": None, "backup": None})
+    assert kept.returncode != 0 and "only allowed when mode is managed" in kept.stderr
+    left = patch(
+        {"mode": "none", "storage": None, "backup": None, "cacheMemory": None, "stateMemory": None}
+    )
     assert left.returncode == 0, left.stderr
     cluster.kubectl("delete", "agentdeployment", "storage", "-n", crd_ns)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from functools import partial
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -68,6 +69,14 @@ class RedisS3Spec(Model):
     credentials_secret_name: Name
 
 
+def _managed_only(attr: str, spec: Any) -> bool:
+    return getattr(spec, attr) is None or bool(spec.mode == "managed")
+
+
+DEFAULT_STORAGE = "1Gi"
+DEFAULT_CACHE_MEMORY = "512Mi"
+DEFAULT_STATE_MEMORY = "256Mi"
+
 CRON_PATTERN = (
     r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
     r"|[0-9*/,?LW#A-Za-z-]+( +[0-9*/,?LW#A-Za-z-]+){4})$"
@@ -105,8 +114,8 @@ class RedisSpec(Model):
             (
                 "(has(self.mode) && self.mode != 'managed')"
                 " || (has(oldSelf.mode) && oldSelf.mode != 'managed')"
-                " || !has(self.storage) || !has(oldSelf.storage)"
-                " || self.storage == oldSelf.storage",
+                f" || (has(self.storage) ? self.storage : '{DEFAULT_STORAGE}')"
+                f" == (has(oldSelf.storage) ? oldSelf.storage : '{DEFAULT_STORAGE}')",
                 "cannot be changed while the Redis is managed: its StatefulSet's volume claims "
                 "are immutable; the runbook agent-degraded says how to resize",
                 ".storage",
@@ -133,11 +142,20 @@ class RedisSpec(Model):
             ".stateUrlSecretRef",
             lambda s: s.state_url_secret_ref is None or s.mode == "external",
         ),
-        holds(
-            "!has(self.backup) || !has(self.mode) || self.mode == 'managed'",
-            "only allowed when mode is managed",
-            ".backup",
-            lambda s: s.backup is None or s.mode == "managed",
+        *(
+            holds(
+                f"!has(self.{name}) || !has(self.mode) || self.mode == 'managed'",
+                "only allowed when mode is managed",
+                f".{name}",
+                partial(_managed_only, attr),
+            )
+            for name, attr in (
+                ("backup", "backup"),
+                ("storage", "storage"),
+                ("cacheMemory", "cache_memory"),
+                ("stateMemory", "state_memory"),
+                ("deleteDataWithAgent", "delete_data_with_agent"),
+            )
         ),
     )
 
@@ -152,15 +170,29 @@ class RedisSpec(Model):
     # that scaling never rolls the pods; a fleet larger than this lets more through while
     # Redis is away, a smaller one less.
     fallback_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
-    # Fixed while managed: see the transition rule above.
-    storage: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = "1Gi"
-    # managed: each instance's memory limit; maxmemory is a fraction of it.
-    cache_memory: RedisMemory = "512Mi"
-    state_memory: RedisMemory = "256Mi"
+    # The fields below act only on the managed Redis, and are refused with another mode
+    # (so they have no schema defaults: a default would be "set" there). Fixed while
+    # managed: see the transition rule above.
+    storage: Annotated[str | None, Field(pattern=r"^[0-9]+(Mi|Gi|Ti)$")] = None
+    # Each instance's memory limit; maxmemory is a fraction of it.
+    cache_memory: RedisMemory | None = None
+    state_memory: RedisMemory | None = None
     backup: RedisBackupSpec | None = None
-    # managed: the state instance's volume and password are kept when the agent is deleted
-    # or the mode changes, unless this is true.
-    delete_data_with_agent: bool = False
+    # The state instance's volume and password are kept when the agent is deleted or the
+    # mode changes, unless this is true.
+    delete_data_with_agent: bool | None = None
+
+    @property
+    def storage_size(self) -> str:
+        return self.storage or DEFAULT_STORAGE
+
+    def memory_limit(self, role: Literal["cache", "state"]) -> str:
+        chosen = self.cache_memory if role == "cache" else self.state_memory
+        return chosen or (DEFAULT_CACHE_MEMORY if role == "cache" else DEFAULT_STATE_MEMORY)
+
+    @property
+    def deletes_data(self) -> bool:
+        return bool(self.delete_data_with_agent)
 
 
 class CacheSpec(Model):

@@ -73,8 +73,7 @@ def memory_bytes(quantity: str) -> int:
 
 
 def memory_limit(agent: Agent, role: Role) -> str:
-    redis = agent.spec.cache.redis
-    return redis.cache_memory if role == "cache" else redis.state_memory
+    return agent.spec.cache.redis.memory_limit(role)
 
 
 def maxmemory(agent: Agent, role: Role) -> int:
@@ -128,7 +127,7 @@ def build_auth_secret(agent: Agent, password: str) -> dict[str, Any]:
     ``deleteDataWithAgent``), so an agent deleted and created again finds the same
     password, and no garbage collection of the old one races the new agent's pods."""
     meta = metadata(agent, auth_secret_name(agent), "redis")
-    if not agent.spec.cache.redis.delete_data_with_agent:
+    if not agent.spec.cache.redis.deletes_data:
         del meta["ownerReferences"]
     return {
         "apiVersion": "v1",
@@ -191,14 +190,14 @@ def build_statefulset(agent: Agent, role: Role) -> dict[str, Any]:
         # The claim has no owner reference of the agent's: with Retain it outlives the
         # StatefulSet (the agent deleted, or the mode changed); with Delete, the StatefulSet
         # controller makes it the StatefulSet's, and it goes with it.
-        keep = "Delete" if redis.delete_data_with_agent else "Retain"
+        keep = "Delete" if redis.deletes_data else "Retain"
         spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": keep, "whenScaled": "Retain"}
         spec["volumeClaimTemplates"] = [
             {
                 "metadata": {"name": "data", "labels": selector(agent, component(role))},
                 "spec": {
                     "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": redis.storage}},
+                    "resources": {"requests": {"storage": redis.storage_size}},
                 },
             }
         ]
