@@ -44,6 +44,14 @@ def socket_inodes(pid: int) -> set[int]:
     return out
 
 
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:300]
+    except OSError:
+        return f"pid {pid} (gone)"
+
+
 def children(pid: int) -> set[int]:
     """Every descendant of ``pid`` (a shell's commands, a script's exec'd program)."""
     out: set[int] = set()
@@ -73,6 +81,8 @@ class ConnectionWatch(threading.Thread):
         self.pids = pids
         self.interval = interval
         self.seen: Counter[tuple[str, str]] = Counter()  # (who, remote ip) -> samples
+        # (who, remote ip) -> the command line of a process holding such a socket
+        self.holders: dict[tuple[str, str], str] = {}
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -85,11 +95,11 @@ class ConnectionWatch(threading.Thread):
             self._stop_event.wait(self.interval)
 
     def sample(self) -> None:
-        owners: dict[int, str] = {}
+        owners: dict[int, tuple[str, int]] = {}
         for pid, who in self.pids().items():
             for p in {pid, *children(pid)}:
                 for inode in socket_inodes(p):
-                    owners[inode] = who
+                    owners[inode] = (who, p)
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             try:
                 with open(table) as f:
@@ -102,8 +112,13 @@ class ConnectionWatch(threading.Thread):
                     continue
                 owner = owners.get(int(fields[9]))
                 if owner is not None:
-                    ip, _ = _address(fields[2])
-                    self.seen[(owner, ip)] += 1
+                    who, pid = owner
+                    ip, port = _address(fields[2])
+                    if port == 0:  # no peer: bound, not connected (a free-port probe)
+                        continue
+                    self.seen[(who, ip)] += 1
+                    if (who, ip) not in self.holders:
+                        self.holders[(who, ip)] = command_line(pid)
 
     def remote_ips(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}

@@ -618,5 +618,10 @@ def test_every_connection_stays_on_loopback(
     remote = watch.remote_ips()
     for who in ("tests", "operator", "pod", "kube-apiserver", "etcd"):
         assert remote.get(who), f"no connection of {who} was sampled: {sorted(remote)}"
-    off = {who: ips for who, ips in remote.items() if not all(is_loopback(ip) for ip in ips)}
-    assert not off, off
+    off = {
+        (who, ip): watch.holders.get((who, ip), "?")
+        for who, ips in remote.items()
+        for ip in ips
+        if not is_loopback(ip)
+    }
+    assert not off, off  # each address off loopback, with the command line that held it
