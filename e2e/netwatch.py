@@ -113,9 +113,7 @@ class ConnectionWatch(threading.Thread):
                 owner = owners.get(int(fields[9]))
                 if owner is not None:
                     who, pid = owner
-                    ip, port = _address(fields[2])
-                    if port == 0:  # no peer: bound, not connected (a free-port probe)
-                        continue
+                    ip, _ = _address(fields[2])
                     self.seen[(who, ip)] += 1
                     if (who, ip) not in self.holders:
                         self.holders[(who, ip)] = command_line(pid)
