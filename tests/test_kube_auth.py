@@ -24,6 +24,26 @@ def read(path: Path) -> str:
     return path.read_text()
 
 
+def exec_plugin(tmp_path: Path, fail_after_first: bool = False) -> Path:
+    """A Python exec plugin printing token ``tok-N`` on its Nth run, valid for 1 s; with
+    ``fail_after_first``, every run after the first exits non-zero with a message."""
+    plugin = tmp_path / "plugin.py"
+    runs = tmp_path / "runs"
+    fail = "if p.exists():\n    sys.exit('plugin-output-kept-out-of-status')\n"
+    plugin.write_text(
+        "import datetime, json, pathlib, sys\n"
+        f"p = pathlib.Path({str(runs)!r})\n"
+        + (fail if fail_after_first else "")
+        + "n = len(p.read_text().splitlines()) + 1 if p.exists() else 1\n"
+        "p.open('a').write(f'{n}\\n')\n"
+        "exp = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',"
+        " 'kind': 'ExecCredential', 'status': {'token': f'tok-{n}',"
+        " 'expirationTimestamp': exp.strftime('%Y-%m-%dT%H:%M:%SZ')}}))\n"
+    )
+    return plugin
+
+
 def exec_kubeconfig(tmp_path: Path, plugin: Path, server: str | None = None) -> Path:
     """A kubeconfig whose user runs ``plugin`` (a Python script) as its exec plugin; with
     ``server``, that plain-HTTP address instead of an HTTPS one with an inline CA."""
@@ -90,18 +110,7 @@ async def test_service_account_token_is_reread_when_the_file_changes(tmp_path: P
 
 
 async def test_exec_token_renewed_and_inline_data_cleaned_up(tmp_path: Path) -> None:
-    plugin = tmp_path / "plugin.py"
-    runs = tmp_path / "runs"
-    plugin.write_text(
-        "import datetime, json, pathlib\n"
-        f"p = pathlib.Path({str(runs)!r})\n"
-        "n = len(p.read_text().splitlines()) + 1 if p.exists() else 1\n"
-        "p.open('a').write(f'{n}\\n')\n"
-        "exp = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)\n"
-        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',"
-        " 'kind': 'ExecCredential', 'status': {'token': f'tok-{n}',"
-        " 'expirationTimestamp': exp.strftime('%Y-%m-%dT%H:%M:%SZ')}}))\n"
-    )
+    plugin = exec_plugin(tmp_path)
     kubeconfig = exec_kubeconfig(tmp_path, plugin)
     auth = await Auth.load(tmp_path / "no-sa", {"KUBECONFIG": str(kubeconfig)})
     assert auth.configuration.api_key["BearerToken"] == "Bearer tok-1"
@@ -115,19 +124,7 @@ async def test_exec_token_renewed_and_inline_data_cleaned_up(tmp_path: Path) -> 
 
 
 async def test_a_failing_exec_plugin_is_transient_and_kept_out_of_status(tmp_path: Path) -> None:
-    plugin = tmp_path / "plugin.py"
-    runs = tmp_path / "runs"
-    plugin.write_text(
-        "import datetime, json, pathlib, sys\n"
-        f"p = pathlib.Path({str(runs)!r})\n"
-        "if p.exists():\n"
-        "    sys.exit('plugin-output-kept-out-of-status')\n"
-        "p.write_text('1')\n"
-        "exp = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)\n"
-        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',"
-        " 'kind': 'ExecCredential', 'status': {'token': 'tok-1',"
-        " 'expirationTimestamp': exp.strftime('%Y-%m-%dT%H:%M:%SZ')}}))\n"
-    )
+    plugin = exec_plugin(tmp_path, fail_after_first=True)
     # A closed port on loopback: the request is never sent, the renewal fails first.
     kubeconfig = exec_kubeconfig(tmp_path, plugin, server="http://127.0.0.1:9")
     auth = await Auth.load(tmp_path / "no-sa", {"KUBECONFIG": str(kubeconfig)})
