@@ -333,20 +333,62 @@ def test_replicas_share_answers_and_single_flight_through_redis(
     )
 
 
+def test_hot_tier_holds_what_redis_took_bounded_and_until_the_entry_expires(
+    launch: Launcher, redis: Proc
+) -> None:
+    """With Redis, a replica also keeps the exact answers it stored or read in memory: at
+    most ``cache.local.maxEntries`` (here 4, with 12 answers), each only until the entry's
+    own TTL; a hot answer is served without Redis (here after Redis lost everything)."""
+    import redis as redis_py
+
+    sim = launch.sim("--latency", "fixed:5")
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    spec = agent(
+        sim,
+        cache={
+            "redis": {"mode": "external", "urlSecretRef": {"name": "r", "key": "url"}},
+            "exact": {"ttlSeconds": 4},
+            "local": {"maxEntries": 4},
+        },
+    )
+    a = launch.runtime(spec, "--redis-url", url)
+    b = launch.runtime(spec, "--redis-url", url)
+    questions = [ask(f"Hot question number {i}?", temperature=0) for i in range(12)]
+    assert [post(a, q)[1]["x-swiftclaw-cache"] for q in questions] == ["miss"] * 12
+    assert metric(a, "swiftclaw_cache_entries") == 4  # 12 stored in Redis, 4 kept in memory
+    # the other replica reads all 12 from Redis, then holds the last 4 it read
+    assert [post(b, q)[1]["x-swiftclaw-cache"] for q in questions] == ["exact"] * 12
+    assert sim_requests(sim) == 12
+    assert metric(b, "swiftclaw_cache_entries") == 4
+    redis_py.Redis(port=redis.port).flushall()
+    assert [post(b, q)[1]["x-swiftclaw-cache"] for q in questions[-4:]] == ["exact"] * 4
+    assert post(b, questions[0])[1]["x-swiftclaw-cache"] == "miss"  # not hot, gone from Redis
+    assert sim_requests(sim) == 13
+    time.sleep(4.2)  # every entry's TTL has passed: memory does not outlive it
+    assert post(b, questions[-1])[1]["x-swiftclaw-cache"] == "miss"
+    assert sim_requests(sim) == 14
+
+
 def test_redis_down_under_load_bypasses_and_hits_resume_after_restart(
     launch: Launcher, redis: Proc
 ) -> None:
+    """c=32 for 60 s, Redis killed at 10 s and restarted at 30 s. Worker 0 asks one question
+    over and over: its answer is in the replica's hot tier, so it stays an exact hit while
+    Redis is down. The others ask 8 questions that change every 2 s (a "round"), so each
+    round's answers must be stored anew: while Redis is down they bypass the cache, and
+    after the restart they are hits again (an answer enters the hot tier only once Redis
+    took it, so those hits show Redis in use again)."""
     sim = launch.sim("--latency", "fixed:10")
     url = f"redis://127.0.0.1:{redis.port}/0"
     rt = launch.runtime(redis_agent(sim), "--redis-url", url)
-    questions = [ask(f"Question number {i}?", temperature=0) for i in range(8)]
-    for q in questions:
-        post(rt, q)
+    steady = ask("A question asked all along?", temperature=0)
+    post(rt, steady)
     statuses: list[int] = []
     outcomes: list[str] = []
     times: list[float] = []
-    # the issue's acceptance: c=32 for 60 s, Redis killed and restarted along the way
-    stop = time.monotonic() + 60
+    steady_outcomes: list[tuple[float, str]] = []
+    started = time.monotonic()
+    stop = started + 60
 
     async def load() -> None:
         async with aiohttp.ClientSession() as client:
@@ -354,23 +396,38 @@ def test_redis_down_under_load_bypasses_and_hits_resume_after_restart(
             async def worker(w: int) -> None:
                 i = w
                 while time.monotonic() < stop:
+                    now = time.monotonic()
+                    round_ = int((now - started) // 2)
+                    body = (
+                        steady
+                        if w == 0
+                        else ask(f"Question {i % 8} of round {round_}?", temperature=0)
+                    )
                     async with client.post(
                         f"{rt.url}/v1/chat/completions",
-                        json=questions[i % len(questions)],
+                        json=body,
                         headers={"authorization": f"Bearer {API_KEY}"},
                     ) as r:
                         await r.read()
+                        outcome = r.headers.get("x-swiftclaw-cache", "")
                         statuses.append(r.status)
-                        outcomes.append(r.headers.get("x-swiftclaw-cache", ""))
-                        times.append(time.monotonic())
+                        if w == 0:
+                            steady_outcomes.append((now, outcome))
+                        else:
+                            outcomes.append(outcome)
+                            times.append(now)
                     i += 1
 
             await asyncio.gather(*(worker(w) for w in range(32)))
 
+    killed_at: list[float] = []  # when Redis was killed, and when it was started again
+
     async def chaos() -> float:
         await asyncio.sleep(10)
         redis.kill()
+        killed_at.append(time.monotonic())
         await asyncio.sleep(20)
+        killed_at.append(time.monotonic())  # Redis may answer before start_redis returns
         await asyncio.to_thread(
             lambda: launch.procs.append(start_redis(redis.port, launch.folder / "redis2.log"))
         )
@@ -383,14 +440,22 @@ def test_redis_down_under_load_bypasses_and_hits_resume_after_restart(
 
     restarted = asyncio.run(main())
     assert statuses and all(s == 200 for s in statuses), {s for s in statuses if s != 200}
-    assert "bypass" in outcomes  # Redis was down and requests went on
+    # from the first round that began after the kill (an earlier round's answers are hot)
+    down_from = started + 2 * (int((killed_at[0] - started) // 2) + 1) + 0.5
+    down_to = killed_at[1]
+    down = [o for t, o in zip(times, outcomes, strict=True) if down_from < t < down_to]
+    assert down and all(o == "bypass" for o in down), set(down)  # requests went on without
     assert outcomes.count("exact") > 0
+    # the hot tier's answer was served from memory all along, Redis down or not
+    assert steady_outcomes and all(o == "exact" for _, o in steady_outcomes)
+    assert any(down_from < t < down_to for t, _ in steady_outcomes)
     # after the restart (an empty Redis), answers are stored and hit again within 10 s
     assert stop - restarted > 10
     after = [(t, o) for t, o in zip(times, outcomes, strict=True) if t > restarted]
     first_hit = next(t for t, o in after if o == "exact")
     assert first_hit - restarted < 10
-    assert all(o == "exact" for t, o in after if t > first_hit + 1)
+    later = [o for t, o in after if t > first_hit + 1]
+    assert "bypass" not in later and later.count("exact") > 0.9 * len(later)
     assert metric(rt, "swiftclaw_cache_bypassed_total") > 0
     assert metric(rt, "swiftclaw_cache_backend_errors_total") > 0
     assert metric(rt, "swiftclaw_cache_backend_up") == 1

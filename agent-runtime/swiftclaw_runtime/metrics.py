@@ -241,7 +241,8 @@ class Metrics:
         )
         self.cache_entries = Gauge(
             "swiftclaw_cache_entries",
-            "Entries in the in-process cache (redis.mode none), by kind.",
+            "Entries in the in-process cache by kind: exact and semantic (redis.mode none), "
+            "exact_local (the exact answers a replica keeps beside Redis).",
             ["kind"],
             registry=r,
         )
@@ -350,6 +351,16 @@ class Metrics:
         # lookup per call, and these run on every request. Cardinality is bounded by config.
         self._request_children: dict[tuple[str, str, str, bool], tuple[Any, ...]] = {}
         self._upstream_children: dict[tuple[str, str, str], Any] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per combination (for the per-request
+        paths; the label values there come from the config, so the memo stays small)."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def record_request(
         self,

@@ -27,13 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from .asgi import watch_for_hangup
 from .auth import Principal
 from .cache import Lookup
 from .cache.entry import CachedAnswer, StreamAssembler
@@ -42,6 +42,7 @@ from .config import TierSpec
 from .dispatch import OpenStream, Served, Target
 from .embeddings import parse_embeddings_request
 from .errors import ApiError, invalid_request, not_found
+from .ids import random_hex
 from .prompt import build_prompt
 from .providers import Completion, StreamUsage, UpstreamError
 from .resilience import Deadline
@@ -154,7 +155,7 @@ async def chat(
     :class:`ApiError` for anything a client sees. ``cache_control``: the request's
     ``Cache-Control`` header."""
     started = time.perf_counter()
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or random_hex()
     try:
         payload = decode_json(body)
         request = parse_chat_request(payload)
@@ -185,6 +186,8 @@ async def answer_chat(
     similar cached answer is served (``stale-similar``) if there is one."""
     who = rt.spend.who(principal, request.user)
     route = rt.router.route(request)
+    if rt.context.sources:
+        watch_for_hangup()
     context = await rt.context.fetch(who)
     prompt = build_prompt(rt.policy.agent, request, payload, context)
     request, payload = prompt.request, prompt.payload
@@ -192,8 +195,10 @@ async def answer_chat(
     adm = await rt.spend.admit(who, request_id, route, prompt.input_tokens, output)
     route = adm.route
     m = rt.metrics
-    m.routing_decisions.labels(
-        route.tier.name, "budget_downgrade" if route.downgraded else route.reason
+    m.child(
+        m.routing_decisions,
+        route.tier.name,
+        "budget_downgrade" if route.downgraded else route.reason,
     ).inc()
     extra: Headers = []
     if prompt.trimmed_tokens:
@@ -206,10 +211,11 @@ async def answer_chat(
     try:
         hit = await rt.cache.lookup(lk, deadline.remaining())
     except BaseException:
-        await asyncio.shield(rt.spend.settle(adm, "none", 0.0, 0, 0))
+        await rt.spend.settle(adm, "none", 0.0, 0, 0)
         raise
     if hit is not None:
         return await _cached(rt, request, lk, hit, started, route, adm, extra)
+    watch_for_hangup()  # the provider's answer may take seconds: a hang-up cancels the call
     try:
         if not stream:
             completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
@@ -224,12 +230,12 @@ async def answer_chat(
             if stale is not None:
                 log.warning("tier %s failed: served a similar cached answer", tier.name)
                 return await _cached(rt, request, lk, stale, started, route, adm, extra)
-        await asyncio.shield(rt.spend.settle(adm, "none", 0.0, 0, 0))  # nothing was served
+        await rt.spend.settle(adm, "none", 0.0, 0, 0)  # nothing was served
         if isinstance(err, ApiError):
             err.headers.setdefault(CACHE_HEADER, lk.outcome)
         raise
     if stream:
-        m.ttft_seconds.labels(tier.name).observe(time.perf_counter() - started)
+        m.child(m.ttft_seconds, tier.name).observe(time.perf_counter() - started)
         ids = (request_id, str(opened.first.get("id") or request_id))
         chunks = _chunks(rt, tier, opened, started, adm, prompt.input_tokens, ids, lk)
 
@@ -288,11 +294,11 @@ async def _cached(
     rt.metrics.record_request(
         lk.tier.name, answer.model_ref, outcome, request.stream, elapsed, 0, 0
     )
-    await asyncio.shield(rt.spend.settle(adm, answer.model_ref, 0.0, 0, 0))
+    await rt.spend.settle(adm, answer.model_ref, 0.0, 0, 0)
     if not request.stream:
         completion = Completion(answer.completion(), answer.prompt_tokens, answer.completion_tokens)
         return ChatAnswer(route, served, adm, extra, completion=completion, cache=lk.outcome)
-    rt.metrics.ttft_seconds.labels(lk.tier.name).observe(time.perf_counter() - started)
+    rt.metrics.child(rt.metrics.ttft_seconds, lk.tier.name).observe(time.perf_counter() - started)
     usage = StreamUsage(answer.prompt_tokens, answer.completion_tokens)
     chunks = _replay(answer.chunks(request.wants_stream_usage))
     return ChatAnswer(route, served, adm, extra, chunks=chunks, usage=usage, cache=lk.outcome)
@@ -314,7 +320,7 @@ async def embeddings(
     control here) through the embeddings model's chain: the same
     retries, breakers, deadline, metrics (``tier="(embeddings)"``) and cost as chat."""
     started = time.perf_counter()
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or random_hex()
     payload = decode_json(body)
     request = parse_embeddings_request(payload)
     spec, route = rt.policy.models.embeddings, rt.dispatcher.embeddings_route
@@ -330,6 +336,7 @@ async def embeddings(
         payload = dict(payload, dimensions=spec.dimensions)
     deadline = Deadline(rt.policy.reliability.timeout_seconds)
     try:
+        watch_for_hangup()
         result, served = await rt.dispatcher.embed(route, request, payload, deadline)
     except (ApiError, asyncio.CancelledError) as err:
         _record_unserved(rt, route.name, err, False, started)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ..ids import random_hex
 from .entry import CachedAnswer
 from .store import Store, StoreUnavailable
 
@@ -67,7 +67,7 @@ class SingleFlight:
         """For a leader: take the cross-replica lock, or wait for the replica that holds
         it. Returns the other replica's answer, or None when this one must call upstream."""
         lock = self.prefix + flight.key
-        token = uuid.uuid4().hex
+        token = random_hex()
         try:
             if await self.store.acquire(lock, token, LOCK_TTL_MS):
                 self._hold(flight, lock, token)

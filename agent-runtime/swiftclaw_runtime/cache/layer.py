@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..asgi import watch_for_hangup
 from ..auth import Principal
 from ..config import AgentPolicy, TierSpec
 from ..logs import FailureLog
@@ -96,13 +97,23 @@ class ResponseCache:
         )
         self.prefix = f"swiftclaw:{agent}:"
         metrics.cache_up.set(1)
+        local = spec.local
+        # With Redis, the exact answers this replica stored or served lately are also kept
+        # in its memory (the hot tier, bounded by cache.local, each until its own expiry):
+        # an entry never changes once stored, and a hit from memory costs no Redis round
+        # trip. Only what Redis accepted gets in, and while Redis is down its answers are
+        # still served (the rest bypass the cache, as without it).
+        self.hot: MemoryStore | None = None
         if redis_url and spec.redis.mode != "none":
             self.store: Store = RedisStore(redis_url, self._backend_error, self._redis_ready)
             self.index: SemanticIndex | None = None  # made once the embedding size is known
+            if self.exact_on:
+                hot = self.hot = MemoryStore(local.max_entries, local.max_bytes)
+                metrics.cache_entries.labels("exact_local").set_function(lambda: len(hot))
+                metrics.cache_bytes.labels("exact_local").set_function(lambda: hot.bytes)
         else:
             if redis_url:
                 log.info("cache.redis.mode is none: caching in process, not in Redis")
-            local = spec.local
             self.store = MemoryStore(local.max_entries, local.max_bytes)
             self.index = MemoryIndex(local.max_entries, local.max_bytes)
             memory_store, memory_index = self.store, self.index
@@ -159,6 +170,8 @@ class ResponseCache:
 
     async def close(self) -> None:
         await self.store.close()
+        if self.hot is not None:
+            await self.hot.close()
         if self.embedder is not None:
             await self.embedder.close()
 
@@ -180,8 +193,8 @@ class ResponseCache:
             reason = "no_store"
         elif not is_cacheable(self.spec.exact, request):
             reason = "not_cacheable"
-        elif not self.store.available:
-            reason = "unavailable"
+        elif not self.store.available and self.hot is None:
+            reason = "unavailable"  # (with a hot tier, its answers are served; the rest bypass)
         if reason is not None:
             self.metrics.cache_bypassed.labels(reason).inc()
             return lk
@@ -233,9 +246,17 @@ class ResponseCache:
     async def _exact(self, lk: Lookup) -> CachedAnswer | None:
         assert lk.key is not None
         started = time.perf_counter()
-        raw = await self.store.get(self.prefix + "x:" + lk.key)
+        key = self.prefix + "x:" + lk.key
+        raw = await self.hot.get(key) if self.hot is not None else None
+        shared = raw is None
+        if shared:
+            raw = await self.store.get(key)
         answer = CachedAnswer.from_bytes(raw) if raw is not None else None
-        self.metrics.cache_lookup_seconds.labels("exact").observe(time.perf_counter() - started)
+        if shared and raw is not None and answer is not None and self.hot is not None:
+            await self._keep_hot(key, raw, answer.created)
+        self.metrics.child(self.metrics.cache_lookup_seconds, "exact").observe(
+            time.perf_counter() - started
+        )
         self._count("exact", lk, answer)
         if answer is not None:
             lk.outcome = "exact"
@@ -243,6 +264,7 @@ class ResponseCache:
 
     async def _single_flight(self, lk: Lookup, key: str, timeout: float) -> CachedAnswer | None:
         flight = self.flights.join(key)
+        watch_for_hangup()  # waiting for an identical call under way here or on another replica
         if not flight.leader:
             answer = await self.flights.wait(flight, timeout)
             if answer is not None:
@@ -285,7 +307,9 @@ class ResponseCache:
                     continue
             found, lk.similarity = c.answer, c.similarity
             break
-        self.metrics.cache_lookup_seconds.labels(kind).observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.cache_lookup_seconds, kind).observe(
+            time.perf_counter() - started
+        )
         self._count(kind, lk, found)
         return found
 
@@ -293,6 +317,7 @@ class ResponseCache:
         if lk.vector is None and not lk.embed_failed:
             assert self.embedder is not None and lk.question is not None
             started = time.perf_counter()
+            watch_for_hangup()
             try:
                 lk.vector = await self.embedder.embed(lk.question)
             except EmbeddingFailed as err:
@@ -305,7 +330,9 @@ class ResponseCache:
         return lk.vector
 
     def _count(self, kind: str, lk: Lookup, answer: CachedAnswer | None) -> None:
-        self.metrics.cache_lookups.labels(kind, lk.tier.name, "hit" if answer else "miss").inc()
+        self.metrics.child(
+            self.metrics.cache_lookups, kind, lk.tier.name, "hit" if answer else "miss"
+        ).inc()
         if answer is not None:
             self._saved(kind, lk, answer)
 
@@ -313,7 +340,7 @@ class ResponseCache:
         price_in, price_out = prices(self.policy, lk.tier, answer.model_ref)
         saved = cost_usd(price_in, price_out, answer.prompt_tokens, answer.completion_tokens)
         if saved:
-            self.metrics.cache_saved_usd.labels(kind, lk.tier.name).inc(saved)
+            self.metrics.child(self.metrics.cache_saved_usd, kind, lk.tier.name).inc(saved)
 
     async def finish(self, lk: Lookup, answer: CachedAnswer | None) -> None:
         """After the upstream call: store a clean ``answer`` (None: the call failed or
@@ -336,18 +363,28 @@ class ResponseCache:
             answer = answer.with_question(lk.question)
         raw = answer.to_bytes()
         if len(raw) > self.spec.max_entry_bytes:
-            self.metrics.cache_stores.labels("exact", "too_large").inc()
+            self.metrics.child(self.metrics.cache_stores, "exact", "too_large").inc()
             return
         if lk.key is not None:
-            await self.store.set(self.prefix + "x:" + lk.key, raw, self.spec.exact.ttl_seconds)
-            self.metrics.cache_stores.labels("exact", "stored").inc()
+            key = self.prefix + "x:" + lk.key
+            await self.store.set(key, raw, self.spec.exact.ttl_seconds)
+            if self.hot is not None:
+                await self._keep_hot(key, raw, answer.created)
+            self.metrics.child(self.metrics.cache_stores, "exact", "stored").inc()
         if lk.question is not None and lk.scope is not None:
             vector = await self._vector(lk)
             if vector is not None:
                 semantic = self.spec.semantic
                 ttl = max(semantic.ttl_seconds, semantic.stale_ttl_seconds)
                 await (await self._index_for(vector)).add(vector, lk.scope, answer, ttl)
-                self.metrics.cache_stores.labels("semantic", "stored").inc()
+                self.metrics.child(self.metrics.cache_stores, "semantic", "stored").inc()
+
+    async def _keep_hot(self, key: str, raw: bytes, created: float) -> None:
+        """Keep an exact entry in this replica's memory for what is left of its TTL."""
+        assert self.hot is not None
+        left = created + self.spec.exact.ttl_seconds - time.time()
+        if left > 0:
+            await self.hot.set(key, raw, left)
 
     async def degrade(self, lk: Lookup) -> CachedAnswer | None:
         """Every model of the tier failed: a similar answer, verified, at the relaxed

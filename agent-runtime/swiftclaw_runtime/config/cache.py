@@ -51,7 +51,8 @@ class SemanticCacheSpec(Model):
 
 
 class LocalCacheSpec(Model):
-    """Bounds of the in-process cache (``redis.mode: none``), per replica."""
+    """Bounds of a replica's in-process cache: the whole cache with ``redis.mode: none``;
+    with Redis, the hot tier of exact answers each replica keeps beside it."""
 
     max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     max_bytes: Annotated[int, Field(ge=1024, le=68_719_476_736)] = 64 * 1024 * 1024

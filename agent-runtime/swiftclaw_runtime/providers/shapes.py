@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
+
+from ..ids import random_hex
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex[:24]
+    return "chatcmpl-" + random_hex(12)
 
 
 def tool_call(id_: str, name: str, arguments: str) -> dict[str, Any]:

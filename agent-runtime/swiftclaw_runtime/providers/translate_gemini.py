@@ -23,11 +23,11 @@ the first call of a turn and drops the others.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from typing import Any
 
 import orjson
 
+from ..ids import random_hex
 from ..schemas import ChatRequest, JsonSchemaFormat, Message, ToolCall
 from .base import Completion, Unsupported, UpstreamError, turns
 from .content import GEMINI, check_images, gemini_part, parts_of
@@ -228,7 +228,7 @@ class GeminiAnswer:
 
     def feed(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """The deltas of one response (or stream event): ``content`` and whole tool calls."""
-        self._nonce = self._nonce or str(data.get("responseId") or uuid.uuid4().hex)
+        self._nonce = self._nonce or str(data.get("responseId") or random_hex())
         self.logprobs = None
         candidates = data.get("candidates")
         if not isinstance(candidates, list) or not candidates:

@@ -14,16 +14,16 @@ and ``response.output_item.done``, and last ``response.completed`` with the whol
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
 
 from ..errors import ApiError
+from ..ids import random_hex
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{random_hex()}"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +14,7 @@ import orjson
 from ..auth import Principal
 from ..cache.keys import parse_cache_control
 from ..errors import ApiError
+from ..ids import random_hex
 from ..pipeline import (
     ChatAnswer,
     JsonResult,
@@ -38,7 +38,7 @@ async def responses(
     cache_control: str | None = None,
 ) -> JsonResult | StreamResult:
     started = time.perf_counter()
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or random_hex()
     call = parse_responses_request(decode_json(body))
     history = await _history(rt, principal, call)
     messages = [*history, *call.messages]

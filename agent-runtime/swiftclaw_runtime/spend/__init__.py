@@ -169,7 +169,9 @@ class SpendControl:
         response_ids: tuple[str, ...] = (),
     ) -> None:
         """After the answer: correct the token charge, settle the budget, count the usage.
-        Done once per admission, whatever way the request ended."""
+        Done once per admission, whatever way the request ended, and safe to cancel: what
+        is counted is queued before the first wait, and the round trips of limits and
+        budgets are shielded, so callers need no shield (a task each) of their own."""
         if adm.settled:
             return
         adm.settled = True
@@ -178,27 +180,9 @@ class SpendControl:
         charge = Charge(who, adm.route.tier.name, model, cost, tokens_in, tokens_out, response_ids)
         limit = self.limiter.active and used != adm.tokens
         budget = bool(adm.reservation.caps)
-        states: list[tuple[CapState, bool, bool]] = []
-        if self.redis is None:  # in process: nothing to wait on, so no tasks to make
-            if limit:
-                await self.limiter.settle(who, adm.rid, used - adm.tokens)
-            if budget:
-                states = await self.budget.settle(adm.reservation, cost)
-            await self.book.record(adm.day, charge)
-        else:  # the round trips to Redis at once (only those with something to settle)
-            steps: list[Awaitable[Any]] = []
-            if limit:
-                steps.append(self.limiter.settle(who, adm.rid, used - adm.tokens))
-            if budget:
-                steps.append(self.budget.settle(adm.reservation, cost))
-            *done, _ = await asyncio.gather(*steps, self.book.record(adm.day, charge))
-            if budget:
-                states = done[-1]
         tenant = self.tenants(who.tenant)
-        self.metrics.tenant_cost.labels(tenant).inc(cost)
-        self.metrics.tenant_requests.labels(tenant).inc()
-        for state, alerted, full in states:
-            self._budget_signals(who, state, alerted, full)
+        self.metrics.child(self.metrics.tenant_cost, tenant).inc(cost)
+        self.metrics.child(self.metrics.tenant_requests, tenant).inc()
         self._refresh_gauges(adm.day)
         high = self.policy.budget.alert_high_cost_usd
         if high is not None and cost > high:
@@ -214,6 +198,32 @@ class SpendControl:
                     "model": model,
                 },
             )
+        if self.redis is not None and (limit or budget):
+            await asyncio.shield(self._settle_shared(adm, charge, cost, used, limit, budget))
+            return
+        # In process (nothing here waits), or on Redis with only the usage to count: the
+        # charge joins the next group write as record() starts, before it waits.
+        states: list[tuple[CapState, bool, bool]] = []
+        if limit:
+            await self.limiter.settle(who, adm.rid, used - adm.tokens)
+        if budget:
+            states = await self.budget.settle(adm.reservation, cost)
+        await self.book.record(adm.day, charge)
+        for state, alerted, full in states:
+            self._budget_signals(who, state, alerted, full)
+
+    async def _settle_shared(
+        self, adm: Admission, charge: Charge, cost: float, used: int, limit: bool, budget: bool
+    ) -> None:
+        """The Redis round trips of a settlement at once (only those with something to do)."""
+        steps: list[Awaitable[Any]] = []
+        if limit:
+            steps.append(self.limiter.settle(adm.who, adm.rid, used - adm.tokens))
+        if budget:
+            steps.append(self.budget.settle(adm.reservation, cost))
+        *done, _ = await asyncio.gather(*steps, self.book.record(adm.day, charge))
+        for state, alerted, full in done[-1] if budget else []:
+            self._budget_signals(adm.who, state, alerted, full)
 
     def _refresh_gauges(self, day: str) -> None:
         """Today's active users and requests, read back at most every GAUGE_SECONDS (in the

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from time import time as unix_now
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -232,10 +233,16 @@ class Budget:
         self.local = MemoryLedger()
         self.script = redis.script(SCRIPT) if redis is not None else None
         self.active = any((spec.daily_usd, spec.monthly_usd, spec.per_user_daily_usd))
+        self._periods: tuple[Period, Period] | None = None
+        self._periods_until = 0.0
 
     def periods(self) -> tuple[Period, Period]:
-        """Today and this month in the budget's time zone."""
-        return current_periods(datetime.now(self.tz), self.tz)
+        """Today and this month in the budget's time zone (worked out again when the day
+        ends, not on every request)."""
+        if self._periods is None or unix_now() >= self._periods_until:
+            self._periods = current_periods(datetime.now(self.tz), self.tz)
+            self._periods_until = self._periods[0].resets_at.timestamp()
+        return self._periods
 
     def caps(self, who: Identity, periods: tuple[Period, Period] | None = None) -> list[Cap]:
         day, month = periods or self.periods()
