@@ -22,7 +22,7 @@
     python -m bench.cache [--index-size 5000] [--concurrency 64 256] [--latency fixed:50]
                           [--only semantic]
 
-``--only semantic`` times the semantic lookup alone (about 20 s) and prints its figures
+``--only semantic`` times the semantic lookup alone (about 10 s) and prints its figures
 without writing a results file: for quick comparisons while working on the lookup.
 """
 
