@@ -20,6 +20,10 @@
    concurrency. The figure is each path's saturation (its highest RPS) and their ratio.
 
     python -m bench.cache [--index-size 5000] [--concurrency 64 256] [--latency fixed:50]
+                          [--only semantic]
+
+``--only semantic`` times the semantic lookup alone (about 10 s) and prints its figures
+without writing a results file: for quick comparisons while working on the lookup.
 """
 
 from __future__ import annotations
@@ -234,6 +238,9 @@ def lua(folder: Path, name: str, template: str, target: Target, **fields: str) -
 def main() -> int:
     ap = arguments(__doc__, [64, 256])
     ap.add_argument("--index-size", type=int, default=5000)
+    ap.add_argument(
+        "--only", choices=["semantic"], help="run only this part (no results file written)"
+    )
     args = ap.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -264,6 +271,9 @@ def main() -> int:
                 f" (in the layer's clocks: embed {semantic['embed_p50_ms']:.2f}, search + verify "
                 f"{semantic['search_verify_p50_ms']:.2f}, whole {semantic['layer_p50_ms']:.2f})"
             )
+            if args.only == "semantic":
+                print(json.dumps(semantic, indent=2))
+                return 0
             import redis as redis_py
 
             redis_py.Redis.from_url(redis_url).flushall()

@@ -217,3 +217,21 @@ def test_failing_embeddings_are_logged_when_they_start_and_stop(launch: Launcher
     assert log.count("semantic cache skipped: embeddings fail") == 1, log
     assert log.count("embeddings work again") == 1, log
     assert metric(rt, 'swiftclaw_cache_backend_errors_total{operation="embedding"}') == 12
+
+
+def test_search_replies_are_read_in_resp3_and_resp2() -> None:
+    """The index reads ``FT.SEARCH`` replies itself: both protocols give the same fields."""
+    from swiftclaw_runtime.cache.semantic import _documents
+
+    resp3 = {
+        b"total_results": 2,
+        b"results": [
+            {b"id": b"k1", b"extra_attributes": {b"dist": b"0.1", b"answer": b"a1"}},
+            {b"id": b"k2", b"extra_attributes": {b"dist": b"0.2", b"answer": b"a2"}},
+        ],
+    }
+    resp2 = [2, b"k1", [b"dist", b"0.1", b"answer", b"a1"]]
+    resp2 += [b"k2", [b"dist", b"0.2", b"answer", b"a2"]]
+    expected = [{b"dist": b"0.1", b"answer": b"a1"}, {b"dist": b"0.2", b"answer": b"a2"}]
+    assert _documents(resp3) == _documents(resp2) == expected
+    assert _documents({b"total_results": 0, b"results": []}) == _documents([0]) == []

@@ -86,7 +86,7 @@ def exact_key(tenant: str, agent: str, tier: TierSpec, payload: dict[str, Any]) 
 
 @dataclass(frozen=True)
 class Scope:
-    """The TAG fields a semantic lookup filters on (hashes, so no escaping is needed)."""
+    """What a semantic lookup is confined to (hashes, so no escaping is needed)."""
 
     tenant: str
     agent: str
@@ -102,6 +102,11 @@ class Scope:
             "tier": self.tier,
             "params": self.params,
         }
+
+    def digest(self) -> str:
+        """The five fields in one value: the index filters on one TAG, not an
+        intersection of five (each over every entry of the scope)."""
+        return hashlib.sha256("|".join(self.tags().values()).encode()).hexdigest()[:32]
 
 
 def _short(obj: Any) -> str:

@@ -1,11 +1,12 @@
 """Vector search over cached questions: RediSearch (HNSW, cosine) or numpy in process.
 
-Each entry is a question's unit vector with the TAG fields of its :class:`Scope`
-(tenant, agent, system prompt, tier, parameters), the time it was stored, and the cached
-answer (which carries the question's text for the verification stage). A search filters
-on every TAG, so nothing crosses a tenant, a system prompt or a sampling setting, and on
-the time (fresh lookups want entries younger than the semantic TTL; the degraded answer
-on an outage accepts entries up to ``staleTTLSeconds``, how long entries are kept).
+Each entry is a question's unit vector with its :class:`Scope` (tenant, agent, system
+prompt, tier, parameters; in Redis one TAG holding their digest), the time it was stored,
+and the cached answer (which carries the question's text for the verification stage). A
+search stays in its scope, so nothing crosses a tenant, a system prompt or a sampling
+setting, and filters on the time (fresh lookups want entries younger than the semantic
+TTL; the degraded answer on an outage accepts entries up to ``staleTTLSeconds``, how long
+entries are kept).
 """
 
 from __future__ import annotations
@@ -130,16 +131,26 @@ def _f32(vector: Vector) -> bytes:
     return vector.astype(np.float32).tobytes()
 
 
-TAGS = ("tenant", "agent", "prompt", "tier", "params")
+# The layout's version, in the index's name and its keys' prefix. 2: one TAG holding the
+# scope's digest (1 had a TAG per field of the scope: ``{prefix}idx`` over ``{prefix}s:``,
+# left to expire). A new prefix, so that an index of the old layout does not index the
+# new entries too.
+LAYOUT = 2
 
 
 class RedisIndex:
-    """A RediSearch HNSW index (cosine) over hashes under ``{prefix}s:``."""
+    """A RediSearch HNSW index (cosine) over hashes under ``{prefix}s2:``.
+
+    A search filters on the scope's digest and the time: one TAG, since RediSearch
+    intersects the filters entry by entry (five TAGs and the time took 0.65 ms with 5,000
+    entries in a scope, one TAG and the time 0.45). It is sent as a plain ``FT.SEARCH``
+    and its reply read as it comes, without redis-py's ``Query`` and ``Result``."""
 
     def __init__(self, store: RedisStore, prefix: str, dim: int) -> None:
         self.store = store
         self.prefix = prefix
-        self.name = f"{prefix}idx"
+        self.name = f"{prefix}idx{LAYOUT}"
+        self.keys = f"{prefix}s{LAYOUT}:"
         self.dim = dim
         self._n = 0
 
@@ -159,7 +170,8 @@ class RedisIndex:
             return
         except ResponseError:
             pass
-        fields = [TagField(t) for t in TAGS] + [
+        fields = [
+            TagField("scope"),
             NumericField("created"),
             VectorField(
                 "vec",
@@ -171,7 +183,7 @@ class RedisIndex:
             await ft.create_index(
                 fields,
                 definition=IndexDefinition(  # type: ignore[no-untyped-call]
-                    prefix=[f"{self.prefix}s:"], index_type=IndexType.HASH
+                    prefix=[self.keys], index_type=IndexType.HASH
                 ),
             )
             log.info("created the semantic cache index %s (dim %d)", self.name, self.dim)
@@ -182,32 +194,26 @@ class RedisIndex:
     async def search(
         self, vector: Vector, scope: Scope, k: int, not_before: float
     ) -> list[Candidate]:
-        from redis.commands.search.query import Query
         from redis.exceptions import ResponseError
 
-        tags = " ".join(f"@{name}:{{{value}}}" for name, value in scope.tags().items())
-        query = (
-            Query(f"({tags} @created:[{not_before} +inf])=>[KNN {k} @vec $vec AS dist]")
-            .sort_by("dist")
-            .return_fields("dist", "answer")
-            .paging(0, k)
-            .dialect(2)
-        )
-        params: dict[str, str | int | float | bytes] = {"vec": _f32(vector)}
+        query = f"(@scope:{{{scope.digest()}}} @created:[{not_before} +inf])"
+        command = (
+            "FT.SEARCH", self.name, f"{query}=>[KNN {k} @vec $vec AS dist]",
+            "PARAMS", 2, "vec", _f32(vector), "SORTBY", "dist",
+            "RETURN", 2, "dist", "answer", "LIMIT", 0, k, "DIALECT", 2,
+        )  # fmt: skip
         try:
-            result = await self.store.call(
-                "search", lambda c: c.ft(self.name).search(query, query_params=params)
-            )
+            reply = await self.store.call("search", lambda c: c.execute_command(*command))
         except ResponseError as err:
             if "no such index" in str(err).lower() or "unknown index" in str(err).lower():
                 await self.prepare(self.store.client)
                 return []
             raise
         out = []
-        for doc in result.docs:
-            answer = CachedAnswer.from_bytes(doc.answer)
+        for fields in _documents(reply):
+            answer = CachedAnswer.from_bytes(fields.get(b"answer", b""))
             if answer is not None:
-                out.append(Candidate(answer, 1.0 - float(doc.dist)))
+                out.append(Candidate(answer, 1.0 - float(fields[b"dist"])))
         return out
 
     async def add(
@@ -216,14 +222,10 @@ class RedisIndex:
         import hashlib
 
         raw = answer.to_bytes()
-        key = (
-            f"{self.prefix}s:"
-            + hashlib.sha256(
-                b"|".join(v.encode() for v in scope.tags().values()) + answer.question.encode()
-            ).hexdigest()[:32]
-        )
+        digest = scope.digest()
+        key = self.keys + hashlib.sha256((digest + answer.question).encode()).hexdigest()[:32]
         mapping: dict[str, Any] = {
-            **scope.tags(),
+            "scope": digest,
             "created": answer.created,
             "vec": _f32(vector),
             "answer": raw,
@@ -237,3 +239,12 @@ class RedisIndex:
 
         await self.store.call("index", write)
         self._n += 1
+
+
+def _documents(reply: Any) -> list[dict[bytes, bytes]]:
+    """The returned fields of each document of an ``FT.SEARCH`` reply, in RESP3 (a map
+    with ``results``) or RESP2 (the count, then each key and its flat field list)."""
+    if isinstance(reply, dict):
+        return [dict(doc.get(b"extra_attributes") or {}) for doc in reply.get(b"results") or []]
+    flat = reply[2::2]
+    return [dict(zip(fields[::2], fields[1::2], strict=True)) for fields in flat if fields]

@@ -617,16 +617,22 @@ _STOP_SETS = {lang: frozenset(words.split()) for lang, words in _STOPWORDS.items
 
 def script(text: str) -> str:
     """The writing system of most letters: latin, cyrillic, cjk, arabic, ..."""
+    if text.isascii():  # every ASCII letter is Latin: no character to look up
+        return "latin" if any(ch.isalpha() for ch in text) else "none"
     counts: Counter[str] = Counter()
     for ch in text:
-        if not ch.isalpha():
-            continue
-        name = unicodedata.name(ch, "")
-        if name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL")):
-            counts["cjk"] += 1
-        else:
-            counts[name.split(" ")[0].lower() if name else "other"] += 1
+        if ch.isalpha():
+            counts[_letter_script(ch)] += 1
     return counts.most_common(1)[0][0] if counts else "none"
+
+
+@lru_cache(maxsize=4096)
+def _letter_script(letter: str) -> str:
+    """The script of one letter, from its Unicode name (looked up once per letter)."""
+    name = unicodedata.name(letter, "")
+    if name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL")):
+        return "cjk"
+    return name.split(" ")[0].lower() if name else "other"
 
 
 def language(text: str, tokens: list[str]) -> str:
