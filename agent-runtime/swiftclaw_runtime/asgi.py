@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -77,7 +77,11 @@ class DisconnectWatch:
 
     def arm(self) -> None:
         if self._watcher is None and not self._finished:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+            # an empty context: the request's own holds this watch, and a copy of it in the
+            # watcher would make a reference cycle (freed only by the collector) per request
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch(), context=Context()
+            )
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
@@ -95,6 +99,7 @@ class DisconnectWatch:
         every request.
         """
         self._finished = True
+        _current_watch.set(None)  # the request's context no longer holds this watch
 
     def absorb(self) -> bool:
         """In an ``except CancelledError``: True (and the cancellation withdrawn) when the

@@ -15,6 +15,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    GCCollector,
     ProcessCollector,
     generate_latest,
 )
@@ -346,6 +347,8 @@ class Metrics:
         )
         # process_resident_memory_bytes, process_open_fds, ...: what a soak watches.
         ProcessCollector(registry=r)
+        # python_gc_objects_collected_total: reference cycles a request path leaves behind
+        GCCollector(registry=r)
 
         # Label children looked up once per combination: .labels() costs a lock and a dict
         # lookup per call, and these run on every request. Cardinality is bounded by config.
