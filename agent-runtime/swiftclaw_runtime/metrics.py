@@ -14,8 +14,8 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     GCCollector,
+    Histogram,
     ProcessCollector,
     generate_latest,
 )
