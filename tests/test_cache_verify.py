@@ -187,19 +187,24 @@ def test_fact_extractors() -> None:
 def test_evaluation_set_is_large_balanced_and_holds_out_a_fresh_split() -> None:
     pairs = load_pairs()
     assert len(pairs) >= 300
-    assert {p.split for p in pairs} == {"dev", "dev2", "heldout"}
-    held = [p for p in pairs if p.split == "heldout"]
-    assert len(held) >= 150
-    assert sum(p.same for p in held) * 2 == len(held)
-    held_kinds = {p.kind for p in held if not p.same}
-    assert held_kinds == {"number", "unit_direction", "negation", "antonym", "entity_order"} | {
-        "weekday",
-        "date",
-        "product",
-        "language",
-    }
-    tuning = {frozenset((p.a, p.b)) for p in pairs if p.split != "heldout"}
-    assert not [p for p in held if frozenset((p.a, p.b)) in tuning]
+    assert {p.split for p in pairs} == {"dev", "dev2", "heldout", "heldout2"}
+    for split in ("heldout", "heldout2"):
+        held = [p for p in pairs if p.split == split]
+        assert len(held) >= 150
+        assert sum(p.same for p in held) * 2 == len(held)
+        held_kinds = {p.kind for p in held if not p.same}
+        assert held_kinds == {"number", "unit_direction", "negation", "antonym"} | {
+            "entity_order",
+            "weekday",
+            "date",
+            "product",
+            "language",
+        }
+        others = {frozenset((p.a, p.b)) for p in pairs if p.split != split}
+        assert not [p for p in held if frozenset((p.a, p.b)) in others]
+        seen = {q for p in pairs if p.split != split for q in (p.a, p.b)}
+        if split == "heldout2":  # written after the others: not one question repeated
+            assert not [p for p in held if p.a in seen or p.b in seen]
     assert abs(sum(p.same for p in pairs) - sum(not p.same for p in pairs)) <= len(pairs) * 0.05
     kinds = {p.kind for p in pairs if not p.same}
     assert kinds >= {"number", "unit_direction", "negation", "antonym", "entity_order"}
