@@ -8,6 +8,8 @@ the rules that costs precision or recall shows here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -28,8 +30,12 @@ def cos(model: OnnxMiniLM, a: str, b: str) -> float:
     return float(model.encode(a) @ model.encode(b))
 
 
-@pytest.mark.parametrize("encoder", [MiniLM, OnnxMiniLM])
-def test_encoder_matches_sentence_transformers(encoder: type[MiniLM] | type[OnnxMiniLM]) -> None:
+def float32_graph() -> OnnxMiniLM:
+    return OnnxMiniLM(int8=False)
+
+
+@pytest.mark.parametrize("encoder", [MiniLM, float32_graph])
+def test_encoder_matches_sentence_transformers(encoder: Callable[[], MiniLM | OnnxMiniLM]) -> None:
     # SentenceTransformer("all-MiniLM-L6-v2").encode("This is an example sentence")[:5]
     v = encoder().encode("This is an example sentence")
     assert v.shape == (384,) and v.dtype == np.float32
@@ -38,14 +44,35 @@ def test_encoder_matches_sentence_transformers(encoder: type[MiniLM] | type[Onnx
 
 
 def test_onnx_graph_computes_the_numpy_forward_pass(model: OnnxMiniLM) -> None:
+    """The float32 graph is the numpy pass to 1e-5. The runtime's graph, its weight matrices
+    in int8, is not: its components differ by up to 0.03 (0.02-0.03 measured on these four,
+    whose cosines to the reference are 0.987-0.995), so it is held to a tolerance that fits
+    int8 (0.05 a component, cosine 0.98), and not to float32's."""
     reference = MiniLM()
+    exact = float32_graph()
     for text in (
         "Where is my order?",
         "How do I roll back a Helm release to revision 3 in the staging namespace?",
         "¿Dónde está mi pedido?",
         "x",
     ):
-        assert np.abs(model.encode(text) - reference.encode(text)).max() < 1e-5, text
+        want = reference.encode(text)
+        assert np.abs(exact.encode(text) - want).max() < 1e-5, text
+        got = model.encode(text)
+        assert np.abs(got - want).max() < 0.05, text
+        assert float(got @ want) >= 0.98, text
+        assert abs(float(np.linalg.norm(got)) - 1.0) < 1e-5
+
+
+def test_int8_vectors_stay_close_to_float32(model: OnnxMiniLM) -> None:
+    """On the tuning splits' 1,037 questions (not the held-out split's) the int8 vectors'
+    cosine to float32's was 0.9876 at least, 0.9950 on average: the bounds below leave
+    little room, so that a coarser quantisation (onnxruntime's quantize_dynamic, one scale
+    a matrix, moved similarities by up to 0.07) fails here."""
+    exact = float32_graph()
+    questions = sorted({q for p in load_pairs() if p.split in ("dev", "dev2") for q in (p.a, p.b)})
+    cosines = np.array([float(model.encode(q) @ exact.encode(q)) for q in questions])
+    assert cosines.min() >= 0.985 and cosines.mean() >= 0.993, (cosines.min(), cosines.mean())
 
 
 def test_encoder_scores_paraphrases_high_unrelated_low_and_near_misses_very_high(
@@ -213,16 +240,26 @@ def test_evaluation_set_is_large_balanced_and_holds_out_a_fresh_split() -> None:
     assert len({(p.a, p.b) for p in pairs}) == len(pairs)
 
 
-def test_default_threshold_with_verification_on_the_evaluation_set(model: OnnxMiniLM) -> None:
-    """The figures the README reports (recomputed here, so a change to a rule shows)."""
-    pairs = load_pairs()
+def check(model: OnnxMiniLM, pinned: tuple[tuple[str, float, float], ...]) -> None:
+    splits = {split for split, _, _ in pinned}
+    pairs = [p for p in load_pairs() if p.split in splits]
     sims = [cos(model, p.a, p.b) for p in pairs]
     t = SemanticCacheSpec().threshold
-    # heldout was scored once, with the rules and threshold frozen (see the README)
-    pinned = (("dev", 1.0, 0.84), ("dev2", 1.0, 0.77), ("heldout", 0.97, 0.9))
     for split, precision, recall in pinned:
         chosen = [(p, s) for p, s in zip(pairs, sims, strict=True) if p.split == split]
         r = score([p for p, _ in chosen], [s for _, s in chosen], t, verified=True)
         assert r.precision >= precision and r.recall >= recall, (split, r)
         plain = score([p for p, _ in chosen], [s for _, s in chosen], 0.85, verified=False)
         assert plain.precision < r.precision - 0.3  # a threshold alone serves wrong answers
+
+
+def test_default_threshold_with_verification_on_the_tuning_splits(model: OnnxMiniLM) -> None:
+    """The figures the README reports (recomputed here, so a change to a rule shows): with
+    the int8 encoder dev 82.8 % and dev2 76.7 % recall (float32: 84.5 % and 77.8 %)."""
+    check(model, (("dev", 1.0, 0.82), ("dev2", 1.0, 0.76)))
+
+
+def test_default_threshold_with_verification_on_the_heldout_split(model: OnnxMiniLM) -> None:
+    """heldout was scored once, with the rules and threshold frozen (see the README), with
+    the float32 encoder; the int8 encoder has not been scored on it."""
+    check(model, (("heldout", 0.97, 0.9),))

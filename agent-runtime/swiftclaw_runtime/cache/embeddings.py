@@ -61,8 +61,9 @@ class _Memo:
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 on onnxruntime (:mod:`.onnx_minilm`), 384 dimensions: about
-    3 ms a question on one core, where the same pass in numpy (:mod:`.minilm`) takes 6."""
+    """all-MiniLM-L6-v2 on onnxruntime (:mod:`.onnx_minilm`, its weight matrices in int8),
+    384 dimensions: about 0.6 ms a question on one core, where the float32 graph takes 3.1
+    and the same pass in numpy (:mod:`.minilm`) 6."""
 
     name = "local/all-MiniLM-L6-v2"
     dim: int | None = 384  # MiniLM.dim, without importing numpy before the model loads
