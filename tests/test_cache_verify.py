@@ -134,6 +134,17 @@ def test_encoder_scores_paraphrases_high_unrelated_low_and_near_misses_very_high
             "Route traffic from service B to service A",
             "order",
         ),
+        ("Can an admin remove the owner?", "Can the owner remove an admin?", "order"),
+        (
+            "Why is my invoice in euros instead of dollars?",
+            "Why is my invoice in dollars instead of euros?",
+            "order",
+        ),
+        (
+            "If it's noon in London, what time is it in Sydney?",
+            "If it's noon in Sydney, what time is it in London?",
+            "order",
+        ),
         ("Are you open on Sunday?", "Are you open on Saturday?", "time"),
         ("What's in the Pro plan?", "What's in the Business plan?", "entity"),
         (
@@ -259,7 +270,24 @@ def test_default_threshold_with_verification_on_the_tuning_splits(model: OnnxMin
     check(model, (("dev", 1.0, 0.82), ("dev2", 1.0, 0.76)))
 
 
-def test_default_threshold_with_verification_on_the_heldout_split(model: OnnxMiniLM) -> None:
-    """heldout was scored once, with the rules and threshold frozen (see the README), with
-    the float32 encoder; the int8 encoder has not been scored on it."""
-    check(model, (("heldout", 0.97, 0.9),))
+def test_role_swaps_with_a_free_order_are_not_refused() -> None:
+    """The same words in another order are a paraphrase where the order is free."""
+    for a, b in (
+        (
+            "What is the difference between a Deployment and a StatefulSet?",
+            "What is the difference between a StatefulSet and a Deployment?",
+        ),
+        ("Can I pay with PayPal or a card?", "Can I pay with a card or PayPal?"),
+        ("How do I reset my password?", "How do I reset my password?"),
+    ):
+        assert not verify.role_swap(verify.tokenize(a), verify.tokenize(b)), (a, b)
+
+
+def test_default_threshold_with_verification_on_the_heldout_splits(model: OnnxMiniLM) -> None:
+    """heldout was scored once with the float32 encoder and the rules frozen (97.3 % / 90.0 %),
+    once with the int8 encoder chosen on dev and dev2 (97.3 % / 91.2 %), and is 98.6 % /
+    91.2 % with the role-swap rule (made from heldout2's wrong hits, not from heldout's).
+    heldout2 was scored once, blind, with the int8 encoder (89.7 % / 43.8 %: four role
+    swaps passed, and its loose paraphrases are far below the threshold); the role-swap
+    rule was made from it, so it is a tuning split now: 100 % / 43.8 %."""
+    check(model, (("heldout", 0.97, 0.9), ("heldout2", 1.0, 0.43)))

@@ -79,9 +79,7 @@ class DisconnectWatch:
         if self._watcher is None and not self._finished:
             # an empty context: the request's own holds this watch, and a copy of it in the
             # watcher would make a reference cycle (freed only by the collector) per request
-            self._watcher = asyncio.get_running_loop().create_task(
-                self._watch(), context=Context()
-            )
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(), context=Context())
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":

@@ -373,6 +373,23 @@ def order_swap(a: list[str], b: list[str]) -> bool:
     )
 
 
+_SYMMETRIC = frozenset(_w("and or vs versus between both differ difference compare compared"))
+
+
+def role_swap(a: list[str], b: list[str]) -> bool:
+    """Whether the two questions hold the same content words in another order, with
+    nothing that makes the order free ("A and B", "between A and B", "A vs B"): who does
+    what to whom, or which way a conversion goes, changed (an admin removing the owner /
+    the owner removing an admin; noon in London, time in Sydney / the other way round;
+    euros instead of dollars / dollars instead of euros)."""
+    stop = _STOP_SETS["en"] | _SKIP
+    content_a = [t for t in a if t not in stop]
+    content_b = [t for t in b if t not in stop]
+    if content_a == content_b or Counter(content_a) != Counter(content_b):
+        return False
+    return not (_SYMMETRIC & (set(a) | set(b)))
+
+
 # --- one word traded for another ------------------------------------------------------
 
 _SYNONYMS = """
@@ -714,7 +731,7 @@ def mismatch(question: str, cached: str) -> str | None:
     flipped = (explicit_negations(a.tokens) - explicit_negations(b.tokens)) % 2 == 1
     if not flipped and antonym_swap(a.tokens, b.tokens):
         return "antonym"
-    if order_swap(a.tokens, b.tokens):
+    if order_swap(a.tokens, b.tokens) or role_swap(a.tokens, b.tokens):
         return "order"
     if a.times != b.times:
         return "time"
