@@ -12,7 +12,9 @@ without Redis or a model:
 - ``negation``: both negated or neither ("not", "never", "without", "n't", ...);
 - ``antonym``: no word of an opposite pair traded for the other (enable/disable,
   start/stop, increase/decrease, first/last, ... and un-/dis-/de- prefixes);
-- ``order``: the same words after from/to/into/than (from A to B vs from B to A);
+- ``order``: the same words after from/to/into/than (from A to B vs from B to A), and
+  not the same content words in another order unless something makes the order free
+  ("A and B", "between", "vs"): who removes whom, euros instead of dollars;
 - ``time``: the same weekdays, months, today/tomorrow, weekends;
 - ``entity``: no named thing (capitalised words, products, plans, languages, places)
   traded for another;
