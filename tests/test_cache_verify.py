@@ -75,6 +75,24 @@ def test_int8_vectors_stay_close_to_float32(model: OnnxMiniLM) -> None:
     assert cosines.min() >= 0.985 and cosines.mean() >= 0.993, (cosines.min(), cosines.mean())
 
 
+def test_int8_gives_way_to_float32_on_a_cpu_where_they_disagree(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At startup the int8 encoder is checked against the float32 pass on a few questions
+    (0.99 here): below ``SELF_CHECK_COSINE`` (a CPU whose int8 kernel saturates) the
+    float32 graph is used. The bar is raised here so that this CPU is one of those."""
+    from swiftclaw_runtime.cache import onnx_minilm
+
+    assert OnnxMiniLM().int8  # this machine passes the check
+    monkeypatch.setattr(onnx_minilm, "SELF_CHECK_COSINE", 0.9999)
+    with caplog.at_level("WARNING", logger="swiftclaw.cache"):
+        encoder = OnnxMiniLM()
+    assert not encoder.int8
+    assert "using the float32 encoder" in caplog.text
+    want = MiniLM().encode("Where is my order?")
+    assert np.abs(encoder.encode("Where is my order?") - want).max() < 1e-5
+
+
 def test_encoder_scores_paraphrases_high_unrelated_low_and_near_misses_very_high(
     model: OnnxMiniLM,
 ) -> None:
@@ -135,6 +153,12 @@ def test_encoder_scores_paraphrases_high_unrelated_low_and_near_misses_very_high
             "order",
         ),
         ("Can an admin remove the owner?", "Can the owner remove an admin?", "order"),
+        (
+            "Can an admin remove the owner and the users?",
+            "Can the owner remove an admin and the users?",
+            "order",
+        ),
+        ("Can I replace Redis with Memcached?", "Can I replace Memcached with Redis?", "order"),
         (
             "Why is my invoice in euros instead of dollars?",
             "Why is my invoice in dollars instead of euros?",
@@ -270,17 +294,22 @@ def test_default_threshold_with_verification_on_the_tuning_splits(model: OnnxMin
     check(model, (("dev", 1.0, 0.82), ("dev2", 1.0, 0.76)))
 
 
-def test_role_swaps_with_a_free_order_are_not_refused() -> None:
-    """The same words in another order are a paraphrase where the order is free."""
+def test_reorderings_that_keep_the_meaning_are_not_refused() -> None:
+    """The same words in another order are a paraphrase where the order is free, or where
+    one run of words moved (an adverb, a place)."""
     for a, b in (
         (
             "What is the difference between a Deployment and a StatefulSet?",
             "What is the difference between a StatefulSet and a Deployment?",
         ),
         ("Can I pay with PayPal or a card?", "Can I pay with a card or PayPal?"),
+        ("Postgres vs MySQL performance", "MySQL vs Postgres performance"),
+        ("How do I quickly reset my password?", "How do I reset my password quickly?"),
+        ("How do I list pods in Kubernetes?", "In Kubernetes, how do I list pods?"),
         ("How do I reset my password?", "How do I reset my password?"),
     ):
         assert not verify.role_swap(verify.tokenize(a), verify.tokenize(b)), (a, b)
+        assert verify.mismatch(a, b) is None, (a, b)
 
 
 def test_default_threshold_with_verification_on_the_heldout_splits(model: OnnxMiniLM) -> None:

@@ -261,17 +261,24 @@ async def answer_chat(
     cost = request_cost(rt, tier, served, tokens_in, tokens_out)
     _record_served(rt, tier.name, served, started, tokens_in, tokens_out, cost)
     ids = (request_id, str(completion.body.get("id") or request_id))
-    if lk.write or lk.flight is not None:  # an answer to store, or to hand to those waiting
-        entry = CachedAnswer.from_completion(
-            completion.body,
+    try:
+        if lk.write or lk.flight is not None:  # an answer to store, or to hand to those waiting
+            entry = CachedAnswer.from_completion(
+                completion.body,
+                served.target.ref,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+            )
+            await rt.cache.finish(lk, entry)
+    finally:  # a hang-up while the answer is stored must not leave the call unpaid
+        await rt.spend.settle(
+            adm,
             served.target.ref,
+            cost,
             completion.prompt_tokens,
             completion.completion_tokens,
+            ids,
         )
-        await rt.cache.finish(lk, entry)
-    await rt.spend.settle(
-        adm, served.target.ref, cost, completion.prompt_tokens, completion.completion_tokens, ids
-    )
     return ChatAnswer(route, served, adm, extra, completion=completion, cache=lk.outcome)
 
 

@@ -48,6 +48,9 @@ log = logging.getLogger("swiftclaw.cache")
 
 CacheOutcome = Literal["exact", "semantic", "stale-similar", "miss", "bypass"]
 CANDIDATES = 4  # nearest neighbours a semantic lookup verifies, best first
+# How long a replica serves an exact answer from its memory before reading Redis again
+# (one GET a minute per hot question; a refresh or a purge reaches every replica in that).
+HOT_SECONDS = 60.0
 
 
 @dataclass
@@ -99,10 +102,10 @@ class ResponseCache:
         metrics.cache_up.set(1)
         local = spec.local
         # With Redis, the exact answers this replica stored or served lately are also kept
-        # in its memory (the hot tier, bounded by cache.local, each until its own expiry):
-        # an entry never changes once stored, and a hit from memory costs no Redis round
-        # trip. Only what Redis accepted gets in, and while Redis is down its answers are
-        # still served (the rest bypass the cache, as without it).
+        # in its memory (the hot tier, bounded by cache.local, each until its own expiry and
+        # for HOT_SECONDS at most): a hit from memory costs no Redis round trip. Only what
+        # Redis accepted gets in, and while Redis is down its answers are still served (the
+        # rest bypass the cache, as without it).
         self.hot: MemoryStore | None = None
         if redis_url and spec.redis.mode != "none":
             self.store: Store = RedisStore(redis_url, self._backend_error, self._redis_ready)
@@ -380,9 +383,11 @@ class ResponseCache:
                 self.metrics.child(self.metrics.cache_stores, "semantic", "stored").inc()
 
     async def _keep_hot(self, key: str, raw: bytes, created: float) -> None:
-        """Keep an exact entry in this replica's memory for what is left of its TTL."""
+        """Keep an exact entry in this replica's memory for what is left of its TTL, and
+        at most ``HOT_SECONDS``: an entry that another replica refreshed (``no-cache``) or
+        that was purged from Redis is served from here no longer than that."""
         assert self.hot is not None
-        left = created + self.spec.exact.ttl_seconds - time.time()
+        left = min(created + self.spec.exact.ttl_seconds - time.time(), HOT_SECONDS)
         if left > 0:
             await self.hot.set(key, raw, left)
 

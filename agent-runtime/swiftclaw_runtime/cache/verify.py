@@ -379,17 +379,35 @@ _SYMMETRIC = frozenset(_w("and or vs versus between both differ difference compa
 
 
 def role_swap(a: list[str], b: list[str]) -> bool:
-    """Whether the two questions hold the same content words in another order, with
-    nothing that makes the order free ("A and B", "between A and B", "A vs B"): who does
-    what to whom, or which way a conversion goes, changed (an admin removing the owner /
-    the owner removing an admin; noon in London, time in Sydney / the other way round;
-    euros instead of dollars / dollars instead of euros)."""
+    """Whether the two questions hold the same content words with two of them (or two runs
+    of them) trading places around the words between them: who does what to whom, or which
+    way something goes, changed (an admin removing the owner / the owner removing an admin;
+    noon in London, time in Sydney / the other way round; euros instead of dollars). One
+    run of words moved elsewhere ("how do I quickly reset" / "reset ... quickly", "in
+    Kubernetes, how do I list pods" / "list pods in Kubernetes") is a paraphrase, and so
+    is a swap around "and", "or", "vs", "between" (the order is free there); two single
+    words that trade places around anything else are not ("replace Redis with Memcached")."""
     stop = _STOP_SETS["en"] | _SKIP
-    content_a = [t for t in a if t not in stop]
-    content_b = [t for t in b if t not in stop]
-    if content_a == content_b or Counter(content_a) != Counter(content_b):
+    x = [t for t in a if t not in stop]
+    y = [t for t in b if t not in stop]
+    if x == y or Counter(x) != Counter(y):
         return False
-    return not (_SYMMETRIC & (set(a) | set(b)))
+    while x and y and x[0] == y[0]:  # what is the same at both ends stays out of it
+        x, y = x[1:], y[1:]
+    while x and y and x[-1] == y[-1]:
+        x, y = x[:-1], y[:-1]
+    n = len(x)
+    if n == 2:  # two words traded places: free only around "and", "or", "vs", "between"
+        i, j = sorted((a.index(x[0]), a.index(x[1])))
+        return not (_SYMMETRIC & set(a[i + 1 : j]))
+    if any(y == x[k:] + x[:k] for k in range(1, n)):
+        return False  # one run of words moved past another: a rewording
+    for i in range(1, n):
+        for j in range(i, n):
+            first, middle, last = x[:i], x[i:j], x[j:]
+            if y == last + middle + first:
+                return not (_SYMMETRIC & set(middle))
+    return True  # a reshuffle of more than two runs: not the same question to rely on
 
 
 # --- one word traded for another ------------------------------------------------------
