@@ -144,19 +144,28 @@ def test_periods_follow_the_budgets_time_zone() -> None:
 # --- the Lua scripts against a real Redis ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = start_redis(log_path=tmp_path_factory.mktemp("redis") / "redis.log")
+def _redis_server(factory: pytest.TempPathFactory, folder: str) -> Iterator[Proc]:
+    proc = start_redis(log_path=factory.mktemp(folder) / "redis.log")
     yield proc
     proc.stop()
 
 
-@pytest.fixture
-async def redis(redis_proc: Proc) -> AsyncIterator[SpendRedis]:
-    r = SpendRedis(f"redis://127.0.0.1:{redis_proc.port}/0")
+async def _emptied(proc: Proc) -> AsyncIterator[SpendRedis]:
+    r = SpendRedis(f"redis://127.0.0.1:{proc.port}/0")
     await r.client.flushdb()
     yield r
     await r.close()
+
+
+@pytest.fixture(scope="module")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    yield from _redis_server(tmp_path_factory, "redis")
+
+
+@pytest.fixture
+async def redis(redis_proc: Proc) -> AsyncIterator[SpendRedis]:
+    async for r in _emptied(redis_proc):
+        yield r
 
 
 async def test_redis_limits_are_exact_under_concurrency(redis: SpendRedis) -> None:
@@ -209,17 +218,13 @@ async def test_usage_written_together_sums_every_charge(redis: SpendRedis) -> No
 @pytest.fixture(scope="module")
 def cache_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     """A second Redis: the evictable cache instance, beside the state one."""
-    proc = start_redis(log_path=tmp_path_factory.mktemp("redis-cache") / "redis.log")
-    yield proc
-    proc.stop()
+    yield from _redis_server(tmp_path_factory, "redis-cache")
 
 
 @pytest.fixture
 async def cache_redis(cache_proc: Proc) -> AsyncIterator[SpendRedis]:
-    r = SpendRedis(f"redis://127.0.0.1:{cache_proc.port}/0")
-    await r.client.flushdb()
-    yield r
-    await r.close()
+    async for r in _emptied(cache_proc):
+        yield r
 
 
 async def keys(r: SpendRedis) -> list[str]:

@@ -353,7 +353,6 @@ class Metrics:
         # Label children looked up once per combination: .labels() costs a lock and a dict
         # lookup per call, and these run on every request. Cardinality is bounded by config.
         self._request_children: dict[tuple[str, str, str, bool], tuple[Any, ...]] = {}
-        self._upstream_children: dict[tuple[str, str, str], Any] = {}
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *values: str) -> Any:
@@ -400,11 +399,7 @@ class Metrics:
 
     def record_upstream(self, provider: str, model: str, outcome: str, seconds: float) -> None:
         """One call to a provider."""
-        key = (provider, model, outcome)
-        child = self._upstream_children.get(key)
-        if child is None:
-            child = self._upstream_children[key] = self.upstream_seconds.labels(*key)
-        child.observe(seconds)
+        self.child(self.upstream_seconds, provider, model, outcome).observe(seconds)
 
     def track_connections(self, provider: str, read: Callable[[], tuple[int, int]]) -> None:
         """Export a provider's connection figures, read when metrics are scraped."""

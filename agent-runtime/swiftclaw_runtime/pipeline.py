@@ -186,8 +186,6 @@ async def answer_chat(
     similar cached answer is served (``stale-similar``) if there is one."""
     who = rt.spend.who(principal, request.user)
     route = rt.router.route(request)
-    if rt.context.sources:
-        watch_for_hangup()
     context = await rt.context.fetch(who)
     prompt = build_prompt(rt.policy.agent, request, payload, context)
     request, payload = prompt.request, prompt.payload

@@ -20,6 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .logs import FailureLog
+
 T = TypeVar("T")
 PROBE_SECONDS = 1.0
 
@@ -83,14 +85,18 @@ class WatchedRedis:
         Redis. ``prepare(client)``: run when Redis answers (at start and after an outage),
         before it is marked up; a failure keeps it down and the watcher tries again."""
         self.client: Any = make_client(url, timeout, max_connections, queue)
-        self.up = True
         self._log = logger
-        self._down_note = down_note
-        self._up_note = up_note
+        self._state = FailureLog(
+            logger, "redis is unreachable", "redis is reachable again", down_note, up_note
+        )
         self._on_change = on_change
         self._on_error = on_error
         self._prepare = prepare
         self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        return not self._state.failing
 
     async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)``. While Redis is down, or when this call cannot reach it
@@ -111,10 +117,7 @@ class WatchedRedis:
             self._on_error(op)
         if not self.up:
             return
-        self.up = False
-        self._log.warning(
-            "redis is unreachable (%s on %s): %s", type(err).__name__, op, self._down_note
-        )
+        self._state.failed(f"{type(err).__name__} on {op}")
         if self._on_change is not None:
             self._on_change(False)
         if self._watcher is None or self._watcher.done():
@@ -138,8 +141,7 @@ class WatchedRedis:
                         "redis answered but preparing it failed; retrying", exc_info=True
                     )
                     continue
-            self.up = True
-            self._log.info("redis is reachable again: %s", self._up_note)
+            self._state.worked()
             if self._on_change is not None:
                 self._on_change(True)
 

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
+from ..asgi import watch_for_hangup
 from ..embeddings import EmbeddingsRequest, decode_vector
 from ..providers import Provider, UpstreamError
 from ..providers.base import EmbedCall
@@ -120,6 +121,7 @@ class ProviderEmbedder:
             return v
         request = EmbeddingsRequest(model=self.name, input=text, dimensions=self.dimensions)
         payload = request.model_dump(exclude_none=True)
+        watch_for_hangup()  # a provider call (the local model needs no watcher)
         try:
             call = self.provider.prepare_embeddings(EmbedCall(self.model, request, payload))
             async with asyncio.timeout(TIMEOUT_SECONDS):

@@ -320,7 +320,6 @@ class ResponseCache:
         if lk.vector is None and not lk.embed_failed:
             assert self.embedder is not None and lk.question is not None
             started = time.perf_counter()
-            watch_for_hangup()
             try:
                 lk.vector = await self.embedder.embed(lk.question)
             except EmbeddingFailed as err:

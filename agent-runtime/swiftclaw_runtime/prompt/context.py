@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from urllib.parse import quote, urlsplit
 
+from ..asgi import watch_for_hangup
 from ..config import ContextSource
 from ..metrics import Metrics
 from ..providers.pool import Pool, ResponseTooLarge
@@ -81,6 +82,7 @@ class ContextSources:
         """(name, text) of each source that answered in time, in the manifest's order."""
         if not self.sources:
             return []
+        watch_for_hangup()  # the sources may take their whole timeout
         started = time.perf_counter()
         texts = await asyncio.gather(*(self._one(s, who) for s in self.sources))
         self.metrics.context_seconds.observe(time.perf_counter() - started)
