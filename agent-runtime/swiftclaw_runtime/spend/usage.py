@@ -12,12 +12,13 @@ Active users are a HyperLogLog per day (PFADD/PFCOUNT: 12 KB whatever the number
 users). Without Redis the same figures are kept in process for this replica.
 
 Which tenant a served response belongs to (``resp:<id>``, what feedback is matched
-against, a key per response kept a day) goes to the cache Redis, not the state one: those
-keys grow with traffic, and the state instance never evicts, so they would fill it and
-push the counters back to per-replica counting. The key is also the feedback's dedup
-mark (its value becomes ``rated`` with the tenant, atomically). An evicted key only makes
-feedback on that old response ``unknown``; it can never count a rating twice. With one
-Redis both live in it.
+against, a key per response kept a day, by the ids the server issued: its own request id
+and the provider's completion id, never one the client chose) goes to the cache Redis,
+not the state one: those keys grow with traffic, and the state instance never evicts, so
+they would fill it and push the counters back to per-replica counting. The key is also the
+feedback's dedup mark (its value becomes ``rated`` with the tenant, atomically). An
+evicted key only makes feedback on that old response ``unknown``; it can never count a
+rating twice. With one Redis both live in it.
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ class UsageBook:
     def _queue_owners(self, pipe: Any, charges: list[tuple[str, Charge]]) -> None:
         for _, c in charges:
             for rid in c.response_ids:
-                pipe.set(self._resp_key(rid), c.who.tenant_key, ex=RESPONSE_SECONDS)
+                # NX: the first answer with an id owns it; a later one with the same id
+                # (a provider repeating its ids) cannot clear the mark of a rated one.
+                pipe.set(self._resp_key(rid), c.who.tenant_key, ex=RESPONSE_SECONDS, nx=True)
 
     def _queue(self, pipe: Any, charges: list[tuple[str, Charge]]) -> None:
         """Queue the counters' writes of ``charges`` on a pipeline, the increments of each
@@ -151,6 +154,8 @@ class UsageBook:
 
     def _own_locally(self, c: Charge) -> None:
         for rid in c.response_ids:
+            if rid in self._local_responses:
+                continue  # owned already (and maybe rated): see _queue_owners
             if len(self._local_responses) >= LOCAL_RESPONSES:
                 self._local_responses.pop(next(iter(self._local_responses)))
             self._local_responses[rid] = c.who.tenant_key
