@@ -173,7 +173,7 @@ class Reservation:
 
 
 # Books held in process at most: the agent's two and one per end user who spent today
-# (``auth.userFromRequest`` lets requests name any number): some 200 bytes each.
+# (``auth.userFromRequest`` lets requests name any number): about 260 bytes each, 13 MB.
 MAX_BOOKS = 50_000
 
 

@@ -45,7 +45,7 @@ KEEP_SECONDS = 35 * 86_400
 # (today in any time zone): per-user fields in the day's hash would be kept 35 days, and
 # requests that name their end users (``auth.userFromRequest``) can name any number.
 USER_SECONDS = 2 * 86_400
-LOCAL_USER_COSTS = 50_000  # users' spend today kept in process without Redis (LRU)
+LOCAL_USER_COSTS = 50_000  # users' spend today kept in process without Redis (LRU, ~17 MB)
 RESPONSE_SECONDS = 86_400  # feedback is accepted for a day after the answer
 LOCAL_RESPONSES = 100_000  # responses remembered in process without Redis
 _RATED = "\x00rated:"
