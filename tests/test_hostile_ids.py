@@ -13,9 +13,15 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import redis
+import redis as redis_py
+
+from swiftclaw_runtime.spend.identity import Identity
+from swiftclaw_runtime.spend.redis import SpendRedis
+from swiftclaw_runtime.spend.usage import Charge, UsageBook
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
+from .test_spend import redis as redis  # the fixtures of an emptied real Redis
+from .test_spend import redis_proc as redis_proc
 from .test_spend_live import AGENT, Resp, call, chat, metrics_of, with_redis
 
 REUSED = "same-id-every-time"
@@ -33,17 +39,19 @@ def post(url: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> 
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return Resp(r.status, dict(r.headers), json.loads(r.read() or b"null"))
+            raw = r.read()
+            streamed = r.headers.get("content-type", "").startswith("text/event-stream")
+            return Resp(r.status, dict(r.headers), raw.decode() if streamed else json.loads(raw))
     except urllib.error.HTTPError as err:
         return Resp(err.code, dict(err.headers), json.loads(err.read() or b"null"))
 
 
-def _agent(launch: Launcher, limits: dict[str, Any]) -> tuple[str, redis.Redis]:
+def _agent(launch: Launcher, limits: dict[str, Any]) -> tuple[str, redis_py.Redis]:
     r = with_redis(launch)
     up = launch.sim("--latency", "fixed:1")
     doc = manifest([openai_provider("up", up)], [{"name": "t", "model": "up/m"}], rateLimits=limits)
     rt = launch.runtime(doc, "--redis-url", f"redis://127.0.0.1:{r.port}/0")
-    return rt.url, redis.Redis(port=r.port)
+    return rt.url, redis_py.Redis(port=r.port)
 
 
 def test_a_reused_request_id_counts_as_many_requests(launch: Launcher) -> None:
@@ -114,3 +122,25 @@ def test_a_malformed_request_id_is_refused_before_anything_is_counted(launch: La
     assert ok.status_code == 200, ok.body
     assert ok.headers["x-client-request-id"] == longest
     assert ok.headers["x-request-id"] != longest
+    streamed = post(url, "/v1/chat/completions", chat("t", stream=True), {"x-request-id": "s-1"})
+    assert streamed.status_code == 200
+    assert streamed.headers["x-client-request-id"] == "s-1"
+
+
+async def test_a_provider_repeating_a_response_id_cannot_reopen_its_rating(
+    redis: SpendRedis,
+) -> None:
+    """The server's own request ids are unique, but a response is also known by its
+    provider's completion id, which a provider may repeat: the first answer owns the id,
+    and a later one does not clear its ``rated`` mark."""
+    day, alice = "2026-12-07", Identity("acme", "alice")
+    book = UsageBook("sc:{ids}", redis)
+    charge = Charge(alice, "t", "up/m", 0.001, 10, 5, ("chatcmpl-repeated",))
+    assert await book.record(day, charge)
+    assert await book.feedback(day, "chatcmpl-repeated", alice, ["feedback:rating:5"]) == "ok"
+    for _ in range(3):
+        assert await book.record(day, charge)
+        verdict = await book.feedback(day, "chatcmpl-repeated", alice, ["feedback:rating:5"])
+        assert verdict == "duplicate"
+    counters, _, _ = await book.day(day)
+    assert counters["feedback:rating:5"] == 1
