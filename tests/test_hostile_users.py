@@ -177,6 +177,11 @@ def test_thousands_of_users_over_http_leave_only_expiring_keys(launch: Launcher)
             assert ttls[k] <= 61, (k, ttls[k])
         else:
             assert ttls[k] <= 3 * 86_400, (k, ttls[k])
+    # what a user costs the state Redis (its own accounting): limits for a minute, the
+    # budget and the day's spend for up to three days
+    held = sum(client.memory_usage(k, samples=0) or 0 for k in per_user)
+    print(f"state Redis bytes per end user: {held / users:.0f} ({len(per_user) / users} keys)")
+    assert held / users < 2_000
     usage = call(rt.url, "/v1/usage?user=end-user-17").json()
     assert usage["spend"]["userTodayUSD"] > 0
     assert usage["activeUsersToday"] == pytest.approx(users, rel=0.02)
