@@ -21,6 +21,7 @@ from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_
 from .auth import Principal
 from .contract import HEALTH_PATH, METRICS_PATH, READY_PATH
 from .errors import ApiError, invalid_request, not_found
+from .ids import CLIENT_ID_ECHO, CLIENT_ID_HEADER, client_request_id, random_hex
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .responses.serve import responses as serve_responses
 from .routing import model_ids
@@ -32,8 +33,8 @@ log = logging.getLogger("swiftclaw.app")
 access_log = logging.getLogger("swiftclaw.access")
 
 Handler = Callable[["App", Scope, Receive, Send], Awaitable[int]]
-# A model route's work: the request of an authenticated principal (its id, body and
-# Cache-Control header), answered in JSON or SSE.
+# A model route's work: the request of an authenticated principal (the server's own id
+# for it, its body and Cache-Control header), answered in JSON or SSE.
 Work = Callable[
     [Runtime, Principal, str | None, bytes, str | None],
     Awaitable["pipeline.JsonResult | pipeline.StreamResult"],
@@ -242,6 +243,31 @@ class App:
         rt = self.rt
         principal = rt.keys.authenticate(header(scope, b"authorization"))  # before the body
         scope["log"] = {"tenant": principal.tenant, "user": principal.user}
+        # The server's id keys the request's ledgers and feedback; the client's, checked,
+        # is only echoed and logged (see ids).
+        client_id = client_request_id(header(scope, CLIENT_ID_HEADER.encode()))
+        rid = random_hex()
+        echo = [(CLIENT_ID_ECHO.encode(), client_id.encode())] if client_id is not None else []
+        if client_id is not None:
+            scope["log"]["client_request_id"] = client_id
+        try:
+            return await self._serve_admitted(scope, receive, send, work, principal, rid, echo)
+        except ApiError as err:
+            if client_id is not None:
+                err.headers.setdefault(CLIENT_ID_ECHO, client_id)
+            raise
+
+    async def _serve_admitted(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        work: Work,
+        principal: Principal,
+        rid: str,
+        echo: list[tuple[bytes, bytes]],
+    ) -> int:
+        rt = self.rt
         if self.in_flight >= rt.options.max_in_flight:
             rt.metrics.rejected.labels("overloaded").inc()
             raise ApiError(
@@ -260,11 +286,10 @@ class App:
         try:
             body = await self.read_body(scope, receive)
             watch = DisconnectWatch(receive)
-            result = await work(
-                rt, principal, header(scope, b"x-request-id"), body, header(scope, b"cache-control")
-            )
+            result = await work(rt, principal, rid, body, header(scope, b"cache-control"))
+            result.headers.extend(echo)
             if result.who is not None:  # the end user, when the request names one
-                scope["log"] = {"tenant": result.who.tenant, "user": result.who.user}
+                scope["log"].update(tenant=result.who.tenant, user=result.who.user)
             if isinstance(result, pipeline.JsonResult):
                 watch.finish()
                 return await send_body(send, result.status, result.body, headers=result.headers)
@@ -307,8 +332,9 @@ class App:
         return await send_body(send, 200, orjson.dumps(report))
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """A rating of one response (by its ``x-request-id`` or completion id). The comment
-        is accepted for the client's sake and neither stored nor logged."""
+        """A rating of one response (by the ``x-request-id`` the server gave it, or its
+        completion id). The comment is accepted for the client's sake and neither stored
+        nor logged."""
         who = self._who(scope)
         body = await self.read_body(scope, receive)
         fb = parse_feedback(pipeline.decode_json(body))
