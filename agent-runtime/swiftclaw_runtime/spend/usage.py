@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .identity import Identity
+from .owners import ResponseOwners
 from .redis import RedisDown, SpendRedis
 
 log = logging.getLogger("swiftclaw.spend")
@@ -47,7 +48,7 @@ KEEP_SECONDS = 35 * 86_400
 USER_SECONDS = 2 * 86_400
 LOCAL_USER_COSTS = 50_000  # users' spend today kept in process without Redis (LRU, ~17 MB)
 RESPONSE_SECONDS = 86_400  # feedback is accepted for a day after the answer
-LOCAL_RESPONSES = 100_000  # responses remembered in process without Redis
+LOCAL_RESPONSES = 100_000  # responses remembered in process without Redis (1.6 MB, fixed)
 _RATED = "\x00rated:"
 # KEYS[1] the response's owner key; ARGV[1] the tenant, ARGV[2] the tenant marked rated.
 # 1: rated now, 2: already rated, 0: no such response of this tenant.
@@ -91,7 +92,7 @@ class UsageBook:
         self._local: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._local_users: dict[str, DistinctCount] = defaultdict(DistinctCount)
         self._local_user_costs: OrderedDict[str, float] = OrderedDict()  # user key and day
-        self._local_responses: dict[str, str] = {}
+        self._local_responses = ResponseOwners(LOCAL_RESPONSES)
         self._pending: list[tuple[str, Charge]] = []  # waiting for the next write
         self._next: asyncio.Future[bool] | None = None  # the next write's outcome
         self._writer: asyncio.Task[None] | None = None
@@ -172,11 +173,7 @@ class UsageBook:
 
     def _own_locally(self, c: Charge) -> None:
         for rid in c.response_ids:
-            if rid in self._local_responses:
-                continue  # owned already (and maybe rated): see _queue_owners
-            if len(self._local_responses) >= LOCAL_RESPONSES:
-                self._local_responses.pop(next(iter(self._local_responses)))
-            self._local_responses[rid] = c.who.tenant_key
+            self._local_responses.add(rid, c.who.tenant_key)
 
     def record_local(self, day: str, c: Charge, owners: bool = True) -> None:
         """Count a charge in process (``owners``: and remember its responses' tenant)."""
@@ -304,13 +301,7 @@ class UsageBook:
         return verdict
 
     def _rate_locally(self, rid: str, who: Identity) -> str:
-        owner = self._local_responses.get(rid)
-        if owner == _RATED + who.tenant_key:
-            return "duplicate"
-        if owner != who.tenant_key:
-            return "unknown"
-        self._local_responses[rid] = _RATED + who.tenant_key
-        return "ok"
+        return self._local_responses.rate(rid, who.tenant_key)
 
     async def _count_feedback(self, day: str, fields: list[str]) -> None:
         if self.redis is not None:
