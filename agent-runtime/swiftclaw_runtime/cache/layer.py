@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..asgi import watch_for_hangup
-from ..auth import Principal
 from ..config import AgentPolicy, TierSpec
 from ..logs import FailureLog
 from ..metrics import Metrics
 from ..redis_client import queue_until
 from ..schemas import ChatRequest
 from ..spend.costs import cost_usd, prices
+from ..spend.identity import Identity
 from . import verify
 from .embeddings import Embedder, EmbeddingFailed
 from .entry import CachedAnswer
@@ -197,7 +197,7 @@ class ResponseCache:
 
     def plan(
         self,
-        principal: Principal,
+        who: Identity,
         tier: TierSpec,
         request: ChatRequest,
         payload: dict[str, Any],
@@ -218,12 +218,13 @@ class ResponseCache:
             return lk
         lk.write = True
         lk.read = not control.no_cache
+        user = who.user if self.spec.sharing == "user" else None
         if self.exact_on:
-            lk.key = exact_key(principal.tenant, self.agent, tier, payload)
+            lk.key = exact_key(who.tenant, user, self.agent, tier, payload)
         if self.semantic_on:
             lk.question = semantic_question(request)
             if lk.question is not None:
-                lk.scope = semantic_scope(principal.tenant, self.agent, tier, payload)
+                lk.scope = semantic_scope(who.tenant, user, self.agent, tier, payload)
         if lk.read:
             lk.outcome = "miss"
         else:
@@ -324,11 +325,12 @@ class ResponseCache:
         for c in await index.search(vector, lk.scope, CANDIDATES, not_before):
             if c.similarity < threshold:
                 break
-            if self.spec.semantic.verify:
+            reason = verify.injected(lk.question, c.answer.question)
+            if reason is None and self.spec.semantic.verify:
                 reason = verify.mismatch(lk.question, c.answer.question)
-                if reason is not None:
-                    self.metrics.cache_rejected.labels(reason).inc()
-                    continue
+            if reason is not None:
+                self.metrics.cache_rejected.labels(reason).inc()
+                continue
             found, lk.similarity = c.answer, c.similarity
             break
         self.metrics.child(self.metrics.cache_lookup_seconds, kind).observe(
