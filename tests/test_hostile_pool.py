@@ -6,12 +6,16 @@ marked down and the pool never reconnects; every answer is stored."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from swiftclaw_devtools.processes import start_redis, start_slow_proxy
 from swiftclaw_runtime.cache.store import MAX_CONNECTIONS
+from swiftclaw_runtime.redis_client import RedisBusy, WatchedRedis, queue_until
 
 from .conftest import API_KEY, Launcher
 from .test_cache_exact import agent, metric, sim_requests
@@ -79,3 +83,40 @@ def test_a_slow_redis_at_1024_concurrent_requests_is_queued_for_not_bypassed(
     again = asyncio.run(burst(rt.url, questions[: MAX_CONNECTIONS * 2]))
     assert {c for _, c in again} == {"exact"}
     assert sim_requests(sim) == CONCURRENCY
+
+
+def test_a_call_queues_until_its_deadline_and_busy_is_not_down(launch: Launcher) -> None:
+    """Two slots, both held by calls Redis answers slowly (``BLPOP`` on an empty list, 3 s):
+    a call whose deadline comes first gets :class:`RedisBusy` and Redis stays up; one with
+    a later deadline waits its turn and is answered."""
+    redis = start_redis(log_path=launch.folder / "redis.log")
+    launch.procs.insert(0, redis)
+
+    async def scenario() -> None:
+        watched = WatchedRedis(
+            f"redis://127.0.0.1:{redis.port}/0",
+            timeout=10.0,
+            max_connections=2,
+            queue=True,
+            logger=logging.getLogger("test"),
+            down_note="",
+            up_note="",
+        )
+        try:
+            assert await watched.call("ping", lambda c: c.ping())
+            sleepers = [
+                asyncio.create_task(watched.call("sleep", lambda c: c.blpop(["nothing"], 3)))
+                for _ in range(2)
+            ]
+            await asyncio.sleep(0)  # their first step takes both slots (no I/O before it)
+            with queue_until(time.monotonic() + 0.05), pytest.raises(RedisBusy):
+                await watched.call("get", lambda c: c.get("k"))
+            assert watched.up
+            with queue_until(time.monotonic() + 30):
+                assert await watched.call("set", lambda c: c.set("k", "v"))
+            await asyncio.gather(*sleepers)
+            assert watched.up
+        finally:
+            await watched.close()
+
+    asyncio.run(scenario())
