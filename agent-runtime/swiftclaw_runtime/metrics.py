@@ -186,7 +186,8 @@ class Metrics:
         self.cache_bypassed = Counter(
             "swiftclaw_cache_bypassed",
             "Requests that did not use the cache, by reason (not_cacheable, no_cache, "
-            "no_store, unavailable: the backend was down).",
+            "no_store, unavailable: the backend was down, busy: no backend connection came free "
+            "before the request's deadline).",
             ["reason"],
             registry=r,
         )

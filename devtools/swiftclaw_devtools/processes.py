@@ -211,3 +211,12 @@ def start_redis(port: int | None = None, log_path: Path | None = None) -> Proc:
         "no",
     ]
     return start(args, port, None, log_path, redis_env())
+
+
+def start_slow_proxy(target_port: int, delay_ms: float, log_path: Path | None = None) -> Proc:
+    """A loopback proxy to ``target_port`` that delays every reply by ``delay_ms``
+    (:mod:`swiftclaw_devtools.slowproxy`); its log has a line per accepted connection."""
+    port = free_port()
+    args = [sys.executable, "-m", "swiftclaw_devtools.slowproxy", "--port", str(port)]
+    args += ["--target-port", str(target_port), "--delay-ms", str(delay_ms)]
+    return start(args, port, None, log_path)
