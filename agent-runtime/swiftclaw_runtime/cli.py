@@ -40,6 +40,10 @@ def _run(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
+        header_timeout_seconds=args.header_timeout_seconds,
+        max_header_bytes=args.max_header_bytes,
+        max_connections=args.max_connections,
+        write_timeout_seconds=args.write_timeout_seconds,
     )
     serve(Runtime(config, keys, options), args.host, args.port)
     return 0
@@ -133,6 +137,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1024,
         help="requests served at once; more get 503 with Retry-After instead of queueing",
+    )
+    run.add_argument(
+        "--header-timeout-seconds",
+        type=float,
+        default=10.0,
+        help="a request's line and headers must arrive within this time (else 408, closed)",
+    )
+    run.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=32 * 1024,
+        help="largest request line and headers (else 431, closed)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        help="client connections open at once; more are answered 503 and closed",
+    )
+    run.add_argument(
+        "--write-timeout-seconds",
+        type=float,
+        default=30.0,
+        help="a client that reads nothing of a response for this long is dropped "
+        "(its request cancelled, its upstream call closed)",
     )
     run.add_argument("--access-log", action="store_true", help="log one line per request")
     run.add_argument(

@@ -36,6 +36,11 @@ class RuntimeOptions:
     access_log: bool = False
     drain_seconds: float = 0.0
     grace_seconds: float = 30.0
+    # The HTTP edge (see edge.py): header deadline and size, connections, write deadline.
+    header_timeout_seconds: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    max_connections: int = 4096
+    write_timeout_seconds: float = 30.0
 
 
 @dataclass

@@ -22,6 +22,7 @@ import uvicorn
 
 from .app import App
 from .contract import GC_TUNING_ENV
+from .edge import EdgeLimits, protocol_class
 from .runtime import Runtime
 
 log = logging.getLogger("swiftclaw.server")
@@ -80,12 +81,24 @@ def tune_gc() -> None:
 
 
 def make_server(runtime: Runtime, host: str, port: int) -> DrainingServer:
+    opts = runtime.options
+    limits = EdgeLimits(
+        header_timeout=opts.header_timeout_seconds,
+        max_header_bytes=opts.max_header_bytes,
+        max_connections=opts.max_connections,
+        write_timeout=opts.write_timeout_seconds,
+    )
+    rejected = runtime.metrics.rejected
+
+    def count(reason: str) -> None:
+        rejected.labels(reason).inc()
+
     config = uvicorn.Config(
         App(runtime),
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(limits, count),  # httptools, with the edge's limits
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -96,7 +109,10 @@ def make_server(runtime: Runtime, host: str, port: int) -> DrainingServer:
         backlog=4096,
         timeout_graceful_shutdown=int(runtime.options.grace_seconds),
     )
-    return DrainingServer(config, runtime)
+    server = DrainingServer(config, runtime)
+    connections = server.server_state.connections
+    runtime.metrics.client_connections.set_function(lambda: len(connections))
+    return server
 
 
 def serve(runtime: Runtime, host: str, port: int) -> None:
