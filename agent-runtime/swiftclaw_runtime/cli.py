@@ -4,6 +4,7 @@ checkout also the simulated provider and the demo (from swiftclaw_devtools)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,14 @@ from typing import Any
 
 from . import contract
 from .config import ConfigError, load_config
+
+
+def _bytes(value: str) -> int:
+    """A byte count; a whole number above zero (the downward API gives plain bytes)."""
+    n = int(value)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
+    return n
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -21,6 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     from .auth import ApiKeyStore
     from .credentials import api_keys_path
     from .logs import setup_logging
+    from .memory import derive_bounds
     from .runtime import Runtime, RuntimeOptions
     from .server import serve
 
@@ -29,14 +39,18 @@ def _run(args: argparse.Namespace) -> int:
     keys_file = Path(args.api_keys) if args.api_keys else api_keys_path()
     required = config.policy.auth.required and not args.no_auth
     keys = ApiKeyStore.from_file(keys_file, required)
+    bounds = derive_bounds(args.memory_limit_bytes, args.max_in_flight, args.max_body_bytes)
     options = RuntimeOptions(
         redis_url=args.redis_url or os.environ.get(contract.REDIS_URL_ENV) or None,
         state_redis_url=(
             args.state_redis_url or os.environ.get(contract.REDIS_STATE_URL_ENV) or None
         ),
-        max_body_bytes=args.max_body_bytes,
+        max_body_bytes=bounds.max_body_bytes,
         body_timeout_seconds=args.body_timeout_seconds,
-        max_in_flight=args.max_in_flight,
+        max_in_flight=bounds.max_in_flight,
+        body_pool_bytes=bounds.body_pool_bytes,
+        max_json_elements=bounds.max_json_elements,
+        metrics_port=args.metrics_port,
         access_log=args.access_log,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
@@ -44,6 +58,15 @@ def _run(args: argparse.Namespace) -> int:
         max_header_bytes=args.max_header_bytes,
         max_connections=args.max_connections,
         write_timeout_seconds=args.write_timeout_seconds,
+    )
+    logging.getLogger("swiftclaw.runtime").info(
+        "memory limit %s: %d requests in flight, bodies up to %d bytes, %d bytes of bodies "
+        "held at once, %d JSON elements a body",
+        args.memory_limit_bytes or "unknown (1 GiB assumed)",
+        bounds.max_in_flight,
+        bounds.max_body_bytes,
+        bounds.body_pool_bytes,
+        bounds.max_json_elements,
     )
     serve(Runtime(config, keys, options), args.host, args.port)
     return 0
@@ -125,7 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Redis URL for rate-limit counters and budget spend, run with noeviction "
         "(default $SWIFTCLAW_REDIS_STATE_URL; none: the --redis-url one)",
     )
-    run.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    run.add_argument(
+        contract.METRICS_PORT_FLAG,
+        type=int,
+        help="serve /metrics (and /healthz, /readyz) on this port only; "
+        "default: /metrics on --port",
+    )
+    run.add_argument(
+        "--memory-limit-bytes",
+        type=_bytes,
+        default=os.environ.get(contract.MEMORY_LIMIT_ENV) or None,
+        help="the process's memory limit: the in-flight, body and body-pool bounds follow "
+        f"from it (default ${contract.MEMORY_LIMIT_ENV}, else 1 GiB is assumed)",
+    )
+    run.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="the largest request body (an upper bound: the memory limit may lower it)",
+    )
     run.add_argument(
         "--body-timeout-seconds",
         type=float,
@@ -136,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-in-flight",
         type=int,
         default=1024,
-        help="requests served at once; more get 503 with Retry-After instead of queueing",
+        help="requests served at once; more get 503 with Retry-After instead of queueing "
+        "(an upper bound: the memory limit may lower it)",
     )
     run.add_argument(
         "--header-timeout-seconds",

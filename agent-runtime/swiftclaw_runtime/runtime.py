@@ -41,6 +41,11 @@ class RuntimeOptions:
     max_header_bytes: int = 32 * 1024
     max_connections: int = 4096
     write_timeout_seconds: float = 30.0
+    # From the memory limit (memory.py): the body pool and the JSON elements of one body.
+    body_pool_bytes: int = 256 * 1024 * 1024
+    max_json_elements: int = 262_144
+    # /metrics and the probes on a port of their own; None: /metrics on the service port.
+    metrics_port: int | None = None
 
 
 @dataclass
