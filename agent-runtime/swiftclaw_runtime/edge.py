@@ -18,10 +18,10 @@ in-flight slot and its upstream connection. Here each connection:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 
@@ -33,9 +33,10 @@ class EdgeLimits:
     write_timeout: float = 30.0
 
 
-def protocol_class(limits: EdgeLimits, rejected: Callable[[str], None]) -> type[EdgeProtocol]:
-    """An :class:`EdgeProtocol` bound to ``limits``; ``rejected(reason)`` counts each refusal."""
-    attrs = {"limits": limits, "rejected": staticmethod(rejected)}
+def protocol_class(limits: EdgeLimits, rejected: Counter) -> type[EdgeProtocol]:
+    """An :class:`EdgeProtocol` bound to ``limits``; ``rejected`` (labelled by reason)
+    counts each refusal."""
+    attrs = {"limits": limits, "rejected": rejected}
     return type("BoundEdgeProtocol", (EdgeProtocol,), attrs)
 
 
@@ -43,7 +44,7 @@ class EdgeProtocol(HttpToolsProtocol):
     """httptools with the edge's limits (see the module)."""
 
     limits: ClassVar[EdgeLimits] = EdgeLimits()
-    rejected: ClassVar[Callable[[str], None]]
+    rejected: ClassVar[Counter | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -149,19 +150,23 @@ class EdgeProtocol(HttpToolsProtocol):
         would wait for the buffer it does not read)."""
         self._write_timer = None
         if self.flow.write_paused:
-            self.rejected("write_timeout")
+            self._count("write_timeout")
             self.transport.abort()
 
     def _refuse(self, status: int, reason: str, message: bytes) -> None:
         self._refused = True
         self._cancel_timers()
-        self.rejected(reason)
+        self._count(reason)
         self.transport.write(
             STATUS_LINE[status]
             + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (len(message), message)
         )
         self.transport.close()
+
+    def _count(self, reason: str) -> None:
+        if self.rejected is not None:
+            self.rejected.labels(reason).inc()
 
     def _cancel_timers(self) -> None:
         for timer in (self._header_timer, self._write_timer):
