@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from swiftclaw_devtools.processes import Proc
-from swiftclaw_runtime.memory import MiB, derive_bounds
+from swiftclaw_runtime.memory import MiB, derive_bounds, json_elements
 
 from .conftest import API_KEY, Launcher
 from .test_connection_lifecycle import gauge, one_upstream
@@ -63,6 +63,13 @@ def test_bounds_follow_the_memory_limit() -> None:
     assert tiny.max_in_flight == 16 and tiny.max_body_bytes == 256 * 1024
     # the flags stay upper bounds
     assert derive_bounds(8 * 1024 * MiB, 50, 1 * MiB).max_in_flight == 50
+
+
+def test_elements_are_counted_outside_strings() -> None:
+    assert json_elements(b'{"a":[1,2,{}]}', 100) == 6  # {, [, {, two commas, and one
+    text = b'{"content":"' + b"{},[" * 1000 + b'\\"x"}'
+    assert json_elements(text, 100) == 2  # past the limit counted again, without the string
+    assert json_elements(b"[" + b"{}," * 1000 + b"{}]", 100) == 2003
 
 
 def flood(rt: Proc, path: str, count: int, size: int) -> tuple[list[socket.socket], int]:
@@ -124,7 +131,13 @@ def test_a_flood_of_held_bodies_is_refused_instead_of_growing(launch: Launcher) 
 def test_a_body_that_parses_to_many_times_its_size_is_a_413(launch: Launcher) -> None:
     """1 MiB of ``{}`` elements (about 350,000, some 25 MiB parsed) is refused before it is
     parsed, on every body-reading route, naming the bound."""
-    _, rt = one_upstream(launch, "--memory-limit-bytes", str(LIMIT), sim_args=())
+    _, rt = one_upstream(
+        launch,
+        "--memory-limit-bytes",
+        str(LIMIT),
+        sim_args=(),
+        agent={"maxInputTokens": 2_000_000},
+    )
     bomb = b'{"model":"t","messages":[' + b"{}," * 350_000 + b'{"role":"user","content":"x"}]}'
     for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/feedback"):
         with socket.create_connection(("127.0.0.1", rt.port), timeout=30) as s:
@@ -132,9 +145,9 @@ def test_a_body_that_parses_to_many_times_its_size_is_a_413(launch: Launcher) ->
             got = answer(s, 10.0)
         assert got.startswith(b"HTTP/1.1 413"), (path, got[:300])
         assert b"JSON elements" in got and b"request_too_complex" in got, got[:400]
-    # a large body of ordinary text stays welcome
-    text = "word " * 400_000
+    # the same characters inside a string are one element: a text full of them is welcome
+    text = "{}," * 350_000
     reply = client(rt).chat.completions.create(
-        model="t", messages=[{"role": "user", "content": text[:2_000]}]
+        model="t", messages=[{"role": "user", "content": text}]
     )
     assert reply.choices[0].message.content

@@ -201,8 +201,8 @@ class App:
             ) from None
         finally:
             timer.cancel()
-        elements = json_elements(body)
         limit = self.rt.options.max_json_elements
+        elements = json_elements(body, limit)
         if elements > limit:
             raise ApiError(
                 413,

@@ -20,6 +20,7 @@ The flags ``--max-in-flight`` and ``--max-body-bytes`` are upper bounds on top o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MiB = 1024 * 1024
@@ -51,10 +52,23 @@ def derive_bounds(limit_bytes: int | None, max_in_flight: int, max_body_bytes: i
     )
 
 
-def json_elements(body: bytes) -> int:
-    """An upper estimate of the values a JSON body parses to: each one opens an object or a
-    list or follows a comma (commas inside strings count too: an overestimate)."""
+# A JSON string (its escapes included): linear, since its two alternatives never overlap.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _structure(body: bytes) -> int:
     return body.count(b"{") + body.count(b"[") + body.count(b",") + 1
+
+
+def json_elements(body: bytes, limit: int) -> int:
+    """An upper estimate of the values a JSON body parses to: each one opens an object or a
+    list or follows a comma. Counted at memchr speed over the whole body, strings included;
+    only a body that seems past ``limit`` is counted again without its strings' contents (a
+    long text full of commas and braces is one element)."""
+    n = _structure(body)
+    if n <= limit:
+        return n
+    return _structure(_STRING.sub(b'""', body))
 
 
 class BodyLedger:
