@@ -29,6 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         os.environ.setdefault(var, "1")
     from .auth import ApiKeyStore
     from .credentials import api_keys_path
+    from .health import memory_limit_bytes
     from .logs import setup_logging
     from .memory import derive_bounds
     from .runtime import Runtime, RuntimeOptions
@@ -39,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
     keys_file = Path(args.api_keys) if args.api_keys else api_keys_path()
     required = config.policy.auth.required and not args.no_auth
     keys = ApiKeyStore.from_file(keys_file, required)
-    bounds = derive_bounds(args.memory_limit_bytes, args.max_in_flight, args.max_body_bytes)
+    limit = args.memory_limit_bytes or memory_limit_bytes()  # the flag, else the cgroup's
+    bounds = derive_bounds(limit, args.max_in_flight, args.max_body_bytes)
     options = RuntimeOptions(
         redis_url=args.redis_url or os.environ.get(contract.REDIS_URL_ENV) or None,
         state_redis_url=(
@@ -62,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("swiftclaw.runtime").info(
         "memory limit %s: %d requests in flight, bodies up to %d bytes, %d bytes of bodies "
         "held at once, %d JSON elements a body",
-        args.memory_limit_bytes or "unknown (1 GiB assumed)",
+        limit or "unknown (1 GiB assumed)",
         bounds.max_in_flight,
         bounds.max_body_bytes,
         bounds.body_pool_bytes,
@@ -159,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bytes,
         default=os.environ.get(contract.MEMORY_LIMIT_ENV) or None,
         help="the process's memory limit: the in-flight, body and body-pool bounds follow "
-        f"from it (default ${contract.MEMORY_LIMIT_ENV}, else 1 GiB is assumed)",
+        f"from it (default ${contract.MEMORY_LIMIT_ENV}, else the cgroup's limit, else "
+        "1 GiB is assumed)",
     )
     run.add_argument(
         "--max-body-bytes",
