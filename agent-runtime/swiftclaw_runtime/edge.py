@@ -156,7 +156,12 @@ class EdgeProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, message: bytes) -> None:
         self._refused = True
         self._cancel_timers()
+        if self.transport.is_closing():  # already answered (uvicorn's 400) or gone
+            return
         self._count(reason)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.abort()  # a pipelined request past a limit, mid-response: no answer
+            return
         self.transport.write(
             STATUS_LINE[status]
             + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
