@@ -1,4 +1,4 @@
-"""The local encoder on other x86-64 CPUs: the same vectors, the same hits?
+"""The local encoder on other x86-64 CPUs: how far its vectors move, whether any hit does.
 
 onnxruntime picks its int8 kernel by CPU: VNNI (``vpdpbusd``, exact 32-bit sums) where the
 CPU has it, ``vpmaddubsw`` (pairs of products summed in a saturating 16-bit lane) on AVX2

@@ -78,9 +78,10 @@ def test_int8_vectors_stay_close_to_float32(model: OnnxMiniLM) -> None:
 def test_int8_weights_cannot_saturate_a_16_bit_pair_sum() -> None:
     """Without VNNI, onnxruntime's u8 x s8 kernel adds each pair of products in a signed
     16-bit lane (``vpmaddubsw``), which saturates past 32,767. With 7-bit weights no pair
-    of the encoder's can, for any input: every CPU computes the same integers (and under an
-    emulated AVX2 CPU, ``python -m bench.encoder_cpus``, the same vectors bit for bit). The
-    8-bit weights of the earlier encoder could, in every layer."""
+    of the encoder's can, for any input: every CPU computes the same integer products
+    (under an emulated AVX2 CPU, ``python -m bench.encoder_cpus``, not one decision of the
+    cache changed on any split). The 8-bit weights of the earlier encoder could, in every
+    layer."""
     from swiftclaw_runtime.cache.onnx_minilm import quantise, saturates
 
     weights = MiniLM()
@@ -299,14 +300,16 @@ def test_evaluation_set_is_large_balanced_and_holds_out_a_fresh_split() -> None:
 
 
 # The figures the README claims for the default (int8 encoder, threshold, rules), as
-# (split, paraphrases found, wrong hits). The tests allow a margin of two paraphrases
-# and one wrong hit a split: the encoder's vectors are the same on x86-64 CPUs with and
-# without VNNI (measured: bit for bit under an emulated AVX2 and SSE4 CPU, 0 decisions
-# changed), but another onnxruntime build or architecture may round its float32 steps
-# otherwise and move a pair that sits on the threshold. The exact figures are a benchmark:
-# ``python -m swiftclaw_runtime.cache.evaluate`` and ``python -m bench.encoder_cpus``.
+# (split, paraphrases found, wrong hits). The tests allow a margin of three paraphrases
+# and one wrong hit a split, for the encoder's variation across CPUs: measured, none (an
+# emulated AVX2 CPU against AVX-512 VNNI: vectors within cosine 0.995, every decision the
+# same; the 8-bit weights, whose AVX2 kernel saturated, changed one on dev2 on a real AVX2
+# EPYC); within reach of a small move, the pairs that pass verification within 0.01 of the
+# threshold: 6 paraphrases and 1 near-miss on dev, 6 on dev2, 4 on heldout2, none on
+# heldout. A rule change that costs more than three paraphrases fails. The exact figures
+# are a benchmark: ``python -m swiftclaw_runtime.cache.evaluate``, ``bench.encoder_cpus``.
 CLAIMED = {"dev": (142, 0), "dev2": (69, 0), "heldout": (73, 1), "heldout2": (34, 0)}
-MARGIN_FOUND, MARGIN_WRONG = 2, 1
+MARGIN_FOUND, MARGIN_WRONG = 3, 1
 
 
 def check(model: OnnxMiniLM, splits: tuple[str, ...]) -> None:
