@@ -215,6 +215,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "cache.semantic.staleTTLSeconds": (setter("cache.semantic.staleTTLSeconds", 600), POLICY, None),
     "cache.semantic.embeddings": (setter("cache.semantic.embeddings", "models"), POLICY, None),
     "cache.maxEntryBytes": (setter("cache.maxEntryBytes", 65536), POLICY, None),
+    "cache.sharing": (setter("cache.sharing", "tenant"), POLICY, None),
     "cache.local.maxEntries": (setter("cache.local.maxEntries", 500), POLICY, None),
     "cache.local.maxBytes": (setter("cache.local.maxBytes", 1048576), POLICY, None),
     "cache.redis.fallbackReplicas": (setter("cache.redis.fallbackReplicas", 3), POLICY, None),
