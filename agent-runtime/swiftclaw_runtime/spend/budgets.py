@@ -8,6 +8,18 @@ so however many requests run at once on however many replicas, the spend cannot 
 cap by more than the amount by which one request's real cost exceeds its reserved
 maximum (the input estimate's error; the output is capped).
 
+The output cap a request is reserved for is the one sent to the provider, and it is cut
+to what the budget has left: a request whose full cap does not fit, but whose input and
+at least :data:`MIN_OUTPUT_TOKENS` do, is reserved (and sent) with the output it can pay
+for. Only below that does ``onExceeded`` apply.
+
+A reservation settles where it was made (:attr:`Reservation.shared`): one made on Redis
+is released on Redis, and if Redis is away when the request ends the settlement waits in
+process (:attr:`Budget.pending`) and is written when Redis answers again; one made in
+process is released in process, and its real cost is added to Redis's spend too (now, or
+when Redis is back), so an outage leaves neither a leaked reservation nor headroom that
+was spent.
+
 When a cap is reached, ``onExceeded`` decides: ``reject`` (429 ``insufficient_quota``,
 naming the budget and when it resets), ``downgrade`` (the request is served by the
 cheapest tier, reserved without the check: the cap bounds what the dearer tiers spend),
@@ -20,7 +32,9 @@ replica keeps its own ledger against its share of each cap (cap / expected repli
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from time import time as unix_now
@@ -38,11 +52,12 @@ KEEP_SECONDS = 2 * 86_400  # how long a period's counters outlive it
 # KEYS: one hash per cap (fields spent, reserved, alerted, exceeded).
 # ARGV: mode (reserve | settle | peek), amount (the reservation), fallback (what a
 #   downgraded request reserves), on_exceeded, actual (settle: the real cost), alert
-#   ratio, then per key: its cap and TTL in seconds.
-# reserve returns: action (0 ok, 1 downgraded, 2 alert only, 3 rejected), the first
-#   cap that did not fit (1-based, 0 none), the amount reserved, then per key spent and
-#   reserved. settle returns per key: spent, reserved, 1 when this call crossed the
-#   alert ratio first, 1 when it reached the cap first.
+#   ratio, output tokens in amount, price of one of them, the fewest output tokens worth
+#   reserving, then per key: its cap and TTL in seconds.
+# reserve returns: action (0 ok, 1 downgraded, 2 alert only, 3 rejected), the cap that
+#   did not fit (1-based, 0 none), the amount reserved, the output tokens it pays for,
+#   then per key spent and reserved. settle returns per key: spent, reserved, 1 when
+#   this call crossed the alert ratio first, 1 when it reached the cap first.
 SCRIPT = """
 local mode = ARGV[1]
 local amount = tonumber(ARGV[2])
@@ -50,8 +65,11 @@ local fallback = tonumber(ARGV[3])
 local policy = ARGV[4]
 local actual = tonumber(ARGV[5])
 local alert = tonumber(ARGV[6])
-local function cap(i) return tonumber(ARGV[5 + 2 * i]) end
-local function ttl(i) return tonumber(ARGV[6 + 2 * i]) end
+local output = tonumber(ARGV[7])
+local per_out = tonumber(ARGV[8])
+local min_out = tonumber(ARGV[9])
+local function cap(i) return tonumber(ARGV[8 + 2 * i]) end
+local function ttl(i) return tonumber(ARGV[9 + 2 * i]) end
 local function state(i)
   local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
   return tonumber(v[1]) or 0, tonumber(v[2]) or 0
@@ -72,13 +90,23 @@ if mode == 'settle' then
   end
   return out
 end
-local action, first, charge = 0, 0, amount
+local action, first, charge, granted = 0, 0, amount, output
 if mode == 'reserve' then
+  local room = nil
   for i = 1, #KEYS do
     local spent, reserved = state(i)
-    if spent + reserved + amount > cap(i) then first = i break end
+    local left = cap(i) - spent - reserved
+    if amount > left and (room == nil or left < room) then first, room = i, left end
   end
-  if first > 0 then
+  if first > 0 and policy ~= 'alert' and per_out > 0 then
+    local fits = math.floor((room - (amount - output * per_out)) / per_out)
+    if fits >= min_out then
+      granted = math.min(output, fits)
+      charge = amount - (output - granted) * per_out
+      action = 4
+    end
+  end
+  if first > 0 and action == 0 then
     if policy == 'reject' then action, charge = 3, 0
     elseif policy == 'downgrade' then action, charge = 1, fallback
     else action = 2 end
@@ -92,7 +120,7 @@ if mode == 'reserve' then
 else
   charge = 0
 end
-local out = {action, first, tostring(charge)}
+local out = {action, first, tostring(charge), granted}
 for i = 1, #KEYS do
   local spent, reserved = state(i)
   out[#out + 1] = tostring(spent)
@@ -101,7 +129,13 @@ end
 return out
 """
 
-ACTIONS = {0: "ok", 1: "downgrade", 2: "alert", 3: "reject"}
+ACTIONS = {0: "ok", 1: "downgrade", 2: "alert", 3: "reject", 4: "capped"}
+# The fewest output tokens a request is cut down to for its budget: below that it is
+# refused (or downgraded) as one that does not fit at all.
+MIN_OUTPUT_TOKENS = 16
+# Settlements waiting in process for Redis to come back (one per request that was in
+# flight when it left): past this many the oldest is dropped and logged.
+MAX_PENDING = 100_000
 
 
 @dataclass(frozen=True)
@@ -161,14 +195,38 @@ class CapState:
 
 @dataclass(frozen=True)
 class Reservation:
-    """What a request reserved, against which caps, and what the budget decided."""
+    """What a request reserved, against which caps, and what the budget decided;
+    ``shared``: made on Redis (True) or in this process, where it must settle."""
 
     amount: float
     caps: list[Cap]
-    action: str  # ok | downgrade | alert | reject
+    action: str  # ok | capped | downgrade | alert | reject
     exceeded: Cap | None
     states: list[CapState]
-    shared: bool = True
+    shared: bool
+    output: int | None = None  # the output tokens it pays for (capped: fewer than asked)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a request may cost: ``amount`` at most, of which ``output`` tokens of output
+    at ``per_output`` USD each; ``fallback`` on the cheapest tier (when downgraded)."""
+
+    amount: float
+    fallback: float = 0.0
+    output: int = 0
+    per_output: float = 0.0
+
+    def fit(self, room: float, policy: str) -> tuple[int, float] | None:
+        """The output tokens and amount that fit in ``room`` USD, when at least
+        :data:`MIN_OUTPUT_TOKENS` do and the policy cuts rather than only alerts."""
+        if policy == "alert" or self.per_output <= 0:
+            return None
+        fits = math.floor((room - (self.amount - self.output * self.per_output)) / self.per_output)
+        if fits < MIN_OUTPUT_TOKENS:
+            return None
+        granted = min(self.output, fits)
+        return granted, self.amount - (self.output - granted) * self.per_output
 
 
 class MemoryLedger:
@@ -184,17 +242,32 @@ class MemoryLedger:
     def reserve(
         self, caps: list[Cap], amount: float, fallback: float, policy: str
     ) -> tuple[str, Cap | None, float]:
-        first = next(
-            (c for c in caps if sum(self._book(c.key)) + amount > c.limit_usd),
-            None,
-        )
-        action, charge = "ok", amount
+        """Reserve a fixed ``amount`` (an output that cannot be cut)."""
+        action, first, charge, _ = self.reserve_ask(caps, Ask(amount, fallback), policy)
+        return action, first, charge
+
+    def reserve_ask(
+        self, caps: list[Cap], ask: Ask, policy: str
+    ) -> tuple[str, Cap | None, float, int]:
+        """The script's reserve: action, the tightest cap that did not fit, the amount
+        reserved and the output tokens it pays for."""
+        first: Cap | None = None
+        room = 0.0
+        for c in caps:
+            left = c.limit_usd - sum(self._book(c.key))
+            if ask.amount > left and (first is None or left < room):
+                first, room = c, left
+        action, charge, granted = "ok", ask.amount, ask.output
         if first is not None:
-            action = {"reject": "reject", "downgrade": "downgrade"}.get(policy, "alert")
-            charge = {"reject": 0.0, "downgrade": fallback}.get(policy, amount)
+            fit = ask.fit(room, policy)
+            if fit is not None:
+                action, (granted, charge) = "capped", fit
+            else:
+                action = {"reject": "reject", "downgrade": "downgrade"}.get(policy, "alert")
+                charge = {"reject": 0.0, "downgrade": ask.fallback}.get(policy, ask.amount)
         for c in caps:
             self._book(c.key)[1] += charge
-        return action, first, charge
+        return action, first, charge, granted
 
     def settle(self, caps: list[Cap], amount: float, actual: float) -> None:
         for c in caps:
@@ -233,6 +306,10 @@ class Budget:
         self.local = MemoryLedger()
         self.script = redis.script(SCRIPT) if redis is not None else None
         self.active = any((spec.daily_usd, spec.monthly_usd, spec.per_user_daily_usd))
+        # Settlements of Redis's that wait for it: per set of caps, what to release there
+        # and what to add to its spend (summed).
+        self.pending: dict[tuple[str, ...], tuple[list[Cap], float, float]] = {}
+        self._flushing: asyncio.Task[None] | None = None
         self._periods: tuple[Period, Period] | None = None
         self._periods_until = 0.0
 
@@ -271,17 +348,18 @@ class Budget:
             )
         return out
 
-    def _args(
-        self, mode: str, caps: list[Cap], amount: float, fallback: float, actual: float
-    ) -> list[Any]:
+    def _args(self, mode: str, caps: list[Cap], ask: Ask, actual: float) -> list[Any]:
         now = datetime.now(self.tz)
         args: list[Any] = [
             mode,
-            repr(amount),
-            repr(fallback),
+            repr(ask.amount),
+            repr(ask.fallback),
             self.spec.on_exceeded,
             repr(actual),
             self.spec.alert_at_percent / 100,
+            ask.output,
+            repr(ask.per_output),
+            MIN_OUTPUT_TOKENS,
         ]
         for c in caps:
             args += [repr(c.limit_usd), c.period.ttl_seconds(now)]
@@ -303,54 +381,105 @@ class Budget:
     async def reserve(
         self,
         who: Identity,
-        amount: float,
-        fallback: float,
+        ask: Ask | float,
+        fallback: float = 0.0,
         periods: tuple[Period, Period] | None = None,
     ) -> Reservation:
-        """Reserve ``amount`` (the request's largest cost) against every cap; ``fallback``
-        is what it costs at most on the cheapest tier, reserved if it is downgraded.
-        ``periods``: today and this month, when the caller has them already."""
+        """Reserve what ``ask`` may cost against every cap (a bare amount: a request whose
+        output cannot be cut, ``fallback`` its cost on the cheapest tier). When the whole
+        of it does not fit, the output it can pay for is reserved instead (``capped``),
+        else ``onExceeded`` decides. ``periods``: today and this month, when the caller
+        has them already."""
+        if not isinstance(ask, Ask):
+            ask = Ask(ask, fallback)
         caps = self.caps(who, periods)
         if not caps:
-            return Reservation(0.0, [], "ok", None, [])
+            return Reservation(0.0, [], "ok", None, [], True, ask.output)
         raw = await self._script(
-            "budget reserve",
-            [c.key for c in caps],
-            self._args("reserve", caps, amount, fallback, 0),
+            "budget reserve", [c.key for c in caps], self._args("reserve", caps, ask, 0)
         )
         if raw is not None:
             action, first, charge = ACTIONS[int(raw[0])], int(raw[1]), float(raw[2])
             states = [
-                CapState(c, float(raw[3 + 2 * i]), float(raw[4 + 2 * i]))
+                CapState(c, float(raw[4 + 2 * i]), float(raw[5 + 2 * i]))
                 for i, c in enumerate(caps)
             ]
             exceeded = caps[first - 1] if first else None
-            return Reservation(charge, caps, action, exceeded, states)
+            return Reservation(charge, caps, action, exceeded, states, True, int(raw[3]))
         local = self._local_caps(caps)
-        action, refused, charge = self.local.reserve(local, amount, fallback, self.spec.on_exceeded)
+        action, refused, charge, granted = self.local.reserve_ask(local, ask, self.spec.on_exceeded)
         exceeded = caps[local.index(refused)] if refused is not None else None
         states = [self.local.state(c) for c in local]
-        return Reservation(charge, caps, action, exceeded, states, shared=False)
+        return Reservation(charge, caps, action, exceeded, states, False, granted)
+
+    async def _settle_shared(
+        self, caps: list[Cap], amount: float, actual: float
+    ) -> list[tuple[CapState, bool, bool]] | None:
+        """Release ``amount`` and add ``actual`` on Redis; None when it is away (then the
+        settlement waits in :attr:`pending` for it)."""
+        if self.pending:
+            await self.flush()
+        raw = None
+        if not self.pending:
+            args = self._args("settle", caps, Ask(amount), actual)
+            raw = await self._script("budget settle", [c.key for c in caps], args)
+        if raw is None:
+            self._wait_for_redis(caps, amount, actual)
+            return None
+        return [
+            (
+                CapState(c, float(raw[4 * i]), float(raw[4 * i + 1])),
+                bool(int(raw[4 * i + 2])),
+                bool(int(raw[4 * i + 3])),
+            )
+            for i, c in enumerate(caps)
+        ]
+
+    def _wait_for_redis(self, caps: list[Cap], amount: float, actual: float) -> None:
+        key = tuple(c.key for c in caps)
+        if key in self.pending:
+            _, held, spent = self.pending[key]
+            self.pending[key] = (caps, held + amount, spent + actual)
+            return
+        if len(self.pending) >= MAX_PENDING:
+            lost = self.pending.pop(next(iter(self.pending)))
+            log.error(
+                "budget: settlements of %d sets of caps wait for redis; dropped the oldest "
+                "(%.6f USD reserved, %.6f USD spent)",
+                MAX_PENDING,
+                lost[1],
+                lost[2],
+            )
+        self.pending[key] = (caps, amount, actual)
+
+    async def flush(self) -> None:
+        """Write the settlements that waited for Redis, oldest first, while it answers
+        (one flush at a time: the others wait for it)."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        while self.pending:
+            caps, amount, actual = self.pending.pop(next(iter(self.pending)))
+            args = self._args("settle", caps, Ask(amount), actual)
+            raw = await self._script("budget settle", [c.key for c in caps], args)
+            if raw is None:
+                self._wait_for_redis(caps, amount, actual)
+                return
+        log.info("budget: the settlements that waited for redis are written")
 
     async def settle(self, r: Reservation, actual: float) -> list[tuple[CapState, bool, bool]]:
-        """Release the reservation and add the real cost; per cap its state, whether this
-        call crossed the alert threshold first today, and whether it reached the cap first."""
+        """Release the reservation where it was made and add the real cost; per cap its
+        state, whether this call crossed the alert threshold first today, and whether it
+        reached the cap first. One made in process also adds its cost to Redis's spend
+        (the budget is the agent's, whichever ledger admitted the request)."""
         if not r.caps:
             return []
-        raw = await self._script(
-            "budget settle",
-            [c.key for c in r.caps],
-            self._args("settle", r.caps, r.amount, 0, actual),
-        )
-        if raw is not None:
-            return [
-                (
-                    CapState(c, float(raw[4 * i]), float(raw[4 * i + 1])),
-                    bool(int(raw[4 * i + 2])),
-                    bool(int(raw[4 * i + 3])),
-                )
-                for i, c in enumerate(r.caps)
-            ]
+        if r.shared:
+            return await self._settle_shared(r.caps, r.amount, actual) or []
+        if self.redis is not None and actual:
+            await self._settle_shared(r.caps, 0.0, actual)
         local = self._local_caps(r.caps)
         self.local.settle(local, r.amount, actual)
         self.local.forget_before({c.period.id for c in r.caps})
@@ -374,11 +503,11 @@ class Budget:
         if not caps:
             return [], True
         raw = await self._script(
-            "budget peek", [c.key for c in caps], self._args("peek", caps, 0, 0, 0)
+            "budget peek", [c.key for c in caps], self._args("peek", caps, Ask(0.0), 0)
         )
         if raw is not None:
             return [
-                CapState(c, float(raw[3 + 2 * i]), float(raw[4 + 2 * i]))
+                CapState(c, float(raw[4 + 2 * i]), float(raw[5 + 2 * i]))
                 for i, c in enumerate(caps)
             ], True
         return [self.local.state(c) for c in self._local_caps(caps)], False
