@@ -25,6 +25,10 @@ import pytest
 import redis
 
 from swiftclaw_devtools.processes import Proc, start_redis
+from swiftclaw_runtime.config import BudgetSpec
+from swiftclaw_runtime.spend.budgets import Ask, Budget
+from swiftclaw_runtime.spend.identity import Identity
+from swiftclaw_runtime.spend.redis import SpendRedis
 
 from .conftest import Launcher, manifest
 from .test_connection_lifecycle import provider, wait_for
@@ -329,3 +333,37 @@ def test_a_request_the_budget_can_only_partly_pay_for_asks_for_that_part(
     err = refused.value.body
     assert isinstance(err, dict) and err["code"] == "insufficient_quota"
     assert "daily budget of 1 USD" in err["message"] and "16 output tokens" in err["message"]
+
+
+async def test_redis_and_the_in_process_ledger_cut_the_output_alike(tmp_path: Path) -> None:
+    """The reserve script and the in-process ledger (Redis away) take the same decisions:
+    the whole ask when it fits, the output that fits when at least 16 tokens do, else
+    onExceeded; a cut reservation never takes the day past its cap."""
+    proc = start_redis(log_path=tmp_path / "redis.log")
+    shared = SpendRedis(f"redis://127.0.0.1:{proc.port}/0")
+    try:
+        spec = BudgetSpec.model_validate({"dailyUSD": 1.0, "onExceeded": "reject"})
+        on_redis, in_process = Budget(spec, "sc:{cut}", shared), Budget(spec, "sc:{cut}", None)
+        who = Identity("acme", "alice")
+        # 0.01 USD of input, 4,096 output tokens at 0.001 USD: 4.106 USD asked of 1 USD
+        big = Ask(0.01 + 4096 * TOKEN_USD, 0.0, 4096, TOKEN_USD)
+        small = Ask(0.01 + 100 * TOKEN_USD, 0.0, 100, TOKEN_USD)
+        for budget in (on_redis, in_process):
+            first = await budget.reserve(who, small)
+            assert (first.action, first.output, first.shared) == ("ok", 100, budget is on_redis)
+            cut = await budget.reserve(who, big)
+            assert cut.action == "capped" and cut.exceeded is not None
+            affordable = math.floor((1.0 - 0.11 - 0.01) / TOKEN_USD + 1e-6)  # about 880
+            assert cut.output in (affordable - 1, affordable), cut.output
+            refused = await budget.reserve(who, big)  # 0 USD left: not even 16 tokens
+            assert refused.action == "reject"
+            states, _ = await budget.peek(who)
+            assert states[0].spent + states[0].reserved <= 1.0 + 1e-9
+            await budget.settle(first, first.amount)
+            await budget.settle(cut, cut.amount)
+            states, _ = await budget.peek(who)
+            assert states[0].reserved == pytest.approx(0, abs=1e-9)
+            assert states[0].spent <= 1.0 + 1e-9
+    finally:
+        await shared.close()
+        proc.stop()
