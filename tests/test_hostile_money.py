@@ -367,3 +367,26 @@ async def test_redis_and_the_in_process_ledger_cut_the_output_alike(tmp_path: Pa
     finally:
         await shared.close()
         proc.stop()
+
+
+async def test_a_settlement_written_twice_counts_once(tmp_path: Path) -> None:
+    """A settlement whose reply was lost (Redis slow or gone after it ran) is sent again
+    when Redis answers: it must release the reservation and add the cost once, not drive
+    the reserved sum below zero and count the cost twice."""
+    proc = start_redis(log_path=tmp_path / "redis.log")
+    shared = SpendRedis(f"redis://127.0.0.1:{proc.port}/0")
+    try:
+        spec = BudgetSpec.model_validate({"dailyUSD": 1.0, "onExceeded": "reject"})
+        budget = Budget(spec, "sc:{twice}", shared)
+        who = Identity("acme", "alice")
+        r = await budget.reserve(who, Ask(0.2, 0.0, 100, 0.001))
+        assert r.shared and r.mark is not None
+        assert await budget.settle(r, 0.05)
+        assert await budget.settle(r, 0.05) == []  # the replay: nothing left to settle
+        [state], _ = await budget.peek(who)
+        assert state.reserved == pytest.approx(0, abs=1e-9)
+        assert state.spent == pytest.approx(0.05)
+        assert await shared.client.exists(r.mark) == 0  # no key left per request
+    finally:
+        await shared.close()
+        proc.stop()

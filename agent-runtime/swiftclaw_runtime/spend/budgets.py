@@ -42,6 +42,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..config import BudgetSpec
+from ..ids import random_hex
 from .identity import Identity
 from .redis import RedisDown, SpendRedis
 
@@ -49,17 +50,22 @@ log = logging.getLogger("swiftclaw.budget")
 
 KEEP_SECONDS = 2 * 86_400  # how long a period's counters outlive it
 
-# KEYS: one hash per cap (fields spent, reserved, alerted, exceeded).
+# KEYS: one hash per cap (fields spent, reserved, alerted, exceeded), then, when ARGV[10]
+#   is 1, the reservation's own key: written by reserve, deleted by settle, so that a
+#   settlement written twice (sent again after a reply was lost) counts once.
 # ARGV: mode (reserve | settle | peek), amount (the reservation), fallback (what a
 #   downgraded request reserves), on_exceeded, actual (settle: the real cost), alert
 #   ratio, output tokens in amount, price of one of them, the fewest output tokens worth
-#   reserving, then per key: its cap and TTL in seconds.
-# reserve returns: action (0 ok, 1 downgraded, 2 alert only, 3 rejected), the cap that
-#   did not fit (1-based, 0 none), the amount reserved, the output tokens it pays for,
-#   then per key spent and reserved. settle returns per key: spent, reserved, 1 when
-#   this call crossed the alert ratio first, 1 when it reached the cap first.
+#   reserving, 1 when the last key is the reservation's, then per cap: its cap and TTL.
+# reserve returns: action (0 ok, 1 downgraded, 2 alert only, 3 rejected, 4 capped), the
+#   cap that did not fit (1-based, 0 none), the amount reserved, the output tokens it
+#   pays for, then per cap spent and reserved. settle returns per cap: spent, reserved,
+#   1 when this call crossed the alert ratio first, 1 when it reached the cap first
+#   (nothing when the reservation was settled already).
 SCRIPT = """
 local mode = ARGV[1]
+local marked = tonumber(ARGV[10])
+local n = #KEYS - marked
 local amount = tonumber(ARGV[2])
 local fallback = tonumber(ARGV[3])
 local policy = ARGV[4]
@@ -68,15 +74,16 @@ local alert = tonumber(ARGV[6])
 local output = tonumber(ARGV[7])
 local per_out = tonumber(ARGV[8])
 local min_out = tonumber(ARGV[9])
-local function cap(i) return tonumber(ARGV[8 + 2 * i]) end
-local function ttl(i) return tonumber(ARGV[9 + 2 * i]) end
+local function cap(i) return tonumber(ARGV[9 + 2 * i]) end
+local function ttl(i) return tonumber(ARGV[10 + 2 * i]) end
 local function state(i)
   local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
   return tonumber(v[1]) or 0, tonumber(v[2]) or 0
 end
 if mode == 'settle' then
   local out = {}
-  for i = 1, #KEYS do
+  if marked == 1 and redis.call('DEL', KEYS[#KEYS]) == 0 then return out end
+  for i = 1, n do
     local spent = tonumber(redis.call('HINCRBYFLOAT', KEYS[i], 'spent', actual))
     local reserved = tonumber(redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', -amount))
     redis.call('EXPIRE', KEYS[i], ttl(i))
@@ -93,7 +100,7 @@ end
 local action, first, charge, granted = 0, 0, amount, output
 if mode == 'reserve' then
   local room = nil
-  for i = 1, #KEYS do
+  for i = 1, n do
     local spent, reserved = state(i)
     local left = cap(i) - spent - reserved
     if amount > left and (room == nil or left < room) then first, room = i, left end
@@ -112,16 +119,19 @@ if mode == 'reserve' then
     else action = 2 end
   end
   if charge > 0 then
-    for i = 1, #KEYS do
+    for i = 1, n do
       redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', charge)
       redis.call('EXPIRE', KEYS[i], ttl(i))
     end
+  end
+  if marked == 1 and action ~= 3 then
+    redis.call('SET', KEYS[#KEYS], tostring(charge), 'EX', ttl(1))
   end
 else
   charge = 0
 end
 local out = {action, first, tostring(charge), granted}
-for i = 1, #KEYS do
+for i = 1, n do
   local spent, reserved = state(i)
   out[#out + 1] = tostring(spent)
   out[#out + 1] = tostring(reserved)
@@ -205,6 +215,18 @@ class Reservation:
     states: list[CapState]
     shared: bool
     output: int | None = None  # the output tokens it pays for (capped: fewer than asked)
+    mark: str | None = None  # on Redis: its own key, which its settlement deletes (once)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What Redis is to be told when a request ends: ``amount`` to release (with the
+    reservation's ``mark``; 0 for one made in process) and ``actual`` to add to the spend."""
+
+    caps: list[Cap]
+    amount: float
+    actual: float
+    mark: str | None = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +330,7 @@ class Budget:
         self.active = any((spec.daily_usd, spec.monthly_usd, spec.per_user_daily_usd))
         # Settlements of Redis's that wait for it: per set of caps, what to release there
         # and what to add to its spend (summed).
-        self.pending: dict[tuple[str, ...], tuple[list[Cap], float, float]] = {}
+        self.pending: dict[str, Settlement] = {}
         self._flushing: asyncio.Task[None] | None = None
         self._periods: tuple[Period, Period] | None = None
         self._periods_until = 0.0
@@ -348,7 +370,9 @@ class Budget:
             )
         return out
 
-    def _args(self, mode: str, caps: list[Cap], ask: Ask, actual: float) -> list[Any]:
+    def _args(
+        self, mode: str, caps: list[Cap], ask: Ask, actual: float, marked: bool = False
+    ) -> list[Any]:
         now = datetime.now(self.tz)
         args: list[Any] = [
             mode,
@@ -360,6 +384,7 @@ class Budget:
             ask.output,
             repr(ask.per_output),
             MIN_OUTPUT_TOKENS,
+            1 if marked else 0,
         ]
         for c in caps:
             args += [repr(c.limit_usd), c.period.ttl_seconds(now)]
@@ -395,8 +420,11 @@ class Budget:
         caps = self.caps(who, periods)
         if not caps:
             return Reservation(0.0, [], "ok", None, [], True, ask.output)
+        mark = f"{self.prefix}:budget:res:{random_hex(12)}"
         raw = await self._script(
-            "budget reserve", [c.key for c in caps], self._args("reserve", caps, ask, 0)
+            "budget reserve",
+            [*(c.key for c in caps), mark],
+            self._args("reserve", caps, ask, 0, True),
         )
         if raw is not None:
             action, first, charge = ACTIONS[int(raw[0])], int(raw[1]), float(raw[2])
@@ -405,26 +433,22 @@ class Budget:
                 for i, c in enumerate(caps)
             ]
             exceeded = caps[first - 1] if first else None
-            return Reservation(charge, caps, action, exceeded, states, True, int(raw[3]))
+            output = int(raw[3])
+            return Reservation(charge, caps, action, exceeded, states, True, output, mark)
         local = self._local_caps(caps)
         action, refused, charge, granted = self.local.reserve_ask(local, ask, self.spec.on_exceeded)
         exceeded = caps[local.index(refused)] if refused is not None else None
         states = [self.local.state(c) for c in local]
         return Reservation(charge, caps, action, exceeded, states, False, granted)
 
-    async def _settle_shared(
-        self, caps: list[Cap], amount: float, actual: float
-    ) -> list[tuple[CapState, bool, bool]] | None:
-        """Release ``amount`` and add ``actual`` on Redis; None when it is away (then the
-        settlement waits in :attr:`pending` for it)."""
+    async def _settle_shared(self, due: Settlement) -> list[tuple[CapState, bool, bool]] | None:
+        """Release ``due.amount`` and add ``due.actual`` on Redis (once: see :data:`SCRIPT`);
+        None when Redis is away (then the settlement waits in :attr:`pending` for it)."""
         if self.pending:
             await self.flush()
-        raw = None
-        if not self.pending:
-            args = self._args("settle", caps, Ask(amount), actual)
-            raw = await self._script("budget settle", [c.key for c in caps], args)
+        raw = None if self.pending else await self._write(due)
         if raw is None:
-            self._wait_for_redis(caps, amount, actual)
+            self._wait_for_redis(due)
             return None
         return [
             (
@@ -432,25 +456,32 @@ class Budget:
                 bool(int(raw[4 * i + 2])),
                 bool(int(raw[4 * i + 3])),
             )
-            for i, c in enumerate(caps)
+            for i, c in enumerate(due.caps)
+            if raw  # settled already: nothing to report
         ]
 
-    def _wait_for_redis(self, caps: list[Cap], amount: float, actual: float) -> None:
-        key = tuple(c.key for c in caps)
-        if key in self.pending:
-            _, held, spent = self.pending[key]
-            self.pending[key] = (caps, held + amount, spent + actual)
-            return
-        if len(self.pending) >= MAX_PENDING:
+    async def _write(self, due: Settlement) -> list[Any] | None:
+        keys = [c.key for c in due.caps] + ([due.mark] if due.mark else [])
+        args = self._args("settle", due.caps, Ask(due.amount), due.actual, bool(due.mark))
+        return await self._script("budget settle", keys, args)
+
+    def _wait_for_redis(self, due: Settlement) -> None:
+        """Keep a settlement for Redis: a reservation's on its own, the spend of those
+        made in process summed per set of caps."""
+        key = due.mark or "|".join(c.key for c in due.caps)
+        held = self.pending.get(key)
+        if held is not None:
+            due = Settlement(due.caps, held.amount + due.amount, held.actual + due.actual)
+        elif len(self.pending) >= MAX_PENDING:
             lost = self.pending.pop(next(iter(self.pending)))
             log.error(
-                "budget: settlements of %d sets of caps wait for redis; dropped the oldest "
-                "(%.6f USD reserved, %.6f USD spent)",
+                "budget: %d settlements wait for redis; dropped the oldest (%.6f USD "
+                "reserved, %.6f USD spent)",
                 MAX_PENDING,
-                lost[1],
-                lost[2],
+                lost.amount,
+                lost.actual,
             )
-        self.pending[key] = (caps, amount, actual)
+        self.pending[key] = due
 
     async def flush(self) -> None:
         """Write the settlements that waited for Redis, oldest first, while it answers
@@ -461,11 +492,9 @@ class Budget:
 
     async def _flush(self) -> None:
         while self.pending:
-            caps, amount, actual = self.pending.pop(next(iter(self.pending)))
-            args = self._args("settle", caps, Ask(amount), actual)
-            raw = await self._script("budget settle", [c.key for c in caps], args)
-            if raw is None:
-                self._wait_for_redis(caps, amount, actual)
+            due = self.pending.pop(next(iter(self.pending)))
+            if await self._write(due) is None:
+                self._wait_for_redis(due)
                 return
         log.info("budget: the settlements that waited for redis are written")
 
@@ -477,9 +506,9 @@ class Budget:
         if not r.caps:
             return []
         if r.shared:
-            return await self._settle_shared(r.caps, r.amount, actual) or []
+            return await self._settle_shared(Settlement(r.caps, r.amount, actual, r.mark)) or []
         if self.redis is not None and actual:
-            await self._settle_shared(r.caps, 0.0, actual)
+            await self._settle_shared(Settlement(r.caps, 0.0, actual))
         local = self._local_caps(r.caps)
         self.local.settle(local, r.amount, actual)
         self.local.forget_before({c.period.id for c in r.caps})
