@@ -15,10 +15,11 @@ for. Only below that does ``onExceeded`` apply.
 
 A reservation settles where it was made (:attr:`Reservation.shared`): one made on Redis
 is released on Redis, and if Redis is away when the request ends the settlement waits in
-process (:attr:`Budget.pending`) and is written when Redis answers again; one made in
-process is released in process, and its real cost is added to Redis's spend too (now, or
-when Redis is back), so an outage leaves neither a leaked reservation nor headroom that
-was spent.
+process (:attr:`Budget.pending`) and is written when Redis answers again (once: the
+reservation has its own key, which the settlement deletes, so one sent again after a lost
+reply changes nothing); one made in process is released in process, and its real cost is
+added to Redis's spend too (now, or when Redis is back), so an outage leaves neither a
+leaked reservation nor headroom that was spent.
 
 When a cap is reached, ``onExceeded`` decides: ``reject`` (429 ``insufficient_quota``,
 naming the budget and when it resets), ``downgrade`` (the request is served by the
