@@ -88,7 +88,6 @@ async def semantic_lookups(redis_url: str, index_size: int) -> dict[str, float]:
     semantic one and no single flight follows a miss)."""
     import numpy as np
 
-    from swiftclaw_runtime.auth import Principal
     from swiftclaw_runtime.cache import ResponseCache
     from swiftclaw_runtime.cache.embeddings import LocalEmbedder
     from swiftclaw_runtime.cache.entry import CachedAnswer
@@ -99,6 +98,7 @@ async def semantic_lookups(redis_url: str, index_size: int) -> dict[str, float]:
     from swiftclaw_runtime.config import parse_policy
     from swiftclaw_runtime.metrics import Metrics
     from swiftclaw_runtime.schemas import ChatRequest
+    from swiftclaw_runtime.spend.identity import Identity
 
     policy = parse_policy(
         {
@@ -117,7 +117,7 @@ async def semantic_lookups(redis_url: str, index_size: int) -> dict[str, float]:
     embedder = LocalEmbedder()
     cache = ResponseCache(policy, "bench/cache", metrics, redis_url, embedder)
     await cache.start()
-    principal, tier = Principal("bench", "bench"), policy.models.tiers[0]
+    principal, tier = Identity("bench", "bench"), policy.models.tiers[0]
 
     def plan(question: str) -> Lookup:
         payload = {**QUESTION, "messages": [{"role": "user", "content": question}]}

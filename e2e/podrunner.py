@@ -185,6 +185,27 @@ def projected_files(data: dict[str, bytes], items: list[dict[str, Any]] | None) 
 # --- the pod's process --------------------------------------------------------------
 
 
+QUANTITY_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("512Mi", "1G", "1048576") in bytes."""
+    m = re.fullmatch(r"([0-9]+)([kMGT]i?|Ki)?", quantity)
+    if m is None or (m.group(2) or "") not in QUANTITY_UNITS:
+        raise ConfigError(f"not a memory quantity: {quantity!r}")
+    return int(m.group(1)) * QUANTITY_UNITS[m.group(2) or ""]
+
+
 class ConfigError(Exception):
     """The container cannot be configured yet (a Secret or key missing): retried."""
 
@@ -543,6 +564,8 @@ class PodWorker(threading.Thread):
                 value = raw.decode() if raw is not None else None
             elif "fieldRef" in source:
                 value = self._field(source["fieldRef"]["fieldPath"])
+            elif "resourceFieldRef" in source:
+                value, ref = self._resource(source["resourceFieldRef"]), {}
             else:
                 ref = {}
             if value is None:
@@ -551,6 +574,20 @@ class PodWorker(threading.Thread):
                 raise ConfigError(f"env {name}: {source} not found in {ns}")
             env[name] = self.rewrite(value)
         return env
+
+    def _resource(self, ref: dict[str, Any]) -> str | None:
+        """A container's memory request or limit in ``divisor`` units, as the kubelet gives
+        it (the machine's memory for a limit not set); other resources are not served."""
+        kind, _, resource = str(ref["resource"]).partition(".")
+        if resource != "memory" or kind not in ("limits", "requests"):
+            return None
+        amount = ((self.container.get("resources") or {}).get(kind) or {}).get("memory")
+        total = (
+            quantity_bytes(amount)
+            if amount is not None
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        )
+        return str(-(-total // quantity_bytes(str(ref.get("divisor", "1")))))
 
     def _field(self, path: str) -> str | None:
         meta = self.pod["metadata"]

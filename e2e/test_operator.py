@@ -30,6 +30,7 @@ EXPECTED = {
     "Deployment/{n}",
     "HorizontalPodAutoscaler/{n}",
     "PodDisruptionBudget/{n}",
+    "NetworkPolicy/{n}",
     "NetworkPolicy/{n}-redis-cache",
     "Service/{n}-redis-cache",
     "StatefulSet/{n}-redis-cache",

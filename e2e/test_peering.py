@@ -72,14 +72,14 @@ def test_one_replica_acts_and_the_other_takes_over(cluster: Cluster, tmp_path: P
 
         create("first")
         wait_for("the first agent served", lambda: wrote(high, f"{ns}/first"), 60)
-        assert len(children(cluster, ns, "first")) == 12 and not wrote(low, f"{ns}/first")
+        assert len(children(cluster, ns, "first")) == 13 and not wrote(low, f"{ns}/first")
 
         high.kill()  # no goodbye: the survivor must wait out the peering lifetime
         create("second")
-        # All twelve: the first child alone can show up mid-reconcile.
+        # All thirteen: the first child alone can show up mid-reconcile.
         wait_for(
             "the survivor to serve the second agent",
-            lambda: len(children(cluster, ns, "second")) == 12,
+            lambda: len(children(cluster, ns, "second")) == 13,
             timeout=60,
         )
         assert not wrote(high, f"{ns}/second")

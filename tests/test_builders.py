@@ -464,7 +464,7 @@ def test_spec_field_reaches_exactly_its_children(path: str) -> None:
 
 def test_children_are_owned_labelled_and_hashed() -> None:
     kids = build(base_spec())
-    assert len(kids) == 14  # 5 runtime, 2 x 3 Redis, its backup CronJob, 2 monitoring
+    assert len(kids) == 15  # 6 runtime, 2 x 3 Redis, its backup CronJob, 2 monitoring
     for ref, obj in kids.items():
         meta = obj["metadata"]
         assert meta["namespace"] == "team", ref

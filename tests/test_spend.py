@@ -236,13 +236,18 @@ async def test_response_owners_go_to_the_cache_redis_and_feedback_counts_once(
 ) -> None:
     """The key per served response (which tenant it is, for feedback; a day's TTL) is
     written to the evictable cache Redis, never to the state one, which keeps only the
-    day's counters; feedback is counted once, on the state one."""
+    day's counters (and the user's spend of the day); feedback is counted once, on the
+    state one."""
     day, prefix = "2026-11-27", "sc:{owners}"
     book = UsageBook(prefix, redis, cache_redis)
     charges = [Charge(ALICE, "simple", "p/m", 0.001, 10, 5, (f"r{i}",)) for i in range(20)]
     assert all(await asyncio.gather(*(book.record(day, c) for c in charges)))
     assert await keys(cache_redis) == sorted(f"{prefix}:resp:r{i}" for i in range(20))
-    assert await keys(redis) == [f"{prefix}:usage:{day}", f"{prefix}:users:{day}"]
+    assert await keys(redis) == [
+        f"{prefix}:usage:{day}",
+        f"{prefix}:usage:u:acme/alice:{day}",
+        f"{prefix}:users:{day}",
+    ]
     assert 0 < await cache_redis.client.ttl(f"{prefix}:resp:r0") <= RESPONSE_SECONDS
 
     bob = Identity("other", "bob")
@@ -259,7 +264,11 @@ async def test_response_owners_go_to_the_cache_redis_and_feedback_counts_once(
     assert counters["feedback:completed:true"] == 1 and "feedback:rating:1" not in counters
     # still only the owner keys in the cache one (the rated mark keeps the key and its TTL)
     assert len(await keys(cache_redis)) == 19
-    assert await keys(redis) == [f"{prefix}:usage:{day}", f"{prefix}:users:{day}"]
+    assert await keys(redis) == [
+        f"{prefix}:usage:{day}",
+        f"{prefix}:usage:u:acme/alice:{day}",
+        f"{prefix}:users:{day}",
+    ]
     assert 0 < await cache_redis.client.ttl(f"{prefix}:resp:r0") <= RESPONSE_SECONDS
 
 

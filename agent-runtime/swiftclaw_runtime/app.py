@@ -21,6 +21,8 @@ from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_
 from .auth import Principal
 from .contract import HEALTH_PATH, METRICS_PATH, READY_PATH
 from .errors import ApiError, invalid_request, not_found
+from .ids import CLIENT_ID_ECHO, CLIENT_ID_HEADER, client_request_id, random_hex
+from .memory import ELEMENT_BYTES, BodyClaim, BodyLedger, json_elements
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .responses.serve import responses as serve_responses
 from .routing import model_ids
@@ -32,8 +34,8 @@ log = logging.getLogger("swiftclaw.app")
 access_log = logging.getLogger("swiftclaw.access")
 
 Handler = Callable[["App", Scope, Receive, Send], Awaitable[int]]
-# A model route's work: the request of an authenticated principal (its id, body and
-# Cache-Control header), answered in JSON or SSE.
+# A model route's work: the request of an authenticated principal (the server's own id
+# for it, its body and Cache-Control header), answered in JSON or SSE.
 Work = Callable[
     [Runtime, Principal, str | None, bytes, str | None],
     Awaitable["pipeline.JsonResult | pipeline.StreamResult"],
@@ -68,9 +70,12 @@ class _Expiry:
 
 
 class App:
-    """ASGI callable serving one :class:`Runtime`."""
+    """ASGI callable serving one :class:`Runtime`.
 
-    def __init__(self, runtime: Runtime) -> None:
+    With ``--metrics-port`` the service port does not serve /metrics: an ``admin`` App
+    (/metrics and the probes only) serves it on the metrics port."""
+
+    def __init__(self, runtime: Runtime, admin: bool = False) -> None:
         self.rt = runtime
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): App.chat_completions,
@@ -88,8 +93,17 @@ class App:
             ("GET", "/health"): App.health,
             ("GET", METRICS_PATH): App.metrics,
         }
+        if admin:
+            self.routes = {
+                k: v
+                for k, v in self.routes.items()
+                if k[1] in (METRICS_PATH, HEALTH_PATH, READY_PATH)
+            }
+        elif runtime.options.metrics_port is not None:
+            del self.routes[("GET", METRICS_PATH)]
         self.paths = {path for _, path in self.routes}
         self.in_flight = 0
+        self.bodies = BodyLedger(runtime.options.body_pool_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -161,9 +175,11 @@ class App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
-        """The request body, refusing wrong content types, bodies over the limit, and bodies
-        that do not arrive within ``--body-timeout-seconds`` (a slow client holds a slot).
+    async def read_body(self, scope: Scope, receive: Receive, claim: BodyClaim) -> bytes:
+        """The request body, refusing wrong content types, bodies over the limit, bodies
+        that do not arrive within ``--body-timeout-seconds`` (a slow client holds a slot),
+        bodies the body pool has no room for (``claim`` holds what this one takes) and
+        bodies of more JSON elements than the bound (what they would parse to).
 
         The timeout is a bare timer that cancels the task, not ``asyncio.timeout`` (a
         third of the time of reading a body that has already arrived, as most have)."""
@@ -173,7 +189,7 @@ class App:
         expiry = _Expiry(task)
         timer = asyncio.get_running_loop().call_later(seconds, expiry.fire)
         try:
-            return await self._read_body(scope, receive)
+            body = await self._read_body(scope, receive, claim)
         except asyncio.CancelledError:
             if not expiry.fired or task.uncancel() > 0:
                 raise  # cancelled by something else (shutdown, a hang-up): not ours to absorb
@@ -186,6 +202,29 @@ class App:
             ) from None
         finally:
             timer.cancel()
+        limit = self.rt.options.max_json_elements
+        elements = json_elements(body, limit)
+        if elements > limit:
+            raise ApiError(
+                413,
+                f"The request body holds about {elements} JSON elements; this agent accepts "
+                f"at most {limit} in one request.",
+                "invalid_request_error",
+                "request_too_complex",
+            )
+        if not claim.take(elements * ELEMENT_BYTES):  # what parsing it will hold
+            raise self._no_memory()
+        return body
+
+    def _no_memory(self) -> ApiError:
+        self.rt.metrics.rejected.labels("memory").inc()
+        return ApiError(
+            503,
+            "This agent is holding as many request bodies as its memory allows; retry shortly.",
+            "service_unavailable_error",
+            "overloaded",
+            headers={"retry-after": "1"},
+        )
 
     def _too_large(self) -> ApiError:
         return ApiError(
@@ -196,7 +235,7 @@ class App:
             "request_too_large",
         )
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive, claim: BodyClaim) -> bytes:
         limit = self.rt.options.max_body_bytes
         content_type = (header(scope, b"content-type") or "").lower()
         if not content_type.startswith("application/json"):
@@ -221,6 +260,8 @@ class App:
             size += len(chunk)
             if size > limit:
                 raise self._too_large()
+            if not claim.take(len(chunk)):
+                raise self._no_memory()
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
@@ -242,29 +283,42 @@ class App:
         rt = self.rt
         principal = rt.keys.authenticate(header(scope, b"authorization"))  # before the body
         scope["log"] = {"tenant": principal.tenant, "user": principal.user}
-        if self.in_flight >= rt.options.max_in_flight:
-            rt.metrics.rejected.labels("overloaded").inc()
-            raise ApiError(
-                503,
-                f"This agent is serving its limit of {rt.options.max_in_flight} requests; "
-                "retry shortly.",
-                "service_unavailable_error",
-                "overloaded",
-                headers={"retry-after": "1"},
-            )
-        self.in_flight += 1
-        rt.metrics.in_flight.inc()
+        # The server's id keys the request's ledgers and feedback; the client's, checked,
+        # is only echoed and logged (see ids).
+        client_id = client_request_id(header(scope, CLIENT_ID_HEADER.encode()))
+        rid = random_hex()
+        echo = [(CLIENT_ID_ECHO.encode(), client_id.encode())] if client_id is not None else []
+        if client_id is not None:
+            scope["log"]["client_request_id"] = client_id
+        try:
+            return await self._serve_admitted(scope, receive, send, work, principal, rid, echo)
+        except ApiError as err:
+            if client_id is not None:
+                err.headers.setdefault(CLIENT_ID_ECHO, client_id)
+            raise
+
+    async def _serve_admitted(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        work: Work,
+        principal: Principal,
+        rid: str,
+        echo: list[tuple[bytes, bytes]],
+    ) -> int:
+        rt = self.rt
+        claim = self._enter()
         watch: DisconnectWatch | None = None
         events: AsyncIterator[bytes] | None = None
         result: pipeline.JsonResult | pipeline.StreamResult | None = None
         try:
-            body = await self.read_body(scope, receive)
+            body = await self.read_body(scope, receive, claim)
             watch = DisconnectWatch(receive)
-            result = await work(
-                rt, principal, header(scope, b"x-request-id"), body, header(scope, b"cache-control")
-            )
+            result = await work(rt, principal, rid, body, header(scope, b"cache-control"))
+            result.headers.extend(echo)
             if result.who is not None:  # the end user, when the request names one
-                scope["log"] = {"tenant": result.who.tenant, "user": result.who.user}
+                scope["log"].update(tenant=result.who.tenant, user=result.who.user)
             if isinstance(result, pipeline.JsonResult):
                 watch.finish()
                 return await send_body(send, result.status, result.body, headers=result.headers)
@@ -288,8 +342,30 @@ class App:
                 await aclose()
             if isinstance(result, pipeline.StreamResult) and result.cleanup is not None:
                 await result.cleanup()
-            self.in_flight -= 1
-            rt.metrics.in_flight.dec()
+            self._leave(claim)
+
+    def _enter(self) -> BodyClaim:
+        """A place among the requests in flight (503 past the bound), with its claim on the
+        body pool; every route that reads a body takes one."""
+        rt = self.rt
+        if self.in_flight >= rt.options.max_in_flight:
+            rt.metrics.rejected.labels("overloaded").inc()
+            raise ApiError(
+                503,
+                f"This agent is serving its limit of {rt.options.max_in_flight} requests; "
+                "retry shortly.",
+                "service_unavailable_error",
+                "overloaded",
+                headers={"retry-after": "1"},
+            )
+        self.in_flight += 1
+        rt.metrics.in_flight.inc()
+        return BodyClaim(self.bodies)
+
+    def _leave(self, claim: BodyClaim) -> None:
+        claim.release()
+        self.in_flight -= 1
+        self.rt.metrics.in_flight.dec()
 
     def _who(self, scope: Scope) -> Identity:
         """The caller's identity; ``?user=`` names an end user when the agent trusts the
@@ -307,12 +383,18 @@ class App:
         return await send_body(send, 200, orjson.dumps(report))
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """A rating of one response (by its ``x-request-id`` or completion id). The comment
-        is accepted for the client's sake and neither stored nor logged."""
+        """A rating of one response (by the ``x-request-id`` the server gave it, or its
+        completion id). The comment is accepted for the client's sake and neither stored
+        nor logged."""
         who = self._who(scope)
-        body = await self.read_body(scope, receive)
-        fb = parse_feedback(pipeline.decode_json(body))
-        result = await self.rt.spend.feedback(who, fb.id, fb.rating, fb.task_completed)
+        claim = self._enter()
+        try:
+            body = await self.read_body(scope, receive, claim)
+            fb = parse_feedback(pipeline.decode_json(body))
+            del body
+            result = await self.rt.spend.feedback(who, fb.id, fb.rating, fb.task_completed)
+        finally:
+            self._leave(claim)
         if result == "unknown":
             raise not_found(
                 f"No response '{fb.id}' of yours was served in the last 24 hours.",

@@ -4,6 +4,7 @@ checkout also the simulated provider and the demo (from swiftclaw_devtools)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,14 @@ from . import contract
 from .config import ConfigError, load_config
 
 
+def _bytes(value: str) -> int:
+    """A byte count; a whole number above zero (the downward API gives plain bytes)."""
+    n = int(value)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
+    return n
+
+
 def _run(args: argparse.Namespace) -> int:
     # One BLAS thread, set before numpy loads: the embedding of one question is too small
     # to share out, and OpenBLAS's spinning helper threads would take CPU from the event loop.
@@ -20,7 +29,9 @@ def _run(args: argparse.Namespace) -> int:
         os.environ.setdefault(var, "1")
     from .auth import ApiKeyStore
     from .credentials import api_keys_path
+    from .health import memory_limit_bytes
     from .logs import setup_logging
+    from .memory import derive_bounds
     from .runtime import Runtime, RuntimeOptions
     from .server import serve
 
@@ -29,17 +40,35 @@ def _run(args: argparse.Namespace) -> int:
     keys_file = Path(args.api_keys) if args.api_keys else api_keys_path()
     required = config.policy.auth.required and not args.no_auth
     keys = ApiKeyStore.from_file(keys_file, required)
+    limit = args.memory_limit_bytes or memory_limit_bytes()  # the flag, else the cgroup's
+    bounds = derive_bounds(limit, args.max_in_flight, args.max_body_bytes)
     options = RuntimeOptions(
         redis_url=args.redis_url or os.environ.get(contract.REDIS_URL_ENV) or None,
         state_redis_url=(
             args.state_redis_url or os.environ.get(contract.REDIS_STATE_URL_ENV) or None
         ),
-        max_body_bytes=args.max_body_bytes,
+        max_body_bytes=bounds.max_body_bytes,
         body_timeout_seconds=args.body_timeout_seconds,
-        max_in_flight=args.max_in_flight,
+        max_in_flight=bounds.max_in_flight,
+        body_pool_bytes=bounds.body_pool_bytes,
+        max_json_elements=bounds.max_json_elements,
+        metrics_port=args.metrics_port,
         access_log=args.access_log,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
+        header_timeout_seconds=args.header_timeout_seconds,
+        max_header_bytes=args.max_header_bytes,
+        max_connections=args.max_connections,
+        write_timeout_seconds=args.write_timeout_seconds,
+    )
+    logging.getLogger("swiftclaw.runtime").info(
+        "memory limit %s: %d requests in flight, bodies up to %d bytes, %d bytes of bodies "
+        "held at once, %d JSON elements a body",
+        limit or "unknown (1 GiB assumed)",
+        bounds.max_in_flight,
+        bounds.max_body_bytes,
+        bounds.body_pool_bytes,
+        bounds.max_json_elements,
     )
     serve(Runtime(config, keys, options), args.host, args.port)
     return 0
@@ -121,7 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="Redis URL for rate-limit counters and budget spend, run with noeviction "
         "(default $SWIFTCLAW_REDIS_STATE_URL; none: the --redis-url one)",
     )
-    run.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    run.add_argument(
+        contract.METRICS_PORT_FLAG,
+        type=int,
+        help="serve /metrics (and /healthz, /readyz) on this port only; "
+        "default: /metrics on --port",
+    )
+    run.add_argument(
+        "--memory-limit-bytes",
+        type=_bytes,
+        default=os.environ.get(contract.MEMORY_LIMIT_ENV) or None,
+        help="the process's memory limit: the in-flight, body and body-pool bounds follow "
+        f"from it (default ${contract.MEMORY_LIMIT_ENV}, else the cgroup's limit, else "
+        "1 GiB is assumed)",
+    )
+    run.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="the largest request body (an upper bound: the memory limit may lower it)",
+    )
     run.add_argument(
         "--body-timeout-seconds",
         type=float,
@@ -132,7 +180,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-in-flight",
         type=int,
         default=1024,
-        help="requests served at once; more get 503 with Retry-After instead of queueing",
+        help="requests served at once; more get 503 with Retry-After instead of queueing "
+        "(an upper bound: the memory limit may lower it)",
+    )
+    run.add_argument(
+        "--header-timeout-seconds",
+        type=float,
+        default=10.0,
+        help="a request's line and headers must arrive within this time (else 408, closed)",
+    )
+    run.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=32 * 1024,
+        help="largest request line and headers (else 431, closed)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        help="client connections open at once; more are answered 503 and closed",
+    )
+    run.add_argument(
+        "--write-timeout-seconds",
+        type=float,
+        default=30.0,
+        help="a client that reads nothing of a response for this long is dropped "
+        "(its request cancelled, its upstream call closed)",
     )
     run.add_argument("--access-log", action="store_true", help="log one line per request")
     run.add_argument(

@@ -12,6 +12,11 @@ from __future__ import annotations
 # --- HTTP ---------------------------------------------------------------------------
 
 RUNTIME_PORT = 8080
+# /metrics, /healthz and /readyz on a port of their own in a pod (--metrics-port): the
+# Service's client port does not answer /metrics (tenant names, costs), the probes are not
+# refused by the client port's connection cap, and a NetworkPolicy lets only Prometheus's
+# namespace reach it.
+METRICS_PORT = 9090
 HEALTH_PATH = "/healthz"  # alive (startup and liveness probes)
 READY_PATH = "/readyz"  # ready for traffic (readiness probe)
 METRICS_PATH = "/metrics"  # Prometheus
@@ -55,6 +60,9 @@ REDIS_PASSWORD_ENV = "SWIFTCLAW_REDIS_PASSWORD"
 LOG_FORMAT_ENV = "SWIFTCLAW_LOG_FORMAT"
 LOG_LEVEL_ENV = "SWIFTCLAW_LOG_LEVEL"
 DRAIN_SECONDS_ENV = "SWIFTCLAW_DRAIN_SECONDS"
+# The container's memory limit in bytes (the downward API's limits.memory): the in-flight,
+# body and body-pool bounds are derived from it (see memory.py).
+MEMORY_LIMIT_ENV = "SWIFTCLAW_MEMORY_LIMIT_BYTES"
 GC_TUNING_ENV = "SWIFTCLAW_GC_TUNING"
 
 # --- command line -------------------------------------------------------------------
@@ -63,6 +71,7 @@ COMMAND = "swiftclaw"
 RUN = "run"
 HOST_FLAG = "--host"
 PORT_FLAG = "--port"
+METRICS_PORT_FLAG = "--metrics-port"
 DRAIN_SECONDS_FLAG = "--drain-seconds"
 GRACE_SECONDS_FLAG = "--grace-seconds"
 LOG_LEVEL_FLAG = "--log-level"
@@ -76,6 +85,7 @@ def run_args(
     drain_seconds: int | None = None,
     grace_seconds: int | None = None,
     log_level: str | None = None,
+    metrics_port: int | None = None,
 ) -> list[str]:
     """The arguments of ``swiftclaw`` that serve ``config_path`` in a pod (the image's CMD
     without the optional flags)."""
@@ -84,6 +94,7 @@ def run_args(
         (DRAIN_SECONDS_FLAG, drain_seconds),
         (GRACE_SECONDS_FLAG, grace_seconds),
         (LOG_LEVEL_FLAG, log_level),
+        (METRICS_PORT_FLAG, metrics_port),
     ):
         if value is not None:
             args += [flag, str(value)]

@@ -166,8 +166,15 @@ class Metrics:
         self.asyncio_tasks.set_function(_task_count)
         self.rejected = Counter(
             "swiftclaw_requests_rejected",
-            "Requests refused before any work: overload (concurrency bound), body timeout.",
+            "Requests and connections refused before any work: overload (concurrency "
+            "bound), memory (body bytes bound), body timeout, and at the HTTP edge "
+            "connections, header_timeout, header_too_large, write_timeout.",
             ["reason"],
+            registry=r,
+        )
+        self.client_connections = Gauge(
+            "swiftclaw_client_connections",
+            "Client connections open on the service port.",
             registry=r,
         )
         self.retry_budget_exhausted = Counter(
@@ -186,7 +193,8 @@ class Metrics:
         self.cache_bypassed = Counter(
             "swiftclaw_cache_bypassed",
             "Requests that did not use the cache, by reason (not_cacheable, no_cache, "
-            "no_store, unavailable: the backend was down).",
+            "no_store, unavailable: the backend was down, busy: no backend connection came free "
+            "before the request's deadline).",
             ["reason"],
             registry=r,
         )

@@ -252,7 +252,7 @@ async def answer_chat(
     tier = route.tier
     deadline = Deadline(rt.policy.reliability.timeout_seconds)
     stream = request.stream
-    lk = rt.cache.plan(principal, tier, request, keyed, control or CacheControl())
+    lk = rt.cache.plan(who, tier, request, keyed, control or CacheControl())
     try:
         hit = await rt.cache.lookup(lk, deadline.remaining())
     except BaseException:

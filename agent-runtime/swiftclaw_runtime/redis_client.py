@@ -9,6 +9,12 @@ task pings it every ``PROBE_SECONDS``: the first answer (after the owner's optio
 ``prepare``) marks it up again, so a Redis that comes back is used again within about a
 second, no restart of the runtime needed.
 
+A queued client (``queue=True``) lets at most ``max_connections`` calls use Redis at
+once; the others queue for a slot, each until its request's deadline (:func:`queue_until`)
+or ``wait``. A call that finds no slot in time raises :class:`RedisBusy`: its caller falls
+back for that one call, and nothing is marked down. Load is not an outage: only a
+connection that fails or a reply that times out is.
+
 ``redis`` is imported only when a client is made: only pods with Redis need it.
 """
 
@@ -17,33 +23,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from .logs import FailureLog
 
 T = TypeVar("T")
 PROBE_SECONDS = 1.0
+# Connections beyond the call slots, for the watcher's ping and the owner's ``prepare``
+# (which run outside the slots): they never take one a call is waiting for.
+SPARE_CONNECTIONS = 2
+
+# The monotonic time until which calls made in this context may queue for a connection.
+_queue_until: ContextVar[float | None] = ContextVar("redis_queue_until", default=None)
 
 
 class RedisUnavailable(Exception):
     """Redis is down (or a call just failed to reach it): use the fallback."""
 
 
+class RedisBusy(RedisUnavailable):
+    """Every connection stayed in use until the call's wait ran out: Redis is busy, not
+    down. The caller falls back for this call; Redis is not marked down."""
+
+
+@contextlib.contextmanager
+def queue_until(at: float) -> Iterator[None]:
+    """Calls to a queued client made inside wait for a connection until ``at``
+    (``time.monotonic()``): the request's deadline, not a fixed pool timeout."""
+    token = _queue_until.set(at)
+    try:
+        yield
+    finally:
+        _queue_until.reset(token)
+
+
 def make_client(url: str, timeout: float, max_connections: int | None, queue: bool) -> Any:
     """A ``redis.asyncio`` client whose sockets give up after ``timeout`` seconds.
 
-    ``queue``: a bounded pool that makes callers wait for a connection (up to
-    ``timeout``) instead of failing, so a burst of requests queues rather than looks like
-    an outage. Otherwise a plain pool (``max_connections`` None: unbounded) that does not
-    retry: the caller's fallback is the retry.
+    ``queue``: a bounded pool (``max_connections`` plus :data:`SPARE_CONNECTIONS`; the
+    queueing itself is :class:`WatchedRedis`'s slots). Otherwise a plain pool
+    (``max_connections`` None: unbounded) that does not retry: the caller's fallback is
+    the retry.
     """
     import redis.asyncio as aioredis
 
     if queue:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            max_connections=max_connections or 64,
+            max_connections=(max_connections or 64) + SPARE_CONNECTIONS,
             timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -73,6 +103,7 @@ class WatchedRedis:
         timeout: float,
         max_connections: int | None = None,
         queue: bool = False,
+        wait: float | None = None,
         logger: logging.Logger,
         down_note: str,
         up_note: str,
@@ -83,8 +114,13 @@ class WatchedRedis:
         """``down_note``/``up_note``: what an outage means to the owner (logged).
         ``on_change(up)``: the flag flipped. ``on_error(op)``: a call failed to reach
         Redis. ``prepare(client)``: run when Redis answers (at start and after an outage),
-        before it is marked up; a failure keeps it down and the watcher tries again."""
+        before it is marked up; a failure keeps it down and the watcher tries again.
+        ``queue``: at most ``max_connections`` calls at once, the others wait for a slot
+        until the deadline of :func:`queue_until`, else ``wait`` seconds (default:
+        ``timeout``)."""
         self.client: Any = make_client(url, timeout, max_connections, queue)
+        self._slots = asyncio.Semaphore(max_connections or 64) if queue else None
+        self._wait = timeout if wait is None else wait
         self._log = logger
         self._state = FailureLog(
             logger, "redis is unreachable", "redis is reachable again", down_note, up_note
@@ -100,12 +136,28 @@ class WatchedRedis:
 
     async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)``. While Redis is down, or when this call cannot reach it
-        (which marks it down), raise :class:`RedisUnavailable`; other Redis errors
-        (a bad reply, OOM, ...) are the caller's to handle."""
-        import redis.exceptions as rexc
-
+        (which marks it down), raise :class:`RedisUnavailable`; when no connection comes
+        free in time, :class:`RedisBusy` (nothing marked down); other Redis errors (a bad
+        reply, OOM, ...) are the caller's to handle."""
         if not self.up:
             raise RedisUnavailable(op)
+        if self._slots is None:
+            return await self._run(op, fn)
+        until = _queue_until.get()
+        wait = self._wait if until is None else until - time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.0, wait)):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise RedisBusy(op) from None
+        try:
+            return await self._run(op, fn)
+        finally:
+            self._slots.release()
+
+    async def _run(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        import redis.exceptions as rexc
+
         try:
             return await fn(self.client)
         except (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError) as err:

@@ -36,6 +36,16 @@ class RuntimeOptions:
     access_log: bool = False
     drain_seconds: float = 0.0
     grace_seconds: float = 30.0
+    # The HTTP edge (see edge.py): header deadline and size, connections, write deadline.
+    header_timeout_seconds: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    max_connections: int = 4096
+    write_timeout_seconds: float = 30.0
+    # From the memory limit (memory.py): the body pool and the JSON elements of one body.
+    body_pool_bytes: int = 256 * 1024 * 1024
+    max_json_elements: int = 262_144
+    # /metrics and the probes on a port of their own; None: /metrics on the service port.
+    metrics_port: int | None = None
 
 
 @dataclass

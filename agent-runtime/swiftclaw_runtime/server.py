@@ -22,21 +22,44 @@ import uvicorn
 
 from .app import App
 from .contract import GC_TUNING_ENV
+from .edge import EdgeLimits, protocol_class
 from .runtime import Runtime
 
 log = logging.getLogger("swiftclaw.server")
+# The metrics port serves Prometheus and the kubelet's probes: a few connections.
+ADMIN_MAX_CONNECTIONS = 64
+
+
+class AdminServer(uvicorn.Server):
+    """The metrics port's server, run beside the main one (which owns the signals)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(
+        self, config: uvicorn.Config, runtime: Runtime, admin: AdminServer | None = None
+    ) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.admin = admin
+        self._admin_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        if self.admin is not None and not self.should_exit:
+            self._admin_task = self._loop.create_task(self.admin.serve())
         tune_gc()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.admin is not None and self._admin_task is not None:
+            self.admin.should_exit = True
+            await self._admin_task
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -80,12 +103,19 @@ def tune_gc() -> None:
 
 
 def make_server(runtime: Runtime, host: str, port: int) -> DrainingServer:
+    opts = runtime.options
+    limits = EdgeLimits(
+        header_timeout=opts.header_timeout_seconds,
+        max_header_bytes=opts.max_header_bytes,
+        max_connections=opts.max_connections,
+        write_timeout=opts.write_timeout_seconds,
+    )
     config = uvicorn.Config(
         App(runtime),
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(limits, runtime.metrics.rejected),  # httptools, with the edge's limits
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -96,7 +126,33 @@ def make_server(runtime: Runtime, host: str, port: int) -> DrainingServer:
         backlog=4096,
         timeout_graceful_shutdown=int(runtime.options.grace_seconds),
     )
-    return DrainingServer(config, runtime)
+    admin = None
+    if opts.metrics_port is not None:
+        admin_limits = EdgeLimits(
+            header_timeout=opts.header_timeout_seconds,
+            max_header_bytes=opts.max_header_bytes,
+            max_connections=ADMIN_MAX_CONNECTIONS,
+            write_timeout=opts.write_timeout_seconds,
+        )
+        admin = AdminServer(
+            uvicorn.Config(
+                App(runtime, admin=True),
+                host=host,
+                port=opts.metrics_port,
+                loop="uvloop",
+                http=protocol_class(admin_limits, runtime.metrics.rejected),
+                lifespan="off",  # the main server's lifespan starts and stops the runtime
+                access_log=False,
+                log_config=None,
+                server_header=False,
+                date_header=False,
+                timeout_keep_alive=75,
+            )
+        )
+    server = DrainingServer(config, runtime, admin)
+    connections = server.server_state.connections
+    runtime.metrics.client_connections.set_function(lambda: len(connections))
+    return server
 
 
 def serve(runtime: Runtime, host: str, port: int) -> None:

@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# How long a process may take to start answering: a wait on the condition, so a generous
+# deadline costs nothing on a quiet machine; a runtime that builds its encoder takes a few
+# seconds there and several times that with both cores busy.
+START_SECONDS = 90.0
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -28,7 +33,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url: str, timeout: float = START_SECONDS, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until ``url`` answers (any HTTP status); fail early if ``proc`` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -44,7 +51,9 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def wait_tcp(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_tcp(
+    port: int, timeout: float = START_SECONDS, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,7 +126,7 @@ def start(
     ready_path: str | None = "/healthz",
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
-    timeout: float = 20.0,
+    timeout: float = START_SECONDS,
 ) -> Proc:
     """Start ``args`` and wait until ``ready_path`` answers over HTTP (None: until TCP)."""
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - child owns it
@@ -208,3 +217,12 @@ def start_redis(
         "no",
     ]
     return start(args, port, None, log_path, redis_env())
+
+
+def start_slow_proxy(target_port: int, delay_ms: float, log_path: Path | None = None) -> Proc:
+    """A loopback proxy to ``target_port`` that delays every reply by ``delay_ms``
+    (:mod:`swiftclaw_devtools.slowproxy`); its log has a line per accepted connection."""
+    port = free_port()
+    args = [sys.executable, "-m", "swiftclaw_devtools.slowproxy", "--port", str(port)]
+    args += ["--target-port", str(target_port), "--delay-ms", str(delay_ms)]
+    return start(args, port, None, log_path)

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from .api import API_GROUP, API_VERSION, KIND, PLURAL
 from .failures import classify, retry_delay
 from .kube import Auth, Kube
+from .locks import KeyedLocks
 from .metrics import ERRORS, RECONCILE_SECONDS, RECONCILES, RETRY_DELAY, serve_metrics
 from .reconcile import agent_from, reconcile
 from .resources import Settings, redis
@@ -66,15 +67,15 @@ class Memo:
     # generation they failed at: a spec change starts the back-off again).
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     failures: dict[Key, tuple[int, ReconcileFailure]] = field(default_factory=dict)
-    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    # One reconcile of an agent at a time (kopf's handlers and this module's retries), and
+    # one status refresh: two refreshes that overlap would both read the old status and
+    # both post the Event of one transition.
+    reconciling: KeyedLocks[Key] = field(default_factory=KeyedLocks)
+    refreshing: KeyedLocks[Key] = field(default_factory=KeyedLocks)
     # The token kopf was last given (login handlers run with this memo, not a copy).
     kopf_token: str | None = None
     # Every background task (refreshes, retries), so that cleanup can end them first.
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def lock(self, key: Key) -> asyncio.Lock:
-        """One reconcile of an agent at a time: kopf's handlers and this module's retries."""
-        return self.locks.setdefault(key, asyncio.Lock())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -156,7 +157,7 @@ async def _reconcile(memo: Memo, body: dict[str, Any], trigger: str, prune: bool
     pending = memo.retries.pop(key, None)
     if pending is not None:
         pending.cancel()  # this attempt replaces the scheduled one
-    async with memo.lock(key):
+    async with memo.reconciling.hold(key):
         await _reconcile_locked(memo, key, body, trigger, prune)
 
 
@@ -218,7 +219,7 @@ async def _retry_later(memo: Memo, key: Key, delay: float) -> None:
     await asyncio.sleep(delay)
     memo.retries.pop(key, None)  # from here on, a new attempt may schedule the next one
     # The spec is read under the lock: a handler that ran meanwhile may have applied a newer one.
-    async with memo.lock(key):
+    async with memo.reconciling.hold(key):
         try:
             body = await memo.kube.get(AGENT_API, KIND, *key)
         except Exception as err:
@@ -280,7 +281,8 @@ async def _refresh_later(memo: Memo, key: Key) -> None:
         # From here on, a new event schedules a new refresh (this one may read too early).
         memo.pending.pop(key, None)
     try:
-        await refresh_status(memo, *key)
+        async with memo.refreshing.hold(key):
+            await refresh_status(memo, *key)
     except Exception:
         ERRORS.labels("status").inc()
         log.exception("status refresh of %s/%s failed", *key)

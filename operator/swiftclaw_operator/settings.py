@@ -35,6 +35,7 @@ ENV = {
     "log_level": "SWIFTCLAW_LOG_LEVEL",
     "redis_image": "SWIFTCLAW_REDIS_IMAGE",
     "custom_metrics": "SWIFTCLAW_CUSTOM_METRICS",
+    "prometheus_namespace": "SWIFTCLAW_PROMETHEUS_NAMESPACE",
     "runbook_base_url": "SWIFTCLAW_RUNBOOK_BASE_URL",
     "service_account_dir": "SWIFTCLAW_SERVICE_ACCOUNT_DIR",
     "reconcile_step_delay": "SWIFTCLAW_RECONCILE_STEP_DELAY",
@@ -71,6 +72,8 @@ class OperatorConfig(BaseModel):
     # The cluster's custom metrics API serves swiftclaw_requests_in_flight (per pod), so the
     # HPA can scale on spec.scaling.targetConcurrency.
     custom_metrics: bool = Settings.custom_metrics
+    # The namespace whose pods may scrape the runtime pods' metrics port (NetworkPolicy).
+    prometheus_namespace: str = Settings.prometheus_namespace
     # Where the in-cluster credentials are mounted (a test points it at a folder of its own).
     service_account_dir: Path = Path(SERVICE_ACCOUNT_DIR)
     # Fault injection for tests: a pause after each child write.
@@ -101,4 +104,5 @@ class OperatorConfig(BaseModel):
             runbook_base_url=self.runbook_base_url,
             monitoring_available=monitoring_available,
             custom_metrics=self.custom_metrics,
+            prometheus_namespace=self.prometheus_namespace,
         )

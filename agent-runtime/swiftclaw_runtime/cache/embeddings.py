@@ -4,13 +4,14 @@ CPU (:class:`LocalEmbedder`, offline) or the model of ``spec.models.embeddings``
 
 The local model runs on onnxruntime (:mod:`.onnx_minilm`, one intra-op thread) in one
 worker thread (onnxruntime releases the GIL, so the event loop keeps serving meanwhile),
-and the vectors of the last few thousand questions are remembered: a repeated question is
-not embedded twice.
+and the vectors of the last few thousand questions are remembered (within
+:data:`MEMO_BYTES`): a repeated question is not embedded twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
@@ -25,7 +26,12 @@ if TYPE_CHECKING:  # numpy (and the model's tokenizers, safetensors) only once o
     from .minilm import Vector
     from .onnx_minilm import OnnxMiniLM
 
-MEMO_ENTRIES = 4096
+# The memo of recent questions' vectors, bounded by bytes: keyed by a 16-byte digest of the
+# question (not the question, which may be as long as a body), each entry counted as its
+# vector's bytes plus MEMO_OVERHEAD (key, node, array header). 8 MiB: about 4,000 of the
+# local model's vectors (1.5 KB each), 650 of a provider's 3,072-dimension ones.
+MEMO_BYTES = 8 * 1024 * 1024
+MEMO_OVERHEAD = 256
 TIMEOUT_SECONDS = 1.0  # a question waits at most this for its embedding, then skips the cache
 
 
@@ -45,20 +51,38 @@ class EmbeddingFailed(Exception):
 
 
 class _Memo:
-    def __init__(self, size: int = MEMO_ENTRIES) -> None:
-        self.size = size
-        self._data: OrderedDict[str, Vector] = OrderedDict()
+    """The vectors of recent questions, least recently used out first, within ``limit``
+    bytes (questions are client input: neither their number nor their size may grow it)."""
+
+    def __init__(self, limit: int = MEMO_BYTES) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._data: OrderedDict[bytes, Vector] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
     def get(self, text: str) -> Vector | None:
-        v = self._data.get(text)
+        key = self._key(text)
+        v = self._data.get(key)
         if v is not None:
-            self._data.move_to_end(text)
+            self._data.move_to_end(key)
         return v
 
     def put(self, text: str, v: Vector) -> None:
-        self._data[text] = v
-        if len(self._data) > self.size:
-            self._data.popitem(last=False)
+        key = self._key(text)
+        old = self._data.pop(key, None)
+        if old is not None:
+            self.bytes -= old.nbytes + MEMO_OVERHEAD
+        self._data[key] = v
+        self.bytes += v.nbytes + MEMO_OVERHEAD
+        while self.bytes > self.limit and self._data:
+            _, gone = self._data.popitem(last=False)
+            self.bytes -= gone.nbytes + MEMO_OVERHEAD
 
 
 class LocalEmbedder:

@@ -6,10 +6,16 @@ For each split (``dev`` and ``dev2``: what the threshold and the rules were deve
 ``heldout``: written before the last round of tuning and never looked at during it;
 ``heldout2``: 160 pairs written blind (no model run) after that split had been scored,
 committed before any configuration was scored on it, scored once, and since then tuned on:
-the role-swap rule of :mod:`.verify` came from its wrong hits) it prints the precision of
+the role-swap rule of :mod:`.verify` came from its wrong hits; ``adversarial``, in
+``eval/adversarial.jsonl``: a question and the same question carrying instructions,
+"ignore previous", a URL, an e-mail address or an appended command, as one user would
+write it to poison another's answer (kinds ``instruction``, ``override``, ``url``,
+``email``, ``appended_command``), with paraphrases as controls) it prints the precision of
 semantic hits (hits that were paraphrases / all hits) and the recall of paraphrases
 (paraphrases hit / all paraphrases) for plain cosine at 0.85 and 0.95 and for the
-default: ``cache.semantic.threshold`` with the verification stage. ``--latency`` also
+default: ``cache.semantic.threshold`` with the verification stage (the near-miss checks
+and the refusal of questions that carry instructions or payloads, as the runtime does
+them). ``--latency`` also
 times the local encoder, the verification and a whole lookup over a numpy index of
 ``--index-size`` entries, on one core.
 """
@@ -26,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PAIRS = Path(__file__).parent / "eval" / "pairs.jsonl"
-SPLITS = ("dev", "dev2", "heldout", "heldout2")
+ADVERSARIAL = Path(__file__).parent / "eval" / "adversarial.jsonl"
+SPLITS = ("dev", "dev2", "heldout", "heldout2", "adversarial")
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,13 @@ class Score:
 
 
 def score(pairs: list[Pair], sims: list[float], threshold: float, verified: bool) -> Score:
-    from .verify import mismatch
+    from .verify import injected, mismatch
 
     s = Score()
     for pair, sim in zip(pairs, sims, strict=True):
         s.paraphrases += pair.same
-        hit = sim >= threshold and (not verified or mismatch(pair.a, pair.b) is None)
+        refused = verified and (injected(pair.a, pair.b) or mismatch(pair.a, pair.b))
+        hit = sim >= threshold and not refused
         if hit:
             s.hits += 1
             s.wrong += not pair.same
@@ -140,6 +148,7 @@ def latency(texts: list[str], index_size: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swiftclaw_runtime.cache.evaluate")
     parser.add_argument("--pairs", type=Path, default=PAIRS)
+    parser.add_argument("--adversarial", type=Path, default=ADVERSARIAL)
     parser.add_argument("--threshold", type=float, help="default: the config default")
     parser.add_argument("--latency", action="store_true", help="also time encoder and lookup")
     parser.add_argument("--index-size", type=int, default=5000)
@@ -153,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     threshold = args.threshold or SemanticCacheSpec().threshold
     splits = args.split or list(SPLITS)
-    pairs = [p for p in load_pairs(args.pairs) if p.split in splits]
+    every = load_pairs(args.pairs) + load_pairs(args.adversarial)
+    pairs = [p for p in every if p.split in splits]
     model = OnnxMiniLM()
     sims = [float(model.encode(p.a) @ model.encode(p.b)) for p in pairs]
     counts = Counter((p.split, p.same) for p in pairs)

@@ -1,13 +1,15 @@
 """What identifies a request to the caches, which requests may be cached, Cache-Control.
 
 The exact key is a SHA-256 over everything that changes the answer: the tenant (two
-tenants never share answers), the agent, the resolved tier with its model chain, and the
-request as it goes upstream (messages with the agent's system prompt, tools,
-tool_choice, temperature, top_p, max tokens, response_format, seed, stop, n and every
-other forwarded parameter), canonicalised (sorted keys, numbers of the sampling
-parameters as floats). Left out: ``model`` (replaced by the resolved tier), ``stream``
-and ``stream_options`` (how the answer is delivered, not what it says), so a streamed
-request hits an answer cached from a plain one and the other way round.
+tenants never share answers) and, unless ``cache.sharing`` is ``tenant``, the user (one
+user is never served what another stored, nor learns what another asked), the agent,
+the resolved tier with its model chain, and the request as it goes upstream (messages
+with the agent's system prompt, tools, tool_choice, temperature, top_p, max tokens,
+response_format, seed, stop, n and every other forwarded parameter), canonicalised
+(sorted keys, numbers of the sampling parameters as floats). Left out: ``model``
+(replaced by the resolved tier), ``stream`` and ``stream_options`` (how the answer is
+delivered, not what it says), so a streamed request hits an answer cached from a plain
+one and the other way round.
 """
 
 from __future__ import annotations
@@ -71,24 +73,28 @@ def tier_identity(tier: TierSpec) -> list[str]:
     return [tier.name, tier.model, *tier.fallbacks]
 
 
-def exact_key(tenant: str, agent: str, tier: TierSpec, payload: dict[str, Any]) -> str:
-    """The exact-cache key (hex) of a request as it is sent upstream."""
-    return _digest(
-        {
-            "v": KEY_VERSION,
-            "tenant": tenant,
-            "agent": agent,
-            "tier": tier_identity(tier),
-            "request": _canonical(payload, NOT_IN_KEY),
-        }
-    )
+def exact_key(
+    tenant: str, user: str | None, agent: str, tier: TierSpec, payload: dict[str, Any]
+) -> str:
+    """The exact-cache key (hex) of a request as it is sent upstream; ``user`` None when
+    the tenant's users share answers (the key is then the one before per-user keys)."""
+    keyed: dict[str, Any] = {
+        "v": KEY_VERSION,
+        "tenant": tenant,
+        "agent": agent,
+        "tier": tier_identity(tier),
+        "request": _canonical(payload, NOT_IN_KEY),
+    }
+    if user is not None:
+        keyed["user"] = user
+    return _digest(keyed)
 
 
 @dataclass(frozen=True)
 class Scope:
     """What a semantic lookup is confined to (hashes, so no escaping is needed)."""
 
-    tenant: str
+    owner: str  # the tenant, or the tenant and the user when answers are per user
     agent: str
     prompt: str  # the system and developer messages
     tier: str
@@ -96,7 +102,7 @@ class Scope:
 
     def tags(self) -> dict[str, str]:
         return {
-            "tenant": self.tenant,
+            "owner": self.owner,
             "agent": self.agent,
             "prompt": self.prompt,
             "tier": self.tier,
@@ -113,11 +119,15 @@ def _short(obj: Any) -> str:
     return _digest(obj)[:24]
 
 
-def semantic_scope(tenant: str, agent: str, tier: TierSpec, payload: dict[str, Any]) -> Scope:
+def semantic_scope(
+    tenant: str, user: str | None, agent: str, tier: TierSpec, payload: dict[str, Any]
+) -> Scope:
+    """``user`` None: the tenant's users share the scope (its digest is then the one
+    before per-user scopes)."""
     messages = payload.get("messages") or []
     system = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") != "user"]
     return Scope(
-        tenant=_short(tenant),
+        owner=_short(tenant if user is None else [tenant, user]),
         agent=_short(agent),
         prompt=_short(system),
         tier=_short(tier_identity(tier)),

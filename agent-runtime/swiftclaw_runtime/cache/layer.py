@@ -14,18 +14,21 @@ corrupt entry each make the request bypass the cache, and are counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..asgi import watch_for_hangup
-from ..auth import Principal
 from ..config import AgentPolicy, TierSpec
 from ..logs import FailureLog
 from ..metrics import Metrics
+from ..redis_client import queue_until
 from ..schemas import ChatRequest
 from ..spend.costs import cost_usd, prices
+from ..spend.identity import Identity
 from . import verify
 from .embeddings import Embedder, EmbeddingFailed
 from .entry import CachedAnswer
@@ -39,7 +42,7 @@ from .keys import (
     semantic_scope,
 )
 from .semantic import MemoryIndex, RedisIndex, SemanticIndex
-from .store import MemoryStore, RedisStore, Store, StoreUnavailable
+from .store import MemoryStore, RedisStore, Store, StoreBusy, StoreUnavailable
 
 if TYPE_CHECKING:  # numpy is imported once a semantic cache is built, not at startup
     from .minilm import Vector
@@ -70,6 +73,18 @@ class Lookup:
     embed_failed: bool = False
     flight: Flight | None = None
     similarity: float | None = None
+    # The request's deadline (time.monotonic()): its Redis calls queue for a connection
+    # until then, no longer (set by the lookup).
+    until: float | None = None
+
+    @contextlib.contextmanager
+    def queued(self) -> Iterator[None]:
+        """Redis calls made inside queue for a connection until the request's deadline."""
+        if self.until is None:
+            yield
+            return
+        with queue_until(self.until):
+            yield
 
 
 class ResponseCache:
@@ -182,7 +197,7 @@ class ResponseCache:
 
     def plan(
         self,
-        principal: Principal,
+        who: Identity,
         tier: TierSpec,
         request: ChatRequest,
         payload: dict[str, Any],
@@ -203,12 +218,13 @@ class ResponseCache:
             return lk
         lk.write = True
         lk.read = not control.no_cache
+        user = who.user if self.spec.sharing == "user" else None
         if self.exact_on:
-            lk.key = exact_key(principal.tenant, self.agent, tier, payload)
+            lk.key = exact_key(who.tenant, user, self.agent, tier, payload)
         if self.semantic_on:
             lk.question = semantic_question(request)
             if lk.question is not None:
-                lk.scope = semantic_scope(principal.tenant, self.agent, tier, payload)
+                lk.scope = semantic_scope(who.tenant, user, self.agent, tier, payload)
         if lk.read:
             lk.outcome = "miss"
         else:
@@ -217,9 +233,15 @@ class ResponseCache:
 
     async def lookup(self, lk: Lookup, timeout: float) -> CachedAnswer | None:
         """A cached answer for the request, or None (then call upstream and
-        :meth:`finish`). ``timeout``: how long it may wait for an identical call."""
+        :meth:`finish`). ``timeout``: how long it may wait for an identical call, or
+        for a Redis connection (the request's deadline)."""
+        lk.until = time.monotonic() + timeout
         if not lk.read:
             return None
+        with lk.queued():
+            return await self._lookup(lk, timeout)
+
+    async def _lookup(self, lk: Lookup, timeout: float) -> CachedAnswer | None:
         try:
             if lk.key is not None:
                 answer = await self._exact(lk)
@@ -234,16 +256,16 @@ class ResponseCache:
                     return answer
             if lk.key is not None:
                 return await self._single_flight(lk, lk.key, timeout)
-        except StoreUnavailable:
-            self._unavailable(lk)
+        except StoreUnavailable as err:
+            self._unavailable(lk, "busy" if isinstance(err, StoreBusy) else "unavailable")
         except Exception:  # a cache bug or a Redis reply it did not expect: serve anyway
             log.exception("cache lookup failed; bypassing the cache")
             self.metrics.cache_errors.labels("lookup").inc()
-            self._unavailable(lk)
+            self._unavailable(lk, "unavailable")
         return None
 
-    def _unavailable(self, lk: Lookup) -> None:
-        self.metrics.cache_bypassed.labels("unavailable").inc()
+    def _unavailable(self, lk: Lookup, reason: str) -> None:
+        self.metrics.cache_bypassed.labels(reason).inc()
         lk.outcome, lk.read, lk.write = "bypass", False, False
 
     async def _exact(self, lk: Lookup) -> CachedAnswer | None:
@@ -303,11 +325,12 @@ class ResponseCache:
         for c in await index.search(vector, lk.scope, CANDIDATES, not_before):
             if c.similarity < threshold:
                 break
-            if self.spec.semantic.verify:
+            reason = verify.injected(lk.question, c.answer.question)
+            if reason is None and self.spec.semantic.verify:
                 reason = verify.mismatch(lk.question, c.answer.question)
-                if reason is not None:
-                    self.metrics.cache_rejected.labels(reason).inc()
-                    continue
+            if reason is not None:
+                self.metrics.cache_rejected.labels(reason).inc()
+                continue
             found, lk.similarity = c.answer, c.similarity
             break
         self.metrics.child(self.metrics.cache_lookup_seconds, kind).observe(
@@ -349,7 +372,8 @@ class ResponseCache:
         was cut off) and end the single flight. Safe to call more than once."""
         try:
             if answer is not None and lk.write and _worth_keeping(answer):
-                await self._store(lk, answer)
+                with lk.queued():
+                    await self._store(lk, answer)
         except StoreUnavailable:
             pass
         except Exception:
@@ -358,7 +382,8 @@ class ResponseCache:
         finally:
             if lk.flight is not None:
                 flight, lk.flight = lk.flight, None
-                await self.flights.land(flight, answer)
+                with lk.queued():
+                    await self.flights.land(flight, answer)
 
     async def _store(self, lk: Lookup, answer: CachedAnswer) -> None:
         if lk.question is not None:
@@ -397,9 +422,13 @@ class ResponseCache:
             return None
         semantic = self.spec.semantic
         try:
-            answer = await self._semantic(
-                lk, semantic.degrade_threshold, time.time() - semantic.stale_ttl_seconds, "stale"
-            )
+            with lk.queued():
+                answer = await self._semantic(
+                    lk,
+                    semantic.degrade_threshold,
+                    time.time() - semantic.stale_ttl_seconds,
+                    "stale",
+                )
         except StoreUnavailable:
             return None
         except Exception:

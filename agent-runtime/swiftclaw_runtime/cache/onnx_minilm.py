@@ -10,23 +10,23 @@ allocate per operation); ``intra_op_num_threads`` is 1 by default, so the
 encoder takes one core and the event loop keeps the other.
 
 The four weight matrices of each layer (Q/K/V, attention output, the two feed-forward
-ones) run in int8 by default: each weight column is quantised symmetrically to int8 at
-startup (its own scale, ``max |w| / 127``) and each MatMul becomes onnxruntime's
-``DynamicQuantizeMatMul`` (com.microsoft), which quantises its input to uint8 per call
-and multiplies u8 x s8 (VNNI where the CPU has it), the bias added in the same op.
-Embeddings, LayerNorm, attention scores, GELU and pooling stay float32. On one core
-(AVX-512 VNNI), p50 over the 1,037 questions of the tuning splits: 0.62 ms against
-3.05-3.18 ms for float32. The vectors stay within cosine 0.988 of float32's (0.995 on
-average); at the same threshold (0.68) and rules, precision of semantic hits is 100 % on
-``dev`` and ``dev2`` and recall 82.8 % and 76.7 % (float32: 84.5 % and 77.8 %). Variants
-measured and not kept: int8 for the feed-forward MatMuls only (1.39 ms, recall 81.0 / 75.6),
-the attention projections only (2.26 ms), the first or last layer float32 (0.87 / 0.93 ms,
-no better recall), uint8 weights (u8 x u8, 1.09 ms, the same vectors), and 8-bit
-``MatMulNBits`` in blocks of 32 (1.3 ms, recall as float32's). onnxruntime's own
-``quantize_dynamic`` of the whole graph (one scale per weight matrix) took 0.7 ms and
-lost more recall (79.3 / 74.4). On an x86 CPU without VNNI (AVX2 only), onnxruntime's
-u8 x s8 kernel adds pairs of products in 16 bits and may saturate; the vectors there may
-differ from the figures above.
+ones) run in int8 by default: each weight column is quantised symmetrically to 7 bits at
+startup (its own scale, ``max |w| / 63``; see :data:`WEIGHT_LEVELS` for why not 8) and each
+MatMul becomes onnxruntime's ``DynamicQuantizeMatMul`` (com.microsoft), which quantises its
+input to uint8 per call and multiplies u8 x s8 (VNNI where the CPU has it), the bias added
+in the same op. Embeddings, LayerNorm, attention scores, GELU and pooling stay float32. On
+one core (AVX-512 VNNI), p50 over the 1,037 questions of the tuning splits: about 0.6 ms
+against 3.05-3.18 ms for float32. The vectors stay within cosine 0.987 of float32's (0.994
+on average); at the same threshold (0.68) and rules, precision of semantic hits is 100 % on
+``dev`` and ``dev2`` and recall 81.6 % and 76.7 % (8-bit weights: 82.8 % and 76.7 %, but
+other vectors on CPUs without VNNI; float32: 84.5 % and 77.8 %). The vectors are the same,
+bit for bit, on a CPU with VNNI and under an emulated AVX2 or SSE4 CPU
+(``python -m bench.encoder_cpus``). Variants measured and not kept: int8 for the
+feed-forward MatMuls only (1.39 ms, recall 81.0 / 75.6), the attention projections only
+(2.26 ms), the first or last layer float32 (0.87 / 0.93 ms, no better recall), uint8
+weights (u8 x u8, 1.09 ms, the same vectors), and 8-bit ``MatMulNBits`` in blocks of 32
+(1.3 ms, recall as float32's). onnxruntime's own ``quantize_dynamic`` of the whole graph
+(one scale per weight matrix) took 0.7 ms and lost more recall (79.3 / 74.4).
 
 ``OnnxMiniLM(int8=False)`` builds the float32 graph (the tests compare it with the numpy
 pass, :mod:`.minilm`, the reference).
@@ -53,13 +53,32 @@ INLINE_BYTES = 4096
 Arrays = dict[str, "np.ndarray[Any, Any]"]
 
 
+# Weights are quantised to 7 bits (-63..63), not 8. onnxruntime's u8 x s8 kernel without
+# VNNI (AVX2, and AVX-512 without VNNI) multiplies with ``vpmaddubsw``, which adds each pair
+# of u8 x s8 products in a saturating 16-bit lane: 2 x 255 x 127 = 64,770 does not fit in
+# 32,767, so 8-bit weights give other vectors there than VNNI's exact 32-bit sums (measured
+# under an emulated AVX2 EPYC: components off by up to 0.03). With |q| <= 63 a pair is at most
+# 2 x 255 x 63 = 32,130: no kernel saturates, every one computes the same integers, and the
+# encoder's vectors are the same on every x86-64 CPU (bit for bit under emulation).
+WEIGHT_LEVELS = 63
+PAIR_SUM_MAX = 32_767  # a signed 16-bit lane: where vpmaddubsw's pair sums saturate
+
+
 def quantise(w: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """``w`` (in, out) as int8 columns and their scales: ``w ~ q * scale``, symmetric, one
-    scale a column (``max |w[:, j]| / 127``)."""
-    scale = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
+    """``w`` (in, out) as 7-bit columns in int8 and their scales: ``w ~ q * scale``,
+    symmetric, one scale a column (``max |w[:, j]| / 63``)."""
+    scale = (np.abs(w).max(axis=0) / WEIGHT_LEVELS).astype(np.float32)
     scale[scale == 0] = 1.0
-    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(w / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8)
     return q, scale
+
+
+def saturates(q: np.ndarray[Any, Any]) -> bool:
+    """Whether a u8 x s8 kernel that adds pairs of products in 16 bits (``vpmaddubsw``)
+    could saturate on the int8 weights ``q`` (in, out), for some uint8 input: the worst
+    input is 255 wherever two neighbouring weights along ``in`` share a sign."""
+    pairs = np.abs(q[: len(q) // 2 * 2].astype(np.int32)).reshape(-1, 2, q.shape[1]).sum(axis=1)
+    return bool(pairs.max(initial=0) * 255 > PAIR_SUM_MAX)
 
 
 def build_model(m: MiniLM, int8: bool = True) -> tuple[bytes, Arrays]:
@@ -182,7 +201,8 @@ def build_model(m: MiniLM, int8: bool = True) -> tuple[bytes, Arrays]:
 
 
 # Startup check of the int8 encoder against the float32 pass: on the evaluation questions
-# the two agree to cosine 0.988 at worst (0.995 on average) on a CPU with VNNI.
+# the two agree to cosine 0.987 at worst (0.994 on average) on every x86-64 CPU; a platform
+# whose int8 kernels compute otherwise (another architecture, a future kernel) falls back.
 SELF_CHECK_COSINE = 0.98
 SELF_CHECK_QUESTIONS = (
     "How do I reset my password?",
@@ -214,6 +234,13 @@ class OnnxMiniLM:
                 )
                 self.int8 = False
                 self.session = self._session(weights, False)
+            else:
+                log.info(
+                    "semantic cache encoder: int8 (7-bit weights), cosine %.3f to float32 on"
+                    " this CPU (at least %.3f needed)",
+                    agreement,
+                    SELF_CHECK_COSINE,
+                )
         del weights  # with int8, the float32 weight matrices are not kept
 
     def _session(self, weights: MiniLM, int8: bool) -> Any:

@@ -1,9 +1,10 @@
 """Vector search over cached questions: RediSearch (HNSW, cosine) or numpy in process.
 
-Each entry is a question's unit vector with its :class:`Scope` (tenant, agent, system
-prompt, tier, parameters; in Redis one TAG holding their digest), the time it was stored,
-and the cached answer (which carries the question's text for the verification stage). A
-search stays in its scope, so nothing crosses a tenant, a system prompt or a sampling
+Each entry is a question's unit vector with its :class:`Scope` (owner: the tenant, or
+the tenant and user when answers are per user; agent, system prompt, tier, parameters;
+in Redis one TAG holding their digest), the time it was stored, and the cached answer
+(which carries the question's text for the verification stage). A search stays in its
+scope, so nothing crosses a tenant (a user, by default), a system prompt or a sampling
 setting, and filters on the time (fresh lookups want entries younger than the semantic
 TTL; the degraded answer on an outage accepts entries up to ``staleTTLSeconds``, how long
 entries are kept).

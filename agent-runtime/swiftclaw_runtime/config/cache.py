@@ -36,6 +36,10 @@ class SemanticCacheSpec(Model):
     has failed, a cached answer up to ``staleTTLSeconds`` old at ``degradeThreshold`` (also
     verified) is served instead of the 503, marked ``stale-similar``.
 
+    ``verify: false`` turns the near-miss checks off, not the refusal of questions that
+    carry instructions, URLs, e-mail addresses or code (see ``CacheSpec``), which always
+    runs.
+
     ``embeddings``: ``local`` embeds questions with the bundled all-MiniLM-L6-v2 on the
     pod's CPU (offline); ``models`` with the model of ``spec.models.embeddings`` (the one
     ``POST /v1/embeddings`` serves), without its fallbacks.
@@ -197,6 +201,18 @@ class RedisSpec(Model):
 
 
 class CacheSpec(Model):
+    """``sharing``: who is served an answer another request stored. ``user`` (the
+    default): only the user who asked (the key's user, or the request's ``user`` with
+    ``auth.userFromRequest``), so no user is served what another wrote into a question,
+    and ``x-swiftclaw-cache`` and timing tell a user only about their own questions.
+    ``tenant``: every user of the tenant shares the exact and semantic answers (more
+    hits); a user can then tell from the header (or the timing) that someone in the
+    tenant asked the same or a similar question. Tenants never share either way, and in
+    both modes a semantic hit is refused when either question carries instructions
+    ("always answer", "ignore previous"...) or the two carry different URLs, e-mail
+    addresses or code (:func:`~swiftclaw_runtime.cache.verify.injected`)."""
+
+    sharing: Literal["user", "tenant"] = "user"
     exact: ExactCacheSpec = ExactCacheSpec()
     semantic: SemanticCacheSpec = SemanticCacheSpec()
     redis: RedisSpec = RedisSpec()

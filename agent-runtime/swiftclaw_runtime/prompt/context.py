@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import OrderedDict
 from urllib.parse import quote, urlsplit
@@ -26,6 +27,10 @@ log = logging.getLogger("swiftclaw.context")
 MAX_BODY_BYTES = 256 * 1024  # a larger answer is a failure, not a prompt
 MAX_CHARS = 16_000  # what one source may add to the prompt (about 4,000 tokens)
 CACHE_ENTRIES = 10_000
+# What a source's cache may hold, its paths and answers as the process holds them: keyed
+# per user when the URL names ``{user}``, so many users' full-size answers would otherwise
+# be 10,000 x 16,000 characters (160 MB and more) per source.
+CACHE_BYTES = 16 * 1024 * 1024
 HEADERS = [(b"accept", b"application/json, text/plain;q=0.9, */*;q=0.5")]
 
 
@@ -36,6 +41,7 @@ class _Source:
         self.pool = Pool(f"{url.scheme}://{url.netloc}", max_connections=64)
         self.template = (url.path or "/") + (f"?{url.query}" if url.query else "")
         self.cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self.cache_bytes = 0
 
     def path(self, who: Identity) -> str:
         return self.template.replace("{user}", quote(who.user, safe="")).replace(
@@ -47,7 +53,7 @@ class _Source:
         if hit is None:
             return None
         if hit[0] < time.monotonic():
-            del self.cache[path]
+            self._drop(path)
             return None
         self.cache.move_to_end(path)
         return hit[1]
@@ -55,10 +61,17 @@ class _Source:
     def store(self, path: str, text: str) -> None:
         if self.spec.cache_ttl_seconds <= 0:
             return
+        self._drop(path)
         self.cache[path] = (time.monotonic() + self.spec.cache_ttl_seconds, text)
-        self.cache.move_to_end(path)
-        while len(self.cache) > CACHE_ENTRIES:
-            self.cache.popitem(last=False)
+        self.cache_bytes += _held(path, text)
+        while len(self.cache) > CACHE_ENTRIES or self.cache_bytes > CACHE_BYTES:
+            old, (_, gone) = self.cache.popitem(last=False)
+            self.cache_bytes -= _held(old, gone)
+
+    def _drop(self, path: str) -> None:
+        hit = self.cache.pop(path, None)
+        if hit is not None:
+            self.cache_bytes -= _held(path, hit[1])
 
     async def get(self, path: str) -> str:
         resp = await self.pool.request("GET", path, HEADERS)
@@ -69,6 +82,11 @@ class _Source:
         if not 200 <= resp.status < 300:
             raise ConnectionError(f"HTTP {resp.status}")
         return body.decode("utf-8", "replace")[:MAX_CHARS]
+
+
+def _held(path: str, text: str) -> int:
+    """The bytes a cache entry holds (both strings as the process stores them)."""
+    return sys.getsizeof(path) + sys.getsizeof(text)
 
 
 class ContextSources:

@@ -330,7 +330,7 @@ class SpendControl:
         """``GET /v1/usage`` for the caller: today's spend, budgets left, limits left."""
         day, month = self.budget.periods()
         (counters, users, shared), (caps, caps_shared), limits = await asyncio.gather(
-            self.book.day(day.id), self.budget.peek(who), self.limiter.peek(who)
+            self.book.day(day.id, who), self.budget.peek(who), self.limiter.peek(who)
         )
         self.metrics.active_users.set(users)
         self.metrics.requests_today.set(counters.get("requests:total", 0))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from time import time as unix_now
@@ -252,15 +253,38 @@ class Ask:
         return granted, self.amount - (self.output - granted) * self.per_output
 
 
-class MemoryLedger:
-    """The script's rules in process: this replica's own ledger (no I/O)."""
+# Books held in process at most: the agent's two and one per end user who spent today
+# (``auth.userFromRequest`` lets requests name any number): about 260 bytes each, 13 MB.
+MAX_BOOKS = 50_000
 
-    def __init__(self) -> None:
-        self._books: dict[str, list[float]] = {}  # key -> [spent, reserved]
+
+class MemoryLedger:
+    """The script's rules in process: this replica's own ledger (no I/O).
+
+    Books are kept in the order they were last used, at most ``max_books``: past that the
+    least recently used goes (a user's: the agent's books are used by every request), and
+    that user's spend today starts again from zero on this replica. That is the price of
+    a bound on a fallback that is per replica already; on Redis nothing is forgotten."""
+
+    def __init__(self, max_books: int = MAX_BOOKS) -> None:
+        self.max_books = max_books
+        self._books: OrderedDict[str, list[float]] = OrderedDict()  # key -> [spent, reserved]
         self._flags: set[str] = set()
 
+    def __len__(self) -> int:
+        return len(self._books)
+
     def _book(self, key: str) -> list[float]:
-        return self._books.setdefault(key, [0.0, 0.0])
+        book = self._books.get(key)
+        if book is None:
+            book = self._books[key] = [0.0, 0.0]
+            while len(self._books) > self.max_books:
+                old, _ = self._books.popitem(last=False)
+                self._flags.discard(f"{old}:alerted")
+                self._flags.discard(f"{old}:exceeded")
+        else:
+            self._books.move_to_end(key)
+        return book
 
     def reserve(
         self, caps: list[Cap], amount: float, fallback: float, policy: str
@@ -296,10 +320,11 @@ class MemoryLedger:
         for c in caps:
             book = self._book(c.key)
             book[0] += actual
-            book[1] -= amount
+            book[1] = max(0.0, book[1] - amount)  # the book may have been dropped meanwhile
 
     def state(self, cap: Cap) -> CapState:
-        spent, reserved = self._book(cap.key)
+        """A cap's state (a book never used reads as zero, and is not made by reading)."""
+        spent, reserved = self._books.get(cap.key) or (0.0, 0.0)
         return CapState(cap, spent, reserved)
 
     def first_time(self, flag: str) -> bool:

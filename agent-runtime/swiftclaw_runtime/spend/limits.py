@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +195,12 @@ def scaled(limit: int | None, replicas: int) -> int | None:
     return None if limit is None else max(1, limit // replicas)
 
 
+# Windows held in process at most (one per user, tenant and the agent that admitted a
+# request in the last minute): about 1.3 KB each with its first entry (measured), so some
+# 26 MB at most however many end users the requests name (``auth.userFromRequest``).
+MAX_WINDOWS = 20_000
+
+
 @dataclass
 class _Window:
     entries: deque[tuple[int, str]] = field(default_factory=deque)  # (admitted ms, id)
@@ -203,19 +209,46 @@ class _Window:
 
 
 class MemoryWindows:
-    """The script's rules in process: this replica's own sliding windows (no I/O)."""
+    """The script's rules in process: this replica's own sliding windows (no I/O).
 
-    def __init__(self) -> None:
-        self._windows: dict[str, _Window] = {}
+    Windows are kept in the order of their last admission: those with nothing left in the
+    last minute are dropped from the front as time passes, and past :data:`MAX_WINDOWS`
+    the coldest goes first (a user's window, never one admitted to since: the tenant's and
+    the agent's are admitted to with every request), so a stream of new end users cannot
+    grow the process."""
+
+    def __init__(self, max_windows: int = MAX_WINDOWS) -> None:
+        self.max_windows = max_windows
+        self._windows: OrderedDict[str, _Window] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def _expire(self, now: int) -> None:
+        """Drop the windows whose last admission has left the window (oldest first)."""
+        windows = self._windows
+        while windows:
+            w = windows[next(iter(windows))]
+            if w.entries and w.entries[-1][0] > now - WINDOW_MS:
+                return
+            windows.popitem(last=False)
 
     def _trim(self, key: str, now: int) -> _Window:
-        w = self._windows.setdefault(key, _Window())
+        w = self._windows.get(key) or _Window()  # kept only once it admits (see run)
         while w.entries and w.entries[0][0] <= now - WINDOW_MS:
             _, rid = w.entries.popleft()
             w.total -= w.tokens.pop(rid, 0)
         return w
 
+    def _keep(self, key: str, w: _Window) -> None:
+        """Hold ``w`` (just admitted to) as the newest window, within the bound."""
+        self._windows[key] = w
+        self._windows.move_to_end(key)
+        while len(self._windows) > self.max_windows:
+            self._windows.popitem(last=False)
+
     def run(self, mode: str, scopes: list[Scope], now: int, rid: str, tokens: int) -> Outcome:
+        self._expire(now)
         windows = [self._trim(s.key, now) for s in scopes]
         if mode == "settle":
             for w in windows:
@@ -244,10 +277,11 @@ class MemoryWindows:
                             break
         allowed = refused is None
         if mode == "acquire" and allowed:
-            for w in windows:
+            for s, w in zip(scopes, windows, strict=True):
                 w.entries.append((now, rid))
                 w.tokens[rid] = tokens
                 w.total += tokens
+                self._keep(s.key, w)
         states = [
             ScopeState(s, len(w.entries), w.total, w.entries[0][0] if w.entries else 0)
             for s, w in zip(scopes, windows, strict=True)

@@ -2,42 +2,53 @@
 users per day; the responses feedback may refer to.
 
 Counters are fields of one Redis hash per day (``cost:tenant:<t>``, ``cost:model:<m>``,
-``cost:tier:<t>``, ``requests:...``, ``tokens_in:...``, ``tokens_out:...``, ``feedback:...``)
-written in pipelined round trips and kept 35 days: charges that finish while a write is
-under way wait for it and go together in the next one, their increments summed (a group
-commit: one round trip per request when they come one by one, one for dozens under load,
-where a round trip each cost a third of a cache hit's time). Every caller waits for the
-write that holds its charge, so what a request spent is counted before it is answered.
+``cost:tier:<t>``, ``requests:...``, ``tokens_in:...``, ``tokens_out:...``,
+``feedback:...``) written in pipelined round trips and kept 35 days (a user's spend of the
+day is a key of its own, ``usage:u:<tenant/user>:<day>``, kept two days: see
+:data:`USER_SECONDS`): charges that finish while a write is under way wait for it and go
+together in the next one, their increments summed (a group commit: one round trip per
+request when they come one by one, one for dozens under load, where a round trip each cost a
+third of a cache hit's time). Every caller waits for the write that holds its charge, so
+what a request spent is counted before it is answered.
 Active users are a HyperLogLog per day (PFADD/PFCOUNT: 12 KB whatever the number of
 users). Without Redis the same figures are kept in process for this replica.
 
 Which tenant a served response belongs to (``resp:<id>``, what feedback is matched
-against, a key per response kept a day) goes to the cache Redis, not the state one: those
-keys grow with traffic, and the state instance never evicts, so they would fill it and
-push the counters back to per-replica counting. The key is also the feedback's dedup
-mark (its value becomes ``rated`` with the tenant, atomically). An evicted key only makes
-feedback on that old response ``unknown``; it can never count a rating twice. With one
-Redis both live in it.
+against, a key per response kept a day, by the ids the server issued: its own request id
+and the provider's completion id, never one the client chose) goes to the cache Redis,
+not the state one: those keys grow with traffic, and the state instance never evicts, so
+they would fill it and push the counters back to per-replica counting. The key is also the
+feedback's dedup mark (its value becomes ``rated`` with the tenant, atomically). An
+evicted key only makes feedback on that old response ``unknown``; it can never count a
+rating twice. With one Redis both live in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections import defaultdict
+import math
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .identity import Identity
+from .owners import ResponseOwners
 from .redis import RedisDown, SpendRedis
 
 log = logging.getLogger("swiftclaw.spend")
 
 KEEP_SECONDS = 35 * 86_400
+# A user's spend today is a key of its own (``usage:u:<tenant/user>:<day>``), kept two days
+# (today in any time zone): per-user fields in the day's hash would be kept 35 days, and
+# requests that name their end users (``auth.userFromRequest``) can name any number.
+USER_SECONDS = 2 * 86_400
+LOCAL_USER_COSTS = 50_000  # users' spend today kept in process without Redis (LRU, ~17 MB)
 RESPONSE_SECONDS = 86_400  # feedback is accepted for a day after the answer
-LOCAL_RESPONSES = 100_000  # responses remembered in process without Redis
+LOCAL_RESPONSES = 100_000  # responses remembered in process without Redis (1.6 MB, fixed)
 _RATED = "\x00rated:"
 # KEYS[1] the response's owner key; ARGV[1] the tenant, ARGV[2] the tenant marked rated.
 # 1: rated now, 2: already rated, 0: no such response of this tenant.
@@ -79,8 +90,9 @@ class UsageBook:
         self.owners = owners or redis
         self._rate = self.owners.script(_RATE_LUA) if self.owners is not None else None
         self._local: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        self._local_users: dict[str, set[str]] = defaultdict(set)
-        self._local_responses: dict[str, str] = {}
+        self._local_users: dict[str, DistinctCount] = defaultdict(DistinctCount)
+        self._local_user_costs: OrderedDict[str, float] = OrderedDict()  # user key and day
+        self._local_responses = ResponseOwners(LOCAL_RESPONSES)
         self._pending: list[tuple[str, Charge]] = []  # waiting for the next write
         self._next: asyncio.Future[bool] | None = None  # the next write's outcome
         self._writer: asyncio.Task[None] | None = None
@@ -97,7 +109,6 @@ class UsageBook:
             f"cost:tenant:{t}": c.cost_usd,
             f"cost:model:{c.model}": c.cost_usd,
             f"cost:tier:{c.tier}": c.cost_usd,
-            f"cost:user:{c.who.key}": c.cost_usd,
         }
         counts = {
             "requests:total": 1,
@@ -107,6 +118,9 @@ class UsageBook:
             f"tokens_out:tenant:{t}": c.tokens_out,
         }
         return costs, counts
+
+    def _user_key(self, day: str, who: Identity) -> str:
+        return f"{self.prefix}:usage:u:{who.key}:{day}"
 
     def _resp_key(self, rid: str) -> str:
         return f"{self.prefix}:resp:{rid}"
@@ -119,7 +133,9 @@ class UsageBook:
     def _queue_owners(self, pipe: Any, charges: list[tuple[str, Charge]]) -> None:
         for _, c in charges:
             for rid in c.response_ids:
-                pipe.set(self._resp_key(rid), c.who.tenant_key, ex=RESPONSE_SECONDS)
+                # NX: the first answer with an id owns it; a later one with the same id
+                # (a provider repeating its ids) cannot clear the mark of a rated one.
+                pipe.set(self._resp_key(rid), c.who.tenant_key, ex=RESPONSE_SECONDS, nx=True)
 
     def _queue(self, pipe: Any, charges: list[tuple[str, Charge]]) -> None:
         """Queue the counters' writes of ``charges`` on a pipeline, the increments of each
@@ -127,6 +143,7 @@ class UsageBook:
         costs: dict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         counts: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         users: dict[str, set[str]] = defaultdict(set)
+        user_costs: defaultdict[str, float] = defaultdict(float)
         for day, c in charges:
             key = self._day_key(day)
             cost_fields, count_fields = self.fields(c)
@@ -135,6 +152,11 @@ class UsageBook:
             for f, n in count_fields.items():
                 counts[key][f] += n
             users[f"{self.prefix}:users:{day}"].add(c.who.key)
+            user_costs[self._user_key(day, c.who)] += c.cost_usd
+        for key, v in user_costs.items():
+            if v:
+                pipe.incrbyfloat(key, v)
+                pipe.expire(key, USER_SECONDS)
         for key in costs.keys() | counts.keys():
             for f, v in costs[key].items():
                 if v:
@@ -151,9 +173,7 @@ class UsageBook:
 
     def _own_locally(self, c: Charge) -> None:
         for rid in c.response_ids:
-            if len(self._local_responses) >= LOCAL_RESPONSES:
-                self._local_responses.pop(next(iter(self._local_responses)))
-            self._local_responses[rid] = c.who.tenant_key
+            self._local_responses.add(rid, c.who.tenant_key)
 
     def record_local(self, day: str, c: Charge, owners: bool = True) -> None:
         """Count a charge in process (``owners``: and remember its responses' tenant)."""
@@ -162,6 +182,12 @@ class UsageBook:
         for f, v in {**costs, **counts}.items():
             book[f] += v
         self._local_users[day].add(c.who.key)
+        if c.cost_usd:
+            key = self._user_key(day, c.who)
+            costs_by_user = self._local_user_costs
+            costs_by_user[key] = costs_by_user.pop(key, 0.0) + c.cost_usd
+            if len(costs_by_user) > LOCAL_USER_COSTS:
+                costs_by_user.popitem(last=False)
         if owners:
             self._own_locally(c)
         for old in [d for d in self._local if d < day]:
@@ -222,24 +248,37 @@ class UsageBook:
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
 
-    async def day(self, day: str) -> tuple[dict[str, float], int, bool]:
-        """A day's counters, its active users, and whether they are the shared figures."""
+    async def day(
+        self, day: str, who: Identity | None = None
+    ) -> tuple[dict[str, float], int, bool]:
+        """A day's counters, its active users, and whether they are the shared figures;
+        with ``who``, its spend that day too (as ``cost:user:<tenant/user>``)."""
+        user_key = self._user_key(day, who) if who is not None else None
         if self.redis is not None:
 
-            async def read(client: Any) -> tuple[Any, Any]:
+            async def read(client: Any) -> tuple[Any, Any, Any]:
                 pipe = client.pipeline(transaction=False)
                 pipe.hgetall(self._day_key(day))
                 pipe.pfcount(f"{self.prefix}:users:{day}")
+                if user_key is not None:
+                    pipe.get(user_key)
                 got = await pipe.execute()
-                return got[0], got[1]
+                return got[0], got[1], got[2] if user_key is not None else None
 
             try:
-                raw, users = await self.redis.call("usage read", read)
+                raw, users, spent = await self.redis.call("usage read", read)
             except RedisDown:
                 pass
             else:
-                return {k.decode(): float(v) for k, v in raw.items()}, int(users), True
-        return dict(self._local.get(day, {})), len(self._local_users.get(day, ())), False
+                counters = {k.decode(): float(v) for k, v in raw.items()}
+                if who is not None:
+                    counters[f"cost:user:{who.key}"] = float(spent or 0.0)
+                return counters, int(users), True
+        counters = dict(self._local.get(day, {}))
+        if who is not None and user_key is not None:
+            counters[f"cost:user:{who.key}"] = self._local_user_costs.get(user_key, 0.0)
+        users_today = self._local_users.get(day)
+        return counters, users_today.count() if users_today is not None else 0, False
 
     async def feedback(self, day: str, rid: str, who: Identity, fields: list[str]) -> str:
         """Count feedback for response ``rid``: ``ok``, ``unknown`` (no such response of
@@ -262,13 +301,7 @@ class UsageBook:
         return verdict
 
     def _rate_locally(self, rid: str, who: Identity) -> str:
-        owner = self._local_responses.get(rid)
-        if owner == _RATED + who.tenant_key:
-            return "duplicate"
-        if owner != who.tenant_key:
-            return "unknown"
-        self._local_responses[rid] = _RATED + who.tenant_key
-        return "ok"
+        return self._local_responses.rate(rid, who.tenant_key)
 
     async def _count_feedback(self, day: str, fields: list[str]) -> None:
         if self.redis is not None:
@@ -286,6 +319,33 @@ class UsageBook:
                 pass
         for f in fields:
             self._local[day][f] += 1
+
+
+class DistinctCount:
+    """How many distinct names were added, in a fixed 128 KiB whatever their number: a
+    bitmap of 2**20 bits, one set per name's hash (linear counting: exact while names are
+    few, within about 1 % up to a few million). The in-process stand-in for the PFADD /
+    PFCOUNT of Redis, where a set of names would grow with every end user."""
+
+    BITS = 1 << 20
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS // 8)
+        self._set = 0
+
+    def add(self, name: str) -> None:
+        h = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
+        i = h % self.BITS
+        byte, bit = i >> 3, 1 << (i & 7)
+        if not self._bits[byte] & bit:
+            self._bits[byte] |= bit
+            self._set += 1
+
+    def count(self) -> int:
+        empty = self.BITS - self._set
+        if empty == 0:
+            return self.BITS  # saturated (tens of millions of names): a floor
+        return round(-self.BITS * math.log(empty / self.BITS))
 
 
 async def _written(redis: SpendRedis, op: str, fn: Callable[[Any], Awaitable[None]]) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 # re-exported for the builders
+from swiftclaw_runtime.contract import METRICS_PORT as METRICS_PORT
 from swiftclaw_runtime.contract import RUNTIME_PORT as RUNTIME_PORT
 from swiftclaw_runtime.contract import SECRETS_DIR as SECRETS_DIR
 
@@ -32,6 +33,9 @@ class Settings:
     monitoring_available: bool = False
     # A custom metrics adapter serves the runtime's in-flight gauge to the HPA.
     custom_metrics: bool = False
+    # The namespace Prometheus scrapes from: the only one the runtime pods' NetworkPolicy
+    # lets reach their metrics port ("": none, the port then answers the kubelet's probes).
+    prometheus_namespace: str = "monitoring"
 
 
 @dataclass(frozen=True)

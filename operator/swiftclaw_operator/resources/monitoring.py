@@ -107,7 +107,7 @@ def build_service_monitor(agent: Agent) -> dict[str, Any]:
             "namespaceSelector": {"matchNames": [agent.namespace]},
             "endpoints": [
                 {
-                    "port": "http",
+                    "port": "metrics",
                     "path": METRICS_PATH,
                     "interval": agent.spec.monitoring.scrape_interval,
                 }

@@ -119,6 +119,7 @@ CRD = Kind(
 CHILDREN: tuple[Child, ...] = (
     Child(CONFIGMAP, runtime.build_configmap),
     Child(SERVICE, runtime.build_service),
+    Child(NETWORK_POLICY, runtime.build_network_policy),
     Child(DEPLOYMENT, lambda a: runtime.build_deployment(a, runtime.build_configmap(a))),
     Child(HPA, runtime.build_hpa),
     Child(PDB, runtime.build_pdb),

@@ -1,4 +1,5 @@
-"""The runtime fleet: its config, Deployment, Service, HPA and PodDisruptionBudget."""
+"""The runtime fleet: its config, Deployment, Service, NetworkPolicy, HPA and
+PodDisruptionBudget."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from swiftclaw_runtime.config import render_runtime_config
 from . import redis as redis_resources
 from .common import (
     CONFIG_CHECKSUM,
+    METRICS_PORT,
     RUNTIME_PORT,
     SECRETS_DIR,
     Agent,
@@ -81,6 +83,16 @@ def _env(agent: Agent) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": contract.SECRETS_DIR_ENV, "value": SECRETS_DIR},
         {"name": contract.LOG_FORMAT_ENV, "value": "json"},
+        {  # the runtime derives its in-flight and body bounds from the container's limit
+            "name": contract.MEMORY_LIMIT_ENV,
+            "valueFrom": {
+                "resourceFieldRef": {
+                    "containerName": "runtime",
+                    "resource": "limits.memory",
+                    "divisor": "1",
+                }
+            },
+        },
     ]
     redis = agent.spec.cache.redis
     if redis.mode == "managed":
@@ -122,7 +134,8 @@ def build_deployment(agent: Agent, configmap: dict[str, Any]) -> dict[str, Any]:
         CONFIG_CHECKSUM: digest({"config": configmap["data"], "mounts": secret_volumes}),
         **rt.pod_annotations,
     }
-    http_get = {"port": "http"}
+    # the probes on the metrics port: the client port's connection cap does not refuse them
+    http_get = {"port": "metrics"}
     container: dict[str, Any] = {
         "name": "runtime",
         "image": rt.image,
@@ -132,8 +145,12 @@ def build_deployment(agent: Agent, configmap: dict[str, Any]) -> dict[str, Any]:
             drain_seconds=rt.drain_seconds,
             grace_seconds=rt.grace_seconds,
             log_level=rt.log_level,
+            metrics_port=METRICS_PORT,
         ),
-        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
         "env": _env(agent),
         "resources": _resources(agent),
         "startupProbe": {
@@ -213,7 +230,47 @@ def build_service(agent: Agent) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector(agent, COMPONENT),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                # for the ServiceMonitor; the NetworkPolicy lets only Prometheus reach it
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def build_network_policy(agent: Agent) -> dict[str, Any]:
+    """The runtime pods: their client port open (clients are the tenants' workloads,
+    anywhere), their metrics port (costs, tenant names, breaker states) only to pods of the
+    Prometheus namespace of the operator's settings."""
+    ingress: list[dict[str, Any]] = [{"ports": [{"protocol": "TCP", "port": RUNTIME_PORT}]}]
+    namespace = agent.settings.prometheus_namespace
+    if namespace:
+        ingress.append(
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                        }
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(agent, agent.name, COMPONENT),
+        "spec": {
+            "podSelector": {"matchLabels": selector(agent, COMPONENT)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
         },
     }
 

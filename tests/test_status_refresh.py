@@ -1,0 +1,106 @@
+"""Status refreshes of one agent never overlap: two that did would both read the old
+status and both post the Event of one transition (seen as two ImmutableField Events on a
+loaded machine). The interleaving is forced here with an API client that holds the first
+refresh's read until a second refresh has been scheduled and has waited its debounce."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from swiftclaw_operator import handlers
+from swiftclaw_operator.failures import NameClash, classify
+from swiftclaw_operator.handlers import Memo, schedule_status
+from swiftclaw_operator.locks import KeyedLocks
+from swiftclaw_operator.settings import OperatorConfig
+from swiftclaw_operator.status import ReconcileFailure
+
+KEY = ("team", "agent")
+BODY: dict[str, Any] = {
+    "apiVersion": "swiftclaw.dev/v1alpha1",
+    "kind": "AgentDeployment",
+    "metadata": {"name": "agent", "namespace": "team", "uid": "u1", "generation": 1},
+    "spec": {},
+}
+
+
+class SlowKube:
+    """The agent and its (absent) children; the agent's first read waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.body = copy.deepcopy(BODY)
+        self.events: list[dict[str, Any]] = []
+        self.agent_reads = 0
+        self.first_read = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+        if kind != "AgentDeployment":
+            return None
+        self.agent_reads += 1
+        snapshot = copy.deepcopy(self.body)
+        if self.agent_reads == 1:
+            self.first_read.set()
+            await self.release.wait()
+        return snapshot
+
+    async def list(self, *_: Any) -> list[dict[str, Any]]:
+        return []
+
+    async def patch_status(self, *_: Any) -> None:
+        self.body["status"] = copy.deepcopy(_[-1])
+
+    async def create_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+async def test_overlapping_refreshes_post_one_event_per_transition(monkeypatch: Any) -> None:
+    monkeypatch.setattr(handlers, "STATUS_DEBOUNCE_SECONDS", 0.0)
+    memo = Memo(OperatorConfig())
+    kube = SlowKube()
+    memo.kube = kube  # type: ignore[assignment]
+    memo.settings = memo.config.builder_settings(monitoring_available=False)
+    memo.failures[KEY] = (1, ReconcileFailure(classify(NameClash("ConfigMap/x exists")), 1))
+
+    schedule_status(memo, *KEY)
+    await asyncio.wait_for(kube.first_read.wait(), 10)
+    schedule_status(memo, *KEY)  # a retry's refresh, while the first one is reading
+    second = memo.pending[KEY]
+    await asyncio.sleep(0)  # let the second one pass its debounce and reach the lock
+    kube.release.set()
+    await asyncio.wait_for(asyncio.gather(*memo.tasks, return_exceptions=True), 10)
+    await asyncio.wait_for(second, 10)
+
+    assert kube.agent_reads == 2  # both refreshes ran, one after the other
+    reasons = [e["reason"] for e in kube.events]
+    assert reasons.count("NameClash") == 1, reasons
+    assert len(memo.refreshing) == 0  # the lock table keeps no agent it is not working on
+
+
+async def test_keyed_locks_serialise_one_key_and_forget_it_when_done() -> None:
+    locks: KeyedLocks[str] = KeyedLocks()
+    order: list[str] = []
+
+    async def work(key: str, tag: str, hold: asyncio.Event | None = None) -> None:
+        async with locks.hold(key):
+            order.append(tag + "+")
+            if hold is not None:
+                await hold.wait()
+            order.append(tag + "-")
+
+    gate = asyncio.Event()
+    first = asyncio.create_task(work("a", "a1", gate))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(work("a", "a2"))
+    other = asyncio.create_task(work("b", "b1"))
+    await other  # another key is not held up
+    assert order == ["a1+", "b1+", "b1-"] and len(locks) == 1
+    gate.set()
+    await asyncio.gather(first, waiting)
+    assert order[3:] == ["a1-", "a2+", "a2-"]
+    assert len(locks) == 0
+    for i in range(1000):  # a thousand agents come and go: nothing is kept
+        async with locks.hold(f"agent-{i}"):
+            pass
+    assert len(locks) == 0
