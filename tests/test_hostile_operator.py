@@ -5,15 +5,21 @@ Redis password is in no container's argv nor in the running server's command lin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from swiftclaw_devtools.processes import Proc
+from swiftclaw_operator.api import API_GROUP, AgentDeploymentSpec
 from swiftclaw_operator.reconcile import owned
+from swiftclaw_runtime.config.agent import MAX_SYSTEM_PROMPT_STORED_BYTES, stored_bytes
 
-from .test_builders import base_spec, build
+from .test_builders import REPO, base_spec, build
 from .test_managed_redis import PASSWORD, managed_agent, start_instance
 
 UID = "uid-1"
@@ -103,3 +109,54 @@ def test_the_running_redis_has_no_password_in_its_command_line(tmp_path: Path) -
         assert b"redis" in cmdline and PASSWORD.encode() not in cmdline
     finally:
         proc.stop()
+
+
+# --- the system prompt and kopf's annotation ------------------------------------------------
+
+ANNOTATIONS_LIMIT = 256 * 1024  # Kubernetes: all of an object's annotations, keys and values
+
+
+def annotations_bytes(prompt: str) -> int:
+    """The annotations of an AgentDeployment with ``prompt``, applied with ``kubectl apply``
+    (its UTF-8 copy of the object) and handled by the operator (kopf's copy of the spec,
+    made by kopf's own storage as the operator configures it)."""
+    spec = yaml.safe_load((REPO / "examples" / "agent-in-cluster.yaml").read_text())["spec"]
+    spec["agent"]["systemPrompt"] = prompt
+    obj = {
+        "apiVersion": "swiftclaw.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "metadata": {"name": "agent", "namespace": "team"},
+        "spec": spec,
+    }
+    kubectl = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    obj["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": kubectl}
+    storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP, key="last-handled-configuration")
+    body = kopf.Body(obj)
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    annotations = {**obj["metadata"]["annotations"], **patch["metadata"]["annotations"]}
+    return sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
+
+
+@pytest.mark.parametrize("char", ["a", "é", "中", "\U0001f600"])
+def test_the_largest_system_prompt_allowed_fits_in_the_annotations(char: str) -> None:
+    per_char = stored_bytes(char)
+    prompt = char * (MAX_SYSTEM_PROMPT_STORED_BYTES // per_char)
+    spec = base_spec()
+    spec["agent"]["systemPrompt"] = prompt
+    AgentDeploymentSpec.model_validate(spec)  # allowed
+    assert annotations_bytes(prompt) <= ANNOTATIONS_LIMIT
+
+
+@pytest.mark.parametrize("char", ["é", "\U0001f600"])
+def test_a_system_prompt_past_the_annotations_is_refused_naming_it(char: str) -> None:
+    """100,000 non-ASCII characters (the field's length bound in characters) do not fit:
+    the operator could not record that it handled the agent. Refused with a clear message."""
+    prompt = char * 100_000
+    assert annotations_bytes(prompt) > ANNOTATIONS_LIMIT  # where it fails
+    spec = base_spec()
+    spec["agent"]["systemPrompt"] = prompt
+    with pytest.raises(ValidationError) as caught:
+        AgentDeploymentSpec.model_validate(spec)
+    text = str(caught.value)
+    assert "systemPrompt" in text and "256 KiB of annotations" in text
