@@ -42,10 +42,11 @@ async def responses(
     request_id = request_id or random_hex()
     call = parse_responses_request(decode_json(body))
     # Whose conversations: this agent's, the caller's (the identity limits and budgets
-    # count; with auth.userFromRequest, the request's end user within the key's tenant).
-    owner = scope(
-        f"{rt.config.namespace}/{rt.name}", rt.spend.who(principal, call.chat.get("user"))
-    )
+    # count; with auth.userFromRequest, the request's end user within the key's tenant;
+    # a 'user' that is not a string is refused with the chat request's 400 below).
+    user = call.chat.get("user")
+    who = rt.spend.who(principal, user if isinstance(user, str) else None)
+    owner = scope(f"{rt.config.namespace}/{rt.name}", who)
     history = await _history(rt, owner, call)
     messages = [*history, *call.messages]
     if history and call.store and (over := over_bound(messages)) is not None:
