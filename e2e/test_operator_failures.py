@@ -5,6 +5,7 @@ operator's attempts (its metrics) never come faster than the back-off allows."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,15 @@ import pytest
 import yaml
 
 from .cluster import Cluster, wait_for
-from .operator import Operator, condition, events, example, install_crd, wait_condition
+from .operator import (
+    Operator,
+    children,
+    condition,
+    events,
+    example,
+    install_crd,
+    wait_condition,
+)
 
 BASE, CAP = 1.0, 4.0  # the back-off under test: 1, 2, 4, 4, 4... seconds
 
@@ -103,6 +112,77 @@ def test_name_clash_is_degraded_once_backs_off_and_recovers(
     one_event(cluster, ns, "clash", "NameClash")  # still one
 
 
+def hand_over(cluster: Cluster, ns: str, name: str) -> None:
+    """Make the agent ``name`` the controller of its labelled children that have no owner
+    (what an agent deleted with ``--cascade=orphan`` left behind)."""
+    uid = cluster.get("agentdeployment", name, "-n", ns)["metadata"]["uid"]
+    owner = {
+        "apiVersion": "swiftclaw.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    for ref, obj in children(cluster, ns, name).items():
+        if obj["metadata"].get("ownerReferences") or obj["kind"] == "Secret":
+            continue
+        patch = json.dumps({"metadata": {"ownerReferences": [owner]}})
+        cluster.kubectl("patch", ref.lower(), "-n", ns, "--type=merge", "-p", patch)
+
+
+def test_an_object_with_the_agents_labels_but_not_its_owner_is_neither_taken_nor_pruned(
+    cluster: Cluster, operator: Operator, ns: str
+) -> None:
+    labels = {
+        "app.kubernetes.io/managed-by": "swiftclaw-operator",
+        "app.kubernetes.io/instance": "lab",
+    }
+    stranger = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "lab-config", "namespace": ns, "labels": labels},
+        "data": {"a": "b"},
+    }
+    cluster.apply(yaml.safe_dump(stranger))
+    apply(cluster, ns, example("lab"))
+    body = wait_condition(cluster, ns, "lab", "Degraded", "True", "NameClash", timeout=30)
+    assert "ConfigMap/lab-config exists and is not owned" in condition(body, "Degraded")["message"]
+    cm = cluster.get("configmap", "lab-config", "-n", ns)
+    assert cm["data"] == {"a": "b"} and not cm["metadata"].get("ownerReferences")
+    cluster.kubectl("delete", "configmap", "lab-config", "-n", ns)
+    wait_condition(cluster, ns, "lab", "Ready", "True", "Available", timeout=CAP + 60)
+
+    # A stranger's object named and labelled as a child the spec does not want: an update
+    # (which prunes what the spec no longer asks for) leaves it alone.
+    redis_less = example("lab2")
+    redis_less["spec"]["cache"]["redis"] = {"mode": "none"}
+    decoy = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "lab2-redis-cache",
+            "namespace": ns,
+            "labels": {**labels, "app.kubernetes.io/instance": "lab2"},
+        },
+        "spec": {"ports": [{"port": 6379}]},
+    }
+    cluster.apply(yaml.safe_dump(decoy))
+    apply(cluster, ns, redis_less)
+    wait_condition(cluster, ns, "lab2", "Ready", "True", "Available", timeout=60)
+    redis_less["spec"]["agent"]["maxOutputTokens"] = 321  # an update: it prunes
+    apply(cluster, ns, redis_less)
+
+    def updated() -> bool:
+        body = cluster.get("agentdeployment", "lab2", "-n", ns)
+        status = body.get("status") or {}
+        return bool(status.get("observedGeneration") == body["metadata"]["generation"] == 2)
+
+    wait_for("the update reconciled", updated, timeout=60)
+    svc = cluster.get("service", "lab2-redis-cache", "-n", ns)
+    assert not svc["metadata"].get("ownerReferences")  # the stranger's, still there
+
+
 def test_storage_change_is_degraded_once_and_backs_off(
     cluster: Cluster, operator: Operator, ns: str
 ) -> None:
@@ -119,8 +199,11 @@ def test_storage_change_is_degraded_once_and_backs_off(
     size = doc["spec"]["cache"]["redis"]["storage"]
     bigger = "5Gi" if size != "5Gi" else "6Gi"
     doc["spec"]["cache"]["redis"]["storage"] = bigger
-    before, started = attempts(operator), time.monotonic()
     apply(cluster, ns, doc)
+    # Orphans lost their owner reference: labels alone do not make them the new agent's.
+    wait_condition(cluster, ns, "disk", "Degraded", "True", "NameClash", timeout=30)
+    before, started = attempts(operator), time.monotonic()
+    hand_over(cluster, ns, "disk")  # their owner gives them to the new agent
     body = wait_condition(cluster, ns, "disk", "Degraded", "True", "ImmutableField", timeout=30)
     message = condition(body, "Degraded")["message"]
     assert 'StatefulSet.apps "disk-redis-state" is invalid' in message, message

@@ -23,9 +23,11 @@ from swiftclaw_operator.resources.common import REDIS_PORT
 from swiftclaw_operator.resources.redis import (
     DATA_DIR,
     PASSWORD_ENV,
+    SERVER,
     Role,
     maxmemory,
     server_args,
+    server_command,
 )
 from swiftclaw_runtime.config import AgentDeploymentSpec
 
@@ -46,15 +48,16 @@ def managed_agent(**redis_spec: Any) -> Agent:
 
 
 def start_instance(agent: Agent, role: Role, folder: Path) -> Proc:
-    """redis-server with the StatefulSet's arguments; only where it listens and its folder
-    differ (a pod's own port and volume)."""
+    """redis-server with the StatefulSet's command and arguments, the password in the
+    container's environment; only where it listens and its folder differ (a pod's own
+    port and volume), and the server's path."""
     port = free_port()
     data = folder / role
     data.mkdir(parents=True, exist_ok=True)
-    pod = {f"$({PASSWORD_ENV})": PASSWORD, DATA_DIR: str(data), str(REDIS_PORT): str(port)}
-    args = [pod.get(a, a) for a in server_args(agent, role)]
-    argv = [redis_server_path(), *args, "--bind", "127.0.0.1"]
-    return start(argv, port, None, folder / f"redis-{role}.log", redis_env())
+    pod = {SERVER: redis_server_path(), DATA_DIR: str(data), str(REDIS_PORT): str(port)}
+    argv = [pod.get(a, a) for a in [*server_command(), *server_args(agent, role)]]
+    env = {**redis_env(), PASSWORD_ENV: PASSWORD}
+    return start([*argv, "--bind", "127.0.0.1"], port, None, folder / f"redis-{role}.log", env)
 
 
 @pytest.fixture

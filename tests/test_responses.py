@@ -242,7 +242,7 @@ def test_the_redis_store_survives_a_restart_with_a_ttl(
     first = create(first_rt, False, model="gemini", input="Weather?", tools=TOOLS[:1])
     (call,) = [o for o in first.output if o.type == "function_call"]
     db = redis.Redis.from_url(url)
-    key = f"swiftclaw:responses:acme:{first.id}"
+    key = f"swiftclaw:responses:tests/test-agent:acme/alice:{first.id}"
     assert 0 < db.ttl(key) <= 24 * 3600
     first_rt.stop()
     second_rt = launch.runtime(shapes_manifest(sims), "--redis-url", url)
@@ -255,7 +255,7 @@ def test_the_redis_store_survives_a_restart_with_a_ttl(
         tools=TOOLS[:1],
     )
     assert final.output_text == "Tool results: rain"
-    assert db.exists(f"swiftclaw:responses:acme:{final.id}")
+    assert db.exists(f"swiftclaw:responses:tests/test-agent:acme/alice:{final.id}")
 
 
 # --- the Agents SDK's default Responses model -------------------------------------------------

@@ -23,6 +23,10 @@ internal addresses, so it goes to the log only.
 
 Streams are opened the same way, and count as answered once their first chunk arrives:
 before that, a failure falls back transparently; after it, see :mod:`pipeline`.
+
+The caller learns of each attempt that was sent and gave no usage back (``asked``): one
+that timed out, whose answer was malformed, or that was in flight when the client hung
+up. The provider may have done, and billed, that work, so the request is charged for it.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ log = logging.getLogger("swiftclaw.dispatch")
 EMBEDDINGS = "(embeddings)"
 T = TypeVar("T")
 C = TypeVar("C")
+# Failures after which the provider may have done the work of the attempt (and billed it).
+UNANSWERED = frozenset({"timeout", "protocol"})
 # One attempt at one target: its provider, the call as prepared for it, the time it has.
 AttemptFn = Callable[[Provider, C, float], Awaitable[T]]
 # A request in one target's shape (raises Unsupported when that target cannot serve it).
@@ -181,7 +187,12 @@ class Dispatcher:
         return prepare
 
     async def complete(
-        self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
+        self,
+        tier: TierSpec,
+        request: ChatRequest,
+        payload: dict[str, Any],
+        deadline: Deadline,
+        asked: list[Target] | None = None,
     ) -> tuple[Completion, Served]:
         async def attempt(provider: Provider, call: Call, timeout: float) -> Completion:
             return await provider.complete(call)
@@ -193,6 +204,7 @@ class Dispatcher:
             attempt,
             request.output_limit,
             False,
+            asked,
         )
 
     async def embed(
@@ -207,7 +219,12 @@ class Dispatcher:
         return await self._run(route, deadline, prepare, attempt, None, False)
 
     async def open_stream(
-        self, tier: TierSpec, request: ChatRequest, payload: dict[str, Any], deadline: Deadline
+        self,
+        tier: TierSpec,
+        request: ChatRequest,
+        payload: dict[str, Any],
+        deadline: Deadline,
+        asked: list[Target] | None = None,
     ) -> OpenStream:
         async def attempt(
             provider: Provider, call: Call, timeout: float
@@ -230,6 +247,7 @@ class Dispatcher:
             attempt,
             request.output_limit,
             True,
+            asked,
         )
         return OpenStream(served, first, rest, usage)
 
@@ -246,6 +264,7 @@ class Dispatcher:
         attempt_fn: AttemptFn[C, T],
         output_limit: int | None,
         stream: bool,
+        asked: list[Target] | None = None,
     ) -> tuple[T, Served]:
         failures: list[str] = []  # what the client reads: model and kind of failure
         details: list[str] = []  # what the log reads: the providers' own words too
@@ -309,9 +328,13 @@ class Dispatcher:
                     result = await self._attempt(provider, call, timeout, attempt_fn)
                 except asyncio.CancelledError:
                     breaker.release()
+                    if asked is not None:  # the caller left while the provider worked
+                        asked.append(target)
                     raise
                 except UpstreamError as err:
                     self._observe(target, started, err.kind)
+                    if asked is not None and err.kind in UNANSWERED:
+                        asked.append(target)
                     if err.kind == "rate_limited" and err.retry_after:
                         cooldown.hold(capped_retry_after(err.retry_after, self.retry))
                     if err.kind == "timeout" and not timeout_is_providers_fault(

@@ -45,6 +45,7 @@ from .errors import ApiError, invalid_request, not_found
 from .ids import random_hex
 from .prompt import build_prompt
 from .providers import Completion, StreamUsage, UpstreamError
+from .providers.params import with_output_cap
 from .resilience import Deadline
 from .routing import Route, resolve_embeddings_model
 from .runtime import Runtime
@@ -52,6 +53,7 @@ from .schemas import ChatRequest, parse_chat_request
 from .spend import Admission, Identity
 from .spend.costs import cost_usd, prices
 from .sse import DONE, encode_event
+from .tokens import estimate_tokens
 
 log = logging.getLogger("swiftclaw.pipeline")
 
@@ -89,6 +91,47 @@ def decode_json(body: bytes) -> Any:
         raise invalid_request(
             f"We could not parse the JSON body of your request: {err}.", code="invalid_json"
         ) from None
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """What the attempts that gave no usage back are charged: for each, the input
+    estimate and the output cap it was sent, at its model's prices. (A provider that
+    timed out, or whose caller left, may still have done and billed the work.)"""
+
+    cost: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    model: str = "none"
+
+    @classmethod
+    def of(
+        cls, rt: Runtime, tier: TierSpec, asked: list[Target], tokens_in: int, tokens_out: int
+    ) -> Unanswered:
+        if not asked:
+            return cls()
+        cost = sum(cost_usd(*prices(rt.policy, tier, t.ref), tokens_in, tokens_out) for t in asked)
+        n = len(asked)
+        return cls(cost, n * tokens_in, n * tokens_out, asked[-1].ref)
+
+
+def generated_tokens(chunk: dict[str, Any]) -> int:
+    """The output tokens a stream chunk carries (estimated): its text and tool calls'
+    arguments, what a stream cut before its usage is charged for."""
+    out = 0
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            out += estimate_tokens(text)
+        for call in delta.get("tool_calls") or ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            args = fn.get("arguments") if isinstance(fn, dict) else None
+            if isinstance(args, str) and args:
+                out += estimate_tokens(args)
+    return out
 
 
 CACHE_HEADER = "x-swiftclaw-cache"
@@ -191,6 +234,10 @@ async def answer_chat(
     request, payload = prompt.request, prompt.payload
     output = rt.spend.output_cap(request.output_limit)
     adm = await rt.spend.admit(who, request_id, route, prompt.input_tokens, output)
+    # the cap reserved for (cut to what the budget has left) is the one the provider gets
+    request, payload, keyed = with_output_cap(
+        request, payload, adm.output, rt.spend.output_cap(None)
+    )
     route = adm.route
     m = rt.metrics
     m.child(
@@ -205,7 +252,7 @@ async def answer_chat(
     tier = route.tier
     deadline = Deadline(rt.policy.reliability.timeout_seconds)
     stream = request.stream
-    lk = rt.cache.plan(who, tier, request, payload, control or CacheControl())
+    lk = rt.cache.plan(who, tier, request, keyed, control or CacheControl())
     try:
         hit = await rt.cache.lookup(lk, deadline.remaining())
     except BaseException:
@@ -214,35 +261,46 @@ async def answer_chat(
     if hit is not None:
         return await _cached(rt, request, lk, hit, started, route, adm, extra)
     watch_for_hangup()  # the provider's answer may take seconds: a hang-up cancels the call
+    # Attempts sent that gave no usage back (timed out, cut, or the client left first):
+    # the provider may have done, and billed, the work, so each is charged its estimate.
+    asked: list[Target] = []
     try:
         if not stream:
-            completion, served = await rt.dispatcher.complete(tier, request, payload, deadline)
+            completion, served = await rt.dispatcher.complete(
+                tier, request, payload, deadline, asked
+            )
         else:
-            opened = await rt.dispatcher.open_stream(tier, request, payload, deadline)
+            opened = await rt.dispatcher.open_stream(tier, request, payload, deadline, asked)
     except BaseException as err:
         if isinstance(err, ApiError | asyncio.CancelledError):
             _record_unserved(rt, tier.name, err, stream, started)
+        unpaid = Unanswered.of(rt, tier, asked, prompt.input_tokens, adm.output)
         await asyncio.shield(rt.cache.finish(lk, None))
         if isinstance(err, ApiError) and err.code in DEGRADABLE:
             stale = await rt.cache.degrade(lk)
             if stale is not None:
                 log.warning("tier %s failed: served a similar cached answer", tier.name)
-                return await _cached(rt, request, lk, stale, started, route, adm, extra)
-        await rt.spend.settle(adm, "none", 0.0, 0, 0)  # nothing was served
+                return await _cached(rt, request, lk, stale, started, route, adm, extra, unpaid)
+        await rt.spend.settle(adm, unpaid.model, unpaid.cost, unpaid.tokens_in, unpaid.tokens_out)
         if isinstance(err, ApiError):
             err.headers.setdefault(CACHE_HEADER, lk.outcome)
         raise
+    unpaid = Unanswered.of(rt, tier, asked, prompt.input_tokens, adm.output)
     if stream:
         m.child(m.ttft_seconds, tier.name).observe(time.perf_counter() - started)
         ids = (request_id, str(opened.first.get("id") or request_id))
-        chunks = _chunks(rt, tier, opened, started, adm, prompt.input_tokens, ids, lk)
+        chunks = _chunks(rt, tier, opened, started, adm, prompt.input_tokens, ids, lk, unpaid)
 
         async def cleanup() -> None:
             if not adm.settled:
                 await _aclose(opened.rest)
-                tokens_in = prompt.input_tokens
-                cost = request_cost(rt, tier, opened.served, tokens_in, 0)
-                await rt.spend.settle(adm, opened.served.target.ref, cost, tokens_in, 0, ids)
+                tokens_in = prompt.input_tokens + unpaid.tokens_in
+                tokens_out = generated_tokens(opened.first) + unpaid.tokens_out
+                cost = unpaid.cost + request_cost(
+                    rt, tier, opened.served, prompt.input_tokens, tokens_out - unpaid.tokens_out
+                )
+                model = opened.served.target.ref
+                await rt.spend.settle(adm, model, cost, tokens_in, tokens_out, ids)
             await rt.cache.finish(lk, None)  # a stream that never ran is not an answer
 
         return ChatAnswer(
@@ -258,6 +316,7 @@ async def answer_chat(
     tokens_in, tokens_out = completion.prompt_tokens, completion.completion_tokens
     cost = request_cost(rt, tier, served, tokens_in, tokens_out)
     _record_served(rt, tier.name, served, started, tokens_in, tokens_out, cost)
+    cost += unpaid.cost
     ids = (request_id, str(completion.body.get("id") or request_id))
     try:
         if lk.write or lk.flight is not None:  # an answer to store, or to hand to those waiting
@@ -273,8 +332,8 @@ async def answer_chat(
             adm,
             served.target.ref,
             cost,
-            completion.prompt_tokens,
-            completion.completion_tokens,
+            completion.prompt_tokens + unpaid.tokens_in,
+            completion.completion_tokens + unpaid.tokens_out,
             ids,
         )
     return ChatAnswer(route, served, adm, extra, completion=completion, cache=lk.outcome)
@@ -289,17 +348,20 @@ async def _cached(
     route: Route,
     adm: Admission,
     extra: Headers,
+    unpaid: Unanswered | None = None,
 ) -> ChatAnswer:
     """A cached answer as the provider would have given it: a completion, or a stream of
     chunks of the same shape (with the usage chunk when asked for). It spends nothing:
-    the request settles at zero."""
+    the request settles at zero, or at what its failed attempts asked (``unpaid``: a
+    similar answer served when every model failed)."""
     served = Served(Target.parse(answer.model_ref), False, 0)
     outcome = "stale" if lk.outcome == "stale-similar" else "cached"
     elapsed = time.perf_counter() - started
     rt.metrics.record_request(
         lk.tier.name, answer.model_ref, outcome, request.stream, elapsed, 0, 0
     )
-    await rt.spend.settle(adm, answer.model_ref, 0.0, 0, 0)
+    u = unpaid or Unanswered()
+    await rt.spend.settle(adm, answer.model_ref, u.cost, u.tokens_in, u.tokens_out)
     if not request.stream:
         completion = Completion(answer.completion(), answer.prompt_tokens, answer.completion_tokens)
         return ChatAnswer(route, served, adm, extra, completion=completion, cache=lk.outcome)
@@ -411,11 +473,13 @@ async def _chunks(
     input_estimate: int,
     ids: tuple[str, ...],
     lk: Lookup,
+    unpaid: Unanswered,
 ) -> AsyncIterator[dict[str, Any] | ApiError]:
     """Forward an open stream; a failure after the first chunk ends it with an error.
     At the end, however it ends, the request is settled on the usage the provider
     reported; a stream cut before its usage arrived is charged the input estimate and the
-    output counted so far. A stream that ends cleanly is assembled and offered to the
+    output received so far (counted from its chunks), with ``unpaid`` (the attempts that
+    failed before it opened). A stream that ends cleanly is assembled and offered to the
     cache; any other is not."""
     m = rt.metrics
     model = stream.served.target.ref
@@ -423,12 +487,14 @@ async def _chunks(
     ended = False
     assembler = StreamAssembler() if lk.write else None
     answer: CachedAnswer | None = None
+    generated = generated_tokens(stream.first)
     try:
         if assembler is not None:
             assembler.add(stream.first)
         yield stream.first
         try:
             async for chunk in stream.rest:
+                generated += generated_tokens(chunk)
                 if assembler is not None:
                     assembler.add(chunk)
                 yield chunk
@@ -454,7 +520,10 @@ async def _chunks(
         await _aclose(stream.rest)
         usage = stream.usage
         tokens_in = usage.prompt_tokens or input_estimate
-        cost = request_cost(rt, tier, stream.served, tokens_in, usage.completion_tokens)
+        # the provider's count when it gave one at the end, else what was received
+        tokens_out = usage.completion_tokens if ended else 0
+        tokens_out = tokens_out or max(usage.completion_tokens, generated)
+        cost = request_cost(rt, tier, stream.served, tokens_in, tokens_out)
         m.record_request(
             tier.name,
             model,
@@ -462,10 +531,17 @@ async def _chunks(
             True,
             time.perf_counter() - started,
             usage.prompt_tokens,
-            usage.completion_tokens,
+            tokens_out,
             cost,
         )
         await asyncio.shield(
-            rt.spend.settle(adm, model, cost, tokens_in, usage.completion_tokens, ids)
+            rt.spend.settle(
+                adm,
+                model,
+                cost + unpaid.cost,
+                tokens_in + unpaid.tokens_in,
+                tokens_out + unpaid.tokens_out,
+                ids,
+            )
         )
         await asyncio.shield(rt.cache.finish(lk, answer))

@@ -194,9 +194,16 @@ def redis_env() -> dict[str, str]:
     return {"LD_LIBRARY_PATH": f"{libs}:{current}" if current else str(libs)}
 
 
-def start_redis(port: int | None = None, log_path: Path | None = None) -> Proc:
-    """A throwaway Redis Stack (with search) on loopback, without persistence."""
+def start_redis(
+    port: int | None = None, log_path: Path | None = None, data_dir: Path | None = None
+) -> Proc:
+    """A throwaway Redis Stack (with search) on loopback, without persistence; with
+    ``data_dir``, one that keeps its data there (an append-only file written on every
+    command), so that a stop and a start on the same port find it again (an outage)."""
     port = port or free_port()
+    persist = ["--appendonly", "no"]
+    if data_dir is not None:
+        persist = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)]
     args = [
         redis_server_path(),
         "--port",
@@ -205,8 +212,7 @@ def start_redis(port: int | None = None, log_path: Path | None = None) -> Proc:
         "127.0.0.1",
         "--save",
         "",
-        "--appendonly",
-        "no",
+        *persist,
         "--daemonize",
         "no",
     ]

@@ -11,8 +11,13 @@ rate-limit or hang mode while it runs.
 ``POST /_sim/control`` ``{"mode": "normal|error|ratelimit|hang|cutoff", "count": N,
 "retryAfter": s}``: ``cutoff`` breaks streams off after their third event; ``hang``
 holds a request open without answering until the client goes away.
-``GET /_sim/stats`` -> requests served, arrival times (seconds since start), the mode, and
-the :class:`Counters` of streams and hung requests (those open now and in total).
+``GET /_sim/stats`` -> requests served, arrival times (seconds since start), the mode, the
+:class:`Counters` of streams and hung requests (those open now and in total), the output
+caps chat requests were sent (``output_caps``: the last 100, each ``[field, value]``,
+``[null, null]`` for none) and the tokens it *billed* (``billed_prompt_tokens``,
+``billed_completion_tokens``): every answer it made, whether or not its client was still
+there to read it (as a real provider bills a call whose caller hung up), and of a stream
+cut short the words it sent.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ _VOCABULARY = (
 )
 WORDS = _VOCABULARY.split()
 MODES = ("normal", "error", "ratelimit", "hang", "cutoff")
+# Events of a stream before its first word (OpenAI: the role chunk; Anthropic:
+# message_start and content_block_start).
+STREAM_HEAD = {"openai": 1, "anthropic": 2, "gemini": 0}
 
 
 def estimate_message_tokens(texts: list[str]) -> int:
@@ -128,6 +136,8 @@ class Counters:
     streams_cut_off: int = 0
     hanging: int = 0
     hangs: int = 0
+    billed_prompt_tokens: int = 0
+    billed_completion_tokens: int = 0
 
 
 StreamEnd = Literal["completed", "aborted", "cut_off"]
@@ -247,6 +257,7 @@ class Simulator:
         self.mode_count: int | None = None
         self.mode_retry_after = config.retry_after
         self.counters = Counters()
+        self.output_caps: deque[tuple[str | None, Any]] = deque(maxlen=100)
 
     # --- behaviour -----------------------------------------------------------------
 
@@ -426,6 +437,7 @@ class Simulator:
             "arrivals": list(self.arrivals),
             "mode": self.mode,
             "uptime": round(self._now(), 3),
+            "output_caps": [list(c) for c in self.output_caps],
             **asdict(self.counters),
         }
 
@@ -477,12 +489,16 @@ class Simulator:
         if shape == "openai":
             model = str(body.get("model", "sim-model"))
             texts = _texts_openai(body)
+            field: str | None = next(
+                (f for f in ("max_completion_tokens", "max_tokens") if f in body), None
+            )
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             stream = bool(body.get("stream"))
             turn, prefix = openai_turn, "call_"
         elif shape == "anthropic":
             model = str(body.get("model", "sim-model"))
             texts = _texts_anthropic(body)
+            field = "max_tokens" if "max_tokens" in body else None
             limit = body.get("max_tokens")
             stream = bool(body.get("stream"))
             turn, prefix = anthropic_turn, "toolu_"
@@ -490,8 +506,10 @@ class Simulator:
             model = path.rsplit("/", 1)[-1].split(":", 1)[0]
             texts = _texts_gemini(body)
             limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
+            field = None if limit is None else "generationConfig.maxOutputTokens"
             stream = path.endswith(":streamGenerateContent")
             turn, prefix = gemini_turn, "fc_"
+        self.output_caps.append((field, limit))
         try:
             images = seen_images(shape, body)
         except ValueError as err:
@@ -508,25 +526,35 @@ class Simulator:
         if images and words and not _wants_json(shape, body):
             words = ("Seen", *", ".join(images).split(" "), "|", *words)
         a = Answer(model, words, finish, estimate_message_tokens(texts), body, decision.calls)
+        self.counters.billed_prompt_tokens += a.prompt_tokens
         if stream:
             events = {
                 "openai": self._openai_events,
                 "anthropic": self._anthropic_events,
                 "gemini": self._gemini_events,
             }[shape]
-            await self._stream(send, receive, events(a), cutoff)
+            await self._stream(send, receive, events(a), cutoff, a, STREAM_HEAD[shape])
             return
         render = {
             "openai": _openai_body,
             "anthropic": _anthropic_body,
             "gemini": _gemini_body,
         }[shape]
+        self.counters.billed_completion_tokens += a.completion_tokens
         await self._json(send, 200, render(a))
 
     async def _stream(
-        self, send: Send, receive: Receive, events: AsyncIterator[bytes], cutoff: bool
+        self,
+        send: Send,
+        receive: Receive,
+        events: AsyncIterator[bytes],
+        cutoff: bool,
+        answer: Answer | None = None,
+        head: int = 0,
     ) -> None:
-        """Send a stream, counted in :attr:`counters` whichever way it ends.
+        """Send a stream, counted in :attr:`counters` whichever way it ends, and bill
+        ``answer``'s output: all of it, or of a stream cut short the words sent (its
+        events after the ``head`` events that carry none).
 
         A task waits on ``receive`` meanwhile: uvicorn reports a client that went away
         there (its ``send`` then does nothing), so the stream stops at once, even while
@@ -537,13 +565,21 @@ class Simulator:
         c.open_streams += 1
         gone = asyncio.create_task(until_disconnect(receive))
         end: StreamEnd = "aborted"
+        sent = [0]
         try:
-            end = await self._send_events(send, events, gone, cutoff)
+            end = await self._send_events(send, events, gone, cutoff, sent)
         except OSError:  # some uvicorn versions raise on a send to a client that went away
             pass
         finally:
             gone.cancel()
             c.open_streams -= 1
+            if answer is not None:
+                words = len(answer.words)
+                c.billed_completion_tokens += (
+                    answer.completion_tokens
+                    if end == "completed"
+                    else max(0, min(words, sent[0] - head))
+                )
             if end == "completed":
                 c.streams_completed += 1
             elif end == "cut_off":
@@ -554,11 +590,18 @@ class Simulator:
             raise ConnectionAbortedError("simulated provider crash mid-stream")
 
     async def _send_events(
-        self, send: Send, events: AsyncIterator[bytes], gone: asyncio.Task[None], cutoff: bool
+        self,
+        send: Send,
+        events: AsyncIterator[bytes],
+        gone: asyncio.Task[None],
+        cutoff: bool,
+        count: list[int] | None = None,
     ) -> StreamEnd:
+        """``count[0]``: the events sent so far."""
         pace = self.config.stream_pace_ms / 1000
         await start_event_stream(send)
         sent = 0
+        count = count if count is not None else [0]
         async for event in events:
             if sent:
                 if cutoff and sent == 3:
@@ -569,6 +612,7 @@ class Simulator:
                 return "aborted"
             await send({"type": "http.response.body", "body": event, "more_body": True})
             sent += 1
+            count[0] = sent
         if gone.done():
             return "aborted"
         gone.cancel()  # the end of the response would wake it

@@ -19,7 +19,7 @@ from .failures import NameClash, UnsupportedSpec
 from .kube import Kube
 from .metrics import CHILD_WRITES
 from .resources import Agent, Settings, build_children, create_only_children, registry
-from .resources.common import MANAGED_BY, SPEC_HASH
+from .resources.common import SPEC_HASH
 
 log = logging.getLogger("swiftclaw.reconcile")
 
@@ -112,15 +112,16 @@ async def reconcile(
         live = await kube.get(
             desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
         )
+        if live is not None and not owned(live, agent.uid):
+            raise NameClash(
+                f"{ref} exists and is not owned by AgentDeployment {agent.name} (it has no "
+                "controller owner reference to this agent's uid; labels do not make it "
+                "ours): rename it or delete it"
+            )
         reason = needs_apply(desired, live)
         if reason is None:
             out.unchanged.append(ref)
             continue
-        if live is not None and not _ours(live, agent):
-            raise NameClash(
-                f"{ref} exists and is not owned by AgentDeployment {agent.name}: "
-                "rename it or delete it"
-            )
         await kube.apply(desired)
         CHILD_WRITES.labels(desired["kind"]).inc()
         out.written.append(f"{ref} ({reason})")
@@ -129,9 +130,15 @@ async def reconcile(
     if prune:
         for api_version, kind, name in unwanted_children(agent):
             live = await kube.get(api_version, kind, agent.namespace, name)
-            if live is not None and _ours(live, agent):
-                await kube.delete(api_version, kind, agent.namespace, name)
-                out.deleted.append(f"{kind}/{name}")
+            if live is None:
+                continue
+            if not owned(live, agent.uid):
+                log.warning(
+                    "%s/%s is not this agent's (no owner reference): left alone", kind, name
+                )
+                continue
+            await kube.delete(api_version, kind, agent.namespace, name)
+            out.deleted.append(f"{kind}/{name}")
     out.seconds = time.perf_counter() - started
     problem = unsupported(agent)
     if problem is not None:  # everything else is in place; Degraded says what is not
@@ -139,10 +146,9 @@ async def reconcile(
     return out
 
 
-def _ours(live: dict[str, Any], agent: Agent) -> bool:
-    meta = live.get("metadata", {})
-    owners = meta.get("ownerReferences") or []
-    return any(o.get("uid") == agent.uid for o in owners) or (
-        (meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == MANAGED_BY
-        and (meta.get("labels") or {}).get("app.kubernetes.io/instance") == agent.name
-    )
+def owned(live: dict[str, Any], uid: str) -> bool:
+    """Is ``live`` the agent's with this ``uid``: its controller owner reference names it?
+    Labels are not enough: anyone who can create an object can label it ours, and an
+    object the operator applied over or pruned by its labels would be taken from them."""
+    owners = live.get("metadata", {}).get("ownerReferences") or []
+    return any(o.get("uid") == uid and o.get("controller") is True for o in owners)

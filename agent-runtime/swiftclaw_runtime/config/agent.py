@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from .base import CONTEXT_URL_PATTERN, PLACEHOLDERS, Model, Name, map_list
-from .rules import holds, unique_names
+from .rules import Issue, holds, python_only, unique_names
+
+# The system prompt as the operator's bookkeeping stores it: kopf keeps the spec it last
+# handled in an annotation, as JSON with every non-ASCII character escaped (6 bytes, 12
+# outside the Basic Multilingual Plane), and Kubernetes allows 256 KiB of annotations on
+# an object in all; ``kubectl apply`` (client side) keeps another copy, as UTF-8. At most
+# this many bytes there leaves both copies, and the rest of the spec, room: 100,000 ASCII
+# characters fit, 100,000 non-ASCII ones (600 KB to 1.2 MB stored) did not.
+MAX_SYSTEM_PROMPT_STORED_BYTES = 100_000
+
+
+def stored_bytes(text: str) -> int:
+    """``text``'s size in kopf's annotation (its JSON, without the quotes)."""
+    return len(json.dumps(text)) - 2
+
+
+def _prompt_fits(spec: Any) -> list[Issue]:
+    size = stored_bytes(spec.system_prompt)
+    if size <= MAX_SYSTEM_PROMPT_STORED_BYTES:
+        return []
+    return [
+        (
+            ("systemPrompt",),
+            f"is {size:,} bytes as the operator stores the spec (JSON with non-ASCII "
+            "characters escaped: 6 bytes each, 12 outside the BMP), past "
+            f"{MAX_SYSTEM_PROMPT_STORED_BYTES:,}: Kubernetes allows 256 KiB of annotations "
+            "on an object in all. Shorten it",
+        )
+    ]
 
 
 def _without_placeholders(url: str) -> str:
@@ -42,7 +71,7 @@ class ContextSource(Model):
 class AgentSpec(Model):
     """What the agent says and how much it may read."""
 
-    rules = (unique_names("context"),)
+    rules = (unique_names("context"), python_only(_prompt_fits))
 
     system_prompt: Annotated[str, Field(max_length=100_000)] = ""
     max_input_tokens: Annotated[int, Field(ge=1, le=2_000_000)] = 8_000

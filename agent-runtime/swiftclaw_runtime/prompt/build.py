@@ -94,9 +94,6 @@ def build_prompt(
     if len(messages) != len(request.messages) or trimmed:
         request = request.model_copy(update={"messages": messages})
         payload = dict(payload, messages=[j for _, j in pairs])
-    cap = agent.max_output_tokens
-    if cap is not None and (request.output_limit is None or request.output_limit > cap):
-        request = request.model_copy(update={"max_tokens": cap, "max_completion_tokens": None})
-        payload = {k: v for k, v in payload.items() if k != "max_completion_tokens"}
-        payload["max_tokens"] = cap
+    # (agent.maxOutputTokens is applied with the budget's cut, after admission: see
+    # providers.params.with_output_cap)
     return Prompt(request, payload, total, trimmed)

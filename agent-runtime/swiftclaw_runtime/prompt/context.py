@@ -4,7 +4,11 @@ Each source has its own timeout; a source that fails, times out or answers non-2
 left out and counted (``swiftclaw_context_failures_total{source}``): context helps an
 answer, it never blocks one. Answers are cached per source for ``cacheTTLSeconds``,
 keyed by the expanded URL (so per user when the URL names ``{user}``). ``{user}`` and
-``{tenant}`` are URL-encoded. Connections are pooled per source, as for providers.
+``{tenant}`` are each encoded as one path segment (:func:`segment`): a user named
+``../admin``, ``a/b``, ``?x`` or ``#y`` cannot change which URL is fetched, and a user
+named ``.`` or ``..`` (a dot segment however it is encoded, for a server that decodes
+before it resolves) leaves the source out. Connections are pooled per source, as for
+providers.
 """
 
 from __future__ import annotations
@@ -34,6 +38,16 @@ CACHE_BYTES = 16 * 1024 * 1024
 HEADERS = [(b"accept", b"application/json, text/plain;q=0.9, */*;q=0.5")]
 
 
+def segment(name: str) -> str | None:
+    """``name`` as one path segment: every byte but letters, digits, ``-``, ``_`` and ``~``
+    percent-encoded (the dots too, so that no segment of the URL sent is ``.`` or ``..``);
+    None for an empty name or a dot segment, which no encoding keeps from a server that
+    decodes before it resolves."""
+    if name in ("", ".", ".."):
+        return None
+    return quote(name, safe="").replace(".", "%2E")
+
+
 class _Source:
     def __init__(self, spec: ContextSource) -> None:
         self.spec = spec
@@ -43,10 +57,12 @@ class _Source:
         self.cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self.cache_bytes = 0
 
-    def path(self, who: Identity) -> str:
-        return self.template.replace("{user}", quote(who.user, safe="")).replace(
-            "{tenant}", quote(who.tenant, safe="")
-        )
+    def path(self, who: Identity) -> str | None:
+        """The path to fetch for ``who``; None when a name cannot be one segment."""
+        user, tenant = segment(who.user), segment(who.tenant)
+        if user is None or tenant is None:
+            return None
+        return self.template.replace("{user}", user).replace("{tenant}", tenant)
 
     def cached(self, path: str) -> str | None:
         hit = self.cache.get(path)
@@ -108,6 +124,10 @@ class ContextSources:
 
     async def _one(self, source: _Source, who: Identity) -> str | None:
         path = source.path(who)
+        if path is None:
+            self.metrics.context_failures.labels(source.spec.name).inc()
+            log.info("context source %s left out: a name is a dot segment", source.spec.name)
+            return None
         hit = source.cached(path)
         if hit is not None:
             return hit

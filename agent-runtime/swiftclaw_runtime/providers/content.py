@@ -71,31 +71,38 @@ def parts_of(
     content: str | list[ContentPart] | None, param: str, provider: str, images: bool
 ) -> list[tuple[str, str | Image]]:
     """The content as text and images in order, adjacent text parts joined (as OpenAI
-    reads them), each with its place in the request. A part of another type (audio, a
+    reads them: in one join, as adding each to the last would copy the text once per part,
+    quadratic in the parts), each with its place in the request. A part of another type (audio, a
     file), or an image where ``images`` is False, is refused rather than dropped."""
     if content is None:
         return []
     if isinstance(content, str):
         return [(param, content)] if content else []
     out: list[tuple[str, str | Image]] = []
+    run: list[str] = []  # the texts of the current run of text parts, joined once
+
+    def close_run() -> None:
+        if len(run) > 1:
+            out[-1] = (out[-1][0], "".join(run))
+        run.clear()
+
     for j, part in enumerate(content):
-        where = f"{param}[{j}]"
         if part.type == "text":
             if not part.text:
                 continue
-            last = out[-1][1] if out else None
-            if isinstance(last, str):
-                out[-1] = (out[-1][0], last + part.text)
-            else:
-                out.append((where, part.text))
+            if not run:
+                out.append((f"{param}[{j}]", part.text))
+            run.append(part.text)
         elif part.type == "image_url" and images:
-            out.append((f"{where}.image_url.url", part.image))
+            close_run()
+            out.append((f"{param}[{j}].image_url.url", part.image))
         else:
             scope = "in this turn" if part.type == "image_url" else "by the runtime"
             raise Unsupported(
                 f"content parts of type {part.type!r} are not translated for {provider} {scope}",
-                where,
+                f"{param}[{j}]",
             )
+    close_run()
     return out
 
 

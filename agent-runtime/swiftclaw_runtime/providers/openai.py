@@ -8,6 +8,7 @@ from typing import Any
 from ..sse import EventReader
 from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, UpstreamError, stream_event
 from .http import HttpClient, HttpProvider
+from .params import set_output_cap
 
 
 class OpenAIProvider(HttpProvider):
@@ -18,10 +19,13 @@ class OpenAIProvider(HttpProvider):
         self.type = type_
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = HttpClient(base_url, headers, max_connections)
+        # The field the output cap goes in when the client named none.
+        self.cap_field = "max_completion_tokens" if type_ == "openai" else "max_tokens"
 
     async def complete(self, call: Call) -> Completion:
         body = dict(call.payload, model=call.model, stream=False)
         body.pop("stream_options", None)
+        set_output_cap(body, call.request, self.cap_field)
         data = await self.http.post_json("/chat/completions", body)
         if not isinstance(data.get("choices"), list):
             raise UpstreamError("protocol", "response has no 'choices'")
@@ -47,6 +51,7 @@ class OpenAIProvider(HttpProvider):
         # Always ask for usage so tokens can be counted; the client only sees the usage
         # chunk if it asked for it.
         body = dict(call.payload, model=model, stream=True, stream_options={"include_usage": True})
+        set_output_cap(body, call.request, self.cap_field)
         async with self.http.post("/chat/completions", body) as resp:
             events = EventReader(resp, idle_timeout)
             while (batch := await events.next_batch()) is not None:

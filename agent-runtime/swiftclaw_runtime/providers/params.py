@@ -7,6 +7,10 @@ translations handle (:data:`COMMON`, or the provider's own ``translated`` set), 
 its default value (which asks for nothing), or refused with :class:`Unsupported` naming
 it, so that another model of the chain serves the request, else the client gets a 400.
 The same holds for the fields of a message.
+
+The output cap is never left to the provider's default: the cap the budget reserved for
+is the one sent (:func:`with_output_cap`, :func:`set_output_cap`), so that no model
+writes more than was paid for.
 """
 
 from __future__ import annotations
@@ -71,3 +75,38 @@ def refuse_untranslated(request: ChatRequest, translated: Iterable[str], provide
                 raise Unsupported(
                     f"{provider} has no equivalent of a message's {key!r}", f"messages[{i}].{key}"
                 )
+
+
+OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+def with_output_cap(
+    request: ChatRequest, payload: dict[str, Any], cap: int, default: int
+) -> tuple[ChatRequest, dict[str, Any], dict[str, Any]]:
+    """The request and its JSON asking for at most ``cap`` output tokens, and the JSON
+    that keys the caches. Each of OpenAI's two fields the client named carries the cap
+    (so an OpenAI-compatible provider gets the one its client chose); when it named
+    neither, the request carries it and each adapter sends it in its own field
+    (:func:`set_output_cap`). The cache key shows a cap below ``default`` (cut by the
+    budget): a shorter answer must not be served for a full one."""
+    named = [f for f in OUTPUT_FIELDS if payload.get(f) is not None]
+    update = {f: min(int(payload[f]), cap) for f in named} or {"max_tokens": cap}
+    if any(getattr(request, f) != v for f, v in update.items()):
+        request = request.model_copy(update=update)
+    if named:
+        payload = dict(payload, **update)
+    keyed = payload if named or cap >= default else dict(payload, max_tokens=cap)
+    return request, payload, keyed
+
+
+def set_output_cap(body: dict[str, Any], request: ChatRequest, field: str) -> dict[str, Any]:
+    """An OpenAI-shaped body with the request's output cap: in the field(s) the client
+    named, else in ``field`` (``max_completion_tokens`` for OpenAI, whose reasoning
+    models refuse ``max_tokens``; ``max_tokens`` for the compatible servers)."""
+    cap = request.output_limit
+    if cap is None:
+        return body
+    named = [f for f in OUTPUT_FIELDS if body.get(f) is not None]
+    for f in named or [field]:
+        body[f] = cap
+    return body

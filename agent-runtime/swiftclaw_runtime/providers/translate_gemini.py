@@ -31,7 +31,7 @@ from ..ids import random_hex
 from ..schemas import ChatRequest, JsonSchemaFormat, Message, ToolCall
 from .base import Completion, Unsupported, UpstreamError, turns
 from .content import GEMINI, check_images, gemini_part, parts_of
-from .gemini_schema import gemini_schema
+from .gemini_schema import SchemaBudget, gemini_schema
 from .params import refuse_untranslated
 from .shapes import completion_body, completion_id, tool_call, tool_call_delta
 from .toolcalls import (
@@ -112,7 +112,7 @@ def _contents(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
     )
 
 
-def _tools(plan: ToolPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _tools(plan: ToolPlan, budget: SchemaBudget) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     declarations = []
     for f in plan.functions:
         decl: dict[str, Any] = {"name": f.name}
@@ -121,7 +121,7 @@ def _tools(plan: ToolPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         # Gemini refuses an OBJECT without properties: a function without parameters
         # is declared without them.
         if f.parameters.get("properties") or f.parameters.get("type", "object") != "object":
-            decl["parameters"] = gemini_schema(f.parameters, f.param)
+            decl["parameters"] = gemini_schema(f.parameters, f.param, budget)
         declarations.append(decl)
     config: dict[str, Any] = {"mode": _MODES[plan.choice]}
     if plan.choice == "named":
@@ -139,8 +139,9 @@ def to_gemini(request: ChatRequest) -> dict[str, Any]:
     if system:
         body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
     plan = plan_tools(request, answer_by_tool=bool(request.tools))
+    budget = SchemaBudget()  # one for all the request's schemas
     if plan is not None:
-        body["tools"], body["toolConfig"] = _tools(plan)
+        body["tools"], body["toolConfig"] = _tools(plan, budget)
     config = _renamed(
         request,
         temperature="temperature",
@@ -154,7 +155,7 @@ def to_gemini(request: ChatRequest) -> dict[str, Any]:
         config["responseMimeType"] = "application/json"
         if isinstance(fmt, JsonSchemaFormat) and fmt.json_schema.schema_ is not None:
             config["responseSchema"] = gemini_schema(
-                fmt.json_schema.schema_, "response_format.json_schema.schema"
+                fmt.json_schema.schema_, "response_format.json_schema.schema", budget
             )
     if config:
         body["generationConfig"] = config

@@ -26,6 +26,7 @@ from ..runtime import Runtime
 from ..schemas import parse_chat_request
 from .output import EventStream, incomplete_reason, new_id, output_of, response_object, usage
 from .request import ResponsesCall, chat_param, parse_responses_request
+from .store import over_bound, scope
 
 log = logging.getLogger("swiftclaw.responses")
 
@@ -40,8 +41,23 @@ async def responses(
     started = time.perf_counter()
     request_id = request_id or random_hex()
     call = parse_responses_request(decode_json(body))
-    history = await _history(rt, principal, call)
+    # Whose conversations: this agent's, the caller's (the identity limits and budgets
+    # count; with auth.userFromRequest, the request's end user within the key's tenant;
+    # a 'user' that is not a string is refused with the chat request's 400 below).
+    user = call.chat.get("user")
+    who = rt.spend.who(principal, user if isinstance(user, str) else None)
+    owner = scope(f"{rt.config.namespace}/{rt.name}", who)
+    history = await _history(rt, owner, call)
     messages = [*history, *call.messages]
+    if history and call.store and (over := over_bound(messages)) is not None:
+        raise ApiError(
+            400,
+            f"The conversation of previous_response_id with this input is {over}: it could "
+            "not be stored again. Start a new conversation (send the turns it needs as input).",
+            "invalid_request_error",
+            "conversation_too_long",
+            "previous_response_id",
+        )
     system = [{"role": "system", "content": call.instructions}] if call.instructions else []
     payload: dict[str, Any] = {
         "model": call.model,
@@ -64,7 +80,7 @@ async def responses(
         choice = completion.body["choices"][0]
         message = choice.get("message") or {}
         stored = call.store and await _store(
-            rt, principal, response_id, [*messages, _assistant(message)]
+            rt, owner, response_id, [*messages, _assistant(message)]
         )
         reason = incomplete_reason(choice.get("finish_reason"))
         obj = response_object(
@@ -78,16 +94,16 @@ async def responses(
             incomplete=reason,
         )
         return JsonResult(200, orjson.dumps(obj), headers, answer.who)
-    events = _events(rt, principal, call, answer, response_id, messages)
+    events = _events(rt, owner, call, answer, response_id, messages)
     return StreamResult(headers, events, answer.who, answer.cleanup)
 
 
-async def _history(rt: Runtime, principal: Principal, call: ResponsesCall) -> list[dict[str, Any]]:
-    """The conversation ``previous_response_id`` ended, from this tenant's stored ones."""
+async def _history(rt: Runtime, owner: str, call: ResponsesCall) -> list[dict[str, Any]]:
+    """The conversation ``previous_response_id`` ended, from the caller's stored ones."""
     if call.previous_response_id is None:
         return []
     try:
-        found = await rt.responses.get(principal.tenant, call.previous_response_id)
+        found = await rt.responses.get(owner, call.previous_response_id)
     except Exception:  # the store is down: say so rather than answer without the history
         log.exception("the response store failed on a read")
         rt.metrics.errors.labels("response_store").inc()
@@ -101,7 +117,7 @@ async def _history(rt: Runtime, principal: Principal, call: ResponsesCall) -> li
         raise ApiError(
             404,
             f"Previous response with id '{call.previous_response_id}' not found (it was not "
-            "stored, has expired, or belongs to another tenant).",
+            "stored, has expired, or is another user's).",
             "invalid_request_error",
             "previous_response_not_found",
             "previous_response_id",
@@ -117,13 +133,17 @@ def _assistant(message: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _store(
-    rt: Runtime, principal: Principal, response_id: str, messages: list[dict[str, Any]]
-) -> bool:
+async def _store(rt: Runtime, owner: str, response_id: str, messages: list[dict[str, Any]]) -> bool:
     """Keep the conversation for a next turn; False (and the response says ``store:
-    false``) when the store fails, rather than failing an answer already paid for."""
+    false``) when the store fails or the conversation is past the bound, rather than
+    failing an answer already paid for."""
+    over = over_bound(messages)
+    if over is not None:
+        log.info("a conversation of %s was not stored", over)
+        rt.metrics.errors.labels("response_store_bound").inc()
+        return False
     try:
-        await rt.responses.put(principal.tenant, response_id, {"messages": messages})
+        await rt.responses.put(owner, response_id, {"messages": messages})
     except Exception:
         log.exception("the response store failed on a write")
         rt.metrics.errors.labels("response_store").inc()
@@ -133,7 +153,7 @@ async def _store(
 
 async def _events(
     rt: Runtime,
-    principal: Principal,
+    owner: str,
     call: ResponsesCall,
     answer: ChatAnswer,
     response_id: str,
@@ -154,7 +174,7 @@ async def _events(
                 yield e
         if call.store:
             stream.store = await _store(
-                rt, principal, response_id, [*messages, stream.assistant_message]
+                rt, owner, response_id, [*messages, stream.assistant_message]
             )
         used = usage(answer.usage.prompt_tokens, answer.usage.completion_tokens)
         for e in stream.completed(used):

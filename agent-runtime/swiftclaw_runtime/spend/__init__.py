@@ -19,8 +19,8 @@ from ..config import AgentPolicy
 from ..errors import ApiError
 from ..metrics import Metrics
 from ..routing import Route
-from .budgets import Budget, CapState, Reservation
-from .costs import max_cost_usd
+from .budgets import MIN_OUTPUT_TOKENS, Ask, Budget, CapState, Reservation
+from .costs import max_cost_usd, price_bounds
 from .identity import Identity, TenantLabels, identify
 from .limits import REQUESTS, Outcome, RateLimiter, duration
 from .redis import SpendRedis
@@ -37,7 +37,7 @@ GAUGE_SECONDS = 15.0
 Headers = list[tuple[bytes, bytes]]
 # What admission holds when no rate limits, or no budgets, are configured.
 UNLIMITED = Outcome(True, [])
-NO_RESERVATION = Reservation(0.0, [], "ok", None, [])
+NO_RESERVATION = Reservation(0.0, [], "ok", None, [], True)
 
 
 @dataclass
@@ -51,6 +51,7 @@ class Admission:
     limits: Outcome
     reservation: Reservation
     day: str
+    output: int  # the output cap reserved for, and sent to the provider
     settled: bool = field(default=False)
 
     def headers(self) -> Headers:
@@ -58,6 +59,9 @@ class Admission:
         r = self.reservation
         if r.action in ("downgrade", "alert") and r.exceeded is not None:
             out.append((b"x-swiftclaw-budget", f"exceeded; scope={r.exceeded.scope}".encode()))
+        if r.action == "capped" and r.exceeded is not None:
+            value = f"capped; scope={r.exceeded.scope}; max_tokens={self.output}"
+            out.append((b"x-swiftclaw-budget", value.encode()))
         return out
 
 
@@ -95,9 +99,12 @@ class SpendControl:
         metrics.spend_shared.set(1 if self.redis is not None else 0)
         self._gauges_at = 0.0
         self._gauges_task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
 
     def _redis_changed(self, up: bool) -> None:
         self.metrics.spend_shared.set(1 if up else 0)
+        if up and self.budget.pending:  # the settlements that waited for it
+            self._flush_task = asyncio.get_running_loop().create_task(self.budget.flush())
 
     async def start(self) -> None:
         if self.redis is not None:
@@ -108,6 +115,8 @@ class SpendControl:
     async def close(self) -> None:
         if self._gauges_task is not None:
             await asyncio.gather(self._gauges_task, return_exceptions=True)
+        if self.budget.pending and self.redis is not None and self.redis.up:
+            await asyncio.gather(self.budget.flush(), return_exceptions=True)
         await self.book.flush()
         if self.redis is not None:
             await self.redis.close()
@@ -141,23 +150,34 @@ class SpendControl:
                 ).inc()
                 raise self._limit_error(who, outcome, tokens)
         if not self.budget.active:
-            return Admission(who, rid, tokens, route, outcome, NO_RESERVATION, day)
-        amount = max_cost_usd(self.policy, route.tier, input_tokens, output_tokens)
-        fallback = max_cost_usd(self.policy, self.cheapest, input_tokens, output_tokens)
+            return Admission(who, rid, tokens, route, outcome, NO_RESERVATION, day, output_tokens)
+        price_in, price_out = price_bounds(self.policy, route.tier)
+        ask = Ask(
+            max(
+                max_cost_usd(self.policy, route.tier, input_tokens, output_tokens),
+                (input_tokens * price_in + output_tokens * price_out) / 1_000_000,
+            ),
+            max_cost_usd(self.policy, self.cheapest, input_tokens, output_tokens),
+            output_tokens,
+            price_out / 1_000_000,
+        )
         try:
-            reservation = await self.budget.reserve(who, amount, fallback, periods)
+            reservation = await self.budget.reserve(who, ask, periods=periods)
         except BaseException:
             await self.limiter.settle(who, rid, -tokens)
             raise
+        output = output_tokens
         if reservation.exceeded is not None:
             cap = reservation.exceeded
             self.metrics.budget_exceeded.labels(cap.scope, reservation.action).inc()
             if reservation.action == "reject":
                 await self.limiter.settle(who, rid, -tokens)
-                raise self._budget_error(cap)
+                raise self._budget_error(cap, input_tokens, output_tokens)
             if reservation.action == "downgrade":
                 route = route.downgrade(self.cheapest)
-        return Admission(who, rid, tokens, route, outcome, reservation, day)
+            if reservation.action == "capped" and reservation.output is not None:
+                output = reservation.output
+        return Admission(who, rid, tokens, route, outcome, reservation, day, output)
 
     async def settle(
         self,
@@ -292,13 +312,15 @@ class SpendControl:
             headers["retry-after-ms"] = str(math.ceil(wait * 1000))
         return ApiError(429, message, outcome.unit, "rate_limit_exceeded", headers=headers)
 
-    def _budget_error(self, cap: Any) -> ApiError:
+    def _budget_error(self, cap: Any, input_tokens: int, output_tokens: int) -> ApiError:
         resets = cap.period.resets_at
         seconds = max(1, math.ceil((resets - datetime.now(resets.tzinfo)).total_seconds()))
+        least = min(output_tokens, MIN_OUTPUT_TOKENS)
         return ApiError(
             429,
-            f"This agent has spent {cap.label} (budget.onExceeded: reject). It resets at "
-            f"{resets.isoformat()} (in {duration(seconds)}).",
+            f"This agent has spent {cap.label} (budget.onExceeded: reject): what is left "
+            f"cannot pay for this request's {input_tokens} input tokens and {least} output "
+            f"tokens. It resets at {resets.isoformat()} (in {duration(seconds)}).",
             "insufficient_quota",
             "insufficient_quota",
             headers={"retry-after": str(seconds), "x-should-retry": "false"},

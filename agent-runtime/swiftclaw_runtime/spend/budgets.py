@@ -8,6 +8,19 @@ so however many requests run at once on however many replicas, the spend cannot 
 cap by more than the amount by which one request's real cost exceeds its reserved
 maximum (the input estimate's error; the output is capped).
 
+The output cap a request is reserved for is the one sent to the provider, and it is cut
+to what the budget has left: a request whose full cap does not fit, but whose input and
+at least :data:`MIN_OUTPUT_TOKENS` do, is reserved (and sent) with the output it can pay
+for. Only below that does ``onExceeded`` apply.
+
+A reservation settles where it was made (:attr:`Reservation.shared`): one made on Redis
+is released on Redis, and if Redis is away when the request ends the settlement waits in
+process (:attr:`Budget.pending`) and is written when Redis answers again (once: the
+reservation has its own key, which the settlement deletes, so one sent again after a lost
+reply changes nothing); one made in process is released in process, and its real cost is
+added to Redis's spend too (now, or when Redis is back), so an outage leaves neither a
+leaked reservation nor headroom that was spent.
+
 When a cap is reached, ``onExceeded`` decides: ``reject`` (429 ``insufficient_quota``,
 naming the budget and when it resets), ``downgrade`` (the request is served by the
 cheapest tier, reserved without the check: the cap bounds what the dearer tiers spend),
@@ -20,7 +33,9 @@ replica keeps its own ledger against its share of each cap (cap / expected repli
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -29,6 +44,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..config import BudgetSpec
+from ..ids import random_hex
 from .identity import Identity
 from .redis import RedisDown, SpendRedis
 
@@ -36,30 +52,40 @@ log = logging.getLogger("swiftclaw.budget")
 
 KEEP_SECONDS = 2 * 86_400  # how long a period's counters outlive it
 
-# KEYS: one hash per cap (fields spent, reserved, alerted, exceeded).
+# KEYS: one hash per cap (fields spent, reserved, alerted, exceeded), then, when ARGV[10]
+#   is 1, the reservation's own key: written by reserve, deleted by settle, so that a
+#   settlement written twice (sent again after a reply was lost) counts once.
 # ARGV: mode (reserve | settle | peek), amount (the reservation), fallback (what a
 #   downgraded request reserves), on_exceeded, actual (settle: the real cost), alert
-#   ratio, then per key: its cap and TTL in seconds.
-# reserve returns: action (0 ok, 1 downgraded, 2 alert only, 3 rejected), the first
-#   cap that did not fit (1-based, 0 none), the amount reserved, then per key spent and
-#   reserved. settle returns per key: spent, reserved, 1 when this call crossed the
-#   alert ratio first, 1 when it reached the cap first.
+#   ratio, output tokens in amount, price of one of them, the fewest output tokens worth
+#   reserving, 1 when the last key is the reservation's, then per cap: its cap and TTL.
+# reserve returns: action (0 ok, 1 downgraded, 2 alert only, 3 rejected, 4 capped), the
+#   cap that did not fit (1-based, 0 none), the amount reserved, the output tokens it
+#   pays for, then per cap spent and reserved. settle returns per cap: spent, reserved,
+#   1 when this call crossed the alert ratio first, 1 when it reached the cap first
+#   (nothing when the reservation was settled already).
 SCRIPT = """
 local mode = ARGV[1]
+local marked = tonumber(ARGV[10])
+local n = #KEYS - marked
 local amount = tonumber(ARGV[2])
 local fallback = tonumber(ARGV[3])
 local policy = ARGV[4]
 local actual = tonumber(ARGV[5])
 local alert = tonumber(ARGV[6])
-local function cap(i) return tonumber(ARGV[5 + 2 * i]) end
-local function ttl(i) return tonumber(ARGV[6 + 2 * i]) end
+local output = tonumber(ARGV[7])
+local per_out = tonumber(ARGV[8])
+local min_out = tonumber(ARGV[9])
+local function cap(i) return tonumber(ARGV[9 + 2 * i]) end
+local function ttl(i) return tonumber(ARGV[10 + 2 * i]) end
 local function state(i)
   local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
   return tonumber(v[1]) or 0, tonumber(v[2]) or 0
 end
 if mode == 'settle' then
   local out = {}
-  for i = 1, #KEYS do
+  if marked == 1 and redis.call('DEL', KEYS[#KEYS]) == 0 then return out end
+  for i = 1, n do
     local spent = tonumber(redis.call('HINCRBYFLOAT', KEYS[i], 'spent', actual))
     local reserved = tonumber(redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', -amount))
     redis.call('EXPIRE', KEYS[i], ttl(i))
@@ -73,28 +99,41 @@ if mode == 'settle' then
   end
   return out
 end
-local action, first, charge = 0, 0, amount
+local action, first, charge, granted = 0, 0, amount, output
 if mode == 'reserve' then
-  for i = 1, #KEYS do
+  local room = nil
+  for i = 1, n do
     local spent, reserved = state(i)
-    if spent + reserved + amount > cap(i) then first = i break end
+    local left = cap(i) - spent - reserved
+    if amount > left and (room == nil or left < room) then first, room = i, left end
   end
-  if first > 0 then
+  if first > 0 and policy ~= 'alert' and per_out > 0 then
+    local fits = math.floor((room - (amount - output * per_out)) / per_out)
+    if fits >= min_out then
+      granted = math.min(output, fits)
+      charge = amount - (output - granted) * per_out
+      action = 4
+    end
+  end
+  if first > 0 and action == 0 then
     if policy == 'reject' then action, charge = 3, 0
     elseif policy == 'downgrade' then action, charge = 1, fallback
     else action = 2 end
   end
   if charge > 0 then
-    for i = 1, #KEYS do
+    for i = 1, n do
       redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', charge)
       redis.call('EXPIRE', KEYS[i], ttl(i))
     end
   end
+  if marked == 1 and action ~= 3 then
+    redis.call('SET', KEYS[#KEYS], tostring(charge), 'EX', ttl(1))
+  end
 else
   charge = 0
 end
-local out = {action, first, tostring(charge)}
-for i = 1, #KEYS do
+local out = {action, first, tostring(charge), granted}
+for i = 1, n do
   local spent, reserved = state(i)
   out[#out + 1] = tostring(spent)
   out[#out + 1] = tostring(reserved)
@@ -102,7 +141,13 @@ end
 return out
 """
 
-ACTIONS = {0: "ok", 1: "downgrade", 2: "alert", 3: "reject"}
+ACTIONS = {0: "ok", 1: "downgrade", 2: "alert", 3: "reject", 4: "capped"}
+# The fewest output tokens a request is cut down to for its budget: below that it is
+# refused (or downgraded) as one that does not fit at all.
+MIN_OUTPUT_TOKENS = 16
+# Settlements waiting in process for Redis to come back (one per request that was in
+# flight when it left): past this many the oldest is dropped and logged.
+MAX_PENDING = 100_000
 
 
 @dataclass(frozen=True)
@@ -162,14 +207,50 @@ class CapState:
 
 @dataclass(frozen=True)
 class Reservation:
-    """What a request reserved, against which caps, and what the budget decided."""
+    """What a request reserved, against which caps, and what the budget decided;
+    ``shared``: made on Redis (True) or in this process, where it must settle."""
 
     amount: float
     caps: list[Cap]
-    action: str  # ok | downgrade | alert | reject
+    action: str  # ok | capped | downgrade | alert | reject
     exceeded: Cap | None
     states: list[CapState]
-    shared: bool = True
+    shared: bool
+    output: int | None = None  # the output tokens it pays for (capped: fewer than asked)
+    mark: str | None = None  # on Redis: its own key, which its settlement deletes (once)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What Redis is to be told when a request ends: ``amount`` to release (with the
+    reservation's ``mark``; 0 for one made in process) and ``actual`` to add to the spend."""
+
+    caps: list[Cap]
+    amount: float
+    actual: float
+    mark: str | None = None
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a request may cost: ``amount`` at most, of which ``output`` tokens of output
+    at ``per_output`` USD each; ``fallback`` on the cheapest tier (when downgraded)."""
+
+    amount: float
+    fallback: float = 0.0
+    output: int = 0
+    per_output: float = 0.0
+
+    def fit(self, room: float, policy: str) -> tuple[int, float] | None:
+        """The output tokens and amount that fit in ``room`` USD, when at least
+        :data:`MIN_OUTPUT_TOKENS` do and the policy cuts rather than only alerts."""
+        if policy == "alert" or self.per_output <= 0:
+            return None
+        fits = math.floor((room - (self.amount - self.output * self.per_output)) / self.per_output)
+        if fits < MIN_OUTPUT_TOKENS:
+            return None
+        granted = min(self.output, fits)
+        return granted, self.amount - (self.output - granted) * self.per_output
 
 
 # Books held in process at most: the agent's two and one per end user who spent today
@@ -208,17 +289,32 @@ class MemoryLedger:
     def reserve(
         self, caps: list[Cap], amount: float, fallback: float, policy: str
     ) -> tuple[str, Cap | None, float]:
-        first = next(
-            (c for c in caps if sum(self._book(c.key)) + amount > c.limit_usd),
-            None,
-        )
-        action, charge = "ok", amount
+        """Reserve a fixed ``amount`` (an output that cannot be cut)."""
+        action, first, charge, _ = self.reserve_ask(caps, Ask(amount, fallback), policy)
+        return action, first, charge
+
+    def reserve_ask(
+        self, caps: list[Cap], ask: Ask, policy: str
+    ) -> tuple[str, Cap | None, float, int]:
+        """The script's reserve: action, the tightest cap that did not fit, the amount
+        reserved and the output tokens it pays for."""
+        first: Cap | None = None
+        room = 0.0
+        for c in caps:
+            left = c.limit_usd - sum(self._book(c.key))
+            if ask.amount > left and (first is None or left < room):
+                first, room = c, left
+        action, charge, granted = "ok", ask.amount, ask.output
         if first is not None:
-            action = {"reject": "reject", "downgrade": "downgrade"}.get(policy, "alert")
-            charge = {"reject": 0.0, "downgrade": fallback}.get(policy, amount)
+            fit = ask.fit(room, policy)
+            if fit is not None:
+                action, (granted, charge) = "capped", fit
+            else:
+                action = {"reject": "reject", "downgrade": "downgrade"}.get(policy, "alert")
+                charge = {"reject": 0.0, "downgrade": ask.fallback}.get(policy, ask.amount)
         for c in caps:
             self._book(c.key)[1] += charge
-        return action, first, charge
+        return action, first, charge, granted
 
     def settle(self, caps: list[Cap], amount: float, actual: float) -> None:
         for c in caps:
@@ -258,6 +354,10 @@ class Budget:
         self.local = MemoryLedger()
         self.script = redis.script(SCRIPT) if redis is not None else None
         self.active = any((spec.daily_usd, spec.monthly_usd, spec.per_user_daily_usd))
+        # Settlements of Redis's that wait for it: per set of caps, what to release there
+        # and what to add to its spend (summed).
+        self.pending: dict[str, Settlement] = {}
+        self._flushing: asyncio.Task[None] | None = None
         self._periods: tuple[Period, Period] | None = None
         self._periods_until = 0.0
 
@@ -297,16 +397,20 @@ class Budget:
         return out
 
     def _args(
-        self, mode: str, caps: list[Cap], amount: float, fallback: float, actual: float
+        self, mode: str, caps: list[Cap], ask: Ask, actual: float, marked: bool = False
     ) -> list[Any]:
         now = datetime.now(self.tz)
         args: list[Any] = [
             mode,
-            repr(amount),
-            repr(fallback),
+            repr(ask.amount),
+            repr(ask.fallback),
             self.spec.on_exceeded,
             repr(actual),
             self.spec.alert_at_percent / 100,
+            ask.output,
+            repr(ask.per_output),
+            MIN_OUTPUT_TOKENS,
+            1 if marked else 0,
         ]
         for c in caps:
             args += [repr(c.limit_usd), c.period.ttl_seconds(now)]
@@ -328,54 +432,109 @@ class Budget:
     async def reserve(
         self,
         who: Identity,
-        amount: float,
-        fallback: float,
+        ask: Ask | float,
+        fallback: float = 0.0,
         periods: tuple[Period, Period] | None = None,
     ) -> Reservation:
-        """Reserve ``amount`` (the request's largest cost) against every cap; ``fallback``
-        is what it costs at most on the cheapest tier, reserved if it is downgraded.
-        ``periods``: today and this month, when the caller has them already."""
+        """Reserve what ``ask`` may cost against every cap (a bare amount: a request whose
+        output cannot be cut, ``fallback`` its cost on the cheapest tier). When the whole
+        of it does not fit, the output it can pay for is reserved instead (``capped``),
+        else ``onExceeded`` decides. ``periods``: today and this month, when the caller
+        has them already."""
+        if not isinstance(ask, Ask):
+            ask = Ask(ask, fallback)
         caps = self.caps(who, periods)
         if not caps:
-            return Reservation(0.0, [], "ok", None, [])
+            return Reservation(0.0, [], "ok", None, [], True, ask.output)
+        mark = f"{self.prefix}:budget:res:{random_hex(12)}"
         raw = await self._script(
             "budget reserve",
-            [c.key for c in caps],
-            self._args("reserve", caps, amount, fallback, 0),
+            [*(c.key for c in caps), mark],
+            self._args("reserve", caps, ask, 0, True),
         )
         if raw is not None:
             action, first, charge = ACTIONS[int(raw[0])], int(raw[1]), float(raw[2])
             states = [
-                CapState(c, float(raw[3 + 2 * i]), float(raw[4 + 2 * i]))
+                CapState(c, float(raw[4 + 2 * i]), float(raw[5 + 2 * i]))
                 for i, c in enumerate(caps)
             ]
             exceeded = caps[first - 1] if first else None
-            return Reservation(charge, caps, action, exceeded, states)
+            output = int(raw[3])
+            return Reservation(charge, caps, action, exceeded, states, True, output, mark)
         local = self._local_caps(caps)
-        action, refused, charge = self.local.reserve(local, amount, fallback, self.spec.on_exceeded)
+        action, refused, charge, granted = self.local.reserve_ask(local, ask, self.spec.on_exceeded)
         exceeded = caps[local.index(refused)] if refused is not None else None
         states = [self.local.state(c) for c in local]
-        return Reservation(charge, caps, action, exceeded, states, shared=False)
+        return Reservation(charge, caps, action, exceeded, states, False, granted)
+
+    async def _settle_shared(self, due: Settlement) -> list[tuple[CapState, bool, bool]] | None:
+        """Release ``due.amount`` and add ``due.actual`` on Redis (once: see :data:`SCRIPT`);
+        None when Redis is away (then the settlement waits in :attr:`pending` for it)."""
+        if self.pending:
+            await self.flush()
+        raw = None if self.pending else await self._write(due)
+        if raw is None:
+            self._wait_for_redis(due)
+            return None
+        return [
+            (
+                CapState(c, float(raw[4 * i]), float(raw[4 * i + 1])),
+                bool(int(raw[4 * i + 2])),
+                bool(int(raw[4 * i + 3])),
+            )
+            for i, c in enumerate(due.caps)
+            if raw  # settled already: nothing to report
+        ]
+
+    async def _write(self, due: Settlement) -> list[Any] | None:
+        keys = [c.key for c in due.caps] + ([due.mark] if due.mark else [])
+        args = self._args("settle", due.caps, Ask(due.amount), due.actual, bool(due.mark))
+        return await self._script("budget settle", keys, args)
+
+    def _wait_for_redis(self, due: Settlement) -> None:
+        """Keep a settlement for Redis: a reservation's on its own, the spend of those
+        made in process summed per set of caps."""
+        key = due.mark or "|".join(c.key for c in due.caps)
+        held = self.pending.get(key)
+        if held is not None:
+            due = Settlement(due.caps, held.amount + due.amount, held.actual + due.actual)
+        elif len(self.pending) >= MAX_PENDING:
+            lost = self.pending.pop(next(iter(self.pending)))
+            log.error(
+                "budget: %d settlements wait for redis; dropped the oldest (%.6f USD "
+                "reserved, %.6f USD spent)",
+                MAX_PENDING,
+                lost.amount,
+                lost.actual,
+            )
+        self.pending[key] = due
+
+    async def flush(self) -> None:
+        """Write the settlements that waited for Redis, oldest first, while it answers
+        (one flush at a time: the others wait for it)."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        while self.pending:
+            due = self.pending.pop(next(iter(self.pending)))
+            if await self._write(due) is None:
+                self._wait_for_redis(due)
+                return
+        log.info("budget: the settlements that waited for redis are written")
 
     async def settle(self, r: Reservation, actual: float) -> list[tuple[CapState, bool, bool]]:
-        """Release the reservation and add the real cost; per cap its state, whether this
-        call crossed the alert threshold first today, and whether it reached the cap first."""
+        """Release the reservation where it was made and add the real cost; per cap its
+        state, whether this call crossed the alert threshold first today, and whether it
+        reached the cap first. One made in process also adds its cost to Redis's spend
+        (the budget is the agent's, whichever ledger admitted the request)."""
         if not r.caps:
             return []
-        raw = await self._script(
-            "budget settle",
-            [c.key for c in r.caps],
-            self._args("settle", r.caps, r.amount, 0, actual),
-        )
-        if raw is not None:
-            return [
-                (
-                    CapState(c, float(raw[4 * i]), float(raw[4 * i + 1])),
-                    bool(int(raw[4 * i + 2])),
-                    bool(int(raw[4 * i + 3])),
-                )
-                for i, c in enumerate(r.caps)
-            ]
+        if r.shared:
+            return await self._settle_shared(Settlement(r.caps, r.amount, actual, r.mark)) or []
+        if self.redis is not None and actual:
+            await self._settle_shared(Settlement(r.caps, 0.0, actual))
         local = self._local_caps(r.caps)
         self.local.settle(local, r.amount, actual)
         self.local.forget_before({c.period.id for c in r.caps})
@@ -399,11 +558,11 @@ class Budget:
         if not caps:
             return [], True
         raw = await self._script(
-            "budget peek", [c.key for c in caps], self._args("peek", caps, 0, 0, 0)
+            "budget peek", [c.key for c in caps], self._args("peek", caps, Ask(0.0), 0)
         )
         if raw is not None:
             return [
-                CapState(c, float(raw[3 + 2 * i]), float(raw[4 + 2 * i]))
+                CapState(c, float(raw[4 + 2 * i]), float(raw[5 + 2 * i]))
                 for i, c in enumerate(caps)
             ], True
         return [self.local.state(c) for c in self._local_caps(caps)], False

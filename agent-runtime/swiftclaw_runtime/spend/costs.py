@@ -28,3 +28,10 @@ def max_cost_usd(policy: AgentPolicy, tier: TierSpec, tokens_in: int, tokens_out
         cost_usd(*prices(policy, tier, ref), tokens_in, tokens_out)
         for ref in (tier.model, *tier.fallbacks)
     )
+
+
+def price_bounds(policy: AgentPolicy, tier: TierSpec) -> tuple[float, float]:
+    """The dearest input and output prices (USD per 1M) of ``tier``'s chain: what a
+    request's tokens cost at most, whichever model of it answers."""
+    chain = [prices(policy, tier, ref) for ref in (tier.model, *tier.fallbacks)]
+    return max(p[0] for p in chain), max(p[1] for p in chain)

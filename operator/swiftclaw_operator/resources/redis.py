@@ -11,6 +11,10 @@ a generated password, and backups to S3-compatible object storage.
 
 The password lives in the Secret ``<agent>-redis-auth``, made once by the operator
 (create-only: it never reads a Secret back) and handed to every pod by ``secretKeyRef``.
+Never in an argv (``--requirepass`` would show it to anything that reads the container's
+spec as the runtime ran it, or the processes' command lines): the container's shell
+writes it from the environment into an ACL file of its own (``mktemp``: mode 0600) and
+starts Redis with ``--aclfile`` (:data:`START`).
 """
 
 from __future__ import annotations
@@ -36,8 +40,17 @@ BACKUP_DEADLINE_SECONDS = 3600
 REDIS_UID = 999
 BACKUP_UID = 10001  # the runtime image's user
 PASSWORD_KEY = "password"
-# redis-cli reads it, so the probes authenticate; the server gets it as --requirepass.
+# redis-cli reads it, so the probes authenticate; the server reads it through START.
 PASSWORD_ENV = "REDISCLI_AUTH"
+# The container's command, before the server's arguments: ``sh -c START <server> <args>``.
+# The shell writes the password (printf is a builtin: in no argv) as the default user's
+# in a fresh 0600 file, then becomes ``$0`` (redis-stack-server) with ``--aclfile``.
+START = (
+    "umask 077 && acl=`mktemp` && "
+    f'printf \'user default on >%s ~* &* +@all\\n\' "${PASSWORD_ENV}" > "$acl" && '
+    'exec "$0" --aclfile "$acl" "$@"'
+)
+SERVER = "redis-stack-server"
 RUNTIME_PASSWORD_ENV = contract.REDIS_PASSWORD_ENV
 # maxmemory as a share of the container's memory limit. The rest is Redis's own overhead
 # (buffers, fragmentation) and, for the state instance, the copy-on-write pages of the
@@ -80,14 +93,16 @@ def maxmemory(agent: Agent, role: Role) -> int:
     return int(memory_bytes(memory_limit(agent, role)) * MAXMEMORY_FRACTION[role])
 
 
+def server_command() -> list[str]:
+    """The container's command: the shell that reads the password (see :data:`START`)."""
+    return ["sh", "-c", START, SERVER]
+
+
 def server_args(agent: Agent, role: Role) -> list[str]:
-    """redis-server's arguments (the password as ``$(REDISCLI_AUTH)``, which the kubelet
-    expands from the container's environment; Redis's process title hides its argv)."""
+    """redis-server's arguments (none of them the password: see :data:`START`)."""
     args = [
         "--port",
         str(REDIS_PORT),
-        "--requirepass",
-        f"$({PASSWORD_ENV})",
         "--maxmemory",
         str(maxmemory(agent, role)),
         "--maxmemory-policy",
@@ -151,7 +166,7 @@ def build_statefulset(agent: Agent, role: Role) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "redis",
         "image": agent.settings.redis_image,
-        "command": ["redis-stack-server"],
+        "command": server_command(),
         "args": server_args(agent, role),
         "env": [password_env(PASSWORD_ENV, agent)],
         "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
