@@ -5,6 +5,8 @@ asks the plain question. The second user never receives the first one's answer, 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +113,21 @@ def _rejections(rt: Proc) -> str:
         for line in metrics(rt).splitlines()
         if line.startswith("swiftclaw_cache_semantic_rejected_total")
     )
+
+
+def test_what_a_question_carries_is_found_in_one_pass() -> None:
+    """The URL and e-mail patterns may start only where a run of their characters starts:
+    tried at every position of a long run ("a.a.a...", a word of 100,000 letters) they were
+    quadratic, minutes of event loop for one long question. Checked in a process of its
+    own, so that the old patterns fail the deadline instead of holding the suite."""
+    script = (
+        "from swiftclaw_runtime.cache.verify import injected\n"
+        "n = 100_000\n"
+        "for s in ['a' * n, 'a.' * (n // 2), 'a-' * (n // 2), 'a.b@' * (n // 4)]:\n"
+        "    assert injected(s, s) is None, s[:8]\n"
+        "print('done')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "done"

@@ -290,3 +290,28 @@ def test_a_stream_reader_that_stops_reading_is_dropped(launch: Launcher, stalled
     assert gauge(text, "swiftclaw_upstream_connections_in_use", provider="up") == 0
     # (whether the simulator had written its whole stream into the socket buffers by then
     # depends on the kernel's buffer sizes: not asserted)
+
+
+def test_idle_keep_alive_connections_give_way_to_a_new_one_at_the_cap(launch: Launcher) -> None:
+    """Connections held open between requests cost a client nothing: at the cap, an idle
+    one is closed to make room, so they cannot lock everyone else out."""
+    _, rt = one_upstream(
+        launch, *EDGE_ARGS, "--max-connections", "20", sim_args=("--latency", "fixed:1")
+    )
+    idle = []
+    for _ in range(20):  # each asks once, keeps its connection and says nothing more
+        s = connect(rt)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        s.settimeout(30)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        idle.append(s)
+    for i in range(5):
+        reply = client(rt).chat.completions.create(
+            model="t", messages=[{"role": "user", "content": f"past the cap {i}"}]
+        )
+        assert reply.choices[0].message.content
+    assert rejected(rt, "idle_evicted") >= 5
+    assert rejected(rt, "connections") == 0
+    assert sum(closed_by_server(s) for s in idle) >= 5
+    for s in idle:
+        s.close()

@@ -247,3 +247,23 @@ def test_schema_bombs_get_a_400_naming_the_parameter_while_healthz_answers(
     # and the replica serves a normal request on the same tier after them
     status, body = post(gemini_rt, {"model": "main", "messages": USER})
     assert status == 200, body
+
+
+def test_a_root_ref_schema_is_translated_or_refused_never_dropped() -> None:
+    """Parameters whose root is a ``$ref`` (no ``type`` or ``properties`` of its own) were
+    declared to Gemini without parameters: accepted and ignored."""
+    schema = {
+        "$ref": "#/$defs/p",
+        "$defs": {"p": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    }
+    request = parse_chat_request({"model": "m", "messages": USER, "tools": [tool("f", schema)]})
+    declared = to_gemini(request)["tools"][0]["functionDeclarations"][0]
+    assert declared["parameters"]["properties"]["city"]["type"] == "STRING", declared
+    bomb = {"$ref": "#/$defs/d0", "$defs": ref_bomb(30)["$defs"]}
+    with pytest.raises(Unsupported):
+        to_gemini(parse_chat_request({"model": "m", "messages": USER, "tools": [tool("b", bomb)]}))
+    empty = parse_chat_request(
+        {"model": "m", "messages": USER, "tools": [tool("g", {"type": "object"})]}
+    )
+    assert "parameters" not in to_gemini(empty)["tools"][0]["functionDeclarations"][0]
+

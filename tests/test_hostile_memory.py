@@ -9,6 +9,7 @@ pool instead of growing; a body that would parse to many times its size is a 413
 from __future__ import annotations
 
 import socket
+import urllib.request
 from pathlib import Path
 
 from swiftclaw_devtools.processes import Proc
@@ -151,3 +152,18 @@ def test_a_body_that_parses_to_many_times_its_size_is_a_413(launch: Launcher) ->
         model="t", messages=[{"role": "user", "content": text}]
     )
     assert reply.choices[0].message.content
+
+
+def test_counting_a_body_of_unclosed_escaped_quotes_takes_one_pass(launch: Launcher) -> None:
+    """Past the element bound a body is counted again without its strings. One pattern for a
+    string with its escapes failed in linear time from every quote of '"\\"\\"\\"...', which
+    never closes: hours of event loop for 2 MB. The body is refused at once, and the
+    replica answers its probes meanwhile."""
+    _, rt = one_upstream(launch, "--memory-limit-bytes", str(LIMIT), sim_args=())
+    bomb = b"," * 200_000 + b'"' + b'\\"' * 1_000_000
+    with socket.create_connection(("127.0.0.1", rt.port), timeout=30) as s:
+        s.sendall(head("/v1/chat/completions", len(bomb)) + bomb)
+        got = answer(s, 60.0)
+    assert got.startswith(b"HTTP/1.1 413"), got[:300]
+    with urllib.request.urlopen(f"{rt.url}/healthz", timeout=30) as r:
+        assert r.status == 200

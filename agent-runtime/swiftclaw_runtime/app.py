@@ -335,14 +335,16 @@ class App:
                 return 499  # the client hung up; its upstream call has been cancelled
             raise
         finally:
-            if watch is not None:
-                watch.finish()
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if isinstance(result, pipeline.StreamResult) and result.cleanup is not None:
-                await result.cleanup()
-            self._leave(claim)
+            try:
+                if watch is not None:
+                    watch.finish()
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                if isinstance(result, pipeline.StreamResult) and result.cleanup is not None:
+                    await result.cleanup()
+            finally:  # whatever the cleanup raised, the slot and the body claim come back
+                self._leave(claim)
 
     def _enter(self) -> BodyClaim:
         """A place among the requests in flight (503 past the bound), with its claim on the

@@ -279,7 +279,10 @@ class Dispatcher:
             try:
                 call = prepare(provider, target)
             except Unsupported as err:
-                unsupported.append((target, err))
+                # kept without its traceback: the traceback holds this frame, whose list
+                # holds the error, a cycle keeping the translator's frames and partial output
+                # (1.4 MiB for a schema bomb) until a collector pass
+                unsupported.append((target, err.with_traceback(None)))
                 self.metrics.unsupported_skips.labels(route.name, target.ref).inc()
                 failures.append(f"{target.ref}: cannot serve it ({err.message}: {err.param})")
                 log.info("%s cannot serve a request: %s (%s)", target.ref, err.message, err.param)

@@ -6,7 +6,8 @@ headers a byte at a time) is held forever, httptools buffers a header of any siz
 response whose client stops reading waits in ``drain`` forever, holding its request's
 in-flight slot and its upstream connection. Here each connection:
 
-- is refused (503, closed) when ``max_connections`` are already open;
+- is refused (503, closed) when ``max_connections`` are already open and none of them is
+  an idle keep-alive connection (one between two requests is closed to make room);
 - must deliver each request's headers within ``header_timeout`` of its first byte (the
   first request: of the connection's opening), else 408 and closed;
 - may send at most ``max_header_bytes`` of request line and headers, else 431 and closed;
@@ -57,7 +58,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) > self.limits.max_connections and not self._evict_idle():
             self._refuse(503, "connections", b"Too many connections; retry shortly.")
             return
         self._header_timer = self.loop.call_later(self.limits.header_timeout, self._head_late)
@@ -123,6 +124,23 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+
+    def _evict_idle(self) -> bool:
+        """At the cap, an idle keep-alive connection (between two requests) gives way to the
+        new one: idle sockets cost a client nothing to keep open, so they must not be able
+        to hold the cap against everyone else. True when one was closed."""
+        for conn in self.connections:
+            if conn is self or not isinstance(conn, HttpToolsProtocol):
+                continue
+            idle = conn.timeout_keep_alive_task
+            if idle is not None and not conn.transport.is_closing():
+                idle.cancel()
+                conn.timeout_keep_alive_task = None
+                conn.transport.close()
+                if self.rejected is not None:
+                    self.rejected.labels("idle_evicted").inc()
+                return True
+        return False
 
     # --- refusals ---------------------------------------------------------------------
 

@@ -275,13 +275,17 @@ async def answer_chat(
         if isinstance(err, ApiError | asyncio.CancelledError):
             _record_unserved(rt, tier.name, err, stream, started)
         unpaid = Unanswered.of(rt, tier, asked, prompt.input_tokens, adm.output)
-        await asyncio.shield(rt.cache.finish(lk, None))
-        if isinstance(err, ApiError) and err.code in DEGRADABLE:
-            stale = await rt.cache.degrade(lk)
-            if stale is not None:
-                log.warning("tier %s failed: served a similar cached answer", tier.name)
-                return await _cached(rt, request, lk, stale, started, route, adm, extra, unpaid)
-        await rt.spend.settle(adm, unpaid.model, unpaid.cost, unpaid.tokens_in, unpaid.tokens_out)
+        try:
+            await asyncio.shield(rt.cache.finish(lk, None))
+            if isinstance(err, ApiError) and err.code in DEGRADABLE:
+                stale = await rt.cache.degrade(lk)
+                if stale is not None:
+                    log.warning("tier %s failed: served a similar cached answer", tier.name)
+                    return await _cached(rt, request, lk, stale, started, route, adm, extra, unpaid)
+        finally:  # a hang-up while the cache is told or searched must not leave it unpaid
+            await rt.spend.settle(
+                adm, unpaid.model, unpaid.cost, unpaid.tokens_in, unpaid.tokens_out
+            )
         if isinstance(err, ApiError):
             err.headers.setdefault(CACHE_HEADER, lk.outcome)
         raise

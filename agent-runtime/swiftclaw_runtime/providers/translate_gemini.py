@@ -112,6 +112,22 @@ def _contents(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
     )
 
 
+# What an object schema without parameters may hold besides nothing.
+_EMPTY_OBJECT_KEYS = frozenset(
+    {"type", "properties", "required", "additionalProperties", "description", "title", "$schema"}
+)
+
+
+def _no_parameters(schema: dict[str, Any]) -> bool:
+    """An object schema that declares no parameter: ``{}``, ``{"type": "object"}``, with
+    empty ``properties``."""
+    return (
+        schema.get("type", "object") == "object"
+        and not schema.get("properties")
+        and set(schema) <= _EMPTY_OBJECT_KEYS
+    )
+
+
 def _tools(plan: ToolPlan, budget: SchemaBudget) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     declarations = []
     for f in plan.functions:
@@ -119,8 +135,9 @@ def _tools(plan: ToolPlan, budget: SchemaBudget) -> tuple[list[dict[str, Any]], 
         if f.description:
             decl["description"] = f.description
         # Gemini refuses an OBJECT without properties: a function without parameters
-        # is declared without them.
-        if f.parameters.get("properties") or f.parameters.get("type", "object") != "object":
+        # is declared without them. Anything more (a root ``$ref``, ``anyOf``...) is
+        # translated, or refused: never dropped.
+        if not _no_parameters(f.parameters):
             decl["parameters"] = gemini_schema(f.parameters, f.param, budget)
         declarations.append(decl)
     config: dict[str, Any] = {"mode": _MODES[plan.choice]}
