@@ -296,14 +296,10 @@ def start_stack(
 class Connection:
     """One keep-alive HTTP/1.1 connection, reopened after anything that breaks it."""
 
-    def __init__(self, port: int, idle_seconds: float | None = None) -> None:
+    def __init__(self, port: int) -> None:
         self.port = port
-        # A connection idle this long is reopened before use: the server closes one idle
-        # for its header deadline, and a request written into that close would be lost.
-        self.idle_seconds = idle_seconds
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._last_used = 0.0
 
     async def request(
         self, head: bytes, body: bytes, hangup_after: int | None = None
@@ -313,9 +309,6 @@ class Connection:
         With ``hangup_after``, a chunked answer is read for that many chunks, then the
         connection is closed (the client goes away mid-stream).
         """
-        idle = time.monotonic() - self._last_used
-        if self.idle_seconds is not None and idle > self.idle_seconds:
-            self.close()
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
         reader, writer = self._reader, self._writer
@@ -336,7 +329,6 @@ class Connection:
                 self.close()
             if headers.get(b"connection", b"").lower() == b"close":
                 self.close()
-            self._last_used = time.monotonic()
             return status, data, False
         except BaseException:
             self.close()
@@ -656,7 +648,6 @@ async def run_mix(
         for key in (KEY, HOSTILE_KEY)
     )
     edge = stack.limits
-    idle = edge.header_timeout_seconds / 2 if stack.redis is not None else None
     deadline = max(edge.header_timeout_seconds, edge.write_timeout_seconds)
     hostile_conns: list[Connection] = []  # idle keep-alive connections of hostile clients
     hostile_tasks: set[asyncio.Task[None]] = set()
@@ -672,11 +663,7 @@ async def run_mix(
                     extra, body = hostile.request(kind, i)
                     if kind == "new_user":
                         counts.users_named += 1
-                    conn = (
-                        hostile_conns.pop()
-                        if hostile_conns
-                        else Connection(stack.runtime.port, idle)
-                    )
+                    conn = hostile_conns.pop() if hostile_conns else Connection(stack.runtime.port)
                     try:
                         status, _, _ = await conn.request(hostile_head + extra, body)
                     finally:
@@ -703,7 +690,7 @@ async def run_mix(
 
     async def client() -> None:
         nonlocal next_index, stopped_early
-        conn = Connection(stack.runtime.port, idle)
+        conn = Connection(stack.runtime.port)
         try:
             while next_index < requests and stopped_early is None:
                 i = next_index
