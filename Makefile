@@ -69,7 +69,7 @@ bench: install control-plane  ## runtime vs direct upstream vs LiteLLM vs Portke
 	$(PY) -m bench.cache
 	$(PY) -m bench.operator_scale
 
-soak: install  ## long mixed workload looking for leaks; writes bench/results/ (SOAK_ARGS="--requests 20000")
+soak: install  ## long mixed workload (a tenth of it hostile, Redis state) looking for leaks; writes bench/results/ (SOAK_ARGS="--requests 20000")
 	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:

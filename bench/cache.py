@@ -344,9 +344,7 @@ def main() -> int:
     name = f"cache-{now:%Y%m%d-%H%M}"
     (RESULTS / f"{name}.md").write_text(text)
     (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {"semantic": semantic, "throughput": rows, "load": [load, load_end]}, indent=2
-        )
+        json.dumps({"semantic": semantic, "throughput": rows, "load": [load, load_end]}, indent=2)
     )
     print(text)
     return 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -39,17 +40,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis as sync_redis
+import redis.asyncio as aioredis
 import yaml
 
-from swiftclaw_devtools.processes import Proc, start_runtime, start_sim, swiftclaw
+from bench import hostile
+from swiftclaw_devtools.processes import Proc, start_redis, start_runtime, start_sim, swiftclaw
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 KEY = "sk-soak-0000000001"
+HOSTILE_KEY = "sk-soak-0000000666"  # a valid key of the same tenant, another user
 PROVIDERS = ("primary", "backup", "spare")
 SLOTS = "swiftclaw_upstream_connections_in_use"
 OPEN = "swiftclaw_upstream_connections_open"
 TASKS = "swiftclaw_asyncio_tasks"
+CACHE_REDIS_BYTES = 256 * 1024 * 1024  # the cache Redis's maxmemory (allkeys-lru)
+SLOW_AT_ONCE = 32  # hostile clients holding a socket for an edge's deadline at once
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class Mix:
     latency: str = "uniform:5,25"
     stream_pace_ms: float = 2.0
     restart: bool = True  # stop and start the primary halfway
+    hostile: float = 0.0  # requests sent by hostile clients (see HOSTILE), beside the rest
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,10 @@ class Limits:
     timeout_seconds: float = 5.0
     attempt_timeout_seconds: float = 1.0
     max_connections: int = 64
+    # the edge's deadlines (run flags) with shared state: small, so that slowloris senders
+    # and stalled readers are cut off within the run
+    header_timeout_seconds: float = 2.0
+    write_timeout_seconds: float = 1.0
 
 
 # --- the processes ---------------------------------------------------------------------
@@ -87,6 +99,9 @@ class Stack:
     sim_args: list[str]
     runtime_src: Path | None
     attempt_timeout: bool  # whether the runtime's manifest took attemptTimeoutSeconds
+    redis: Proc | None = None  # the state Redis (limits, budgets, spend), with shared state
+    limits: Limits = Limits()
+    cache_redis: Proc | None = None  # the evictable one (the responses' owners), beside it
 
     def restart_sim(self, name: str) -> float:
         """Stop a simulator by pid and start it again on its port; the seconds it took."""
@@ -106,9 +121,16 @@ class Stack:
         self.runtime.stop()
         for sim in self.sims.values():
             sim.stop()
+        for r in (self.redis, self.cache_redis):
+            if r is not None:
+                r.stop()
 
 
-def manifest(sims: dict[str, Proc], limits: Limits, attempt_timeout: bool) -> dict[str, Any]:
+def manifest(
+    sims: dict[str, Proc], limits: Limits, attempt_timeout: bool, shared_state: bool = False
+) -> dict[str, Any]:
+    """The soak's agent; with ``shared_state``, also per-user limits and a budget (counted in
+    Redis), end users named by the request, and a Gemini-shaped tier for schema bombs."""
     reliability: dict[str, Any] = {
         "timeoutSeconds": limits.timeout_seconds,
         "retry": {"maxAttempts": 2, "initialBackoffMs": 10, "maxBackoffMs": 100},
@@ -123,29 +145,45 @@ def manifest(sims: dict[str, Proc], limits: Limits, attempt_timeout: bool) -> di
     }
     if attempt_timeout:
         reliability["attemptTimeoutSeconds"] = limits.attempt_timeout_seconds
+    providers: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "type": "openai-compatible",
+            "baseURL": f"{sim.url}/v1",
+            "maxConnections": limits.max_connections,
+        }
+        for name, sim in sims.items()
+    ]
+    tiers: list[dict[str, Any]] = [
+        {"name": "main", "model": "primary/m1", "fallbacks": ["backup/m2", "spare/m3"]}
+    ]
+    spec: dict[str, Any] = {
+        "providers": providers,
+        "models": {"tiers": tiers, "routing": {"strategy": "fixed", "default": "main"}},
+        "cache": {"exact": {"enabled": False}, "redis": {"mode": "none"}},
+        "reliability": reliability,
+    }
+    if shared_state:
+        # The spare simulator answers Gemini's shape too; the tier has no fallback, so a
+        # schema it refuses is the client's 400, not another model's answer.
+        providers.append(
+            {"name": "gem", "type": "gemini", "baseURL": f"{sims['spare'].url}/v1beta"}
+        )
+        tiers.append({"name": "gem", "model": "gem/g1"})
+        for tier in tiers:
+            tier.update(inputPer1M=1.0, outputPer1M=2.0)
+        spec["auth"] = {"userFromRequest": True}
+        # Far above what the normal clients send (one user, ~1,000 requests a second):
+        # counted per user and per request in Redis, never refusing them.
+        spec["rateLimits"] = {
+            "perUser": {"requestsPerMinute": 1_000_000, "tokensPerMinute": 1_000_000_000}
+        }
+        spec["budget"] = {"dailyUSD": 100_000, "perUserDailyUSD": 10_000, "onExceeded": "reject"}
     return {
         "apiVersion": "swiftclaw.dev/v1alpha1",
         "kind": "AgentDeployment",
         "metadata": {"name": "soak", "namespace": "bench"},
-        "spec": {
-            "providers": [
-                {
-                    "name": name,
-                    "type": "openai-compatible",
-                    "baseURL": f"{sim.url}/v1",
-                    "maxConnections": limits.max_connections,
-                }
-                for name, sim in sims.items()
-            ],
-            "models": {
-                "tiers": [
-                    {"name": "main", "model": "primary/m1", "fallbacks": ["backup/m2", "spare/m3"]}
-                ],
-                "routing": {"strategy": "fixed", "default": "main"},
-            },
-            "cache": {"exact": {"enabled": False}, "redis": {"mode": "none"}},
-            "reliability": reliability,
-        },
+        "spec": spec,
     }
 
 
@@ -166,7 +204,15 @@ def accepts(doc: dict[str, Any], path: Path, env: dict[str, str]) -> bool:
     return done.returncode == 0
 
 
-def start_stack(folder: Path, mix: Mix, limits: Limits, runtime_src: Path | None = None) -> Stack:
+def start_stack(
+    folder: Path,
+    mix: Mix,
+    limits: Limits,
+    runtime_src: Path | None = None,
+    shared_state: bool = False,
+) -> Stack:
+    """The simulators and the runtime; with ``shared_state`` (which a hostile mix needs) a
+    Redis for the runtime's limits and budgets, and the edge's deadlines of ``limits``."""
     sim_args = [
         "--latency",
         mix.latency,
@@ -178,6 +224,8 @@ def start_stack(folder: Path, mix: Mix, limits: Limits, runtime_src: Path | None
         f"{mix.hang_rate:g}",
     ]
     sims: dict[str, Proc] = {}
+    redis: Proc | None = None
+    cache_redis: Proc | None = None
     try:
         for i, name in enumerate(PROVIDERS):
             sims[name] = start_sim(
@@ -185,10 +233,38 @@ def start_stack(folder: Path, mix: Mix, limits: Limits, runtime_src: Path | None
             )
         env = runtime_env(runtime_src)
         path = folder / "agent.yaml"
-        attempt_timeout = accepts(manifest(sims, limits, True), path, env)
-        path.write_text(yaml.safe_dump(manifest(sims, limits, attempt_timeout)))
+        attempt_timeout = accepts(manifest(sims, limits, True, shared_state), path, env)
+        path.write_text(yaml.safe_dump(manifest(sims, limits, attempt_timeout, shared_state)))
         keys = folder / "keys.yaml"
-        keys.write_text(yaml.safe_dump({"keys": [{"key": KEY, "tenant": "bench", "user": "soak"}]}))
+        keys.write_text(
+            yaml.safe_dump(
+                {
+                    "keys": [
+                        {"key": KEY, "tenant": "bench", "user": "soak"},
+                        {"key": HOSTILE_KEY, "tenant": "bench", "user": "mallory"},
+                    ]
+                }
+            )
+        )
+        extra: list[str] = []
+        if shared_state:
+            # As the operator runs them: a state Redis (noeviction, Redis's default) for
+            # the counters and spend, and an evictable cache one for the responses' owners.
+            redis = start_redis(log_path=folder / "redis.log")
+            cache_redis = start_redis(log_path=folder / "redis-cache.log")
+            with sync_redis.Redis(port=cache_redis.port) as client:
+                client.config_set("maxmemory", str(CACHE_REDIS_BYTES))
+                client.config_set("maxmemory-policy", "allkeys-lru")
+            extra = [
+                "--redis-url",
+                f"redis://127.0.0.1:{cache_redis.port}/0",
+                "--state-redis-url",
+                f"redis://127.0.0.1:{redis.port}/0",
+                "--header-timeout-seconds",
+                f"{limits.header_timeout_seconds:g}",
+                "--write-timeout-seconds",
+                f"{limits.write_timeout_seconds:g}",
+            ]
         runtime = start_runtime(
             path,
             None,
@@ -198,14 +274,20 @@ def start_stack(folder: Path, mix: Mix, limits: Limits, runtime_src: Path | None
             "warning",
             "--log-format",
             "text",
+            *extra,
             log_path=folder / "runtime.log",
             env=env,
         )
     except BaseException:
         for sim in sims.values():
             sim.stop()
+        for r in (redis, cache_redis):
+            if r is not None:
+                r.stop()
         raise
-    return Stack(folder, runtime, sims, sim_args, runtime_src, attempt_timeout)
+    return Stack(
+        folder, runtime, sims, sim_args, runtime_src, attempt_timeout, redis, limits, cache_redis
+    )
 
 
 # --- the client ------------------------------------------------------------------------
@@ -310,6 +392,10 @@ class Counts:
     outcomes: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"plain": [], "stream": []})
+    # the hostile clients' requests, apart: "kind:ending" (see bench.hostile.EXPECTED)
+    hostile: Counter[str] = field(default_factory=Counter)
+    hostile_latencies: dict[str, list[float]] = field(default_factory=dict)
+    users_named: int = 0  # end users named by hostile requests (a new one each)
 
     @property
     def ok(self) -> int:
@@ -338,6 +424,15 @@ class Sample:
     asyncio_tasks: float | None
     sim_open_streams: int
     sim_hanging: int
+    redis_used_memory: int | None = None  # bytes (INFO memory), with shared state
+    redis_keys: int | None = None  # DBSIZE
+    cache_redis_used_memory: int | None = None  # the cache Redis's (evictable)
+    cache_redis_keys: int | None = None
+    hostile_done: int = 0
+    users_named: int = 0  # end users named so far by hostile requests
+    # TCP connections to the runtime's port it holds (established, or closed by the client
+    # and not yet by the runtime): none once every client has gone
+    client_connections: int | None = None
 
 
 @dataclass
@@ -349,6 +444,7 @@ class Result:
     sim_stats: dict[str, dict[str, Any]]  # at the end (the primary's since its restart)
     sim_hangs: int  # requests the simulators held open, before and after the restart
     stopped_early: str | None = None
+    rejected: dict[str, float] = field(default_factory=dict)  # the runtime's, by reason
 
 
 def proc_figures(pid: int) -> tuple[int | None, int | None, int | None]:
@@ -367,6 +463,23 @@ def proc_figures(pid: int) -> tuple[int | None, int | None, int | None]:
     except OSError:
         return None, None, None
     return rss, fds, sockets
+
+
+def client_connections(port: int) -> int | None:
+    """Connections to ``port`` on loopback that its server holds: ESTABLISHED (01) or
+    CLOSE_WAIT (08, the client has closed), from /proc/net/tcp{,6}."""
+    held = 0
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    local, _, state = line.split()[1:4]
+                    if int(local.rsplit(":", 1)[1], 16) == port and state in ("01", "08"):
+                        held += 1
+    except (OSError, ValueError, IndexError):
+        return None
+    return held
 
 
 def metric_sum(text: str, name: str) -> float | None:
@@ -400,10 +513,37 @@ async def sim_stats(stack: Stack) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def sample(stack: Stack, label: str, started: float, done: int) -> Sample:
+async def redis_figures(proc: Proc | None) -> tuple[int | None, int | None]:
+    """A Redis's used_memory (bytes) and its number of keys."""
+    if proc is None:
+        return None, None
+    client = aioredis.Redis(port=proc.port)
+    try:
+        info = await client.info("memory")
+        return int(info["used_memory"]), int(await client.dbsize())
+    except (OSError, aioredis.RedisError):
+        return None, None
+    finally:
+        await client.aclose()
+
+
+def rejected(text: str) -> dict[str, float]:
+    """swiftclaw_requests_rejected_total by reason."""
+    out: dict[str, float] = {}
+    pattern = r'^swiftclaw_requests_rejected_total\{reason="([^"]*)"\} ([-+0-9.eE]+)$'
+    for m in re.finditer(pattern, text, re.M):
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+async def sample(
+    stack: Stack, label: str, started: float, done: int, counts: Counts | None = None
+) -> Sample:
     rss, fds, sockets = proc_figures(stack.runtime.pid)
     text = await runtime_metrics(stack)
     sims = await sim_stats(stack)
+    memory, keys = await redis_figures(stack.redis)
+    cache_memory, cache_keys = await redis_figures(stack.cache_redis)
     return Sample(
         label,
         round(time.monotonic() - started, 2),
@@ -416,6 +556,13 @@ async def sample(stack: Stack, label: str, started: float, done: int) -> Sample:
         metric_sum(text, TASKS),
         sum(int(s.get("open_streams", 0)) for s in sims.values()),
         sum(int(s.get("hanging", 0)) for s in sims.values()),
+        memory,
+        keys,
+        cache_memory,
+        cache_keys,
+        sum(counts.hostile.values()) if counts else 0,
+        counts.users_named if counts else 0,
+        client_connections(stack.runtime.port),
     )
 
 
@@ -432,14 +579,17 @@ def classify(status: int, body: bytes, stream: bool, hung_up: bool) -> str:
     return "ok"
 
 
-async def quiet(stack: Stack, started: float, done: int, settle: float, wait: float) -> Sample:
+async def quiet(
+    stack: Stack, started: float, done: int, settle: float, wait: float, counts: Counts
+) -> Sample:
     """The sample once the load has stopped: after ``settle`` s, then until nothing is held
     (slots, open streams, hung requests) or ``wait`` more seconds have passed."""
     await asyncio.sleep(settle)
     deadline = time.monotonic() + wait
     while True:
-        s = await sample(stack, "after the load", started, done)
+        s = await sample(stack, AFTER, started, done, counts)
         held = (s.slots_in_use or 0) + s.sim_open_streams + s.sim_hanging
+        held += s.client_connections or 0
         if held == 0 or time.monotonic() >= deadline:
             return s
         await asyncio.sleep(0.25)
@@ -463,8 +613,16 @@ async def run_mix(
     """
     mix = mix or Mix()
     rng = random.Random(7)
-    kinds: list[str | int] = []  # "plain", "stream", or the chunks a hang-up reads (2 or 3)
+    # The hostile requests are drawn apart, so the others follow the same sequence as
+    # without them.
+    hostile_rng = random.Random(11)
+    names, weights = list(hostile.HOSTILE), list(hostile.HOSTILE.values())
+    # "plain", "stream", the chunks a hang-up reads (2 or 3), or a hostile kind
+    kinds: list[str | int] = []
     for _ in range(requests):
+        if mix.hostile and hostile_rng.random() < mix.hostile:
+            kinds.append(hostile_rng.choices(names, weights)[0])
+            continue
         r = rng.random()
         if r < mix.hangups:
             kinds.append(rng.choice((2, 3)))
@@ -484,11 +642,51 @@ async def run_mix(
         if (at := k * requests // 10) > warm_at:
             marks.setdefault(at, f"at {10 * k} %")
     reached: asyncio.Queue[int | None] = asyncio.Queue()
-    head = (
+    head, hostile_head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-        b"authorization: Bearer " + KEY.encode() + b"\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer " + key.encode() + b"\r\ncontent-type: application/json\r\n"
+        for key in (KEY, HOSTILE_KEY)
     )
+    edge = stack.limits
+    deadline = max(edge.header_timeout_seconds, edge.write_timeout_seconds)
+    hostile_conns: list[Connection] = []  # idle keep-alive connections of hostile clients
+    hostile_tasks: set[asyncio.Task[None]] = set()
+    slow_gate = asyncio.Semaphore(SLOW_AT_ONCE)
     started = time.monotonic()
+    samples.append(await sample(stack, BEFORE, started, 0, counts))
+
+    async def hostile_one(kind: str, i: int) -> None:
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(client_timeout):
+                if kind in hostile.REQUESTS:
+                    extra, body = hostile.request(kind, i)
+                    if kind == "new_user":
+                        counts.users_named += 1
+                    conn = hostile_conns.pop() if hostile_conns else Connection(stack.runtime.port)
+                    try:
+                        status, _, _ = await conn.request(hostile_head + extra, body)
+                    finally:
+                        hostile_conns.append(conn)
+                    ending = str(status)
+                else:
+                    async with slow_gate if kind in hostile.SLOW else contextlib.nullcontext():
+                        if kind == "slow_reader":
+                            counts.users_named += 1
+                        ending = await hostile.raw(
+                            kind, stack.runtime.port, hostile_head, i, deadline
+                        )
+        except TimeoutError:
+            ending = "error:client-timeout"
+        except (
+            OSError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as err:
+            ending = f"error:{type(err).__name__}"
+        counts.hostile[f"{kind}:{ending}"] += 1
+        counts.hostile_latencies.setdefault(kind, []).append(time.monotonic() - t0)
 
     async def client() -> None:
         nonlocal next_index, stopped_early
@@ -500,6 +698,12 @@ async def run_mix(
                 if i in marks:
                     reached.put_nowait(i)
                 kind = kinds[i]
+                if isinstance(kind, str) and kind in hostile.HOSTILE:
+                    # sent beside the normal clients, which go on at once
+                    task = asyncio.create_task(hostile_one(kind, i))
+                    hostile_tasks.add(task)
+                    task.add_done_callback(hostile_tasks.discard)
+                    continue
                 stream = kind != "plain"
                 body = json.dumps(
                     {
@@ -545,7 +749,7 @@ async def run_mix(
     async def controller() -> None:
         restarting: asyncio.Task[None] | None = None
         while (i := await reached.get()) is not None:
-            samples.append(await sample(stack, marks[i], started, counts.requests))
+            samples.append(await sample(stack, marks[i], started, counts.requests, counts))
             if i == warm_at and progress:
                 progress(f"warm-up done: {counts.requests} requests, {counts.failures} failed")
             if i == half_at and mix.restart:
@@ -568,16 +772,23 @@ async def run_mix(
     try:
         await asyncio.gather(*(client() for _ in range(concurrency)))
         seconds = time.monotonic() - started
+        if hostile_tasks:  # the slow ones end at the edge's deadlines
+            await asyncio.wait(set(hostile_tasks), timeout=client_timeout + 10)
+        for conn in hostile_conns:
+            conn.close()
         reached.put_nowait(None)  # the controller takes the samples due, then ends
         await asyncio.wait((control,), timeout=60)
     finally:
         report.cancel()
         if not control.done():
             control.cancel()
-    samples.append(await quiet(stack, started, counts.requests, settle, 5.0))
+        for task in hostile_tasks:
+            task.cancel()
+    samples.append(await quiet(stack, started, counts.requests, settle, 5.0, counts))
     stats = await sim_stats(stack)
     hangs = hangs_before_restart + sum(int(s.get("hangs", 0)) for s in stats.values())
-    return Result(counts, samples, seconds, restart_seconds, stats, hangs, stopped_early)
+    refused = rejected(await runtime_metrics(stack))
+    return Result(counts, samples, seconds, restart_seconds, stats, hangs, stopped_early, refused)
 
 
 # --- the report ------------------------------------------------------------------------
@@ -591,6 +802,11 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 START, MIDDLE, END = "after warm-up", "halfway", "last request sent"
+BEFORE, AFTER = "before the load", "after the load"
+# What the state Redis may hold per end user (limits for a minute, the budget and the
+# day's spend for up to three days: tests/test_hostile_users.py measures under 2,000).
+REDIS_BYTES_PER_USER = 2_000
+WINDOW_SECONDS = 60  # the rate limits' sliding window
 
 
 def drift(samples: list[Sample], attr: str, labels: tuple[str, ...] | None = None) -> float | None:
@@ -599,11 +815,36 @@ def drift(samples: list[Sample], attr: str, labels: tuple[str, ...] | None = Non
     values: list[float] = [
         getattr(s, attr)
         for s in samples
-        if (s.label in labels if labels else s.label != "after the load") and getattr(s, attr)
+        if (s.label in labels if labels else s.label not in (BEFORE, AFTER)) and getattr(s, attr)
     ]
     if len(values) < 2:
         return None
     return max(abs(x - values[0]) / values[0] for x in values[1:])
+
+
+def redis_verdict(samples: list[Sample]) -> dict[str, Any]:
+    """The state Redis over the second half (halfway to the last request), once the limits'
+    sliding windows (a minute) are full: its growth against what may grow, 5 % of its size
+    halfway plus ``REDIS_BYTES_PER_USER`` for each end user named meanwhile (their keys
+    expire, the budget's within three days, but are all there during a soak)."""
+    by_label = {x.label: x for x in samples}
+    middle, end = by_label.get(MIDDLE), by_label.get(END)
+    if middle is None or end is None or middle.redis_used_memory is None:
+        return {"redis_bounded": None, "redis_judged": "no state Redis"}
+    if middle.seconds < WINDOW_SECONDS:
+        return {
+            "redis_bounded": None,
+            "redis_judged": f"not judged: halfway came {middle.seconds:g} s into the load, "
+            f"before the limits' {WINDOW_SECONDS} s windows were full",
+        }
+    users = end.users_named - middle.users_named
+    grown = (end.redis_used_memory or 0) - middle.redis_used_memory
+    allowed = 0.05 * middle.redis_used_memory + REDIS_BYTES_PER_USER * users
+    return {
+        "redis_bounded": grown <= allowed,
+        "redis_judged": f"grew {grown / 1024:.0f} KiB from halfway to the last request, "
+        f"{users} new end users meanwhile; allowed {allowed / 1024:.0f} KiB",
+    }
 
 
 def git_describe(src: Path) -> dict[str, str]:
@@ -643,6 +884,24 @@ def summarize(
     rss, fds = judged["rss_drift"], judged["fds_drift"]
     end = result.samples[-1]
     expected = c.requests - c.aborted
+    hostile_kinds: dict[str, Any] = {}
+    for kind in hostile.HOSTILE:
+        endings = {
+            k.split(":", 1)[1]: n for k, n in c.hostile.most_common() if k.startswith(f"{kind}:")
+        }
+        if not endings:
+            continue
+        times = c.hostile_latencies.get(kind, [])
+        hostile_kinds[kind] = {
+            "sent": sum(endings.values()),
+            "endings": endings,
+            "as_expected": sum(n for e, n in endings.items() if e in hostile.EXPECTED[kind]),
+            "p50_ms": _ms(percentile(times, 50)),
+            "p95_ms": _ms(percentile(times, 95)),
+        }
+    unexpected = sum(k["sent"] - k["as_expected"] for k in hostile_kinds.values())
+    redis_drift = drift(result.samples, "redis_used_memory", (START, MIDDLE, END))
+    redis = redis_verdict(result.samples)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "runtime": runtime,
@@ -655,6 +914,10 @@ def summarize(
         "attempt_timeout_seconds": args.attempt_timeout if stack.attempt_timeout else None,
         "seconds": round(result.seconds, 1),
         "rps": round(c.requests / result.seconds, 1) if result.seconds else 0.0,
+        "hostile_share": args.hostile,
+        "shared_state": stack.redis is not None,
+        "header_timeout_seconds": stack.limits.header_timeout_seconds if stack.redis else None,
+        "write_timeout_seconds": stack.limits.write_timeout_seconds if stack.redis else None,
         "success_rate": round(c.ok / expected, 5) if expected else None,
         "ok": c.ok,
         "aborted_by_client": c.aborted,
@@ -664,15 +927,23 @@ def summarize(
         "latency_ms": latency,
         "restart_seconds": _round(result.restart_seconds),
         "upstream_hangs": result.sim_hangs,
+        "hostile_requests": sum(c.hostile.values()),
+        "hostile": hostile_kinds,
+        "rejected_by_reason": result.rejected,
         "samples": [asdict(s) for s in result.samples],
         "verdict": {
             **{k: _round(x, 4) for k, x in judged.items()},
             "rss_flat_within_5pct": rss is not None and rss <= 0.05,
             "fds_flat_within_5pct": fds is not None and fds <= 0.05,
+            "client_connections_at_end": end.client_connections,
             "slots_held_at_end": end.slots_in_use,
             "zero_slots_at_end": None if end.slots_in_use is None else end.slots_in_use == 0,
             "sim_open_streams_at_end": end.sim_open_streams,
             "sim_hanging_at_end": end.sim_hanging,
+            "hostile_unexpected": unexpected,
+            "hostile_all_as_expected": unexpected == 0 if hostile_kinds else None,
+            "redis_memory_drift": _round(redis_drift, 4),
+            **redis,
         },
         "sim_stats_at_end": result.sim_stats,
     }
@@ -680,6 +951,10 @@ def summarize(
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _mib(x: int | None) -> str:
+    return "n/a" if x is None else f"{x / 1024 / 1024:.1f}"
 
 
 def _round(x: float | None, digits: int = 2) -> float | None:
@@ -720,6 +995,23 @@ def markdown(s: dict[str, Any]) -> str:
         f"| upstream hangs (requests the simulators held open) | {s['upstream_hangs']} |",
         f"| primary restart took | {_na(s['restart_seconds'])} s |",
     ]
+    if s["hostile"]:
+        out.insert(
+            out.index("| figure | value |") - 1,
+            f"Hostile share {100 * s['hostile_share']:g} % ({s['hostile_requests']} requests "
+            "beside the normal clients', not in the figures below but the last rows); edge "
+            f"deadlines: headers {s['header_timeout_seconds']:g} s, writes "
+            f"{s['write_timeout_seconds']:g} s.",
+        )
+        for kind, k in s["hostile"].items():
+            endings = ", ".join(f"{e}: {n}" for e, n in k["endings"].items())
+            out.append(
+                f"| hostile {kind}: as expected / sent (endings; p50 / p95 ms) | "
+                f"{k['as_expected']} / {k['sent']} ({endings}; {_na(k['p50_ms'])} / "
+                f"{_na(k['p95_ms'])}) |"
+            )
+        refused = ", ".join(f"{r}: {n:g}" for r, n in s["rejected_by_reason"].items())
+        out.append(f"| runtime's refusals by reason | {refused or 'none'} |")
     for kind in ("all", "plain", "stream"):
         q = lat[kind]
         out.append(
@@ -729,15 +1021,19 @@ def markdown(s: dict[str, Any]) -> str:
     out += [
         "",
         "| sample | s | requests | RSS MiB | fds | sockets | slots in use | conns open "
-        "| asyncio tasks | sim open streams | sim hanging |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| asyncio tasks | sim open streams | sim hanging | state Redis MiB | keys "
+        "| cache Redis MiB | keys | users named |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in s["samples"]:
         rss = "n/a" if x["rss_kib"] is None else f"{x['rss_kib'] / 1024:.1f}"
         out.append(
             f"| {x['label']} | {x['seconds']} | {x['requests_done']} | {rss} | {_na(x['fds'])} "
             f"| {_na(x['sockets'])} | {_na(x['slots_in_use'])} | {_na(x['connections_open'])} "
-            f"| {_na(x['asyncio_tasks'])} | {x['sim_open_streams']} | {x['sim_hanging']} |"
+            f"| {_na(x['asyncio_tasks'])} | {x['sim_open_streams']} | {x['sim_hanging']} "
+            f"| {_mib(x['redis_used_memory'])} | {_na(x['redis_keys'])} "
+            f"| {_mib(x['cache_redis_used_memory'])} | {_na(x['cache_redis_keys'])} "
+            f"| {x['users_named']} |"
         )
 
     def yes(flag: bool | None) -> str:
@@ -748,6 +1044,8 @@ def markdown(s: dict[str, Any]) -> str:
 
     out.append("")
     for figure, name in (("rss", "RSS"), ("fds", "descriptors")):
+        if figure == "fds" and s["hostile"]:
+            name = "descriptors (not judged with a hostile share: its sockets come and go)"
         out.append(
             f"- {name} flat within 5 % after warm-up (samples {START!r}, {MIDDLE!r}, {END!r}): "
             f"{yes(v[f'{figure}_flat_within_5pct'])} (drift {pct(v[f'{figure}_drift'])}; "
@@ -755,12 +1053,25 @@ def markdown(s: dict[str, Any]) -> str:
             f"largest at any sample {pct(v[f'{figure}_drift_any_sample'])})"
         )
     out += [
+        f"- client connections the runtime holds after the load: "
+        f"{_na(v['client_connections_at_end'])}",
         f"- zero slots held after the load: {yes(v['zero_slots_at_end'])} "
         f"(held: {_na(v['slots_held_at_end'])})",
         f"- simulators after the load: {v['sim_open_streams_at_end']} open streams, "
         f"{v['sim_hanging_at_end']} hung requests",
-        "",
     ]
+    if v["redis_judged"] != "no state Redis":
+        out.append(
+            f"- state Redis bounded (from halfway to the last request: at most 5 % more, plus "
+            f"{REDIS_BYTES_PER_USER} bytes per new end user): {yes(v['redis_bounded'])} "
+            f"({v['redis_judged']}; drift after warm-up {pct(v['redis_memory_drift'])})"
+        )
+    if v["hostile_all_as_expected"] is not None:
+        out.append(
+            f"- every hostile request ended as expected: {yes(v['hostile_all_as_expected'])} "
+            f"({v['hostile_unexpected']} did not)"
+        )
+    out.append("")
     return "\n".join(out)
 
 
@@ -782,6 +1093,21 @@ def main() -> int:
     )
     ap.add_argument("--warmup", type=int, default=2000, help="requests before the first sample")
     ap.add_argument(
+        "--hostile",
+        type=float,
+        default=0.10,
+        help="share of the requests sent by hostile clients (bench/hostile.py); 0: none",
+    )
+    ap.add_argument(
+        "--state",
+        choices=("redis", "none"),
+        default="redis",
+        help="redis: a Redis for per-user limits and a budget, end users from the request and "
+        "the edge's deadlines (a hostile mix needs it); none: the figures of record's setup",
+    )
+    ap.add_argument("--header-timeout", type=float, default=2.0, help="--header-timeout-seconds")
+    ap.add_argument("--write-timeout", type=float, default=1.0, help="--write-timeout-seconds")
+    ap.add_argument(
         "--runtime-src",
         type=Path,
         help="run the runtime from this agent-runtime folder (e.g. another checkout's)",
@@ -790,16 +1116,25 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     args.max_connections = args.max_connections or args.concurrency
-    mix = Mix()
-    limits = Limits(args.timeout, args.attempt_timeout, args.max_connections)
+    if args.hostile and args.state == "none":
+        ap.error("a hostile mix needs --state redis")
+    mix = Mix(hostile=args.hostile)
+    limits = Limits(
+        args.timeout,
+        args.attempt_timeout,
+        args.max_connections,
+        args.header_timeout,
+        args.write_timeout,
+    )
     runtime_src = args.runtime_src.resolve() if args.runtime_src else None
     runtime = git_describe(runtime_src.parent if runtime_src else REPO)
     with tempfile.TemporaryDirectory(prefix="swiftclaw-soak-") as tmp:
-        stack = start_stack(Path(tmp), mix, limits, runtime_src)
+        stack = start_stack(Path(tmp), mix, limits, runtime_src, args.state == "redis")
         try:
             print(
                 f"soak: {args.requests} requests at c={args.concurrency}, "
-                f"maxConnections {args.max_connections}, runtime pid {stack.runtime.pid}"
+                f"maxConnections {args.max_connections}, hostile {100 * args.hostile:g} %, "
+                f"state {args.state}, runtime pid {stack.runtime.pid}"
                 + (f" from {runtime_src}" if runtime_src else ""),
                 flush=True,
             )

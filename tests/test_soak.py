@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.soak import Connection, Limits, Mix, http_get, run_mix, start_stack
+from bench import hostile
+from bench.soak import (
+    Connection,
+    Limits,
+    Mix,
+    http_get,
+    run_mix,
+    start_stack,
+)
 
 from swiftclaw_devtools.processes import Proc, sim_control
 
@@ -107,3 +115,36 @@ def test_short_soak_leaves_nothing_held(tmp_path: Path) -> None:
     assert (end.sim_open_streams, end.sim_hanging) == (0, 0), end
     if end.slots_in_use is not None:  # a runtime that exports its pools
         assert end.slots_in_use == 0, end
+
+
+def test_short_hostile_soak_keeps_normal_clients_whole(tmp_path: Path) -> None:
+    """A fifth of the requests from hostile clients (bench/hostile.py: a reused request id,
+    a new end user each request, schema bombs to a Gemini tier, element floods, deep JSON,
+    oversized bodies, hang-ups, slowloris headers, stalled stream readers) beside the
+    normal ones, with limits and a budget in a real Redis: every normal request succeeds,
+    every hostile one ends as it should (a 4xx, or its connection closed at the edge's
+    deadline), and once the load stops nothing is held, no client connection either."""
+    src = os.environ.get("SWIFTCLAW_RUNTIME_SRC")
+    mix = Mix(hostile=0.2)
+    limits = Limits(timeout_seconds=3.0, attempt_timeout_seconds=0.5, max_connections=4)
+    stack = start_stack(tmp_path, mix, limits, Path(src).resolve() if src else None, True)
+    try:
+        result = asyncio.run(run_mix(stack, 3000, 16, mix, warmup=300, max_failures=50, settle=1.0))
+    finally:
+        stack.stop()
+    c, end = result.counts, result.samples[-1]
+    print(
+        f"short hostile soak: {c.requests} normal requests, outcomes {dict(c.outcomes)}; "
+        f"hostile {dict(c.hostile)}; refused {result.rejected}; after the load {end}"
+    )
+    assert c.failures == 0, f"{c.outcomes}; stopped early: {result.stopped_early}"
+    assert c.requests + sum(c.hostile.values()) == 3000
+    for kind, expected in hostile.EXPECTED.items():
+        endings = {k.split(":", 1)[1]: n for k, n in c.hostile.items() if k.startswith(f"{kind}:")}
+        assert endings, f"no {kind} sent"
+        assert set(endings) <= expected, (kind, endings)
+    assert result.rejected.get("header_timeout", 0) >= c.hostile["slowloris:closed"]
+    assert result.rejected.get("write_timeout", 0) >= c.hostile["slow_reader:dropped"]
+    assert (end.sim_open_streams, end.sim_hanging, end.slots_in_use) == (0, 0, 0), end
+    assert end.redis_keys is not None and end.redis_keys > 0  # the limits and budget were there
+    assert end.client_connections == 0, end  # every client has gone: none may stay
