@@ -50,9 +50,15 @@ class DrainingServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        await super().startup(sockets)
-        if self.admin is not None and not self.should_exit:
+        if self.admin is not None:
+            # The metrics port (the probes') listens before the service port does: whoever
+            # finds the runtime ready finds its probes and metrics answering too.
             self._admin_task = self._loop.create_task(self.admin.serve())
+            while not self.admin.started:
+                if self._admin_task.done():
+                    raise RuntimeError("the metrics port could not be opened (see the log)")
+                await asyncio.sleep(0.01)
+        await super().startup(sockets)
         tune_gc()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -247,7 +247,9 @@ async def drift_check(body: kopf.Body, memo: Memo, **_: Any) -> None:
     """Repair drift, refresh the status (the CronJob's last run, the HPA). A failed agent
     waits for its back-off instead."""
     key = _key(dict(body))
-    if key in memo.retries:
+    # Failed: its retries own it (one may be under way, out of ``retries`` while it runs;
+    # a drift reconcile then would be an attempt outside the back-off).
+    if key in memo.retries or key in memo.failures:
         schedule_status(memo, *key)
         return
     await _reconcile(memo, dict(body), "drift", prune=False)
