@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import pytest
+from bench.hostile import bomb as ref_bomb
 
 from swiftclaw_devtools.processes import Proc
 from swiftclaw_runtime.providers.base import Unsupported
@@ -30,22 +31,6 @@ from .conftest import API_KEY, Launcher, manifest
 
 AUTH = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
 USER = [{"role": "user", "content": "fill it in"}]
-
-
-def ref_bomb(levels: int) -> dict[str, Any]:
-    """``$defs`` where each entry refers to the next one twice: 2**levels leaves inlined."""
-    defs: dict[str, Any] = {
-        f"d{i}": {
-            "type": "object",
-            "properties": {
-                "a": {"$ref": f"#/$defs/d{i + 1}"},
-                "b": {"$ref": f"#/$defs/d{i + 1}"},
-            },
-        }
-        for i in range(levels)
-    }
-    defs[f"d{levels}"] = {"type": "string"}
-    return {"type": "object", "properties": {"x": {"$ref": "#/$defs/d0"}}, "$defs": defs}
 
 
 def nested(levels: int) -> dict[str, Any]:
