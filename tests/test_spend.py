@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,9 +22,11 @@ from swiftclaw_devtools.processes import Proc, start_redis
 from swiftclaw_runtime.auth import Principal
 from swiftclaw_runtime.config import BudgetSpec, RateLimitsSpec
 from swiftclaw_runtime.logs import FailureLog
+from swiftclaw_runtime.redis_client import queue_until
 from swiftclaw_runtime.spend.budgets import (
     SCRIPT,
     Budget,
+    BudgetBusy,
     Cap,
     MemoryLedger,
     current_periods,
@@ -38,7 +41,7 @@ from swiftclaw_runtime.spend.limits import (
     ScopeState,
     duration,
 )
-from swiftclaw_runtime.spend.redis import SpendRedis
+from swiftclaw_runtime.spend.redis import MAX_CONNECTIONS, SpendRedis
 from swiftclaw_runtime.spend.usage import RESPONSE_SECONDS, Charge, UsageBook
 
 ALICE = Identity("acme", "alice")
@@ -623,3 +626,28 @@ def test_in_process_settles_cut_the_books_only_when_the_period_changes(
     asyncio.run(run())
     assert len(cuts) == 2  # the first settle, and the first of the next day
     assert len(budget.local) == 2  # yesterday's 201 books are gone: today's agent and user
+
+
+async def test_a_busy_redis_refuses_a_reserve_rather_than_admit_it_in_process(
+    redis: SpendRedis,
+) -> None:
+    budget = Budget(BudgetSpec.model_validate({"dailyUSD": 1.0}), "sc:{t}", redis)
+    await budget.settle(await budget.reserve(ALICE, 1.0), 1.0)  # today's budget is spent
+    release = asyncio.Event()
+    started = 0
+
+    async def hold(_: Any) -> None:  # a call that keeps its connection until released
+        nonlocal started
+        started += 1
+        await release.wait()
+
+    holders = [asyncio.ensure_future(redis.call("hold", hold)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        await _until(lambda: _is(started == MAX_CONNECTIONS), "every connection is in use")
+        with queue_until(time.monotonic() + 0.05), pytest.raises(BudgetBusy):
+            await budget.reserve(ALICE, 0.01)  # the ledger in process would admit it
+        assert redis.up  # busy is not down
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+    assert (await budget.reserve(ALICE, 0.01)).exceeded is not None  # Redis's answer again

@@ -187,6 +187,12 @@ MAX_PENDING = 100_000
 DRAIN_BATCH = 100
 
 
+class BudgetBusy(Exception):
+    """Redis is up but busy (no connection free in time): the request is refused for now
+    (503 with Retry-After), not reserved in process against a ledger that does not know
+    today's spend."""
+
+
 @dataclass(frozen=True)
 class Period:
     """A budget period in the budget's time zone: its id and when the next one starts."""
@@ -464,10 +470,11 @@ class Budget:
         return raw
 
     async def _send(
-        self, op: str, keys: list[str], args: list[Any]
+        self, op: str, keys: list[str], args: list[Any], busy_fails: bool = False
     ) -> tuple[list[Any] | None, bool]:
         """The script's reply (None when there is none) and, without one, whether the
-        call may have run on Redis all the same (sent, and its reply lost or late)."""
+        call may have run on Redis all the same (sent, and its reply lost or late).
+        ``busy_fails``: raise :class:`BudgetBusy` when no connection came free in time."""
         if self.redis is None or self.script is None:
             return None, False
         script = self.script
@@ -475,6 +482,8 @@ class Budget:
         try:
             raw = await self.redis.call(op, lambda c: script(keys=keys, args=args, client=c))
         except RedisBusy:
+            if busy_fails:
+                raise BudgetBusy(op) from None
             return None, False  # it waited for a connection and never had one
         except RedisDown:
             return None, was_up
@@ -494,7 +503,9 @@ class Budget:
         output cannot be cut, ``fallback`` its cost on the cheapest tier). When the whole
         of it does not fit, the output it can pay for is reserved instead (``capped``),
         else ``onExceeded`` decides. ``periods``: today and this month, when the caller
-        has them already."""
+        has them already. Raises :class:`BudgetBusy` when Redis is up but no connection
+        came free in time: the ledger in process knows nothing of today's spend on Redis,
+        so it must not admit what Redis would refuse (only an outage falls back to it)."""
         if not isinstance(ask, Ask):
             ask = Ask(ask, fallback)
         caps = self.caps(who, periods)
@@ -505,6 +516,7 @@ class Budget:
             "budget reserve",
             [*(c.key for c in caps), mark],
             self._args("reserve", caps, ask, 0, 1),
+            busy_fails=True,
         )
         if raw is None and reached:
             # The script may have run and its reply been lost: release whatever Redis
