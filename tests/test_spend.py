@@ -20,9 +20,13 @@ import redis.asyncio as aioredis
 
 from swiftclaw_devtools.processes import Proc, start_redis
 from swiftclaw_runtime.auth import Principal
-from swiftclaw_runtime.config import BudgetSpec, RateLimitsSpec
+from swiftclaw_runtime.config import AgentPolicy, BudgetSpec, RateLimitsSpec
+from swiftclaw_runtime.errors import ApiError
 from swiftclaw_runtime.logs import FailureLog
+from swiftclaw_runtime.metrics import Metrics
 from swiftclaw_runtime.redis_client import queue_until
+from swiftclaw_runtime.routing import Route
+from swiftclaw_runtime.spend import SpendControl
 from swiftclaw_runtime.spend.budgets import (
     SCRIPT,
     Budget,
@@ -651,3 +655,36 @@ async def test_a_busy_redis_refuses_a_reserve_rather_than_admit_it_in_process(
         release.set()
         await asyncio.gather(*holders)
     assert (await budget.reserve(ALICE, 0.01)).exceeded is not None  # Redis's answer again
+
+
+async def test_a_busy_redis_answers_503_with_retry_after(redis_proc: Proc) -> None:
+    policy = AgentPolicy.model_validate(
+        {
+            "providers": [{"name": "p", "type": "openai", "baseURL": "http://127.0.0.1:9/v1"}],
+            "models": {"tiers": [{"name": "small", "model": "p/small", "inputPer1M": 1.0}]},
+            "budget": {"dailyUSD": 1.0},
+        }
+    )
+    spend = SpendControl(policy, "a", Metrics(), f"redis://127.0.0.1:{redis_proc.port}/0")
+    assert spend.redis is not None
+    route = Route(policy.models.tiers[0], "default", "default")
+    release = asyncio.Event()
+    started = 0
+
+    async def hold(_: Any) -> None:
+        nonlocal started
+        started += 1
+        await release.wait()
+
+    holders = [
+        asyncio.ensure_future(spend.redis.call("hold", hold)) for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        await _until(lambda: _is(started == MAX_CONNECTIONS), "every connection is in use")
+        with queue_until(time.monotonic() + 0.05), pytest.raises(ApiError) as refused:
+            await spend.admit(ALICE, "r1", route, 100, 100)
+        assert refused.value.status == 503 and refused.value.headers["retry-after"] == "1"
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+        await spend.close()
