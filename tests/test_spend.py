@@ -473,9 +473,9 @@ BUDGET = BudgetSpec.model_validate({"dailyUSD": 100.0, "onExceeded": "reject"})
 
 @contextlib.asynccontextmanager
 async def _writes_paused(proc: Proc) -> AsyncIterator[Any]:
-    """Redis holds every write (and every script) until unpaused: a reply that comes
-    later than the client's timeout, after the script ran. Reads (the watcher's PING)
-    still answer, so the spend client comes back up while writes hang."""
+    """Redis holds every write (and every script) until unpaused: a call sent meanwhile
+    times out, and its client, closing the connection, drops it. Reads (the watcher's
+    PING) still answer, so the spend client comes back up while writes hang."""
     raw = aioredis.Redis(port=proc.port)
     await raw.client_pause(120_000, all=False)
     try:
@@ -582,7 +582,7 @@ async def test_a_settlement_does_not_wait_for_the_backlog(
     held = await asyncio.gather(*(budget.reserve(ALICE, 0.01) for _ in range(1_000)))
     assert all(r.shared for r in held)
     async with _writes_paused(redis_proc):
-        for r in held:  # the first times out (sent: it runs later), the others wait
+        for r in held:  # the first times out (Redis is marked down), the others wait
             await budget.settle(r, 0.005)
     assert len(budget.pending) == 1_000
     await _until(lambda: _is(redis.up), "redis is up again")
