@@ -5,21 +5,36 @@ concurrency."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis.asyncio as aioredis
 
 from swiftclaw_devtools.processes import Proc, start_redis
 from swiftclaw_runtime.auth import Principal
-from swiftclaw_runtime.config import BudgetSpec, RateLimitsSpec
+from swiftclaw_runtime.config import AgentPolicy, BudgetSpec, RateLimitsSpec
+from swiftclaw_runtime.errors import ApiError
 from swiftclaw_runtime.logs import FailureLog
-from swiftclaw_runtime.spend.budgets import Budget, Cap, MemoryLedger, current_periods
+from swiftclaw_runtime.metrics import Metrics
+from swiftclaw_runtime.redis_client import queue_until
+from swiftclaw_runtime.routing import Route
+from swiftclaw_runtime.spend import SpendControl
+from swiftclaw_runtime.spend.budgets import (
+    SCRIPT,
+    Budget,
+    BudgetBusy,
+    Cap,
+    MemoryLedger,
+    current_periods,
+)
 from swiftclaw_runtime.spend.identity import Identity, TenantLabels, identify
 from swiftclaw_runtime.spend.limits import (
     WINDOW_MS,
@@ -30,7 +45,7 @@ from swiftclaw_runtime.spend.limits import (
     ScopeState,
     duration,
 )
-from swiftclaw_runtime.spend.redis import SpendRedis
+from swiftclaw_runtime.spend.redis import MAX_CONNECTIONS, SpendRedis
 from swiftclaw_runtime.spend.usage import RESPONSE_SECONDS, Charge, UsageBook
 
 ALICE = Identity("acme", "alice")
@@ -449,3 +464,227 @@ async def test_redis_down_falls_back_to_a_share_and_comes_back(
     finally:
         await r.close()
         proc.stop()
+
+
+# --- budget settlements across lost replies and outages (real Redis, paused) ---------------
+
+BUDGET = BudgetSpec.model_validate({"dailyUSD": 100.0, "onExceeded": "reject"})
+
+
+@contextlib.asynccontextmanager
+async def _writes_paused(proc: Proc) -> AsyncIterator[Any]:
+    """Redis holds every write (and every script) until unpaused: a call sent meanwhile
+    times out, and its client, closing the connection, drops it. Reads (the watcher's
+    PING) still answer, so the spend client comes back up while writes hang."""
+    raw = aioredis.Redis(port=proc.port)
+    await raw.client_pause(120_000, all=False)
+    try:
+        yield raw
+    finally:
+        await raw.client_unpause()
+        await raw.aclose()
+
+
+async def _until(check: Any, what: str, budget: Budget | None = None) -> None:
+    """Wait for ``check()`` (flushing ``budget``'s backlog meanwhile), 60 s at most."""
+    for _ in range(600):
+        if budget is not None and budget.redis is not None and budget.redis.up:
+            await budget.flush()
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never: {what}")
+
+
+async def _day_book(redis: SpendRedis, budget: Budget) -> tuple[float, float]:
+    [cap] = budget.caps(ALICE)
+    spent, reserved = await redis.client.hmget(cap.key, "spent", "reserved")
+    return float(spent or 0), float(reserved or 0)
+
+
+@contextlib.asynccontextmanager
+async def _busy(proc: Proc, seconds: float = 2.0) -> AsyncIterator[None]:
+    """Redis runs a script for ``seconds`` of CPU (a server slower than the spend client's
+    timeout): the calls sent meanwhile run after it, when their clients gave up on the
+    reply. Entered once Redis is busy; left once it is not."""
+    raw = aioredis.Redis(port=proc.port, socket_timeout=30)
+    await raw.script_load(SCRIPT)  # loaded already, as on a running replica
+    spin = (
+        # os.clock: the time TIME gives a script stands still while it runs
+        "local stop = os.clock() + tonumber(ARGV[1]) repeat until os.clock() >= stop"
+    )
+    busy = asyncio.ensure_future(raw.eval(spin, 0, seconds))
+
+    async def answers() -> bool:
+        probe = aioredis.Redis(port=proc.port)
+        try:
+            return bool(await asyncio.wait_for(probe.ping(), 0.1))
+        except (aioredis.RedisError, TimeoutError):
+            return False
+        finally:
+            await probe.aclose()
+
+    try:
+        await _until(lambda: _not(answers()), "redis is busy")
+        yield
+    finally:
+        await busy
+        await raw.aclose()
+
+
+async def _not(value: Awaitable[bool]) -> bool:
+    return not await value
+
+
+async def test_a_reserve_whose_reply_is_late_is_released_on_redis(
+    redis: SpendRedis, redis_proc: Proc
+) -> None:
+    budget = Budget(BUDGET, "sc:{t}", redis)
+    async with _busy(redis_proc):
+        r = await budget.reserve(ALICE, 0.5)  # the script runs later: its reply is lost
+        assert not r.shared and r.action == "ok"  # so it is reserved in process too
+
+    async def held() -> bool:
+        return await _day_book(redis, budget) == pytest.approx((0.0, 0.5))
+
+    await _until(held, "Redis holds the reservation whose reply was lost")
+    await _until(lambda: _is(redis.up), "redis answers again")
+    await budget.settle(r, 0.2)
+
+    async def released() -> bool:
+        return await _day_book(redis, budget) == pytest.approx((0.2, 0.0))
+
+    await _until(released, "the lost reservation is released on Redis", budget)
+    assert not budget.pending
+
+
+async def test_a_cost_sent_again_after_a_lost_reply_counts_once(
+    redis: SpendRedis, redis_proc: Proc
+) -> None:
+    r = await Budget(BUDGET, "sc:{t}", None).reserve(ALICE, 0.5)  # made in process
+    assert not r.shared
+    budget = Budget(BUDGET, "sc:{t}", redis)
+    async with _busy(redis_proc):
+        await budget.settle(r, 0.2)  # its cost is added on Redis later: the reply is lost
+        assert not redis.up and budget.pending
+
+    async def written() -> bool:  # the backlog sends it again
+        return redis.up and not budget.pending
+
+    await _until(written, "the backlog is written", budget)
+    assert await _day_book(redis, budget) == pytest.approx((0.2, 0.0))
+
+
+async def test_a_settlement_does_not_wait_for_the_backlog(
+    redis: SpendRedis, redis_proc: Proc
+) -> None:
+    budget = Budget(BUDGET, "sc:{t}", redis)
+    held = await asyncio.gather(*(budget.reserve(ALICE, 0.01) for _ in range(1_000)))
+    assert all(r.shared for r in held)
+    async with _writes_paused(redis_proc):
+        for r in held:  # the first times out (Redis is marked down), the others wait
+            await budget.settle(r, 0.005)
+    assert len(budget.pending) == 1_000
+    await _until(lambda: _is(redis.up), "redis is up again")
+    fresh = await budget.reserve(ALICE, 0.01)
+    assert fresh.shared
+    states = await budget.settle(fresh, 0.005)
+    assert states  # written at once ...
+    assert len(budget.pending) == 1_000  # ... not after the backlog
+
+    async def drained() -> bool:
+        return not budget.pending and await _day_book(redis, budget) == pytest.approx(
+            (1_001 * 0.005, 0.0)
+        )
+
+    await _until(drained, "the backlog is written, each settlement once", budget)
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+def test_in_process_settles_cut_the_books_only_when_the_period_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = BudgetSpec.model_validate({"dailyUSD": 100.0, "perUserDailyUSD": 10.0})
+    budget = Budget(spec, "sc:{t}", None)
+    cuts: list[set[str]] = []
+    forget = budget.local.forget_before
+    monkeypatch.setattr(
+        budget.local, "forget_before", lambda ids: (cuts.append(ids), forget(ids))[1]
+    )
+
+    async def one(user: str) -> None:
+        who = Identity("acme", user)
+        await budget.settle(await budget.reserve(who, 0.01), 0.01)
+
+    async def run() -> None:
+        for i in range(200):
+            await one(f"u{i}")
+        today = budget.periods()[0]
+        tomorrow = current_periods(today.resets_at + timedelta(hours=1), budget.tz)
+        budget._periods, budget._periods_until = tomorrow, tomorrow[0].resets_at.timestamp()
+        await one("late")
+
+    asyncio.run(run())
+    assert len(cuts) == 2  # the first settle, and the first of the next day
+    assert len(budget.local) == 2  # yesterday's 201 books are gone: today's agent and user
+
+
+async def test_a_busy_redis_refuses_a_reserve_rather_than_admit_it_in_process(
+    redis: SpendRedis,
+) -> None:
+    budget = Budget(BudgetSpec.model_validate({"dailyUSD": 1.0}), "sc:{t}", redis)
+    await budget.settle(await budget.reserve(ALICE, 1.0), 1.0)  # today's budget is spent
+    release = asyncio.Event()
+    started = 0
+
+    async def hold(_: Any) -> None:  # a call that keeps its connection until released
+        nonlocal started
+        started += 1
+        await release.wait()
+
+    holders = [asyncio.ensure_future(redis.call("hold", hold)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        await _until(lambda: _is(started == MAX_CONNECTIONS), "every connection is in use")
+        with queue_until(time.monotonic() + 0.05), pytest.raises(BudgetBusy):
+            await budget.reserve(ALICE, 0.01)  # the ledger in process would admit it
+        assert redis.up  # busy is not down
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+    assert (await budget.reserve(ALICE, 0.01)).exceeded is not None  # Redis's answer again
+
+
+async def test_a_busy_redis_answers_503_with_retry_after(redis_proc: Proc) -> None:
+    policy = AgentPolicy.model_validate(
+        {
+            "providers": [{"name": "p", "type": "openai", "baseURL": "http://127.0.0.1:9/v1"}],
+            "models": {"tiers": [{"name": "small", "model": "p/small", "inputPer1M": 1.0}]},
+            "budget": {"dailyUSD": 1.0},
+        }
+    )
+    spend = SpendControl(policy, "a", Metrics(), f"redis://127.0.0.1:{redis_proc.port}/0")
+    assert spend.redis is not None
+    route = Route(policy.models.tiers[0], "default", "default")
+    release = asyncio.Event()
+    started = 0
+
+    async def hold(_: Any) -> None:
+        nonlocal started
+        started += 1
+        await release.wait()
+
+    holders = [
+        asyncio.ensure_future(spend.redis.call("hold", hold)) for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        await _until(lambda: _is(started == MAX_CONNECTIONS), "every connection is in use")
+        with queue_until(time.monotonic() + 0.05), pytest.raises(ApiError) as refused:
+            await spend.admit(ALICE, "r1", route, 100, 100)
+        assert refused.value.status == 503 and refused.value.headers["retry-after"] == "1"
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+        await spend.close()

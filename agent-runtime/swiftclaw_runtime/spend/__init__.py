@@ -19,7 +19,7 @@ from ..config import AgentPolicy
 from ..errors import ApiError
 from ..metrics import Metrics
 from ..routing import Route
-from .budgets import MIN_OUTPUT_TOKENS, Ask, Budget, CapState, Reservation
+from .budgets import MIN_OUTPUT_TOKENS, Ask, Budget, BudgetBusy, CapState, Reservation
 from .costs import max_cost_usd, price_bounds
 from .identity import Identity, TenantLabels, identify
 from .limits import REQUESTS, Outcome, RateLimiter, duration
@@ -163,8 +163,17 @@ class SpendControl:
         )
         try:
             reservation = await self.budget.reserve(who, ask, periods=periods)
-        except BaseException:
+        except BaseException as err:
             await self.limiter.settle(who, rid, -tokens)
+            if isinstance(err, BudgetBusy):
+                raise ApiError(
+                    503,
+                    "This agent's budget store is busy and cannot check this request's "
+                    "cost against its budget now; retry shortly.",
+                    "service_unavailable_error",
+                    "budget_busy",
+                    headers={"retry-after": "1"},
+                ) from None
             raise
         output = output_tokens
         if reservation.exceeded is not None:

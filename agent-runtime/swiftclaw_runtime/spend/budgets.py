@@ -3,10 +3,14 @@
 Before a call its largest possible cost is *reserved* against every cap that applies, in
 one Lua script that checks and reserves atomically (:data:`SCRIPT`); after the call the
 reservation is *settled*: released, and the real cost (from the provider's usage) added
-to the spend. A request is admitted only while spent + reserved + its own maximum fits,
-so however many requests run at once on however many replicas, the spend cannot pass a
-cap by more than the amount by which one request's real cost exceeds its reserved
-maximum (the input estimate's error; the output is capped).
+to the spend. A request is admitted only while spent + reserved + its own maximum fits.
+The reservation covers one attempt's maximum, but a request is charged for every attempt
+the provider was asked to do (:mod:`~swiftclaw_runtime.dispatch`: one that timed out, or
+was in flight when the client hung up, counts at its estimate), so its real cost may pass
+its reservation by up to (attempts - 1) x that maximum, plus the input estimate's error
+(the output is capped). The spend passes a cap by at most the sum of those excesses over
+the requests admitted while it still fitted and in flight when it was reached (every
+replica's): one request's excess each, not one request's excess in all.
 
 The output cap a request is reserved for is the one sent to the provider, and it is cut
 to what the budget has left: a request whose full cap does not fit, but whose input and
@@ -16,10 +20,14 @@ for. Only below that does ``onExceeded`` apply.
 A reservation settles where it was made (:attr:`Reservation.shared`): one made on Redis
 is released on Redis, and if Redis is away when the request ends the settlement waits in
 process (:attr:`Budget.pending`) and is written when Redis answers again (once: the
-reservation has its own key, which the settlement deletes, so one sent again after a lost
-reply changes nothing); one made in process is released in process, and its real cost is
-added to Redis's spend too (now, or when Redis is back), so an outage leaves neither a
-leaked reservation nor headroom that was spent.
+reservation has its own key, which holds what Redis reserved and which the settlement
+deletes, so one sent again after a lost reply changes nothing); one made in process is
+released in process, and its real cost is added to Redis's spend too (now, or when Redis
+is back; under a key of its own, so that too counts once), so an outage leaves neither a
+leaked reservation nor headroom that was spent. A reserve whose reply is lost (it may have
+run) is served in process, and what Redis holds under its key is released when Redis
+answers again. Each settlement is written at once; what waited for Redis is written in
+the background, :data:`DRAIN_BATCH` a round trip, so none waits for the backlog.
 
 When a cap is reached, ``onExceeded`` decides: ``reject`` (429 ``insufficient_quota``,
 naming the budget and when it resets), ``downgrade`` (the request is served by the
@@ -34,10 +42,11 @@ replica keeps its own ledger against its share of each cap (cap / expected repli
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from time import time as unix_now
 from typing import Any
@@ -46,28 +55,40 @@ from zoneinfo import ZoneInfo
 from ..config import BudgetSpec
 from ..ids import random_hex
 from .identity import Identity
-from .redis import RedisDown, SpendRedis
+from .redis import RedisBusy, RedisDown, SpendRedis
 
 log = logging.getLogger("swiftclaw.budget")
 
 KEEP_SECONDS = 2 * 86_400  # how long a period's counters outlive it
+# How long a reservation's mark outlives a settlement that found none (see SCRIPT): far
+# longer than a packet can wait in a socket.
+TOMBSTONE_SECONDS = 3_600
 
 # KEYS: one hash per cap (fields spent, reserved, alerted, exceeded), then, when ARGV[10]
-#   is 1, the reservation's own key: written by reserve, deleted by settle, so that a
-#   settlement written twice (sent again after a reply was lost) counts once.
+#   is not 0, a mark: 1, the reservation's own key (written by reserve with the amount it
+#   reserved; settle releases that amount and deletes it, so a settlement written twice,
+#   sent again after a reply was lost, counts once); 2, a settlement's own key (of the cost
+#   of a request reserved in process: set NX by settle, which applies nothing when it
+#   exists already).
 # ARGV: mode (reserve | settle | peek), amount (the reservation), fallback (what a
 #   downgraded request reserves), on_exceeded, actual (settle: the real cost), alert
 #   ratio, output tokens in amount, price of one of them, the fewest output tokens worth
-#   reserving, 1 when the last key is the reservation's, then per cap: its cap and TTL.
+#   reserving, the mark's kind (0 none), then per cap: its cap and TTL.
+# A settle whose reservation's mark does not exist (never reserved, or settled already)
+#   leaves a tombstone (:data:`TOMBSTONE_SECONDS`): a reserve that reaches Redis after
+#   its request gave up on it and settled (a late packet) then reserves nothing.
 # reserve returns: action (0 ok, 1 downgraded, 2 alert only, 3 rejected, 4 capped), the
 #   cap that did not fit (1-based, 0 none), the amount reserved, the output tokens it
 #   pays for, then per cap spent and reserved. settle returns per cap: spent, reserved,
 #   1 when this call crossed the alert ratio first, 1 when it reached the cap first
-#   (nothing when the reservation was settled already).
+#   (nothing when the settlement was applied already).
 SCRIPT = """
+local TOMBSTONE = $TOMBSTONE_SECONDS
 local mode = ARGV[1]
 local marked = tonumber(ARGV[10])
-local n = #KEYS - marked
+local mark = KEYS[#KEYS]
+local n = #KEYS
+if marked > 0 then n = n - 1 end
 local amount = tonumber(ARGV[2])
 local fallback = tonumber(ARGV[3])
 local policy = ARGV[4]
@@ -84,7 +105,18 @@ local function state(i)
 end
 if mode == 'settle' then
   local out = {}
-  if marked == 1 and redis.call('DEL', KEYS[#KEYS]) == 0 then return out end
+  if marked == 1 then
+    local held = redis.call('GET', mark)
+    if not held then
+      redis.call('SET', mark, 'settled', 'EX', TOMBSTONE)
+      return out
+    end
+    if held == 'settled' then return out end
+    redis.call('DEL', mark)
+    amount = tonumber(held)
+  elseif marked == 2 then
+    if not redis.call('SET', mark, '1', 'NX', 'EX', ttl(1)) then return out end
+  end
   for i = 1, n do
     local spent = tonumber(redis.call('HINCRBYFLOAT', KEYS[i], 'spent', actual))
     local reserved = tonumber(redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', -amount))
@@ -100,6 +132,9 @@ if mode == 'settle' then
   return out
 end
 local action, first, charge, granted = 0, 0, amount, output
+if mode == 'reserve' and marked == 1 and redis.call('EXISTS', mark) == 1 then
+  mode, action = 'late', 3
+end
 if mode == 'reserve' then
   local room = nil
   for i = 1, n do
@@ -127,7 +162,7 @@ if mode == 'reserve' then
     end
   end
   if marked == 1 and action ~= 3 then
-    redis.call('SET', KEYS[#KEYS], tostring(charge), 'EX', ttl(1))
+    redis.call('SET', mark, tostring(charge), 'EX', ttl(1))
   end
 else
   charge = 0
@@ -139,7 +174,7 @@ for i = 1, n do
   out[#out + 1] = tostring(reserved)
 end
 return out
-"""
+""".replace("$TOMBSTONE_SECONDS", str(TOMBSTONE_SECONDS))
 
 ACTIONS = {0: "ok", 1: "downgrade", 2: "alert", 3: "reject", 4: "capped"}
 # The fewest output tokens a request is cut down to for its budget: below that it is
@@ -148,6 +183,14 @@ MIN_OUTPUT_TOKENS = 16
 # Settlements waiting in process for Redis to come back (one per request that was in
 # flight when it left): past this many the oldest is dropped and logged.
 MAX_PENDING = 100_000
+# Settlements the backlog drain writes in one round trip (one pipeline).
+DRAIN_BATCH = 100
+
+
+class BudgetBusy(Exception):
+    """Redis is up but busy (no connection free in time): the request is refused for now
+    (503 with Retry-After), not reserved in process against a ledger that does not know
+    today's spend."""
 
 
 @dataclass(frozen=True)
@@ -222,13 +265,17 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Settlement:
-    """What Redis is to be told when a request ends: ``amount`` to release (with the
-    reservation's ``mark``; 0 for one made in process) and ``actual`` to add to the spend."""
+    """What Redis is to be told when a request ends: the reservation under ``mark`` to
+    release (what Redis holds under it; ``amount`` is only what this process thinks it
+    was), and ``actual`` to add to the spend. ``once``: ``mark`` is the settlement's own
+    key instead (the cost of requests reserved in process, applied once however often it
+    is sent); None with ``once``: not sent yet, so more costs may join it."""
 
     caps: list[Cap]
     amount: float
     actual: float
     mark: str | None = None
+    once: bool = False
 
 
 @dataclass(frozen=True)
@@ -354,10 +401,12 @@ class Budget:
         self.local = MemoryLedger()
         self.script = redis.script(SCRIPT) if redis is not None else None
         self.active = any((spec.daily_usd, spec.monthly_usd, spec.per_user_daily_usd))
-        # Settlements of Redis's that wait for it: per set of caps, what to release there
-        # and what to add to its spend (summed).
+        # Settlements of Redis's that wait for it: each reservation's under its mark, one
+        # that may have reached Redis under its own mark, and the costs of requests
+        # reserved in process that never left summed per set of caps (see _wait_for_redis).
         self.pending: dict[str, Settlement] = {}
         self._flushing: asyncio.Task[None] | None = None
+        self._forgot_for: tuple[str, ...] = ()  # the periods the in-process books were cut to
         self._periods: tuple[Period, Period] | None = None
         self._periods_until = 0.0
 
@@ -397,7 +446,7 @@ class Budget:
         return out
 
     def _args(
-        self, mode: str, caps: list[Cap], ask: Ask, actual: float, marked: bool = False
+        self, mode: str, caps: list[Cap], ask: Ask, actual: float, marked: int = 0
     ) -> list[Any]:
         now = datetime.now(self.tz)
         args: list[Any] = [
@@ -410,21 +459,35 @@ class Budget:
             ask.output,
             repr(ask.per_output),
             MIN_OUTPUT_TOKENS,
-            1 if marked else 0,
+            marked,
         ]
         for c in caps:
             args += [repr(c.limit_usd), c.period.ttl_seconds(now)]
         return args
 
     async def _script(self, op: str, keys: list[str], args: list[Any]) -> list[Any] | None:
+        raw, _ = await self._send(op, keys, args)
+        return raw
+
+    async def _send(
+        self, op: str, keys: list[str], args: list[Any], busy_fails: bool = False
+    ) -> tuple[list[Any] | None, bool]:
+        """The script's reply (None when there is none) and, without one, whether the
+        call may have run on Redis all the same (sent, and its reply lost or late).
+        ``busy_fails``: raise :class:`BudgetBusy` when no connection came free in time."""
         if self.redis is None or self.script is None:
-            return None
+            return None, False
         script = self.script
+        was_up = self.redis.up
         try:
             raw = await self.redis.call(op, lambda c: script(keys=keys, args=args, client=c))
+        except RedisBusy:
+            if busy_fails:
+                raise BudgetBusy(op) from None
+            return None, False  # it waited for a connection and never had one
         except RedisDown:
-            return None
-        return [v.decode() if isinstance(v, bytes) else v for v in raw]
+            return None, was_up
+        return [v.decode() if isinstance(v, bytes) else v for v in raw], True
 
     def _local_caps(self, caps: list[Cap]) -> list[Cap]:
         return [Cap(c.scope, c.key, c.limit_usd / self.replicas, c.period) for c in caps]
@@ -440,18 +503,25 @@ class Budget:
         output cannot be cut, ``fallback`` its cost on the cheapest tier). When the whole
         of it does not fit, the output it can pay for is reserved instead (``capped``),
         else ``onExceeded`` decides. ``periods``: today and this month, when the caller
-        has them already."""
+        has them already. Raises :class:`BudgetBusy` when Redis is up but no connection
+        came free in time: the ledger in process knows nothing of today's spend on Redis,
+        so it must not admit what Redis would refuse (only an outage falls back to it)."""
         if not isinstance(ask, Ask):
             ask = Ask(ask, fallback)
         caps = self.caps(who, periods)
         if not caps:
             return Reservation(0.0, [], "ok", None, [], True, ask.output)
         mark = f"{self.prefix}:budget:res:{random_hex(12)}"
-        raw = await self._script(
+        raw, reached = await self._send(
             "budget reserve",
             [*(c.key for c in caps), mark],
-            self._args("reserve", caps, ask, 0, True),
+            self._args("reserve", caps, ask, 0, 1),
+            busy_fails=True,
         )
+        if raw is None and reached:
+            # The script may have run and its reply been lost: release whatever Redis
+            # holds under the mark (nothing if it never ran) once it answers again.
+            self._wait_for_redis(Settlement(caps, 0.0, 0.0, mark))
         if raw is not None:
             action, first, charge = ACTIONS[int(raw[0])], int(raw[1]), float(raw[2])
             states = [
@@ -468,14 +538,20 @@ class Budget:
         return Reservation(charge, caps, action, exceeded, states, False, granted)
 
     async def _settle_shared(self, due: Settlement) -> list[tuple[CapState, bool, bool]] | None:
-        """Release ``due.amount`` and add ``due.actual`` on Redis (once: see :data:`SCRIPT`);
-        None when Redis is away (then the settlement waits in :attr:`pending` for it)."""
-        if self.pending:
-            await self.flush()
-        raw = None if self.pending else await self._write(due)
+        """Release the reservation and add ``due.actual`` on Redis (once: see :data:`SCRIPT`);
+        None when Redis is away (then the settlement waits in :attr:`pending` for it).
+        Written at once whatever waits already (sums commute and marks make each write
+        count once); the backlog drains in the background."""
+        if due.once and due.mark is None:
+            due = replace(due, mark=self._once_mark())
+        raw, reached = await self._write(due)
         if raw is None:
+            if due.once and not reached:  # its mark is on no Redis: it may join others
+                due = replace(due, mark=None)
             self._wait_for_redis(due)
             return None
+        if self.pending:
+            self._drain_soon()
         return [
             (
                 CapState(c, float(raw[4 * i]), float(raw[4 * i + 1])),
@@ -486,19 +562,26 @@ class Budget:
             if raw  # settled already: nothing to report
         ]
 
-    async def _write(self, due: Settlement) -> list[Any] | None:
+    def _once_mark(self) -> str:
+        return f"{self.prefix}:budget:once:{random_hex(12)}"
+
+    def _write_args(self, due: Settlement) -> tuple[list[str], list[Any]]:
         keys = [c.key for c in due.caps] + ([due.mark] if due.mark else [])
-        args = self._args("settle", due.caps, Ask(due.amount), due.actual, bool(due.mark))
-        return await self._script("budget settle", keys, args)
+        kind = 0 if due.mark is None else 2 if due.once else 1
+        return keys, self._args("settle", due.caps, Ask(due.amount), due.actual, kind)
+
+    async def _write(self, due: Settlement) -> tuple[list[Any] | None, bool]:
+        return await self._send("budget settle", *self._write_args(due))
 
     def _wait_for_redis(self, due: Settlement) -> None:
-        """Keep a settlement for Redis: a reservation's on its own, the spend of those
-        made in process summed per set of caps."""
+        """Keep a settlement for Redis. One with a mark on its own (never merged: its mark
+        is what makes it count once); the costs of requests reserved in process that were
+        never sent summed per set of caps (they get a mark when they are)."""
         key = due.mark or "|".join(c.key for c in due.caps)
         held = self.pending.get(key)
-        if held is not None:
-            due = Settlement(due.caps, held.amount + due.amount, held.actual + due.actual)
-        elif len(self.pending) >= MAX_PENDING:
+        if held is not None and due.mark is None:
+            due = replace(held, actual=held.actual + due.actual)
+        elif held is None and len(self.pending) >= MAX_PENDING:
             lost = self.pending.pop(next(iter(self.pending)))
             log.error(
                 "budget: %d settlements wait for redis; dropped the oldest (%.6f USD "
@@ -509,20 +592,52 @@ class Budget:
             )
         self.pending[key] = due
 
-    async def flush(self) -> None:
-        """Write the settlements that waited for Redis, oldest first, while it answers
-        (one flush at a time: the others wait for it)."""
+    def _drain_soon(self) -> None:
+        """Write the backlog in the background (one drain at a time)."""
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def flush(self) -> None:
+        """Write the settlements that waited for Redis, while it answers (one flush at a
+        time: the others wait for it)."""
+        self._drain_soon()
+        assert self._flushing is not None
         await asyncio.shield(self._flushing)
 
     async def _flush(self) -> None:
+        """Drain :attr:`pending` oldest first, :data:`DRAIN_BATCH` scripts a round trip;
+        a batch without a reply goes back (its marks make sending it again safe)."""
         while self.pending:
-            due = self.pending.pop(next(iter(self.pending)))
-            if await self._write(due) is None:
-                self._wait_for_redis(due)
+            batch = []
+            for key in list(itertools.islice(self.pending, DRAIN_BATCH)):
+                due = self.pending.pop(key)
+                if due.once and due.mark is None:
+                    due = replace(due, mark=self._once_mark())
+                batch.append(due)
+            if not await self._write_batch(batch):
+                for due in batch:
+                    self._wait_for_redis(due)
                 return
         log.info("budget: the settlements that waited for redis are written")
+
+    async def _write_batch(self, batch: list[Settlement]) -> bool:
+        """Write ``batch`` in one pipeline; False when Redis did not answer it all."""
+        if self.redis is None or self.script is None:
+            return False
+        script = self.script
+        writes = [self._write_args(due) for due in batch]
+
+        async def run(client: Any) -> Any:
+            pipe = client.pipeline(transaction=False)
+            for keys, args in writes:
+                await script(keys=keys, args=args, client=pipe)
+            return await pipe.execute()
+
+        try:
+            await self.redis.call("budget settle backlog", run)
+        except RedisDown:
+            return False
+        return True
 
     async def settle(self, r: Reservation, actual: float) -> list[tuple[CapState, bool, bool]]:
         """Release the reservation where it was made and add the real cost; per cap its
@@ -534,10 +649,13 @@ class Budget:
         if r.shared:
             return await self._settle_shared(Settlement(r.caps, r.amount, actual, r.mark)) or []
         if self.redis is not None and actual:
-            await self._settle_shared(Settlement(r.caps, 0.0, actual))
+            await self._settle_shared(Settlement(r.caps, 0.0, actual, once=True))
         local = self._local_caps(r.caps)
         self.local.settle(local, r.amount, actual)
-        self.local.forget_before({c.period.id for c in r.caps})
+        now = tuple(p.id for p in self.periods())
+        if now != self._forgot_for:  # a new day: drop the books of the periods that ended
+            self._forgot_for = now
+            self.local.forget_before(set(now))
         out = []
         for c in local:
             s = self.local.state(c)

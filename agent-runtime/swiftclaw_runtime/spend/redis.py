@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..logs import FailureLog
+from ..redis_client import RedisBusy as NoSlot
 from ..redis_client import RedisUnavailable, WatchedRedis
 
 log = logging.getLogger("swiftclaw.spend")
@@ -26,6 +27,11 @@ MAX_CONNECTIONS = 64
 
 class RedisDown(Exception):
     """Redis is not usable now: use the in-process fallback."""
+
+
+class RedisBusy(RedisDown):
+    """No connection came free in time: the call never reached Redis, which is busy
+    (every connection in use), not down."""
 
 
 class SpendRedis:
@@ -72,6 +78,8 @@ class SpendRedis:
 
         try:
             got = await self.redis.call(op, fn)
+        except NoSlot:
+            raise RedisBusy(op) from None
         except RedisUnavailable:
             raise RedisDown(op) from None
         except rexc.ResponseError as err:
