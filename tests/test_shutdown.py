@@ -72,3 +72,14 @@ def test_sigterm_lets_twenty_inflight_streams_finish(launch: Launcher) -> None:
     # Some streams outlived the 1 s drain, i.e. finished after the listener had closed.
     assert max(ended) > signalled + 1.0
     assert rt.popen.wait(30) == 0
+
+
+def test_large_buffers_are_mmapped_whatever_was_freed_before() -> None:
+    """glibc's mmap threshold is fixed at startup (it rises with every large block freed,
+    and the heap then keeps large buffers' pages: 20+ MiB of RSS drift in the hostile soak);
+    applied wherever the C library is glibc."""
+    import platform
+
+    from swiftclaw_runtime.server import tune_malloc
+
+    assert tune_malloc() == (platform.libc_ver()[0] == "glibc")
