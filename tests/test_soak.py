@@ -22,6 +22,7 @@ from bench.soak import (
     Connection,
     Limits,
     Mix,
+    Result,
     http_get,
     run_mix,
     start_stack,
@@ -92,17 +93,21 @@ async def test_sim_counts_a_hung_request_until_its_client_leaves(launch: Launche
     assert (await stats(sim))["hangs"] == 1
 
 
-def test_short_soak_leaves_nothing_held(tmp_path: Path) -> None:
+def short_soak(tmp_path: Path, mix: Mix, state_redis: bool = False) -> Result:
+    """3,000 requests of ``mix`` at c=16 through a stack whose deadlines suit a machine with
+    both cores busy: these tests judge what is left held, not speed (0.5 s attempts failed
+    every model of a request under a CPU hog)."""
     src = os.environ.get("SWIFTCLAW_RUNTIME_SRC")
-    mix = Mix()  # the soak's fractions, the primary restarted halfway
-    # Deadlines generous enough for a machine with both cores busy: the test judges what is
-    # left held, not speed (0.5 s attempts failed every model of a request under a CPU hog).
     limits = Limits(timeout_seconds=8.0, attempt_timeout_seconds=2.0, max_connections=4)
-    stack = start_stack(tmp_path, mix, limits, Path(src).resolve() if src else None)
+    stack = start_stack(tmp_path, mix, limits, Path(src).resolve() if src else None, state_redis)
     try:
-        result = asyncio.run(run_mix(stack, 3000, 16, mix, warmup=300, max_failures=50, settle=1.0))
+        return asyncio.run(run_mix(stack, 3000, 16, mix, warmup=300, max_failures=50, settle=1.0))
     finally:
         stack.stop()
+
+
+def test_short_soak_leaves_nothing_held(tmp_path: Path) -> None:
+    result = short_soak(tmp_path, Mix())  # the soak's fractions, the primary restarted halfway
     c, end = result.counts, result.samples[-1]
     print(
         f"short soak: {c.requests} requests in {result.seconds:.1f}s, outcomes "
@@ -124,14 +129,7 @@ def test_short_hostile_soak_keeps_normal_clients_whole(tmp_path: Path) -> None:
     normal ones, with limits and a budget in a real Redis: every normal request succeeds,
     every hostile one ends as it should (a 4xx, or its connection closed at the edge's
     deadline), and once the load stops nothing is held, no client connection either."""
-    src = os.environ.get("SWIFTCLAW_RUNTIME_SRC")
-    mix = Mix(hostile=0.2)
-    limits = Limits(timeout_seconds=8.0, attempt_timeout_seconds=2.0, max_connections=4)
-    stack = start_stack(tmp_path, mix, limits, Path(src).resolve() if src else None, True)
-    try:
-        result = asyncio.run(run_mix(stack, 3000, 16, mix, warmup=300, max_failures=50, settle=1.0))
-    finally:
-        stack.stop()
+    result = short_soak(tmp_path, Mix(hostile=0.2), state_redis=True)
     c, end = result.counts, result.samples[-1]
     print(
         f"short hostile soak: {c.requests} normal requests, outcomes {dict(c.outcomes)}; "
