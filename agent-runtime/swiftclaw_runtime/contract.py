@@ -29,6 +29,11 @@ IN_FLIGHT_METRIC = "swiftclaw_requests_in_flight"
 CONFIG_DIR = "/etc/swiftclaw"
 CONFIG_FILE = "config.yaml"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
+# The autopilot's fleet-wide decisions (config/fleet.py), from the ConfigMap <agent>-fleet
+# mounted at FLEET_DIR and re-read on change; FLEET_FILE_ENV overrides the path (local runs).
+FLEET_DIR = "/etc/swiftclaw-fleet"
+FLEET_FILE = "fleet.json"
+FLEET_PATH = f"{FLEET_DIR}/{FLEET_FILE}"
 # Secret keys mounted as files under the secrets directory (SECRETS_DIR_ENV overrides it):
 # <dir>/providers/<provider>/apiKey, and the client API keys at <dir>/api-keys/keys.yaml.
 SECRETS_DIR = "/var/run/secrets/swiftclaw"
@@ -51,6 +56,7 @@ def api_keys_dir(secrets_dir: str = SECRETS_DIR) -> str:
 # --- environment --------------------------------------------------------------------
 
 SECRETS_DIR_ENV = "SWIFTCLAW_SECRETS_DIR"
+FLEET_FILE_ENV = "SWIFTCLAW_FLEET_FILE"
 API_KEYS_FILE_ENV = "SWIFTCLAW_API_KEYS_FILE"
 REDIS_URL_ENV = "SWIFTCLAW_REDIS_URL"
 # Rate-limit counters and budget spend (a Redis run with noeviction); unset: REDIS_URL_ENV's.
