@@ -56,10 +56,10 @@ docs-ref: install  ## regenerate the API reference (from the models) and the met
 docs: install  ## build the documentation site into .tmp/site; strict: a broken link, a missing page or a stale reference fails
 	$(PY) -m swiftclaw_devtools.api_reference --check
 	$(PY) -m swiftclaw_devtools.metrics_reference --check
-	$(BIN)/mkdocs build --strict --site-dir .tmp/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .tmp/site
 
 docs-serve: install  ## serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 .PHONY: control-plane seaweedfs
 seaweedfs:  ## build (or reuse) SeaweedFS's weed, the S3-compatible server of the Redis backup tests: ~6 min cold
