@@ -17,6 +17,7 @@ from typing import Any
 
 from swiftclaw_operator.api import KIND, SHORT_NAMES
 from swiftclaw_operator.crd import build_crd
+from swiftclaw_runtime.config import Model
 
 from .reference_pages import main
 
@@ -112,14 +113,28 @@ def anchor(path: str) -> str:
     return "-".join(part for part in cleaned.split(".") if part)
 
 
+def checked_in_python() -> set[str]:
+    """The CEL of every model's ``rules``: the runtime checks those in Python as well
+    (``swiftclaw validate``); any other CEL rule only the API server checks."""
+    found: set[str] = set()
+    pending: list[type[Model]] = [Model]
+    while pending:
+        model = pending.pop()
+        found |= {r.cel[0] for r in model.rules if r.cel is not None}
+        pending += model.__subclasses__()
+    return found
+
+
 def rule_lines(rules: list[dict[str, str]]) -> list[str]:
-    """A rule as the API server reports it, with its CEL."""
+    """A rule as the API server reports it, who checks it, and its CEL."""
+    both = checked_in_python()
     out = []
     for rule in rules:
         message = rule.get("message") or f"(computed) {rule.get('messageExpression', '')}"
         where = f" at `{rule['fieldPath']}`" if rule.get("fieldPath") else ""
-        update = " (on update)" if "oldSelf" in rule["rule"] else ""
-        out.append(f"- {_escape(message)}{where}{update}: `{rule['rule']}`")
+        update = ", on update" if "oldSelf" in rule["rule"] else ""
+        who = "API server and runtime" if rule["rule"] in both else "API server only"
+        out.append(f"- {_escape(message)}{where} ({who}{update}): `{rule['rule']}`")
     return out
 
 
@@ -161,10 +176,10 @@ def render_entry(entry: Entry) -> list[str]:
         target = target["items"]
     own_rules = target.get("x-kubernetes-validations", [])
     if entry.rules:
-        lines += ["Rules on this field (checked by the API server and by the runtime):", ""]
+        lines += ["Rules on this field:", ""]
         lines += [*rule_lines(entry.rules), ""]
     if own_rules:
-        lines += ["Rules of this object (checked by the API server and by the runtime):", ""]
+        lines += ["Rules of this object:", ""]
         lines += [*rule_lines(own_rules), ""]
     return lines
 
@@ -183,9 +198,10 @@ def render() -> str:
         f"`{crd['spec']['group']}/{version['name']}`, kind `{KIND}` (short names "
         + ", ".join(f"`{n}`" for n in SHORT_NAMES)
         + "). Every field of the CRD, in the order of the models, with its type, default,"
-        " bounds and the CEL rules the API server checks (the runtime checks the same rules"
-        " in Python: `swiftclaw validate` reports them the same way). A field whose"
-        " default is not shown and that is not required may be left out.",
+        " bounds and the CEL rules the API server checks; those marked *API server and"
+        " runtime* the runtime checks in Python as well (`swiftclaw validate` reports them"
+        " the same way, naming the item of a list). A field whose default is not shown and"
+        " that is not required may be left out.",
         "",
         "Rules on the whole object:",
         "",
