@@ -241,7 +241,7 @@ class RedisSpec(Model):
     # mode changes, unless this is true.
     delete_data_with_agent: bool | None = None
     """Whether the operator deletes the managed state instance's claim and password Secret with the
-    agent (or when mode changes); unset or false, they are kept and found again by an agent of
+    agent; unset or false, they are kept (also when mode changes) and found again by an agent of
     the same name."""
 
     @property

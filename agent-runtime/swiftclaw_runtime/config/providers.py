@@ -55,8 +55,9 @@ class ProviderSpec(Model):
     name: Name
     """The provider's name: model references are <name>/<model>. Labels the provider's metrics."""
     type: ProviderType
-    """The API shape the runtime speaks to it: openai, openai-compatible (the same wire format; the
-    output cap is sent as max_tokens), anthropic (Messages) or gemini (generateContent)."""
+    """The API shape the runtime speaks to it: openai, openai-compatible (the same wire format; an
+    output cap the client did not name is sent as max_tokens, not max_completion_tokens),
+    anthropic (Messages) or gemini (generateContent)."""
     base_url: Annotated[str, Field(max_length=2048, pattern=URL_PATTERN, alias="baseURL")]
     """Where the runtime sends the provider's requests (and its API key). No user:password@ in the
     host: keys come from Secrets or the environment."""
