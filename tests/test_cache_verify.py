@@ -299,7 +299,7 @@ def test_evaluation_set_is_large_balanced_and_holds_out_a_fresh_split() -> None:
     assert len({(p.a, p.b) for p in pairs}) == len(pairs)
 
 
-# The figures the README claims for the default (int8 encoder, threshold, rules), as
+# The figures the docs claim for the default (int8 encoder, threshold, rules), as
 # (split, paraphrases found, wrong hits). The tests allow a margin of three paraphrases
 # and one wrong hit a split, for the encoder's variation across CPUs: measured, none (an
 # emulated AVX2 CPU against AVX-512 VNNI: vectors within cosine 0.995, every decision the

@@ -32,8 +32,8 @@ from .test_spend_live import AGENT, call, chat, fire, with_redis
 
 MILLION = 1_000_000
 START = 1_800_000_000_000  # ms
-# The bounds (the README's defaults), written out so that this module runs unchanged
-# against code that has none of them (and fails there on what it holds).
+# The bounds (the defaults of docs/concepts/threat-model.md), written out so that this
+# module runs unchanged against code that has none of them (and fails there on what it holds).
 MAX_WINDOWS = 20_000  # limits.MAX_WINDOWS
 MAX_BOOKS = 50_000  # budgets.MAX_BOOKS
 LOCAL_USER_COSTS = 50_000  # usage.LOCAL_USER_COSTS

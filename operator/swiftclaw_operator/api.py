@@ -43,34 +43,60 @@ CONDITION_TYPES: tuple[ConditionType, ...] = (
 
 class Condition(Model):
     type: ConditionType
+    """Ready, Progressing, Degraded (set by the operator), or FailoverActive and BudgetExceeded
+    (reserved for the autopilot, not set today)."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
     reason: Annotated[
         str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
     ]
+    """A CamelCase word saying why (InvalidSpec, NameClash, RedisStarting, ...): the runbook
+    agent-degraded lists them."""
     message: Annotated[str, Field(max_length=32768)] = ""
+    """What the operator saw, in words (0/3 runtime pods ready: 3 in ImagePullBackOff)."""
     last_transition_time: str
+    """When the status last changed."""
     observed_generation: int | None = None
+    """The metadata.generation the condition describes."""
 
 
 class LiveFigures(Model):
     """Figures the autopilot scrapes from the runtime pods."""
 
     p50_ms: float | None = None
+    """Median latency in ms."""
     p95_ms: float | None = None
+    """95th percentile latency in ms (the P95 column)."""
     p99_ms: float | None = None
+    """99th percentile latency in ms."""
     success_rate: float | None = None
+    """Share of successful requests."""
     cost_today_usd: Annotated[float | None, Field(alias="costTodayUSD")] = None
+    """Spend today in USD (the COST TODAY column)."""
     cache_hit_rate: float | None = None
+    """Share of requests served from the cache."""
 
 
 class AgentDeploymentStatus(Model):
+    """What the operator observed: the conditions, the runtime pods, the endpoint."""
+
     observed_generation: int | None = None
+    """The metadata.generation the operator last reconciled."""
     conditions: Annotated[list[Condition], Field(json_schema_extra=map_list("type"))] = []
+    """Ready, Progressing and Degraded, each with a reason and a message; an Event goes with every
+    change of a condition's status or reason."""
     replicas: int = 0
+    """Runtime pods the Deployment has."""
     ready_replicas: int = 0
+    """Runtime pods ready (the REPLICAS column)."""
     updated_replicas: int = 0
+    """Runtime pods running the current spec."""
     endpoint: str | None = None
+    """The agent's OpenAI-compatible base URL inside the cluster
+    (http://<name>.<namespace>.svc/v1)."""
     live: LiveFigures | None = None
+    """Live figures for the autopilot to scrape from the pods: reserved, not written today (the
+    operator keeps what is there)."""
 
 
 ROOT_RULES: dict[str, Any] = cel(

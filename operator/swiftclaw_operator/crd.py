@@ -41,6 +41,11 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
+def paragraphs(text: str) -> str:
+    """A docstring's wrapped lines joined: ``kubectl explain`` wraps descriptions itself."""
+    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n") if p.strip())
+
+
 def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """One pydantic JSON-schema node as a Kubernetes structural-schema node."""
     node = copy.deepcopy(schema)
@@ -75,6 +80,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         node.setdefault("type", "object")
     if isinstance(node.get("default"), dict):
         node["default"] = without_nulls(node["default"])
+    if isinstance(node.get("description"), str):
+        node["description"] = paragraphs(node["description"])
     return {
         k: v
         for k, v in node.items()

@@ -63,9 +63,17 @@ class ContextSource(Model):
     )
 
     name: Name
+    """The source's name, unique in the agent; labels swiftclaw_context_failures_total{source}."""
     url: Annotated[str, Field(max_length=2048, pattern=CONTEXT_URL_PATTERN)]
+    """The URL the runtime GETs for each request (no credentials are sent); {user} and {tenant} in
+    its path or query are replaced by the caller's identity, each percent-encoded as one path
+    segment."""
     timeout_ms: Annotated[int, Field(ge=1, le=60_000, alias="timeoutMs")] = 300
+    """How long the runtime waits for the source's answer; a source that does not answer in time is
+    left out of the prompt and counted, and the request goes on."""
     cache_ttl_seconds: Annotated[int, Field(ge=0, le=86_400, alias="cacheTTLSeconds")] = 0
+    """How long the runtime keeps the source's answer per expanded URL (0: fetched for every
+    request)."""
 
 
 class AgentSpec(Model):
@@ -74,8 +82,18 @@ class AgentSpec(Model):
     rules = (unique_names("context"), python_only(_prompt_fits))
 
     system_prompt: Annotated[str, Field(max_length=100_000)] = ""
+    """The runtime puts it first in every request to the model, as the system message. The operator
+    refuses one past 100,000 bytes as it stores the spec (non-ASCII characters count 6 or 12
+    bytes), with Degraded/InvalidSpec."""
     max_input_tokens: Annotated[int, Field(ge=1, le=2_000_000)] = 8_000
+    """The runtime trims the history to fit: the oldest whole turns first, then the context,
+    keeping the system prompts and the last turn; a request whose system prompts and last turn
+    alone exceed it is a 400 context_length_exceeded."""
     max_output_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """The output cap the runtime sends upstream (and reserves budget for) when a request names
+    none; unset, 4,096."""
     context: Annotated[
         list[ContextSource], Field(max_length=16, json_schema_extra=map_list("name"))
     ] = []
+    """HTTP sources the runtime fetches for each request, in parallel, into one system message
+    after the system prompt."""

@@ -56,13 +56,17 @@ def map_list(*keys: str) -> dict[str, Any]:
 
 class Model(BaseModel):
     """Base for every policy model: camelCase on the wire, unknown fields rejected, and
-    the model's cross-field ``rules`` (:mod:`.rules`) in its schema and checked."""
+    the model's cross-field ``rules`` (:mod:`.rules`) in its schema and checked.
+
+    A field's docstring (the string right after it) is its description, in the CRD and
+    in the API reference (``make docs-ref``): say what acts on the field."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        use_attribute_docstrings=True,
     )
 
     rules: ClassVar[tuple[Rule, ...]] = ()
@@ -120,4 +124,7 @@ class SecretKeyRef(Model):
     """A key inside a Kubernetes Secret in the AgentDeployment's namespace."""
 
     name: Name
+    """The Secret's name, in the AgentDeployment's namespace; the operator mounts it into the
+    runtime pods (it never reads it)."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    """The key inside the Secret."""

@@ -16,7 +16,10 @@ class RateLimit(Model):
     estimate before the call (input + the output cap) and settled on the real usage."""
 
     requests_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    """Requests admitted per sliding minute; the runtime answers 429 past it."""
     tokens_per_minute: Annotated[int, Field(ge=1, le=10_000_000_000)] | None = None
+    """Tokens (input estimate plus output cap, settled on usage) admitted per sliding minute; the
+    runtime answers 429 past it."""
 
 
 def valid_time_zone(name: str) -> bool:
@@ -40,8 +43,11 @@ class RateLimitsSpec(Model):
     )
 
     per_user: RateLimit | None = None
+    """The limit of each user (the key's user, or the request's user with auth.userFromRequest)."""
     per_tenant: RateLimit | None = None
+    """The limit of each tenant."""
     global_: Annotated[RateLimit | None, Field(alias="global")] = None
+    """The limit of the whole agent, all replicas together."""
 
 
 class BudgetSpec(Model):
@@ -64,20 +70,32 @@ class BudgetSpec(Model):
     )
 
     daily_usd: Annotated[float | None, Field(gt=0, le=10_000_000, alias="dailyUSD")] = None
+    """The agent's spend cap per day, in USD at the manifest's prices; the runtime reserves each
+    call's largest cost against it. Also the base of the operator's budget alert."""
     per_user_daily_usd: Annotated[
         float | None, Field(gt=0, le=1_000_000, alias="perUserDailyUSD")
     ] = None
+    """Each user's spend cap per day, in USD."""
     monthly_usd: Annotated[float | None, Field(gt=0, le=100_000_000, alias="monthlyUSD")] = None
+    """The agent's spend cap per month, in USD."""
     time_zone: Annotated[
         str, Field(min_length=1, max_length=64, pattern=TIME_ZONE_PATTERN, alias="timeZone")
     ] = "UTC"
+    """The IANA time zone in which the runtime's days and months begin (checked against the zone
+    database)."""
     alert_at_percent: Annotated[int, Field(ge=1, le=100)] = 80
+    """At this share of a cap the runtime logs a warning once per period; the operator's
+    PrometheusRule raises SwiftClawBudgetAlert at this share of dailyUSD."""
     on_exceeded: Literal["reject", "downgrade", "alert"] = "downgrade"
+    """What the runtime does at 100 % of a cap: reject (429 insufficient_quota), downgrade (serve
+    on the cheapest tier) or alert (serve as asked, log and count)."""
     # One request costing more than this logs a warning and counts in
     # swiftclaw_high_cost_requests_total, whatever the caps.
     alert_high_cost_usd: Annotated[
         float | None, Field(gt=0, le=100_000, alias="alertHighCostUSD")
     ] = None
+    """One request costing more than this logs a warning and counts in
+    swiftclaw_high_cost_requests_total (the runtime), whatever the caps."""
 
 
 class ScalingSpec(Model):
@@ -90,10 +108,18 @@ class ScalingSpec(Model):
     rules = (at_most("minReplicas", "maxReplicas"),)
 
     min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
+    """The HPA's minimum number of runtime pods (the operator)."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
+    """The HPA's maximum number of runtime pods (the operator)."""
     target_concurrency: Annotated[int | None, Field(ge=1, le=10_000)] = None
+    """The average swiftclaw_requests_in_flight per pod the HPA aims for, beside CPU; needs a
+    custom metrics adapter and the chart's operator.customMetrics, else the agent shows
+    Degraded/InvalidSpec and the HPA scales on CPU alone."""
 
 
 class SLOSpec(Model):
     p95_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
+    """The p95 latency above which the operator's PrometheusRule raises SwiftClawLatencyAboveSLO."""
     error_rate_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
+    """The share of failed requests above which the operator's PrometheusRule raises
+    SwiftClawErrorRateHigh."""

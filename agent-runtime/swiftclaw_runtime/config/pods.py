@@ -18,33 +18,52 @@ Quantity = Annotated[
 
 class ResourceAmounts(Model):
     cpu: Quantity | None = None
+    """CPU, as a Kubernetes quantity (250m, 1)."""
     memory: Quantity | None = None
+    """Memory, as a Kubernetes quantity (256Mi); the operator also hands the runtime its memory
+    limit, from which the runtime derives its edge bounds."""
 
 
 class Resources(Model):
     requests: ResourceAmounts = ResourceAmounts(cpu="250m", memory="256Mi")
+    """The runtime container's resource requests (the operator's Deployment)."""
     limits: ResourceAmounts = ResourceAmounts(memory="512Mi")
+    """The runtime container's resource limits (the operator's Deployment)."""
 
 
 class RuntimeSpec(Model):
     """How the runtime pods run."""
 
     image: Annotated[str, Field(min_length=1, max_length=512)] = DEFAULT_IMAGE
+    """The runtime container's image (the operator's Deployment)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """The runtime container's imagePullPolicy."""
     resources: Resources = Resources()
+    """The runtime container's requests and limits."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """The runtime's log level (its --log-level)."""
     pod_annotations: Annotated[dict[str, str], Field(max_length=64)] = {}
+    """Annotations the operator adds to the runtime pods."""
     node_selector: Annotated[dict[str, str], Field(max_length=32)] = {}
+    """The runtime pods' nodeSelector."""
     priority_class_name: Annotated[str, Field(max_length=253)] | None = None
+    """The runtime pods' priorityClassName."""
     drain_seconds: Annotated[int, Field(ge=0, le=120)] = 5
+    """On SIGTERM the runtime turns unready at once and keeps accepting requests this long before
+    closing its listener (its --drain-seconds)."""
     grace_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+    """After the drain, how long requests in flight get to finish before the runtime exits (its
+    --grace-seconds)."""
 
 
 class MonitoringSpec(Model):
     """ServiceMonitor and PrometheusRule, made only where the Prometheus operator's CRDs exist."""
 
     enabled: bool = True
+    """Whether the operator creates the ServiceMonitor and PrometheusRule (only where the
+    Prometheus operator's CRDs exist)."""
     scrape_interval: Annotated[str, Field(pattern=r"^[0-9]+(s|m)$")] = "15s"
+    """The ServiceMonitor's scrape interval."""
 
 
 class AgentDeploymentSpec(AgentPolicy):
@@ -52,7 +71,9 @@ class AgentDeploymentSpec(AgentPolicy):
     pods run (which only the operator acts on)."""
 
     runtime: RuntimeSpec = RuntimeSpec()
+    """How the runtime pods run (the operator's Deployment; the runtime does not read it)."""
     monitoring: MonitoringSpec = MonitoringSpec()
+    """The ServiceMonitor and alerting rules the operator creates."""
 
     def policy(self) -> AgentPolicy:
         """The part a runtime pod loads (the operator-only fields left out)."""

@@ -20,11 +20,18 @@ class AuthSpec(Model):
     """Bearer API keys mapped to tenant and user, from a Secret or a file."""
 
     required: bool = True
+    """Whether the runtime requires a valid API key on every API request (false: anyone who reaches
+    the Service may call it)."""
     api_keys_secret_ref: Annotated[SecretKeyRef | None, Field(alias="apiKeysSecretRef")] = None
+    """The Secret key holding the keys file (keys mapped to tenant and user); the operator mounts
+    it at <secrets dir>/api-keys/keys.yaml, where the runtime reads it."""
     # The request's ``user`` field names the end user behind a shared key (a backend
     # serving many people with one key); limits, budgets and usage then count per end
     # user, scoped under the key's tenant. Without it, ``user`` is forwarded, not trusted.
     user_from_request: bool = False
+    """The runtime takes the request's user field as the end user behind a shared key (a backend
+    serving many people with one key): limits, budgets and usage then count per end user, scoped
+    under the key's tenant. Without it, user is forwarded, not trusted."""
 
 
 _DECLARED = "self.providers.exists(p, {}.startsWith(p.name + '/'))"
@@ -129,18 +136,34 @@ class AgentPolicy(Model):
     )
 
     agent: AgentSpec = AgentSpec()
+    """What the agent says and how much it may read: system prompt, token limits, context sources
+    (the runtime)."""
     providers: Annotated[
         list[ProviderSpec],
         Field(min_length=1, max_length=32, json_schema_extra=map_list("name")),
     ]
+    """The upstream model APIs the tiers and embeddings call (the runtime); the operator mounts
+    their key Secrets."""
     models: ModelsSpec
+    """The model tiers (cheapest first), how a request picks one, and the embeddings model (the
+    runtime)."""
     cache: CacheSpec = CacheSpec()
+    """The exact and semantic caches (the runtime) and the Redis that holds shared state (the
+    operator runs a managed one)."""
     reliability: ReliabilitySpec = ReliabilitySpec()
+    """Deadlines, retries and circuit breakers (the runtime)."""
     rate_limits: RateLimitsSpec = RateLimitsSpec()
+    """Requests and tokens per minute per user, tenant and agent (the runtime)."""
     budget: BudgetSpec = BudgetSpec()
+    """Spend caps in USD and what happens when one is reached (the runtime; the operator alerts at
+    alertAtPercent)."""
     scaling: ScalingSpec = ScalingSpec()
+    """The HorizontalPodAutoscaler the operator creates. Left out of the pods' config, so scaling
+    never rolls them."""
     slo: SLOSpec = SLOSpec()
+    """The targets of the alerts in the PrometheusRule the operator creates."""
     auth: AuthSpec = AuthSpec()
+    """How the runtime authenticates clients: API keys mapped to tenant and user."""
 
     def provider(self, name: str) -> ProviderSpec:
         """The provider called ``name`` (the reference rules guarantee it exists)."""
