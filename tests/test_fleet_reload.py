@@ -107,14 +107,20 @@ class Fleet:
     premium tier's model and its fallback. The fleet document, the API keys and the
     providers' keys are kubelet-style mounts under the test's folder."""
 
-    def __init__(self, launch: Launcher, **spec: Any) -> None:
+    def __init__(
+        self,
+        launch: Launcher,
+        a_args: tuple[str, ...] = (),
+        a_key: bytes = b"upstream-key-1",
+        **spec: Any,
+    ) -> None:
         root = launch.folder
-        self.cheap, self.a, self.b = launch.sim(), launch.sim(), launch.sim()
+        self.cheap, self.a, self.b = launch.sim(), launch.sim(*a_args), launch.sim()
         self.fleet = Mount(root / "fleet")
         self.keys = Mount(root / "api-keys")
         secrets = root / "secrets"
         self.provider_key = Mount(Path(contract.provider_key_dir("a", str(secrets))))
-        self.provider_key.write({contract.PROVIDER_KEY_FILE: b"upstream-key-1"})
+        self.provider_key.write({contract.PROVIDER_KEY_FILE: a_key})
         self.fleet.write({contract.FLEET_FILE: fleet_doc(1)})
         self.keys.write(
             {
@@ -326,4 +332,21 @@ def test_a_rotated_provider_key_is_sent_from_the_next_request(fleet: Fleet) -> N
     assert all(fleet.served_by() == "a/big" for _ in range(3))
     assert last_key(fleet.a) == sha("upstream-key-2")
     assert "upstream-key-2" not in fleet.rt.log()
+    fleet.alive()
+
+
+def test_a_rotated_key_lets_the_breaker_its_refusals_opened_probe_at_once(
+    launch: Launcher,
+) -> None:
+    # provider a takes only the conftest's SIM_KEY; its Secret holds a revoked key
+    fleet = Fleet(launch, a_args=("--require-key-env", "SIM_KEY"), a_key=b"revoked-key-0")
+    breaker = 'swiftclaw_circuit_breaker_state{model="big",provider="a"}'
+    wait_for(
+        "a/big's breaker open on 401s",
+        lambda: fleet.served_by() == "b/big" and metric(fleet.rt, breaker) == 1,
+    )
+    fleet.provider_key.write({contract.PROVIDER_KEY_FILE: b"upstream-secret-1"})
+    # well before the breaker's openSeconds (60 s) are over
+    wait_for("a/big serving with the new key", lambda: fleet.served_by() == "a/big", deadline=20)
+    assert metric(fleet.rt, breaker) == 0
     fleet.alive()

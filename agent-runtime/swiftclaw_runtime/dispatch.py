@@ -260,6 +260,13 @@ class Dispatcher:
         )
         return OpenStream(served, first, rest, usage)
 
+    def key_replaced(self, provider: str) -> None:
+        """``provider``'s key was rotated: its models' breakers that refusals of the old
+        key opened (401/403) let a probe through now instead of after ``openSeconds``."""
+        for ref, breaker in self.breakers.items():
+            if ref.startswith(provider + "/") and (breaker.last_error or "").startswith("auth"):
+                breaker.probe_now()
+
     def record_stream_failure(self, target: Target, err: UpstreamError) -> None:
         """A stream broke after its first chunk: the provider still failed."""
         if err.trips_breaker:

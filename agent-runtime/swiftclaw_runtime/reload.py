@@ -12,8 +12,10 @@ read and parsed off the event loop, then put in force with one assignment:
 - the API keys: a bad file keeps the keys in force; a file that is gone means no keys
   (every request refused, as at startup): a key deleted from the Secret is refused from
   the next check after the kubelet's update;
-- a provider's key file: a new key is sent from the next call on; an empty or missing
-  file keeps the key in force (a Secret being replaced is not a reason to call unsigned).
+- a provider's key file: a new key is sent from the next call on, and the breakers that
+  refusals of the old key opened (401/403) let a probe through at once; an empty or
+  missing file keeps the key in force (a Secret being replaced is no reason to call
+  unsigned).
 
 Each outcome is logged (why, never the contents) and counted in ``swiftclaw_reloads``.
 """
@@ -224,5 +226,6 @@ class Reloader:
             reloads.labels("provider_key", "removed").inc()
             return
         self.rt.providers[name].use_key(key)
+        self.rt.dispatcher.key_replaced(name)
         log.info("provider %s: key re-read from %s, used from the next call", name, path)
         reloads.labels("provider_key", "applied").inc()
