@@ -14,7 +14,9 @@ Every chat response carries ``x-swiftclaw-cache`` (``exact``, ``semantic``,
 ``stale-similar``, ``miss`` or ``bypass``: see :mod:`.cache`), the route
 (``x-swiftclaw-route``), OpenAI's
 ``x-ratelimit-*`` headers when limits are set, ``x-swiftclaw-budget`` when a budget was
-found spent, and ``x-swiftclaw-trimmed-tokens`` when older turns were dropped.
+found spent (``scope=fleet``: the fleet document's budget state), ``x-swiftclaw-fleet-skipped``
+when the fleet document took models out of the tier's chain, and
+``x-swiftclaw-trimmed-tokens`` when older turns were dropped.
 
 Streams: headers are sent only when the first chunk is in hand, so any failure before
 that falls back transparently. If a provider fails after that, the stream ends with one
