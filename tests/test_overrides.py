@@ -77,6 +77,10 @@ def test_a_fleet_file_parses_into_the_document() -> None:
         (b'{"generation": 1, "surprise": "sk-secret-value"}', "surprise: extra_forbidden"),
         (b"[1, 2]", "(document): model_type"),
         (b" " * (MAX_FLEET_BYTES + 1), "over the"),
+        (  # past the schema's 256 exclusions (a file well under the size bound)
+            json.dumps({"generation": 1, "excluded": [entry("big", "a/l")] * 257}).encode(),
+            "excluded: too_long",
+        ),
     ],
 )
 def test_a_bad_fleet_file_says_why_without_quoting_it(raw: bytes, words: str) -> None:
