@@ -12,7 +12,9 @@ stages to leave those alone), the runner does what a kubelet and a container run
   secretKeyRef / configMapKeyRef / fieldRef read through the API, ``$(VAR)`` expansion);
 - lays out the pod's volumes under ``<root>/pods/<ns>/<pod>/`` at their mount paths
   (ConfigMaps and Secrets written atomically through a ``..data`` symlink like the kubelet's,
-  and rewritten when the object changes; emptyDirs; claims as the folder of their PV);
+  and rewritten when the object changes: at once, or, with a volume delay set, at the pod's
+  next periodic sync as a kubelet does (see :attr:`PodRunner.volume_delay`); emptyDirs;
+  claims as the folder of their PV);
 - runs the startup, liveness and readiness probes (httpGet, tcpSocket, exec) and writes
   their outcome to the pod's status (phase, conditions, containerStatuses), so that the
   Deployment, StatefulSet, Job, HPA, PDB and operator controllers see real readiness;
@@ -40,6 +42,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import random
 import re
 import shlex
 import shutil
@@ -65,6 +68,9 @@ NAMESPACE_PREFIX = "podrun-"
 POD_NETWORK = ipaddress.ip_network("127.64.128.0/17")
 HOST_IP = "127.0.0.1"
 TICK = 0.1
+# The kubelet's sync period, as the delay of mounted ConfigMap and Secret updates (seconds;
+# 0: at once). See PodRunner.volume_delay.
+VOLUME_DELAY_ENV = "SWIFTCLAW_PODRUN_VOLUME_DELAY_SECONDS"
 
 
 def served(namespace: str) -> bool:
@@ -256,6 +262,11 @@ class PodWorker(threading.Thread):
         self.backoff = 1.0
         self.mounts: dict[str, Path] = {}  # mount path -> folder
         self.volume_sources: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # Sources changed since the volumes were written, applied at the pod's next sync
+        # (when the runner has a volume delay); the syncs fall at a phase of the pod's own.
+        self.pending_sources: set[tuple[str, str]] = set()
+        self.sync_phase = random.random()
+        self.sync_due: float | None = None
         self.env: dict[str, str] = {}
         self.probes: dict[str, ProbeState] = {}
         self.transitions: dict[str, tuple[str, str]] = {}
@@ -322,6 +333,7 @@ class PodWorker(threading.Thread):
                 self._start_container()
             if self.proc is not None:
                 self._run_probes(now)
+            self._sync_volumes(now)
             self._publish()
             self.wake.wait(TICK)
             self.wake.clear()
@@ -684,6 +696,10 @@ class PodWorker(threading.Thread):
             read = self._configmap if kind == "configMap" else self._secret
             data = read(name, src)
         except ConfigError:
+            # a source that is not optional and is missing: a kubelet fails the volume's
+            # update and leaves what it wrote before (nothing, for a pod starting now)
+            if (self.root / ".volumes" / volume["name"] / "..data").exists():
+                return
             data = {}
         files = projected_files(data, src.get("items"))
         mode = src.get("defaultMode")
@@ -693,9 +709,41 @@ class PodWorker(threading.Thread):
             log.info("%s: volume %s written (%d files)", self.name, volume["name"], len(files))
 
     def refresh_source(self, kind: str, name: str) -> None:
-        """A ConfigMap or Secret changed: rewrite the volumes made from it."""
-        for volume in self.volume_sources.get((kind, name), []):
+        """A ConfigMap or Secret changed: rewrite the volumes made from it, at once or at
+        the pod's next sync (see :attr:`PodRunner.volume_delay`)."""
+        if (kind, name) not in self.volume_sources:
+            return
+        if self.runner.volume_delay > 0:
+            with self.lock:
+                self.pending_sources.add((kind, name))
+            return
+        for volume in self.volume_sources[(kind, name)]:
             self.refresh_volume(volume)
+
+    def next_sync(self, now: float) -> float:
+        """When this pod's next periodic sync falls: every ``volume_delay`` seconds, at a
+        phase of its own (so pods see one change at different times, as on a cluster)."""
+        period = self.runner.volume_delay
+        offset = self.sync_phase * period
+        return offset + period * (((now - offset) // period) + 1)
+
+    def _sync_volumes(self, now: float) -> None:
+        """The kubelet's periodic sync: the sources changed since the last one are
+        written now (an update waits at most ``volume_delay``, a random part of it on
+        average). Without a delay the changes were written as they came."""
+        if not self.pending_sources:
+            return
+        if self.runner.volume_delay > 0:
+            if self.sync_due is None:
+                self.sync_due = self.next_sync(now)
+            if now < self.sync_due:
+                return
+        self.sync_due = None
+        with self.lock:
+            pending, self.pending_sources = self.pending_sources, set()
+        for key in sorted(pending):
+            for volume in self.volume_sources.get(key, []):
+                self.refresh_volume(volume)
 
     # -- the translations that stand in for the pod's namespaces --
 
@@ -928,9 +976,28 @@ def pump(src: socket.socket, dst: socket.socket) -> None:
 
 
 class PodRunner:
-    """Watches the served namespaces and runs their pods; see the module's docstring."""
+    """Watches the served namespaces and runs their pods; see the module's docstring.
 
-    def __init__(self, api: KubeAPI, root: Path, log_dir: Path) -> None:
+    ``volume_delay`` (default ``$SWIFTCLAW_PODRUN_VOLUME_DELAY_SECONDS``, else 0): a
+    kubelet writes a changed ConfigMap or Secret into a running pod's volume at the pod's
+    next periodic sync (``syncFrequency``, 1 min by default, plus its cache's lag), so a
+    change shows up to a minute or more late, at a different moment in each pod. With a
+    delay set, the runner does the same: each pod syncs every ``volume_delay`` seconds at
+    a phase of its own, and a change waits for it. A pod's volumes are written at once
+    when it starts, as a kubelet does. 0 writes every change at once: the scenarios that
+    do not read a mount while it changes need not wait for it, and those that do (the
+    autopilot's fleet document, a revoked API key) set the delay, a kubelet's 60 s, so
+    that what they show does not depend on instant updates. It may be changed while the
+    runner runs; it applies from the next change."""
+
+    def __init__(
+        self, api: KubeAPI, root: Path, log_dir: Path, volume_delay: float | None = None
+    ) -> None:
+        if volume_delay is None:
+            volume_delay = float(os.environ.get(VOLUME_DELAY_ENV) or 0)
+        if volume_delay < 0:
+            raise ValueError(f"the volume delay must be 0 or more, not {volume_delay}")
+        self.volume_delay = volume_delay
         self.api = api
         self.root = root
         self.log_dir = log_dir
@@ -1054,8 +1121,9 @@ class PodRunner:
 
     def _on_source(self, kind: str) -> Callable[[str, dict[str, Any]], None]:
         def handle(type_: str, obj: dict[str, Any]) -> None:
+            # a deletion too: an optional source's volume is emptied, another's is kept
             meta = obj["metadata"]
-            if type_ == "DELETED" or not served(meta["namespace"]):
+            if not served(meta["namespace"]):
                 return
             with self.lock:
                 workers = [w for w in self.workers.values() if w.namespace == meta["namespace"]]

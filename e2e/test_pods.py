@@ -599,6 +599,185 @@ def test_scaling_from_2_to_5_spreads_traffic_over_every_ready_pod(
     print(f"scaled: {load.ok} requests over {len(ready)} pods, {load.failed} failed")
 
 
+# --- the fleet document and revoked keys, through mounts updated as a kubelet does -----
+
+AUTO = {"app.kubernetes.io/instance": "auto", "app.kubernetes.io/component": "runtime"}
+KUBELET_SYNC = 60.0  # a kubelet's syncFrequency: how late a mounted ConfigMap may change
+BOB = "sk-podrun-bob-0123456"
+
+
+@pytest.fixture(scope="module")
+def backup_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """A second provider, the fallback of the ``auto`` agent's tier."""
+    p = start_sim(
+        None,
+        "--latency",
+        "fixed:20",
+        "--require-key-env",
+        "SIM_KEY",
+        log_path=tmp_path_factory.mktemp("backup-sim") / "sim.log",
+        env={"SIM_KEY": UPSTREAM_KEY},
+    )
+    yield p
+    p.stop()
+
+
+def auto_doc(sim: Proc, backup: Proc) -> dict[str, Any]:
+    doc = agent_doc(sim)
+    doc["metadata"] = {"name": "auto"}
+    spec = doc["spec"]
+    spec["providers"].append(
+        {
+            "name": "backup",
+            "type": "openai-compatible",
+            "baseURL": f"{backup.url}/v1",
+            "apiKeySecretRef": {"name": "upstream", "key": "apiKey"},
+        }
+    )
+    spec["models"] = {
+        "tiers": [{"name": "t", "model": "sim/m", "fallbacks": ["backup/m"]}],
+        "routing": {"default": "t"},
+    }
+    spec["cache"] = {"redis": {"mode": "none"}}
+    spec["auth"] = {"apiKeysSecretRef": {"name": "auto-keys", "key": "keys.yaml"}}
+    return doc
+
+
+def pod_chat(ip: str, key: str = API_KEY) -> tuple[int, str | None]:
+    """One request straight to a pod: its status and the model that answered."""
+    req = urllib.request.Request(
+        f"http://{ip}:8080/v1/chat/completions",
+        data=json.dumps({"model": "t", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers.get("x-swiftclaw-model")
+    except urllib.error.HTTPError as err:
+        return err.code, None
+
+
+def pod_metric(ip: str, name: str) -> float | None:
+    with urllib.request.urlopen(f"http://{ip}:9090/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def sim_requests(sim: Proc) -> int:
+    with urllib.request.urlopen(f"{sim.url}/_sim/stats", timeout=5) as r:
+        return int(json.load(r)["requests"])
+
+
+def keys_yaml(*entries: tuple[str, str]) -> str:
+    return yaml.safe_dump({"keys": [{"key": k, "tenant": "acme", "user": u} for k, u in entries]})
+
+
+def test_the_fleet_document_and_a_revoked_key_reach_every_pod_through_delayed_mounts(
+    cluster: Cluster,
+    api: KubeAPI,
+    runner: PodRunner,
+    ns: str,
+    sim: Proc,
+    backup_sim: Proc,
+) -> None:
+    """ConfigMap and Secret updates reach the pods a kubelet's sync period late: the fleet
+    document takes the tier's primary out of every pod, a pod started meanwhile has it at
+    once, and a key deleted from the Secret is refused, all without a restart."""
+    before = runner.volume_delay
+    runner.volume_delay = KUBELET_SYNC
+    try:
+        cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "auto-keys",
+            "-n",
+            ns,
+            f"--from-literal=keys.yaml={keys_yaml((API_KEY, 'alice'), (BOB, 'bob'))}",
+        )
+        apply(cluster, ns, auto_doc(sim, backup_sim))
+        wait_condition(cluster, ns, "auto", "Ready", "True", "Available", timeout=120)
+
+        def ready_ips() -> dict[str, str]:
+            return {
+                p["metadata"]["name"]: p["status"]["podIP"]
+                for p in pods(api, ns, AUTO)
+                if pod_ready(p) and not p["metadata"].get("deletionTimestamp")
+            }
+
+        ips = wait_for("two ready pods", lambda: len(ready_ips()) == 2 and ready_ips())
+        pids = {}
+        for name, ip in ips.items():
+            worker = runner.pod_worker(ns, name)
+            assert worker is not None and worker.proc is not None
+            pids[name] = worker.proc.pid
+            assert pod_chat(ip) == (200, "sim/m") and pod_chat(ip, BOB)[0] == 200
+            assert pod_metric(ip, "swiftclaw_fleet_overrides_generation") == 0
+
+        # the autopilot's write (the operator side's), stood in for: sim/m out of tier t
+        now = time.time()
+        out = {"tier": "t", "model": "sim/m", "cause": "breaker-open", "since": now}
+        fleet = {"generation": 1, "excluded": [{**out, "until": now + 3600}]}
+        cluster.kubectl(
+            "create",
+            "configmap",
+            "auto-fleet",
+            "-n",
+            ns,
+            f"--from-literal=fleet.json={json.dumps(fleet)}",
+        )
+        # each pod's volume changes at its own next sync, at most KUBELET_SYNC later
+        for ip in ips.values():
+            wait_for(
+                f"pod {ip} applying the fleet document",
+                lambda ip=ip: pod_metric(ip, "swiftclaw_fleet_overrides_generation") == 1,
+                timeout=KUBELET_SYNC + 60,
+            )
+        sent = sim_requests(sim)
+        for ip in ips.values():
+            for _ in range(5):
+                assert pod_chat(ip) == (200, "backup/m")
+        assert sim_requests(sim) == sent  # not one call to the model out of the tier
+
+        # a pod started now has the document from its first request
+        gone = next(iter(ips))
+        cluster.kubectl("delete", "pod", gone, "-n", ns, "--wait=false")
+        fresh = wait_for(
+            "a replacement pod",
+            lambda: {n: ip for n, ip in ready_ips().items() if n not in ips} or None,
+            timeout=90,
+        )
+        (new_ip,) = fresh.values()
+        assert pod_metric(new_ip, "swiftclaw_fleet_overrides_generation") == 1
+        assert pod_chat(new_ip) == (200, "backup/m")
+        assert sim_requests(sim) == sent
+
+        # a key deleted from the Secret: refused by every pod within the sync period
+        encoded = base64.b64encode(keys_yaml((API_KEY, "alice")).encode()).decode()
+        patch = {"data": {"keys.yaml": encoded}}
+        cluster.kubectl("patch", "secret", "auto-keys", "-n", ns, "-p", json.dumps(patch))
+        serving = {n: ip for n, ip in ips.items() if n != gone} | fresh
+        for ip in serving.values():
+            wait_for(
+                f"pod {ip} refusing the deleted key",
+                lambda ip=ip: pod_chat(ip, BOB)[0] == 401,
+                timeout=KUBELET_SYNC + 60,
+            )
+            assert pod_chat(ip) == (200, "backup/m")
+        # nothing was restarted for any of it
+        for name in serving:
+            pod = api.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+            assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+        kept = next(n for n in ips if n != gone)
+        worker = runner.pod_worker(ns, kept)
+        assert worker is not None and worker.proc is not None and worker.proc.pid == pids[kept]
+    finally:
+        runner.volume_delay = before
+        cluster.kubectl("delete", "agentdeployment", "auto", "-n", ns, "--wait=false", check=False)
+
+
 def test_every_connection_stays_on_loopback(
     cluster: Cluster, api: KubeAPI, runner: PodRunner, ns: str, watch: ConnectionWatch
 ) -> None:

@@ -30,6 +30,7 @@ from swiftclaw_runtime import contract
 from swiftclaw_runtime.cli import build_parser
 from swiftclaw_runtime.config import AgentDeploymentSpec
 from swiftclaw_runtime.credentials import api_keys_path, provider_key_path
+from swiftclaw_runtime.overrides import fleet_path
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = Settings(
@@ -564,10 +565,16 @@ def test_the_pod_follows_the_runtime_contract() -> None:
         v = volumes[m["name"]]
         if "secret" in v:
             files |= {f"{m['mountPath']}/{i['path']}" for i in v["secret"]["items"]}
-        if "configMap" in v:
+        if "configMap" in v and v["configMap"]["name"] == "agent-fleet":
+            # the autopilot's, made later: optional, so the pod starts without it
+            assert v["configMap"].get("optional") is True
+            files.add(f"{m['mountPath']}/{contract.FLEET_FILE}")
+        elif "configMap" in v:
             data = kids[f"ConfigMap/{v['configMap']['name']}"]["data"]
             files |= {f"{m['mountPath']}/{key}" for key in data}
     environ = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    assert str(fleet_path(environ)) in files
+    assert str(fleet_path(environ)) == contract.FLEET_PATH
     assert str(provider_key_path("openai", environ)) in files
     assert str(provider_key_path("anthropic", environ)) in files
     assert str(api_keys_path(environ)) in files

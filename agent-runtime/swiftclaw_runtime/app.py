@@ -441,6 +441,8 @@ class App:
             self.rt.keys.authenticate(header(scope, b"authorization"))
         except ApiError:
             body = {k: body[k] for k in ("status", "ready", "draining")}
+        else:  # what of the operator's fleet document this pod applies now
+            body = {**body, "fleet": self.rt.fleet.describe()}
         return await send_body(send, status, orjson.dumps(body))
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> int:

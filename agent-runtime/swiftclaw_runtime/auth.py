@@ -70,13 +70,27 @@ class ApiKeyStore:
     @classmethod
     def from_file(cls, path: Path, required: bool = True) -> ApiKeyStore:
         """Load a keys file; a missing file gives an empty store (every request refused)."""
-        if not path.exists():
-            return cls([], required)
         try:
-            data = yaml.safe_load(path.read_text())
+            text = path.read_text()
+        except FileNotFoundError:
+            return cls([], required)
+        except OSError as err:
+            raise ValueError(f"API keys file {path} cannot be read: {err.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
             return cls(KeysFile.model_validate(data).keys, required)
-        except (yaml.YAMLError, ValidationError) as err:
-            raise ValueError(f"API keys file {path} is invalid: {err}") from None
+        except yaml.YAMLError as err:
+            # the position only: the parser's own message quotes the line (a key)
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"API keys file {path} is invalid: not YAML{where}") from None
+        except ValidationError as err:
+            # the fields and the kinds of error, never the values (they may be keys)
+            where = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['type']}"
+                for e in err.errors()[:5]
+            )
+            raise ValueError(f"API keys file {path} is invalid: {where}") from None
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal for an ``Authorization: Bearer <key>`` header, or a 401."""

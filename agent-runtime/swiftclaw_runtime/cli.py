@@ -22,6 +22,14 @@ def _bytes(value: str) -> int:
     return n
 
 
+def _seconds(value: str) -> float:
+    """A period in seconds, above zero and at most an hour."""
+    n = float(value)
+    if not 0 < n <= 3600:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 3600, not {value}")
+    return n
+
+
 def _run(args: argparse.Namespace) -> int:
     # One BLAS thread, set before numpy loads: the embedding of one question is too small
     # to share out, and OpenBLAS's spinning helper threads would take CPU from the event loop.
@@ -60,6 +68,8 @@ def _run(args: argparse.Namespace) -> int:
         max_header_bytes=args.max_header_bytes,
         max_connections=args.max_connections,
         write_timeout_seconds=args.write_timeout_seconds,
+        api_keys_path=keys_file,
+        reload_seconds=args.reload_seconds,
     )
     logging.getLogger("swiftclaw.runtime").info(
         "memory limit %s: %d requests in flight, bodies up to %d bytes, %d bytes of bodies "
@@ -207,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="a client that reads nothing of a response for this long is dropped "
         "(its request cancelled, its upstream call closed)",
+    )
+    run.add_argument(
+        "--reload-seconds",
+        type=_seconds,
+        default=1.0,
+        help="how often the API keys, the providers' key files and the fleet document "
+        f"(${contract.FLEET_FILE_ENV}, else {contract.FLEET_PATH}) are checked for changes",
     )
     run.add_argument("--access-log", action="store_true", help="log one line per request")
     run.add_argument(

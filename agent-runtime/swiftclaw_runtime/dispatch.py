@@ -36,13 +36,14 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .config import AgentPolicy, TierSpec
 from .embeddings import EmbeddingsRequest
 from .errors import ApiError
 from .metrics import Metrics
+from .overrides import Fleet
 from .providers import (
     Call,
     Completion,
@@ -108,6 +109,10 @@ class Route:
     name: str
     targets: list[Target]
     budget: RetryBudget
+    refs: list[str] = field(init=False)  # the targets' refs, as the fleet document names them
+
+    def __post_init__(self) -> None:
+        self.refs = [t.ref for t in self.targets]
 
     @property
     def title(self) -> str:
@@ -117,11 +122,13 @@ class Route:
 
 @dataclass
 class Served:
-    """Which target answered, and whether it was a fallback."""
+    """Which target answered, whether it was a fallback, and the models of the chain the
+    fleet document took out (skipped without a call)."""
 
     target: Target
     fallback: bool
     attempts: int
+    fleet_skipped: tuple[str, ...] = ()
 
 
 @dataclass
@@ -142,8 +149,10 @@ class Dispatcher:
         metrics: Metrics,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.policy = policy
+        self.fleet = fleet
         self.providers = providers
         self.metrics = metrics
         self.retry = policy.reliability.retry
@@ -251,6 +260,13 @@ class Dispatcher:
         )
         return OpenStream(served, first, rest, usage)
 
+    def key_replaced(self, provider: str) -> None:
+        """``provider``'s key was rotated: its models' breakers that refusals of the old
+        key opened (401/403) let a probe through now instead of after ``openSeconds``."""
+        for ref, breaker in self.breakers.items():
+            if ref.startswith(provider + "/") and (breaker.last_error or "").startswith("auth"):
+                breaker.probe_now()
+
     def record_stream_failure(self, target: Target, err: UpstreamError) -> None:
         """A stream broke after its first chunk: the provider still failed."""
         if err.trips_breaker:
@@ -273,8 +289,20 @@ class Dispatcher:
         targets = route.targets
         budget = route.budget
         budget.record_request()
+        skip = self.fleet.skipped(route.name, route.refs) if self.fleet is not None else {}
+        skipped: list[str] = []
         for index, target in enumerate(targets):
-            last = index == len(targets) - 1
+            # the targets after this one that will be tried (the fleet's skips aside)
+            after = len(targets) - index - 1
+            if skip:
+                after -= sum(1 for t in targets[index + 1 :] if t.ref in skip)
+            last = after == 0
+            excluded = skip.get(target.ref)
+            if excluded is not None:  # out of this tier on every pod: no call, no breaker
+                skipped.append(target.ref)
+                self.metrics.fleet_skips.labels(route.name, target.ref).inc()
+                failures.append(f"{target.ref}: out of the tier fleet-wide ({excluded.cause})")
+                continue
             provider = self.providers[target.provider]
             try:
                 call = prepare(provider, target)
@@ -290,7 +318,7 @@ class Dispatcher:
             breaker = self.breakers[target.ref]
             cooldown = self.cooldowns[target.provider]
             share_ends = self._clock() + target_timeout(
-                deadline.remaining(), len(targets) - index, self.attempt_timeout
+                deadline.remaining(), after + 1, self.attempt_timeout
             )
             attempts = 0
             while attempts < self.retry.max_attempts:
@@ -363,7 +391,7 @@ class Dispatcher:
                 breaker.record_success()
                 if index > 0:
                     self.metrics.fallbacks.labels(route.name, target.ref).inc()
-                return result, Served(target, index > 0, attempts)
+                return result, Served(target, index > 0, attempts, tuple(skipped))
         if unsupported and len(unsupported) == len(targets):
             raise _unsupported_error(unsupported)
         if details:

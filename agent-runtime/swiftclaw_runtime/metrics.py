@@ -353,6 +353,36 @@ class Metrics:
             ["completed"],
             registry=r,
         )
+        # --- the fleet document and the files re-read while running ------------------
+        self.fleet_generation = Gauge(
+            "swiftclaw_fleet_overrides_generation",
+            "Generation of the fleet document this pod applies (0: none).",
+            registry=r,
+        )
+        self.fleet_excluded = Gauge(
+            "swiftclaw_fleet_excluded",
+            "1 for each model the fleet document takes out of a tier's chain now.",
+            ["tier", "model", "cause"],
+            registry=r,
+        )
+        self.fleet_budget_state = Gauge(
+            "swiftclaw_fleet_budget_state",
+            "The fleet document's budget state: 0 normal, 1 downgrade, 2 exceeded.",
+            registry=r,
+        )
+        self.fleet_skips = Counter(
+            "swiftclaw_fleet_skips",
+            "Models skipped in a tier's chain because the fleet document took them out.",
+            ["tier", "model"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "swiftclaw_reloads",
+            "Re-reads of a changed file (fleet, api_keys, provider_key) by outcome "
+            "(applied, invalid, stale, removed).",
+            ["file", "outcome"],
+            registry=r,
+        )
         # process_resident_memory_bytes, process_open_fds, ...: what a soak watches.
         ProcessCollector(registry=r)
         # python_gc_objects_collected_total: reference cycles a request path leaves behind

@@ -14,7 +14,9 @@ Every chat response carries ``x-swiftclaw-cache`` (``exact``, ``semantic``,
 ``stale-similar``, ``miss`` or ``bypass``: see :mod:`.cache`), the route
 (``x-swiftclaw-route``), OpenAI's
 ``x-ratelimit-*`` headers when limits are set, ``x-swiftclaw-budget`` when a budget was
-found spent, and ``x-swiftclaw-trimmed-tokens`` when older turns were dropped.
+found spent (``scope=fleet``: the fleet document's budget state), ``x-swiftclaw-fleet-skipped``
+when the fleet document took models out of the tier's chain, and
+``x-swiftclaw-trimmed-tokens`` when older turns were dropped.
 
 Streams: headers are sent only when the first chunk is in hand, so any failure before
 that falls back transparently. If a provider fails after that, the stream ends with one
@@ -140,13 +142,16 @@ DEGRADABLE = frozenset({"upstream_unavailable", "upstream_timeout"})
 
 
 def served_headers(request_id: str, tier: str, served: Served) -> Headers:
-    return [
+    headers = [
         (b"x-request-id", request_id.encode()),
         (b"x-swiftclaw-tier", tier.encode()),
         (b"x-swiftclaw-model", served.target.ref.encode()),
         (b"x-swiftclaw-fallback", b"true" if served.fallback else b"false"),
         (b"x-swiftclaw-attempts", str(served.attempts).encode()),
     ]
+    if served.fleet_skipped:  # models the fleet document took out of the chain (config refs)
+        headers.append((b"x-swiftclaw-fleet-skipped", ", ".join(served.fleet_skipped).encode()))
+    return headers
 
 
 @dataclass
@@ -243,7 +248,7 @@ async def answer_chat(
     m.child(
         m.routing_decisions,
         route.tier.name,
-        "budget_downgrade" if route.downgraded else route.reason,
+        f"{route.downgraded.replace('-', '_')}_downgrade" if route.downgraded else route.reason,
     ).inc()
     extra: Headers = []
     if prompt.trimmed_tokens:

@@ -243,6 +243,12 @@ class CircuitBreaker:
         ):
             self._open(now)
 
+    def probe_now(self) -> None:
+        """An open breaker lets a probe through at once (half-open): what opened it may be
+        gone (a provider key that was refused has been replaced)."""
+        if self.state is BreakerState.OPEN:
+            self._opened_at = self._clock() - self.spec.open_seconds
+
     def release(self) -> None:
         """A call that ended neither in success nor failure (e.g. cancelled) frees its slot."""
         if self._state is BreakerState.HALF_OPEN:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .auth import ApiKeyStore
 from .cache import ResponseCache
@@ -13,8 +14,10 @@ from .credentials import resolve_provider_key
 from .dispatch import Dispatcher
 from .health import Health
 from .metrics import Metrics
+from .overrides import Fleet, fleet_path
 from .prompt import ContextSources
 from .providers import Provider, build_provider
+from .reload import Reloader
 from .responses.store import MemoryStore, RedisStore, ResponseStore
 from .routing import Router
 from .spend import SpendControl
@@ -46,6 +49,11 @@ class RuntimeOptions:
     max_json_elements: int = 262_144
     # /metrics and the probes on a port of their own; None: /metrics on the service port.
     metrics_port: int | None = None
+    # Re-read while running (reload.py): the API keys file (None: not watched), the fleet
+    # document (None: $SWIFTCLAW_FLEET_FILE, else the operator's mount), every this often.
+    api_keys_path: Path | None = None
+    fleet_path: Path | None = None
+    reload_seconds: float = 1.0
 
 
 @dataclass
@@ -56,12 +64,19 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.metrics = Metrics()
+        self.provider_specs = {p.name: p for p in self.policy.providers}
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, resolve_provider_key(p)) for p in self.policy.providers
         }
         for name, provider in self.providers.items():
             self.metrics.track_connections(name, provider.connections)
-        self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics)
+        # the operator's fleet-wide decisions, read now and whenever the file changes
+        self.fleet = Fleet(self.policy)
+        self.reloader = Reloader(
+            self, self.options.fleet_path or fleet_path(), self.options.api_keys_path
+        )
+        self.reloader.load_fleet()
+        self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics, fleet=self.fleet)
         self.health = Health(
             self.providers, self.dispatcher, self.options.redis_url, self.state_redis_url
         )
@@ -90,6 +105,7 @@ class Runtime:
             self.policy.cache.redis.fallback_replicas,
             # which response is whose, for feedback: a key per response, evictable
             cache_redis_url=self.options.redis_url,
+            fleet=self.fleet,
         )
         self.context = ContextSources(self.policy.agent.context, self.metrics)
 
@@ -137,6 +153,7 @@ class Runtime:
                 "each at 1/%d of its value (cache.redis.fallbackReplicas)",
                 self.policy.cache.redis.fallback_replicas,
             )
+        self.reloader.start()
         self.health.started = True
         log.info(
             "agent %s/%s serving tiers %s",
@@ -146,6 +163,7 @@ class Runtime:
         )
 
     async def shutdown(self) -> None:
+        await self.reloader.stop()
         await self.cache.close()
         await self.context.close()
         await self.spend.close()

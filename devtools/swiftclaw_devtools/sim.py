@@ -14,10 +14,11 @@ holds a request open without answering until the client goes away.
 ``GET /_sim/stats`` -> requests served, arrival times (seconds since start), the mode, the
 :class:`Counters` of streams and hung requests (those open now and in total), the output
 caps chat requests were sent (``output_caps``: the last 100, each ``[field, value]``,
-``[null, null]`` for none) and the tokens it *billed* (``billed_prompt_tokens``,
-``billed_completion_tokens``): every answer it made, whether or not its client was still
-there to read it (as a real provider bills a call whose caller hung up), and of a stream
-cut short the words it sent.
+``[null, null]`` for none), the SHA-256 of the last API key presented (``last_key_sha256``,
+in the shape's auth header: so a test sees a rotated key arrive, never the key itself)
+and the tokens it *billed* (``billed_prompt_tokens``, ``billed_completion_tokens``):
+every answer it made, whether or not its client was still there to read it (as a real
+provider bills a call whose caller hung up), and of a stream cut short the words it sent.
 """
 
 from __future__ import annotations
@@ -258,6 +259,7 @@ class Simulator:
         self.mode_retry_after = config.retry_after
         self.counters = Counters()
         self.output_caps: deque[tuple[str | None, Any]] = deque(maxlen=100)
+        self.last_key_sha256: str | None = None
 
     # --- behaviour -----------------------------------------------------------------
 
@@ -333,6 +335,8 @@ class Simulator:
             return
         self.requests += 1
         self.arrivals.append(round(self._now(), 4))
+        presented = self._presented_key(scope, shape)
+        self.last_key_sha256 = hashlib.sha256(presented).hexdigest() if presented else None
         if self.config.require_key and not self._has_key(scope, shape):
             await self._error(send, shape, 401, "invalid api key")
             return
@@ -406,14 +410,19 @@ class Simulator:
             return "gemini"
         return None
 
-    def _has_key(self, scope: Scope, shape: str) -> bool:
-        want = self.config.require_key or ""
+    def _presented_key(self, scope: Scope, shape: str) -> bytes:
+        """The API key in the shape's auth header (empty: none)."""
         headers: dict[bytes, bytes] = dict(scope["headers"])
         if shape == "openai":
-            return headers.get(b"authorization", b"") == f"Bearer {want}".encode()
+            value = headers.get(b"authorization", b"")
+            return value[7:] if value.startswith(b"Bearer ") else b""
         if shape == "anthropic":
-            return headers.get(b"x-api-key", b"") == want.encode()
-        return headers.get(b"x-goog-api-key", b"") == want.encode()
+            return headers.get(b"x-api-key", b"")
+        return headers.get(b"x-goog-api-key", b"")
+
+    def _has_key(self, scope: Scope, shape: str) -> bool:
+        want = (self.config.require_key or "").encode()
+        return self._presented_key(scope, shape) == want
 
     async def _control(self, send: Send, body_bytes: bytes) -> None:
         try:
@@ -438,6 +447,7 @@ class Simulator:
             "mode": self.mode,
             "uptime": round(self._now(), 3),
             "output_caps": [list(c) for c in self.output_caps],
+            "last_key_sha256": self.last_key_sha256,
             **asdict(self.counters),
         }
 

@@ -20,10 +20,13 @@ class AnthropicProvider(HttpProvider):
     def __init__(self, name: str, base_url: str, api_key: str | None, max_connections: int) -> None:
         self.name = name
         self.type = "anthropic"
+        self.http = HttpClient(base_url, self.headers_for(api_key), max_connections)
+
+    def headers_for(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        self.http = HttpClient(base_url, headers, max_connections)
+        return headers
 
     def prepare(self, call: Call) -> Call:
         body = to_anthropic(call.model, call.request, call.request.stream)

@@ -211,6 +211,10 @@ class Provider(abc.ABC):
         raise Unsupported(f"{self.type} providers have no embeddings API", "model")
 
     @abc.abstractmethod
+    def use_key(self, api_key: str | None) -> None:
+        """Send ``api_key`` from the next call on (a rotated Secret, re-read while running)."""
+
+    @abc.abstractmethod
     async def probe(self, timeout: float) -> None:
         """Raise :class:`UpstreamError` if the provider cannot be reached (health checks)."""
 

@@ -30,8 +30,10 @@ class GeminiProvider(HttpProvider):
     def __init__(self, name: str, base_url: str, api_key: str | None, max_connections: int) -> None:
         self.name = name
         self.type = "gemini"
-        headers = {"x-goog-api-key": api_key} if api_key else {}
-        self.http = HttpClient(base_url, headers, max_connections)
+        self.http = HttpClient(base_url, self.headers_for(api_key), max_connections)
+
+    def headers_for(self, api_key: str | None) -> dict[str, str]:
+        return {"x-goog-api-key": api_key} if api_key else {}
 
     def prepare(self, call: Call) -> Call:
         return replace(call, upstream=to_gemini(call.request))

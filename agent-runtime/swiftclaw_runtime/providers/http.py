@@ -81,6 +81,11 @@ class HttpClient:
     def __init__(self, base_url: str, headers: dict[str, str], max_connections: int) -> None:
         self.base_url = base_url.rstrip("/")
         self.pool = Pool(self.base_url, max_connections)
+        self.set_headers(headers)
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        """The fixed headers of every request from now on (one assignment: a request
+        being sent keeps the list it took)."""
         self._headers = [
             (b"content-type", b"application/json"),
             *((k.lower().encode(), v.encode()) for k, v in headers.items()),
@@ -155,6 +160,13 @@ class HttpProvider(Provider):
     """A provider reached over HTTP through one :class:`HttpClient`."""
 
     http: HttpClient
+
+    def headers_for(self, api_key: str | None) -> dict[str, str]:
+        """The provider's fixed headers with ``api_key`` (each adapter's auth header)."""
+        raise NotImplementedError
+
+    def use_key(self, api_key: str | None) -> None:
+        self.http.set_headers(self.headers_for(api_key))
 
     async def probe(self, timeout: float) -> None:
         try:

@@ -17,10 +17,12 @@ class OpenAIProvider(HttpProvider):
     ) -> None:
         self.name = name
         self.type = type_
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = HttpClient(base_url, headers, max_connections)
+        self.http = HttpClient(base_url, self.headers_for(api_key), max_connections)
         # The field the output cap goes in when the client named none.
         self.cap_field = "max_completion_tokens" if type_ == "openai" else "max_tokens"
+
+    def headers_for(self, api_key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def complete(self, call: Call) -> Completion:
         body = dict(call.payload, model=call.model, stream=False)

@@ -36,16 +36,19 @@ class Route:
     tier: TierSpec
     kind: str
     reason: str
-    downgraded: bool = False
+    # why the tier was changed for a cheaper one: "" (it was not), "budget" (this agent's
+    # budget, per pod) or "fleet-budget" (the fleet document's budget state)
+    downgraded: str = ""
 
     @property
     def header(self) -> str:
-        """``x-swiftclaw-route``: e.g. ``complex; reason=proof`` or ``explicit; reason=model``."""
+        """``x-swiftclaw-route``: e.g. ``complex; reason=proof`` or ``explicit; reason=model``
+        (with ``; downgraded=budget`` or ``; downgraded=fleet-budget`` when downgraded)."""
         value = f"{self.kind}; reason={self.reason}"
-        return value + "; downgraded=budget" if self.downgraded else value
+        return value + f"; downgraded={self.downgraded}" if self.downgraded else value
 
-    def downgrade(self, tier: TierSpec) -> Route:
-        return replace(self, tier=tier, downgraded=True)
+    def downgrade(self, tier: TierSpec, why: str = "budget") -> Route:
+        return replace(self, tier=tier, downgraded=why)
 
 
 def model_ids(policy: AgentPolicy, agent_name: str) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 from ..config import AgentPolicy
 from ..errors import ApiError
 from ..metrics import Metrics
+from ..overrides import Fleet
 from ..routing import Route
 from .budgets import MIN_OUTPUT_TOKENS, Ask, Budget, BudgetBusy, CapState, Reservation
 from .costs import max_cost_usd, price_bounds
@@ -53,9 +54,12 @@ class Admission:
     day: str
     output: int  # the output cap reserved for, and sent to the provider
     settled: bool = field(default=False)
+    fleet: str = "normal"  # the fleet document's budget state when admitted
 
     def headers(self) -> Headers:
         out = self.limits.headers()
+        if self.fleet != "normal":
+            out.append((b"x-swiftclaw-budget", f"{self.fleet}; scope=fleet".encode()))
         r = self.reservation
         if r.action in ("downgrade", "alert") and r.exceeded is not None:
             out.append((b"x-swiftclaw-budget", f"exceeded; scope={r.exceeded.scope}".encode()))
@@ -76,10 +80,13 @@ class SpendControl:
         redis_url: str | None = None,
         replicas: int = 1,
         cache_redis_url: str | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         """``redis_url``: the state Redis (counters, spend). ``cache_redis_url``: the
-        evictable one, where the served responses' owners go (None: the state one)."""
+        evictable one, where the served responses' owners go (None: the state one).
+        ``fleet``: the fleet document's budget state, applied before this pod's own."""
         self.policy = policy
+        self.fleet = fleet
         self.metrics = metrics
         self.tenants = TenantLabels()
         # A hash tag: all of an agent's keys live in one Redis Cluster slot.
@@ -149,8 +156,17 @@ class SpendControl:
                     outcome.refused.name if outcome.refused else "", outcome.unit
                 ).inc()
                 raise self._limit_error(who, outcome, tokens)
+        fleet = self.fleet.budget() if self.fleet is not None else "normal"
+        if fleet != "normal":
+            try:
+                route = self._fleet_budget(fleet, route)
+            except ApiError:
+                await self.limiter.settle(who, rid, -tokens)
+                raise
         if not self.budget.active:
-            return Admission(who, rid, tokens, route, outcome, NO_RESERVATION, day, output_tokens)
+            return Admission(
+                who, rid, tokens, route, outcome, NO_RESERVATION, day, output_tokens, fleet=fleet
+            )
         price_in, price_out = price_bounds(self.policy, route.tier)
         ask = Ask(
             max(
@@ -186,7 +202,37 @@ class SpendControl:
                 route = route.downgrade(self.cheapest)
             if reservation.action == "capped" and reservation.output is not None:
                 output = reservation.output
-        return Admission(who, rid, tokens, route, outcome, reservation, day, output)
+        return Admission(who, rid, tokens, route, outcome, reservation, day, output, fleet=fleet)
+
+    def _fleet_budget(self, state: str, route: Route) -> Route:
+        """The fleet document's budget state on one request: ``downgrade`` (projected over
+        budget) serves it on the cheapest tier; ``exceeded`` applies ``budget.onExceeded``
+        as this pod's own budget would (reject: a 429; alert: served as asked, counted)."""
+        action = "downgrade" if state == "downgrade" else self.policy.budget.on_exceeded
+        if state == "exceeded":
+            self.metrics.budget_exceeded.labels("fleet", action).inc()
+        if action == "downgrade":
+            return route.downgrade(self.cheapest, "fleet-budget")
+        if action == "reject":
+            raise self._fleet_budget_error()
+        return route
+
+    def _fleet_budget_error(self) -> ApiError:
+        headers = {"x-should-retry": "false"}
+        until = self.fleet.view.budget_until if self.fleet is not None else 0.0
+        when = "until the operator lifts it"
+        if until:
+            seconds = max(1, math.ceil(until - time.time()))
+            headers["retry-after"] = str(seconds)
+            when = f"for {duration(seconds)} at least"
+        return ApiError(
+            429,
+            "This agent's fleet has spent its budget (the operator read the spend ledger; "
+            f"budget.onExceeded: reject): requests are refused {when}.",
+            "insufficient_quota",
+            "insufficient_quota",
+            headers=headers,
+        )
 
     async def settle(
         self,
@@ -388,7 +434,12 @@ class SpendControl:
                 "tenant": int(counters.get(f"requests:tenant:{t}", 0)),
             },
             "activeUsersToday": users,
-            "budget": {"onExceeded": self.policy.budget.on_exceeded, **budgets},
+            "budget": {
+                "onExceeded": self.policy.budget.on_exceeded,
+                # the fleet document's state (normal, downgrade, exceeded), from the ledger
+                "fleet": self.fleet.budget() if self.fleet is not None else "normal",
+                **budgets,
+            },
             "rateLimits": limit_view,
             # False while Redis is away: the figures are this replica's own.
             "shared": shared and caps_shared and limits.shared,

@@ -56,6 +56,11 @@ class Agent:
     def config_name(self) -> str:
         return f"{self.name}-config"
 
+    @property
+    def fleet_name(self) -> str:
+        """The ConfigMap of the autopilot's fleet document (``swiftclaw_runtime.config.fleet``)."""
+        return f"{self.name}-fleet"
+
 
 def labels(agent: Agent, component: str) -> dict[str, str]:
     return {

@@ -82,6 +82,7 @@ def _secret_mounts(agent: Agent) -> tuple[list[dict[str, Any]], list[dict[str, A
 def _env(agent: Agent) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": contract.SECRETS_DIR_ENV, "value": SECRETS_DIR},
+        {"name": contract.FLEET_FILE_ENV, "value": contract.FLEET_PATH},
         {"name": contract.LOG_FORMAT_ENV, "value": "json"},
         {  # the runtime derives its in-flight and body bounds from the container's limit
             "name": contract.MEMORY_LIMIT_ENV,
@@ -127,7 +128,11 @@ def _resources(agent: Agent) -> dict[str, Any]:
 
 
 def build_deployment(agent: Agent, configmap: dict[str, Any]) -> dict[str, Any]:
-    """The runtime pods. ``replicas`` is left to the HPA; a config change rolls the pods."""
+    """The runtime pods. ``replicas`` is left to the HPA; a config change rolls the pods.
+
+    The fleet document's ConfigMap (``<agent>-fleet``, written by the autopilot) is
+    mounted optional, so pods start before it exists, and outside the config checksum: the
+    pods re-read it when the kubelet updates the mount, it never rolls them."""
     rt = agent.spec.runtime
     secret_volumes, secret_mounts = _secret_mounts(agent)
     pod_annotations = {
@@ -174,6 +179,7 @@ def build_deployment(agent: Agent, configmap: dict[str, Any]) -> dict[str, Any]:
         "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+            {"name": "fleet", "mountPath": contract.FLEET_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
             *secret_mounts,
         ],
@@ -194,6 +200,7 @@ def build_deployment(agent: Agent, configmap: dict[str, Any]) -> dict[str, Any]:
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": agent.config_name}},
+            {"name": "fleet", "configMap": {"name": agent.fleet_name, "optional": True}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             *secret_volumes,
         ],
