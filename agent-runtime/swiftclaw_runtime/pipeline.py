@@ -51,7 +51,7 @@ from .routing import Route, resolve_embeddings_model
 from .runtime import Runtime
 from .schemas import ChatRequest, parse_chat_request
 from .spend import Admission, Identity
-from .spend.costs import cost_usd, prices
+from .spend.costs import cost_usd, prices, usage_cost
 from .sse import DONE, encode_event
 from .tokens import estimate_tokens
 
@@ -318,8 +318,9 @@ async def answer_chat(
             cache=lk.outcome,
         )
     tokens_in, tokens_out = completion.prompt_tokens, completion.completion_tokens
-    cost = request_cost(rt, tier, served, tokens_in, tokens_out)
-    _record_served(rt, tier.name, served, started, tokens_in, tokens_out, cost)
+    cached, written = completion.cached_input_tokens, completion.cache_write_tokens
+    cost = request_cost(rt, tier, served, tokens_in, tokens_out, cached, written)
+    _record_served(rt, tier.name, served, started, tokens_in, tokens_out, cost, cached, written)
     cost += unpaid.cost
     ids = (request_id, str(completion.body.get("id") or request_id))
     try:
@@ -339,6 +340,8 @@ async def answer_chat(
             completion.prompt_tokens + unpaid.tokens_in,
             completion.completion_tokens + unpaid.tokens_out,
             ids,
+            cached,
+            written,
         )
     return ChatAnswer(route, served, adm, extra, completion=completion, cache=lk.outcome)
 
@@ -428,12 +431,23 @@ def _record_served(
     tokens_in: int,
     tokens_out: int,
     cost: float,
+    cached: int = 0,
+    written: int = 0,
 ) -> None:
     """The metrics of a request answered in full (not streamed)."""
     outcome = "fallback" if served.fallback else "ok"
     elapsed = time.perf_counter() - started
     rt.metrics.record_request(
-        tier, served.target.ref, outcome, False, elapsed, tokens_in, tokens_out, cost
+        tier,
+        served.target.ref,
+        outcome,
+        False,
+        elapsed,
+        tokens_in,
+        tokens_out,
+        cost,
+        cached,
+        written,
     )
 
 
@@ -446,10 +460,17 @@ def _record_unserved(
 
 
 def request_cost(
-    rt: Runtime, tier: TierSpec, served: Served, tokens_in: int, tokens_out: int
+    rt: Runtime,
+    tier: TierSpec,
+    served: Served,
+    tokens_in: int,
+    tokens_out: int,
+    cached: int = 0,
+    written: int = 0,
 ) -> float:
-    price_in, price_out = prices(rt.policy, tier, served.target.ref)
-    return cost_usd(price_in, price_out, tokens_in, tokens_out)
+    """The provider's price of the usage it reported (``cached`` and ``written``: the
+    input tokens read from and written to its prompt cache, parts of ``tokens_in``)."""
+    return usage_cost(rt.policy, tier, served.target.ref, tokens_in, tokens_out, cached, written)
 
 
 async def _sse(chunks: AsyncIterator[dict[str, Any] | ApiError]) -> AsyncIterator[bytes]:
@@ -524,10 +545,13 @@ async def _chunks(
         await _aclose(stream.rest)
         usage = stream.usage
         tokens_in = usage.prompt_tokens or input_estimate
+        # the cache's parts of the input only as the provider counted them
+        cached = usage.cached_input_tokens if usage.prompt_tokens else 0
+        written = usage.cache_write_tokens if usage.prompt_tokens else 0
         # the provider's count when it gave one at the end, else what was received
         tokens_out = usage.completion_tokens if ended else 0
         tokens_out = tokens_out or max(usage.completion_tokens, generated)
-        cost = request_cost(rt, tier, stream.served, tokens_in, tokens_out)
+        cost = request_cost(rt, tier, stream.served, tokens_in, tokens_out, cached, written)
         m.record_request(
             tier.name,
             model,
@@ -537,6 +561,8 @@ async def _chunks(
             usage.prompt_tokens,
             tokens_out,
             cost,
+            cached,
+            written,
         )
         await asyncio.shield(
             rt.spend.settle(
@@ -546,6 +572,8 @@ async def _chunks(
                 tokens_in + unpaid.tokens_in,
                 tokens_out + unpaid.tokens_out,
                 ids,
+                cached,
+                written,
             )
         )
         await asyncio.shield(rt.cache.finish(lk, answer))

@@ -57,7 +57,8 @@ class Runtime:
     def __post_init__(self) -> None:
         self.metrics = Metrics()
         self.providers: dict[str, Provider] = {
-            p.name: build_provider(p, resolve_provider_key(p)) for p in self.policy.providers
+            p.name: build_provider(p, resolve_provider_key(p), self.policy.cache.prompt_caching)
+            for p in self.policy.providers
         }
         for name, provider in self.providers.items():
             self.metrics.track_connections(name, provider.connections)

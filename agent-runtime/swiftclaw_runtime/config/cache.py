@@ -210,9 +210,17 @@ class CacheSpec(Model):
     tenant asked the same or a similar question. Tenants never share either way, and in
     both modes a semantic hit is refused when either question carries instructions
     ("always answer", "ignore previous"...) or the two carry different URLs, e-mail
-    addresses or code (:func:`~swiftclaw_runtime.cache.verify.injected`)."""
+    addresses or code (:func:`~swiftclaw_runtime.cache.verify.injected`).
+
+    ``promptCaching`` is about the providers' own prompt caches, not these answers: ``auto``
+    (the default) places Anthropic's ``cache_control`` breakpoints on a request's stable
+    prefix when the client marked none, and keeps a conversation on one model of its tier
+    while that model is healthy; ``manual`` only keeps the conversation there (the client's
+    breakpoints alone); ``off`` does neither. The client's own breakpoints always pass
+    through (see :mod:`~swiftclaw_runtime.providers.breakpoints`)."""
 
     sharing: Literal["user", "tenant"] = "user"
+    prompt_caching: Literal["auto", "manual", "off"] = "auto"
     exact: ExactCacheSpec = ExactCacheSpec()
     semantic: SemanticCacheSpec = SemanticCacheSpec()
     redis: RedisSpec = RedisSpec()

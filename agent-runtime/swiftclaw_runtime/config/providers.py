@@ -61,7 +61,11 @@ class ProviderSpec(Model):
 
 
 class TierSpec(Model):
-    """A model tier: the model it calls, its prices (USD per 1M tokens) and its fallbacks."""
+    """A model tier: the model it calls, its prices (USD per 1M tokens) and its fallbacks.
+
+    ``cachedInputPer1M``: input tokens the provider read from its prompt cache (Anthropic's
+    cache reads, OpenAI's and Gemini's cached tokens); ``cacheWritePer1M``: input tokens
+    written to it (Anthropic's cache writes). Either left out costs ``inputPer1M``."""
 
     rules = fallback_rules("a tier cannot fall back to its own model")
 
@@ -69,6 +73,12 @@ class TierSpec(Model):
     model: ModelRef
     input_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="inputPer1M")] = 0.0
     output_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="outputPer1M")] = 0.0
+    cached_input_per_1m: Annotated[
+        float | None, Field(ge=0, le=10_000, alias="cachedInputPer1M")
+    ] = None
+    cache_write_per_1m: Annotated[float | None, Field(ge=0, le=10_000, alias="cacheWritePer1M")] = (
+        None
+    )
     fallbacks: Annotated[
         list[ModelRef], Field(max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"})
     ] = []
