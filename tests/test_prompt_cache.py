@@ -13,6 +13,13 @@ from typing import Any
 import pytest
 
 from swiftclaw_devtools.agent_loop import run_loop
+from swiftclaw_runtime.providers.breakpoints import MAX_BREAKPOINTS, place_breakpoints
+from swiftclaw_runtime.providers.usage import (
+    PromptUsage,
+    anthropic_prompt,
+    gemini_prompt,
+    openai_prompt,
+)
 
 from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_connection_lifecycle import wait_for
@@ -127,3 +134,65 @@ def test_no_breakpoints_placed_unless_auto(launch: Launcher, mode: str) -> None:
     assert [s.cached for s in steps] == [0, 0, 0, 0]
     stats = sim_stats(sim)
     assert stats["billed_cache_read_tokens"] == stats["billed_cache_write_tokens"] == 0
+
+
+def test_breakpoints_on_tools_system_and_the_turn_before_the_last() -> None:
+    body = {
+        "tools": [{"name": "a", "input_schema": {}}, {"name": "b", "input_schema": {}}],
+        "system": "be brief",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
+            {"role": "user", "content": "go on"},
+        ],
+    }
+    out = place_breakpoints(body, "auto")
+    mark = {"type": "ephemeral"}
+    assert "cache_control" not in out["tools"][0] and out["tools"][1]["cache_control"] == mark
+    assert out["system"] == [{"type": "text", "text": "be brief", "cache_control": mark}]
+    assert out["messages"][1]["content"][-1]["cache_control"] == mark
+    assert out["messages"][0] == {"role": "user", "content": "hi"}  # the rest as it was
+    assert out["messages"][2] == {"role": "user", "content": "go on"}
+    assert body["system"] == "be brief" and "cache_control" not in body["tools"][1]  # a copy
+    assert str(out).count("cache_control") <= MAX_BREAKPOINTS
+    # the client's own breakpoints are kept as they are, and none added
+    own = dict(body, system=[{"type": "text", "text": "x", "cache_control": mark}])
+    assert place_breakpoints(own, "auto") is own
+    for mode in ("manual", "off"):
+        assert place_breakpoints(body, mode) is body  # type: ignore[arg-type]
+    # a first turn: nothing before the last turn to mark
+    first = {"system": "s", "messages": [{"role": "user", "content": "hi"}]}
+    assert place_breakpoints(first, "auto")["messages"] == first["messages"]
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        (
+            {
+                "input_tokens": 10,
+                "cache_read_input_tokens": 2000,
+                "cache_creation_input_tokens": 300,
+            },
+            PromptUsage(2310, 2000, 300),
+        ),
+        (
+            {"input_tokens": 10, "cache_read_input_tokens": -5, "cache_creation_input_tokens": "x"},
+            PromptUsage(10, 0, 0),
+        ),
+        (None, PromptUsage(0)),
+    ],
+)
+def test_anthropic_cache_counts_are_added_to_the_prompt(usage: Any, expected: PromptUsage) -> None:
+    assert anthropic_prompt(usage) == expected
+
+
+def test_cached_parts_never_exceed_the_prompt() -> None:
+    assert openai_prompt(
+        {"prompt_tokens": 100, "prompt_tokens_details": {"cached_tokens": 10**9}}
+    ) == PromptUsage(100, 100)
+    assert openai_prompt({"prompt_tokens": 100, "prompt_tokens_details": None}) == PromptUsage(100)
+    assert gemini_prompt({"promptTokenCount": 50, "cachedContentTokenCount": 40}) == PromptUsage(
+        50, 40
+    )
+    assert gemini_prompt({"promptTokenCount": True}) == PromptUsage(0)

@@ -17,7 +17,10 @@ caps chat requests were sent (``output_caps``: the last 100, each ``[field, valu
 ``[null, null]`` for none) and the tokens it *billed* (``billed_prompt_tokens``,
 ``billed_completion_tokens``): every answer it made, whether or not its client was still
 there to read it (as a real provider bills a call whose caller hung up), and of a stream
-cut short the words it sent.
+cut short the words it sent; ``billed_cache_read_tokens`` and ``billed_cache_write_tokens``
+are the parts of the prompt tokens it read from and wrote to its prompt cache, which each
+provider reports in its own shape when a request repeats a prefix (see
+:mod:`.sim_prompt_cache`).
 """
 
 from __future__ import annotations
