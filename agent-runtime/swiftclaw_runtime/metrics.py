@@ -135,6 +135,13 @@ class Metrics:
             ["tier", "model", "direction"],
             registry=r,
         )
+        self.affinity = Counter(
+            "swiftclaw_affinity",
+            "Conversation affinity per request by tier: new, kept, or broken with the "
+            "reason (tier_changed, circuit_open, rate_limited, failed, unsupported).",
+            ["tier", "outcome", "reason"],
+            registry=r,
+        )
         self.cost = Counter(
             "swiftclaw_cost_usd",
             "Spend on model calls in USD, from the manifest's prices.",

@@ -48,6 +48,7 @@ from .providers import Completion, StreamUsage, UpstreamError
 from .providers.params import with_output_cap
 from .resilience import Deadline
 from .routing import Route, resolve_embeddings_model
+from .routing.affinity import conversation_key
 from .runtime import Runtime
 from .schemas import ChatRequest, parse_chat_request
 from .spend import Admission, Identity
@@ -140,13 +141,16 @@ DEGRADABLE = frozenset({"upstream_unavailable", "upstream_timeout"})
 
 
 def served_headers(request_id: str, tier: str, served: Served) -> Headers:
-    return [
+    headers = [
         (b"x-request-id", request_id.encode()),
         (b"x-swiftclaw-tier", tier.encode()),
         (b"x-swiftclaw-model", served.target.ref.encode()),
         (b"x-swiftclaw-fallback", b"true" if served.fallback else b"false"),
         (b"x-swiftclaw-attempts", str(served.attempts).encode()),
     ]
+    if served.affinity is not None:
+        headers.append((b"x-swiftclaw-affinity", served.affinity.header.encode()))
+    return headers
 
 
 @dataclass
@@ -229,6 +233,10 @@ async def answer_chat(
     similar cached answer is served (``stale-similar``) if there is one."""
     who = rt.spend.who(principal, request.user)
     route = rt.router.route(request)
+    # the conversation, for affinity: known by the client's own prompt (before context)
+    conversation = (
+        conversation_key(who, request) if rt.policy.cache.prompt_caching != "off" else None
+    )
     context = await rt.context.fetch(who)
     prompt = build_prompt(rt.policy.agent, request, payload, context)
     request, payload = prompt.request, prompt.payload
@@ -267,10 +275,12 @@ async def answer_chat(
     try:
         if not stream:
             completion, served = await rt.dispatcher.complete(
-                tier, request, payload, deadline, asked
+                tier, request, payload, deadline, asked, conversation
             )
         else:
-            opened = await rt.dispatcher.open_stream(tier, request, payload, deadline, asked)
+            opened = await rt.dispatcher.open_stream(
+                tier, request, payload, deadline, asked, conversation
+            )
     except BaseException as err:
         if isinstance(err, ApiError | asyncio.CancelledError):
             _record_unserved(rt, tier.name, err, stream, started)
