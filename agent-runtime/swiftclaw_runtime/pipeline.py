@@ -48,7 +48,7 @@ from .providers import Completion, StreamUsage, UpstreamError
 from .providers.params import with_output_cap
 from .resilience import Deadline
 from .routing import Route, resolve_embeddings_model
-from .routing.affinity import conversation_key
+from .routing.affinity import CACHEABLE_TOKENS, conversation_key
 from .runtime import Runtime
 from .schemas import ChatRequest, parse_chat_request
 from .spend import Admission, Identity
@@ -233,12 +233,14 @@ async def answer_chat(
     similar cached answer is served (``stale-similar``) if there is one."""
     who = rt.spend.who(principal, request.user)
     route = rt.router.route(request)
-    # the conversation, for affinity: known by the client's own prompt (before context)
-    conversation = (
-        conversation_key(who, request) if rt.policy.cache.prompt_caching != "off" else None
-    )
     context = await rt.context.fetch(who)
+    asked_for = request  # the client's own prompt, before context: what names its conversation
     prompt = build_prompt(rt.policy.agent, request, payload, context)
+    conversation = (
+        conversation_key(who, asked_for)
+        if rt.policy.cache.prompt_caching != "off" and prompt.input_tokens >= CACHEABLE_TOKENS
+        else None
+    )
     request, payload = prompt.request, prompt.payload
     output = rt.spend.output_cap(request.output_limit)
     adm = await rt.spend.admit(who, request_id, route, prompt.input_tokens, output)

@@ -2,13 +2,15 @@
 served it last, while that model is healthy, so that the provider's prompt cache (keyed by
 the exact prefix, per model and provider) is hit on every step.
 
-A conversation is known by a hash of its tenant, its user and the start of its prompt: the
-tools' names, the system and developer messages and the first user message, which an
-agent resends unchanged on every step. Nothing the client sends is kept but that 16-byte
-digest, in a bounded map (:data:`CAPACITY` conversations, least recently used first out),
-per replica: a conversation the map forgot, or that reaches another replica, starts again
-from the tier's model, as a new one does. A client that churns the map only costs other
-conversations cache hits, never a wrong answer or a wrong price.
+Only a prompt of at least :data:`CACHEABLE_TOKENS` (estimated) has affinity: no provider
+caches a shorter one, so it goes by the tier's order (its model first, back to it as soon
+as it is healthy again). A conversation is known by a hash of its tenant, its user and the
+start of its prompt: the tools' names, the system and developer messages and the first
+user message, which an agent resends unchanged on every step. Nothing the client sends
+is kept but that 16-byte digest, in a bounded map (:data:`CAPACITY` conversations, least
+recently used first out), per replica: a conversation the map forgot, or that reaches
+another replica, starts again from the tier's model, as a new one does. A client that
+churns the map only costs other conversations cache hits, never a wrong answer or price.
 
 When the remembered model is passed over, the decision says why (``reason``):
 ``tier_changed`` (routing or a budget downgrade sent the step to another tier),
@@ -28,6 +30,8 @@ from ..schemas import ChatRequest, message_text
 from ..spend.identity import Identity
 
 CAPACITY = 50_000  # conversations remembered per replica (~10 MB)
+# The shortest prompt any provider caches (OpenAI's, Anthropic's and Gemini Flash's minimum).
+CACHEABLE_TOKENS = 1024
 REASONS = ("tier_changed", "circuit_open", "rate_limited", "failed", "unsupported")
 
 
