@@ -189,6 +189,12 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "models.tiers.model": (setter("models.tiers.2.model", "openai/gpt-4.1"), POLICY, None),
     "models.tiers.inputPer1M": (setter("models.tiers.0.inputPer1M", 0.1), POLICY, None),
     "models.tiers.outputPer1M": (setter("models.tiers.0.outputPer1M", 0.2), POLICY, None),
+    "models.tiers.cachedInputPer1M": (
+        setter("models.tiers.0.cachedInputPer1M", 0.01),
+        POLICY,
+        None,
+    ),
+    "models.tiers.cacheWritePer1M": (setter("models.tiers.0.cacheWritePer1M", 0.2), POLICY, None),
     "models.tiers.fallbacks": (setter("models.tiers.2.fallbacks", []), POLICY, None),
     "models.embeddings.model": (
         setter("models.embeddings.model", "local/bge-small"),
@@ -217,6 +223,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     "cache.semantic.embeddings": (setter("cache.semantic.embeddings", "models"), POLICY, None),
     "cache.maxEntryBytes": (setter("cache.maxEntryBytes", 65536), POLICY, None),
     "cache.sharing": (setter("cache.sharing", "tenant"), POLICY, None),
+    "cache.promptCaching": (setter("cache.promptCaching", "off"), POLICY, None),
     "cache.local.maxEntries": (setter("cache.local.maxEntries", 500), POLICY, None),
     "cache.local.maxBytes": (setter("cache.local.maxBytes", 1048576), POLICY, None),
     "cache.redis.fallbackReplicas": (setter("cache.redis.fallbackReplicas", 3), POLICY, None),

@@ -251,4 +251,3 @@ def test_a_root_ref_schema_is_translated_or_refused_never_dropped() -> None:
         {"model": "m", "messages": USER, "tools": [tool("g", {"type": "object"})]}
     )
     assert "parameters" not in to_gemini(empty)["tools"][0]["functionDeclarations"][0]
-

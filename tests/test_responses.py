@@ -20,6 +20,7 @@ os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
 from openai import AsyncOpenAI
 
+from swiftclaw_devtools.agent_loop import system_prompt
 from swiftclaw_devtools.processes import Proc, start_redis
 from swiftclaw_runtime.responses.store import MemoryStore
 
@@ -310,3 +311,16 @@ async def test_the_memory_store_expires_evicts_and_scopes() -> None:
     expired = MemoryStore(ttl_seconds=0)
     await expired.put("a", "r", {"messages": []})
     assert await expired.get("a", "r") is None
+
+
+@shapes
+@both
+def test_usage_carries_the_providers_cached_tokens(rt: Proc, tier: str, stream: bool) -> None:
+    """A second response with the same long instructions: the provider read them from its
+    prompt cache, and ``input_tokens_details.cached_tokens`` says how much."""
+    instructions = f"{tier} {stream}: " + system_prompt(1500)
+    first = create(rt, stream, model=tier, input="Hello there", instructions=instructions)
+    assert first.usage.input_tokens_details.cached_tokens == 0
+    second = create(rt, stream, model=tier, input="And again", instructions=instructions)
+    cached = second.usage.input_tokens_details.cached_tokens
+    assert 1024 <= cached <= second.usage.input_tokens

@@ -67,6 +67,7 @@ from .resilience import (
     target_timeout,
     timeout_is_providers_fault,
 )
+from .routing.affinity import Affinity, Decision
 from .schemas import ChatRequest
 
 log = logging.getLogger("swiftclaw.dispatch")
@@ -122,12 +123,14 @@ class Route:
 
 @dataclass
 class Served:
-    """Which target answered, whether it was a fallback, and the models of the chain the
+    """Which target answered, whether it was a fallback (not the tier's model), what
+    conversation affinity did (None: the request had none), and the models of the chain the
     fleet document took out (skipped without a call)."""
 
     target: Target
     fallback: bool
     attempts: int
+    affinity: Decision | None = None
     fleet_skipped: tuple[str, ...] = ()
 
 
@@ -162,6 +165,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self.cooldowns = {name: Cooldown(clock) for name in providers}
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.affinity = Affinity()
         self.routes = {
             tier.name: self._route(tier.name, [tier.model, *tier.fallbacks])
             for tier in policy.models.tiers
@@ -202,7 +206,11 @@ class Dispatcher:
         payload: dict[str, Any],
         deadline: Deadline,
         asked: list[Target] | None = None,
+        conversation: bytes | None = None,
     ) -> tuple[Completion, Served]:
+        """``conversation``: the request's conversation key, for affinity (see
+        :mod:`.routing.affinity`; None: none)."""
+
         async def attempt(provider: Provider, call: Call, timeout: float) -> Completion:
             return await provider.complete(call)
 
@@ -214,6 +222,7 @@ class Dispatcher:
             request.output_limit,
             False,
             asked,
+            conversation,
         )
 
     async def embed(
@@ -234,6 +243,7 @@ class Dispatcher:
         payload: dict[str, Any],
         deadline: Deadline,
         asked: list[Target] | None = None,
+        conversation: bytes | None = None,
     ) -> OpenStream:
         async def attempt(
             provider: Provider, call: Call, timeout: float
@@ -257,6 +267,7 @@ class Dispatcher:
             request.output_limit,
             True,
             asked,
+            conversation,
         )
         return OpenStream(served, first, rest, usage)
 
@@ -281,24 +292,31 @@ class Dispatcher:
         output_limit: int | None,
         stream: bool,
         asked: list[Target] | None = None,
+        conversation: bytes | None = None,
     ) -> tuple[T, Served]:
         failures: list[str] = []  # what the client reads: model and kind of failure
         details: list[str] = []  # what the log reads: the providers' own words too
         unsupported: list[tuple[Target, Unsupported]] = []  # targets that cannot serve it
         deadline_hit = False  # the deadline, not the providers, ended some target's tries
-        targets = route.targets
+        targets, preferred, decision = self._affine(route, conversation)
         budget = route.budget
         budget.record_request()
         skip = self.fleet.skipped(route.name, route.refs) if self.fleet is not None else {}
         skipped: list[str] = []
+        passed_over = "failed"  # why the target being tried did not answer
+        preferred_reason = passed_over  # why the preferred target (the first) did not
         for index, target in enumerate(targets):
             # the targets after this one that will be tried (the fleet's skips aside)
             after = len(targets) - index - 1
             if skip:
                 after -= sum(1 for t in targets[index + 1 :] if t.ref in skip)
             last = after == 0
+            if index == 1:
+                preferred_reason = passed_over
+            passed_over = "failed"
             excluded = skip.get(target.ref)
             if excluded is not None:  # out of this tier on every pod: no call, no breaker
+                passed_over = "fleet_excluded"
                 skipped.append(target.ref)
                 self.metrics.fleet_skips.labels(route.name, target.ref).inc()
                 failures.append(f"{target.ref}: out of the tier fleet-wide ({excluded.cause})")
@@ -307,6 +325,7 @@ class Dispatcher:
             try:
                 call = prepare(provider, target)
             except Unsupported as err:
+                passed_over = "unsupported"
                 # kept without its traceback: the traceback holds this frame, whose list
                 # holds the error, a cycle keeping the translator's frames and partial output
                 # (1.4 MiB for a schema bomb) until a collector pass
@@ -324,6 +343,7 @@ class Dispatcher:
             while attempts < self.retry.max_attempts:
                 cooling = cooldown.wait()
                 if cooling > 0 and not last:
+                    passed_over = "rate_limited"
                     failures.append(f"{target.ref}: rate limited, Retry-After {cooling:.1f}s left")
                     break
                 if attempts and not budget.try_spend():
@@ -343,6 +363,7 @@ class Dispatcher:
                         break
                     await asyncio.sleep(wait)
                 if not breaker.allow():
+                    passed_over = "circuit_open"
                     failures.append(f"{target.ref}: circuit open for {breaker.retry_in():.0f}s")
                     break
                 timeout = min(deadline.remaining(), share_ends - self._clock())
@@ -389,14 +410,54 @@ class Dispatcher:
                     continue
                 self._observe(target, started, "ok")
                 breaker.record_success()
-                if index > 0:
+                fallback = target != route.targets[0]
+                if fallback:
                     self.metrics.fallbacks.labels(route.name, target.ref).inc()
-                return result, Served(target, index > 0, attempts, tuple(skipped))
+                if preferred is not None:
+                    decision = (
+                        Decision("kept")
+                        if index == 0
+                        else Decision("broken", preferred_reason, preferred.ref)
+                    )
+                if conversation is not None and decision is not None:
+                    self._affinity_decided(route.name, conversation, target, decision)
+                return result, Served(target, fallback, attempts, decision, tuple(skipped))
         if unsupported and len(unsupported) == len(targets):
             raise _unsupported_error(unsupported)
         if details:
             log.warning("route %s: no model answered: %s", route.name, "; ".join(details))
         raise self._exhausted(route, deadline_hit or deadline.expired, failures)
+
+    def _affine(
+        self, route: Route, conversation: bytes | None
+    ) -> tuple[list[Target], Target | None, Decision | None]:
+        """The order to try ``route``'s targets in: the one that served the conversation
+        last first (``preferred``), then the chain's order; and the decision so far (a new
+        conversation, or one whose last model is not of this route)."""
+        if conversation is None:
+            return route.targets, None, None
+        last = self.affinity.recall(conversation)
+        if last is None:
+            return route.targets, None, Decision("new")
+        tier, ref = last
+        preferred = next((t for t in route.targets if t.ref == ref), None)
+        if tier != route.name or preferred is None:
+            return route.targets, None, Decision("broken", "tier_changed", ref)
+        return [preferred, *(t for t in route.targets if t != preferred)], preferred, None
+
+    def _affinity_decided(
+        self, route: str, conversation: bytes, served: Target, decision: Decision
+    ) -> None:
+        self.affinity.remember(conversation, route, served.ref)
+        self.metrics.affinity.labels(route, decision.outcome, decision.reason).inc()
+        if decision.outcome == "broken":
+            log.info(
+                "route %s: a conversation left %s for %s (%s)",
+                route,
+                decision.left,
+                served.ref,
+                decision.reason,
+            )
 
     async def _attempt(
         self, provider: Provider, call: C, timeout: float, attempt_fn: AttemptFn[C, T]

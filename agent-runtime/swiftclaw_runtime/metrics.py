@@ -129,8 +129,18 @@ class Metrics:
         )
         self.tokens = Counter(
             "swiftclaw_tokens",
-            "Tokens sent to and received from models.",
+            "Tokens sent to and received from models, by direction: in (every input token), "
+            "out, and the parts of in that the provider read from its prompt cache "
+            "(cache_read) or wrote to it (cache_write).",
             ["tier", "model", "direction"],
+            registry=r,
+        )
+        self.affinity = Counter(
+            "swiftclaw_affinity",
+            "Conversation affinity per request by tier: new, kept, or broken with the "
+            "reason (tier_changed, circuit_open, rate_limited, failed, unsupported, "
+            "fleet_excluded).",
+            ["tier", "outcome", "reason"],
             registry=r,
         )
         self.cost = Counter(
@@ -412,8 +422,11 @@ class Metrics:
         tokens_in: int,
         tokens_out: int,
         cost_usd: float = 0.0,
+        cached: int = 0,
+        written: int = 0,
     ) -> None:
-        """One finished chat request: count, latency, tokens and cost."""
+        """One finished chat request: count, latency, tokens and cost (``cached`` and
+        ``written``: the input tokens read from and written to the provider's prompt cache)."""
         key = (tier, model, outcome, stream)
         children = self._request_children.get(key)
         if children is None:
@@ -434,6 +447,10 @@ class Metrics:
             t_out.inc(tokens_out)
         if cost_usd:
             cost.inc(cost_usd)
+        if cached:
+            self.child(self.tokens, tier, model, "cache_read").inc(cached)
+        if written:
+            self.child(self.tokens, tier, model, "cache_write").inc(written)
 
     def record_upstream(self, provider: str, model: str, outcome: str, seconds: float) -> None:
         """One call to a provider."""

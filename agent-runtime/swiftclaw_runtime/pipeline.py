@@ -50,10 +50,11 @@ from .providers import Completion, StreamUsage, UpstreamError
 from .providers.params import with_output_cap
 from .resilience import Deadline
 from .routing import Route, resolve_embeddings_model
+from .routing.affinity import CACHEABLE_TOKENS, conversation_key
 from .runtime import Runtime
 from .schemas import ChatRequest, parse_chat_request
 from .spend import Admission, Identity
-from .spend.costs import cost_usd, prices
+from .spend.costs import cost_usd, prices, usage_cost
 from .sse import DONE, encode_event
 from .tokens import estimate_tokens
 
@@ -151,6 +152,8 @@ def served_headers(request_id: str, tier: str, served: Served) -> Headers:
     ]
     if served.fleet_skipped:  # models the fleet document took out of the chain (config refs)
         headers.append((b"x-swiftclaw-fleet-skipped", ", ".join(served.fleet_skipped).encode()))
+    if served.affinity is not None:
+        headers.append((b"x-swiftclaw-affinity", served.affinity.header.encode()))
     return headers
 
 
@@ -235,7 +238,13 @@ async def answer_chat(
     who = rt.spend.who(principal, request.user)
     route = rt.router.route(request)
     context = await rt.context.fetch(who)
+    asked_for = request  # the client's own prompt, before context: what names its conversation
     prompt = build_prompt(rt.policy.agent, request, payload, context)
+    conversation = (
+        conversation_key(who, asked_for)
+        if rt.policy.cache.prompt_caching != "off" and prompt.input_tokens >= CACHEABLE_TOKENS
+        else None
+    )
     request, payload = prompt.request, prompt.payload
     output = rt.spend.output_cap(request.output_limit)
     adm = await rt.spend.admit(who, request_id, route, prompt.input_tokens, output)
@@ -272,10 +281,12 @@ async def answer_chat(
     try:
         if not stream:
             completion, served = await rt.dispatcher.complete(
-                tier, request, payload, deadline, asked
+                tier, request, payload, deadline, asked, conversation
             )
         else:
-            opened = await rt.dispatcher.open_stream(tier, request, payload, deadline, asked)
+            opened = await rt.dispatcher.open_stream(
+                tier, request, payload, deadline, asked, conversation
+            )
     except BaseException as err:
         if isinstance(err, ApiError | asyncio.CancelledError):
             _record_unserved(rt, tier.name, err, stream, started)
@@ -323,8 +334,9 @@ async def answer_chat(
             cache=lk.outcome,
         )
     tokens_in, tokens_out = completion.prompt_tokens, completion.completion_tokens
-    cost = request_cost(rt, tier, served, tokens_in, tokens_out)
-    _record_served(rt, tier.name, served, started, tokens_in, tokens_out, cost)
+    cached, written = completion.cached_input_tokens, completion.cache_write_tokens
+    cost = request_cost(rt, tier, served, tokens_in, tokens_out, cached, written)
+    _record_served(rt, tier.name, served, started, tokens_in, tokens_out, cost, cached, written)
     cost += unpaid.cost
     ids = (request_id, str(completion.body.get("id") or request_id))
     try:
@@ -344,6 +356,8 @@ async def answer_chat(
             completion.prompt_tokens + unpaid.tokens_in,
             completion.completion_tokens + unpaid.tokens_out,
             ids,
+            cached,
+            written,
         )
     return ChatAnswer(route, served, adm, extra, completion=completion, cache=lk.outcome)
 
@@ -433,12 +447,23 @@ def _record_served(
     tokens_in: int,
     tokens_out: int,
     cost: float,
+    cached: int = 0,
+    written: int = 0,
 ) -> None:
     """The metrics of a request answered in full (not streamed)."""
     outcome = "fallback" if served.fallback else "ok"
     elapsed = time.perf_counter() - started
     rt.metrics.record_request(
-        tier, served.target.ref, outcome, False, elapsed, tokens_in, tokens_out, cost
+        tier,
+        served.target.ref,
+        outcome,
+        False,
+        elapsed,
+        tokens_in,
+        tokens_out,
+        cost,
+        cached,
+        written,
     )
 
 
@@ -451,10 +476,17 @@ def _record_unserved(
 
 
 def request_cost(
-    rt: Runtime, tier: TierSpec, served: Served, tokens_in: int, tokens_out: int
+    rt: Runtime,
+    tier: TierSpec,
+    served: Served,
+    tokens_in: int,
+    tokens_out: int,
+    cached: int = 0,
+    written: int = 0,
 ) -> float:
-    price_in, price_out = prices(rt.policy, tier, served.target.ref)
-    return cost_usd(price_in, price_out, tokens_in, tokens_out)
+    """The provider's price of the usage it reported (``cached`` and ``written``: the
+    input tokens read from and written to its prompt cache, parts of ``tokens_in``)."""
+    return usage_cost(rt.policy, tier, served.target.ref, tokens_in, tokens_out, cached, written)
 
 
 async def _sse(chunks: AsyncIterator[dict[str, Any] | ApiError]) -> AsyncIterator[bytes]:
@@ -529,10 +561,13 @@ async def _chunks(
         await _aclose(stream.rest)
         usage = stream.usage
         tokens_in = usage.prompt_tokens or input_estimate
+        # the cache's parts of the input only as the provider counted them
+        cached = usage.cached_input_tokens if usage.prompt_tokens else 0
+        written = usage.cache_write_tokens if usage.prompt_tokens else 0
         # the provider's count when it gave one at the end, else what was received
         tokens_out = usage.completion_tokens if ended else 0
         tokens_out = tokens_out or max(usage.completion_tokens, generated)
-        cost = request_cost(rt, tier, stream.served, tokens_in, tokens_out)
+        cost = request_cost(rt, tier, stream.served, tokens_in, tokens_out, cached, written)
         m.record_request(
             tier.name,
             model,
@@ -542,6 +577,8 @@ async def _chunks(
             usage.prompt_tokens,
             tokens_out,
             cost,
+            cached,
+            written,
         )
         await asyncio.shield(
             rt.spend.settle(
@@ -551,6 +588,8 @@ async def _chunks(
                 tokens_in + unpaid.tokens_in,
                 tokens_out + unpaid.tokens_out,
                 ids,
+                cached,
+                written,
             )
         )
         await asyncio.shield(rt.cache.finish(lk, answer))

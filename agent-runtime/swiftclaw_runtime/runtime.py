@@ -66,7 +66,8 @@ class Runtime:
         self.metrics = Metrics()
         self.provider_specs = {p.name: p for p in self.policy.providers}
         self.providers: dict[str, Provider] = {
-            p.name: build_provider(p, resolve_provider_key(p)) for p in self.policy.providers
+            p.name: build_provider(p, resolve_provider_key(p), self.policy.cache.prompt_caching)
+            for p in self.policy.providers
         }
         for name, provider in self.providers.items():
             self.metrics.track_connections(name, provider.connections)

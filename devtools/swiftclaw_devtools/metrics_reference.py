@@ -72,8 +72,7 @@ def table(metrics: list[MetricDef]) -> list[str]:
 
 
 OTHER_COLLECTORS = {
-    "ProcessCollector": "`process_*`: resident memory, CPU seconds, open file descriptors"
-    " (Linux)",
+    "ProcessCollector": "`process_*`: resident memory, CPU seconds, open file descriptors (Linux)",
     "GCCollector": "`python_gc_*`: garbage collections and objects collected per generation",
     "PlatformCollector": "`python_info`: the interpreter's version",
 }

@@ -18,7 +18,10 @@ caps chat requests were sent (``output_caps``: the last 100, each ``[field, valu
 in the shape's auth header: so a test sees a rotated key arrive, never the key itself)
 and the tokens it *billed* (``billed_prompt_tokens``, ``billed_completion_tokens``):
 every answer it made, whether or not its client was still there to read it (as a real
-provider bills a call whose caller hung up), and of a stream cut short the words it sent.
+provider bills a call whose caller hung up), and of a stream cut short the words it sent;
+``billed_cache_read_tokens`` and ``billed_cache_write_tokens`` are the parts of the prompt
+tokens it read from and wrote to its prompt cache, which each provider reports in its own
+shape when a request repeats a prefix (see :mod:`.sim_prompt_cache`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from swiftclaw_runtime.tokens import estimate_tokens
 
 from .sim_agent import SimCall, Turn, anthropic_turn, decide, gemini_turn, openai_turn
 from .sim_images import seen_images
+from .sim_prompt_cache import OPENAI_MIN, OPENAI_STEP, Item, PromptCache, gemini_minimum, item
 
 _VOCABULARY = (
     "agents answer quickly when the runtime routes each request to the cheapest model that "
@@ -139,6 +143,9 @@ class Counters:
     hangs: int = 0
     billed_prompt_tokens: int = 0
     billed_completion_tokens: int = 0
+    # parts of billed_prompt_tokens: read from and written to the prompt cache
+    billed_cache_read_tokens: int = 0
+    billed_cache_write_tokens: int = 0
 
 
 StreamEnd = Literal["completed", "aborted", "cut_off"]
@@ -161,6 +168,28 @@ class Answer:
     prompt_tokens: int
     body: dict[str, Any]
     calls: tuple[SimCall, ...] = ()
+    # parts of prompt_tokens: read from and written to the prompt cache
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def anthropic_usage(self) -> dict[str, int]:
+        """Anthropic's input counts: the cache's parts are not in ``input_tokens``."""
+        return {
+            "input_tokens": self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens,
+            "cache_creation_input_tokens": self.cache_write_tokens,
+            "cache_read_input_tokens": self.cache_read_tokens,
+        }
+
+    @property
+    def gemini_usage(self) -> dict[str, int]:
+        meta = {
+            "promptTokenCount": self.prompt_tokens,
+            "candidatesTokenCount": self.completion_tokens,
+        }
+        if self.cache_read_tokens:
+            meta["cachedContentTokenCount"] = self.cache_read_tokens
+        return meta
 
     @property
     def text(self) -> str:
@@ -198,42 +227,67 @@ def answer_for(model: str, prompt: str, limit: int | None) -> tuple[str, ...]:
     return tuple(rng.choice(WORDS) for _ in range(n))
 
 
-def _texts_openai(body: dict[str, Any]) -> list[str]:
-    out = []
+Prompt = tuple[list[Item], list[str]]
+
+
+def _text_item(texts: list[str], items: list[Item], obj: Any, text: str | None) -> None:
+    """``obj`` as a prompt item; ``text``, when not None, counts as a message's text."""
+    if text is not None:
+        texts.append(text)
+    items.append(item(obj, estimate_tokens(text) + 4 if text is not None else 0))
+
+
+def _prompt_openai(body: dict[str, Any]) -> Prompt:
+    """The prompt's items (for the prompt cache) and its messages' texts."""
+    items: list[Item] = [item(body["tools"], 0)] if body.get("tools") else []
+    texts: list[str] = []
     for m in body.get("messages") or []:
         c = m.get("content") if isinstance(m, dict) else None
+        text = None
         if isinstance(c, str):
-            out.append(c)
+            text = c
         elif isinstance(c, list):
-            out.append("".join(p.get("text", "") for p in c if isinstance(p, dict)))
-    return out
+            text = "".join(p.get("text", "") for p in c if isinstance(p, dict))
+        _text_item(texts, items, m, text)
+    return items, texts
 
 
-def _texts_anthropic(body: dict[str, Any]) -> list[str]:
-    out = [body["system"]] if isinstance(body.get("system"), str) else []
+def _anthropic_text(c: Any) -> str | None:
+    """A string or a list of blocks' text (None: no text)."""
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):
+        text = "".join(
+            str(b.get("text", "")) for b in c if isinstance(b, dict) and b.get("type") == "text"
+        )
+        return text or None
+    return None
+
+
+def _prompt_anthropic(body: dict[str, Any]) -> Prompt:
+    tools = body.get("tools")
+    items: list[Item] = [item(t, 0) for t in tools] if isinstance(tools, list) else []
+    texts: list[str] = []
+    if body.get("system"):
+        _text_item(texts, items, body["system"], _anthropic_text(body["system"]))
     for m in body.get("messages") or []:
         c = m.get("content") if isinstance(m, dict) else None
-        if isinstance(c, str):
-            out.append(c)
-        elif isinstance(c, list):
-            text = "".join(
-                str(b.get("text", "")) for b in c if isinstance(b, dict) and b.get("type") == "text"
-            )
-            if text:
-                out.append(text)
-    return out
+        _text_item(texts, items, m, _anthropic_text(c))
+    return items, texts
 
 
-def _texts_gemini(body: dict[str, Any]) -> list[str]:
-    out = []
+def _prompt_gemini(body: dict[str, Any]) -> Prompt:
+    items: list[Item] = [item(body["tools"], 0)] if body.get("tools") else []
+    texts: list[str] = []
     system = body.get("systemInstruction") or {}
-    for part in system.get("parts") or []:
-        out.append(part.get("text", ""))
+    parts = [part.get("text", "") for part in system.get("parts") or []]
+    if parts:
+        texts.extend(parts)
+        items.append(item(system, sum(estimate_tokens(t) + 4 for t in parts)))
     for c in body.get("contents") or []:
         text = "".join(p.get("text", "") for p in c.get("parts") or [])
-        if text:
-            out.append(text)
-    return out
+        _text_item(texts, items, c, text or None)
+    return items, texts
 
 
 def _wants_json(shape: str, body: dict[str, Any]) -> bool:
@@ -260,6 +314,7 @@ class Simulator:
         self.counters = Counters()
         self.output_caps: deque[tuple[str | None, Any]] = deque(maxlen=100)
         self.last_key_sha256: str | None = None
+        self.prompt_cache = PromptCache()
 
     # --- behaviour -----------------------------------------------------------------
 
@@ -498,7 +553,7 @@ class Simulator:
         turn: Callable[[dict[str, Any], str], Turn]
         if shape == "openai":
             model = str(body.get("model", "sim-model"))
-            texts = _texts_openai(body)
+            items, texts = _prompt_openai(body)
             field: str | None = next(
                 (f for f in ("max_completion_tokens", "max_tokens") if f in body), None
             )
@@ -507,14 +562,14 @@ class Simulator:
             turn, prefix = openai_turn, "call_"
         elif shape == "anthropic":
             model = str(body.get("model", "sim-model"))
-            texts = _texts_anthropic(body)
+            items, texts = _prompt_anthropic(body)
             field = "max_tokens" if "max_tokens" in body else None
             limit = body.get("max_tokens")
             stream = bool(body.get("stream"))
             turn, prefix = anthropic_turn, "toolu_"
         else:
             model = path.rsplit("/", 1)[-1].split(":", 1)[0]
-            texts = _texts_gemini(body)
+            items, texts = _prompt_gemini(body)
             limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
             field = None if limit is None else "generationConfig.maxOutputTokens"
             stream = path.endswith(":streamGenerateContent")
@@ -535,8 +590,25 @@ class Simulator:
             finish = "length"
         if images and words and not _wants_json(shape, body):
             words = ("Seen", *", ".join(images).split(" "), "|", *words)
-        a = Answer(model, words, finish, estimate_message_tokens(texts), body, decision.calls)
+        if shape == "anthropic":
+            cached = self.prompt_cache.anthropic(model, items)
+        elif shape == "openai":
+            cached = self.prompt_cache.automatic(model, items, OPENAI_MIN, OPENAI_STEP)
+        else:
+            cached = self.prompt_cache.automatic(model, items, gemini_minimum(model))
+        a = Answer(
+            model,
+            words,
+            finish,
+            estimate_message_tokens(texts),
+            body,
+            decision.calls,
+            cached.read,
+            cached.written,
+        )
         self.counters.billed_prompt_tokens += a.prompt_tokens
+        self.counters.billed_cache_read_tokens += a.cache_read_tokens
+        self.counters.billed_cache_write_tokens += a.cache_write_tokens
         if stream:
             events = {
                 "openai": self._openai_events,
@@ -644,7 +716,9 @@ class Simulator:
         yield encode_event(chunk_body(id_, a.model, created, {}, a.finish))
         if (a.body.get("stream_options") or {}).get("include_usage"):
             yield encode_event(
-                usage_chunk(id_, a.model, created, a.prompt_tokens, a.completion_tokens)
+                usage_chunk(
+                    id_, a.model, created, a.prompt_tokens, a.completion_tokens, a.cache_read_tokens
+                )
             )
         yield DONE
 
@@ -661,7 +735,7 @@ class Simulator:
                     "role": "assistant",
                     "model": a.model,
                     "content": [],
-                    "usage": {"input_tokens": a.prompt_tokens, "output_tokens": 0},
+                    "usage": {**a.anthropic_usage, "output_tokens": 0},
                 },
             },
         )
@@ -701,10 +775,7 @@ class Simulator:
             event: dict[str, Any] = {"candidates": [cand]}
             if i == len(parts) - 1:
                 cand["finishReason"] = a.gemini_finish
-                event["usageMetadata"] = {
-                    "promptTokenCount": a.prompt_tokens,
-                    "candidatesTokenCount": a.completion_tokens,
-                }
+                event["usageMetadata"] = a.gemini_usage
             yield encode_event(event)
 
 
@@ -718,6 +789,7 @@ def _openai_body(a: Answer) -> dict[str, Any]:
         a.prompt_tokens,
         a.completion_tokens,
         tool_calls=calls or None,
+        cached_tokens=a.cache_read_tokens,
     )
 
 
@@ -733,7 +805,7 @@ def _anthropic_body(a: Answer) -> dict[str, Any]:
         "model": a.model,
         "content": content,
         "stop_reason": a.anthropic_stop,
-        "usage": {"input_tokens": a.prompt_tokens, "output_tokens": a.completion_tokens},
+        "usage": {**a.anthropic_usage, "output_tokens": a.completion_tokens},
     }
 
 
@@ -744,10 +816,7 @@ def _gemini_body(a: Answer) -> dict[str, Any]:
     cand.update(_gemini_logprobs(a.body, spaced(a.words)))
     return {
         "candidates": [cand],
-        "usageMetadata": {
-            "promptTokenCount": a.prompt_tokens,
-            "candidatesTokenCount": a.completion_tokens,
-        },
+        "usageMetadata": a.gemini_usage,
     }
 
 

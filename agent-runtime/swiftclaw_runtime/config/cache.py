@@ -267,11 +267,24 @@ class CacheSpec(Model):
     tenant asked the same or a similar question. Tenants never share either way, and in
     both modes a semantic hit is refused when either question carries instructions
     ("always answer", "ignore previous"...) or the two carry different URLs, e-mail
-    addresses or code (:func:`~swiftclaw_runtime.cache.verify.injected`)."""
+    addresses or code (:func:`~swiftclaw_runtime.cache.verify.injected`).
+
+    ``promptCaching`` is about the providers' own prompt caches, not these answers: ``auto``
+    (the default) places Anthropic's ``cache_control`` breakpoints on a request's stable
+    prefix when the client marked none, and keeps a conversation on one model of its tier
+    while that model is healthy; ``manual`` only keeps the conversation there (the client's
+    breakpoints alone); ``off`` does neither. The client's own breakpoints always pass
+    through (see :mod:`~swiftclaw_runtime.providers.breakpoints`)."""
 
     sharing: Literal["user", "tenant"] = "user"
     """Who the runtime serves a cached answer to: user (only the user who asked) or tenant (every
     user of the tenant). Tenants never share."""
+    prompt_caching: Literal["auto", "manual", "off"] = "auto"
+    """The providers' own prompt caches (the runtime): auto places Anthropic cache_control
+    breakpoints on a request's stable prefix when the client marked none and keeps a
+    conversation on one model of its tier while it is healthy; manual keeps the conversation
+    there with the client's breakpoints alone; off does neither. A client's own breakpoints
+    always pass through."""
     exact: ExactCacheSpec = ExactCacheSpec()
     """The exact cache: answers replayed for identical requests (the runtime)."""
     semantic: SemanticCacheSpec = SemanticCacheSpec()

@@ -73,7 +73,11 @@ class ProviderSpec(Model):
 
 
 class TierSpec(Model):
-    """A model tier: the model it calls, its prices (USD per 1M tokens) and its fallbacks."""
+    """A model tier: the model it calls, its prices (USD per 1M tokens) and its fallbacks.
+
+    ``cachedInputPer1M``: input tokens the provider read from its prompt cache (Anthropic's
+    cache reads, OpenAI's and Gemini's cached tokens); ``cacheWritePer1M``: input tokens
+    written to it (Anthropic's cache writes). Either left out costs ``inputPer1M``."""
 
     rules = fallback_rules("a tier cannot fall back to its own model")
 
@@ -86,6 +90,18 @@ class TierSpec(Model):
     metrics, the cache's savings)."""
     output_per_1m: Annotated[float, Field(ge=0, le=10_000, alias="outputPer1M")] = 0.0
     """USD per 1M output tokens, as inputPer1M."""
+    cached_input_per_1m: Annotated[
+        float | None, Field(ge=0, le=10_000, alias="cachedInputPer1M")
+    ] = None
+    """USD per 1M input tokens the provider read from its prompt cache (OpenAI cached_tokens,
+    Anthropic cache_read_input_tokens, Gemini cachedContentTokenCount); unset: inputPer1M. The
+    runtime prices usage and reserves budget with it."""
+    cache_write_per_1m: Annotated[float | None, Field(ge=0, le=10_000, alias="cacheWritePer1M")] = (
+        None
+    )
+    """USD per 1M input tokens written to the provider's prompt cache (Anthropic
+    cache_creation_input_tokens, billed at 125 % of input); unset: inputPer1M. The runtime
+    prices usage and reserves budget with it."""
     fallbacks: Annotated[
         list[ModelRef], Field(max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"})
     ] = []

@@ -14,6 +14,7 @@ from .base import (
     Unsupported,
     UpstreamError,
 )
+from .breakpoints import PromptCaching
 from .gemini import GeminiProvider
 from .openai import OpenAIProvider
 
@@ -30,10 +31,15 @@ __all__ = [
 ]
 
 
-def build_provider(spec: ProviderSpec, api_key: str | None) -> Provider:
-    """The adapter for a provider spec; ``api_key`` comes from :mod:`credentials`."""
+def build_provider(
+    spec: ProviderSpec, api_key: str | None, prompt_caching: PromptCaching = "auto"
+) -> Provider:
+    """The adapter for a provider spec; ``api_key`` comes from :mod:`credentials`,
+    ``prompt_caching`` from ``cache.promptCaching`` (see :mod:`.breakpoints`)."""
     if spec.type in ("openai", "openai-compatible"):
         return OpenAIProvider(spec.name, spec.type, spec.base_url, api_key, spec.max_connections)
     if spec.type == "anthropic":
-        return AnthropicProvider(spec.name, spec.base_url, api_key, spec.max_connections)
+        return AnthropicProvider(
+            spec.name, spec.base_url, api_key, spec.max_connections, prompt_caching
+        )
     return GeminiProvider(spec.name, spec.base_url, api_key, spec.max_connections)

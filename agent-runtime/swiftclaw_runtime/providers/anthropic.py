@@ -9,6 +9,7 @@ from typing import Any
 
 from ..sse import EventReader
 from .base import Call, Completion, StreamUsage, prepared, stream_event
+from .breakpoints import PromptCaching, place_breakpoints
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, usage_chunk
 from .translate_anthropic import AnthropicStream, from_anthropic, to_anthropic
@@ -17,9 +18,17 @@ ANTHROPIC_VERSION = "2023-06-01"
 
 
 class AnthropicProvider(HttpProvider):
-    def __init__(self, name: str, base_url: str, api_key: str | None, max_connections: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        max_connections: int,
+        prompt_caching: PromptCaching = "auto",
+    ) -> None:
         self.name = name
         self.type = "anthropic"
+        self.prompt_caching: PromptCaching = prompt_caching
         self.http = HttpClient(base_url, self.headers_for(api_key), max_connections)
 
     def headers_for(self, api_key: str | None) -> dict[str, str]:
@@ -30,7 +39,7 @@ class AnthropicProvider(HttpProvider):
 
     def prepare(self, call: Call) -> Call:
         body = to_anthropic(call.model, call.request, call.request.stream)
-        return replace(call, upstream=body)
+        return replace(call, upstream=place_breakpoints(body, self.prompt_caching))
 
     async def complete(self, call: Call) -> Completion:
         data = await self.http.post_json("/messages", dict(prepared(call), stream=False))
@@ -49,7 +58,9 @@ class AnthropicProvider(HttpProvider):
                     event = stream_event(data)
                     for delta in translate.feed(event):
                         yield chunk_body(translate.id, model, created, delta)
-                    usage.prompt_tokens = translate.prompt_tokens
+                    usage.prompt_tokens = translate.prompt.prompt
+                    usage.cached_input_tokens = translate.prompt.cached
+                    usage.cache_write_tokens = translate.prompt.written
                     usage.completion_tokens = translate.completion_tokens
                     if translate.stopped:
                         break
@@ -58,5 +69,11 @@ class AnthropicProvider(HttpProvider):
         yield chunk_body(translate.id, model, created, {}, translate.finish)
         if request.wants_stream_usage:
             yield usage_chunk(
-                translate.id, model, created, usage.prompt_tokens, usage.completion_tokens
+                translate.id,
+                model,
+                created,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_input_tokens,
+                usage.cache_write_tokens,
             )

@@ -137,11 +137,18 @@ class Call:
 
 @dataclass(frozen=True)
 class Completion:
-    """A finished chat completion in OpenAI's ``chat.completion`` shape, with its usage."""
+    """A finished chat completion in OpenAI's ``chat.completion`` shape, with its usage.
+
+    Usage is counted the OpenAI way whatever the provider: ``prompt_tokens`` is every input
+    token, ``cached_input_tokens`` (read from the provider's prompt cache) and
+    ``cache_write_tokens`` (written to it) are parts of it, priced at their own rates
+    (Anthropic's ``input_tokens`` is ``prompt_tokens`` less both)."""
 
     body: dict[str, Any]
     prompt_tokens: int
     completion_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,10 +180,12 @@ class Embeddings:
 
 @dataclass
 class StreamUsage:
-    """Filled in while a stream runs; read after it ends."""
+    """Filled in while a stream runs; read after it ends (the fields as :class:`Completion`'s)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class Provider(abc.ABC):

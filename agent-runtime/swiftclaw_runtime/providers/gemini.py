@@ -24,6 +24,7 @@ from .base import (
 from .http import HttpClient, HttpProvider
 from .shapes import chunk_body, completion_id, usage_chunk
 from .translate_gemini import GeminiAnswer, from_gemini, to_gemini
+from .usage import count, gemini_prompt
 
 
 class GeminiProvider(HttpProvider):
@@ -88,11 +89,14 @@ class GeminiProvider(HttpProvider):
                     event = stream_event(data)
                     if "error" in event:
                         raise UpstreamError("server", f"error in stream: {event['error']}")
-                    meta = event.get("usageMetadata") or {}
-                    usage.prompt_tokens = int(meta.get("promptTokenCount") or usage.prompt_tokens)
-                    usage.completion_tokens = int(
-                        meta.get("candidatesTokenCount") or usage.completion_tokens
-                    )
+                    meta = event.get("usageMetadata")
+                    if isinstance(meta, dict):
+                        prompt = gemini_prompt(meta)
+                        usage.prompt_tokens = prompt.prompt or usage.prompt_tokens
+                        usage.cached_input_tokens = prompt.cached or usage.cached_input_tokens
+                        usage.completion_tokens = (
+                            count(meta, "candidatesTokenCount") or usage.completion_tokens
+                        )
                     deltas = answer.feed(event)
                     if first:
                         head = deltas[0] if deltas else {"content": ""}
@@ -105,4 +109,11 @@ class GeminiProvider(HttpProvider):
                             logprobs = None  # an event's logprobs go with its first chunk
         yield chunk_body(id_, model, created, {}, answer.finish_reason)
         if request.wants_stream_usage:
-            yield usage_chunk(id_, model, created, usage.prompt_tokens, usage.completion_tokens)
+            yield usage_chunk(
+                id_,
+                model,
+                created,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_input_tokens,
+            )

@@ -9,6 +9,7 @@ from ..sse import EventReader
 from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, UpstreamError, stream_event
 from .http import HttpClient, HttpProvider
 from .params import set_output_cap
+from .usage import count, openai_prompt
 
 
 class OpenAIProvider(HttpProvider):
@@ -32,8 +33,9 @@ class OpenAIProvider(HttpProvider):
         if not isinstance(data.get("choices"), list):
             raise UpstreamError("protocol", "response has no 'choices'")
         usage = data.get("usage") or {}
+        prompt = openai_prompt(usage)
         return Completion(
-            data, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            data, prompt.prompt, count(usage, "completion_tokens"), prompt.cached, prompt.written
         )
 
     def prepare_embeddings(self, call: EmbedCall) -> EmbedCall:
@@ -75,8 +77,10 @@ def _stream_chunk(data: bytes, usage: StreamUsage, wants_usage: bool) -> dict[st
         raise UpstreamError("server", f"error in stream: {msg}")
     u = chunk.get("usage")
     if isinstance(u, dict):
-        usage.prompt_tokens = int(u.get("prompt_tokens") or 0)
-        usage.completion_tokens = int(u.get("completion_tokens") or 0)
+        prompt = openai_prompt(u)
+        usage.prompt_tokens = prompt.prompt
+        usage.cached_input_tokens = prompt.cached
+        usage.completion_tokens = count(u, "completion_tokens")
         if not wants_usage:
             if not chunk.get("choices"):
                 return None

@@ -42,6 +42,8 @@ def completion_body(
     created: int | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
     logprobs: list[dict[str, Any]] | None = None,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> dict[str, Any]:
     """A ``chat.completion``; with ``tool_calls`` and no text its content is null, as
     OpenAI's own. ``logprobs``: the entries of ``logprobs.content``, when asked for."""
@@ -65,11 +67,7 @@ def completion_body(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage_block(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens),
     }
 
 
@@ -100,8 +98,32 @@ def _logprobs(content: list[dict[str, Any]] | None) -> dict[str, Any] | None:
     return None if content is None else {"content": content, "refusal": None}
 
 
+def usage_block(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+) -> dict[str, Any]:
+    """OpenAI's ``usage``: the prompt's cached tokens (a part of ``prompt_tokens``) in
+    ``prompt_tokens_details.cached_tokens``, as OpenAI reports them; tokens written to a
+    provider's prompt cache (Anthropic's cache writes, also a part of ``prompt_tokens``) in
+    ``prompt_tokens_details.cache_write_tokens`` when there are any (OpenAI has no field)."""
+    details: dict[str, int] = {"cached_tokens": cached_tokens}
+    if cache_write_tokens:
+        details["cache_write_tokens"] = cache_write_tokens
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": details,
+    }
+
+
 def usage_chunk(
-    id_: str, model: str, created: int, prompt_tokens: int, completion_tokens: int
+    id_: str,
+    model: str,
+    created: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> dict[str, Any]:
     return {
         "id": id_,
@@ -109,9 +131,5 @@ def usage_chunk(
         "created": created,
         "model": model,
         "choices": [],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage_block(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens),
     }

@@ -30,6 +30,7 @@ from .toolcalls import (
     dumps,
     plan_tools,
 )
+from .usage import PromptUsage, anthropic_prompt, count
 
 DEFAULT_MAX_TOKENS = 4096
 FINISH = {
@@ -181,7 +182,7 @@ def from_anthropic(data: dict[str, Any], model: str) -> Completion:
                     tool_call(str(b.get("id")), str(b.get("name")), dumps(b.get("input") or {}))
                 )
     usage = data.get("usage") or {}
-    prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    prompt, completion = anthropic_prompt(usage), count(usage, "output_tokens")
     finish = FINISH.get(str(data.get("stop_reason")), "stop")
     if finish == "tool_calls" and not calls:
         finish = "stop"  # only the answer tool was called: that is the answer
@@ -190,11 +191,13 @@ def from_anthropic(data: dict[str, Any], model: str) -> Completion:
         str(data.get("model") or model),
         "".join(text),
         finish,
-        prompt,
+        prompt.prompt,
         completion,
         tool_calls=calls or None,
+        cached_tokens=prompt.cached,
+        cache_write_tokens=prompt.written,
     )
-    return Completion(body, prompt, completion)
+    return Completion(body, prompt.prompt, completion, prompt.cached, prompt.written)
 
 
 class AnthropicStream:
@@ -208,18 +211,22 @@ class AnthropicStream:
     def __init__(self) -> None:
         self.id = completion_id()
         self.finish = "stop"
-        self.prompt_tokens = 0
+        self.prompt = PromptUsage(0)
         self.completion_tokens = 0
         self.stopped = False
         self._blocks: dict[int, tuple[str, int]] = {}  # block index -> (kind, call index)
         self._calls = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prompt.prompt
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
         if kind == "message_start":
             msg = event.get("message") or {}
             self.id = str(msg.get("id") or self.id)
-            self.prompt_tokens = int((msg.get("usage") or {}).get("input_tokens") or 0)
+            self.prompt = anthropic_prompt(msg.get("usage"))
             return [{"role": "assistant", "content": ""}]
         if kind == "content_block_start":
             block = event.get("content_block") or {}
@@ -254,9 +261,12 @@ class AnthropicStream:
             self.finish = FINISH.get(str(stop), "stop")
             if self.finish == "tool_calls" and not self._calls:
                 self.finish = "stop"
-            out = (event.get("usage") or {}).get("output_tokens")
-            if out is not None:
-                self.completion_tokens = int(out)
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                if "output_tokens" in usage:
+                    self.completion_tokens = count(usage, "output_tokens")
+                if "input_tokens" in usage:  # newer API versions repeat the input counts here
+                    self.prompt = anthropic_prompt(usage)
             return []
         if kind == "error":
             err = event.get("error") or {}

@@ -43,6 +43,7 @@ from .toolcalls import (
     dumps,
     plan_tools,
 )
+from .usage import count, gemini_prompt
 
 FINISH = {
     "STOP": "stop",
@@ -304,16 +305,17 @@ def from_gemini(data: dict[str, Any], model: str, request: ChatRequest) -> Compl
                 entry["extra_content"] = c["extra_content"]
             calls.append(entry)
     meta = data.get("usageMetadata") or {}
-    prompt = int(meta.get("promptTokenCount") or 0)
-    completion = int(meta.get("candidatesTokenCount") or 0)
+    prompt = gemini_prompt(meta)
+    completion = count(meta, "candidatesTokenCount")
     body = completion_body(
         completion_id(),
         model,
         "".join(text),
         answer.finish_reason,
-        prompt,
+        prompt.prompt,
         completion,
         tool_calls=calls or None,
         logprobs=answer.logprobs,
+        cached_tokens=prompt.cached,
     )
-    return Completion(body, prompt, completion)
+    return Completion(body, prompt.prompt, completion, prompt.cached)

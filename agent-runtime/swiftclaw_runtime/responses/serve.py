@@ -90,7 +90,11 @@ async def responses(
             output_of(message),
             "incomplete" if reason else "completed",
             stored,
-            usage(completion.prompt_tokens, completion.completion_tokens),
+            usage(
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                completion.cached_input_tokens,
+            ),
             incomplete=reason,
         )
         return JsonResult(200, orjson.dumps(obj), headers, answer.who)
@@ -176,7 +180,11 @@ async def _events(
             stream.store = await _store(
                 rt, owner, response_id, [*messages, stream.assistant_message]
             )
-        used = usage(answer.usage.prompt_tokens, answer.usage.completion_tokens)
+        used = usage(
+            answer.usage.prompt_tokens,
+            answer.usage.completion_tokens,
+            answer.usage.cached_input_tokens,
+        )
         for e in stream.completed(used):
             yield e
     finally:

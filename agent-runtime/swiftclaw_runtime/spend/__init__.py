@@ -242,8 +242,12 @@ class SpendControl:
         tokens_in: int,
         tokens_out: int,
         response_ids: tuple[str, ...] = (),
+        cached: int = 0,
+        written: int = 0,
     ) -> None:
-        """After the answer: correct the token charge, settle the budget, count the usage.
+        """After the answer: correct the token charge, settle the budget, count the usage
+        (``cached``, ``written``: the parts of ``tokens_in`` the provider read from and
+        wrote to its prompt cache).
         Done once per admission, whatever way the request ended, and safe to cancel: what
         is counted is queued before the first wait, and the round trips of limits and
         budgets are shielded, so callers need no shield (a task each) of their own."""
@@ -252,7 +256,17 @@ class SpendControl:
         adm.settled = True
         used = tokens_in + tokens_out
         who = adm.who
-        charge = Charge(who, adm.route.tier.name, model, cost, tokens_in, tokens_out, response_ids)
+        charge = Charge(
+            who,
+            adm.route.tier.name,
+            model,
+            cost,
+            tokens_in,
+            tokens_out,
+            response_ids,
+            cached,
+            written,
+        )
         limit = self.limiter.active and used != adm.tokens
         budget = bool(adm.reservation.caps)
         tenant = self.tenants(who.tenant)
@@ -432,6 +446,13 @@ class SpendControl:
             "requestsToday": {
                 "agent": int(counters.get("requests:total", 0)),
                 "tenant": int(counters.get(f"requests:tenant:{t}", 0)),
+            },
+            # the tenant's tokens today; cachedInput and cacheWrite are parts of input
+            "tokensToday": {
+                "input": int(counters.get(f"tokens_in:tenant:{t}", 0)),
+                "output": int(counters.get(f"tokens_out:tenant:{t}", 0)),
+                "cachedInput": int(counters.get(f"tokens_cached:tenant:{t}", 0)),
+                "cacheWrite": int(counters.get(f"tokens_cache_write:tenant:{t}", 0)),
             },
             "activeUsersToday": users,
             "budget": {

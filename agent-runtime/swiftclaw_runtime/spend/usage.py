@@ -3,6 +3,7 @@ users per day; the responses feedback may refer to.
 
 Counters are fields of one Redis hash per day (``cost:tenant:<t>``, ``cost:model:<m>``,
 ``cost:tier:<t>``, ``requests:...``, ``tokens_in:...``, ``tokens_out:...``,
+``tokens_cached:...``, ``tokens_cache_write:...`` (prompt-cache parts of ``tokens_in``),
 ``feedback:...``) written in pipelined round trips and kept 35 days (a user's spend of the
 day is a key of its own, ``usage:u:<tenant/user>:<day>``, kept two days: see
 :data:`USER_SECONDS`): charges that finish while a write is under way wait for it and go
@@ -75,6 +76,9 @@ class Charge:
     tokens_in: int
     tokens_out: int
     response_ids: tuple[str, ...]
+    # parts of tokens_in: read from and written to the provider's prompt cache
+    tokens_cached: int = 0
+    tokens_cache_write: int = 0
 
 
 class UsageBook:
@@ -116,6 +120,8 @@ class UsageBook:
             f"requests:tier:{c.tier}": 1,
             f"tokens_in:tenant:{t}": c.tokens_in,
             f"tokens_out:tenant:{t}": c.tokens_out,
+            f"tokens_cached:tenant:{t}": c.tokens_cached,
+            f"tokens_cache_write:tenant:{t}": c.tokens_cache_write,
         }
         return costs, counts
 
