@@ -80,37 +80,35 @@ def parts_of(
 def marked_parts_of(
     content: str | list[ContentPart] | None, param: str, provider: str, images: bool
 ) -> list[Piece]:
-    """The content as text and images in order, adjacent text parts joined (as OpenAI
-    reads them: in one join, as adding each to the last would copy the text once per part,
-    quadratic in the parts), each with its place in the request and the cache breakpoint
-    of its last part (a run of text ends at a part carrying one: the prefix it marks is
-    the same). A part of another type (audio, a file), or an image where ``images`` is
-    False, is refused rather than dropped."""
+    """The content as text and images in order, each with its place in the request and
+    its cache breakpoint. Adjacent text parts are joined (as OpenAI reads them: in one
+    join, as adding each to the last would copy the text once per part, quadratic in the
+    parts), unless a part carries a breakpoint: then each part stays one piece, as it
+    came (Anthropic's blocks, untouched). A part of another type (audio, a file), or an
+    image where ``images`` is False, is refused rather than dropped."""
     if content is None:
         return []
     if isinstance(content, str):
         return [(param, content, None)] if content else []
+    join = all(part.cache_control is None for part in content)
     out: list[Piece] = []
     run: list[str] = []  # the texts of the current run of text parts, joined once
 
     def close_run() -> None:
         if len(run) > 1:
-            out[-1] = (out[-1][0], "".join(run), out[-1][2])
+            out[-1] = (out[-1][0], "".join(run), None)
         run.clear()
 
     for j, part in enumerate(content):
         if part.type == "text":
             if not part.text:
-                if part.cache_control is not None and out:  # an empty part marks the run
-                    out[-1] = (out[-1][0], out[-1][1], part.cache_control)
-                    close_run()
+                continue
+            if not join:
+                out.append((f"{param}[{j}]", part.text, part.cache_control))
                 continue
             if not run:
                 out.append((f"{param}[{j}]", part.text, None))
             run.append(part.text)
-            if part.cache_control is not None:
-                out[-1] = (out[-1][0], out[-1][1], part.cache_control)
-                close_run()
         elif part.type == "image_url" and images:
             close_run()
             out.append((f"{param}[{j}].image_url.url", part.image, part.cache_control))

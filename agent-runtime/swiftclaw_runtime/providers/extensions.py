@@ -13,10 +13,11 @@ Anthropic's translation (:mod:`.translate_anthropic`) sends every one as it came
 others: Gemini's translation drops the breakpoints, the thinking blocks, ``is_error``
 and the betas, and refuses ``thinking`` and ``top_k`` (:mod:`.params`). For
 OpenAI-shaped providers, :func:`for_openai` drops the thinking blocks, ``is_error`` and
-the betas (an Anthropic signature means nothing elsewhere); OpenAI's own API
+the betas (an Anthropic signature means nothing elsewhere) and refuses ``thinking`` (no
+OpenAI-shaped API takes Anthropic's switch: it would be ignored); OpenAI's own API
 (``type: openai``) also loses the breakpoints (it caches prefixes by itself and refuses
-unknown fields) and refuses ``thinking`` and ``top_k``, while an OpenAI-compatible server
-gets those three as sent (vLLM reads ``top_k``; some gateways read ``cache_control``).
+unknown fields) and refuses ``top_k``, while an OpenAI-compatible server gets those two
+as sent (vLLM reads ``top_k``; some gateways read ``cache_control``).
 """
 
 from __future__ import annotations
@@ -55,17 +56,16 @@ def for_openai(request: ChatRequest, payload: dict[str, Any], provider_type: str
     same object when nothing is to change); raises :class:`Unsupported` for what OpenAI's
     own API cannot express."""
     openai = provider_type == "openai"
-    if openai:
-        if request.thinking is not None and request.thinking.type != "disabled":
-            raise Unsupported("OpenAI has no equivalent of 'thinking'", "thinking")
-        if request.top_k is not None:
-            raise Unsupported("OpenAI has no equivalent of 'top_k'", "top_k")
+    if request.thinking is not None and request.thinking.type != "disabled":
+        raise Unsupported(
+            "OpenAI-shaped APIs have no equivalent of Anthropic's 'thinking'", "thinking"
+        )
+    if openai and request.top_k is not None:
+        raise Unsupported("OpenAI has no equivalent of 'top_k'", "top_k")
     strip_marks = openai and _marked(request)
-    if not (_anthropic_only(request) or strip_marks or (openai and "thinking" in payload)):
+    if not (_anthropic_only(request) or strip_marks or "thinking" in payload):
         return payload
-    out = {k: v for k, v in payload.items() if k != "anthropic_beta"}
-    if openai:
-        out.pop("thinking", None)  # (disabled: asks for nothing)
+    out = {k: v for k, v in payload.items() if k not in ("anthropic_beta", "thinking")}
     drop = (*ANTHROPIC_ONLY, "cache_control") if strip_marks else ANTHROPIC_ONLY
     out["messages"] = [_without(m, drop, strip_marks) for m in payload["messages"]]
     if strip_marks and isinstance(payload.get("tools"), list):
