@@ -66,8 +66,27 @@ class ThinkingConfig(BaseModel):
     """Anthropic's extended thinking switch (``thinking``)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    type: Literal["enabled", "disabled"]
+    type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class ContextEdit(BaseModel):
+    """One of Anthropic's context edits (``context_management.edits``), sent as it came."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
+class ContextManagement(BaseModel):
+    """Anthropic's server-side context editing (``context_management``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    edits: Annotated[list[ContextEdit], Field(max_length=16)]
+
+    @property
+    def only_clears_thinking(self) -> bool:
+        """Whether it asks only to clear thinking blocks (which no other provider gets)."""
+        return all(e.type.startswith("clear_thinking") for e in self.edits)
 
 
 class ImageUrl(BaseModel):
@@ -271,6 +290,8 @@ class ChatRequest(BaseModel):
     # Anthropic's, carried by the chat request (see :mod:`.providers.extensions`)
     top_k: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     thinking: ThinkingConfig | None = None
+    context_management: ContextManagement | None = None
+    reasoning_effort: Annotated[str, Field(pattern=r"^[a-z]{1,16}$")] | None = None
     anthropic_beta: (
         Annotated[list[Annotated[str, Field(pattern=BETA_NAME)]], Field(max_length=32)] | None
     ) = None

@@ -9,7 +9,10 @@ and its ``thinking``/``redacted_thinking`` blocks its ``thinking_blocks``, a use
 them first in the turn, so the order is the same either way). ``tools`` become functions,
 ``tool_choice`` ``auto``/``any``/``tool``/``none`` becomes ``auto``/``required``/named/
 ``none`` (``disable_parallel_tool_use``: ``parallel_tool_calls: false``),
-``stop_sequences`` ``stop``, ``metadata.user_id`` ``user``; ``max_tokens``,
+``stop_sequences`` ``stop``, ``metadata.user_id`` ``safety_identifier`` (both are the
+provider's abuse-tracking id; the runtime's identity is the key's);
+``output_config.effort`` ``reasoning_effort``; a ``system`` message within the
+conversation a system message; ``max_tokens``,
 ``temperature``, ``top_p``, ``stream`` keep their names, and ``cache_control``,
 ``is_error``, ``thinking``, ``top_k`` and the ``anthropic-beta`` header travel as the chat
 request's extensions (:mod:`..providers.extensions`). Anything else (server tools,
@@ -30,14 +33,26 @@ from ..providers.translate_anthropic import CHOICES, SERVICE_TIERS
 
 # Messages request fields and what they become.
 RENAMED = {"stop_sequences": "stop"}
-SAME = ("max_tokens", "temperature", "top_p", "top_k", "stream", "thinking")
+SAME = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stream",
+    "thinking",
+    "context_management",
+)
 OWN = frozenset(
     {"model", "messages", "system", "tools", "tool_choice", "metadata", "service_tier"}
+    | {"output_config"}
     | set(RENAMED)
     | set(SAME)
 )
-# What count_tokens takes (what the count depends on).
-COUNTED = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
+# What count_tokens takes (what the count depends on, and what a request names with it).
+COUNTED = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "context_management"}
+    | {"output_config"}
+)
 TEXT_FIELDS = frozenset({"type", "text", "cache_control", "citations"})
 _CHOSEN = {v: k for k, v in CHOICES.items()}  # Anthropic's choice -> chat's
 _TIERS = {v: k for k, v in SERVICE_TIERS.items()}
@@ -88,7 +103,11 @@ class MessagesCall:
         if err.param is not None:
             named = self.param(err.param)
             if named is not None and named != err.param:
-                err.message = err.message.replace(f"'{err.param}'", f"'{named}'")
+                for old, new in (
+                    (f"'{err.param}'", f"'{named}'"),
+                    (f"({err.param})", f"({named})"),
+                ):
+                    err.message = err.message.replace(old, new)
                 err.param = named
         return err
 
@@ -128,6 +147,7 @@ def parse_messages_request(
             raise _bad("stop_sequences", "must be a list of strings")
         out["stop"], call.stop_sequences = stops, stops
     _metadata(body.get("metadata"), out, call.where)
+    _output_config(body.get("output_config"), out, call.where)
     tier = body.get("service_tier")
     if tier is not None:
         if tier not in _TIERS:
@@ -165,8 +185,22 @@ def _metadata(metadata: Any, out: dict[str, Any], where: dict[str, str]) -> None
     if user is not None:
         if not isinstance(user, str):
             raise _bad("metadata.user_id", "must be a string")
-        out["user"] = user
-        where["user"] = "metadata.user_id"
+        out["safety_identifier"] = user  # (the provider's abuse tracking, not an identity)
+        where["safety_identifier"] = "metadata.user_id"
+
+
+def _output_config(config: Any, out: dict[str, Any], where: dict[str, str]) -> None:
+    """``output_config.effort`` is chat's ``reasoning_effort``."""
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise _bad("output_config", "must be an object")
+    for k, v in config.items():
+        if k != "effort" and not _neutral(v):
+            raise unsupported(f"output_config.{k}", f"'output_config.{k}'")
+    if config.get("effort") is not None:
+        out["reasoning_effort"] = config["effort"]
+        where["reasoning_effort"] = "output_config.effort"
 
 
 def _text_part(block: dict[str, Any], at: str) -> dict[str, Any]:
@@ -247,9 +281,20 @@ def _turn(i: int, m: Any, first: int, where: dict[str, str]) -> list[dict[str, A
         if k not in ("role", "content") and not _neutral(v):
             raise unsupported(f"{at}.{k}", f"'{k}' on messages")
     role = m.get("role")
-    if role not in ("user", "assistant"):
-        raise _bad(f"{at}.role", "must be 'user' or 'assistant'")
+    if role not in ("user", "assistant", "system"):
+        raise _bad(f"{at}.role", "must be 'user', 'assistant' or 'system'")
     blocks = _blocks(m.get("content"), f"{at}.content")
+    if role == "system":  # (a beta: a system message within the conversation)
+        k = f"messages[{first}]"
+        where.update({k: at, f"{k}.content": f"{at}.content"})
+        parts: list[dict[str, Any]] = []
+        for j, block in blocks:
+            here = _where_block(j, at)
+            if block["type"] != "text":
+                raise _bad(f"{here}.type", "a system message holds text blocks")
+            where[f"{k}.content[{len(parts)}]"] = here
+            parts.append(_text_part(block, here))
+        return [{"role": "system", "content": parts}]
     if role == "assistant":
         return [_assistant(blocks, at, first, where)]
     return _user(blocks, at, first, where)

@@ -7,14 +7,17 @@ chat request; what Anthropic has and chat lacks travels on it as these extension
 - ``cache_control`` on a content part, a tool, a tool call or a tool message;
 - ``thinking_blocks`` of an assistant message (verbatim, signatures intact);
 - ``is_error`` of a tool message;
-- ``thinking``, ``top_k`` and ``anthropic_beta`` (the ``anthropic-beta`` header's betas).
+- ``thinking``, ``context_management``, ``top_k`` and ``anthropic_beta`` (the
+  ``anthropic-beta`` header's betas).
 
 Anthropic's translation (:mod:`.translate_anthropic`) sends every one as it came. The
 others: Gemini's translation drops the breakpoints, the thinking blocks, ``is_error``
-and the betas, and refuses ``thinking`` and ``top_k`` (:mod:`.params`). For
+and the betas, and refuses ``thinking``, ``top_k`` and ``context_management`` (but one
+that only clears thinking blocks, which it does not get: dropped) (:mod:`.params`). For
 OpenAI-shaped providers, :func:`for_openai` drops the thinking blocks, ``is_error`` and
 the betas (an Anthropic signature means nothing elsewhere) and refuses ``thinking`` (no
-OpenAI-shaped API takes Anthropic's switch: it would be ignored); OpenAI's own API
+OpenAI-shaped API takes Anthropic's switch: it would be ignored) and ``context_management``
+as Gemini does; OpenAI's own API
 (``type: openai``) also loses the breakpoints (it caches prefixes by itself and refuses
 unknown fields) and refuses ``top_k``, while an OpenAI-compatible server gets those two
 as sent (vLLM reads ``top_k``; some gateways read ``cache_control``).
@@ -27,8 +30,10 @@ from typing import Any
 from ..schemas import ChatRequest
 from .base import Unsupported
 
-# dropped for every provider but Anthropic (on messages, and at the top)
+# dropped for every provider but Anthropic (on messages, and at the top; ``thinking`` and
+# ``context_management`` once found to ask for nothing the provider would do)
 ANTHROPIC_ONLY = ("thinking_blocks", "is_error")
+TOP_LEVEL = frozenset({"anthropic_beta", "thinking", "context_management"})
 
 
 def _anthropic_only(request: ChatRequest) -> bool:
@@ -62,10 +67,16 @@ def for_openai(request: ChatRequest, payload: dict[str, Any], provider_type: str
         )
     if openai and request.top_k is not None:
         raise Unsupported("OpenAI has no equivalent of 'top_k'", "top_k")
+    edits = request.context_management
+    if edits is not None and not edits.only_clears_thinking:
+        raise Unsupported(
+            "OpenAI-shaped APIs have no equivalent of Anthropic's 'context_management'",
+            "context_management",
+        )
     strip_marks = openai and _marked(request)
-    if not (_anthropic_only(request) or strip_marks or "thinking" in payload):
+    if not (_anthropic_only(request) or strip_marks or TOP_LEVEL.intersection(payload)):
         return payload
-    out = {k: v for k, v in payload.items() if k not in ("anthropic_beta", "thinking")}
+    out = {k: v for k, v in payload.items() if k not in TOP_LEVEL}
     drop = (*ANTHROPIC_ONLY, "cache_control") if strip_marks else ANTHROPIC_ONLY
     out["messages"] = [_without(m, drop, strip_marks) for m in payload["messages"]]
     if strip_marks and isinstance(payload.get("tools"), list):

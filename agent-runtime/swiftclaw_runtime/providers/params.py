@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..schemas import ChatRequest, ThinkingConfig
+from ..schemas import ChatRequest, ContextManagement, ThinkingConfig
 from .base import Unsupported
 
 # Handled by both translations (sampling, limits, tools, JSON answers, streaming).
@@ -64,6 +64,8 @@ def _neutral(key: str, value: Any) -> bool:
         return True
     if isinstance(value, ThinkingConfig):
         return value.type == "disabled"
+    if isinstance(value, ContextManagement):  # (no thinking reaches other providers)
+        return value.only_clears_thinking
     return any(value == v and type(value) is type(v) for v in _NEUTRAL.get(key, ()))
 
 

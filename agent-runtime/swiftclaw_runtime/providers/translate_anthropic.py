@@ -45,7 +45,17 @@ STOP_REASONS["content_filter"] = "refusal"
 # chat tool_choice -> Anthropic's (a named choice is {"type": "tool"})
 CHOICES = {"auto": "auto", "none": "none", "required": "any"}
 # Beyond the common ones (see :mod:`.params`); anything else sent is refused.
-TRANSLATED = frozenset({"user", "safety_identifier", "service_tier", "top_k", "thinking"})
+TRANSLATED = frozenset(
+    {
+        "user",
+        "safety_identifier",
+        "service_tier",
+        "top_k",
+        "thinking",
+        "context_management",
+        "reasoning_effort",
+    }
+)
 SERVICE_TIERS = {"auto": "auto", "default": "standard_only"}
 RETIRED = "Called earlier in this conversation; not available now: do not call it."
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
@@ -187,6 +197,10 @@ def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, An
         body["top_k"] = request.top_k
     if request.thinking is not None:
         body["thinking"] = request.thinking.model_dump(exclude_none=True)
+    if request.context_management is not None:
+        body["context_management"] = request.context_management.model_dump(exclude_none=True)
+    if request.reasoning_effort is not None:
+        body["output_config"] = {"effort": request.reasoning_effort}
     if request.stop is not None:
         body["stop_sequences"] = request.stop_sequences
     end_user = request.safety_identifier or request.user
