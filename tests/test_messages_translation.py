@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from swiftclaw_runtime.cache.entry import StreamAssembler
 from swiftclaw_runtime.errors import ApiError
 from swiftclaw_runtime.messages.output import EventStream, message_body
 from swiftclaw_runtime.messages.request import parse_messages_request
@@ -341,3 +342,37 @@ def test_tool_use_ids_past_the_bound_are_named_where_they_were() -> None:
         except ApiError as err:
             raise call.rename(err) from None
     assert caught.value.param == "messages[1].content[0].id"
+
+
+def test_a_cached_stream_keeps_its_thinking_blocks() -> None:
+    """A streamed answer with thinking, kept by the cache and replayed, streams the same
+    blocks (signatures included) to a Messages client."""
+    assembler = StreamAssembler()
+    for delta in (
+        {"thinking_blocks": [{"index": 0, "type": "thinking", "thinking": "Hm"}]},
+        {"thinking_blocks": [{"index": 0, "thinking": "m."}]},
+        {"thinking_blocks": [{"index": 0, "signature": "sig"}]},
+        {"thinking_blocks": [{"index": 1, "type": "redacted_thinking", "data": "b3A="}]},
+        {"content": "Hi"},
+    ):
+        assembler.add(chunk_body("c", "claude-x", 0, delta))
+    assembler.add(chunk_body("c", "claude-x", 0, {}, "stop"))
+    answer = assembler.answer("ant/claude-x", 5, 2)
+    assert answer is not None
+    blocks = [
+        {"type": "thinking", "thinking": "Hmm.", "signature": "sig"},
+        {"type": "redacted_thinking", "data": "b3A="},
+    ]
+    assert answer.message["thinking_blocks"] == blocks
+    stream = EventStream("claude-x", None)
+    chunks = answer.chunks(False)
+    frames = stream.start(chunks[0], StreamUsage(5, 0))
+    for chunk in chunks:
+        frames += stream.feed(chunk)
+    starts = [e["content_block"] for e in events(frames) if e["type"] == "content_block_start"]
+    assert [b["type"] for b in starts] == ["thinking", "redacted_thinking", "text"]
+    deltas = [e["delta"] for e in events(frames) if e["type"] == "content_block_delta"]
+    assert deltas[:2] == [
+        {"type": "thinking_delta", "thinking": "Hmm."},
+        {"type": "signature_delta", "signature": "sig"},
+    ]
