@@ -298,3 +298,45 @@ def test_an_unknown_anthropic_version_is_refused(rt: Proc) -> None:
     with pytest.raises(anthropic.BadRequestError) as caught:
         c.messages.create(model="openai", max_tokens=10, messages=[QUESTION])
     assert "'anthropic-version'" in caught.value.body["error"]["message"]  # type: ignore[index]
+
+
+def _blocks_past_the_bound() -> list[dict[str, Any]]:
+    thought = [THOUGHT] * 65  # a turn carries at most 64 thinking blocks
+    return [QUESTION, {"role": "assistant", "content": [*thought, {"type": "text", "text": "ok"}]}]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"tools": [dict(TOOLS[0], name=f"t{i}") for i in range(600)]}, "tools"),
+        (
+            {"messages": [QUESTION, {"role": "assistant", "content": "ok"}] * 2100 + [QUESTION]},
+            "messages",
+        ),
+        ({"messages": _blocks_past_the_bound()}, "messages[1].content"),
+        ({"extra_headers": {"anthropic-beta": "ok-beta,Not A Beta!"}}, "anthropic-beta"),
+        (
+            {"extra_headers": {"anthropic-beta": ",".join(f"b{i}" for i in range(40))}},
+            "anthropic-beta",
+        ),
+    ],
+    ids=["600-tools", "4201-turns", "65-thinking-blocks", "bad-beta", "40-betas"],
+)
+def test_requests_past_the_bounds_are_400s_naming_the_field(
+    rt: Proc, change: dict[str, Any], named: str
+) -> None:
+    kw: dict[str, Any] = {"model": "anthropic", "max_tokens": 10, "messages": [QUESTION], **change}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client(rt).messages.create(**kw)
+    message = caught.value.body["error"]["message"]  # type: ignore[index]
+    assert f"'{named}" in message, message
+
+
+def test_a_body_of_too_many_elements_is_a_413_in_anthropics_shape(rt: Proc) -> None:
+    blocks = [{"type": "text", "text": "x"}] * 200_000
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client(rt).messages.create(
+            model="anthropic", max_tokens=10, messages=[{"role": "user", "content": blocks}]
+        )
+    assert caught.value.status_code == 413
+    assert caught.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]

@@ -379,7 +379,8 @@ def _assistant(
 ) -> dict[str, Any]:
     k = f"messages[{first}]"
     where[k] = at
-    where[f"{k}.content"] = f"{at}.content"
+    for chat in ("content", "tool_calls", "thinking_blocks"):
+        where[f"{k}.{chat}"] = f"{at}.content"
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     thinking: list[dict[str, Any]] = []
