@@ -17,8 +17,9 @@ import pytest
 
 from swiftclaw_devtools.processes import Proc
 
-from .conftest import API_KEY, Launcher
+from .conftest import API_KEY, Launcher, manifest, openai_provider
 from .test_images_live import PNG
+from .test_resilience_live import control, metrics
 from .test_tools import SCHEMAS, SHAPES, shape_sims, shapes_manifest
 
 TOOLS = [
@@ -340,3 +341,42 @@ def test_a_body_of_too_many_elements_is_a_413_in_anthropics_shape(rt: Proc) -> N
         )
     assert caught.value.status_code == 413
     assert caught.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]
+
+
+def test_limits_metrics_and_fallbacks_are_the_chat_pipelines(launch: Launcher) -> None:
+    """A tier whose Anthropic primary fails answers from its OpenAI fallback, the request
+    counted as chat's are; past the per-user rate limit the answer is a 429 in Anthropic's
+    shape."""
+    primary, backup = launch.sim("--latency", "fixed:1"), launch.sim("--latency", "fixed:1")
+    doc = manifest(
+        [
+            {"name": "ant", "type": "anthropic", "baseURL": f"{primary.url}/v1"},
+            openai_provider("oai", backup),
+        ],
+        [{"name": "main", "model": "ant/claude-x", "fallbacks": ["oai/gpt-x"]}],
+        rateLimits={"perUser": {"requestsPerMinute": 3}},
+    )
+    rt = launch.runtime(doc)
+    control(primary, mode="error")
+    c = client(rt)
+    for stream in (False, True):
+        m = create(rt, stream, model="main", max_tokens=50, messages=[QUESTION])
+        assert m.stop_reason in ("end_turn", "max_tokens") and m.content[0].text
+    raw = c.messages.with_raw_response.create(model="main", max_tokens=50, messages=[QUESTION])
+    assert raw.headers["x-swiftclaw-fallback"] == "true"
+    assert raw.headers["x-swiftclaw-model"] == "oai/gpt-x" and raw.headers["request-id"]
+    counted = metrics(rt)
+    fallbacks = sample(counted, "swiftclaw_requests_total", model="oai/gpt-x", outcome="fallback")
+    assert fallbacks == 3.0 and sample(counted, "swiftclaw_fallbacks_total", tier="main") == 3.0
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        c.messages.create(model="main", max_tokens=50, messages=[QUESTION])
+    assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
