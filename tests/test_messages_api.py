@@ -380,3 +380,25 @@ def sample(text: str, name: str, **labels: str) -> float:
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+@both
+def test_a_repeated_request_is_answered_from_the_cache(rt: Proc, stream: bool) -> None:
+    c = client(rt)
+    kw: dict[str, Any] = {
+        "model": "gemini",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": f"Cache me ({stream})"}],
+        "extra_body": {"temperature": 0},
+    }
+    answers, caches = [], []
+    for _ in range(2):
+        raw = c.messages.with_raw_response.create(**kw, stream=stream)
+        caches.append(raw.headers["x-swiftclaw-cache"])
+        if stream:
+            answers.append(
+                "".join(e.delta.text for e in raw.parse() if e.type == "content_block_delta")
+            )
+        else:
+            answers.append(raw.parse().content[0].text)
+    assert caches == ["miss", "exact"] and answers[0] == answers[1] and answers[0]
