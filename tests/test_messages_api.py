@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -154,6 +155,20 @@ def test_a_wrong_key_is_a_401_in_anthropics_shape(rt: Proc) -> None:
         "type": "error",
         "error": {"type": "authentication_error", "message": "Incorrect API key provided."},
     }
+
+
+def test_a_missing_key_is_a_401_naming_both_headers(rt: Proc) -> None:
+    req = urllib.request.Request(
+        f"{rt.url}/v1/messages",
+        data=b"{}",
+        headers={"content-type": "application/json", "anthropic-version": "2023-06-01"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(req, timeout=10)
+    assert caught.value.code == 401
+    body = json.load(caught.value)
+    assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
+    assert "'x-api-key'" in body["error"]["message"]
 
 
 def test_the_key_may_come_as_a_bearer_token(rt: Proc) -> None:

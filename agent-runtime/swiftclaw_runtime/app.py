@@ -21,7 +21,7 @@ from . import pipeline
 from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_stream
 from .auth import Principal
 from .contract import HEALTH_PATH, METRICS_PATH, READY_PATH
-from .errors import ApiError, invalid_request, not_found
+from .errors import ApiError, invalid_request, not_found, unauthorized
 from .ids import CLIENT_ID_ECHO, CLIENT_ID_HEADER, client_request_id, random_hex
 from .memory import ELEMENT_BYTES, BodyClaim, BodyLedger, json_elements
 from .messages.errors import anthropic_body
@@ -320,8 +320,16 @@ class App:
 
     def _authenticate(self, scope: Scope) -> Principal:
         """The caller, by its bearer key (or on the Messages API its ``x-api-key``)."""
-        api_key = header(scope, b"x-api-key") if scope["path"] in ANTHROPIC_PATHS else None
-        return self.rt.keys.authenticate(header(scope, b"authorization"), api_key)
+        authorization = header(scope, b"authorization")
+        if scope["path"] not in ANTHROPIC_PATHS:
+            return self.rt.keys.authenticate(authorization)
+        api_key = header(scope, b"x-api-key")
+        if api_key is None and authorization is None and self.rt.keys.required:
+            raise unauthorized(
+                "Missing API key: send it in the 'x-api-key' header (or as "
+                "'Authorization: Bearer <key>')."
+            )
+        return self.rt.keys.authenticate(authorization, api_key)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, work: Work) -> int:
         """What every model route shares: auth before the body, the in-flight bound, the
