@@ -12,10 +12,11 @@ them first in the turn, so the order is the same either way). ``tools`` become f
 ``stop_sequences`` ``stop``, ``metadata.user_id`` ``safety_identifier`` (both are the
 provider's abuse-tracking id; the runtime's identity is the key's);
 ``output_config.effort`` ``reasoning_effort``; a ``system`` message within the
-conversation a system message; ``max_tokens``,
-``temperature``, ``top_p``, ``stream`` keep their names, and ``cache_control``,
-``is_error``, ``thinking``, ``top_k`` and the ``anthropic-beta`` header travel as the chat
-request's extensions (:mod:`..providers.extensions`). Anything else (server tools,
+conversation a system message (Anthropic's and Gemini's translations move its text into
+the system prompt); ``max_tokens``, ``temperature``, ``top_p``, ``stream`` keep their
+names, and ``cache_control``, ``is_error``, ``thinking``, ``context_management``,
+``top_k`` and the ``anthropic-beta`` header travel as the chat request's extensions
+(:mod:`..providers.extensions`). Anything else (server tools,
 documents, MCP servers, containers, ...) is a 400 ``unsupported_parameter`` naming it:
 never accepted and ignored. The bounds are the chat request's (it is validated as one),
 with its errors renamed to this request's fields (:meth:`MessagesCall.param`).
