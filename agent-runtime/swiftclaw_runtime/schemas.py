@@ -32,6 +32,63 @@ from .images import Image, parse_image
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
+class CacheMark(BaseModel):
+    """Anthropic's prompt-cache breakpoint (``cache_control``) on a content part, a tool, a
+    tool call or a tool message: sent on to Anthropic models where it was put, dropped for
+    Gemini and OpenAI (which cache prefixes by themselves), forwarded as sent to
+    OpenAI-compatible servers (some gateways read it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
+class ThinkingBlock(BaseModel):
+    """An Anthropic thinking block of an assistant turn, kept verbatim (its signature is
+    checked by Anthropic when the block travels back): for Anthropic models only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["thinking", "redacted_thinking"]
+    thinking: Annotated[str, Field(max_length=1_000_000)] | None = None
+    signature: Annotated[str, Field(max_length=100_000)] | None = None
+    data: Annotated[str, Field(max_length=1_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> ThinkingBlock:
+        if self.type == "thinking" and (self.thinking is None or self.signature is None):
+            raise _field_error("signature", "a 'thinking' block needs 'thinking' and 'signature'")
+        if self.type == "redacted_thinking" and self.data is None:
+            raise _field_error("data", "a 'redacted_thinking' block needs its 'data'")
+        return self
+
+
+class ThinkingConfig(BaseModel):
+    """Anthropic's extended thinking switch (``thinking``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class ContextEdit(BaseModel):
+    """One of Anthropic's context edits (``context_management.edits``), sent as it came."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
+class ContextManagement(BaseModel):
+    """Anthropic's server-side context editing (``context_management``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    edits: Annotated[list[ContextEdit], Field(max_length=16)]
+
+    @property
+    def only_clears_thinking(self) -> bool:
+        """Whether it asks only to clear thinking blocks (which no other provider gets)."""
+        return all(e.type.startswith("clear_thinking") for e in self.edits)
+
+
 class ImageUrl(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     url: Annotated[str, Field(min_length=1)]
@@ -48,6 +105,7 @@ class ContentPart(BaseModel):
     type: Annotated[str, Field(min_length=1, max_length=64)]
     text: str | None = None
     image_url: ImageUrl | None = None
+    cache_control: CacheMark | None = None
 
     @model_validator(mode="after")
     def _fields_of_its_type(self) -> ContentPart:
@@ -71,6 +129,7 @@ class ContentPart(BaseModel):
 
 
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+BETA_NAME = r"^[a-z0-9][a-z0-9.-]{0,63}$"
 
 
 class FunctionCall(BaseModel):
@@ -87,6 +146,7 @@ class ToolCall(BaseModel):
     id: Annotated[str, Field(min_length=1, max_length=256)]
     type: Literal["function"]
     function: FunctionCall
+    cache_control: CacheMark | None = None
 
 
 class Message(BaseModel):
@@ -96,6 +156,10 @@ class Message(BaseModel):
     name: Annotated[str, Field(max_length=256)] | None = None
     tool_calls: Annotated[list[ToolCall], Field(max_length=512)] | None = None
     tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    # Anthropic's, carried by the chat request (see :mod:`.providers.extensions`)
+    thinking_blocks: Annotated[list[ThinkingBlock], Field(max_length=64)] | None = None
+    is_error: bool | None = None
+    cache_control: CacheMark | None = None
 
     @model_validator(mode="after")
     def _tool_fields(self) -> Message:
@@ -105,6 +169,11 @@ class Message(BaseModel):
             )
         if self.tool_calls is not None and self.role != "assistant":
             raise _field_error("tool_calls", "only 'assistant' messages carry tool calls")
+        if self.thinking_blocks is not None and self.role != "assistant":
+            raise _field_error("thinking_blocks", "only 'assistant' messages carry thinking")
+        if (self.is_error is not None or self.cache_control is not None) and self.role != "tool":
+            field = "is_error" if self.is_error is not None else "cache_control"
+            raise _field_error(field, "only 'tool' messages carry it (put it on a part)")
         return self
 
 
@@ -120,6 +189,7 @@ class Tool(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["function"]
     function: FunctionSpec
+    cache_control: CacheMark | None = None
 
 
 class FunctionName(BaseModel):
@@ -217,6 +287,14 @@ class ChatRequest(BaseModel):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    # Anthropic's, carried by the chat request (see :mod:`.providers.extensions`)
+    top_k: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    thinking: ThinkingConfig | None = None
+    context_management: ContextManagement | None = None
+    reasoning_effort: Annotated[str, Field(pattern=r"^[a-z]{1,16}$")] | None = None
+    anthropic_beta: (
+        Annotated[list[Annotated[str, Field(pattern=BETA_NAME)]], Field(max_length=32)] | None
+    ) = None
 
     @model_validator(mode="after")
     def _tool_choice_names_a_tool(self) -> ChatRequest:

@@ -11,6 +11,8 @@ rate-limit or hang mode while it runs.
 ``POST /_sim/control`` ``{"mode": "normal|error|ratelimit|hang|cutoff", "count": N,
 "retryAfter": s}``: ``cutoff`` breaks streams off after their third event; ``hang``
 holds a request open without answering until the client goes away.
+``GET /_sim/requests`` -> the last 20 model requests as received (``{"path", "headers"
+(``anthropic-beta`` only), "body"}``), for tests of what reached the provider.
 ``GET /_sim/stats`` -> requests served, arrival times (seconds since start), the mode, the
 :class:`Counters` of streams and hung requests (those open now and in total), the output
 caps chat requests were sent (``output_caps``: the last 100, each ``[field, value]``,
@@ -315,6 +317,7 @@ class Simulator:
         self.output_caps: deque[tuple[str | None, Any]] = deque(maxlen=100)
         self.last_key_sha256: str | None = None
         self.prompt_cache = PromptCache()
+        self.received: deque[dict[str, Any]] = deque(maxlen=20)
 
     # --- behaviour -----------------------------------------------------------------
 
@@ -359,6 +362,9 @@ class Simulator:
         if path == "/_sim/stats" and method == "GET":
             await self._json(send, 200, self.stats())
             return
+        if path == "/_sim/requests" and method == "GET":
+            await self._json(send, 200, list(self.received))
+            return
         if method == "GET" and (path.endswith("/models") or path == "/healthz"):
             await self._json(
                 send,
@@ -402,6 +408,8 @@ class Simulator:
         except ValueError:
             await self._error(send, shape, 400, "invalid JSON body")
             return
+        betas = [v.decode() for k, v in scope["headers"] if k == b"anthropic-beta"]
+        self.received.append({"path": path, "headers": {"anthropic-beta": betas}, "body": body})
         mode = self._current_mode()
         if mode == "hang":
             await self._hang(receive)

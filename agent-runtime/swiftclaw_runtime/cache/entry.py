@@ -139,6 +139,10 @@ class CachedAnswer:
         else:
             for piece in _pieces(self.content):
                 out.append(chunk_body(id_, self.model, created, {"content": piece}))
+        thinking = self.message.get("thinking_blocks")
+        if isinstance(thinking, list) and thinking:  # (before the text, as Anthropic streams)
+            deltas = [dict(b, index=i) for i, b in enumerate(thinking) if isinstance(b, dict)]
+            out.insert(1, chunk_body(id_, self.model, created, {"thinking_blocks": deltas}))
         tool_calls = self.message.get("tool_calls")
         if isinstance(tool_calls, list) and tool_calls:
             deltas = [dict(call, index=i) for i, call in enumerate(tool_calls)]
@@ -183,6 +187,8 @@ class StreamAssembler:
         self.refusal: str | None = None
         self.logprobs: list[Any] = []
         self.extra: dict[str, Any] = {}
+        # Anthropic's thinking blocks by their index: the type, and the pieces of each field
+        self.thinking: dict[int, tuple[str, dict[str, list[str]]]] = {}
         self.broken = False
 
     def add(self, chunk: dict[str, Any]) -> None:
@@ -206,6 +212,8 @@ class StreamAssembler:
                 self.refusal = (self.refusal or "") + delta["refusal"]
             for call in delta.get("tool_calls") or []:
                 self._add_tool_call(call)
+            for piece in delta.get("thinking_blocks") or []:
+                self._add_thinking(piece)
             lp = choice.get("logprobs")
             if isinstance(lp, dict) and isinstance(lp.get("content"), list):
                 self.logprobs.extend(lp["content"])
@@ -229,6 +237,17 @@ class StreamAssembler:
         if isinstance(fn.get("arguments"), str):
             slot["function"]["arguments"] += fn["arguments"]
 
+    def _add_thinking(self, piece: Any) -> None:
+        if not isinstance(piece, dict) or not isinstance(piece.get("index"), int):
+            self.broken = True
+            return
+        _, fields = self.thinking.setdefault(
+            piece["index"], (str(piece.get("type", "thinking")), {})
+        )
+        for name in ("thinking", "signature", "data"):
+            if isinstance(piece.get(name), str):
+                fields.setdefault(name, []).append(piece[name])
+
     def answer(
         self, model_ref: str, prompt_tokens: int, completion_tokens: int
     ) -> CachedAnswer | None:
@@ -241,6 +260,11 @@ class StreamAssembler:
         }
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        if self.thinking:
+            message["thinking_blocks"] = [
+                {"type": kind, **{k: "".join(v) for k, v in fields.items()}}
+                for kind, fields in (self.thinking[i] for i in sorted(self.thinking))
+            ]
         return CachedAnswer(
             message,
             self.finish_reason,

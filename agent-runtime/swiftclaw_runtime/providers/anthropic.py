@@ -42,7 +42,8 @@ class AnthropicProvider(HttpProvider):
         return replace(call, upstream=place_breakpoints(body, self.prompt_caching))
 
     async def complete(self, call: Call) -> Completion:
-        data = await self.http.post_json("/messages", dict(prepared(call), stream=False))
+        body = dict(prepared(call), stream=False)
+        data = await self.http.post_json("/messages", body, headers=_betas(call))
         return from_anthropic(data, call.model)
 
     async def stream(
@@ -51,22 +52,28 @@ class AnthropicProvider(HttpProvider):
         model, request = call.model, call.request
         created = int(time.time())
         translate = AnthropicStream()
-        async with self.http.post("/messages", dict(prepared(call), stream=True)) as resp:
+        body = dict(prepared(call), stream=True)
+        async with self.http.post("/messages", body, headers=_betas(call)) as resp:
             events = EventReader(resp, idle_timeout)
             while not translate.stopped and (batch := await events.next_batch()) is not None:
                 for data in batch:
                     event = stream_event(data)
-                    for delta in translate.feed(event):
-                        yield chunk_body(translate.id, model, created, delta)
+                    deltas = translate.feed(event)
+                    # known before the chunks (message_start), so a Messages stream has them
                     usage.prompt_tokens = translate.prompt.prompt
                     usage.cached_input_tokens = translate.prompt.cached
                     usage.cache_write_tokens = translate.prompt.written
                     usage.completion_tokens = translate.completion_tokens
+                    for delta in deltas:
+                        yield chunk_body(translate.id, model, created, delta)
                     if translate.stopped:
                         break
             if translate.stopped:
                 await resp.drain()  # the rest of the body, so the connection is reused
-        yield chunk_body(translate.id, model, created, {}, translate.finish)
+        last = chunk_body(translate.id, model, created, {}, translate.finish)
+        if translate.matched is not None:
+            last["choices"][0]["stop_reason"] = translate.matched
+        yield last
         if request.wants_stream_usage:
             yield usage_chunk(
                 translate.id,
@@ -77,3 +84,9 @@ class AnthropicProvider(HttpProvider):
                 usage.cached_input_tokens,
                 usage.cache_write_tokens,
             )
+
+
+def _betas(call: Call) -> list[tuple[bytes, bytes]] | None:
+    """The request's ``anthropic-beta`` header (its betas, checked by the schema)."""
+    betas = call.request.anthropic_beta
+    return [(b"anthropic-beta", ",".join(betas).encode())] if betas else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..images import Image
-from ..schemas import ChatRequest, ContentPart
+from ..schemas import CacheMark, ChatRequest, ContentPart
 from .base import Unsupported
 
 MIB = 1024 * 1024
@@ -67,35 +67,51 @@ def check_images(request: ChatRequest, limits: ImageLimits) -> None:
                 )
 
 
+Piece = tuple[str, "str | Image", "CacheMark | None"]
+
+
 def parts_of(
     content: str | list[ContentPart] | None, param: str, provider: str, images: bool
 ) -> list[tuple[str, str | Image]]:
-    """The content as text and images in order, adjacent text parts joined (as OpenAI
-    reads them: in one join, as adding each to the last would copy the text once per part,
-    quadratic in the parts), each with its place in the request. A part of another type (audio, a
-    file), or an image where ``images`` is False, is refused rather than dropped."""
+    """The content as text and images in order (see :func:`marked_parts_of`)."""
+    return [(where, piece) for where, piece, _ in marked_parts_of(content, param, provider, images)]
+
+
+def marked_parts_of(
+    content: str | list[ContentPart] | None, param: str, provider: str, images: bool
+) -> list[Piece]:
+    """The content as text and images in order, each with its place in the request and
+    its cache breakpoint. Adjacent text parts are joined (as OpenAI reads them: in one
+    join, as adding each to the last would copy the text once per part, quadratic in the
+    parts), unless a part carries a breakpoint: then each part stays one piece, as it
+    came (Anthropic's blocks, untouched). A part of another type (audio, a file), or an
+    image where ``images`` is False, is refused rather than dropped."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [(param, content)] if content else []
-    out: list[tuple[str, str | Image]] = []
+        return [(param, content, None)] if content else []
+    join = all(part.cache_control is None for part in content)
+    out: list[Piece] = []
     run: list[str] = []  # the texts of the current run of text parts, joined once
 
     def close_run() -> None:
         if len(run) > 1:
-            out[-1] = (out[-1][0], "".join(run))
+            out[-1] = (out[-1][0], "".join(run), None)
         run.clear()
 
     for j, part in enumerate(content):
         if part.type == "text":
             if not part.text:
                 continue
+            if not join:
+                out.append((f"{param}[{j}]", part.text, part.cache_control))
+                continue
             if not run:
-                out.append((f"{param}[{j}]", part.text))
+                out.append((f"{param}[{j}]", part.text, None))
             run.append(part.text)
         elif part.type == "image_url" and images:
             close_run()
-            out.append((f"{param}[{j}].image_url.url", part.image))
+            out.append((f"{param}[{j}].image_url.url", part.image, part.cache_control))
         else:
             scope = "in this turn" if part.type == "image_url" else "by the runtime"
             raise Unsupported(
@@ -106,13 +122,18 @@ def parts_of(
     return out
 
 
-def anthropic_block(piece: str | Image) -> dict[str, Any]:
+def anthropic_block(piece: str | Image, mark: CacheMark | None = None) -> dict[str, Any]:
+    block: dict[str, Any]
     if isinstance(piece, str):
-        return {"type": "text", "text": piece}
-    if piece.url is not None:
-        return {"type": "image", "source": {"type": "url", "url": piece.url}}
-    source = {"type": "base64", "media_type": piece.media_type, "data": piece.data}
-    return {"type": "image", "source": source}
+        block = {"type": "text", "text": piece}
+    elif piece.url is not None:
+        block = {"type": "image", "source": {"type": "url", "url": piece.url}}
+    else:
+        source = {"type": "base64", "media_type": piece.media_type, "data": piece.data}
+        block = {"type": "image", "source": source}
+    if mark is not None:
+        block["cache_control"] = mark.model_dump(exclude_none=True)
+    return block
 
 
 def gemini_part(piece: str | Image, param: str) -> dict[str, Any]:

@@ -93,7 +93,11 @@ class HttpClient:
 
     @asynccontextmanager
     async def post(
-        self, path: str, body: dict[str, Any], params: dict[str, str] | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        params: dict[str, str] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> AsyncIterator[Response]:
         """POST JSON; yields a 2xx response or raises a classified :class:`UpstreamError`.
 
@@ -106,7 +110,8 @@ class HttpClient:
             path += "?" + urlencode(params)
         resp: Response | None = None
         try:
-            resp = await self.pool.request("POST", path, self._headers, orjson.dumps(body))
+            sent = self._headers + headers if headers else self._headers
+            resp = await self.pool.request("POST", path, sent, orjson.dumps(body))
             if resp.status >= 400:
                 raw = await resp.read(ERROR_BODY_LIMIT)
                 message, parsed = _error_message(raw)
@@ -127,9 +132,13 @@ class HttpClient:
                 resp.finish()  # no-op when the body was read to the end and released
 
     async def post_json(
-        self, path: str, body: dict[str, Any], params: dict[str, str] | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        params: dict[str, str] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> dict[str, Any]:
-        async with self.post(path, body, params) as resp:
+        async with self.post(path, body, params, headers) as resp:
             raw = await resp.read()
             status = resp.status
         try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from ..sse import EventReader
 from .base import Call, Completion, EmbedCall, Embeddings, StreamUsage, UpstreamError, stream_event
+from .extensions import for_openai
 from .http import HttpClient, HttpProvider
 from .params import set_output_cap
 from .usage import count, openai_prompt
@@ -24,6 +26,10 @@ class OpenAIProvider(HttpProvider):
 
     def headers_for(self, api_key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def prepare(self, call: Call) -> Call:
+        payload = for_openai(call.request, call.payload, self.type)
+        return call if payload is call.payload else replace(call, payload=payload)
 
     async def complete(self, call: Call) -> Completion:
         body = dict(call.payload, model=call.model, stream=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..schemas import ChatRequest
+from ..schemas import ChatRequest, ContextManagement, ThinkingConfig
 from .base import Unsupported
 
 # Handled by both translations (sampling, limits, tools, JSON answers, streaming).
@@ -49,19 +49,30 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "store": (False,),
     "modalities": (["text"],),
 }
-MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls", "tool_call_id"})
+# A message's Anthropic extensions (see :mod:`.extensions`) are taken by every translation:
+# the Anthropic one sends them, the others drop them, as the README's matrix says.
+MESSAGE_FIELDS = frozenset(
+    {"role", "content", "tool_calls", "tool_call_id"}
+    | {"thinking_blocks", "is_error", "cache_control"}
+)
+# Request parameters every translation takes and only Anthropic's uses (a header's betas).
+DROPPED = frozenset({"anthropic_beta"})
 
 
 def _neutral(key: str, value: Any) -> bool:
     if value is None or value == {} or value == []:
         return True
+    if isinstance(value, ThinkingConfig):
+        return value.type == "disabled"
+    if isinstance(value, ContextManagement):  # (no thinking reaches other providers)
+        return value.only_clears_thinking
     return any(value == v and type(value) is type(v) for v in _NEUTRAL.get(key, ()))
 
 
 def refuse_untranslated(request: ChatRequest, translated: Iterable[str], provider: str) -> None:
     """Raise :class:`Unsupported` for the first parameter of ``request`` (or of one of its
     messages) that ``provider`` cannot express."""
-    handled = COMMON.union(translated)
+    handled = COMMON.union(translated, DROPPED)
     sent = {k: getattr(request, k) for k in request.model_fields_set}
     sent.update(request.model_extra or {})
     for key, value in sent.items():

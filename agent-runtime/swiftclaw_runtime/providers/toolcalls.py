@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ..schemas import ChatRequest, ContentPart, JsonSchemaFormat, NamedToolChoice
+from ..schemas import CacheMark, ChatRequest, ContentPart, JsonSchemaFormat, NamedToolChoice
 from .base import Unsupported
 
 ANSWER_TOOL = "swiftclaw_json_answer"
@@ -34,6 +34,7 @@ class FunctionDecl:
     description: str | None
     parameters: dict[str, Any]
     param: str
+    cache_control: CacheMark | None = None  # Anthropic's breakpoint on the tool
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def plan_tools(request: ChatRequest, answer_by_tool: bool) -> ToolPlan | None:
             t.function.description,
             t.function.parameters if t.function.parameters is not None else EMPTY_OBJECT,
             f"tools[{i}].function.parameters",
+            t.cache_control,
         )
         for i, t in enumerate(request.tools or [])
     ]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..schemas import ChatRequest, ContentPart, Message
+from ..schemas import CacheMark, ChatRequest, ContentPart, Message
 from .base import Completion, Unsupported, UpstreamError, turns
-from .content import ANTHROPIC, anthropic_block, check_images, parts_of
+from .content import ANTHROPIC, anthropic_block, check_images, marked_parts_of
 from .params import refuse_untranslated
 from .shapes import completion_body, completion_id, tool_call, tool_call_delta
 from .toolcalls import (
@@ -40,8 +40,23 @@ FINISH = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# chat finish reason -> stop_reason (a matched stop sequence: see :func:`stop_reason`)
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+STOP_REASONS["content_filter"] = "refusal"
+# chat tool_choice -> Anthropic's (a named choice is {"type": "tool"})
+CHOICES = {"auto": "auto", "none": "none", "required": "any"}
 # Beyond the common ones (see :mod:`.params`); anything else sent is refused.
-TRANSLATED = frozenset({"user", "safety_identifier", "service_tier"})
+TRANSLATED = frozenset(
+    {
+        "user",
+        "safety_identifier",
+        "service_tier",
+        "top_k",
+        "thinking",
+        "context_management",
+        "reasoning_effort",
+    }
+)
 SERVICE_TIERS = {"auto": "auto", "default": "standard_only"}
 RETIRED = "Called earlier in this conversation; not available now: do not call it."
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
@@ -53,11 +68,29 @@ def tool_use_id(call_id: str) -> str:
     return _ID_UNSAFE.sub("_", call_id)
 
 
+def stop_reason(finish: str | None, matched: Any, stop_sequences: list[str] | None) -> str:
+    """Anthropic's ``stop_reason`` for a chat finish reason; ``matched``: the stop sequence
+    the provider reported (the choice's ``stop_reason``), when it is one of the request's."""
+    if finish == "stop" and isinstance(matched, str) and matched in (stop_sequences or ()):
+        return "stop_sequence"
+    return STOP_REASONS.get(finish or "stop", "end_turn")
+
+
+def _mark(block: dict[str, Any], mark: CacheMark | None) -> dict[str, Any]:
+    if mark is not None:
+        block["cache_control"] = mark.model_dump(exclude_none=True)
+    return block
+
+
 def _blocks(
     content: str | list[ContentPart] | None, param: str, images: bool = False
 ) -> list[dict[str, Any]]:
-    """A message's content as text and (in user turns) image blocks."""
-    return [anthropic_block(piece) for _, piece in parts_of(content, param, "Anthropic", images)]
+    """A message's content as text and (in user turns) image blocks, with their
+    breakpoints."""
+    return [
+        anthropic_block(piece, mark)
+        for _, piece, mark in marked_parts_of(content, param, "Anthropic", images)
+    ]
 
 
 def _turn(i: int, m: Message, param: str) -> tuple[str, list[dict[str, Any]]]:
@@ -71,32 +104,46 @@ def _turn(i: int, m: Message, param: str) -> tuple[str, list[dict[str, Any]]]:
         }
         if text:
             result["content"] = text
-        return "user", [result]
+        if m.is_error is not None:
+            result["is_error"] = m.is_error
+        return "user", [_mark(result, m.cache_control)]
     if m.role == "assistant":
-        blocks = _blocks(m.content, param)
+        blocks = [b.model_dump(exclude_none=True) for b in m.thinking_blocks or []]
+        blocks += _blocks(m.content, param)
         for j, call in enumerate(m.tool_calls or []):
             where = f"messages[{i}].tool_calls[{j}].function.arguments"
-            blocks.append(
-                {
-                    "type": "tool_use",
-                    "id": tool_use_id(call.id),
-                    "name": call.function.name,
-                    "input": arguments_object(call.function.arguments, where),
-                }
-            )
+            use = {
+                "type": "tool_use",
+                "id": tool_use_id(call.id),
+                "name": call.function.name,
+                "input": arguments_object(call.function.arguments, where),
+            }
+            blocks.append(_mark(use, call.cache_control))
         return "assistant", blocks
     return "user", _blocks(m.content, param, images=True)
 
 
-def _messages(request: ChatRequest) -> tuple[list[str], list[dict[str, Any]]]:
-    system, messages = turns(
-        request, "content", lambda m, param: (b["text"] for b in _blocks(m.content, param)), _turn
-    )
+def _messages(request: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The system blocks and the turns."""
+    system: list[dict[str, Any]] = []
+
+    def system_text(m: Message, param: str) -> list[str]:
+        system.extend(_blocks(m.content, param))
+        return []
+
+    _, messages = turns(request, "content", system_text, _turn)
     for msg in messages:  # plain text turns as plain strings
         blocks = msg["content"]
-        if all(b["type"] == "text" for b in blocks):
+        if all(b.keys() == {"type", "text"} and b["type"] == "text" for b in blocks):
             msg["content"] = "\n\n".join(b["text"] for b in blocks)
     return system, messages
+
+
+def _system(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """The system prompt as one string, or as its blocks when one carries a breakpoint."""
+    if any("cache_control" in b for b in blocks):
+        return blocks
+    return "\n\n".join(b["text"] for b in blocks)
 
 
 def _tools(plan: ToolPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -105,12 +152,12 @@ def _tools(plan: ToolPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         tool: dict[str, Any] = {"name": f.name, "input_schema": f.parameters}
         if f.description:
             tool["description"] = f.description
-        tools.append(tool)
+        tools.append(_mark(tool, f.cache_control))
     choice: dict[str, Any]
     if plan.choice == "named":
         choice = {"type": "tool", "name": plan.named}
     else:
-        choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[plan.choice]}
+        choice = {"type": CHOICES[plan.choice]}
     if not plan.parallel and plan.choice != "none":
         choice["disable_parallel_tool_use"] = True
     return tools, choice
@@ -129,7 +176,7 @@ def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, An
         "stream": stream,
     }
     if system:
-        body["system"] = "\n\n".join(system)
+        body["system"] = _system(system)
     plan = plan_tools(request, answer_by_tool=True)
     tools, choice = _tools(plan) if plan is not None else ([], {"type": "none"})
     # The Messages API wants the tools of the conversation's tool_use blocks declared, and
@@ -147,6 +194,14 @@ def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, An
         body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
+    if request.top_k is not None:
+        body["top_k"] = request.top_k
+    if request.thinking is not None:
+        body["thinking"] = request.thinking.model_dump(exclude_none=True)
+    if request.context_management is not None:
+        body["context_management"] = request.context_management.model_dump(exclude_none=True)
+    if request.reasoning_effort is not None:
+        body["output_config"] = {"effort": request.reasoning_effort}
     if request.stop is not None:
         body["stop_sequences"] = request.stop_sequences
     end_user = request.safety_identifier or request.user
@@ -169,10 +224,13 @@ def from_anthropic(data: dict[str, Any], model: str) -> Completion:
         raise UpstreamError("protocol", "response has no 'content'")
     text: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     for b in content:
         if not isinstance(b, dict):
             continue
-        if b.get("type") == "text":
+        if b.get("type") in ("thinking", "redacted_thinking"):
+            thinking.append(b)
+        elif b.get("type") == "text":
             text.append(str(b.get("text", "")))
         elif b.get("type") == "tool_use":
             if b.get("name") == ANSWER_TOOL:
@@ -197,6 +255,10 @@ def from_anthropic(data: dict[str, Any], model: str) -> Completion:
         cached_tokens=prompt.cached,
         cache_write_tokens=prompt.written,
     )
+    if thinking:
+        body["choices"][0]["message"]["thinking_blocks"] = thinking
+    if data.get("stop_reason") == "stop_sequence":
+        body["choices"][0]["stop_reason"] = data.get("stop_sequence")
     return Completion(body, prompt.prompt, completion, prompt.cached, prompt.written)
 
 
@@ -214,8 +276,10 @@ class AnthropicStream:
         self.prompt = PromptUsage(0)
         self.completion_tokens = 0
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence that ended the message
         self._blocks: dict[int, tuple[str, int]] = {}  # block index -> (kind, call index)
         self._calls = 0
+        self._thoughts = 0
 
     @property
     def prompt_tokens(self) -> int:
@@ -238,6 +302,13 @@ class AnthropicStream:
                 self._calls += 1
                 self._blocks[index] = ("call", n)
                 return [tool_call_delta(n, str(block.get("id")), str(block.get("name")))]
+            elif block.get("type") in ("thinking", "redacted_thinking"):
+                n = self._thoughts
+                self._thoughts += 1
+                self._blocks[index] = ("thinking", n)
+                if block.get("type") == "redacted_thinking":
+                    return [_thought(n, type="redacted_thinking", data=block.get("data"))]
+                return [_thought(n, type="thinking", thinking=str(block.get("thinking") or ""))]
             else:
                 self._blocks[index] = ("text", -1)
             return []
@@ -246,6 +317,10 @@ class AnthropicStream:
             block_kind, n = self._blocks.get(int(event.get("index") or 0), ("text", -1))
             if delta.get("type") == "text_delta":
                 return [{"content": delta.get("text", "")}]
+            if delta.get("type") == "thinking_delta" and block_kind == "thinking":
+                return [_thought(n, thinking=str(delta.get("thinking", "")))]
+            if delta.get("type") == "signature_delta" and block_kind == "thinking":
+                return [_thought(n, signature=str(delta.get("signature", "")))]
             if delta.get("type") == "input_json_delta":
                 piece = str(delta.get("partial_json", ""))
                 if not piece:
@@ -259,6 +334,9 @@ class AnthropicStream:
         if kind == "message_delta":
             stop = (event.get("delta") or {}).get("stop_reason")
             self.finish = FINISH.get(str(stop), "stop")
+            if stop == "stop_sequence":
+                matched = (event.get("delta") or {}).get("stop_sequence")
+                self.matched = matched if isinstance(matched, str) else None
             if self.finish == "tool_calls" and not self._calls:
                 self.finish = "stop"
             usage = event.get("usage")
@@ -274,3 +352,8 @@ class AnthropicStream:
         if kind == "message_stop":
             self.stopped = True
         return []
+
+
+def _thought(index: int, **fields: Any) -> dict[str, Any]:
+    """A stream delta carrying (a piece of) the message's thinking block ``index``."""
+    return {"thinking_blocks": [{"index": index, **fields}]}

@@ -13,6 +13,10 @@ thought signature that came with a call travels back with it (in the tool call's
 which Gemini models before 3 do not take together with a JSON mode: then the forced
 answer tool of :mod:`.toolcalls` serves it.
 
+``reasoning_effort`` becomes ``thinkingConfig.thinkingBudget`` (``none``/``low``/``medium``/
+``high``: 0/1,024/8,192/24,576, as Google's own OpenAI-compatible API maps it);
+``safety_identifier`` (an end user's id for the provider's abuse tracking) is dropped.
+
 Responses: ``functionCall`` parts become ``tool_calls`` with ids made from the response
 id, their position, name and arguments (stable, and in the ``[a-zA-Z0-9_-]`` alphabet
 every provider takes); ``finish_reason`` is ``tool_calls`` when there are any. Gemini has
@@ -56,7 +60,11 @@ FINISH = {
 # Beyond the common ones (see :mod:`.params`); anything else sent is refused.
 TRANSLATED = frozenset(
     {"seed", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "service_tier"}
+    | {"reasoning_effort", "safety_identifier"}  # (Gemini has no abuse-tracking id: dropped)
 )
+# reasoning_effort -> thinkingConfig.thinkingBudget, as Google's own OpenAI-compatible API
+# maps it
+THINKING_BUDGETS = {"none": 0, "low": 1024, "medium": 8192, "high": 24576}
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "named": "ANY"}
 
 
@@ -200,6 +208,11 @@ def _sampling(request: ChatRequest) -> dict[str, Any]:
             config["logprobs"] = request.top_logprobs
     if request.service_tier not in (None, "auto", "default"):
         raise Unsupported(f"Gemini has no service tier {request.service_tier!r}", "service_tier")
+    effort = request.reasoning_effort
+    if effort is not None:
+        if effort not in THINKING_BUDGETS:
+            raise Unsupported(f"Gemini has no reasoning effort {effort!r}", "reasoning_effort")
+        config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
     return config
 
 
