@@ -196,3 +196,39 @@ def test_cached_parts_never_exceed_the_prompt() -> None:
         50, 40
     )
     assert gemini_prompt({"promptTokenCount": True}) == PromptUsage(0)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("shape", ["anthropic", "openai", "gemini"])
+def test_messages_api_usage_carries_the_providers_cache(
+    launch: Launcher, shape: str, stream: bool
+) -> None:
+    """An Anthropic-shaped client sees the provider's cache reads and writes in Anthropic's
+    usage fields, whatever provider serves the tier, and ``input_tokens`` is only the part
+    that was neither (as Anthropic counts it)."""
+    import anthropic
+
+    sim, rt = agent(launch, shape)
+    client = anthropic.Anthropic(base_url=rt.url, api_key=API_KEY, max_retries=0, timeout=30)
+    system = " ".join(f"rule {i}: answer briefly and cite the policy." for i in range(400))
+    turns: list[dict[str, Any]] = []
+    usages = []
+    for step in range(3):
+        turns.append({"role": "user", "content": f"step {step}: what next?"})
+        kw: dict[str, Any] = {"model": "main", "max_tokens": 64, "system": system}
+        if stream:
+            with client.messages.stream(messages=turns, **kw) as events:
+                message = events.get_final_message()
+        else:
+            message = client.messages.create(messages=turns, **kw)
+        usages.append(message.usage)
+        turns.append({"role": "assistant", "content": message.content[0].text})
+    stats = sim_stats(sim)
+    reads = [u.cache_read_input_tokens or 0 for u in usages]
+    writes = [u.cache_creation_input_tokens or 0 for u in usages]
+    assert reads[0] == 0 and all(r > 0 for r in reads[1:]), reads
+    assert sum(reads) == stats["billed_cache_read_tokens"]
+    assert sum(writes) == stats["billed_cache_write_tokens"]
+    assert sum(u.input_tokens + r + w for u, r, w in zip(usages, reads, writes, strict=True)) == (
+        stats["billed_prompt_tokens"]
+    )
