@@ -625,3 +625,39 @@ def test_simulated_values_read_geminis_dialect() -> None:
     value = example_value(translated, "Paris")
     jsonschema.validate(value, WEATHER["function"]["parameters"])  # type: ignore[index]
     assert value == {"city": "Paris"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"type": "integer", "exclusiveMinimum": 0}, {"type": "INTEGER", "minimum": 1}),
+        ({"type": "integer", "exclusiveMaximum": 10}, {"type": "INTEGER", "maximum": 9}),
+        ({"type": "integer", "exclusiveMinimum": 0.5}, {"type": "INTEGER", "minimum": 1}),
+        (  # draft 4: a flag on minimum
+            {"type": "integer", "minimum": 3, "exclusiveMinimum": True},
+            {"type": "INTEGER", "minimum": 4},
+        ),
+        (  # numbers: the bound itself, one value wider (Gemini has only inclusive bounds)
+            {"type": "number", "exclusiveMaximum": 2.5, "maximum": 3},
+            {"type": "NUMBER", "maximum": 2.5},
+        ),
+        (
+            {"type": "integer", "minimum": 5, "exclusiveMinimum": 0},
+            {"type": "INTEGER", "minimum": 5},
+        ),
+        (
+            {"type": "integer", "minimum": 3, "exclusiveMinimum": False},
+            {"type": "INTEGER", "minimum": 3},
+        ),
+    ],
+)
+def test_gemini_schema_turns_exclusive_bounds_into_inclusive_ones(
+    schema: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert gemini_schema(schema, "tools[0]") == expected
+
+
+def test_gemini_schema_refuses_an_exclusive_bound_that_is_not_a_number() -> None:
+    with pytest.raises(Unsupported) as err:
+        gemini_schema({"type": "integer", "exclusiveMinimum": "0"}, "tools[0]")
+    assert err.value.param == "tools[0].exclusiveMinimum"

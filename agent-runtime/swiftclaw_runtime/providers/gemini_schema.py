@@ -28,6 +28,7 @@ node would copy long property names once per node below them).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -93,6 +94,33 @@ def _root(where: Where) -> str:
     while isinstance(where, tuple):
         where = where[0]
     return where
+
+
+def _exclusive_bounds(schema: dict[str, Any], out: dict[str, Any]) -> None:
+    """``exclusiveMinimum``/``exclusiveMaximum`` (a number, or draft 4's flag on
+    ``minimum``/``maximum``) as Gemini's inclusive bounds: exact for integers (the next
+    integer in), the bound itself for numbers (one value wider: Gemini cannot say less)."""
+    integer = out.get("type") == "INTEGER"
+    for key, bound, step in (
+        ("exclusiveMinimum", "minimum", 1),
+        ("exclusiveMaximum", "maximum", -1),
+    ):
+        value = schema.get(key)
+        if value is None or value is False:
+            continue
+        edge = schema.get(bound) if value is True else value
+        if isinstance(edge, bool) or not isinstance(edge, (int, float)):
+            continue  # a flag without its bound says nothing
+        if integer:
+            edge = math.floor(edge) + 1 if step > 0 else math.ceil(edge) - 1
+        out[bound] = edge if bound not in out or value is True else _inner(out[bound], edge, step)
+
+
+def _inner(a: Any, b: Any, step: int) -> Any:
+    """The tighter of two bounds (the larger minimum, the smaller maximum)."""
+    if not isinstance(a, (int, float)) or isinstance(a, bool):
+        return b
+    return max(a, b) if step > 0 else min(a, b)
 
 
 class SchemaBudget:
@@ -211,8 +239,12 @@ class _Translator:
                         "honoured: its output holds the declared properties only)",
                         _path(at),
                     )
+            elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+                if not isinstance(value, (int, float)):  # bool is an int: draft 4's flag
+                    raise Unsupported(f"'{key}' must be a number or a boolean", _path(at))
             elif key != "format":
                 raise Unsupported(f"Gemini's schema has no {_cut(repr(key))}", _path(at))
+        _exclusive_bounds(schema, out)
         if "enum" in out:
             out.setdefault("type", "STRING")
             if out["type"] != "STRING":
