@@ -31,13 +31,23 @@ MAX_NAME_LENGTH = 52 - len("-redis-backup")
 
 # --- status ----------------------------------------------------------------------------
 
-ConditionType = Literal["Ready", "Progressing", "Degraded", "FailoverActive", "BudgetExceeded"]
+ConditionType = Literal[
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "FailoverActive",
+    "BudgetExceeded",
+    "MetricsStale",
+    "CostSpike",
+]
 CONDITION_TYPES: tuple[ConditionType, ...] = (
     "Ready",
     "Progressing",
     "Degraded",
     "FailoverActive",
     "BudgetExceeded",
+    "MetricsStale",
+    "CostSpike",
 )
 
 
@@ -61,6 +71,34 @@ class LiveFigures(Model):
     success_rate: float | None = None
     cost_today_usd: Annotated[float | None, Field(alias="costTodayUSD")] = None
     cache_hit_rate: float | None = None
+    requests_per_second: float | None = None
+    in_flight: float | None = None
+    # the gateway's own time per request: request time minus the provider calls' time
+    added_latency_ms: float | None = None
+    cpu_per_pod: float | None = None  # cores
+    burn_usd_per_hour: Annotated[float | None, Field(alias="burnUSDPerHour")] = None
+    projected_usd: Annotated[float | None, Field(alias="projectedUSD")] = None
+    active_users: float | None = None
+    routing_mix: Annotated[dict[str, float], Field(max_length=64)] = {}
+    breakers_open: Annotated[dict[str, int], Field(max_length=256)] = {}  # model -> pods
+    pods_read: int | None = None
+    read_at: str | None = None  # the last complete read (figures held while stale)
+
+
+class AutopilotDecision(Model):
+    time: str
+    decision: Annotated[str, Field(max_length=64)]
+    message: Annotated[str, Field(max_length=300)]
+
+
+class AutopilotStatus(Model):
+    """The autopilot's last scale decision (``floor`` is the HPA's ``minReplicas`` it
+    owns) and its recent decisions, newest first."""
+
+    floor: int | None = None
+    reason: str | None = None
+    message: Annotated[str | None, Field(max_length=1024)] = None
+    recent: Annotated[list[AutopilotDecision], Field(max_length=20)] = []
 
 
 class AgentDeploymentStatus(Model):
@@ -71,6 +109,7 @@ class AgentDeploymentStatus(Model):
     updated_replicas: int = 0
     endpoint: str | None = None
     live: LiveFigures | None = None
+    autopilot: AutopilotStatus | None = None
 
 
 ROOT_RULES: dict[str, Any] = cel(

@@ -73,6 +73,11 @@ class BudgetSpec(Model):
     ] = "UTC"
     alert_at_percent: Annotated[int, Field(ge=1, le=100)] = 80
     on_exceeded: Literal["reject", "downgrade", "alert"] = "downgrade"
+    # With the operator's autopilot on: spend projected past a cap by the period's end
+    # downgrades every pod to cheaper tiers (held at least minDowngradeSeconds), or only
+    # alerts (a Warning Event and the webhook).
+    on_projected_exceed: Literal["downgrade", "alert"] = "alert"
+    min_downgrade_seconds: Annotated[int, Field(ge=0, le=86_400)] = 900
     # One request costing more than this logs a warning and counts in
     # swiftclaw_high_cost_requests_total, whatever the caps.
     alert_high_cost_usd: Annotated[
@@ -85,13 +90,17 @@ class ScalingSpec(Model):
     the average of ``swiftclaw_requests_in_flight`` per pod. That one needs a custom metrics
     adapter serving it (Prometheus Adapter, KEDA), which the operator is told about
     (``operator.customMetrics`` in the chart); without one, the HPA scales on CPU alone and
-    the agent shows ``Degraded`` (``InvalidSpec``) saying so, rather than ignore the field."""
+    the agent shows ``Degraded`` (``InvalidSpec``) saying so, rather than ignore the field.
+    With ``autopilot.enabled`` the operator reads the pods itself and needs no adapter."""
 
     rules = (at_most("minReplicas", "maxReplicas"),)
 
     min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
     target_concurrency: Annotated[int | None, Field(ge=1, le=10_000)] = None
+    # How long load must stay low before replicas go down (the HPA's scale-down
+    # stabilisation; with the autopilot on, the autopilot's own, the HPA's then 0).
+    scale_down_window_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
 
 
 class SLOSpec(Model):

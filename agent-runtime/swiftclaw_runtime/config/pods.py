@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from .autopilot import AlertsSpec, AutopilotSpec
 from .base import Model
 from .policy import AgentPolicy
 
@@ -53,6 +54,8 @@ class AgentDeploymentSpec(AgentPolicy):
 
     runtime: RuntimeSpec = RuntimeSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    autopilot: AutopilotSpec = AutopilotSpec()
+    alerts: AlertsSpec = AlertsSpec()
 
     def policy(self) -> AgentPolicy:
         """The part a runtime pod loads (the operator-only fields left out)."""

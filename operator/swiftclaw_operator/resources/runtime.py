@@ -281,6 +281,18 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
     (the HPA takes the larger of the two replica counts; without an adapter the operator
     reports the field unsupported, see ``reconcile.unsupported``)."""
     scaling = agent.spec.scaling
+    # With the autopilot on, one owner per field: the autopilot sets the floor (its
+    # decision, in the status, written here on every reconcile alike) and the HPA owns
+    # ``replicas``. The HPA controller sets ``replicas`` to ``minReplicas`` at its next
+    # sync when below it, before any metric or behaviour ("Current number of replicas
+    # below Spec.MinReplicas"), and never scales under it; the autopilot's down window is
+    # the only one (the HPA's own is 0: two stabilisers in series would add up).
+    floor = scaling.min_replicas
+    down_window = scaling.scale_down_window_seconds
+    if agent.spec.autopilot.enabled:
+        down_window = 0
+        if agent.floor is not None:
+            floor = min(max(agent.floor, scaling.min_replicas), scaling.max_replicas)
     metrics: list[dict[str, Any]] = [
         {
             "type": "Resource",
@@ -309,7 +321,7 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
         "metadata": metadata(agent, agent.name, COMPONENT),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent.name},
-            "minReplicas": scaling.min_replicas,
+            "minReplicas": floor,
             "maxReplicas": scaling.max_replicas,
             "metrics": metrics,
             "behavior": {
@@ -322,7 +334,7 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
                     ],
                 },
                 "scaleDown": {
-                    "stabilizationWindowSeconds": 300,
+                    "stabilizationWindowSeconds": down_window,
                     "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
                 },
             },

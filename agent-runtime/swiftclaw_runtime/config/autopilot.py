@@ -1,0 +1,57 @@
+"""The operator's autopilot and its alerts: what it reads, how often, what it tells.
+
+Only the operator acts on these (they are not in a pod's config): it reads the runtime
+pods' metrics every ``intervalSeconds`` and scales, fails models over fleet-wide, holds
+the budget and reports cost spikes (see ``swiftclaw_operator.autopilot``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from .base import Model, SecretKeyRef
+
+
+class AutopilotThresholds(Model):
+    """When the autopilot acts; the defaults suit an interactive agent."""
+
+    # A model's calls failing at this rate or more, with at least failoverMinCalls calls,
+    # two intervals in a row: out of its tiers' chains on every pod.
+    failover_error_rate_percent: Annotated[float, Field(gt=0, le=100)] = 50.0
+    failover_min_calls: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    # Clean traffic this long before a failed-over model is trusted again (fail back).
+    healthy_seconds: Annotated[int, Field(ge=0, le=86_400)] = 120
+    # The gateway's own time per request (request minus provider time) above which it scales out.
+    added_latency_ms: Annotated[int, Field(ge=1, le=60_000)] = 250
+    # How long the last figures are shown when the pods cannot be read (then shown absent).
+    stale_hold_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
+
+
+class AutopilotSpec(Model):
+    """The operator reads the pods' metrics and decides for the fleet. Off by default:
+    on, it owns the HPA's floor (``minReplicas``) and the ``<agent>-fleet`` ConfigMap."""
+
+    enabled: bool = False
+    interval_seconds: Annotated[int, Field(ge=5, le=300)] = 10
+    thresholds: AutopilotThresholds = AutopilotThresholds()
+
+
+class CostSpikeSpec(Model):
+    """The last hour's spend at ``ratio`` times its baseline (the same hour of earlier
+    days, else the trailing mean) and at least ``minUSD`` over it is a spike."""
+
+    ratio: Annotated[float, Field(gt=1, le=1000)] = 2.0
+    min_usd: Annotated[float, Field(ge=0, le=1_000_000, alias="minUSD")] = 1.0
+
+
+class WebhookSpec(Model):
+    """A Slack-compatible incoming webhook; its URL is read from a Secret (it is one)."""
+
+    url_secret_ref: SecretKeyRef
+
+
+class AlertsSpec(Model):
+    cost_spike: CostSpikeSpec = CostSpikeSpec()
+    webhook: WebhookSpec | None = None
