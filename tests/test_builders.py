@@ -471,16 +471,6 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     },
     "alerts.costSpike.ratio": (setter("alerts.costSpike.ratio", 3), set(), None),
     "alerts.costSpike.minUSD": (setter("alerts.costSpike.minUSD", 10), set(), None),
-    "alerts.webhook.urlSecretRef.name": (
-        setter("alerts.webhook.urlSecretRef.name", "other"),
-        set(),
-        setter("alerts.webhook", {"urlSecretRef": {"name": "hook", "key": "url"}}),
-    ),
-    "alerts.webhook.urlSecretRef.key": (
-        setter("alerts.webhook.urlSecretRef.key", "other"),
-        set(),
-        setter("alerts.webhook", {"urlSecretRef": {"name": "hook", "key": "url"}}),
-    ),
 }
 
 

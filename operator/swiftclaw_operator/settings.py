@@ -39,6 +39,7 @@ ENV = {
     "runbook_base_url": "SWIFTCLAW_RUNBOOK_BASE_URL",
     "service_account_dir": "SWIFTCLAW_SERVICE_ACCOUNT_DIR",
     "reconcile_step_delay": "SWIFTCLAW_RECONCILE_STEP_DELAY",
+    "alert_webhook_file": "SWIFTCLAW_ALERT_WEBHOOK_FILE",
 }
 
 
@@ -78,6 +79,9 @@ class OperatorConfig(BaseModel):
     service_account_dir: Path = Path(SERVICE_ACCOUNT_DIR)
     # Fault injection for tests: a pause after each child write.
     reconcile_step_delay: Annotated[float, Field(ge=0)] = 0.0
+    # A file holding a Slack-compatible webhook URL (a Secret mounted into the operator
+    # pod): the autopilot posts each episode's start and end there. Re-read at each send.
+    alert_webhook_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:

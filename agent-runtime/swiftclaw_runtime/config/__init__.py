@@ -20,7 +20,6 @@ from .autopilot import (
     AutopilotSpec,
     AutopilotThresholds,
     CostSpikeSpec,
-    WebhookSpec,
 )
 from .base import (
     API_GROUP,
@@ -136,7 +135,6 @@ __all__ = [
     "SecretKeyRef",
     "SemanticCacheSpec",
     "TierSpec",
-    "WebhookSpec",
     "cel",
     "format_path",
     "load_config",

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import Model, SecretKeyRef
+from .base import Model
 
 
 class AutopilotThresholds(Model):
@@ -46,12 +46,9 @@ class CostSpikeSpec(Model):
     min_usd: Annotated[float, Field(ge=0, le=1_000_000, alias="minUSD")] = 1.0
 
 
-class WebhookSpec(Model):
-    """A Slack-compatible incoming webhook; its URL is read from a Secret (it is one)."""
-
-    url_secret_ref: SecretKeyRef
-
-
 class AlertsSpec(Model):
+    """What the autopilot reports (Events, the status, and the operator's webhook: its URL
+    is the operator's setting, from a Secret mounted into the operator pod, since the
+    operator reads no Secret of an agent's namespace)."""
+
     cost_spike: CostSpikeSpec = CostSpikeSpec()
-    webhook: WebhookSpec | None = None
