@@ -36,6 +36,9 @@ class Settings:
     # The namespace Prometheus scrapes from: the only one the runtime pods' NetworkPolicy
     # lets reach their metrics port ("": none, the port then answers the kubelet's probes).
     prometheus_namespace: str = "monitoring"
+    # The operator's own namespace: with the autopilot on, its pods read the runtime pods'
+    # metrics port (the NetworkPolicy lets them, and only them, besides Prometheus).
+    operator_namespace: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .common import (
 )
 
 COMPONENT = "runtime"
+OPERATOR_APP = "swiftclaw-operator"  # the chart's operator pods' app.kubernetes.io/name
 CONFIG_FILE = contract.CONFIG_FILE
 RUNTIME_UID = 10001
 
@@ -247,7 +248,8 @@ def build_service(agent: Agent) -> dict[str, Any]:
 def build_network_policy(agent: Agent) -> dict[str, Any]:
     """The runtime pods: their client port open (clients are the tenants' workloads,
     anywhere), their metrics port (costs, tenant names, breaker states) only to pods of the
-    Prometheus namespace of the operator's settings."""
+    Prometheus namespace of the operator's settings, and with the autopilot on to the
+    operator's own pods."""
     ingress: list[dict[str, Any]] = [{"ports": [{"protocol": "TCP", "port": RUNTIME_PORT}]}]
     namespace = agent.settings.prometheus_namespace
     if namespace:
@@ -258,6 +260,21 @@ def build_network_policy(agent: Agent) -> dict[str, Any]:
                         "namespaceSelector": {
                             "matchLabels": {"kubernetes.io/metadata.name": namespace}
                         }
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+            }
+        )
+    operator_ns = agent.settings.operator_namespace
+    if agent.spec.autopilot.enabled and operator_ns:  # the autopilot reads the pods
+        ingress.append(
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": operator_ns}
+                        },
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": OPERATOR_APP}},
                     }
                 ],
                 "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
