@@ -1,6 +1,7 @@
-"""One owner per field: with the autopilot on, its decision (status.autopilot.floor) is the
-HPA's minReplicas on every reconcile, clamped to spec.scaling; the HPA keeps ``replicas``
-(the Deployment leaves it out), and the HPA's own down window is 0 (one stabiliser)."""
+"""One owner per field: with the autopilot on, its decision (status.autopilot.replicas) is
+the HPA's minReplicas and maxReplicas on every reconcile, clamped to spec.scaling; the HPA
+controller keeps ``replicas`` (the Deployment leaves it out) and follows its bounds both
+ways; the HPA's own down window is 0 (one stabiliser)."""
 
 from __future__ import annotations
 
@@ -22,26 +23,26 @@ def body(enabled: bool, floor: Any) -> dict[str, Any]:
             "scaling": {"minReplicas": 2, "maxReplicas": 8},
             "autopilot": {"enabled": enabled},
         },
-        "status": {"autopilot": {"floor": floor}},
+        "status": {"autopilot": {"replicas": floor}},
     }
 
 
 @pytest.mark.parametrize(
-    ("enabled", "floor", "min_replicas", "down_window"),
+    ("enabled", "floor", "bounds", "down_window"),
     [
-        (True, 5, 5, 0),
-        (True, 50, 8, 0),  # never past maxReplicas
-        (True, 1, 2, 0),  # never under minReplicas
-        (True, None, 2, 0),  # no decision yet
-        (True, "5", 2, 0),  # a status not written by the operator: ignored
-        (False, 5, 2, 300),  # off: the spec alone, the HPA's own window
+        (True, 5, (5, 5), 0),
+        (True, 50, (8, 8), 0),  # never past spec.scaling.maxReplicas
+        (True, 1, (2, 2), 0),  # never under minReplicas
+        (True, None, (2, 8), 0),  # no decision yet: the spec's bounds
+        (True, "5", (2, 8), 0),  # a status not written by the operator: ignored
+        (False, 5, (2, 8), 300),  # off: the spec alone, the HPA's own window
     ],
 )
-def test_the_floor_is_the_hpa_min(
-    enabled: bool, floor: Any, min_replicas: int, down_window: int
+def test_the_decision_is_the_hpa_bounds(
+    enabled: bool, floor: Any, bounds: tuple[int, int], down_window: int
 ) -> None:
     hpa = build_hpa(agent_from(body(enabled, floor), Settings()))["spec"]
-    assert hpa["minReplicas"] == min_replicas
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == bounds
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == down_window
 
 

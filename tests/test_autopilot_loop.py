@@ -69,8 +69,8 @@ def test_blocked_reads_hold_replicas_and_clear() -> None:
         samples = {} if blocked else read(pods, now)
         out = evaluate(a, st, samples, 6, 0, 6, now)
         assert out.fresh is not None
-        if out.floor is not None:
-            floors.append(out.floor)
+        if out.replicas is not None:
+            floors.append(out.replicas)
         stale_changes += [(i, c.started) for c in out.changes if c.key[0] == "MetricsStale"]
         if blocked and i >= 12:
             assert out.fresh.stale

@@ -92,10 +92,10 @@ class AutopilotDecision(Model):
 
 
 class AutopilotStatus(Model):
-    """The autopilot's last scale decision (``floor`` is the HPA's ``minReplicas`` it
-    owns) and its recent decisions, newest first."""
+    """The autopilot's last scale decision (``replicas``: the HPA's ``minReplicas`` and
+    ``maxReplicas``, which it owns) and its recent decisions, newest first."""
 
-    floor: int | None = None
+    replicas: int | None = None
     reason: str | None = None
     message: Annotated[str | None, Field(max_length=1024)] = None
     recent: Annotated[list[AutopilotDecision], Field(max_length=20)] = []

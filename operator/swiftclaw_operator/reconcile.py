@@ -77,10 +77,10 @@ class Outcome:
 def agent_from(body: dict[str, Any], settings: Settings) -> Agent:
     meta = body["metadata"]
     spec = AgentDeploymentSpec.model_validate(body.get("spec") or {})
-    floor = ((body.get("status") or {}).get("autopilot") or {}).get("floor")
-    if not spec.autopilot.enabled or not isinstance(floor, int):
-        floor = None
-    return Agent(meta["name"], meta["namespace"], meta["uid"], spec, settings, floor)
+    decided = ((body.get("status") or {}).get("autopilot") or {}).get("replicas")
+    if not spec.autopilot.enabled or not isinstance(decided, int):
+        decided = None
+    return Agent(meta["name"], meta["namespace"], meta["uid"], spec, settings, decided)
 
 
 def unsupported(agent: Agent) -> str | None:

@@ -31,7 +31,8 @@ class AutopilotThresholds(Model):
 
 class AutopilotSpec(Model):
     """The operator reads the pods' metrics and decides for the fleet. Off by default:
-    on, it owns the HPA's floor (``minReplicas``) and the ``<agent>-fleet`` ConfigMap."""
+    on, it owns the HPA's bounds (``minReplicas`` = ``maxReplicas`` = its decision, within
+    ``spec.scaling``) and the ``<agent>-fleet`` ConfigMap."""
 
     enabled: bool = False
     interval_seconds: Annotated[int, Field(ge=5, le=300)] = 10

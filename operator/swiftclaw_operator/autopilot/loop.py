@@ -2,9 +2,9 @@
 
 Every ``intervalSeconds`` it lists the agent's ready runtime pods (:func:`runtime_pods`,
 the one place that lists them), reads them (:mod:`.scraper`), runs the pure decisions and
-writes what changed: the HPA's floor (through the status, so that every reconcile writes
-the same ``minReplicas``: see ``resources.runtime.build_hpa``), the ``<agent>-fleet``
-ConfigMap the pods re-read (the failover and budget overrides), the status (``live``,
+writes what changed: the HPA's bounds (through the status, so that every reconcile
+writes the same ``minReplicas`` = ``maxReplicas``: see ``resources.runtime.build_hpa``),
+the ``<agent>-fleet`` ConfigMap the pods re-read (the failover and budget overrides), the status (``live``,
 ``autopilot``, its conditions), one Event per decision, the webhook once per episode start
 and end, and the operator's metrics.
 
@@ -124,7 +124,7 @@ async def runtime_pods(memo: Memo, namespace: str, name: str) -> tuple[list[dict
 class Outcome:
     """What one step decided: the writes and the reports."""
 
-    floor: int | None = None
+    replicas: int | None = None
     scale: scale.ScaleDecision | None = None
     fleet: FleetOverrides | None = None
     changes: list[episodes.Change] = field(default_factory=list)
@@ -198,7 +198,7 @@ def evaluate(
         )
         d = scale.decide(sspec, sig, state.scale_history, now)
         state.scale_history = d.history
-        out.scale, out.floor = d, d.desired
+        out.scale, out.replicas = d, d.desired
         if d.desired != current:
             out.one_offs.append((d.reason, d.message, False))
 
@@ -471,9 +471,10 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
     AUTOPILOT_READS.labels("failed").inc(len(failed))
     now = float(shared.clock())
     status = body.get("status") or {}
-    floor = (status.get("autopilot") or {}).get("floor")
+    decided = (status.get("autopilot") or {}).get("replicas")
+    # its own last decision (the HPA follows it within a sync), else the Deployment's count
     current = (
-        int(status.get("replicas") or 0) or (floor if isinstance(floor, int) else 0) or len(ready)
+        decided if isinstance(decided, int) else int(status.get("replicas") or 0) or len(ready)
     )
     out = evaluate(agent, state, samples, len(ready), pending, current, now)
     stamp = _now_iso(now)
@@ -503,7 +504,7 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
         before_ap = previous.get("autopilot") or {}
         assert out.fresh is not None
         ap_status: dict[str, Any] = {
-            "floor": out.floor if out.floor is not None else before_ap.get("floor"),
+            "replicas": out.replicas if out.replicas is not None else before_ap.get("replicas"),
             "reason": out.scale.reason if out.scale else before_ap.get("reason"),
             "message": out.scale.message if out.scale else before_ap.get("message"),
             "recent": recent.push(list(before_ap.get("recent") or []), lines),
@@ -517,7 +518,7 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
         }
         if any(previous.get(k) != v for k, v in new.items()):
             await kube.patch_status(API, KIND, namespace, name, new)
-        if ap_status["floor"] != before_ap.get("floor") and ap_status["floor"] is not None:
+        if ap_status["replicas"] != before_ap.get("replicas") and ap_status["replicas"] is not None:
             fresh_body = {**fresh_body, "status": {**previous, **new}}
             await kube.apply(with_spec_hash(build_hpa(agent_from(fresh_body, memo.settings))))
 

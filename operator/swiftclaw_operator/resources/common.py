@@ -50,9 +50,9 @@ class Agent:
     uid: str
     spec: AgentDeploymentSpec
     settings: Settings = field(default_factory=Settings)
-    # The autopilot's replica floor (status.autopilot.floor), the HPA's minReplicas while
+    # The autopilot's replica count (status.autopilot.replicas), the HPA's bounds while
     # spec.autopilot.enabled; read with the spec so that every reconcile writes the same.
-    floor: int | None = None
+    autopilot_replicas: int | None = None
 
     @property
     def redis_name(self) -> str:

@@ -298,18 +298,21 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
     (the HPA takes the larger of the two replica counts; without an adapter the operator
     reports the field unsupported, see ``reconcile.unsupported``)."""
     scaling = agent.spec.scaling
-    # With the autopilot on, one owner per field: the autopilot sets the floor (its
-    # decision, in the status, written here on every reconcile alike) and the HPA owns
-    # ``replicas``. The HPA controller sets ``replicas`` to ``minReplicas`` at its next
-    # sync when below it, before any metric or behaviour ("Current number of replicas
-    # below Spec.MinReplicas"), and never scales under it; the autopilot's down window is
-    # the only one (the HPA's own is 0: two stabilisers in series would add up).
-    floor = scaling.min_replicas
+    # With the autopilot on, one owner per field: the autopilot owns the HPA's bounds (its
+    # decision, in the status, written here on every reconcile alike: min = max = the
+    # decision) and the HPA controller owns ``replicas``. At each sync (15 s) the controller
+    # sets ``replicas`` straight to ``maxReplicas`` when above it and to ``minReplicas``
+    # when below it, before any metric or behaviour ("Current number of replicas above
+    # Spec.MaxReplicas" / "below Spec.MinReplicas"), so it follows the decision both ways,
+    # metrics-server or not; nothing else writes ``replicas`` (the Deployment leaves it
+    # out). A floor alone was not enough: without a metric the HPA never scales down.
+    # The autopilot's down window is the only one (the HPA's own 0: no two in series).
+    low, high = scaling.min_replicas, scaling.max_replicas
     down_window = scaling.scale_down_window_seconds
     if agent.spec.autopilot.enabled:
         down_window = 0
-        if agent.floor is not None:
-            floor = min(max(agent.floor, scaling.min_replicas), scaling.max_replicas)
+        if agent.autopilot_replicas is not None:
+            low = high = min(max(agent.autopilot_replicas, low), high)
     metrics: list[dict[str, Any]] = [
         {
             "type": "Resource",
@@ -338,8 +341,8 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
         "metadata": metadata(agent, agent.name, COMPONENT),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent.name},
-            "minReplicas": floor,
-            "maxReplicas": scaling.max_replicas,
+            "minReplicas": low,
+            "maxReplicas": high,
             "metrics": metrics,
             "behavior": {
                 "scaleUp": {
