@@ -4,9 +4,9 @@ Every ``intervalSeconds`` it lists the agent's ready runtime pods (:func:`runtim
 the one place that lists them), reads them (:mod:`.scraper`), runs the pure decisions and
 writes what changed: the HPA's bounds (through the status, so that every reconcile
 writes the same ``minReplicas`` = ``maxReplicas``: see ``resources.runtime.build_hpa``),
-the ``<agent>-fleet`` ConfigMap the pods re-read (the failover and budget overrides), the status (``live``,
-``autopilot``, its conditions), one Event per decision, the webhook once per episode start
-and end, and the operator's metrics.
+the ``<agent>-fleet`` ConfigMap the pods re-read (the failover and budget overrides),
+the status (``live``, ``autopilot``, its conditions), one Event per decision, the webhook
+once per episode start and end, and the operator's metrics.
 
 State lives in the daemon's coroutine (lost on an operator restart: the fleet document's
 generation is read back from the ConfigMap, and the scale-down window starts again, so a
