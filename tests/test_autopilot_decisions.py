@@ -164,6 +164,8 @@ def signals(
         "mean_latency_s": latency,
         "cpu_per_pod": 0.1,
         "added_latency_ms": 10.0,
+        # Little's law at steady state; a case may say otherwise
+        "rate_per_pod": in_flight_per_pod / latency,
     }
     base.update(kw)
     return scale.ScaleSignals(**base)  # type: ignore[arg-type]
@@ -186,6 +188,8 @@ def warmed(latency: float = 0.5) -> scale.ScaleHistory:
         (signals(2, 4.0, added_latency_ms=600.0), 5, "ScaleUp"),  # the gateway's own latency
         # the provider 20x slower at the same rate: in flight 20x, but not the gateway's doing
         (signals(2, 20.0, latency=10.0), 2, "ProviderBound"),
+        # the interval it begins: the gauge up 20x, no slow request finished yet
+        (signals(2, 20.0, latency=0.5, rate_per_pod=2.0), 2, "Steady"),
         (signals(2, 1.0, current=1), 2, "ScaleUp"),  # below minReplicas: up to it
     ],
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -205,3 +206,64 @@ def test_every_episode_links_a_runbook_that_says_what_was_done() -> None:
         assert "autopilot already did" in text, (kind, page)
     payload = webhook.message("a", "n", episodes.Change(("CostSpike", ""), True, 0, "m"), "b")
     json.dumps(payload)  # JSON as Slack reads it
+
+
+async def test_a_slow_provider_at_the_same_rate_is_provider_bound(launch: Launcher) -> None:
+    """Open-loop load at a fixed rate through one real runtime: first to a model answering
+    in 50 ms, then to one answering in 1 s (20x). In flight rises 20x with no more work for
+    the gateway: no scale-out, ProviderBound."""
+    from swiftclaw_operator.autopilot.loop import AgentState, evaluate
+    from swiftclaw_operator.reconcile import agent_from
+    from swiftclaw_operator.resources import Settings
+
+    fast, slow = launch.sim("--latency", "fixed:50"), launch.sim("--latency", "fixed:1000")
+    doc = manifest(
+        [openai_provider("fast", fast), openai_provider("slow", slow)],
+        [{"name": "quick", "model": "fast/m"}, {"name": "sluggish", "model": "slow/m"}],
+    )
+    rt = launch.runtime(doc)
+    spec = {
+        **doc["spec"],
+        "scaling": {"minReplicas": 1, "maxReplicas": 10, "targetConcurrency": 2},
+        "autopilot": {"enabled": True, "intervalSeconds": 5},
+    }
+    agent = agent_from(
+        {"metadata": {"name": "a", "namespace": "n", "uid": "u"}, "spec": spec}, Settings()
+    )
+    client = openai.AsyncOpenAI(base_url=f"{rt.url}/v1", api_key=API_KEY, max_retries=0)
+    reader = Reader(timeout=10.0)
+    state = AgentState()
+    tasks: set[asyncio.Task[object]] = set()
+    decisions: dict[str, list[tuple[int, str]]] = {"quick": [], "sluggish": []}
+    try:
+        for tier in ("quick", "sluggish"):
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            sent = 0
+            next_read = start + 1.0
+            while loop.time() - start < 10.0:
+                while sent < (loop.time() - start) * 10:  # 10 requests a second, open loop
+                    t = loop.create_task(
+                        client.chat.completions.create(
+                            model=tier, messages=[{"role": "user", "content": f"q{sent}"}]
+                        )
+                    )
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                    sent += 1
+                if loop.time() >= next_read:
+                    samples, failed = await reader.read([Target("p0", f"{rt.url}/metrics")])
+                    assert failed == {}
+                    out = evaluate(agent, state, samples, 1, 0, 1, time.time())
+                    if out.scale is not None:
+                        decisions[tier].append((out.scale.desired, out.scale.reason))
+                    next_read += 1.0
+                await asyncio.sleep(0.02)
+            await asyncio.gather(*tasks)
+    finally:
+        await reader.close()
+        await client.close()
+    assert all(d == (1, "Steady") for d in decisions["quick"]), decisions["quick"]
+    slow_phase = decisions["sluggish"]
+    assert all(desired == 1 for desired, _ in slow_phase), slow_phase  # no scale-out
+    assert "ProviderBound" in {r for _, r in slow_phase}, slow_phase

@@ -63,9 +63,10 @@ def test_blocked_reads_hold_replicas_and_clear() -> None:
     now = T0
     for i in range(30):
         blocked = 10 <= i < 15  # five intervals without a read
-        for m in pods.values():
+        for m in pods.values():  # 4 in flight at 0.2 s: 20 requests a second each
             m.in_flight.set(4)
-            m.record_request("chat", "sim/fast", "ok", False, 0.2, 1, 1)
+            for _ in range(200):
+                m.record_request("chat", "sim/fast", "ok", False, 0.2, 1, 1)
         samples = {} if blocked else read(pods, now)
         out = evaluate(a, st, samples, 6, 0, 6, now)
         assert out.fresh is not None

@@ -190,6 +190,7 @@ def evaluate(
             pending=pending,
             current=current,
             in_flight_per_pod=iv.in_flight_per_pod if iv else 0.0,
+            rate_per_pod=iv.requests_per_second / iv.pods if iv and iv.pods else None,
             mean_latency_s=iv.mean_latency_s if iv else None,
             cpu_per_pod=iv.cpu_per_pod if iv else None,
             added_latency_ms=iv.added_latency_ms if iv else None,

@@ -2,10 +2,12 @@
 
 The load measure is the gateway's own work, per pod, as a ratio to its target (1.0 = on
 target): requests in flight *at the fleet's usual latency* against the per-pod target
-(Little's law: in flight = rate x latency, so the rate's share is kept and a provider's
-slowness is not), the event loop's CPU against ``cpu_target``, the gateway's added
-latency against its target. When raw in flight is over target only because requests take
-longer upstream, the decision is ``ProviderBound``: more pods would only multiply retries.
+(Little's law: in flight = rate x latency; the rate is the requests finished per second,
+so a provider's slowness is not counted, not even in the interval it begins, when the
+gauge has risen and no slow request has finished yet), the event loop's CPU against
+``cpu_target``, the gateway's added latency against its target. When raw in flight is
+over target only because requests take longer upstream, the decision is
+``ProviderBound``: more pods would only multiply retries.
 
 Up: at once, by at most max(2x, +4) pods per decision (the HPA's default policy); not while
 pods are pending (AIBrix #2670 cascaded while pods were pending). Down: the largest
@@ -48,6 +50,7 @@ class ScaleSignals:
     added_latency_ms: float | None
     stale: bool = False
     complete: bool = True
+    rate_per_pod: float | None = None  # requests finished per second
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,9 @@ def load_ratio(spec: ScaleSpec, s: ScaleSignals, usual: float | None) -> tuple[f
     """(the gateway's load ratio, the raw in-flight ratio, the signal that drives it)."""
     raw = s.in_flight_per_pod / spec.target_in_flight
     in_flight = raw
-    if usual is not None and s.mean_latency_s and s.mean_latency_s > usual:
+    if usual is not None and s.rate_per_pod is not None:
+        in_flight = min(raw, s.rate_per_pod * usual / spec.target_in_flight)
+    elif usual is not None and s.mean_latency_s and s.mean_latency_s > usual:
         in_flight = raw * usual / s.mean_latency_s  # the rate's share at usual latency
     ratios = {"in-flight": in_flight}
     if s.cpu_per_pod is not None:
