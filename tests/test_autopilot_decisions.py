@@ -487,3 +487,55 @@ def test_aggregate_constants_match_the_runtime() -> None:
     from swiftclaw_runtime.resilience import BreakerState
 
     assert float(BreakerState.OPEN) == aggregate.OPEN
+
+
+# --- the exposition parser ----------------------------------------------------------------
+
+
+def test_parse_reads_what_prometheus_client_reads() -> None:
+    """The wanted lines, parsed by two regular expressions, equal prometheus_client's
+    reading of the same exposition, hostile label values (quotes, backslashes, newlines,
+    braces, commas) included."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from swiftclaw_operator.autopilot.exposition import WANTED
+
+    m = Metrics()
+    serve(m, 3, 0.2, 0.1)
+    m.record_request("chat", "sim/fast", "error", True, 9.0, 0, 0)
+    m.tenant_cost.labels('we"ird\\ten\nant, {x}="y"').inc(2)
+    m.breaker_state.labels("sim", "fast").set(2)
+    text = m.render().decode()
+    ref = {
+        (s.name, tuple(sorted(s.labels.items()))): float(s.value)
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name in WANTED
+    }
+    assert parse("p", T0, text).series == ref
+    assert len(ref) > 50
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'swiftclaw_requests_total{tier="a" 1',
+        'swiftclaw_requests_total{tier="a} 1',
+        "swiftclaw_requests_total one",
+        "swiftclaw_requests_total{tier=a} 1",
+    ],
+)
+def test_a_malformed_wanted_line_is_refused(line: str) -> None:
+    with pytest.raises(ValueError):
+        parse("p", T0, line + "\n")
+
+
+def test_unwanted_lines_are_not_parsed_and_series_are_bounded() -> None:
+    from swiftclaw_operator.autopilot.exposition import MAX_SERIES
+
+    junk = "".join(f'other_metric{{x="{i}"}} not a number\n' for i in range(1000))
+    flood = "".join(
+        f'swiftclaw_cost_usd_total{{tier="t{i}",model="m"}} 1\n' for i in range(100_000)
+    )
+    sample = parse("p", T0, junk + flood)
+    assert len(sample.series) == MAX_SERIES and sample.truncated

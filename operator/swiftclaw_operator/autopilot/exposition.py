@@ -8,10 +8,9 @@ exposition from growing the operator's memory.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from swiftclaw_runtime import contract
 
@@ -73,16 +72,50 @@ class PodSample:
         return self.series.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+_LINE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*")
+_LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
+_ESCAPE = re.compile(r"\\(.)")
+_ESCAPES = {"n": "\n", '"': '"', "\\": "\\"}
+
+
+def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+    return _ESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), value)
+
+
+def _labels(text: str | None) -> Labels:
+    if not text:
+        return ()
+    out = []
+    at = 0
+    while at < len(text):
+        m = _LABEL.match(text, at)
+        if m is None or m.end() == at:
+            raise ValueError(f"bad labels: {text[:80]!r}")
+        out.append((m.group(1), _unescape(m.group(2))))
+        at = m.end()
+    return tuple(sorted(out))
+
+
 def parse(pod: str, at: float, text: str) -> PodSample:
-    """The wanted series of one exposition; a malformed one raises ``ValueError``."""
+    """The wanted series of one exposition (the text format); a malformed line of a wanted
+    series raises ``ValueError``. Only the wanted lines are parsed, by two regular
+    expressions: prometheus_client's parser (pure Python) took tens of ms a runtime pod,
+    the operator reads hundreds of pods a second at scale."""
     series: dict[SeriesKey, float] = {}
     truncated = False
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name not in WANTED:
-                continue
-            if len(series) >= MAX_SERIES:
-                truncated = True
-                break
-            series[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name not in WANTED:
+            continue
+        m = _LINE.fullmatch(line)
+        if m is None:
+            raise ValueError(f"bad sample line: {line[:80]!r}")
+        if len(series) >= MAX_SERIES:
+            truncated = True
+            break
+        series[(m.group(1), _labels(m.group(2)))] = float(m.group(3))
     return PodSample(pod, at, series, truncated)
