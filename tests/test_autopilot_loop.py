@@ -137,3 +137,20 @@ def test_projected_excess_downgrades_the_fleet() -> None:
         now += 10
     assert states[0] == "normal" and states[-1] == "downgrade"
     assert live_figures(st, staleness.assess(now, now, 10, 300, 2, 2), 2)["costTodayUSD"] == 14.0
+
+
+def test_budget_thresholds_are_episodes_each_started_once() -> None:
+    a = agent(budget={"dailyUSD": 100, "alertAtPercent": 50, "onProjectedExceed": "downgrade"})
+    st = AgentState()
+    pods = {"p0": Metrics()}
+    now = T0
+    started: list[str] = []
+    for i in range(12):  # $40 -> $106: the alert, the downgrade, then exceeded
+        pods["p0"].budget_used.labels("daily").set(0.40 + 0.06 * i)
+        out = evaluate(a, st, read(pods, now), 1, 0, 1, now)
+        started += [c.key[0] for c in out.changes if c.started]
+        now += 10
+    assert sorted(started) == ["BudgetAlert", "BudgetDowngrade", "BudgetExceeded"]  # once each
+    cond = {c["type"]: c for c in conditions(st, staleness.assess(now, now, 10, 300, 1, 1), "t")}
+    assert cond["BudgetExceeded"]["status"] == "True"
+    assert "overshoot $6.00" in cond["BudgetExceeded"]["message"]

@@ -225,16 +225,15 @@ def evaluate(
         if iv.budget_used:
             r = budget.decide(budget_plan(agent), iv.budget_used, state.budget_state, now)
             if r is not None:
+                # r.alerts' moments are the starts of the episodes below (alert, projected,
+                # downgrade, exceeded): each reported once when it starts and once it ends
                 state.budget_state, state.budget_result = r.state, r
-                for reason, message in r.alerts:
-                    if reason == "BudgetNormal":
-                        continue  # the end of the downgrade episode says it
-                    out.one_offs.append(
-                        (reason, message, True)
-                    ) if reason == "BudgetAlert" else None
         r = state.budget_result
         if r is not None:
             figures = f"${r.spent:.2f} of ${r.cap:.2f} {r.scope}, projected ${r.projected:.2f}"
+            if r.state.alerted:  # until the period rolls over
+                pct = agent.spec.budget.alert_at_percent
+                now_true[("BudgetAlert", r.scope)] = f"{figures} (alertAtPercent {pct})"
             if r.state.state == "downgrade":
                 now_true[("BudgetDowngrade", r.scope)] = f"{figures}: cheaper tiers fleet-wide"
             if r.state.state == "exceeded":
