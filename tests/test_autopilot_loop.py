@@ -154,3 +154,19 @@ def test_budget_thresholds_are_episodes_each_started_once() -> None:
     cond = {c["type"]: c for c in conditions(st, staleness.assess(now, now, 10, 300, 1, 1), "t")}
     assert cond["BudgetExceeded"]["status"] == "True"
     assert "overshoot $6.00" in cond["BudgetExceeded"]["message"]
+
+
+def test_conditions_keep_their_transition_time_and_others_conditions() -> None:
+    from swiftclaw_operator.autopilot.loop import merge
+
+    ready = {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": "t0"}
+    stale = {"type": "MetricsStale", "status": "False", "reason": "Fresh", "message": "m"}
+    first = merge([ready], [stale], "t1")
+    assert first == [
+        {**stale, "lastTransitionTime": "t1"},
+        ready,  # the status refresh's own, untouched
+    ]
+    same = merge(first, [{**stale, "message": "other"}], "t2")
+    assert same[0]["lastTransitionTime"] == "t1"  # no transition: the time stays
+    flipped = merge(first, [{**stale, "status": "True", "reason": "ScrapeFailed"}], "t3")
+    assert flipped[0]["lastTransitionTime"] == "t3"
