@@ -452,6 +452,33 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         {"ServiceMonitor/agent"},
         None,
     ),
+    # The autopilot's knobs only the operator reads: no child, no pod config, no roll.
+    "budget.onProjectedExceed": (setter("budget.onProjectedExceed", "downgrade"), set(), None),
+    "budget.minDowngradeSeconds": (setter("budget.minDowngradeSeconds", 60), set(), None),
+    "scaling.scaleDownWindowSeconds": (
+        setter("scaling.scaleDownWindowSeconds", 600),
+        {"HorizontalPodAutoscaler/agent"},
+        None,
+    ),
+    # on, it owns the HPA's floor and the down window (the HPA's own goes to 0)
+    "autopilot.enabled": (
+        setter("autopilot.enabled", True),
+        {"HorizontalPodAutoscaler/agent"},
+        None,
+    ),
+    "autopilot.intervalSeconds": (setter("autopilot.intervalSeconds", 30), set(), None),
+    **{
+        f"autopilot.thresholds.{name}": (setter(f"autopilot.thresholds.{name}", value), set(), None)
+        for name, value in (
+            ("failoverErrorRatePercent", 20),
+            ("failoverMinCalls", 5),
+            ("healthySeconds", 300),
+            ("addedLatencyMs", 100),
+            ("staleHoldSeconds", 60),
+        )
+    },
+    "alerts.costSpike.ratio": (setter("alerts.costSpike.ratio", 3), set(), None),
+    "alerts.costSpike.minUSD": (setter("alerts.costSpike.minUSD", 10), set(), None),
 }
 
 

@@ -96,3 +96,31 @@ def test_with_a_metrics_port_the_service_port_does_not_serve_metrics(launch: Lau
     assert reply.choices[0].message.content
     with urllib.request.urlopen(f"{admin}{path}", timeout=10) as r:
         assert b"swiftclaw_requests_total" in r.read()
+
+
+def test_with_the_autopilot_the_operator_pods_read_the_metrics_port() -> None:
+    settings = Settings(**{**SETTINGS.__dict__, "operator_namespace": "swiftclaw-system"})
+    spec = base_spec()
+    spec["autopilot"] = {"enabled": True}
+    rules = build(spec, settings)["NetworkPolicy/agent"]["spec"]["ingress"]
+    operator = [r for r in rules if r.get("from") and "podSelector" in r["from"][0]]
+    assert operator == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "swiftclaw-system"}
+                    },
+                    "podSelector": {
+                        "matchLabels": {"app.kubernetes.io/name": "swiftclaw-operator"}
+                    },
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 9090}],
+        }
+    ]
+    spec["autopilot"] = {"enabled": False}  # off: no way in for the operator
+    rules = build(spec, settings)["NetworkPolicy/agent"]["spec"]["ingress"]
+    assert not [r for r in rules if r.get("from") and "podSelector" in r["from"][0]]
+    env = OperatorConfig.from_env({"SWIFTCLAW_OPERATOR_NAMESPACE": "ops"})
+    assert env.builder_settings(True).operator_namespace == "ops"

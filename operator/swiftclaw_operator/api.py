@@ -31,13 +31,23 @@ MAX_NAME_LENGTH = 52 - len("-redis-backup")
 
 # --- status ----------------------------------------------------------------------------
 
-ConditionType = Literal["Ready", "Progressing", "Degraded", "FailoverActive", "BudgetExceeded"]
+ConditionType = Literal[
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "FailoverActive",
+    "BudgetExceeded",
+    "MetricsStale",
+    "CostSpike",
+]
 CONDITION_TYPES: tuple[ConditionType, ...] = (
     "Ready",
     "Progressing",
     "Degraded",
     "FailoverActive",
     "BudgetExceeded",
+    "MetricsStale",
+    "CostSpike",
 )
 
 
@@ -61,7 +71,7 @@ class Condition(Model):
 
 
 class LiveFigures(Model):
-    """Figures the autopilot scrapes from the runtime pods."""
+    """Figures the autopilot reads from the runtime pods."""
 
     p50_ms: float | None = None
     """Median latency in ms."""
@@ -75,6 +85,53 @@ class LiveFigures(Model):
     """Spend today in USD (the COST TODAY column)."""
     cache_hit_rate: float | None = None
     """Share of requests served from the cache."""
+    requests_per_second: float | None = None
+    """Requests per second over the last interval, summed over the ready pods."""
+    in_flight: float | None = None
+    """Requests in flight across the fleet."""
+    added_latency_ms: float | None = None
+    """The gateway's own time per request in ms: request time minus the provider calls' time."""
+    cpu_per_pod: float | None = None
+    """CPU cores used per pod."""
+    burn_usd_per_hour: Annotated[float | None, Field(alias="burnUSDPerHour")] = None
+    """Spend rate over the last hour in USD."""
+    projected_usd: Annotated[float | None, Field(alias="projectedUSD")] = None
+    """Spend projected at the budget period's end in USD."""
+    active_users: float | None = None
+    """Users with a request in the last interval."""
+    routing_mix: Annotated[dict[str, float], Field(max_length=64)] = {}
+    """Share of requests per tier."""
+    breakers_open: Annotated[dict[str, int], Field(max_length=256)] = {}
+    """Per model, the number of ready pods whose breaker for it is open."""
+    pods_read: int | None = None
+    """Ready pods read in the last interval."""
+    read_at: str | None = None
+    """When the last complete read was (the figures are held while reads are stale)."""
+
+
+class AutopilotDecision(Model):
+    """One decision of the autopilot."""
+
+    time: str
+    """When it was made."""
+    decision: Annotated[str, Field(max_length=64)]
+    """What was decided (ScaleUp, FleetFailover, BudgetDowngrade, ...)."""
+    message: Annotated[str, Field(max_length=300)]
+    """Why, in words."""
+
+
+class AutopilotStatus(Model):
+    """The autopilot's last scale decision (``replicas``: the HPA's ``minReplicas`` and
+    ``maxReplicas``, which it owns) and its recent decisions, newest first."""
+
+    replicas: int | None = None
+    """The replicas the autopilot decided (the HPA's minReplicas and maxReplicas)."""
+    reason: str | None = None
+    """The reason of that decision (for example ProviderBound)."""
+    message: Annotated[str | None, Field(max_length=1024)] = None
+    """The decision in words."""
+    recent: Annotated[list[AutopilotDecision], Field(max_length=20)] = []
+    """The last 20 decisions, newest first."""
 
 
 class AgentDeploymentStatus(Model):
@@ -95,8 +152,9 @@ class AgentDeploymentStatus(Model):
     """The agent's OpenAI-compatible base URL inside the cluster
     (http://<name>.<namespace>.svc/v1)."""
     live: LiveFigures | None = None
-    """Live figures for the autopilot to scrape from the pods: reserved, not written today (the
-    operator keeps what is there)."""
+    """Live figures the autopilot reads from the runtime pods every interval (the operator)."""
+    autopilot: AutopilotStatus | None = None
+    """What the autopilot decided last, and its recent decisions (the operator)."""
 
 
 ROOT_RULES: dict[str, Any] = cel(

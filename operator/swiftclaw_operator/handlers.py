@@ -24,6 +24,9 @@ import kopf
 from pydantic import ValidationError
 
 from .api import API_GROUP, API_VERSION, KIND, PLURAL
+from .autopilot import loop as autopilot_loop
+from .autopilot.loop import Shared
+from .autopilot.scraper import Reader
 from .failures import classify, retry_delay
 from .kube import Auth, Kube
 from .locks import KeyedLocks
@@ -76,6 +79,8 @@ class Memo:
     kopf_token: str | None = None
     # Every background task (refreshes, retries), so that cleanup can end them first.
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # What the agents' autopilot loops share (autopilot/loop.py); set by startup.
+    autopilot: Shared | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -105,6 +110,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None
     memo.kube = Kube(await Auth.load(config.service_account_dir))
     monitoring = await memo.kube.has_group_version(MONITORING_API)
     memo.settings = config.builder_settings(monitoring_available=monitoring)
+    memo.autopilot = Shared(Reader(), config.runbook_base_url, config.alert_webhook_file)
     if config.metrics_port:
         serve_metrics(config.metrics_port)
     log.info(
@@ -140,6 +146,8 @@ async def cleanup(memo: Memo, **_: Any) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if memo.autopilot is not None:
+        await memo.autopilot.reader.close()
     await memo.kube.close()
 
 
@@ -402,6 +410,15 @@ def registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         idle=drift,
         registry=reg,
     )(drift_check)
+    kopf.daemon(
+        API_GROUP,
+        API_VERSION,
+        PLURAL,
+        id="autopilot",
+        when=autopilot_loop.enabled,
+        cancellation_timeout=5.0,
+        registry=reg,
+    )(autopilot_loop.run)
     kopf.on.event(
         "apps", "v1", "deployments", labels=MANAGED, id="deployment_changed", registry=reg
     )(child_changed)

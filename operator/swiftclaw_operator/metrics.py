@@ -61,3 +61,30 @@ RETRY_DELAY = Histogram(
 def serve_metrics(port: int) -> None:
     """Expose the metrics over HTTP on a background thread."""
     start_http_server(port, registry=REGISTRY)
+
+
+AUTOPILOT_DECISIONS = Counter(
+    "swiftclaw_operator_autopilot_decisions",
+    "Autopilot decisions by kind (ScaleUp, ScaleDown, FleetFailover, BudgetDowngrade, ...) "
+    "and phase (start, end; once for a one-off decision such as a scale change).",
+    ["decision", "phase"],
+    registry=REGISTRY,
+)
+AUTOPILOT_READS = Counter(
+    "swiftclaw_operator_autopilot_pod_reads",
+    "Reads of runtime pods' metrics by result (ok, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+AUTOPILOT_STEP_SECONDS = Histogram(
+    "swiftclaw_operator_autopilot_step_duration_seconds",
+    "One agent's autopilot step: list pods, read them, decide, write.",
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+AUTOPILOT_WEBHOOK = Counter(
+    "swiftclaw_operator_autopilot_webhook_messages",
+    "Episode messages posted to the alert webhook, by result (sent, failed).",
+    ["result"],
+    registry=REGISTRY,
+)

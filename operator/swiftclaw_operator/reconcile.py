@@ -77,13 +77,20 @@ class Outcome:
 def agent_from(body: dict[str, Any], settings: Settings) -> Agent:
     meta = body["metadata"]
     spec = AgentDeploymentSpec.model_validate(body.get("spec") or {})
-    return Agent(meta["name"], meta["namespace"], meta["uid"], spec, settings)
+    decided = ((body.get("status") or {}).get("autopilot") or {}).get("replicas")
+    if not spec.autopilot.enabled or not isinstance(decided, int):
+        decided = None
+    return Agent(meta["name"], meta["namespace"], meta["uid"], spec, settings, decided)
 
 
 def unsupported(agent: Agent) -> str | None:
     """What a valid spec asks for that this cluster cannot do (the children are built
     without it, and the agent shows Degraded with this message), or None."""
-    if agent.spec.scaling.target_concurrency is not None and not agent.settings.custom_metrics:
+    if (
+        agent.spec.scaling.target_concurrency is not None
+        and not agent.settings.custom_metrics
+        and not agent.spec.autopilot.enabled  # the autopilot reads in flight from the pods
+    ):
         return (
             "spec.scaling.targetConcurrency needs a custom metrics adapter serving"
             " swiftclaw_requests_in_flight (then set operator.customMetrics in the chart);"

@@ -39,6 +39,8 @@ ENV = {
     "runbook_base_url": "SWIFTCLAW_RUNBOOK_BASE_URL",
     "service_account_dir": "SWIFTCLAW_SERVICE_ACCOUNT_DIR",
     "reconcile_step_delay": "SWIFTCLAW_RECONCILE_STEP_DELAY",
+    "alert_webhook_file": "SWIFTCLAW_ALERT_WEBHOOK_FILE",
+    "operator_namespace": "SWIFTCLAW_OPERATOR_NAMESPACE",
 }
 
 
@@ -74,10 +76,15 @@ class OperatorConfig(BaseModel):
     custom_metrics: bool = Settings.custom_metrics
     # The namespace whose pods may scrape the runtime pods' metrics port (NetworkPolicy).
     prometheus_namespace: str = Settings.prometheus_namespace
+    # The operator's own namespace (the chart sets it): its autopilot reads that port too.
+    operator_namespace: str = Settings.operator_namespace
     # Where the in-cluster credentials are mounted (a test points it at a folder of its own).
     service_account_dir: Path = Path(SERVICE_ACCOUNT_DIR)
     # Fault injection for tests: a pause after each child write.
     reconcile_step_delay: Annotated[float, Field(ge=0)] = 0.0
+    # A file holding a Slack-compatible webhook URL (a Secret mounted into the operator
+    # pod): the autopilot posts each episode's start and end there. Re-read at each send.
+    alert_webhook_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -105,4 +112,5 @@ class OperatorConfig(BaseModel):
             monitoring_available=monitoring_available,
             custom_metrics=self.custom_metrics,
             prometheus_namespace=self.prometheus_namespace,
+            operator_namespace=self.operator_namespace,
         )

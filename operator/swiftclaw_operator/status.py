@@ -302,8 +302,9 @@ def compute_status(
         "updatedReplicas": st.get("updatedReplicas", 0) or 0,
         "endpoint": f"http://{meta['name']}.{meta['namespace']}.svc/v1",
     }
-    if previous.get("live"):
-        out["live"] = previous["live"]
+    for kept in ("live", "autopilot"):  # the autopilot's own (autopilot/loop.py)
+        if previous.get(kept):
+            out[kept] = previous[kept]
     return out
 
 

@@ -15,6 +15,12 @@ rules, each declared once for the CRD's CEL and the Python check) and :mod:`.loa
 from __future__ import annotations
 
 from .agent import AgentSpec, ContextSource
+from .autopilot import (
+    AlertsSpec,
+    AutopilotSpec,
+    AutopilotThresholds,
+    CostSpikeSpec,
+)
 from .base import (
     API_GROUP,
     API_VERSION,
@@ -91,12 +97,16 @@ __all__ = [
     "AgentDeploymentSpec",
     "AgentPolicy",
     "AgentSpec",
+    "AlertsSpec",
     "AuthSpec",
+    "AutopilotSpec",
+    "AutopilotThresholds",
     "BudgetSpec",
     "CacheSpec",
     "CircuitBreakerSpec",
     "ConfigError",
     "ContextSource",
+    "CostSpikeSpec",
     "EmbeddingsSpec",
     "ExactCacheSpec",
     "FieldIssue",

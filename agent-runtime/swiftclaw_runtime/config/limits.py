@@ -89,6 +89,13 @@ class BudgetSpec(Model):
     on_exceeded: Literal["reject", "downgrade", "alert"] = "downgrade"
     """What the runtime does at 100 % of a cap: reject (429 insufficient_quota), downgrade (serve
     on the cheapest tier) or alert (serve as asked, log and count)."""
+    on_projected_exceed: Literal["downgrade", "alert"] = "alert"
+    """With the operator's autopilot on: spend projected past a cap by the period's end
+    downgrades every pod to cheaper tiers (held at least minDowngradeSeconds), or only alerts
+    (a Warning Event and the webhook). The operator acts on it, not the pods."""
+    min_downgrade_seconds: Annotated[int, Field(ge=0, le=86_400)] = 900
+    """The shortest time the autopilot holds a fleet-wide budget downgrade once it starts it
+    (the operator)."""
     # One request costing more than this logs a warning and counts in
     # swiftclaw_high_cost_requests_total, whatever the caps.
     alert_high_cost_usd: Annotated[
@@ -103,7 +110,8 @@ class ScalingSpec(Model):
     the average of ``swiftclaw_requests_in_flight`` per pod. That one needs a custom metrics
     adapter serving it (Prometheus Adapter, KEDA), which the operator is told about
     (``operator.customMetrics`` in the chart); without one, the HPA scales on CPU alone and
-    the agent shows ``Degraded`` (``InvalidSpec``) saying so, rather than ignore the field."""
+    the agent shows ``Degraded`` (``InvalidSpec``) saying so, rather than ignore the field.
+    With ``autopilot.enabled`` the operator reads the pods itself and needs no adapter."""
 
     rules = (at_most("minReplicas", "maxReplicas"),)
 
@@ -114,7 +122,12 @@ class ScalingSpec(Model):
     target_concurrency: Annotated[int | None, Field(ge=1, le=10_000)] = None
     """The average swiftclaw_requests_in_flight per pod the HPA aims for, beside CPU; needs a
     custom metrics adapter and the chart's operator.customMetrics, else the agent shows
-    Degraded/InvalidSpec and the HPA scales on CPU alone."""
+    Degraded/InvalidSpec and the HPA scales on CPU alone. With the autopilot on, the in-flight
+    requests per pod the autopilot aims for (default 32), no adapter needed."""
+    scale_down_window_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
+    """How long load must stay low before replicas go down: the HPA's scale-down stabilisation
+    (the operator renders it), or with the autopilot on the autopilot's own (the HPA's is
+    then 0)."""
 
 
 class SLOSpec(Model):

@@ -170,6 +170,10 @@ def load_config(path: str | Path) -> LoadedConfig:
 # out of the pods' config, whose checksum is in the pod template, so that changing them does
 # not roll every pod.
 NOT_FOR_PODS = frozenset({"scaling", "slo"})
+# The same within a section: the budget knobs only the operator's autopilot reads.
+NOT_FOR_PODS_WITHIN: dict[str, set[str]] = {
+    "budget": {"on_projected_exceed", "min_downgrade_seconds"}
+}
 
 
 def render_runtime_config(name: str, namespace: str, policy: AgentPolicy) -> dict[str, Any]:
@@ -185,5 +189,6 @@ def render_runtime_config(name: str, namespace: str, policy: AgentPolicy) -> dic
             by_alias=True,
             exclude_none=True,
             include=set(AgentPolicy.model_fields) - NOT_FOR_PODS,
+            exclude=NOT_FOR_PODS_WITHIN,
         ),
     }

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from .autopilot import AlertsSpec, AutopilotSpec
 from .base import Model
 from .policy import AgentPolicy
 
@@ -74,6 +75,11 @@ class AgentDeploymentSpec(AgentPolicy):
     """How the runtime pods run (the operator's Deployment; the runtime does not read it)."""
     monitoring: MonitoringSpec = MonitoringSpec()
     """The ServiceMonitor and alerting rules the operator creates."""
+    autopilot: AutopilotSpec = AutopilotSpec()
+    """The operator's autopilot: it reads the pods' metrics and scales, fails over and holds
+    the budget fleet-wide (the operator)."""
+    alerts: AlertsSpec = AlertsSpec()
+    """What the autopilot alerts on beyond the SLOs (the operator)."""
 
     def policy(self) -> AgentPolicy:
         """The part a runtime pod loads (the operator-only fields left out)."""

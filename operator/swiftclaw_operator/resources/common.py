@@ -36,6 +36,9 @@ class Settings:
     # The namespace Prometheus scrapes from: the only one the runtime pods' NetworkPolicy
     # lets reach their metrics port ("": none, the port then answers the kubelet's probes).
     prometheus_namespace: str = "monitoring"
+    # The operator's own namespace: with the autopilot on, its pods read the runtime pods'
+    # metrics port (the NetworkPolicy lets them, and only them, besides Prometheus).
+    operator_namespace: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class Agent:
     uid: str
     spec: AgentDeploymentSpec
     settings: Settings = field(default_factory=Settings)
+    # The autopilot's replica count (status.autopilot.replicas), the HPA's bounds while
+    # spec.autopilot.enabled; read with the spec so that every reconcile writes the same.
+    autopilot_replicas: int | None = None
 
     @property
     def redis_name(self) -> str:

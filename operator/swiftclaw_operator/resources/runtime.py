@@ -25,6 +25,7 @@ from .common import (
 )
 
 COMPONENT = "runtime"
+OPERATOR_APP = "swiftclaw-operator"  # the chart's operator pods' app.kubernetes.io/name
 CONFIG_FILE = contract.CONFIG_FILE
 RUNTIME_UID = 10001
 
@@ -254,7 +255,8 @@ def build_service(agent: Agent) -> dict[str, Any]:
 def build_network_policy(agent: Agent) -> dict[str, Any]:
     """The runtime pods: their client port open (clients are the tenants' workloads,
     anywhere), their metrics port (costs, tenant names, breaker states) only to pods of the
-    Prometheus namespace of the operator's settings."""
+    Prometheus namespace of the operator's settings, and with the autopilot on to the
+    operator's own pods."""
     ingress: list[dict[str, Any]] = [{"ports": [{"protocol": "TCP", "port": RUNTIME_PORT}]}]
     namespace = agent.settings.prometheus_namespace
     if namespace:
@@ -265,6 +267,21 @@ def build_network_policy(agent: Agent) -> dict[str, Any]:
                         "namespaceSelector": {
                             "matchLabels": {"kubernetes.io/metadata.name": namespace}
                         }
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+            }
+        )
+    operator_ns = agent.settings.operator_namespace
+    if agent.spec.autopilot.enabled and operator_ns:  # the autopilot reads the pods
+        ingress.append(
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": operator_ns}
+                        },
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": OPERATOR_APP}},
                     }
                 ],
                 "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
@@ -288,6 +305,21 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
     (the HPA takes the larger of the two replica counts; without an adapter the operator
     reports the field unsupported, see ``reconcile.unsupported``)."""
     scaling = agent.spec.scaling
+    # With the autopilot on, one owner per field: the autopilot owns the HPA's bounds (its
+    # decision, in the status, written here on every reconcile alike: min = max = the
+    # decision) and the HPA controller owns ``replicas``. At each sync (15 s) the controller
+    # sets ``replicas`` straight to ``maxReplicas`` when above it and to ``minReplicas``
+    # when below it, before any metric or behaviour ("Current number of replicas above
+    # Spec.MaxReplicas" / "below Spec.MinReplicas"), so it follows the decision both ways,
+    # metrics-server or not; nothing else writes ``replicas`` (the Deployment leaves it
+    # out). A floor alone was not enough: without a metric the HPA never scales down.
+    # The autopilot's down window is the only one (the HPA's own 0: no two in series).
+    low, high = scaling.min_replicas, scaling.max_replicas
+    down_window = scaling.scale_down_window_seconds
+    if agent.spec.autopilot.enabled:
+        down_window = 0
+        if agent.autopilot_replicas is not None:
+            low = high = min(max(agent.autopilot_replicas, low), high)
     metrics: list[dict[str, Any]] = [
         {
             "type": "Resource",
@@ -316,8 +348,8 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
         "metadata": metadata(agent, agent.name, COMPONENT),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent.name},
-            "minReplicas": scaling.min_replicas,
-            "maxReplicas": scaling.max_replicas,
+            "minReplicas": low,
+            "maxReplicas": high,
             "metrics": metrics,
             "behavior": {
                 "scaleUp": {
@@ -329,7 +361,7 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
                     ],
                 },
                 "scaleDown": {
-                    "stabilizationWindowSeconds": 300,
+                    "stabilizationWindowSeconds": down_window,
                     "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
                 },
             },

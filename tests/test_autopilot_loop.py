@@ -1,0 +1,172 @@
+"""One agent's autopilot intervals end to end without I/O (``loop.evaluate``): reads that
+fail keep every replica and end nothing, then clear; a model failing on the fleet lands in
+the pods' fleet document; a projected budget excess downgrades the fleet; status figures
+are absent, never zero, when they cannot be trusted."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from swiftclaw_operator.autopilot import staleness
+from swiftclaw_operator.autopilot.exposition import STARTED, PodSample, parse
+from swiftclaw_operator.autopilot.loop import AgentState, conditions, evaluate, live_figures
+from swiftclaw_operator.reconcile import agent_from
+from swiftclaw_operator.resources import Settings
+from swiftclaw_operator.resources.common import Agent
+from swiftclaw_runtime.metrics import Metrics
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+def agent(**spec: Any) -> Agent:
+    body = {
+        "metadata": {"name": "agent", "namespace": "team", "uid": "u1"},
+        "spec": {
+            "providers": [
+                {"name": "sim", "type": "openai", "baseURL": "http://127.0.0.1:1"},
+                {"name": "backup", "type": "openai", "baseURL": "http://127.0.0.1:2"},
+            ],
+            "models": {
+                "tiers": [{"name": "chat", "model": "sim/fast", "fallbacks": ["backup/slow"]}]
+            },
+            "scaling": {"minReplicas": 2, "maxReplicas": 20, "targetConcurrency": 4},
+            "autopilot": {"enabled": True, "intervalSeconds": 10},
+            **spec,
+        },
+    }
+    return agent_from(body, Settings())
+
+
+def read(pods: dict[str, Metrics], at: float) -> dict[str, PodSample]:
+    out = {}
+    for name, m in pods.items():
+        s = parse(name, at, m.render().decode())
+        out[name] = dataclasses.replace(s, series={**s.series, (STARTED, ()): 1000.0})
+    return out
+
+
+def test_blocked_reads_hold_replicas_and_clear() -> None:
+    """Six pods on target all along; reads blocked for five intervals. A short down window
+    (20 s) would let a missing read, taken as zero, scale down within the gap."""
+    a = agent(
+        scaling={
+            "minReplicas": 2,
+            "maxReplicas": 20,
+            "targetConcurrency": 4,
+            "scaleDownWindowSeconds": 20,
+        }
+    )
+    st = AgentState()
+    pods = {f"p{i}": Metrics() for i in range(6)}
+    floors, stale_changes = [], []
+    now = T0
+    for i in range(30):
+        blocked = 10 <= i < 15  # five intervals without a read
+        for m in pods.values():  # 4 in flight at 0.2 s: 20 requests a second each
+            m.in_flight.set(4)
+            for _ in range(200):
+                m.record_request("chat", "sim/fast", "ok", False, 0.2, 1, 1)
+        samples = {} if blocked else read(pods, now)
+        out = evaluate(a, st, samples, 6, 0, 6, now)
+        assert out.fresh is not None
+        if out.replicas is not None:
+            floors.append(out.replicas)
+        stale_changes += [(i, c.started) for c in out.changes if c.key[0] == "MetricsStale"]
+        if blocked and i >= 12:
+            assert out.fresh.stale
+            conds = {c["type"]: c["status"] for c in conditions(st, out.fresh, "t")}
+            assert conds["MetricsStale"] == "True"
+        now += 10
+    # stale from the third blocked interval, once; cleared by the first read after
+    assert stale_changes == [(12, True), (15, False)]
+    assert set(floors) == {6}  # no scale-down, during the gap or after
+
+
+def test_stale_figures_are_held_then_absent() -> None:
+    a = agent()
+    st = AgentState()
+    pods = {"p0": Metrics(), "p1": Metrics()}
+    now = T0
+    for _ in range(3):
+        for m in pods.values():
+            m.record_request("chat", "sim/fast", "ok", False, 0.2, 1, 1)
+        evaluate(a, st, read(pods, now), 2, 0, 2, now)
+        now += 10
+    held = staleness.assess(now + 30, st.read_at, 10, 300, 0, 2)
+    gone = staleness.assess(now + 400, st.read_at, 10, 300, 0, 2)
+    assert live_figures(st, held, 0)["p95Ms"] > 0
+    figures = live_figures(st, gone, 0)
+    assert "p95Ms" not in figures and "requestsPerSecond" not in figures  # absent, not zero
+
+
+def test_a_failing_model_goes_into_the_fleet_document() -> None:
+    a = agent()
+    st = AgentState()
+    pods = {f"p{i}": Metrics() for i in range(4)}
+    now = T0
+    docs = []
+    for i in range(4):
+        for j, m in enumerate(pods.values()):
+            if i >= 1:
+                m.breaker_state.labels("sim", "fast").set(1 if j < 2 else 0)
+        out = evaluate(a, st, read(pods, now), 4, 0, 4, now)
+        assert out.fleet is not None
+        docs.append([(e.tier, e.model, e.cause) for e in out.fleet.excluded])
+        now += 10
+    assert docs[0] == [] and docs[2] == [("chat", "sim/fast", "breaker-open")]
+    cond = {c["type"]: c for c in conditions(st, staleness.assess(now, now, 10, 300, 4, 4), "t")}
+    assert (
+        cond["FailoverActive"]["status"] == "True"
+        and "sim/fast" in cond["FailoverActive"]["message"]
+    )
+
+
+def test_projected_excess_downgrades_the_fleet() -> None:
+    a = agent(budget={"dailyUSD": 100, "onProjectedExceed": "downgrade"})
+    st = AgentState()
+    pods = {"p0": Metrics(), "p1": Metrics()}
+    now = T0
+    states = []
+    for i in range(5):
+        for m in pods.values():
+            m.budget_used.labels("daily").set(0.1 + 0.01 * i)  # +$1 a minute... every 10 s
+        out = evaluate(a, st, read(pods, now), 2, 0, 2, now)
+        assert out.fleet is not None
+        states.append(out.fleet.budget.state)
+        now += 10
+    assert states[0] == "normal" and states[-1] == "downgrade"
+    assert live_figures(st, staleness.assess(now, now, 10, 300, 2, 2), 2)["costTodayUSD"] == 14.0
+
+
+def test_budget_thresholds_are_episodes_each_started_once() -> None:
+    a = agent(budget={"dailyUSD": 100, "alertAtPercent": 50, "onProjectedExceed": "downgrade"})
+    st = AgentState()
+    pods = {"p0": Metrics()}
+    now = T0
+    started: list[str] = []
+    for i in range(12):  # $40 -> $106: the alert, the downgrade, then exceeded
+        pods["p0"].budget_used.labels("daily").set(0.40 + 0.06 * i)
+        out = evaluate(a, st, read(pods, now), 1, 0, 1, now)
+        started += [c.key[0] for c in out.changes if c.started]
+        now += 10
+    assert sorted(started) == ["BudgetAlert", "BudgetDowngrade", "BudgetExceeded"]  # once each
+    cond = {c["type"]: c for c in conditions(st, staleness.assess(now, now, 10, 300, 1, 1), "t")}
+    assert cond["BudgetExceeded"]["status"] == "True"
+    assert "overshoot $6.00" in cond["BudgetExceeded"]["message"]
+
+
+def test_conditions_keep_their_transition_time_and_others_conditions() -> None:
+    from swiftclaw_operator.autopilot.loop import merge
+
+    ready = {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": "t0"}
+    stale = {"type": "MetricsStale", "status": "False", "reason": "Fresh", "message": "m"}
+    first = merge([ready], [stale], "t1")
+    assert first == [
+        {**stale, "lastTransitionTime": "t1"},
+        ready,  # the status refresh's own, untouched
+    ]
+    same = merge(first, [{**stale, "message": "other"}], "t2")
+    assert same[0]["lastTransitionTime"] == "t1"  # no transition: the time stays
+    flipped = merge(first, [{**stale, "status": "True", "reason": "ScrapeFailed"}], "t3")
+    assert flipped[0]["lastTransitionTime"] == "t3"
