@@ -43,6 +43,18 @@ class SemanticCacheSpec(Model):
     ``embeddings``: ``local`` embeds questions with the bundled all-MiniLM-L6-v2 on the
     pod's CPU (offline); ``models`` with the model of ``spec.models.embeddings`` (the one
     ``POST /v1/embeddings`` serves), without its fallbacks.
+
+    ``mode``: ``shadow`` (the default) serves nothing by meaning: a would-be semantic hit
+    goes upstream, and the fresh answer is compared with the cached one to measure, per
+    tier, the precision the cache would have had (``/v1/usage``,
+    ``swiftclaw_cache_semantic_shadow_total``). ``serve`` serves semantic hits in a tier
+    once ``minSamples`` would-be hits were measured there at ``requirePrecision`` or
+    better, and goes back to shadow while the measured precision (of the last
+    ``minSamples``, at least 100, checks; serving, one would-be hit in 10 is still checked)
+    is below it; ``requirePrecision: null`` serves without measuring.
+    Questions about health, medication, chemicals, electrical work, legal or financial
+    actions and security, and questions that carry instructions, URLs, e-mail addresses
+    or code, are never answered by meaning, in any mode.
     """
 
     enabled: bool = False
@@ -52,6 +64,9 @@ class SemanticCacheSpec(Model):
     degrade_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.62
     stale_ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000, alias="staleTTLSeconds")] = 86_400
     embeddings: Literal["local", "models"] = "local"
+    mode: Literal["shadow", "serve"] = "shadow"
+    require_precision: Annotated[float | None, Field(ge=0.5, le=1.0)] = 0.95
+    min_samples: Annotated[int, Field(ge=1, le=100_000)] = 200
 
 
 class LocalCacheSpec(Model):
