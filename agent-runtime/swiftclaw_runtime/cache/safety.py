@@ -35,6 +35,7 @@ def _any(*patterns: str) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(patterns) + r")\b", re.I)
 
 
+# fmt: off
 TOPICS: dict[str, re.Pattern[str]] = {
     "health": _any(
         r"symptoms?", r"diagnos\w*", r"doctors?", r"physicians?", r"hospitals?", r"nurses?",
@@ -49,7 +50,7 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"chest\s+pain", r"pain", r"nause\w*", r"vomit\w*", r"diarrh\w*", r"dehydrat\w*",
         r"therap(?:y|ist)", r"dentist", r"toothache", r"eczema", r"insomnia",
         r"bitten", r"bites?", r"stings?", r"choking", r"poison\w*", r"sunburn",
-    ),  # fmt: skip
+    ),
     "medication": _any(
         r"medications?", r"medicines?", r"meds", r"drugs?", r"doses?", r"dosage\w*",
         r"\d+\s*mg", r"milligrams?", r"pills?", r"capsules?", r"prescri\w*",
@@ -58,7 +59,7 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"ssris?", r"opioids?", r"painkillers?", r"side\s+effects?", r"supplements?",
         r"vitamins?", r"melatonin", r"antihistamines?", r"benadryl", r"xanax",
         r"steroids?", r"birth\s+control", r"contracepti\w*", r"pharmac\w*", r"inhalers?",
-    ),  # fmt: skip
+    ),
     "chemical": _any(
         r"bleach", r"ammonia", r"chlorine", r"peroxide", r"lye", r"solvents?",
         r"(?:hydrochloric|sulfuric|sulphuric|muriatic|nitric|battery|boric)\s+acid",
@@ -67,7 +68,7 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"fumes", r"toxic\w*", r"chemicals?", r"drain\s+cleaners?", r"cleaning\s+products?",
         r"explosives?", r"flammable", r"mercury", r"asbestos", r"radon", r"lead\s+paint",
         r"antifreeze", r"rat\s+poison", r"mold", r"mould",
-    ),  # fmt: skip
+    ),
     "electrical": _any(
         r"electrical", r"electrician", r"electrocut\w*", r"electric\s+shock", r"wiring",
         r"rewir\w*", r"wire\s+(?:a|an|the|my)\s+\w+", r"outlets?", r"wall\s+sockets?",
@@ -76,7 +77,7 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"gfci", r"live\s+wires?", r"ground(?:ing)?\s+wires?", r"neutral\s+wires?",
         r"light\s+switch\w*", r"dimmer", r"extension\s+cords?", r"power\s+strips?",
         r"junction\s+box", r"mains",
-    ),  # fmt: skip
+    ),
     "legal": _any(
         r"lawyers?", r"attorneys?", r"legal\w*", r"illegal\w*", r"laws?", r"lawsuits?",
         r"sue", r"suing", r"sued", r"court", r"judge", r"contracts?\s+(?:law|breach)",
@@ -86,16 +87,17 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"liab(?:le|ility)", r"police", r"arrest\w*", r"criminal", r"gdpr", r"hipaa",
         r"subpoena", r"notar\w*", r"power\s+of\s+attorney", r"last\s+will", r"inherit\w*",
         r"non[- ]?compete", r"nda", r"fired\s+for", r"wrongful",
-    ),  # fmt: skip
+    ),
     "financial": _any(
-        r"invest\w*", r"stocks", r"stock\s+(?:market|price|options?)", r"shares\s+of", r"etfs?", r"index\s+funds?", r"crypto\w*",
+        r"invest\w*", r"stocks", r"stock\s+(?:market|price|options?)", r"shares\s+of",
+        r"etfs?", r"index\s+funds?", r"crypto\w*",
         r"bitcoin", r"loans?", r"mortgages?", r"refinanc\w*", r"debts?", r"credit\s+cards?",
         r"credit\s+score", r"bank\s+accounts?", r"wire\s+transfers?", r"transfer\s+money",
         r"send\s+money", r"tax(?:es|ed)?", r"irs", r"401\s*\(?k\)?", r"ira", r"roth",
         r"retire\w*", r"pensions?", r"insurance", r"refunds?", r"chargebacks?",
         r"bankrupt\w*", r"savings", r"interest\s+rates?", r"annuit\w*", r"dividends?",
         r"brokerage", r"payday", r"overdraft", r"cash\s+out", r"withdraw\w*",
-    ),  # fmt: skip
+    ),
     "security": _any(
         r"passwords?", r"passcodes?", r"passphrases?", r"credentials?", r"api\s+keys?",
         r"secret\s+keys?", r"secrets?", r"private\s+keys?", r"ssh\s+keys?", r"keys?\s+pairs?",
@@ -107,12 +109,13 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"access\s+(?:control|tokens?|keys?)", r"(?:auth|bearer|refresh|session)\s+tokens?",
         r"security", r"data\s+(?:breach\w*|leaks?)",
         r"leaked\s+(?:passwords?|keys?|credentials?|tokens?)", r"sso", r"oauth", r"login\s+details",
-    ),  # fmt: skip
+    ),
     "hazard": _any(
         r"(?:is|are|was)\s+(?:\w+\s+)?safe(?!-)", r"safe\s+(?:to|for)", r"safely",
         r"dangerous", r"hazard\w*", r"deadly", r"lethal", r"risk\s+of\s+(?:death|injury|fire)",
-    ),  # fmt: skip
+    ),
 }
+# fmt: on
 
 KINDS = tuple(TOPICS)
 MAX_CHARS = 4000  # longer questions are judged on their start and end (bounded work)

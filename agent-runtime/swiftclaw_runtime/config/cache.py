@@ -59,7 +59,7 @@ class SemanticCacheSpec(Model):
 
     enabled: bool = False
     ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 1800
-    threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.68
+    threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.62
     verify: bool = True
     degrade_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.62
     stale_ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000, alias="staleTTLSeconds")] = 86_400
