@@ -49,7 +49,7 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"overdos\w*", r"first\s+aid", r"cpr", r"rash(?:es)?", r"headaches?", r"migraines?",
         r"chest\s+pain", r"pain", r"nause\w*", r"vomit\w*", r"diarrh\w*", r"dehydrat\w*",
         r"therap(?:y|ist)", r"dentist", r"toothache", r"eczema", r"insomnia",
-        r"bitten", r"bites?", r"stings?", r"choking", r"poison\w*", r"sunburn",
+        r"bitten", r"bites?", r"stings?", r"choking", r"poison\w*", r"sunburn", r"swallow\w*",
     ),
     "medication": _any(
         r"medications?", r"medicines?", r"meds", r"drugs?", r"doses?", r"dosage\w*",
@@ -65,8 +65,9 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"(?:hydrochloric|sulfuric|sulphuric|muriatic|nitric|battery|boric)\s+acid",
         r"acetone", r"pesticides?", r"insecticides?", r"herbicides?", r"weed\s*killers?",
         r"gasoline", r"petrol", r"kerosene", r"propane", r"carbon\s+monoxide",
-        r"fumes", r"toxic\w*", r"chemicals?", r"drain\s+cleaners?", r"cleaning\s+products?",
-        r"explosives?", r"flammable", r"mercury", r"asbestos", r"radon", r"lead\s+paint",
+        r"fumes", r"toxic\w*", r"chemicals",
+        r"chemical\s+(?:burns?|spills?|fumes|cleaners?|exposure|reaction)", r"drain\s+cleaners?", r"cleaning\s+products?",
+        r"explosives?", r"flammable", r"mercury\s+(?:poisoning|exposure|spill|thermometer)", r"asbestos", r"radon", r"lead\s+paint",
         r"antifreeze", r"rat\s+poison", r"mold", r"mould",
     ),
     "electrical": _any(
@@ -76,13 +77,15 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"fuse\s*box", r"fuses?", r"voltage", r"volts?", r"\d+\s*v", r"amps?", r"amperage",
         r"gfci", r"live\s+wires?", r"ground(?:ing)?\s+wires?", r"neutral\s+wires?",
         r"light\s+switch\w*", r"dimmer", r"extension\s+cords?", r"power\s+strips?",
-        r"junction\s+box", r"mains",
+        r"junction\s+box", r"mains", r"breakers?\s+(?:\w+\s+)?trip\w*",
+        r"wires?\s+(?:is|are)\s+(?:neutral|hot|live|ground)",
     ),
     "legal": _any(
         r"lawyers?", r"attorneys?", r"legal\w*", r"illegal\w*", r"laws?", r"lawsuits?",
         r"sue", r"suing", r"sued", r"court", r"judge", r"contracts?\s+(?:law|breach)",
         r"breach\s+of\s+contract", r"sign\w*\s+(?:a|the)\s+contract", r"leases?",
-        r"landlords?", r"evict\w*", r"custody", r"divorce", r"alimony", r"visas?",
+        r"landlords?", r"evict\w*\s+(?:me|us|you|them|him|her|my|a\s+tenant|tenants)", r"custody", r"divorce", r"alimony", r"(?:work|tourist|student|travel|residence)\s+visas?", r"visas?\s+(?:to|for|application)",
+        r"need\s+a\s+visa",
         r"immigra\w*", r"citizenship", r"patents?", r"trademarks?", r"copyright\w*",
         r"liab(?:le|ility)", r"police", r"arrest\w*", r"criminal", r"gdpr", r"hipaa",
         r"subpoena", r"notar\w*", r"power\s+of\s+attorney", r"last\s+will", r"inherit\w*",
@@ -111,7 +114,7 @@ TOPICS: dict[str, re.Pattern[str]] = {
         r"leaked\s+(?:passwords?|keys?|credentials?|tokens?)", r"sso", r"oauth", r"login\s+details",
     ),
     "hazard": _any(
-        r"(?:is|are|was)\s+(?:\w+\s+)?safe(?!-)", r"safe\s+(?:to|for)", r"safely",
+        r"(?:is|are|was)\s+(?:\w+\s+)?safe(?!-)", r"safe\s+(?:to|for)",
         r"dangerous", r"hazard\w*", r"deadly", r"lethal", r"risk\s+of\s+(?:death|injury|fire)",
     ),
 }
