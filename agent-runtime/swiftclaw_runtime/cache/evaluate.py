@@ -47,7 +47,25 @@ class Pair:
 
 
 def load_pairs(path: Path = PAIRS) -> list[Pair]:
-    return [Pair(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    """Labelled pairs, one JSON object a line: ``a``, ``b``, ``same`` (true for a
+    paraphrase); ``kind``, ``domain`` and ``split`` may be left out (the split is then
+    the file's name, ``blind3`` for ``blind3.jsonl``)."""
+    out = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        out.append(
+            Pair(
+                a=str(row["a"]),
+                b=str(row["b"]),
+                same=bool(row["same"]),
+                kind=str(row.get("kind") or ""),
+                domain=str(row.get("domain") or ""),
+                split=str(row.get("split") or path.stem),
+            )
+        )
+    return out
 
 
 @dataclass
@@ -238,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         "safety questions would be answered by meaning (must be none), and the share of its "
         "ordinary questions refused",
     )
+    parser.add_argument(
+        "--show-wrong", action="store_true", help="list the default's wrong hits, by kind"
+    )
     args = parser.parse_args(argv)
 
     from ..config import SemanticCacheSpec
@@ -281,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {split} | {name} | {r.precision:.1%} | {r.recall:.1%} | {r.hits} | {r.wrong} |"
             )
+    if args.show_wrong:
+        print()
+        for p, sim in zip(pairs, sims, strict=True):
+            if not p.same and sim >= threshold and refusal(p.a, p.b) is None:
+                print(f"wrong hit [{p.split}/{p.kind}] {sim:.3f}: {p.a!r} / {p.b!r}")
     if args.latency:
         print()
         for line in latency([p.a for p in pairs[:200]], args.index_size):
