@@ -108,7 +108,13 @@ async def semantic_lookups(redis_url: str, index_size: int) -> dict[str, float]:
             "models": {"tiers": [{"name": "bench", "model": "sim/m"}]},
             "cache": {
                 "exact": {"enabled": False},
-                "semantic": {"enabled": True, "embeddings": "local"},
+                # served (no measured-precision gate): the lookup as a serving tier does it
+                "semantic": {
+                    "enabled": True,
+                    "embeddings": "local",
+                    "mode": "serve",
+                    "requirePrecision": None,
+                },
                 "redis": {"mode": "managed"},
             },
         }
@@ -165,10 +171,15 @@ async def semantic_lookups(redis_url: str, index_size: int) -> dict[str, float]:
         stored = metrics.registry.get_sample_value(
             "swiftclaw_cache_stores_total", {"kind": "semantic", "result": "stored"}
         )
+        verification = verification_seconds([(p.a, p.b) for p in pairs])
+        shadow = await shadow_check_seconds(cache, plan(pairs[0].a))
     finally:
         await cache.close()
     ms = 1000.0
     return {
+        "verify_p50_us": statistics.median(verification) * ms * ms,
+        "verify_p99_us": percentile(verification, 0.99) * ms * ms,
+        "shadow_check_p50_ms": statistics.median(shadow) * ms,
         "lookups": len(whole),
         "hits": hits,
         "index_entries": filler + int(stored or 0),
@@ -178,6 +189,41 @@ async def semantic_lookups(redis_url: str, index_size: int) -> dict[str, float]:
         "lookup_p50_ms": statistics.median(whole) * ms,
         "lookup_p99_ms": percentile(whole, 0.99) * ms,
     }
+
+
+def verification_seconds(pairs: list[tuple[str, str]]) -> list[float]:
+    """The verification of one candidate as for questions not seen before: the safety
+    filter on both questions, what they carry, the near-miss checks (the memos cleared)."""
+    from swiftclaw_runtime.cache import safety, verify
+    from swiftclaw_runtime.cache.evaluate import refusal
+
+    out = []
+    for a, b in pairs:
+        for memo in (verify.facts, verify.carried, safety.topic):
+            memo.cache_clear()
+        started = time.perf_counter()
+        refusal(a, b)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+async def shadow_check_seconds(cache: Any, lk: Any) -> list[float]:
+    """A shadow check (after the upstream call, off the lookup's path): both answers
+    embedded (answers of the simulator's lengths, 8-48 words, not seen before) and
+    compared."""
+    from swiftclaw_devtools.sim import answer_for
+    from swiftclaw_runtime.cache.entry import CachedAnswer
+
+    def entry(text: str) -> CachedAnswer:
+        return CachedAnswer({"role": "assistant", "content": text}, "stop", "m", "sim/m", 10, 10)
+
+    out = []
+    for i in range(100):
+        a, b = (" ".join(answer_for("m", f"shadow {i} {side}", None)) for side in "ab")
+        started = time.perf_counter()
+        await cache._check_shadow(lk, entry(a), entry(b))
+        out.append(time.perf_counter() - started)
+    return out
 
 
 def agent(sim: Proc, backend: str) -> dict[str, Any]:
@@ -270,6 +316,12 @@ def main() -> int:
                 f"p50 {semantic['lookup_p50_ms']:.2f} ms, p99 {semantic['lookup_p99_ms']:.2f} ms"
                 f" (in the layer's clocks: embed {semantic['embed_p50_ms']:.2f}, search + verify "
                 f"{semantic['search_verify_p50_ms']:.2f}, whole {semantic['layer_p50_ms']:.2f})"
+            )
+            print(
+                f"verification of one candidate (safety filter, payloads, near-miss checks): "
+                f"p50 {semantic['verify_p50_us']:.0f} us, p99 {semantic['verify_p99_us']:.0f} us;"
+                f" a shadow check (two answers embedded, compared): "
+                f"p50 {semantic['shadow_check_p50_ms']:.2f} ms"
             )
             if args.only == "semantic":
                 print(json.dumps(semantic, indent=2))

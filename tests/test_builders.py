@@ -221,6 +221,13 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
     ),
     "cache.semantic.staleTTLSeconds": (setter("cache.semantic.staleTTLSeconds", 600), POLICY, None),
     "cache.semantic.embeddings": (setter("cache.semantic.embeddings", "models"), POLICY, None),
+    "cache.semantic.mode": (setter("cache.semantic.mode", "serve"), POLICY, None),
+    "cache.semantic.requirePrecision": (
+        setter("cache.semantic.requirePrecision", 0.99),
+        POLICY,
+        None,
+    ),
+    "cache.semantic.minSamples": (setter("cache.semantic.minSamples", 500), POLICY, None),
     "cache.maxEntryBytes": (setter("cache.maxEntryBytes", 65536), POLICY, None),
     "cache.sharing": (setter("cache.sharing", "tenant"), POLICY, None),
     "cache.promptCaching": (setter("cache.promptCaching", "off"), POLICY, None),

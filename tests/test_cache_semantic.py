@@ -47,7 +47,9 @@ def semantic_agent(
         if redis
         else {"mode": "none"}
     )
-    spec = {"semantic": {"enabled": True, **(semantic or {})}, "redis": redis_spec}
+    # serving by meaning without a measured precision (shadow mode: test_cache_shadow)
+    serve = {"enabled": True, "mode": "serve", "requirePrecision": None}
+    spec = {"semantic": {**serve, **(semantic or {})}, "redis": redis_spec}
     return manifest(providers, [tier], cache=spec)
 
 

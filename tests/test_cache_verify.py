@@ -305,10 +305,14 @@ def test_evaluation_set_is_large_balanced_and_holds_out_a_fresh_split() -> None:
 # emulated AVX2 CPU against AVX-512 VNNI: vectors within cosine 0.995, every decision the
 # same; the 8-bit weights, whose AVX2 kernel saturated, changed one on dev2 on a real AVX2
 # EPYC); within reach of a small move, the pairs that pass verification within 0.01 of the
-# threshold: 6 paraphrases and 1 near-miss on dev, 6 on dev2, 4 on heldout2, none on
-# heldout. A rule change that costs more than three paraphrases fails. The exact figures
-# are a benchmark: ``python -m swiftclaw_runtime.cache.evaluate``, ``bench.encoder_cpus``.
-CLAIMED = {"dev": (142, 0), "dev2": (69, 0), "heldout": (73, 1), "heldout2": (34, 0)}
+# threshold (0.62): 4 paraphrases on dev, none elsewhere. A rule change that costs more
+# than three paraphrases fails. The exact figures are a benchmark: ``python -m
+# swiftclaw_runtime.cache.evaluate``, ``bench.encoder_cpus``. Since issue 25 the default
+# also never answers safety questions by meaning (:mod:`swiftclaw_runtime.cache.safety`:
+# 88 of the 1,644 questions of the splits, passwords, refunds, certificates, ...) and the
+# threshold went from 0.68 to 0.62: at 0.68 with the safety refusal the figures were
+# dev 131/0, dev2 66/0, heldout 69/1, heldout2 30/0.
+CLAIMED = {"dev": (142, 1), "dev2": (72, 0), "heldout": (71, 1), "heldout2": (40, 0)}
 MARGIN_FOUND, MARGIN_WRONG = 3, 1
 
 
@@ -326,8 +330,9 @@ def check(model: OnnxMiniLM, splits: tuple[str, ...]) -> None:
 
 
 def test_default_threshold_with_verification_on_the_tuning_splits(model: OnnxMiniLM) -> None:
-    """dev: 142 of 174 paraphrases found (81.6 %), dev2: 69 of 90 (76.7 %), no wrong hit
-    (float32: 84.5 % and 77.8 %)."""
+    """dev: 142 of 174 paraphrases found (81.6 %) and one wrong hit (99.3 %: "change the
+    delivery address" / "change the items in my order", cosine 0.67), dev2: 72 of 90 (80.0 %),
+    no wrong hit."""
     check(model, ("dev", "dev2"))
 
 
@@ -356,7 +361,9 @@ def test_default_threshold_with_verification_on_the_heldout_splits(model: OnnxMi
     with the 7-bit weights that made the encoder the same on every x86-64 CPU. heldout2 was
     scored once, blind, with the 8-bit int8 encoder (89.7 % / 43.8 %: four role swaps passed,
     and its loose paraphrases are far below the threshold); the role-swap rule was made from
-    it, so it is a tuning split now: 100 % / 42.5 % (34 of 80) with the 7-bit weights."""
+    it, so it is a tuning split now: 100 % / 42.5 % (34 of 80) with the 7-bit weights. With
+    the safety refusal and the threshold at 0.62 (issue 25): heldout 98.6 % / 88.8 % (71 of
+    80, the same wrong hit: start / stop a container), heldout2 100 % / 50.0 % (40 of 80)."""
     check(model, ("heldout", "heldout2"))
 
 
@@ -411,7 +418,9 @@ def test_default_threshold_with_verification_on_the_adversarial_split(model: Onn
     """46 poisoned pairs (instructions, "ignore previous", URLs, e-mail addresses,
     appended commands) and 12 paraphrases as controls. Without the refusal of what a
     question carries, the near-miss checks let 36 of the 46 through (cosine 0.68-0.93);
-    with it none, and 11 of the 12 controls still hit."""
+    with it none. 8 of the 12 controls still hit: since issue 25 a question carrying a URL,
+    an e-mail address or code is never answered by meaning, even by the same one (3
+    controls), nor is a password question (1)."""
     from swiftclaw_runtime.cache.evaluate import ADVERSARIAL
 
     pairs = load_pairs(ADVERSARIAL)
@@ -421,7 +430,7 @@ def test_default_threshold_with_verification_on_the_adversarial_split(model: Onn
     sims = [cos(model, p.a, p.b) for p in pairs]
     t = SemanticCacheSpec().threshold
     r = score(pairs, sims, t, verified=True)
-    assert r.hits and r.wrong == 0 and r.precision == 1.0 and r.recall >= 0.9, r
+    assert r.hits and r.wrong == 0 and r.precision == 1.0 and r.found >= 8 - MARGIN_FOUND, r
     near_miss_only = [
         p for p, s in zip(pairs, sims, strict=True)
         if not p.same and s >= t and verify.mismatch(p.a, p.b) is None

@@ -435,6 +435,8 @@ class App:
     async def usage(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Today's spend, the budget left, the limits and what remains of them."""
         report = await self.rt.spend.usage(self._who(scope))
+        if self.rt.cache.semantic_on:  # the agent's, per tier: no client value in it
+            report["semanticCache"] = self.rt.cache.shadow.report()
         return await send_body(send, 200, orjson.dumps(report))
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send) -> int:

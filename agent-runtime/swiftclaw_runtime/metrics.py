@@ -223,8 +223,17 @@ class Metrics:
         )
         self.cache_rejected = Counter(
             "swiftclaw_cache_semantic_rejected",
-            "Semantic candidates above the threshold that verification refused, by reason.",
+            "Semantic candidates above the threshold that verification refused, by reason "
+            "(and questions never answered by meaning, by kind: health, medication, "
+            "chemical, electrical, legal, financial, security, hazard, instruction, payload).",
             ["reason"],
+            registry=r,
+        )
+        self.cache_shadow = Counter(
+            "swiftclaw_cache_semantic_shadow",
+            "Would-be semantic hits checked against a fresh answer (shadow mode, and the "
+            "audits of serve mode), by tier and whether the cached answer agreed.",
+            ["tier", "agrees"],
             registry=r,
         )
         self.cache_coalesced = Counter(

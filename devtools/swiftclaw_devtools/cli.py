@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _sim(args: argparse.Namespace) -> int:
-    from .sim import SimConfig, parse_latency, parse_outage, serve_simulator
+    from .sim import SimConfig, load_answer_keys, parse_latency, parse_outage, serve_simulator
 
     parse_latency(args.latency)  # fail early with a clear message
     config = SimConfig(
@@ -23,6 +23,7 @@ def _sim(args: argparse.Namespace) -> int:
         stream_pace_ms=args.stream_pace_ms,
         require_key=os.environ.get(args.require_key_env) if args.require_key_env else None,
         seed=args.seed,
+        answer_keys=load_answer_keys(Path(args.answer_keys)) if args.answer_keys else {},
     )
     serve_simulator(config, args.host, args.port)
     return 0
@@ -64,6 +65,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     sim.add_argument("--stream-pace-ms", type=float, default=5.0, help="delay between chunks")
     sim.add_argument("--require-key-env", help="env var holding the key clients must send")
     sim.add_argument("--seed", type=int, help="seed for latency and error draws")
+    sim.add_argument(
+        "--answer-keys",
+        help="JSON file {question: key}: a question listed is answered as its key is (the "
+        "paraphrases of one question given one key get the same answer)",
+    )
     sim.set_defaults(func=_sim)
 
     demo = sub.add_parser("demo", help="simulated providers + runtime + a workload with an outage")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import random
 import time
@@ -37,6 +38,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -120,6 +122,19 @@ class SimConfig:
     stream_pace_ms: float = 5.0
     require_key: str | None = None
     seed: int | None = None
+    # question -> the key its answer is made from (answer_for(model, key)): questions that
+    # mean the same are given one key, so they get one answer; others get their own.
+    answer_keys: dict[str, str] = field(default_factory=dict)
+
+
+def load_answer_keys(path: Path) -> dict[str, str]:
+    """``--answer-keys``: a JSON object of question -> key, both strings."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError(f"{path}: want a JSON object of question -> key (strings)")
+    return data
 
 
 def spaced(words: tuple[str, ...]) -> list[str]:
@@ -590,7 +605,7 @@ class Simulator:
             return
         prompt = texts[-1] if texts else ""
         limit = limit if isinstance(limit, int) else None
-        plain = answer_for(model, prompt, limit)
+        plain = answer_for(model, self.config.answer_keys.get(prompt, prompt), limit)
         decision = decide(turn(body, prompt), model, " ".join(plain), prefix)
         words = tuple(decision.text.split(" ")) if decision.text is not None else ()
         finish = "tool_calls" if decision.calls else "stop"

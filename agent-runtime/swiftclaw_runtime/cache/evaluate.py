@@ -47,7 +47,25 @@ class Pair:
 
 
 def load_pairs(path: Path = PAIRS) -> list[Pair]:
-    return [Pair(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    """Labelled pairs, one JSON object a line: ``a``, ``b``, ``same`` (true for a
+    paraphrase); ``kind``, ``domain`` and ``split`` may be left out (the split is then
+    the file's name, ``blind3`` for ``blind3.jsonl``)."""
+    out = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        out.append(
+            Pair(
+                a=str(row["a"]),
+                b=str(row["b"]),
+                same=bool(row["same"]),
+                kind=str(row.get("kind") or ""),
+                domain=str(row.get("domain") or ""),
+                split=str(row.get("split") or path.stem),
+            )
+        )
+    return out
 
 
 @dataclass
@@ -66,19 +84,93 @@ class Score:
         return self.found / self.paraphrases if self.paraphrases else 0.0
 
 
-def score(pairs: list[Pair], sims: list[float], threshold: float, verified: bool) -> Score:
+def refusal(a: str, b: str) -> str | None:
+    """Why the runtime would not serve ``b``'s answer for ``a`` by meaning (whatever the
+    similarity): either question never answered by meaning (:mod:`.safety`), what they
+    carry, or a near-miss check; None when it would."""
+    from .safety import never_by_meaning
     from .verify import injected, mismatch
 
+    return never_by_meaning(a) or never_by_meaning(b) or injected(a, b) or mismatch(a, b)
+
+
+def score(pairs: list[Pair], sims: list[float], threshold: float, verified: bool) -> Score:
     s = Score()
     for pair, sim in zip(pairs, sims, strict=True):
         s.paraphrases += pair.same
-        refused = verified and (injected(pair.a, pair.b) or mismatch(pair.a, pair.b))
+        refused = verified and refusal(pair.a, pair.b)
         hit = sim >= threshold and not refused
         if hit:
             s.hits += 1
             s.wrong += not pair.same
             s.found += pair.same
     return s
+
+
+def _text(row: dict[str, object], *names: str) -> str | None:
+    for name in names:
+        value = row.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _is_safety(row: dict[str, object]) -> bool:
+    """A row of a safety set is a safety question unless it says it is ordinary."""
+    for name in ("safety", "sensitive", "unsafe"):
+        if isinstance(row.get(name), bool):
+            return bool(row[name])
+    kind = str(row.get("kind") or row.get("category") or row.get("label") or "").lower()
+    return kind not in ("ordinary", "control", "benign", "safe", "none", "normal")
+
+
+def safety_report(path: Path, model: object, threshold: float) -> list[str]:
+    """A safety set scored: rows with ``a`` and ``b`` are pairs (a hit is a pair the
+    runtime would answer by meaning: cosine at the threshold and nothing refusing it);
+    rows with one question (``question``, ``q``, ``text`` or ``prompt``) are judged by
+    :func:`.safety.never_by_meaning` alone. A row is a safety row unless its ``kind``
+    (or ``category``, ``label``) says ordinary/control/benign, or ``safety: false``."""
+    from .safety import never_by_meaning
+
+    encode = model.encode  # type: ignore[attr-defined]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    pair_hits: Counter[str] = Counter()
+    pair_total: Counter[str] = Counter()
+    flagged: Counter[str] = Counter()
+    single: Counter[str] = Counter()
+    served: list[str] = []
+    for row in rows:
+        group = "safety" if _is_safety(row) else "ordinary"
+        a, b = _text(row, "a", "question_a"), _text(row, "b", "question_b")
+        if a is not None and b is not None:
+            pair_total[group] += 1
+            sim = float(encode(a) @ encode(b))
+            if sim >= threshold and refusal(a, b) is None:
+                pair_hits[group] += 1
+                if group == "safety":
+                    served.append(f"  served by meaning: {a!r} / {b!r} ({sim:.3f})")
+            continue
+        q = _text(row, "question", "q", "text", "prompt")
+        if q is None:
+            continue
+        single[group] += 1
+        refused = never_by_meaning(q) is not None
+        flagged[group] += refused
+        if group == "safety" and not refused:
+            served.append(f"  not flagged: {q!r}")
+    out = [f"{path}: {len(rows)} rows"]
+    if pair_total:
+        out.append(
+            f"pairs: safety {pair_hits['safety']} of {pair_total['safety']} answered by meaning; "
+            f"ordinary {pair_hits['ordinary']} of {pair_total['ordinary']} answered by meaning"
+        )
+    if single:
+        out.append(
+            f"questions: safety {flagged['safety']} of {single['safety']} never answered by "
+            f"meaning; ordinary {flagged['ordinary']} of {single['ordinary']} refused "
+            f"(false positives: {flagged['ordinary'] / max(1, single['ordinary']):.1%})"
+        )
+    return out + served
 
 
 def _p50_ms(samples: list[float]) -> float:
@@ -153,7 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", action="store_true", help="also time encoder and lookup")
     parser.add_argument("--index-size", type=int, default=5000)
     parser.add_argument(
-        "--split", action="append", choices=SPLITS, help="score only these (default: all)"
+        "--split", action="append", help="score only these splits (default: every one found)"
+    )
+    parser.add_argument(
+        "--safety",
+        type=Path,
+        action="append",
+        default=[],
+        help="a safety set (JSON lines: pairs, or questions with a kind): how many of its "
+        "safety questions would be answered by meaning (must be none), and the share of its "
+        "ordinary questions refused",
+    )
+    parser.add_argument(
+        "--show-wrong", action="store_true", help="list the default's wrong hits, by kind"
     )
     args = parser.parse_args(argv)
 
@@ -161,10 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     from .onnx_minilm import OnnxMiniLM
 
     threshold = args.threshold or SemanticCacheSpec().threshold
-    splits = args.split or list(SPLITS)
-    every = load_pairs(args.pairs) + load_pairs(args.adversarial)
-    pairs = [p for p in every if p.split in splits]
     model = OnnxMiniLM()
+    for path in args.safety:
+        for line in safety_report(path, model, threshold):
+            print(line)
+        print()
+    if args.safety and args.split is None and args.pairs == PAIRS:
+        return 0
+    every = load_pairs(args.pairs) + (
+        load_pairs(args.adversarial) if args.adversarial.exists() else []
+    )
+    found = list(dict.fromkeys(p.split for p in every))
+    splits = args.split or [s for s in SPLITS if s in found] + [s for s in found if s not in SPLITS]
+    pairs = [p for p in every if p.split in splits]
     sims = [float(model.encode(p.a) @ model.encode(p.b)) for p in pairs]
     counts = Counter((p.split, p.same) for p in pairs)
     print(
@@ -189,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {split} | {name} | {r.precision:.1%} | {r.recall:.1%} | {r.hits} | {r.wrong} |"
             )
+    if args.show_wrong:
+        print()
+        for p, sim in zip(pairs, sims, strict=True):
+            if not p.same and sim >= threshold and refusal(p.a, p.b) is None:
+                print(f"wrong hit [{p.split}/{p.kind}] {sim:.3f}: {p.a!r} / {p.b!r}")
     if args.latency:
         print()
         for line in latency([p.a for p in pairs[:200]], args.index_size):

@@ -29,7 +29,7 @@ from ..redis_client import queue_until
 from ..schemas import ChatRequest
 from ..spend.costs import cost_usd, prices
 from ..spend.identity import Identity
-from . import verify
+from . import safety, verify
 from .embeddings import Embedder, EmbeddingFailed
 from .entry import CachedAnswer
 from .flight import Flight, SingleFlight
@@ -42,6 +42,7 @@ from .keys import (
     semantic_scope,
 )
 from .semantic import MemoryIndex, RedisIndex, SemanticIndex
+from .shadow import ShadowBook, answers_agree
 from .store import MemoryStore, RedisStore, Store, StoreBusy, StoreUnavailable
 
 if TYPE_CHECKING:  # numpy is imported once a semantic cache is built, not at startup
@@ -73,6 +74,9 @@ class Lookup:
     embed_failed: bool = False
     flight: Flight | None = None
     similarity: float | None = None
+    # A would-be semantic hit not served (shadow mode, or an audit in serve mode): the
+    # fresh answer is compared with it when the call is done.
+    shadow_of: CachedAnswer | None = None
     # The request's deadline (time.monotonic()): its Redis calls queue for a connection
     # until then, no longer (set by the lookup).
     until: float | None = None
@@ -114,6 +118,13 @@ class ResponseCache:
             "the semantic cache is used again",
         )
         self.prefix = f"swiftclaw:{agent}:"
+        semantic = spec.semantic
+        self.shadow = ShadowBook(
+            semantic.mode,
+            semantic.require_precision,
+            semantic.min_samples,
+            [t.name for t in policy.models.tiers],
+        )
         metrics.cache_up.set(1)
         local = spec.local
         # With Redis, the exact answers this replica stored or served lately are also kept
@@ -251,9 +262,13 @@ class ResponseCache:
                 answer = await self._semantic(
                     lk, self.spec.semantic.threshold, time.time() - self.spec.semantic.ttl_seconds
                 )
-                if answer is not None:
+                if answer is not None and self.shadow.decide(lk.tier.name) == "serve":
+                    self._count("semantic", lk, answer)
                     lk.outcome = "semantic"
                     return answer
+                lk.shadow_of = answer  # checked against the fresh answer (None: a miss)
+                if lk.vector is not None:
+                    self._count("semantic", lk, None)
             if lk.key is not None:
                 return await self._single_flight(lk, lk.key, timeout)
         except StoreUnavailable as err:
@@ -315,17 +330,26 @@ class ResponseCache:
     async def _semantic(
         self, lk: Lookup, threshold: float, not_before: float, kind: str = "semantic"
     ) -> CachedAnswer | None:
+        """The best verified candidate (counted here for ``stale``; the caller counts a
+        fresh lookup, which shadow mode may not serve)."""
         assert lk.question is not None and lk.scope is not None
+        never = safety.never_by_meaning(lk.question)
+        if never is not None:  # whatever the score: no search, no answer by meaning
+            self.metrics.child(self.metrics.cache_rejected, never).inc()
+            return None
         started = time.perf_counter()
         vector = await self._vector(lk)
         if vector is None:
             return None
+        if kind == "semantic":
+            self.shadow.looked_up(lk.tier.name)
         index = await self._index_for(vector)
         found: CachedAnswer | None = None
         for c in await index.search(vector, lk.scope, CANDIDATES, not_before):
             if c.similarity < threshold:
                 break
-            reason = verify.injected(lk.question, c.answer.question)
+            reason = safety.never_by_meaning(c.answer.question) and "never_by_meaning"
+            reason = reason or verify.injected(lk.question, c.answer.question)
             if reason is None and self.spec.semantic.verify:
                 reason = verify.mismatch(lk.question, c.answer.question)
             if reason is not None:
@@ -336,7 +360,8 @@ class ResponseCache:
         self.metrics.child(self.metrics.cache_lookup_seconds, kind).observe(
             time.perf_counter() - started
         )
-        self._count(kind, lk, found)
+        if kind != "semantic":
+            self._count(kind, lk, found)
         return found
 
     async def _vector(self, lk: Lookup) -> Vector | None:
@@ -371,6 +396,9 @@ class ResponseCache:
         """After the upstream call: store a clean ``answer`` (None: the call failed or
         was cut off) and end the single flight. Safe to call more than once."""
         try:
+            if answer is not None and lk.shadow_of is not None:
+                cached, lk.shadow_of = lk.shadow_of, None
+                await self._check_shadow(lk, cached, answer)
             if answer is not None and lk.write and _worth_keeping(answer):
                 with lk.queued():
                     await self._store(lk, answer)
@@ -385,6 +413,25 @@ class ResponseCache:
                 with lk.queued():
                     await self.flights.land(flight, answer)
 
+    async def _check_shadow(self, lk: Lookup, cached: CachedAnswer, fresh: CachedAnswer) -> None:
+        """Whether the would-be hit's cached answer agreed with the fresh one: counted per
+        tier (an embedding that fails leaves it uncounted)."""
+        assert self.embedder is not None
+        a, b = _answer_text(fresh), _answer_text(cached)
+        try:
+            similarity = 1.0
+            if a != b:
+                va, vb = await self.embedder.embed(a[:4000]), await self.embedder.embed(b[:4000])
+                similarity = float(va @ vb)
+        except EmbeddingFailed:
+            self.metrics.cache_errors.labels("embedding").inc()
+            return
+        agrees = answers_agree(similarity, a, b)
+        self.shadow.record(lk.tier.name, agrees)
+        self.metrics.child(
+            self.metrics.cache_shadow, lk.tier.name, "true" if agrees else "false"
+        ).inc()
+
     async def _store(self, lk: Lookup, answer: CachedAnswer) -> None:
         if lk.question is not None:
             answer = answer.with_question(lk.question)
@@ -398,7 +445,11 @@ class ResponseCache:
             if self.hot is not None:
                 await self._keep_hot(key, raw, answer.created)
             self.metrics.child(self.metrics.cache_stores, "exact", "stored").inc()
-        if lk.question is not None and lk.scope is not None:
+        if (
+            lk.question is not None
+            and lk.scope is not None
+            and safety.never_by_meaning(lk.question) is None
+        ):
             vector = await self._vector(lk)
             if vector is not None:
                 semantic = self.spec.semantic
@@ -420,6 +471,8 @@ class ResponseCache:
         ``degradeThreshold``, up to ``staleTTLSeconds`` old (None: the 503 stands)."""
         if lk.question is None or lk.scope is None or not self.store.available:
             return None
+        if not self.shadow.serving(lk.tier.name):  # nothing is served by meaning in shadow
+            return None
         semantic = self.spec.semantic
         try:
             with lk.queued():
@@ -438,6 +491,15 @@ class ResponseCache:
         if answer is not None:
             lk.outcome = "stale-similar"
         return answer
+
+
+def _answer_text(answer: CachedAnswer) -> str:
+    """What an answer says: its text, or its tool calls."""
+    import orjson
+
+    if answer.content:
+        return answer.content
+    return orjson.dumps(answer.message.get("tool_calls") or []).decode()
 
 
 def _worth_keeping(answer: CachedAnswer) -> bool:

@@ -49,6 +49,18 @@ class SemanticCacheSpec(Model):
     ``embeddings``: ``local`` embeds questions with the bundled all-MiniLM-L6-v2 on the
     pod's CPU (offline); ``models`` with the model of ``spec.models.embeddings`` (the one
     ``POST /v1/embeddings`` serves), without its fallbacks.
+
+    ``mode``: ``shadow`` (the default) serves nothing by meaning: a would-be semantic hit
+    goes upstream, and the fresh answer is compared with the cached one to measure, per
+    tier, the precision the cache would have had (``/v1/usage``,
+    ``swiftclaw_cache_semantic_shadow_total``). ``serve`` serves semantic hits in a tier
+    once ``minSamples`` would-be hits were measured there at ``requirePrecision`` or
+    better, and goes back to shadow while the measured precision (of the last
+    ``minSamples``, at least 100, checks; serving, one would-be hit in 10 is still checked)
+    is below it; ``requirePrecision: null`` serves without measuring.
+    Questions about health, medication, chemicals, electrical work, legal or financial
+    actions and security, and questions that carry instructions, URLs, e-mail addresses
+    or code, are never answered by meaning, in any mode.
     """
 
     enabled: bool = False
@@ -56,9 +68,9 @@ class SemanticCacheSpec(Model):
     their answers for it), and serves stale-similar answers when every model of a tier failed."""
     ttl_seconds: Annotated[int, Field(ge=1, le=2_592_000)] = 1800
     """How long the runtime serves an entry as a semantic hit."""
-    threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.68
+    threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.62
     """The lowest cosine similarity at which the runtime considers a cached question for a semantic
-    hit (it must then pass verification too). Higher: fewer, safer hits."""
+    hit (it must then pass verification and the safety filter too). Higher: fewer, safer hits."""
     verify: bool = True
     """Whether the runtime runs the near-miss checks (numbers, negations, antonyms, order, dates,
     products, language) on a candidate; false turns them off (not advised), not the refusal of
@@ -72,6 +84,17 @@ class SemanticCacheSpec(Model):
     """What the runtime embeds questions with: local (the bundled all-MiniLM-L6-v2, offline, on the
     pod's CPU) or models (spec.models.embeddings, without its fallbacks, waited for at most 1
     s)."""
+    mode: Literal["shadow", "serve"] = "shadow"
+    """shadow (the default): the runtime serves nothing by meaning; a would-be hit goes upstream
+    and its fresh answer is compared with the cached one, to measure precision per tier. serve:
+    a tier serves by meaning once its measured precision reaches requirePrecision over
+    minSamples checks, and goes back to shadow when it drops."""
+    require_precision: Annotated[float | None, Field(ge=0.5, le=1.0)] = 0.95
+    """The measured precision a tier needs before the runtime serves by meaning in serve mode
+    (null: serve without measuring)."""
+    min_samples: Annotated[int, Field(ge=1, le=100_000)] = 200
+    """How many shadow checks the runtime needs before requirePrecision is judged (the window is
+    the last max(minSamples, 100) checks)."""
 
 
 class LocalCacheSpec(Model):
