@@ -15,6 +15,13 @@ or ``wait``. A call that finds no slot in time raises :class:`RedisBusy`: its ca
 back for that one call, and nothing is marked down. Load is not an outage: only a
 connection that fails or a reply that times out is.
 
+Hot commands (the cache's reads and writes, the spend scripts) go through :meth:`WatchedRedis.send`
+instead: each is queued and written with every other command queued meanwhile, in one
+pipeline (a group write: one round trip, one connection and one slot for all of them), its
+reply handed back to its caller alone. One request's commands each paid redis-py's whole
+per-command path (a pooled connection, a slot, a timeout, a read); under load dozens now
+share one. Scripts go by their SHA (:class:`Script`), loaded again when Redis forgot them.
+
 ``redis`` is imported only when a client is made: only pods with Redis need it.
 """
 
@@ -22,10 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .logs import FailureLog
@@ -47,6 +58,31 @@ class RedisUnavailable(Exception):
 class RedisBusy(RedisUnavailable):
     """Every connection stayed in use until the call's wait ran out: Redis is busy, not
     down. The caller falls back for this call; Redis is not marked down."""
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script sent by its SHA1 (EVALSHA), its source loaded when Redis lacks it."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+    def command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+@dataclass
+class _Queued:
+    """A command waiting for the next group write, and the future of its reply."""
+
+    op: str
+    command: tuple[Any, ...]
+    script: Script | None
+    reply: asyncio.Future[Any]
 
 
 @contextlib.contextmanager
@@ -129,6 +165,8 @@ class WatchedRedis:
         self._on_error = on_error
         self._prepare = prepare
         self._watcher: asyncio.Task[None] | None = None
+        self._queued: list[_Queued] = []
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def up(self) -> bool:
@@ -154,6 +192,49 @@ class WatchedRedis:
             return await self._run(op, fn)
         finally:
             self._slots.release()
+
+    def send(self, op: str, *command: Any, script: Script | None = None) -> asyncio.Future[Any]:
+        """Queue ``command`` for the next group write; the future holds its reply, or the
+        error it got (:class:`RedisUnavailable`, :class:`RedisBusy`, or Redis's own, e.g.
+        a ``ResponseError``). Raises :class:`RedisUnavailable` at once while Redis is down.
+        Once queued it is written even if its caller stops waiting (a hang-up): what a
+        request settles reaches Redis whatever happens to the request."""
+        if not self.up:
+            raise RedisUnavailable(op)
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._queued.append(_Queued(op, command, script, reply))
+        if self._sender is None or self._sender.done():
+            # its own context: not the first caller's deadline (queue_until)
+            self._sender = loop.create_task(self._send_queued(), context=contextvars.Context())
+        return reply
+
+    async def _send_queued(self) -> None:
+        """Write what is queued, one pipeline at a time, until nothing is; every caller is
+        answered whatever happens (none waits forever)."""
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                replies = await self.call(batch[0].op, functools.partial(_pipeline, batch=batch))
+            except BaseException as err:
+                if isinstance(err, RedisUnavailable) and not isinstance(err, RedisBusy):
+                    for q in batch[1:]:  # each call that failed is counted, as alone
+                        if self._on_error is not None:
+                            self._on_error(q.op)
+                failed = err if isinstance(err, Exception) else RedisUnavailable(batch[0].op)
+                for q in batch:
+                    if not q.reply.done():
+                        q.reply.set_exception(failed)
+                if not isinstance(err, Exception):
+                    raise
+                continue
+            for q, got in zip(batch, replies, strict=True):
+                if q.reply.done():  # its caller stopped waiting
+                    continue
+                if isinstance(got, Exception):
+                    q.reply.set_exception(got)
+                else:
+                    q.reply.set_result(got)
 
     async def _run(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         import redis.exceptions as rexc
@@ -205,8 +286,34 @@ class WatchedRedis:
                 await self._prepare(self.client)
 
     async def close(self) -> None:
+        if self._sender is not None:
+            with contextlib.suppress(Exception):
+                await self._sender
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.client.aclose()
+
+
+async def _pipeline(client: Any, batch: list[_Queued]) -> list[Any]:
+    """Send ``batch`` in one pipeline; its replies, errors as values. Scripts Redis did not
+    know (a restarted Redis) are loaded and sent again (they did not run)."""
+    from redis.exceptions import NoScriptError
+
+    pipe = client.pipeline(transaction=False)
+    for q in batch:
+        pipe.execute_command(*q.command)
+    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    missing = [i for i, got in enumerate(replies) if isinstance(got, NoScriptError)]
+    if missing:
+        pipe = client.pipeline(transaction=False)
+        scripts = {s.sha: s for i in missing if (s := batch[i].script) is not None}
+        for script in scripts.values():
+            pipe.execute_command("SCRIPT", "LOAD", script.source)
+        for i in missing:
+            pipe.execute_command(*batch[i].command)
+        again = await pipe.execute(raise_on_error=False)
+        for i, got in zip(missing, again[len(scripts) :], strict=True):
+            replies[i] = got
+    return replies

@@ -35,7 +35,8 @@ class Flight:
     leader: bool
     future: asyncio.Future[CachedAnswer | None]
     token: str = ""  # set while it holds the cross-replica lock
-    keeper: asyncio.Task[None] | None = None
+    # what extends the lock: a timer, then (a call that outlives it) a task
+    keeper: asyncio.TimerHandle | asyncio.Task[None] | None = None
 
 
 class SingleFlight:
@@ -90,11 +91,17 @@ class SingleFlight:
 
         async def keep() -> None:
             while True:
-                await asyncio.sleep(REFRESH_SECONDS)
                 with contextlib.suppress(StoreUnavailable):
                     await self.store.refresh(lock, token, LOCK_TTL_MS)
+                await asyncio.sleep(REFRESH_SECONDS)
 
-        flight.keeper = asyncio.get_running_loop().create_task(keep())
+        def due() -> None:
+            if flight.token == token:
+                flight.keeper = loop.create_task(keep())
+
+        # A timer, not a task a flight: most calls end before the first refresh is due.
+        loop = asyncio.get_running_loop()
+        flight.keeper = loop.call_later(REFRESH_SECONDS, due)
 
     async def land(self, flight: Flight, answer: CachedAnswer | None) -> None:
         """End a leader's flight: wake its followers, then free the lock."""

@@ -477,10 +477,9 @@ class Budget:
         ``busy_fails``: raise :class:`BudgetBusy` when no connection came free in time."""
         if self.redis is None or self.script is None:
             return None, False
-        script = self.script
         was_up = self.redis.up
         try:
-            raw = await self.redis.call(op, lambda c: script(keys=keys, args=args, client=c))
+            raw = await self.redis.run(op, self.script, keys, args)
         except RedisBusy:
             if busy_fails:
                 raise BudgetBusy(op) from None
@@ -624,20 +623,11 @@ class Budget:
         """Write ``batch`` in one pipeline; False when Redis did not answer it all."""
         if self.redis is None or self.script is None:
             return False
-        script = self.script
-        writes = [self._write_args(due) for due in batch]
-
-        async def run(client: Any) -> Any:
-            pipe = client.pipeline(transaction=False)
-            for keys, args in writes:
-                await script(keys=keys, args=args, client=pipe)
-            return await pipe.execute()
-
-        try:
-            await self.redis.call("budget settle backlog", run)
-        except RedisDown:
-            return False
-        return True
+        redis, script = self.redis, self.script
+        # queued together: one group write (one round trip) for the batch
+        writes = [redis.run("budget settle backlog", script, *self._write_args(d)) for d in batch]
+        done = await asyncio.gather(*writes, return_exceptions=True)
+        return not any(isinstance(d, BaseException) for d in done)
 
     async def settle(self, r: Reservation, actual: float) -> list[tuple[CapState, bool, bool]]:
         """Release the reservation where it was made and add the real cost; per cap its

@@ -331,11 +331,8 @@ class RateLimiter:
             args: list[Any] = [mode, now, WINDOW_MS, rid, tokens]
             for s in scopes:
                 args += [s.requests or 0, s.tokens or 0]
-            script = self.script
             try:
-                raw = await self.redis.call(
-                    f"rate limit {mode}", lambda c: script(keys=keys, args=args, client=c)
-                )
+                raw = await self.redis.run(f"rate limit {mode}", self.script, keys, args)
             except RedisDown:
                 pass
             else:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ..logs import FailureLog
 from ..redis_client import RedisBusy as NoSlot
-from ..redis_client import RedisUnavailable, WatchedRedis
+from ..redis_client import RedisUnavailable, Script, WatchedRedis
 
 log = logging.getLogger("swiftclaw.spend")
 
@@ -68,9 +68,27 @@ class SpendRedis:
     def up(self) -> bool:
         return self.redis.up
 
-    def script(self, source: str) -> Any:
-        """A Lua script run by its SHA (loaded again by the client after a Redis restart)."""
-        return self.client.register_script(source)
+    def script(self, source: str) -> Script:
+        """A Lua script run by its SHA (:meth:`run`; loaded again after a Redis restart)."""
+        return Script.of(source)
+
+    async def run(self, op: str, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` in the next group write (:meth:`WatchedRedis.send`); a Redis
+        failure marks it down and raises :class:`RedisDown` (:class:`RedisBusy`: no
+        connection came free in time), as :meth:`call` does."""
+        import redis.exceptions as rexc
+
+        try:
+            got = await self.redis.send(op, *script.command(keys, args), script=script)
+        except NoSlot:
+            raise RedisBusy(op) from None
+        except RedisUnavailable:
+            raise RedisDown(op) from None
+        except rexc.ResponseError as err:
+            self._refusals.failed(f"{type(err).__name__} on {op}")
+            raise RedisDown(op) from None
+        self._refusals.worked()
+        return got
 
     async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)``; a Redis failure marks it down and raises :class:`RedisDown`."""

@@ -288,11 +288,9 @@ class UsageBook:
             rate = self._rate
             args = [who.tenant_key, _RATED + who.tenant_key]
 
-            async def mark(client: Any) -> int:
-                return int(await rate(keys=[self._resp_key(rid)], args=args, client=client))
-
             with contextlib.suppress(RedisDown):
-                verdict = _VERDICTS[await self.owners.call("feedback", mark)]
+                got = await self.owners.run("feedback", rate, [self._resp_key(rid)], args)
+                verdict = _VERDICTS[int(got)]
         # a response whose owner was kept here (that Redis was away when it was served)
         if verdict is None or (verdict == "unknown" and rid in self._local_responses):
             verdict = self._rate_locally(rid, who)
