@@ -99,10 +99,6 @@ local per_out = tonumber(ARGV[8])
 local min_out = tonumber(ARGV[9])
 local function cap(i) return tonumber(ARGV[9 + 2 * i]) end
 local function ttl(i) return tonumber(ARGV[10 + 2 * i]) end
-local function state(i)
-  local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
-  return tonumber(v[1]) or 0, tonumber(v[2]) or 0
-end
 if mode == 'settle' then
   local out = {}
   if marked == 1 then
@@ -132,13 +128,20 @@ if mode == 'settle' then
   return out
 end
 local action, first, charge, granted = 0, 0, amount, output
+-- per cap, spent and reserved as Redis holds them: read once, and what reserving returns
+local held = {}
+local function read(i)
+  local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
+  held[i] = {v[1] or '0', v[2] or '0'}
+  return tonumber(held[i][1]), tonumber(held[i][2])
+end
 if mode == 'reserve' and marked == 1 and redis.call('EXISTS', mark) == 1 then
   mode, action = 'late', 3
 end
 if mode == 'reserve' then
   local room = nil
   for i = 1, n do
-    local spent, reserved = state(i)
+    local spent, reserved = read(i)
     local left = cap(i) - spent - reserved
     if amount > left and (room == nil or left < room) then first, room = i, left end
   end
@@ -157,7 +160,7 @@ if mode == 'reserve' then
   end
   if charge > 0 then
     for i = 1, n do
-      redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', charge)
+      held[i][2] = redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', charge)
       redis.call('EXPIRE', KEYS[i], ttl(i))
     end
   end
@@ -166,12 +169,12 @@ if mode == 'reserve' then
   end
 else
   charge = 0
+  for i = 1, n do read(i) end
 end
 local out = {action, first, tostring(charge), granted}
 for i = 1, n do
-  local spent, reserved = state(i)
-  out[#out + 1] = tostring(spent)
-  out[#out + 1] = tostring(reserved)
+  out[#out + 1] = held[i][1]
+  out[#out + 1] = held[i][2]
 end
 return out
 """.replace("$TOMBSTONE_SECONDS", str(TOMBSTONE_SECONDS))
