@@ -33,6 +33,7 @@ import contextvars
 import functools
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -297,23 +298,47 @@ class WatchedRedis:
 
 
 async def _pipeline(client: Any, batch: list[_Queued]) -> list[Any]:
-    """Send ``batch`` in one pipeline; its replies, errors as values. Scripts Redis did not
-    know (a restarted Redis) are loaded and sent again (they did not run)."""
+    """Send ``batch`` in one write and read its replies, errors as values. Scripts Redis did
+    not know (a restarted Redis) are loaded and sent again (they did not run)."""
     from redis.exceptions import NoScriptError
 
-    pipe = client.pipeline(transaction=False)
-    for q in batch:
-        pipe.execute_command(*q.command)
-    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    replies = await _exchange(client, [q.command for q in batch])
     missing = [i for i, got in enumerate(replies) if isinstance(got, NoScriptError)]
     if missing:
-        pipe = client.pipeline(transaction=False)
         scripts = {s.sha: s for i in missing if (s := batch[i].script) is not None}
-        for script in scripts.values():
-            pipe.execute_command("SCRIPT", "LOAD", script.source)
-        for i in missing:
-            pipe.execute_command(*batch[i].command)
-        again = await pipe.execute(raise_on_error=False)
-        for i, got in zip(missing, again[len(scripts) :], strict=True):
+        loads = [("SCRIPT", "LOAD", script.source) for script in scripts.values()]
+        again = await _exchange(client, loads + [batch[i].command for i in missing])
+        for i, got in zip(missing, again[len(loads) :], strict=True):
             replies[i] = got
+    return replies
+
+
+async def _exchange(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """The commands on one pooled connection, written at once; their raw replies in order
+    (a ``ResponseError`` as a value). Below redis-py's pipeline (no command objects, reply
+    callbacks or retries: a script sent twice would count twice) and one timeout for all
+    the replies, not one each. A connection that fails or times out is dropped."""
+    from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        replies: list[Any] = []
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as err:
+                        replies.append(err)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeout("Timeout reading from redis") from None
+        except BaseException:
+            await conn.disconnect(nowait=True)  # replies may still be on their way
+            raise
+    finally:
+        await pool.release(conn)
     return replies
