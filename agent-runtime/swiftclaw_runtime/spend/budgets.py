@@ -46,6 +46,7 @@ import itertools
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from time import time as unix_now
@@ -478,11 +479,26 @@ class Budget:
         """The script's reply (None when there is none) and, without one, whether the
         call may have run on Redis all the same (sent, and its reply lost or late).
         ``busy_fails``: raise :class:`BudgetBusy` when no connection came free in time."""
+        return await self._sent(op, *self._queue(op, keys, args), busy_fails)
+
+    def _queue(
+        self, op: str, keys: list[str], args: list[Any]
+    ) -> tuple[asyncio.Future[Any] | None, bool]:
+        """The script queued on Redis now (None: no Redis, or it is down), and whether
+        Redis was up when it was."""
         if self.redis is None or self.script is None:
             return None, False
         was_up = self.redis.up
+        return self.redis.queue(op, self.script, keys, args), was_up
+
+    async def _sent(
+        self, op: str, pending: asyncio.Future[Any] | None, was_up: bool, busy_fails: bool = False
+    ) -> tuple[list[Any] | None, bool]:
+        """:meth:`_send`'s answer for a script :meth:`_queue` queued."""
+        if self.redis is None or pending is None:
+            return None, False
         try:
-            raw = await self.redis.run(op, self.script, keys, args)
+            raw = await self.redis.reply(op, pending)
         except RedisBusy:
             if busy_fails:
                 raise BudgetBusy(op) from None
@@ -546,7 +562,13 @@ class Budget:
         count once); the backlog drains in the background."""
         if due.once and due.mark is None:
             due = replace(due, mark=self._once_mark())
-        raw, reached = await self._write(due)
+        return await self._written(due, *self._queue("budget settle", *self._write_args(due)))
+
+    async def _written(
+        self, due: Settlement, pending: asyncio.Future[Any] | None, was_up: bool
+    ) -> list[tuple[CapState, bool, bool]] | None:
+        """:meth:`_settle_shared`'s end, once its script is queued (``pending``)."""
+        raw, reached = await self._sent("budget settle", pending, was_up)
         if raw is None:
             if due.once and not reached:  # its mark is on no Redis: it may join others
                 due = replace(due, mark=None)
@@ -571,9 +593,6 @@ class Budget:
         keys = [c.key for c in due.caps] + ([due.mark] if due.mark else [])
         kind = 0 if due.mark is None else 2 if due.once else 1
         return keys, self._args("settle", due.caps, Ask(due.amount), due.actual, kind)
-
-    async def _write(self, due: Settlement) -> tuple[list[Any] | None, bool]:
-        return await self._send("budget settle", *self._write_args(due))
 
     def _wait_for_redis(self, due: Settlement) -> None:
         """Keep a settlement for Redis. One with a mark on its own (never merged: its mark
@@ -632,15 +651,28 @@ class Budget:
         done = await asyncio.gather(*writes, return_exceptions=True)
         return not any(isinstance(d, BaseException) for d in done)
 
-    async def settle(self, r: Reservation, actual: float) -> list[tuple[CapState, bool, bool]]:
+    def settle(self, r: Reservation, actual: float) -> Awaitable[list[tuple[CapState, bool, bool]]]:
         """Release the reservation where it was made and add the real cost; per cap its
         state, whether this call crossed the alert threshold first today, and whether it
         reached the cap first. One made in process also adds its cost to Redis's spend
-        (the budget is the agent's, whichever ledger admitted the request)."""
+        (the budget is the agent's, whichever ledger admitted the request). One made on
+        Redis is queued there at once (before the caller waits: a settlement started with
+        others goes in the same round trip); the returned awaitable ends when it is done."""
+        if r.caps and r.shared:
+            due = Settlement(r.caps, r.amount, actual, r.mark)
+            return self._settled(due, *self._queue("budget settle", *self._write_args(due)))
+        return self._settle_in_process(r, actual)
+
+    async def _settled(
+        self, due: Settlement, pending: asyncio.Future[Any] | None, was_up: bool
+    ) -> list[tuple[CapState, bool, bool]]:
+        return await self._written(due, pending, was_up) or []
+
+    async def _settle_in_process(
+        self, r: Reservation, actual: float
+    ) -> list[tuple[CapState, bool, bool]]:
         if not r.caps:
             return []
-        if r.shared:
-            return await self._settle_shared(Settlement(r.caps, r.amount, actual, r.mark)) or []
         if self.redis is not None and actual:
             await self._settle_shared(Settlement(r.caps, 0.0, actual, once=True))
         local = self._local_caps(r.caps)

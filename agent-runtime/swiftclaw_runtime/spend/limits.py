@@ -18,9 +18,11 @@ rules in process, each limit divided by the replicas expected to share it
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,18 +327,35 @@ class RateLimiter:
                 out.append(_scope(name, f"{self.prefix}:rl:{part}", rule))
         return out
 
-    async def _run(self, mode: str, who: Identity, rid: str, tokens: int) -> Outcome:
+    def _start(
+        self, mode: str, who: Identity, rid: str, tokens: int
+    ) -> tuple[list[Scope], int, asyncio.Future[Any] | None]:
+        """The scopes, the time, and the script queued on Redis now (None: no Redis, or it
+        is down; then the windows in process count)."""
         scopes = self.scopes(who)
         now = int(time.time() * 1000)
+        if not scopes or self.redis is None or self.script is None:
+            return scopes, now, None
+        keys = [k for s in scopes for k in (s.key, s.key + ":tok")]
+        args: list[Any] = [mode, now, WINDOW_MS, rid, tokens]
+        for s in scopes:
+            args += [s.requests or 0, s.tokens or 0]
+        return scopes, now, self.redis.queue(f"rate limit {mode}", self.script, keys, args)
+
+    async def _finish(
+        self,
+        mode: str,
+        rid: str,
+        tokens: int,
+        scopes: list[Scope],
+        now: int,
+        pending: asyncio.Future[Any] | None,
+    ) -> Outcome:
         if not scopes:
             return Outcome(True, [], now_ms=now)
-        if self.redis is not None and self.script is not None:
-            keys = [k for s in scopes for k in (s.key, s.key + ":tok")]
-            args: list[Any] = [mode, now, WINDOW_MS, rid, tokens]
-            for s in scopes:
-                args += [s.requests or 0, s.tokens or 0]
+        if self.redis is not None and pending is not None:
             try:
-                raw = await self.redis.run(f"rate limit {mode}", self.script, keys, args)
+                raw = await self.redis.reply(f"rate limit {mode}", pending)
             except RedisDown:
                 pass
             else:
@@ -349,17 +368,27 @@ class RateLimiter:
         ]
         return self.local.run(mode, local, now, rid, tokens)
 
+    async def _run(self, mode: str, who: Identity, rid: str, tokens: int) -> Outcome:
+        return await self._finish(mode, rid, tokens, *self._start(mode, who, rid, tokens))
+
     async def acquire(self, who: Identity, rid: str, tokens: int) -> Outcome:
         """Admit one request charged ``tokens`` (estimated) in every scope, or refuse it."""
         return await self._run("acquire", who, rid, tokens)
 
-    async def settle(self, who: Identity, rid: str, change: int) -> None:
-        """Correct an admitted request's token charge by ``change`` (real minus estimate)."""
-        if change and self.active:
-            await self._run("settle", who, rid, change)
+    def settle(self, who: Identity, rid: str, change: int) -> Awaitable[Any]:
+        """Correct an admitted request's token charge by ``change`` (real minus estimate):
+        queued on Redis at once (before the caller waits: a settlement started with
+        others goes in the same round trip), the returned awaitable ends when it is done."""
+        if not (change and self.active):
+            return _nothing()
+        return self._finish("settle", rid, change, *self._start("settle", who, rid, change))
 
     async def peek(self, who: Identity) -> Outcome:
         return await self._run("peek", who, "", 0)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _scope(name: str, key: str, rule: RateLimit) -> Scope:

@@ -10,6 +10,7 @@ when refusals start and stop (and at most every minute between), not once per ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -72,14 +73,24 @@ class SpendRedis:
         """A Lua script run by its SHA (:meth:`run`; loaded again after a Redis restart)."""
         return Script.of(source)
 
-    async def run(self, op: str, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run ``script`` in the next group write (:meth:`WatchedRedis.send`); a Redis
-        failure marks it down and raises :class:`RedisDown` (:class:`RedisBusy`: no
-        connection came free in time), as :meth:`call` does."""
+    def queue(
+        self, op: str, script: Script, keys: list[str], args: list[Any]
+    ) -> asyncio.Future[Any] | None:
+        """Queue ``script`` for the next group write (:meth:`WatchedRedis.send`) now, before
+        the caller's first wait; None while Redis is down. :meth:`reply` waits for it."""
+        try:
+            return self.redis.send(op, *script.command(keys, args), script=script)
+        except RedisUnavailable:
+            return None
+
+    async def reply(self, op: str, pending: asyncio.Future[Any]) -> Any:
+        """The reply of a queued script; a Redis failure marks it down and raises
+        :class:`RedisDown` (:class:`RedisBusy`: no connection came free in time), as
+        :meth:`call` does."""
         import redis.exceptions as rexc
 
         try:
-            got = await self.redis.send(op, *script.command(keys, args), script=script)
+            got = await pending
         except NoSlot:
             raise RedisBusy(op) from None
         except RedisUnavailable:
@@ -89,6 +100,13 @@ class SpendRedis:
             raise RedisDown(op) from None
         self._refusals.worked()
         return got
+
+    async def run(self, op: str, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` in the next group write: :meth:`queue`, then :meth:`reply`."""
+        pending = self.queue(op, script, keys, args)
+        if pending is None:
+            raise RedisDown(op)
+        return await self.reply(op, pending)
 
     async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)``; a Redis failure marks it down and raises :class:`RedisDown`."""

@@ -194,19 +194,20 @@ class UsageBook:
             del self._local[old]
             self._local_users.pop(old, None)
 
-    async def record(self, day: str, c: Charge) -> bool:
+    def record(self, day: str, c: Charge) -> Awaitable[bool]:
         """Count one charge; False when Redis was not usable (then it is kept locally).
-        Returns once the write holding it is done (see the module's docstring)."""
+        Joins the next write at once (before the caller waits); what it returns ends once
+        the write holding it is done (see the module's docstring)."""
         if self.redis is None:
             self.record_local(day, c)
-            return False
+            return _false()
         self._pending.append((day, c))
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
         written = self._next
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_pending())
-        return await asyncio.shield(written)
+        return asyncio.shield(written)
 
     async def _write_pending(self) -> None:
         """Write what waits, one batch at a time, until nothing does. A batch that cannot
@@ -344,6 +345,10 @@ class DistinctCount:
         if empty == 0:
             return self.BITS  # saturated (tens of millions of names): a floor
         return round(-self.BITS * math.log(empty / self.BITS))
+
+
+async def _false() -> bool:
+    return False
 
 
 async def _written(redis: SpendRedis, op: str, fn: Callable[[Any], Awaitable[None]]) -> bool:
