@@ -302,18 +302,18 @@ async def _pipeline(client: Any, batch: list[_Queued]) -> list[Any]:
     not know (a restarted Redis) are loaded and sent again (they did not run)."""
     from redis.exceptions import NoScriptError
 
-    replies = await _exchange(client, [q.command for q in batch])
+    replies = await exchange(client, [q.command for q in batch])
     missing = [i for i, got in enumerate(replies) if isinstance(got, NoScriptError)]
     if missing:
         scripts = {s.sha: s for i in missing if (s := batch[i].script) is not None}
         loads = [("SCRIPT", "LOAD", script.source) for script in scripts.values()]
-        again = await _exchange(client, loads + [batch[i].command for i in missing])
+        again = await exchange(client, loads + [batch[i].command for i in missing])
         for i, got in zip(missing, again[len(loads) :], strict=True):
             replies[i] = got
     return replies
 
 
-async def _exchange(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+async def exchange(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """The commands on one pooled connection, written at once; their raw replies in order
     (a ``ResponseError`` as a value). Below redis-py's pipeline (no command objects, reply
     callbacks or retries: a script sent twice would count twice) and one timeout for all

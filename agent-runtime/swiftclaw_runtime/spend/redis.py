@@ -11,13 +11,14 @@ when refusals start and stop (and at most every minute between), not once per ca
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..logs import FailureLog
 from ..redis_client import RedisBusy as NoSlot
-from ..redis_client import RedisUnavailable, Script, WatchedRedis
+from ..redis_client import RedisUnavailable, Script, WatchedRedis, exchange
 
 log = logging.getLogger("swiftclaw.spend")
 
@@ -101,6 +102,12 @@ class SpendRedis:
         self._refusals.worked()
         return got
 
+    async def send_all(self, op: str, commands: list[tuple[Any, ...]]) -> None:
+        """Write ``commands`` in one round trip below redis-py's pipeline
+        (:func:`~swiftclaw_runtime.redis_client.exchange`); raises :class:`RedisDown`
+        unless Redis took every one (as :meth:`call` does)."""
+        await self.call(op, functools.partial(_all_taken, commands=commands))
+
     async def run(self, op: str, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` in the next group write: :meth:`queue`, then :meth:`reply`."""
         pending = self.queue(op, script, keys, args)
@@ -131,3 +138,10 @@ class SpendRedis:
 
     async def close(self) -> None:
         await self.redis.close()
+
+
+async def _all_taken(client: Any, commands: list[tuple[Any, ...]]) -> None:
+    """Send ``commands``; raise the first error Redis answered one with (all are read)."""
+    for reply in await exchange(client, commands):
+        if isinstance(reply, Exception):
+            raise reply

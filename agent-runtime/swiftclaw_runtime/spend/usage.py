@@ -31,7 +31,7 @@ import hashlib
 import logging
 import math
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,21 +218,15 @@ class UsageBook:
             batch, self._pending = self._pending, []
             written, self._next = self._next, None
 
-            async def write(client: Any, batch: list[tuple[str, Charge]] = batch) -> None:
-                pipe = client.pipeline(transaction=False)
-                self._queue(pipe, batch)
-                await pipe.execute()
-
-            async def own(client: Any, batch: list[tuple[str, Charge]] = batch) -> None:
-                pipe = client.pipeline(transaction=False)
-                self._queue_owners(pipe, batch)
-                await pipe.execute()
-
+            counters = Commands()
+            self._queue(counters, batch)
             ok = owned = False
             try:
-                steps = [_written(self.redis, "usage record", write)]
+                steps = [_written(self.redis, "usage record", counters.commands)]
                 if self._split and any(c.response_ids for _, c in batch):
-                    steps.append(_written(self.owners, "response owners", own))
+                    owners = Commands()
+                    self._queue_owners(owners, batch)
+                    steps.append(_written(self.owners, "response owners", owners.commands))
                 ok, *rest = await asyncio.gather(*steps)
                 owned = all(rest) if self._split else ok
             finally:
@@ -351,10 +345,36 @@ async def _false() -> bool:
     return False
 
 
-async def _written(redis: SpendRedis, op: str, fn: Callable[[Any], Awaitable[None]]) -> bool:
+class Commands:
+    """The writes :meth:`UsageBook._queue` makes, as raw commands for
+    :meth:`SpendRedis.send_all`: the few of redis-py's pipeline methods it uses."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def incrbyfloat(self, key: str, amount: float) -> None:
+        self.commands.append(("INCRBYFLOAT", key, amount))
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        self.commands.append(("HINCRBYFLOAT", key, field, amount))
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self.commands.append(("HINCRBY", key, field, amount))
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.commands.append(("EXPIRE", key, seconds))
+
+    def pfadd(self, key: str, *values: str) -> None:
+        self.commands.append(("PFADD", key, *values))
+
+    def set(self, key: str, value: str, ex: int, nx: bool) -> None:
+        self.commands.append(("SET", key, value, "EX", ex, *(("NX",) if nx else ())))
+
+
+async def _written(redis: SpendRedis, op: str, commands: list[tuple[Any, ...]]) -> bool:
     """Run a write; False when it could not be done (Redis down, or anything unexpected)."""
     try:
-        await redis.call(op, fn)
+        await redis.send_all(op, commands)
     except RedisDown:
         return False
     except Exception:
