@@ -324,7 +324,7 @@ async def exchange(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        await conn.send_packed_command(_pack(conn, commands), check_health=False)
         replies: list[Any] = []
         try:
             async with asyncio.timeout(conn.socket_timeout):
@@ -342,3 +342,13 @@ async def exchange(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     finally:
         await pool.release(conn)
     return replies
+
+
+def _pack(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
+    """The commands in Redis's protocol: by hiredis's packer directly (str, bytes, int and
+    float arguments, floats as ``repr`` as redis-py writes them), else redis-py's."""
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - hiredis is a dependency
+        return conn.pack_commands(commands)
+    return [b"".join([pack_command(c) for c in commands])]
