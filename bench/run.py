@@ -14,9 +14,10 @@ With ``--policies``, the runtime instead runs once per configuration of its poli
 budget, and their combinations) against one Redis, at c=64 unless told otherwise, and each
 is measured by the CPU time its process tree and Redis spent per request served (from
 ``/proc/<pid>/stat``, before and after the measured run), beside plain's in the same run;
-LiteLLM and Portkey (plain) join the run where installed unless ``--no-peers``:
+LiteLLM and Portkey (plain) join the run where installed unless ``--no-peers``; with
+``--baseline-src``, each policy also runs from that checkout (target ``<name>-base``):
 
-    python -m bench.run --policies [NAME ...] [--no-peers] [--duration 8] [--concurrency 64]
+    python -m bench.run --policies [NAME ...] [--no-peers] [--baseline-src DIR] [--duration 8]
 """
 
 from __future__ import annotations
@@ -601,7 +602,12 @@ class PolicyCell:
 
 
 def policy_targets(
-    folder: Path, sim: Proc, redis: Proc, names: list[str], peers: bool
+    folder: Path,
+    sim: Proc,
+    redis: Proc,
+    names: list[str],
+    peers: bool,
+    baseline_src: Path | None = None,
 ) -> tuple[list[tuple[Target, Policy | None]], dict[str, Policy]]:
     upstream = f"{sim.url}/v1"
     base = {
@@ -616,6 +622,10 @@ def policy_targets(
     for p in chosen.values():
         args = ("--redis-url", url) if p.redis else ()
         out.append((start_swiftclaw(folder, {**base, **p.spec}, p.name, None, args), p))
+        if baseline_src is not None:  # the same policy from another checkout, side by side
+            based = replace(p, name=f"{p.name}-base", label=f"{p.label} [baseline]")
+            target = start_swiftclaw(folder, {**base, **p.spec}, based.name, baseline_src, args)
+            out.append((target, based))
     if peers:
         litellm = start_litellm(
             folder, {"model": "openai/m", "api_base": upstream, "api_key": "sk-upstream"}, True
@@ -648,7 +658,9 @@ def measure_policies(args: argparse.Namespace) -> list[PolicyCell]:
             procs.append(sim)
             redis = start_redis(log_path=folder / "redis.log")
             procs.append(redis)
-            targets, _ = policy_targets(folder, sim, redis, args.policies, args.peers)
+            targets, _ = policy_targets(
+                folder, sim, redis, args.policies, args.peers, args.baseline_src
+            )
             procs += [p for t, _ in targets for p in t.procs]
             if pinned:
                 pin(sim.pid, {cpus[0]})
