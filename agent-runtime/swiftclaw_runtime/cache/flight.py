@@ -103,6 +103,15 @@ class SingleFlight:
         loop = asyncio.get_running_loop()
         flight.keeper = loop.call_later(REFRESH_SECONDS, due)
 
+    def hand_over(self, flight: Flight | None) -> tuple[str, str] | None:
+        """The cross-replica lock a leader holds (its key and token), for the store to free
+        right after writing the answer, in the same round trip; the flight holds it no
+        longer, so :meth:`land` does not free it again. None when it holds none."""
+        if flight is None or not flight.token:
+            return None
+        token, flight.token = flight.token, ""
+        return self.prefix + flight.key, token
+
     async def land(self, flight: Flight, answer: CachedAnswer | None) -> None:
         """End a leader's flight: wake its followers, then free the lock."""
         if not flight.leader:
