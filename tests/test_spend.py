@@ -743,3 +743,23 @@ async def test_scripts_redis_forgot_are_loaded_again(redis: SpendRedis, redis_pr
         await raw.aclose()
     second = await limiter.acquire(ALICE, "b", 1)
     assert second.shared and second.states[0].requests == 2
+
+
+async def test_a_burst_past_the_group_write_bound_is_split_and_answered(
+    redis: SpendRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swiftclaw_runtime import redis_client
+
+    sizes: list[int] = []
+    real = redis_client.exchange
+
+    async def counting(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        sizes.append(len(commands))
+        return await real(client, commands)
+
+    monkeypatch.setattr(redis_client, "exchange", counting)
+    await redis.client.set("k", "v")
+    n = 2 * redis_client.MAX_BATCH + 500
+    replies = await asyncio.gather(*(redis.redis.send("get", "GET", "k") for _ in range(n)))
+    assert replies == [b"v"] * n
+    assert len(sizes) >= 3 and max(sizes) <= redis_client.MAX_BATCH

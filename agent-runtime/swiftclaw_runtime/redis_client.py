@@ -48,6 +48,10 @@ PROBE_SECONDS = 1.0
 # (which run outside the slots): they never take one a call is waiting for.
 SPARE_CONNECTIONS = 2
 
+# Commands a group write carries at most: their replies are read under one socket timeout,
+# so a burst's are split rather than read as one long reply (some 30 ms of Redis's time).
+MAX_BATCH = 1000
+
 # The monotonic time until which calls made in this context may queue for a connection.
 _queue_until: ContextVar[float | None] = ContextVar("redis_queue_until", default=None)
 
@@ -214,7 +218,7 @@ class WatchedRedis:
         """Write what is queued, one pipeline at a time, until nothing is; every caller is
         answered whatever happens (none waits forever)."""
         while self._queued:
-            batch, self._queued = self._queued, []
+            batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
             try:
                 replies = await self.call(batch[0].op, functools.partial(_pipeline, batch=batch))
             except BaseException as err:
