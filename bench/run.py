@@ -8,6 +8,16 @@ last answer arrives). Added latency is a target's percentile minus the direct on
 same concurrency; saturation RPS is the highest throughput a target reached.
 
     python -m bench.run [--duration 8] [--warmup 2] [--concurrency 1 8 64 256]
+
+With ``--policies``, the runtime instead runs once per configuration of its policies
+(:data:`POLICIES`: plain, the exact cache in process and on Redis, per-user limits, a daily
+budget, and their combinations) against one Redis, at c=64 unless told otherwise, and each
+is measured by the CPU time its process tree and Redis spent per request served (from
+``/proc/<pid>/stat``, before and after the measured run), beside plain's in the same run;
+LiteLLM and Portkey (plain) join the run where installed unless ``--no-peers``; with
+``--baseline-src``, each policy also runs from that checkout (target ``<name>-base``):
+
+    python -m bench.run --policies [NAME ...] [--no-peers] [--baseline-src DIR] [--duration 8]
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -28,7 +39,14 @@ from typing import Any
 
 import yaml
 
-from swiftclaw_devtools.processes import Proc, free_port, start, start_runtime, start_sim
+from swiftclaw_devtools.processes import (
+    Proc,
+    free_port,
+    start,
+    start_redis,
+    start_runtime,
+    start_sim,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -167,14 +185,18 @@ def check(target: Target) -> None:
 
 
 def start_swiftclaw(
-    folder: Path, spec: dict[str, Any], name: str = "swiftclaw", src: Path | None = None
+    folder: Path,
+    spec: dict[str, Any],
+    name: str = "swiftclaw",
+    src: Path | None = None,
+    args: tuple[str, ...] = (),
 ) -> Target:
     """The runtime serving an AgentDeployment of ``spec``; from the checkout ``src`` if given
-    (its agent-runtime folder), else from this one."""
+    (its agent-runtime folder), else from this one; ``args``: more of its options."""
     manifest = {
         "apiVersion": "swiftclaw.dev/v1alpha1",
         "kind": "AgentDeployment",
-        "metadata": {"name": "bench"},
+        "metadata": {"name": name},
         "spec": spec,
     }
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(manifest))
@@ -186,6 +208,7 @@ def start_swiftclaw(
         str(folder / "keys.yaml"),
         "--log-level",
         "warning",
+        *args,
         log_path=folder / f"{name}.log",
         env={"PYTHONPATH": str(src)} if src is not None else None,
     )
@@ -467,6 +490,279 @@ def plot(cells: list[Cell], path: Path, placement: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+# --- policies: the runtime's CPU per request with its spend and cache policies on ---------
+
+# Far above what the load sends (one user, ~1,000 requests a second): counted in Redis for
+# every request, never refusing one (as in the soak).
+LIMITS = {"perUser": {"requestsPerMinute": 1_000_000, "tokensPerMinute": 1_000_000_000}}
+BUDGET = {"dailyUSD": 100_000, "perUserDailyUSD": 10_000, "onExceeded": "reject"}
+EXACT_REDIS = {"exact": {"enabled": True}}  # redis mode managed: the --redis-url one
+EXACT_MEMORY = {"exact": {"enabled": True}, "redis": {"mode": "none"}}
+NO_CACHE = {"exact": {"enabled": False}, "redis": {"mode": "none"}}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A configuration of the runtime's policies: spec keys over the plain agent's, whether
+    it gets the Redis (``--redis-url``), and whether every request asks the same question
+    (``hits``: the exact cache answers all but the first) or a new one (misses)."""
+
+    name: str
+    label: str
+    spec: dict[str, Any]
+    redis: bool
+    hits: bool = False
+
+
+POLICIES = [
+    Policy("plain", "plain (no Redis, no cache, no limits, no budget)", {"cache": NO_CACHE}, False),
+    Policy("memory-hits", "exact cache in process, hits", {"cache": EXACT_MEMORY}, False, True),
+    Policy("cache-hits", "Redis, exact cache only, hits", {"cache": EXACT_REDIS}, True, True),
+    Policy("cache-misses", "Redis, exact cache only, misses", {"cache": EXACT_REDIS}, True),
+    Policy(
+        "limits", "Redis, per-user limits only", {"cache": NO_CACHE, "rateLimits": LIMITS}, True
+    ),
+    Policy("budget", "Redis, daily budget only", {"cache": NO_CACHE, "budget": BUDGET}, True),
+    Policy(
+        "limits-budget",
+        "Redis, limits + budget",
+        {"cache": NO_CACHE, "rateLimits": LIMITS, "budget": BUDGET},
+        True,
+    ),
+    Policy(
+        "limits-budget-misses",
+        "Redis, limits + budget + exact cache, misses",
+        {"cache": EXACT_REDIS, "rateLimits": LIMITS, "budget": BUDGET},
+        True,
+    ),
+    Policy(
+        "limits-budget-hits",
+        "Redis, limits + budget + exact cache, hits",
+        {"cache": EXACT_REDIS, "rateLimits": LIMITS, "budget": BUDGET},
+        True,
+        True,
+    ),
+]
+# One question, temperature 0: the exact cache looks it up and stores it.
+QUESTION = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "benchmark"}],
+    "max_tokens": 16,
+    "temperature": 0,
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (live ones), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in descendants(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
+
+
+def questions_script(folder: Path, target: Target, hits: bool, run: int) -> Path:
+    """A wrk script sending :data:`QUESTION`; unless ``hits``, each request a question never
+    asked before (numbered, with ``run`` so no two wrk runs share one)."""
+    body = json.dumps(QUESTION)
+    lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items()]
+    if hits:
+        lines.append(f"wrk.body = [[{body}]]")
+    else:
+        head, tail = body.split('"benchmark"')
+        lines += [
+            "local n = 0",
+            "request = function()",
+            "  n = n + 1",
+            f'  return wrk.format(nil, nil, nil, [[{head}"benchmark {run}-]] .. n .. [["{tail}]])',
+            "end",
+        ]
+    path = folder / f"{target.name}-{run}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class PolicyCell:
+    target: str
+    label: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    cpu_us: float  # the target's process tree, per request served
+    redis_us: float | None  # Redis, per request served (None: the target uses none)
+
+
+def policy_targets(
+    folder: Path,
+    sim: Proc,
+    redis: Proc,
+    names: list[str],
+    peers: bool,
+    baseline_src: Path | None = None,
+) -> tuple[list[tuple[Target, Policy | None]], dict[str, Policy]]:
+    upstream = f"{sim.url}/v1"
+    base = {
+        "providers": [{"name": "sim", "type": "openai-compatible", "baseURL": upstream}],
+        "models": {
+            "tiers": [{"name": "bench", "model": "sim/m", "inputPer1M": 1.0, "outputPer1M": 2.0}]
+        },
+    }
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    out: list[tuple[Target, Policy | None]] = []
+    chosen = {p.name: p for p in POLICIES if p.name in names}
+    for p in chosen.values():
+        args = ("--redis-url", url) if p.redis else ()
+        out.append((start_swiftclaw(folder, {**base, **p.spec}, p.name, None, args), p))
+        if baseline_src is not None:  # the same policy from another checkout, side by side
+            based = replace(p, name=f"{p.name}-base", label=f"{p.label} [baseline]")
+            target = start_swiftclaw(folder, {**base, **p.spec}, based.name, baseline_src, args)
+            out.append((target, based))
+    if peers:
+        litellm = start_litellm(
+            folder, {"model": "openai/m", "api_base": upstream, "api_key": "sk-upstream"}, True
+        )
+        portkey = start_portkey(folder, upstream)
+        out += [(t, None) for t in (litellm, portkey) if t is not None]
+    return out, chosen
+
+
+def measure_policies(args: argparse.Namespace) -> list[PolicyCell]:
+    """Start the simulated provider, a Redis and a runtime per policy (and the peers), pin
+    them (each target alone on the second core; the upstream, Redis and wrk on the first),
+    then load each in turn and read the CPU its processes and Redis spent."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = args.pin and len(cpus) >= 2
+    load_cpus = {cpus[0]} if pinned else None
+    cells: list[PolicyCell] = []
+    procs: list[Proc] = []
+    with tempfile.TemporaryDirectory(prefix="swiftclaw-policies-") as tmp:
+        folder = Path(tmp)
+        try:
+            sim = start_sim(
+                None,
+                "--latency",
+                args.latency,
+                "--stream-pace-ms",
+                "0",
+                log_path=folder / "sim.log",
+            )
+            procs.append(sim)
+            redis = start_redis(log_path=folder / "redis.log")
+            procs.append(redis)
+            targets, _ = policy_targets(
+                folder, sim, redis, args.policies, args.peers, args.baseline_src
+            )
+            procs += [p for t, _ in targets for p in t.procs]
+            if pinned:
+                pin(sim.pid, {cpus[0]})
+                pin(redis.pid, {cpus[0]})
+                for t, _ in targets:
+                    for p in t.procs:
+                        pin(p.pid, {cpus[1]})
+            for t, _ in targets:
+                check(t)
+            print(f"targets: {', '.join(t.name for t, _ in targets)}; upstream {args.latency}")
+            run = 0
+            for c in args.concurrency:
+                for t, policy in targets:
+                    hits = policy is not None and policy.hits
+                    run += 1
+                    wrk(t.url, questions_script(folder, t, hits, run), c, args.warmup, load_cpus)
+                    run += 1
+                    script = questions_script(folder, t, hits, run)
+                    pid = t.procs[0].pid
+                    cpu0, redis0 = cpu_seconds(pid), cpu_seconds(redis.pid)
+                    out = wrk(t.url, script, c, args.duration, load_cpus)
+                    cpu1, redis1 = cpu_seconds(pid), cpu_seconds(redis.pid)
+                    rps, p50, p99, errors, n = parse_wrk(out)
+                    uses_redis = policy is not None and policy.redis
+                    cell = PolicyCell(
+                        t.name,
+                        policy.label if policy is not None else f"{t.name} (plain)",
+                        c,
+                        rps,
+                        p50,
+                        p99,
+                        errors,
+                        n,
+                        (cpu1 - cpu0) / max(1, n) * 1e6,
+                        (redis1 - redis0) / max(1, n) * 1e6 if uses_redis else None,
+                    )
+                    cells.append(cell)
+                    print(
+                        f"  {t.name:22s} c={c:<4d} {rps:7.0f} rps  p50 {p50:7.2f} ms  "
+                        f"cpu {cell.cpu_us:7.0f} us/req  redis "
+                        f"{'-' if cell.redis_us is None else f'{cell.redis_us:.0f}'} us/req  "
+                        f"errors {errors}"
+                    )
+        finally:
+            for p in reversed(procs):
+                p.stop()
+    return cells
+
+
+def policy_table(cells: list[PolicyCell]) -> str:
+    """A row per cell, CPU per request as a ratio to plain's at the same concurrency."""
+    plain = {c.concurrency: c for c in cells if c.target == "plain"}
+    out = [
+        "| configuration | c | runtime CPU per request | Redis CPU per request "
+        "| requests/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cells:
+        base = plain.get(c.concurrency)
+        ratio = f"{c.cpu_us / base.cpu_us:.2f}x" if base else "-"
+        cpu = f"{ratio} ({c.cpu_us:.0f} µs)"
+        if c.redis_us is None:
+            redis = "-"
+        elif base:
+            redis = f"{c.redis_us:.0f} µs ({c.redis_us / base.cpu_us:.2f}x)"
+        else:
+            redis = f"{c.redis_us:.0f} µs"
+        out.append(
+            f"| {c.label} | {c.concurrency} | {cpu} | {redis} | {c.rps:.0f} | "
+            f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | {c.errors} |"
+        )
+    return "\n".join(out)
+
+
+def policies_main(args: argparse.Namespace) -> int:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cells = measure_policies(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    md = policy_table(cells)
+    header = (
+        f"# Policies {stamp}\n\nUpstream: simulated provider, {args.latency} ms. Load: wrk, "
+        f"1 thread, {args.duration:g} s per cell after {args.warmup:g} s warm-up; questions "
+        "with temperature 0, each new (misses) or all the same (hits). CPU: the target's "
+        "process tree and Redis, from /proc, per request served; ratios to plain in this run. "
+        f"Machine: {os.cpu_count()} cores"
+        + (
+            ", each target pinned to its own core; upstream, Redis and wrk on the other"
+            if args.pin
+            else ", no pinning"
+        )
+        + ".\n\n"
+    )
+    (RESULTS / f"policies-{stamp}.md").write_text(header + md + "\n")
+    (RESULTS / f"policies-{stamp}.json").write_text(
+        json.dumps({"cells": [asdict(c) for c in cells]}, indent=2)
+    )
+    print()
+    print(md)
+    print(f"\nwritten: bench/results/policies-{stamp}.md, .json")
+    return 0
+
+
 def main() -> int:
     ap = arguments(__doc__, [1, 8, 64, 256])
     ap.add_argument(
@@ -475,7 +771,27 @@ def main() -> int:
         help="also run the runtime from this agent-runtime folder of another checkout "
         "(e.g. a `git worktree` of an earlier commit) as target swiftclaw-base",
     )
+    ap.add_argument(
+        "--policies",
+        nargs="*",
+        choices=[p.name for p in POLICIES],
+        help="measure the runtime's policies (all, or those named) by CPU per request",
+    )
+    ap.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --policies: LiteLLM and Portkey (plain) in the same run, where installed",
+    )
     args = ap.parse_args()
+    if args.policies is not None:
+        if not args.policies:
+            args.policies = [p.name for p in POLICIES]
+        if "plain" not in args.policies:
+            args.policies.insert(0, "plain")
+        if "--concurrency" not in sys.argv:
+            args.concurrency = [64]
+        return policies_main(args)
     m = measure(
         args,
         BODY,

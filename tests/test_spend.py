@@ -688,3 +688,78 @@ async def test_a_busy_redis_answers_503_with_retry_after(redis_proc: Proc) -> No
         release.set()
         await asyncio.gather(*holders)
         await spend.close()
+
+
+# --- group writes: a request's scripts share a round trip with every other one queued -------
+
+
+async def test_scripts_sent_at_once_share_one_connection_and_count_exactly(
+    redis: SpendRedis, redis_proc: Proc
+) -> None:
+    """Hundreds of admissions at once are written together (one connection, not one each),
+    and every one of them is counted: the limit admits exactly its number."""
+    spec = RateLimitsSpec.model_validate({"perUser": {"requestsPerMinute": 300}})
+    limiter = RateLimiter(spec, "sc:{t}", redis)
+    raw = aioredis.Redis(port=redis_proc.port)
+    try:
+        before = (await raw.info("stats"))["total_connections_received"]
+        outcomes = await asyncio.gather(*(limiter.acquire(ALICE, f"r{i}", 1) for i in range(400)))
+        after = (await raw.info("stats"))["total_connections_received"]
+    finally:
+        await raw.aclose()
+    assert all(o.shared for o in outcomes)
+    assert sum(o.allowed for o in outcomes) == 300
+    assert after - before <= 2, f"{after - before} connections for one burst of scripts"
+
+
+async def test_a_group_write_that_fails_answers_every_caller(tmp_path: Path) -> None:
+    """Redis gone under a burst: every queued call falls back (in process), none waits."""
+    proc = start_redis(log_path=tmp_path / "redis.log")
+    r = SpendRedis(f"redis://127.0.0.1:{proc.port}/0")
+    try:
+        await r.start()
+        spec = RateLimitsSpec.model_validate({"perUser": {"requestsPerMinute": 1000}})
+        limiter = RateLimiter(spec, "sc:{t}", r)
+        assert (await limiter.acquire(ALICE, "first", 1)).shared
+        proc.stop()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(limiter.acquire(ALICE, f"r{i}", 1) for i in range(50))), 30
+        )
+        assert all(o.allowed and not o.shared for o in outcomes)
+        assert not r.up
+    finally:
+        await r.close()
+        proc.stop()
+
+
+async def test_scripts_redis_forgot_are_loaded_again(redis: SpendRedis, redis_proc: Proc) -> None:
+    spec = RateLimitsSpec.model_validate({"perUser": {"requestsPerMinute": 10}})
+    limiter = RateLimiter(spec, "sc:{t}", redis)
+    assert (await limiter.acquire(ALICE, "a", 1)).shared
+    raw = aioredis.Redis(port=redis_proc.port)
+    try:
+        await raw.script_flush()  # as after a restart of Redis
+    finally:
+        await raw.aclose()
+    second = await limiter.acquire(ALICE, "b", 1)
+    assert second.shared and second.states[0].requests == 2
+
+
+async def test_a_burst_past_the_group_write_bound_is_split_and_answered(
+    redis: SpendRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swiftclaw_runtime import redis_client
+
+    sizes: list[int] = []
+    real = redis_client.exchange
+
+    async def counting(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        sizes.append(len(commands))
+        return await real(client, commands)
+
+    monkeypatch.setattr(redis_client, "exchange", counting)
+    await redis.client.set("k", "v")
+    n = 2 * redis_client.MAX_BATCH + 500
+    replies = await asyncio.gather(*(redis.redis.send("get", "GET", "k") for _ in range(n)))
+    assert replies == [b"v"] * n
+    assert len(sizes) >= 3 and max(sizes) <= redis_client.MAX_BATCH

@@ -15,6 +15,13 @@ or ``wait``. A call that finds no slot in time raises :class:`RedisBusy`: its ca
 back for that one call, and nothing is marked down. Load is not an outage: only a
 connection that fails or a reply that times out is.
 
+Hot commands (the cache's reads and writes, the spend scripts) go through :meth:`WatchedRedis.send`
+instead: each is queued and written with every other command queued meanwhile, in one
+pipeline (a group write: one round trip, one connection and one slot for all of them), its
+reply handed back to its caller alone. One request's commands each paid redis-py's whole
+per-command path (a pooled connection, a slot, a timeout, a read); under load dozens now
+share one. Scripts go by their SHA (:class:`Script`), loaded again when Redis forgot them.
+
 ``redis`` is imported only when a client is made: only pods with Redis need it.
 """
 
@@ -22,10 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
+import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .logs import FailureLog
@@ -35,6 +47,10 @@ PROBE_SECONDS = 1.0
 # Connections beyond the call slots, for the watcher's ping and the owner's ``prepare``
 # (which run outside the slots): they never take one a call is waiting for.
 SPARE_CONNECTIONS = 2
+
+# Commands a group write carries at most: their replies are read under one socket timeout,
+# so a burst's are split rather than read as one long reply (some 30 ms of Redis's time).
+MAX_BATCH = 1000
 
 # The monotonic time until which calls made in this context may queue for a connection.
 _queue_until: ContextVar[float | None] = ContextVar("redis_queue_until", default=None)
@@ -47,6 +63,31 @@ class RedisUnavailable(Exception):
 class RedisBusy(RedisUnavailable):
     """Every connection stayed in use until the call's wait ran out: Redis is busy, not
     down. The caller falls back for this call; Redis is not marked down."""
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script sent by its SHA1 (EVALSHA), its source loaded when Redis lacks it."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+    def command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+@dataclass
+class _Queued:
+    """A command waiting for the next group write, and the future of its reply."""
+
+    op: str
+    command: tuple[Any, ...]
+    script: Script | None
+    reply: asyncio.Future[Any]
 
 
 @contextlib.contextmanager
@@ -129,6 +170,8 @@ class WatchedRedis:
         self._on_error = on_error
         self._prepare = prepare
         self._watcher: asyncio.Task[None] | None = None
+        self._queued: list[_Queued] = []
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def up(self) -> bool:
@@ -154,6 +197,49 @@ class WatchedRedis:
             return await self._run(op, fn)
         finally:
             self._slots.release()
+
+    def send(self, op: str, *command: Any, script: Script | None = None) -> asyncio.Future[Any]:
+        """Queue ``command`` for the next group write; the future holds its reply, or the
+        error it got (:class:`RedisUnavailable`, :class:`RedisBusy`, or Redis's own, e.g.
+        a ``ResponseError``). Raises :class:`RedisUnavailable` at once while Redis is down.
+        Once queued it is written even if its caller stops waiting (a hang-up): what a
+        request settles reaches Redis whatever happens to the request."""
+        if not self.up:
+            raise RedisUnavailable(op)
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._queued.append(_Queued(op, command, script, reply))
+        if self._sender is None or self._sender.done():
+            # its own context: not the first caller's deadline (queue_until)
+            self._sender = loop.create_task(self._send_queued(), context=contextvars.Context())
+        return reply
+
+    async def _send_queued(self) -> None:
+        """Write what is queued, one pipeline at a time, until nothing is; every caller is
+        answered whatever happens (none waits forever)."""
+        while self._queued:
+            batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+            try:
+                replies = await self.call(batch[0].op, functools.partial(_pipeline, batch=batch))
+            except BaseException as err:
+                if isinstance(err, RedisUnavailable) and not isinstance(err, RedisBusy):
+                    for q in batch[1:]:  # each call that failed is counted, as alone
+                        if self._on_error is not None:
+                            self._on_error(q.op)
+                failed = err if isinstance(err, Exception) else RedisUnavailable(batch[0].op)
+                for q in batch:
+                    if not q.reply.done():
+                        q.reply.set_exception(failed)
+                if not isinstance(err, Exception):
+                    raise
+                continue
+            for q, got in zip(batch, replies, strict=True):
+                if q.reply.done():  # its caller stopped waiting
+                    continue
+                if isinstance(got, Exception):
+                    q.reply.set_exception(got)
+                else:
+                    q.reply.set_result(got)
 
     async def _run(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         import redis.exceptions as rexc
@@ -205,8 +291,68 @@ class WatchedRedis:
                 await self._prepare(self.client)
 
     async def close(self) -> None:
+        if self._sender is not None:
+            with contextlib.suppress(Exception):
+                await self._sender
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.client.aclose()
+
+
+async def _pipeline(client: Any, batch: list[_Queued]) -> list[Any]:
+    """Send ``batch`` in one write and read its replies, errors as values. Scripts Redis did
+    not know (a restarted Redis) are loaded and sent again (they did not run)."""
+    from redis.exceptions import NoScriptError
+
+    replies = await exchange(client, [q.command for q in batch])
+    missing = [i for i, got in enumerate(replies) if isinstance(got, NoScriptError)]
+    if missing:
+        scripts = {s.sha: s for i in missing if (s := batch[i].script) is not None}
+        loads = [("SCRIPT", "LOAD", script.source) for script in scripts.values()]
+        again = await exchange(client, loads + [batch[i].command for i in missing])
+        for i, got in zip(missing, again[len(loads) :], strict=True):
+            replies[i] = got
+    return replies
+
+
+async def exchange(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """The commands on one pooled connection, written at once; their raw replies in order
+    (a ``ResponseError`` as a value). Below redis-py's pipeline (no command objects, reply
+    callbacks or retries: a script sent twice would count twice) and one timeout for all
+    the replies, not one each. A connection that fails or times out is dropped."""
+    from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(_pack(conn, commands), check_health=False)
+        replies: list[Any] = []
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as err:
+                        replies.append(err)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeout("Timeout reading from redis") from None
+        except BaseException:
+            await conn.disconnect(nowait=True)  # replies may still be on their way
+            raise
+    finally:
+        await pool.release(conn)
+    return replies
+
+
+def _pack(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
+    """The commands in Redis's protocol: by hiredis's packer directly (str, bytes, int and
+    float arguments, floats as ``repr`` as redis-py writes them), else redis-py's."""
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - hiredis is a dependency
+        return conn.pack_commands(commands)
+    return [b"".join([pack_command(c) for c in commands])]

@@ -35,7 +35,8 @@ class Flight:
     leader: bool
     future: asyncio.Future[CachedAnswer | None]
     token: str = ""  # set while it holds the cross-replica lock
-    keeper: asyncio.Task[None] | None = None
+    # what extends the lock: a timer, then (a call that outlives it) a task
+    keeper: asyncio.TimerHandle | asyncio.Task[None] | None = None
 
 
 class SingleFlight:
@@ -90,11 +91,26 @@ class SingleFlight:
 
         async def keep() -> None:
             while True:
-                await asyncio.sleep(REFRESH_SECONDS)
                 with contextlib.suppress(StoreUnavailable):
                     await self.store.refresh(lock, token, LOCK_TTL_MS)
+                await asyncio.sleep(REFRESH_SECONDS)
 
-        flight.keeper = asyncio.get_running_loop().create_task(keep())
+        def due() -> None:
+            if flight.token == token:
+                flight.keeper = loop.create_task(keep())
+
+        # A timer, not a task a flight: most calls end before the first refresh is due.
+        loop = asyncio.get_running_loop()
+        flight.keeper = loop.call_later(REFRESH_SECONDS, due)
+
+    def hand_over(self, flight: Flight | None) -> tuple[str, str] | None:
+        """The cross-replica lock a leader holds (its key and token), for the store to free
+        right after writing the answer, in the same round trip; the flight holds it no
+        longer, so :meth:`land` does not free it again. None when it holds none."""
+        if flight is None or not flight.token:
+            return None
+        token, flight.token = flight.token, ""
+        return self.prefix + flight.key, token
 
     async def land(self, flight: Flight, answer: CachedAnswer | None) -> None:
         """End a leader's flight: wake its followers, then free the lock."""

@@ -441,7 +441,9 @@ class ResponseCache:
             return
         if lk.key is not None:
             key = self.prefix + "x:" + lk.key
-            await self.store.set(key, raw, self.spec.exact.ttl_seconds)
+            # a leader's lock goes with its answer's write (one round trip)
+            unlock = self.flights.hand_over(lk.flight)
+            await self.store.set(key, raw, self.spec.exact.ttl_seconds, unlock)
             if self.hot is not None:
                 await self._keep_hot(key, raw, answer.created)
             self.metrics.child(self.metrics.cache_stores, "exact", "stored").inc()

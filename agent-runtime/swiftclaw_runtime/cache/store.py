@@ -14,13 +14,15 @@ stays up).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from ..redis_client import RedisBusy, RedisUnavailable, WatchedRedis
+from ..redis_client import RedisBusy, RedisUnavailable, Script, WatchedRedis
 
 log = logging.getLogger("swiftclaw.cache")
 
@@ -38,10 +40,10 @@ QUEUE_SECONDS = 5.0
 
 
 # Compare-and-delete and compare-and-extend: a lock is only touched by its holder.
-_RELEASE = (
+_RELEASE = Script.of(
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
-_REFRESH = (
+_REFRESH = Script.of(
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 )
@@ -64,7 +66,11 @@ class Store(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+    async def set(
+        self, key: str, value: bytes, ttl_seconds: float, unlock: tuple[str, str] | None = None
+    ) -> None:
+        """Store ``value``; with ``unlock`` (a lock's key and token), then free that lock
+        if it is still the token's."""
 
     async def acquire(self, key: str, token: str, ttl_ms: int) -> bool: ...
 
@@ -114,7 +120,9 @@ class MemoryStore:
         self._data.move_to_end(key)
         return value
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+    async def set(
+        self, key: str, value: bytes, ttl_seconds: float, unlock: tuple[str, str] | None = None
+    ) -> None:
         size = len(key) + len(value)
         if size > self.max_bytes:
             return
@@ -202,23 +210,67 @@ class RedisStore:
             log.warning("redis %s failed: %s", op, type(err).__name__)
             raise StoreUnavailable(f"redis {op} failed") from None
 
+    def _queue(self, op: str, *command: Any, script: Script | None = None) -> asyncio.Future[Any]:
+        """Queue one command for the next group write (:meth:`WatchedRedis.send`)."""
+        try:
+            return self.redis.send(op, *command, script=script)
+        except RedisUnavailable:
+            raise StoreUnavailable(f"redis {op} failed") from None
+
+    async def _reply(self, op: str, pending: asyncio.Future[Any]) -> Any:
+        """The reply of a queued command, its failures as :meth:`call`'s."""
+        import redis.exceptions as rexc
+
+        try:
+            return await pending
+        except RedisBusy:
+            raise StoreBusy(f"redis {op}: no connection in time") from None
+        except RedisUnavailable:
+            raise StoreUnavailable(f"redis {op} failed") from None
+        except rexc.ResponseError:
+            raise
+        except rexc.RedisError as err:
+            self._on_error(op)
+            log.warning("redis %s failed: %s", op, type(err).__name__)
+            raise StoreUnavailable(f"redis {op} failed") from None
+
+    async def send(self, op: str, *command: Any, script: Script | None = None) -> Any:
+        """One command in the next group write, its failures as :meth:`call`'s."""
+        return await self._reply(op, self._queue(op, *command, script=script))
+
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self.call("get", lambda c: c.get(key))
+        value: bytes | None = await self.send("get", "GET", key)
         return value
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
-        await self.call("set", lambda c: c.set(key, value, px=max(1, int(ttl_seconds * 1000))))
+    async def set(
+        self, key: str, value: bytes, ttl_seconds: float, unlock: tuple[str, str] | None = None
+    ) -> None:
+        """Store ``value``; with ``unlock``, free that lock if still ours, queued after the
+        write in the same round trip (the answer is in Redis before the lock goes)."""
+        written = self._queue("set", "SET", key, value, "PX", max(1, int(ttl_seconds * 1000)))
+        released = None
+        if unlock is not None:
+            with contextlib.suppress(StoreUnavailable):  # else it expires in its TTL
+                released = self._queue(
+                    "unlock", *_RELEASE.command([unlock[0]], [unlock[1]]), script=_RELEASE
+                )
+        try:
+            await self._reply("set", written)
+        finally:
+            if released is not None:
+                with contextlib.suppress(StoreUnavailable):
+                    await self._reply("unlock", released)
 
     async def acquire(self, key: str, token: str, ttl_ms: int) -> bool:
-        got = await self.call("lock", lambda c: c.set(key, token, nx=True, px=ttl_ms))
+        got = await self.send("lock", "SET", key, token, "NX", "PX", ttl_ms)
         return bool(got)
 
     async def refresh(self, key: str, token: str, ttl_ms: int) -> None:
-        await self.call("lock", lambda c: c.eval(_REFRESH, 1, key, token, ttl_ms))
+        await self.send("lock", *_REFRESH.command([key], [token, ttl_ms]), script=_REFRESH)
 
     async def release(self, key: str, token: str) -> None:
         """Delete the lock if it is still ours (it may have expired and been taken)."""
-        await self.call("unlock", lambda c: c.eval(_RELEASE, 1, key, token))
+        await self.send("unlock", *_RELEASE.command([key], [token]), script=_RELEASE)
 
     async def start(self) -> None:
         """Check Redis once; if it is down, start bypassed and let the monitor find it."""

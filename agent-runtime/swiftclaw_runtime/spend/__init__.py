@@ -10,7 +10,6 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -304,14 +303,16 @@ class SpendControl:
     async def _settle_shared(
         self, adm: Admission, charge: Charge, cost: float, used: int, limit: bool, budget: bool
     ) -> None:
-        """The Redis round trips of a settlement at once (only those with something to do)."""
-        steps: list[Awaitable[Any]] = []
-        if limit:
-            steps.append(self.limiter.settle(adm.who, adm.rid, used - adm.tokens))
-        if budget:
-            steps.append(self.budget.settle(adm.reservation, cost))
-        *done, _ = await asyncio.gather(*steps, self.book.record(adm.day, charge))
-        for state, alerted, full in done[-1] if budget else []:
+        """The Redis writes of a settlement (only those with something to do), each queued
+        before the first wait: together they go in one round trip, and no task each."""
+        limits = self.limiter.settle(adm.who, adm.rid, used - adm.tokens) if limit else None
+        budgets = self.budget.settle(adm.reservation, cost) if budget else None
+        recorded = self.book.record(adm.day, charge)
+        if limits is not None:
+            await limits
+        states = await budgets if budgets is not None else []
+        await recorded
+        for state, alerted, full in states:
             self._budget_signals(adm.who, state, alerted, full)
 
     def _refresh_gauges(self, day: str) -> None:

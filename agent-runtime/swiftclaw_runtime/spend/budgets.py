@@ -46,6 +46,7 @@ import itertools
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from time import time as unix_now
@@ -99,10 +100,6 @@ local per_out = tonumber(ARGV[8])
 local min_out = tonumber(ARGV[9])
 local function cap(i) return tonumber(ARGV[9 + 2 * i]) end
 local function ttl(i) return tonumber(ARGV[10 + 2 * i]) end
-local function state(i)
-  local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
-  return tonumber(v[1]) or 0, tonumber(v[2]) or 0
-end
 if mode == 'settle' then
   local out = {}
   if marked == 1 then
@@ -132,13 +129,20 @@ if mode == 'settle' then
   return out
 end
 local action, first, charge, granted = 0, 0, amount, output
+-- per cap, spent and reserved as Redis holds them: read once, and what reserving returns
+local held = {}
+local function read(i)
+  local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
+  held[i] = {v[1] or '0', v[2] or '0'}
+  return tonumber(held[i][1]), tonumber(held[i][2])
+end
 if mode == 'reserve' and marked == 1 and redis.call('EXISTS', mark) == 1 then
   mode, action = 'late', 3
 end
 if mode == 'reserve' then
   local room = nil
   for i = 1, n do
-    local spent, reserved = state(i)
+    local spent, reserved = read(i)
     local left = cap(i) - spent - reserved
     if amount > left and (room == nil or left < room) then first, room = i, left end
   end
@@ -157,7 +161,7 @@ if mode == 'reserve' then
   end
   if charge > 0 then
     for i = 1, n do
-      redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', charge)
+      held[i][2] = redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', charge)
       redis.call('EXPIRE', KEYS[i], ttl(i))
     end
   end
@@ -166,12 +170,12 @@ if mode == 'reserve' then
   end
 else
   charge = 0
+  for i = 1, n do read(i) end
 end
 local out = {action, first, tostring(charge), granted}
 for i = 1, n do
-  local spent, reserved = state(i)
-  out[#out + 1] = tostring(spent)
-  out[#out + 1] = tostring(reserved)
+  out[#out + 1] = held[i][1]
+  out[#out + 1] = held[i][2]
 end
 return out
 """.replace("$TOMBSTONE_SECONDS", str(TOMBSTONE_SECONDS))
@@ -475,12 +479,26 @@ class Budget:
         """The script's reply (None when there is none) and, without one, whether the
         call may have run on Redis all the same (sent, and its reply lost or late).
         ``busy_fails``: raise :class:`BudgetBusy` when no connection came free in time."""
+        return await self._sent(op, *self._queue(op, keys, args), busy_fails)
+
+    def _queue(
+        self, op: str, keys: list[str], args: list[Any]
+    ) -> tuple[asyncio.Future[Any] | None, bool]:
+        """The script queued on Redis now (None: no Redis, or it is down), and whether
+        Redis was up when it was."""
         if self.redis is None or self.script is None:
             return None, False
-        script = self.script
         was_up = self.redis.up
+        return self.redis.queue(op, self.script, keys, args), was_up
+
+    async def _sent(
+        self, op: str, pending: asyncio.Future[Any] | None, was_up: bool, busy_fails: bool = False
+    ) -> tuple[list[Any] | None, bool]:
+        """:meth:`_send`'s answer for a script :meth:`_queue` queued."""
+        if self.redis is None or pending is None:
+            return None, False
         try:
-            raw = await self.redis.call(op, lambda c: script(keys=keys, args=args, client=c))
+            raw = await self.redis.reply(op, pending)
         except RedisBusy:
             if busy_fails:
                 raise BudgetBusy(op) from None
@@ -544,7 +562,13 @@ class Budget:
         count once); the backlog drains in the background."""
         if due.once and due.mark is None:
             due = replace(due, mark=self._once_mark())
-        raw, reached = await self._write(due)
+        return await self._written(due, *self._queue("budget settle", *self._write_args(due)))
+
+    async def _written(
+        self, due: Settlement, pending: asyncio.Future[Any] | None, was_up: bool
+    ) -> list[tuple[CapState, bool, bool]] | None:
+        """:meth:`_settle_shared`'s end, once its script is queued (``pending``)."""
+        raw, reached = await self._sent("budget settle", pending, was_up)
         if raw is None:
             if due.once and not reached:  # its mark is on no Redis: it may join others
                 due = replace(due, mark=None)
@@ -569,9 +593,6 @@ class Budget:
         keys = [c.key for c in due.caps] + ([due.mark] if due.mark else [])
         kind = 0 if due.mark is None else 2 if due.once else 1
         return keys, self._args("settle", due.caps, Ask(due.amount), due.actual, kind)
-
-    async def _write(self, due: Settlement) -> tuple[list[Any] | None, bool]:
-        return await self._send("budget settle", *self._write_args(due))
 
     def _wait_for_redis(self, due: Settlement) -> None:
         """Keep a settlement for Redis. One with a mark on its own (never merged: its mark
@@ -624,30 +645,34 @@ class Budget:
         """Write ``batch`` in one pipeline; False when Redis did not answer it all."""
         if self.redis is None or self.script is None:
             return False
-        script = self.script
-        writes = [self._write_args(due) for due in batch]
+        redis, script = self.redis, self.script
+        # queued together: one group write (one round trip) for the batch
+        writes = [redis.run("budget settle backlog", script, *self._write_args(d)) for d in batch]
+        done = await asyncio.gather(*writes, return_exceptions=True)
+        return not any(isinstance(d, BaseException) for d in done)
 
-        async def run(client: Any) -> Any:
-            pipe = client.pipeline(transaction=False)
-            for keys, args in writes:
-                await script(keys=keys, args=args, client=pipe)
-            return await pipe.execute()
-
-        try:
-            await self.redis.call("budget settle backlog", run)
-        except RedisDown:
-            return False
-        return True
-
-    async def settle(self, r: Reservation, actual: float) -> list[tuple[CapState, bool, bool]]:
+    def settle(self, r: Reservation, actual: float) -> Awaitable[list[tuple[CapState, bool, bool]]]:
         """Release the reservation where it was made and add the real cost; per cap its
         state, whether this call crossed the alert threshold first today, and whether it
         reached the cap first. One made in process also adds its cost to Redis's spend
-        (the budget is the agent's, whichever ledger admitted the request)."""
+        (the budget is the agent's, whichever ledger admitted the request). One made on
+        Redis is queued there at once (before the caller waits: a settlement started with
+        others goes in the same round trip); the returned awaitable ends when it is done."""
+        if r.caps and r.shared:
+            due = Settlement(r.caps, r.amount, actual, r.mark)
+            return self._settled(due, *self._queue("budget settle", *self._write_args(due)))
+        return self._settle_in_process(r, actual)
+
+    async def _settled(
+        self, due: Settlement, pending: asyncio.Future[Any] | None, was_up: bool
+    ) -> list[tuple[CapState, bool, bool]]:
+        return await self._written(due, pending, was_up) or []
+
+    async def _settle_in_process(
+        self, r: Reservation, actual: float
+    ) -> list[tuple[CapState, bool, bool]]:
         if not r.caps:
             return []
-        if r.shared:
-            return await self._settle_shared(Settlement(r.caps, r.amount, actual, r.mark)) or []
         if self.redis is not None and actual:
             await self._settle_shared(Settlement(r.caps, 0.0, actual, once=True))
         local = self._local_caps(r.caps)

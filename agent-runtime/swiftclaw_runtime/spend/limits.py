@@ -18,9 +18,11 @@ rules in process, each limit divided by the replicas expected to share it
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,14 +48,18 @@ local window = tonumber(ARGV[3])
 local id = ARGV[4]
 local tokens = tonumber(ARGV[5])
 local n = #KEYS / 2
-for i = 1, n do
+-- A settlement needs no trim: an entry still in the log keeps its field and the sum in
+-- step, and the trim that drops it later frees what it holds then.
+for i = 1, mode == 'settle' and 0 or n do
   local log, tok = KEYS[2 * i - 1], KEYS[2 * i]
   local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window)
   if #old > 0 then
     local freed = 0
-    for _, m in ipairs(old) do
-      freed = freed + (tonumber(redis.call('HGET', tok, m)) or 0)
-      redis.call('HDEL', tok, m)
+    for j = 1, #old, 1000 do  -- unpack's bound: a minute of a busy user's requests at once
+      local part = {unpack(old, j, math.min(j + 999, #old))}
+      local held = redis.call('HMGET', tok, unpack(part))
+      for k = 1, #part do freed = freed + (tonumber(held[k]) or 0) end
+      redis.call('HDEL', tok, unpack(part))
     end
     redis.call('HINCRBY', tok, '_sum', -freed)
     redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
@@ -321,21 +327,35 @@ class RateLimiter:
                 out.append(_scope(name, f"{self.prefix}:rl:{part}", rule))
         return out
 
-    async def _run(self, mode: str, who: Identity, rid: str, tokens: int) -> Outcome:
+    def _start(
+        self, mode: str, who: Identity, rid: str, tokens: int
+    ) -> tuple[list[Scope], int, asyncio.Future[Any] | None]:
+        """The scopes, the time, and the script queued on Redis now (None: no Redis, or it
+        is down; then the windows in process count)."""
         scopes = self.scopes(who)
         now = int(time.time() * 1000)
+        if not scopes or self.redis is None or self.script is None:
+            return scopes, now, None
+        keys = [k for s in scopes for k in (s.key, s.key + ":tok")]
+        args: list[Any] = [mode, now, WINDOW_MS, rid, tokens]
+        for s in scopes:
+            args += [s.requests or 0, s.tokens or 0]
+        return scopes, now, self.redis.queue(f"rate limit {mode}", self.script, keys, args)
+
+    async def _finish(
+        self,
+        mode: str,
+        rid: str,
+        tokens: int,
+        scopes: list[Scope],
+        now: int,
+        pending: asyncio.Future[Any] | None,
+    ) -> Outcome:
         if not scopes:
             return Outcome(True, [], now_ms=now)
-        if self.redis is not None and self.script is not None:
-            keys = [k for s in scopes for k in (s.key, s.key + ":tok")]
-            args: list[Any] = [mode, now, WINDOW_MS, rid, tokens]
-            for s in scopes:
-                args += [s.requests or 0, s.tokens or 0]
-            script = self.script
+        if self.redis is not None and pending is not None:
             try:
-                raw = await self.redis.call(
-                    f"rate limit {mode}", lambda c: script(keys=keys, args=args, client=c)
-                )
+                raw = await self.redis.reply(f"rate limit {mode}", pending)
             except RedisDown:
                 pass
             else:
@@ -348,17 +368,27 @@ class RateLimiter:
         ]
         return self.local.run(mode, local, now, rid, tokens)
 
+    async def _run(self, mode: str, who: Identity, rid: str, tokens: int) -> Outcome:
+        return await self._finish(mode, rid, tokens, *self._start(mode, who, rid, tokens))
+
     async def acquire(self, who: Identity, rid: str, tokens: int) -> Outcome:
         """Admit one request charged ``tokens`` (estimated) in every scope, or refuse it."""
         return await self._run("acquire", who, rid, tokens)
 
-    async def settle(self, who: Identity, rid: str, change: int) -> None:
-        """Correct an admitted request's token charge by ``change`` (real minus estimate)."""
-        if change and self.active:
-            await self._run("settle", who, rid, change)
+    def settle(self, who: Identity, rid: str, change: int) -> Awaitable[Any]:
+        """Correct an admitted request's token charge by ``change`` (real minus estimate):
+        queued on Redis at once (before the caller waits: a settlement started with
+        others goes in the same round trip), the returned awaitable ends when it is done."""
+        if not (change and self.active):
+            return _nothing()
+        return self._finish("settle", rid, change, *self._start("settle", who, rid, change))
 
     async def peek(self, who: Identity) -> Outcome:
         return await self._run("peek", who, "", 0)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _scope(name: str, key: str, rule: RateLimit) -> Scope:

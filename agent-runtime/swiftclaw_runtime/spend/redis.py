@@ -10,13 +10,15 @@ when refusals start and stop (and at most every minute between), not once per ca
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..logs import FailureLog
 from ..redis_client import RedisBusy as NoSlot
-from ..redis_client import RedisUnavailable, WatchedRedis
+from ..redis_client import RedisUnavailable, Script, WatchedRedis, exchange
 
 log = logging.getLogger("swiftclaw.spend")
 
@@ -68,9 +70,50 @@ class SpendRedis:
     def up(self) -> bool:
         return self.redis.up
 
-    def script(self, source: str) -> Any:
-        """A Lua script run by its SHA (loaded again by the client after a Redis restart)."""
-        return self.client.register_script(source)
+    def script(self, source: str) -> Script:
+        """A Lua script run by its SHA (:meth:`run`; loaded again after a Redis restart)."""
+        return Script.of(source)
+
+    def queue(
+        self, op: str, script: Script, keys: list[str], args: list[Any]
+    ) -> asyncio.Future[Any] | None:
+        """Queue ``script`` for the next group write (:meth:`WatchedRedis.send`) now, before
+        the caller's first wait; None while Redis is down. :meth:`reply` waits for it."""
+        try:
+            return self.redis.send(op, *script.command(keys, args), script=script)
+        except RedisUnavailable:
+            return None
+
+    async def reply(self, op: str, pending: asyncio.Future[Any]) -> Any:
+        """The reply of a queued script; a Redis failure marks it down and raises
+        :class:`RedisDown` (:class:`RedisBusy`: no connection came free in time), as
+        :meth:`call` does."""
+        import redis.exceptions as rexc
+
+        try:
+            got = await pending
+        except NoSlot:
+            raise RedisBusy(op) from None
+        except RedisUnavailable:
+            raise RedisDown(op) from None
+        except rexc.ResponseError as err:
+            self._refusals.failed(f"{type(err).__name__} on {op}")
+            raise RedisDown(op) from None
+        self._refusals.worked()
+        return got
+
+    async def send_all(self, op: str, commands: list[tuple[Any, ...]]) -> None:
+        """Write ``commands`` in one round trip below redis-py's pipeline
+        (:func:`~swiftclaw_runtime.redis_client.exchange`); raises :class:`RedisDown`
+        unless Redis took every one (as :meth:`call` does)."""
+        await self.call(op, functools.partial(_all_taken, commands=commands))
+
+    async def run(self, op: str, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` in the next group write: :meth:`queue`, then :meth:`reply`."""
+        pending = self.queue(op, script, keys, args)
+        if pending is None:
+            raise RedisDown(op)
+        return await self.reply(op, pending)
 
     async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)``; a Redis failure marks it down and raises :class:`RedisDown`."""
@@ -95,3 +138,10 @@ class SpendRedis:
 
     async def close(self) -> None:
         await self.redis.close()
+
+
+async def _all_taken(client: Any, commands: list[tuple[Any, ...]]) -> None:
+    """Send ``commands``; raise the first error Redis answered one with (all are read)."""
+    for reply in await exchange(client, commands):
+        if isinstance(reply, Exception):
+            raise reply

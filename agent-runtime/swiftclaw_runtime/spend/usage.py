@@ -32,7 +32,7 @@ import hashlib
 import logging
 import math
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,19 +200,20 @@ class UsageBook:
             del self._local[old]
             self._local_users.pop(old, None)
 
-    async def record(self, day: str, c: Charge) -> bool:
+    def record(self, day: str, c: Charge) -> Awaitable[bool]:
         """Count one charge; False when Redis was not usable (then it is kept locally).
-        Returns once the write holding it is done (see the module's docstring)."""
+        Joins the next write at once (before the caller waits); what it returns ends once
+        the write holding it is done (see the module's docstring)."""
         if self.redis is None:
             self.record_local(day, c)
-            return False
+            return _false()
         self._pending.append((day, c))
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
         written = self._next
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_pending())
-        return await asyncio.shield(written)
+        return asyncio.shield(written)
 
     async def _write_pending(self) -> None:
         """Write what waits, one batch at a time, until nothing does. A batch that cannot
@@ -223,21 +224,15 @@ class UsageBook:
             batch, self._pending = self._pending, []
             written, self._next = self._next, None
 
-            async def write(client: Any, batch: list[tuple[str, Charge]] = batch) -> None:
-                pipe = client.pipeline(transaction=False)
-                self._queue(pipe, batch)
-                await pipe.execute()
-
-            async def own(client: Any, batch: list[tuple[str, Charge]] = batch) -> None:
-                pipe = client.pipeline(transaction=False)
-                self._queue_owners(pipe, batch)
-                await pipe.execute()
-
+            counters = Commands()
+            self._queue(counters, batch)
             ok = owned = False
             try:
-                steps = [_written(self.redis, "usage record", write)]
+                steps = [_written(self.redis, "usage record", counters.commands)]
                 if self._split and any(c.response_ids for _, c in batch):
-                    steps.append(_written(self.owners, "response owners", own))
+                    owners = Commands()
+                    self._queue_owners(owners, batch)
+                    steps.append(_written(self.owners, "response owners", owners.commands))
                 ok, *rest = await asyncio.gather(*steps)
                 owned = all(rest) if self._split else ok
             finally:
@@ -294,11 +289,9 @@ class UsageBook:
             rate = self._rate
             args = [who.tenant_key, _RATED + who.tenant_key]
 
-            async def mark(client: Any) -> int:
-                return int(await rate(keys=[self._resp_key(rid)], args=args, client=client))
-
             with contextlib.suppress(RedisDown):
-                verdict = _VERDICTS[await self.owners.call("feedback", mark)]
+                got = await self.owners.run("feedback", rate, [self._resp_key(rid)], args)
+                verdict = _VERDICTS[int(got)]
         # a response whose owner was kept here (that Redis was away when it was served)
         if verdict is None or (verdict == "unknown" and rid in self._local_responses):
             verdict = self._rate_locally(rid, who)
@@ -354,10 +347,40 @@ class DistinctCount:
         return round(-self.BITS * math.log(empty / self.BITS))
 
 
-async def _written(redis: SpendRedis, op: str, fn: Callable[[Any], Awaitable[None]]) -> bool:
+async def _false() -> bool:
+    return False
+
+
+class Commands:
+    """The writes :meth:`UsageBook._queue` makes, as raw commands for
+    :meth:`SpendRedis.send_all`: the few of redis-py's pipeline methods it uses."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def incrbyfloat(self, key: str, amount: float) -> None:
+        self.commands.append(("INCRBYFLOAT", key, amount))
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        self.commands.append(("HINCRBYFLOAT", key, field, amount))
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self.commands.append(("HINCRBY", key, field, amount))
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.commands.append(("EXPIRE", key, seconds))
+
+    def pfadd(self, key: str, *values: str) -> None:
+        self.commands.append(("PFADD", key, *values))
+
+    def set(self, key: str, value: str, ex: int, nx: bool) -> None:
+        self.commands.append(("SET", key, value, "EX", ex, *(("NX",) if nx else ())))
+
+
+async def _written(redis: SpendRedis, op: str, commands: list[tuple[Any, ...]]) -> bool:
     """Run a write; False when it could not be done (Redis down, or anything unexpected)."""
     try:
-        await redis.call(op, fn)
+        await redis.send_all(op, commands)
     except RedisDown:
         return False
     except Exception:
