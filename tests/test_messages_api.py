@@ -479,3 +479,27 @@ def test_more_breakpoints_than_anthropic_takes_are_a_400_naming_cache_control(
     client(rt).messages.create(
         model="openai", max_tokens=10, messages=[{"role": "user", "content": blocks}]
     )
+
+
+def test_count_tokens_counts_the_tools_and_the_tool_calls(rt: Proc) -> None:
+    """Tools and a turn's tool calls are input a provider bills: count_tokens counts them
+    (and so do the limits, budgets and reservations, which read the same estimate)."""
+    c = client(rt)
+    bare = c.messages.count_tokens(model="anthropic", messages=[QUESTION]).input_tokens
+    big = [{**TOOLS[0], "description": "Looks the weather up. " * 200}]
+    with_tools = c.messages.count_tokens(model="anthropic", messages=[QUESTION], tools=big)
+    assert with_tools.input_tokens >= bare + 1000, (bare, with_tools)
+    use = {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "P"}}
+    long_use = dict(use, input={"city": "Paris " * 1000})
+    result = {"type": "tool_result", "tool_use_id": "toolu_01", "content": "21 C"}
+
+    def turns(call: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            QUESTION,
+            {"role": "assistant", "content": [call]},
+            {"role": "user", "content": [result]},
+        ]
+
+    short = c.messages.count_tokens(model="anthropic", messages=turns(use), tools=TOOLS)
+    longer = c.messages.count_tokens(model="anthropic", messages=turns(long_use), tools=TOOLS)
+    assert longer.input_tokens >= short.input_tokens + 1000, (short, longer)
