@@ -316,6 +316,29 @@ def test_a_key_deleted_from_the_keys_secret_is_refused(fleet: Fleet) -> None:
     fleet.alive()
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"keys": [{"sk-leaky-000000001": "alice", "user": "alice"}]},  # the key as a field
+        {"keys": [], "sk-leaky-000000001": {"user": "alice"}},  # at the top
+    ],
+    ids=["in-an-entry", "at-the-top"],
+)
+def test_a_key_written_as_a_field_name_is_not_logged(fleet: Fleet, bad: dict[str, Any]) -> None:
+    """A keys file whose key sits where a field name goes is invalid: the log names the
+    place and the kind of error, never that name (it is the key)."""
+    fleet.keys.write({contract.API_KEYS_FILE: yaml.safe_dump(bad).encode()})
+    wait_for(
+        "the bad keys file noticed",
+        lambda: metric(fleet.rt, 'swiftclaw_reloads_total{file="api_keys",outcome="invalid"}') == 1,
+    )
+    log = fleet.rt.log()
+    assert "extra_forbidden" in log
+    assert "sk-leaky" not in log
+    assert chat(fleet.rt, "small")[0] == 200  # the keys in force stay
+    fleet.alive()
+
+
 def test_a_rotated_provider_key_is_sent_from_the_next_request(fleet: Fleet) -> None:
     def sha(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()

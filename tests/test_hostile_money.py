@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import redis
@@ -177,6 +178,44 @@ def test_a_stream_its_client_leaves_is_charged_the_output_it_produced(
         if read == 6:
             break
     stream.response.close()  # the client hangs up
+    wait_for(lambda: sim_stats(sim)["open_streams"] == 0, timeout=SETTLED)
+    wait_for(lambda: ledger(db)[0] > 0 and ledger(db)[1] == pytest.approx(0), timeout=SETTLED)
+    spent, _ = ledger(db)
+    prompt = sim_stats(sim)["billed_prompt_tokens"]
+    assert spent >= (prompt + read) * TOKEN_USD - 1e-9, (spent, prompt, read)
+
+
+def test_a_messages_stream_its_client_leaves_while_it_thinks_is_charged_the_thinking(
+    launch: Launcher,
+) -> None:
+    """On the Messages API with thinking on, an Anthropic stream's first events are
+    thinking, billed as output; its usage comes only at its end. A client that reads some
+    of the thinking and leaves pays for it, not for the input alone. (Before: the cut
+    stream counted only text and tool calls, so the thinking was free.)"""
+    r = a_redis(launch)
+    sim, rt = priced_agent(
+        launch,
+        r,
+        sim_args=("--latency", "fixed:1", "--stream-pace-ms", "100"),
+        type_="anthropic",
+        budget={"dailyUSD": 100, "onExceeded": "reject"},
+    )
+    db = redis.Redis(port=r.port)
+    c = anthropic.Anthropic(base_url=rt.url, api_key=API_KEY, max_retries=0, timeout=30)
+    stream = c.messages.create(
+        model="t",
+        max_tokens=2000,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "think it over"}],
+        stream=True,
+    )
+    read = 0
+    for event in stream:
+        if event.type == "content_block_delta" and event.delta.type == "thinking_delta":
+            read += 1
+            if read == 8:
+                break
+    stream.response.close()  # the client hangs up while the model thinks
     wait_for(lambda: sim_stats(sim)["open_streams"] == 0, timeout=SETTLED)
     wait_for(lambda: ledger(db)[0] > 0 and ledger(db)[1] == pytest.approx(0), timeout=SETTLED)
     spent, _ = ledger(db)

@@ -417,3 +417,89 @@ def test_a_repeated_request_is_answered_from_the_cache(rt: Proc, stream: bool) -
         else:
             answers.append(raw.parse().content[0].text)
     assert caches == ["miss", "exact"] and answers[0] == answers[1] and answers[0]
+
+
+def _tool_turns(result: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    use = {"type": "tool_use", "id": "toolu_01Xy", "name": "get_weather", "input": {"city": "P"}}
+    return [
+        QUESTION,
+        {"role": "assistant", "content": [use]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": result}],
+        },
+    ]
+
+
+def test_a_breakpoint_on_a_tool_results_last_block_reaches_anthropic(
+    rt: Proc, sims: dict[str, Proc]
+) -> None:
+    result = [
+        {"type": "text", "text": "21 C"},
+        {"type": "text", "text": " and sunny", "cache_control": {"type": "ephemeral"}},
+    ]
+    client(rt).messages.create(
+        model="anthropic", max_tokens=50, tools=TOOLS, messages=_tool_turns(result)
+    )
+    sent = received(sims["anthropic"])[-1]["body"]["messages"][-1]["content"][0]
+    assert sent["type"] == "tool_result" and sent["content"] == "21 C and sunny"
+    assert sent["cache_control"] == {"type": "ephemeral"}
+
+
+def test_a_breakpoint_inside_a_tool_result_is_a_400_naming_it(rt: Proc) -> None:
+    result = [
+        {"type": "text", "text": "21 C", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": " and sunny"},
+    ]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client(rt).messages.create(
+            model="anthropic", max_tokens=50, tools=TOOLS, messages=_tool_turns(result)
+        )
+    message = caught.value.body["error"]["message"]  # type: ignore[index]
+    assert "'messages[2].content[0].content[0].cache_control'" in message, message
+
+
+def test_more_breakpoints_than_anthropic_takes_are_a_400_naming_cache_control(
+    rt: Proc, sims: dict[str, Proc]
+) -> None:
+    mark = {"type": "ephemeral"}
+    blocks = [{"type": "text", "text": f"part {i}", "cache_control": mark} for i in range(5)]
+    before = received(sims["anthropic"])
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client(rt).messages.create(
+            model="anthropic", max_tokens=10, messages=[{"role": "user", "content": blocks}]
+        )
+    message = caught.value.body["error"]["message"]  # type: ignore[index]
+    assert "(cache_control)" in message and "at most 4" in message, message
+    assert received(sims["anthropic"]) == before  # refused before anything was sent
+    # four are taken; other providers drop them (OpenAI caches prefixes by itself)
+    client(rt).messages.create(
+        model="anthropic", max_tokens=10, messages=[{"role": "user", "content": blocks[:4]}]
+    )
+    client(rt).messages.create(
+        model="openai", max_tokens=10, messages=[{"role": "user", "content": blocks}]
+    )
+
+
+def test_count_tokens_counts_the_tools_and_the_tool_calls(rt: Proc) -> None:
+    """Tools and a turn's tool calls are input a provider bills: count_tokens counts them
+    (and so do the limits, budgets and reservations, which read the same estimate)."""
+    c = client(rt)
+    bare = c.messages.count_tokens(model="anthropic", messages=[QUESTION]).input_tokens
+    big = [{**TOOLS[0], "description": "Looks the weather up. " * 200}]
+    with_tools = c.messages.count_tokens(model="anthropic", messages=[QUESTION], tools=big)
+    assert with_tools.input_tokens >= bare + 1000, (bare, with_tools)
+    use = {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "P"}}
+    long_use = dict(use, input={"city": "Paris " * 1000})
+    result = {"type": "tool_result", "tool_use_id": "toolu_01", "content": "21 C"}
+
+    def turns(call: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            QUESTION,
+            {"role": "assistant", "content": [call]},
+            {"role": "user", "content": [result]},
+        ]
+
+    short = c.messages.count_tokens(model="anthropic", messages=turns(use), tools=TOOLS)
+    longer = c.messages.count_tokens(model="anthropic", messages=turns(long_use), tools=TOOLS)
+    assert longer.input_tokens >= short.input_tokens + 1000, (short, longer)

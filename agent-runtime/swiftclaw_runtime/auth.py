@@ -50,6 +50,17 @@ class KeysFile(BaseModel):
     keys: list[KeyEntry]
 
 
+FIELDS = frozenset(KeysFile.model_fields) | frozenset(KeyEntry.model_fields)
+
+
+def _place(part: str | int) -> str:
+    """One step of a validation error's path as it may be logged: an index, or a field
+    of the keys file; any other name (it may be a key) as ``(unknown field)``."""
+    if isinstance(part, int) or part in FIELDS:
+        return str(part)
+    return "(unknown field)"
+
+
 def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
@@ -85,9 +96,10 @@ class ApiKeyStore:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise ValueError(f"API keys file {path} is invalid: not YAML{where}") from None
         except ValidationError as err:
-            # the fields and the kinds of error, never the values (they may be keys)
+            # the fields and the kinds of error, never the values (they may be keys), nor
+            # a name that is no field (a key written where a field name goes)
             where = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['type']}"
+                f"{'.'.join(_place(p) for p in e['loc']) or '(file)'}: {e['type']}"
                 for e in err.errors()[:5]
             )
             raise ValueError(f"API keys file {path} is invalid: {where}") from None

@@ -119,8 +119,9 @@ class Unanswered:
 
 
 def generated_tokens(chunk: dict[str, Any]) -> int:
-    """The output tokens a stream chunk carries (estimated): its text and tool calls'
-    arguments, what a stream cut before its usage is charged for."""
+    """The output tokens a stream chunk carries (estimated): its text, tool calls'
+    arguments and thinking (Anthropic bills thinking as output), what a stream cut before
+    its usage is charged for."""
     out = 0
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") if isinstance(choice, dict) else None
@@ -134,6 +135,10 @@ def generated_tokens(chunk: dict[str, Any]) -> int:
             args = fn.get("arguments") if isinstance(fn, dict) else None
             if isinstance(args, str) and args:
                 out += estimate_tokens(args)
+        for piece in delta.get("thinking_blocks") or ():
+            thought = piece.get("thinking") if isinstance(piece, dict) else None
+            if isinstance(thought, str) and thought:
+                out += estimate_tokens(thought)
     return out
 
 

@@ -24,6 +24,9 @@ provider bills a call whose caller hung up), and of a stream cut short the words
 ``billed_cache_read_tokens`` and ``billed_cache_write_tokens`` are the parts of the prompt
 tokens it read from and wrote to its prompt cache, which each provider reports in its own
 shape when a request repeats a prefix (see :mod:`.sim_prompt_cache`).
+An Anthropic request with ``thinking`` enabled (or adaptive) is answered with a thinking
+block first (:data:`THOUGHT_WORDS` words and a signature, billed as output as Anthropic
+does, streamed as ``thinking_delta`` events and a ``signature_delta``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ MODES = ("normal", "error", "ratelimit", "hang", "cutoff")
 # Events of a stream before its first word (OpenAI: the role chunk; Anthropic:
 # message_start and content_block_start).
 STREAM_HEAD = {"openai": 1, "anthropic": 2, "gemini": 0}
+# The words of the thinking block an Anthropic request with thinking on is answered with.
+THOUGHT_WORDS = 40
 
 
 def estimate_message_tokens(texts: list[str]) -> int:
@@ -188,6 +193,7 @@ class Answer:
     # parts of prompt_tokens: read from and written to the prompt cache
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    thoughts: tuple[str, ...] = ()  # an Anthropic thinking block's words (output too)
 
     @property
     def anthropic_usage(self) -> dict[str, int]:
@@ -214,7 +220,8 @@ class Answer:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.words) + sum(estimate_tokens(c.arguments_json) for c in self.calls)
+        calls = sum(estimate_tokens(c.arguments_json) for c in self.calls)
+        return len(self.thoughts) + len(self.words) + calls
 
     @property
     def anthropic_stop(self) -> str:
@@ -628,16 +635,18 @@ class Simulator:
             decision.calls,
             cached.read,
             cached.written,
+            _thoughts(shape, body),
         )
         self.counters.billed_prompt_tokens += a.prompt_tokens
         self.counters.billed_cache_read_tokens += a.cache_read_tokens
         self.counters.billed_cache_write_tokens += a.cache_write_tokens
+        if stream and shape == "anthropic":  # (billed by the events it sent: thinking too)
+            tally: list[int] = []
+            anthropic = self._anthropic_events(a, tally)
+            await self._stream(send, receive, anthropic, cutoff, a, tally=tally)
+            return
         if stream:
-            events = {
-                "openai": self._openai_events,
-                "anthropic": self._anthropic_events,
-                "gemini": self._gemini_events,
-            }[shape]
+            events = {"openai": self._openai_events, "gemini": self._gemini_events}[shape]
             await self._stream(send, receive, events(a), cutoff, a, STREAM_HEAD[shape])
             return
         render = {
@@ -656,10 +665,12 @@ class Simulator:
         cutoff: bool,
         answer: Answer | None = None,
         head: int = 0,
+        tally: list[int] | None = None,
     ) -> None:
         """Send a stream, counted in :attr:`counters` whichever way it ends, and bill
         ``answer``'s output: all of it, or of a stream cut short the words sent (its
-        events after the ``head`` events that carry none).
+        events after the ``head`` events that carry none; with ``tally``, the output
+        the events so far carried, one figure per event).
 
         A task waits on ``receive`` meanwhile: uvicorn reports a client that went away
         there (its ``send`` then does nothing), so the stream stops at once, even while
@@ -680,11 +691,12 @@ class Simulator:
             c.open_streams -= 1
             if answer is not None:
                 words = len(answer.words)
-                c.billed_completion_tokens += (
-                    answer.completion_tokens
-                    if end == "completed"
-                    else max(0, min(words, sent[0] - head))
-                )
+                if end == "completed":
+                    c.billed_completion_tokens += answer.completion_tokens
+                elif tally is not None:
+                    c.billed_completion_tokens += tally[sent[0] - 1] if sent[0] else 0
+                else:
+                    c.billed_completion_tokens += max(0, min(words, sent[0] - head))
             if end == "completed":
                 c.streams_completed += 1
             elif end == "cut_off":
@@ -745,8 +757,15 @@ class Simulator:
             )
         yield DONE
 
-    async def _anthropic_events(self, a: Answer) -> AsyncIterator[bytes]:
+    async def _anthropic_events(self, a: Answer, tally: list[int]) -> AsyncIterator[bytes]:
+        """``tally``: after each event is made, the output (words) sent with it and before."""
+        out = 0
+
         def ev(name: str, obj: dict[str, Any]) -> bytes:
+            nonlocal out
+            kind = (obj.get("delta") or {}).get("type")
+            out += kind in ("text_delta", "thinking_delta")
+            tally.append(out)
             return f"event: {name}\n".encode() + encode_event({"type": name, **obj})
 
         yield ev(
@@ -763,14 +782,24 @@ class Simulator:
             },
         )
         index = 0
-        if a.words:
-            text_block = {"type": "text", "text": ""}
-            yield ev("content_block_start", {"index": 0, "content_block": text_block})
-            for piece in spaced(a.words):
-                delta = {"type": "text_delta", "text": piece}
+        if a.thoughts:
+            thinking = {"type": "thinking", "thinking": "", "signature": ""}
+            yield ev("content_block_start", {"index": 0, "content_block": thinking})
+            for piece in spaced(a.thoughts):
+                delta = {"type": "thinking_delta", "thinking": piece}
                 yield ev("content_block_delta", {"index": 0, "delta": delta})
+            delta = {"type": "signature_delta", "signature": SIGNATURE}
+            yield ev("content_block_delta", {"index": 0, "delta": delta})
             yield ev("content_block_stop", {"index": 0})
             index = 1
+        if a.words:
+            text_block = {"type": "text", "text": ""}
+            yield ev("content_block_start", {"index": index, "content_block": text_block})
+            for piece in spaced(a.words):
+                delta = {"type": "text_delta", "text": piece}
+                yield ev("content_block_delta", {"index": index, "delta": delta})
+            yield ev("content_block_stop", {"index": index})
+            index += 1
         for call in a.calls:
             block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
             yield ev("content_block_start", {"index": index, "content_block": block})
@@ -816,8 +845,23 @@ def _openai_body(a: Answer) -> dict[str, Any]:
     )
 
 
+SIGNATURE = "c2ltdWxhdGVk"  # the sim's thinking blocks' signature
+
+
+def _thoughts(shape: str, body: dict[str, Any]) -> tuple[str, ...]:
+    """The thinking block's words: an Anthropic request with thinking on has one."""
+    thinking = body.get("thinking") if shape == "anthropic" else None
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return ()
+    return tuple(WORDS[i % len(WORDS)] for i in range(THOUGHT_WORDS))
+
+
 def _anthropic_body(a: Answer) -> dict[str, Any]:
-    content: list[dict[str, Any]] = [{"type": "text", "text": a.text}] if a.words else []
+    content: list[dict[str, Any]] = []
+    if a.thoughts:
+        thought = " ".join(a.thoughts)
+        content.append({"type": "thinking", "thinking": thought, "signature": SIGNATURE})
+    content += [{"type": "text", "text": a.text}] if a.words else []
     content += [
         {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in a.calls
     ]

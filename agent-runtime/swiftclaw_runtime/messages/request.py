@@ -354,6 +354,7 @@ def _tool_result(block: dict[str, Any], here: str) -> dict[str, Any]:
         raise _bad(f"{here}.tool_use_id", "must be a string")
     content = block.get("content")
     text = ""
+    inner_mark: Any = None  # a breakpoint on the last text block: the result's own
     if isinstance(content, str):
         text = content
     elif isinstance(content, list):
@@ -364,14 +365,27 @@ def _tool_result(block: dict[str, Any], here: str) -> dict[str, Any]:
                 raise unsupported(
                     f"{here}.content[{n}]", f"blocks of type {kind!r} in tool results"
                 )
-            pieces.append(_text_part(inner, f"{here}.content[{n}]")["text"])
+            part = _text_part(inner, f"{here}.content[{n}]")
+            if "cache_control" in part and n < len(content) - 1:
+                # (the result's text goes upstream as one piece: a breakpoint inside it
+                # has no place to stay)
+                raise unsupported(
+                    f"{here}.content[{n}].cache_control",
+                    "a breakpoint before the last block of a tool result",
+                )
+            inner_mark = part.get("cache_control", inner_mark)
+            pieces.append(part["text"])
         text = "".join(pieces)
     elif content is not None:
         raise _bad(f"{here}.content", "must be a string or a list of text blocks")
     message: dict[str, Any] = {"role": "tool", "tool_call_id": use_id, "content": text}
-    for name in ("is_error", "cache_control"):
-        if block.get(name) is not None:
-            message[name] = block[name]
+    if block.get("is_error") is not None:
+        message["is_error"] = block["is_error"]
+    mark = block.get("cache_control")
+    if mark is None:
+        mark = inner_mark  # the same end of the cached prefix: the result's last block
+    if mark is not None:
+        message["cache_control"] = mark
     return message
 
 

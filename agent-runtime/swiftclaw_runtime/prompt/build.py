@@ -6,13 +6,17 @@ fit, whole turns are dropped oldest first (a turn: a user message and everything
 the next one, so tool calls and their results go together); then the context. Only when
 the system prompts and the last turn alone do not fit is the request refused (400
 ``context_length_exceeded``): trimming by default keeps long chats working, and the
-client learns what was dropped from ``x-swiftclaw-trimmed-tokens``.
+client learns what was dropped from ``x-swiftclaw-trimmed-tokens``. The estimate counts
+what a provider reads as input: the messages' text, their tool calls, and the tools'
+definitions (sent with every request, never trimmed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ..config import AgentSpec
 from ..errors import invalid_request
@@ -31,7 +35,19 @@ class Prompt:
 
 
 def _cost(m: Message) -> int:
-    return estimate_tokens(message_text(m)) + 4
+    """A message's input tokens: its text and its tool calls (a provider reads their
+    names and arguments as input too)."""
+    calls = sum(
+        estimate_tokens(c.function.name) + estimate_tokens(c.function.arguments)
+        for c in m.tool_calls or ()
+    )
+    return estimate_tokens(message_text(m)) + calls + 4
+
+
+def _tools_cost(payload: dict[str, Any]) -> int:
+    """The tools' definitions (names, descriptions, schemas): input on every provider."""
+    tools = payload.get("tools")
+    return estimate_tokens(orjson.dumps(tools).decode()) if tools else 0
 
 
 def context_message(context: list[tuple[str, str]]) -> str:
@@ -69,7 +85,7 @@ def build_prompt(
             turns.append([])
         turns[-1].append(pair)
     budget = agent.max_input_tokens
-    fixed = sum(_cost(m) for m, _ in head) + FRAMING
+    fixed = sum(_cost(m) for m, _ in head) + _tools_cost(payload) + FRAMING
     sizes = [sum(_cost(m) for m, _ in t) for t in turns]
     context_cost = sum(_cost(m) for m, _ in extra)
     kept, first = sum(sizes), 0  # the turns' tokens from turns[first] on

@@ -29,20 +29,20 @@ def _blocks(content: Any) -> list[Any]:
     return content if isinstance(content, list) else []
 
 
-def has_breakpoints(body: dict[str, Any]) -> bool:
-    """Whether the request marks any ``cache_control`` of its own."""
-    for tool in _blocks(body.get("tools")):
-        if isinstance(tool, dict) and "cache_control" in tool:
-            return True
-    for block in _blocks(body.get("system")):
-        if isinstance(block, dict) and "cache_control" in block:
-            return True
+def count_breakpoints(body: dict[str, Any]) -> int:
+    """The ``cache_control`` marks of a request (tools, system blocks, message blocks):
+    Anthropic refuses more than :data:`MAX_BREAKPOINTS`."""
+    n = sum(1 for t in _blocks(body.get("tools")) if isinstance(t, dict) and "cache_control" in t)
+    n += sum(1 for b in _blocks(body.get("system")) if isinstance(b, dict) and "cache_control" in b)
     for msg in _blocks(body.get("messages")):
         content = msg.get("content") if isinstance(msg, dict) else None
-        for block in _blocks(content):
-            if isinstance(block, dict) and "cache_control" in block:
-                return True
-    return False
+        n += sum(1 for b in _blocks(content) if isinstance(b, dict) and "cache_control" in b)
+    return n
+
+
+def has_breakpoints(body: dict[str, Any]) -> bool:
+    """Whether the request marks any ``cache_control`` of its own."""
+    return count_breakpoints(body) > 0
 
 
 def _mark_last(content: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..schemas import CacheMark, ChatRequest, ContentPart, Message
 from .base import Completion, Unsupported, UpstreamError, turns
+from .breakpoints import MAX_BREAKPOINTS, count_breakpoints
 from .content import ANTHROPIC, anthropic_block, check_images, marked_parts_of
 from .params import refuse_untranslated
 from .shapes import completion_body, completion_id, tool_call, tool_call_delta
@@ -188,6 +189,12 @@ def to_anthropic(model: str, request: ChatRequest, stream: bool) -> dict[str, An
             tools.append({"name": name, "description": RETIRED, "input_schema": {"type": "object"}})
     if tools:
         body["tools"], body["tool_choice"] = tools, choice
+    marks = count_breakpoints(body)
+    if marks > MAX_BREAKPOINTS:  # (Anthropic would refuse it: a 400 naming no field)
+        raise Unsupported(
+            f"Anthropic takes at most {MAX_BREAKPOINTS} cache_control breakpoints, not {marks}",
+            "cache_control",
+        )
     if request.temperature is not None:
         if request.temperature > 1:
             raise Unsupported("Anthropic's temperature is at most 1", "temperature")
