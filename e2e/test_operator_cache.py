@@ -1,0 +1,101 @@
+"""The operator's watch-fed cache against a real API server: it lists, follows changes and
+deletions, lists again when its watch is too old (410 Gone) and then knows what was
+deleted meanwhile, and never lets an older event replace what the operator wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swiftclaw_operator.cache import ChildCache
+from swiftclaw_operator.kube import Auth, Kube
+from swiftclaw_operator.metrics import CACHE_RELISTS
+from swiftclaw_operator.resources.registry import CONFIGMAP
+
+from .cluster import Cluster
+
+LABELS = {"app.kubernetes.io/managed-by": "swiftclaw-operator", "app.kubernetes.io/instance": "a"}
+
+
+@pytest.fixture
+def ns(cluster: Cluster) -> Iterator[str]:
+    with cluster.namespace("cache-" + uuid.uuid4().hex[:8]) as name:
+        yield name
+
+
+def configmap(cluster: Cluster, ns: str, name: str, labels: dict[str, str] = LABELS) -> None:
+    flags = [f"--from-literal=n={name}"]
+    cluster.kubectl("create", "configmap", name, "-n", ns, *flags)
+    pairs = [f"{k}={v}" for k, v in labels.items()]
+    if pairs:
+        cluster.kubectl("label", "configmap", name, "-n", ns, *pairs)
+
+
+async def until(what: str, probe, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_the_cache_follows_changes_deletions_and_a_relist(cluster: Cluster, ns: str) -> None:
+    configmap(cluster, ns, "one")
+    configmap(cluster, ns, "two")
+    configmap(cluster, ns, "stranger", labels={})  # not the operator's: not cached
+    kube = Kube(await Auth.load(Path("/nonexistent"), environ=cluster.env))
+    cache = ChildCache(kube, [CONFIGMAP], [ns])
+    seen: list[tuple[str, str]] = []
+    cache.listeners.append(lambda kind, namespace, labels: seen.append((kind, namespace)))
+    try:
+        cache.start()
+        await asyncio.wait_for(cache.wait_synced(), 30)
+        names = [o["metadata"]["name"] for o in cache.list("ConfigMap", ns)]
+        assert names == ["one", "two"]
+        assert cache.get("ConfigMap", ns, "stranger") is None
+        assert [o["metadata"]["name"] for o in cache.list("ConfigMap", ns, {"x": "y"})] == []
+
+        # Changes and deletions arrive by the watch.
+        cluster.kubectl("patch", "configmap", "one", "-n", ns, "-p", '{"data":{"n":"1"}}')
+        await until(
+            "the change",
+            lambda: (cache.get("ConfigMap", ns, "one") or {}).get("data") == {"n": "1"},
+        )
+        cluster.kubectl("delete", "configmap", "two", "-n", ns)
+        await until("the deletion", lambda: cache.get("ConfigMap", ns, "two") is None)
+        assert ("ConfigMap", ns) in seen
+
+        # The watch stops; meanwhile one is deleted and three made; the watch resumes
+        # from a version the server no longer has: 410, a relist, and the cache is right.
+        await cache.stop()
+        cluster.kubectl("delete", "configmap", "one", "-n", ns)
+        configmap(cluster, ns, "three")
+        relists = CACHE_RELISTS.labels("ConfigMap")._value.get()
+        informer = cache.informers[0]
+        informer.resource_version = "1"
+        cache.start()
+        await until(
+            "the relist",
+            lambda: [o["metadata"]["name"] for o in cache.list("ConfigMap", ns)] == ["three"],
+        )
+        assert CACHE_RELISTS.labels("ConfigMap")._value.get() == relists + 1
+
+        # What the operator wrote stays until something newer comes: an older version of
+        # the object (an event that was in flight) does not replace it.
+        held = cache.get("ConfigMap", ns, "three")
+        assert held is not None
+        newer = {**held, "data": {"n": "written"}}
+        newer["metadata"] = {
+            **held["metadata"],
+            "resourceVersion": str(int(held["metadata"]["resourceVersion"]) + 1000),
+        }
+        cache.put(newer)
+        cache.put(held)
+        assert (cache.get("ConfigMap", ns, "three") or {})["data"] == {"n": "written"}
+    finally:
+        await cache.stop()
+        await kube.close()
