@@ -145,26 +145,27 @@ class Informer:
         return self.namespace is None or key[0] == self.namespace
 
     async def run(self) -> None:
+        """List (unless this informer ran before: it resumes its watch), then watch."""
         delay = RETRY_SECONDS[0]
-        relist = True
+        relist = not self.resource_version
         while True:
             try:
                 if relist:
                     await self.relist()
-                    self.synced.set()
                     relist = False
+                self.synced.set()
                 await self.watch()
                 delay = RETRY_SECONDS[0]
             except Gone:
                 CACHE_RELISTS.labels(self.kind.kind).inc()
                 log.info("%s watch expired (410 Gone): listing again", self.kind.kind)
                 relist = True
-            except KubeError as err:
+            except Exception as err:  # never left stale: whatever broke, list or watch again
                 log.warning(
                     "%s %s failed (%s); again in %.0fs",
                     self.kind.kind,
                     "list" if relist else "watch",
-                    err,
+                    err if isinstance(err, KubeError) else repr(err),
                     delay,
                 )
                 await asyncio.sleep(delay)
