@@ -31,6 +31,7 @@ from e2e.operator import Operator, example, install_crd
 RESULTS = Path(__file__).resolve().parent / "results"
 RECONCILES = "swiftclaw_operator_reconciles_total"
 AGENTS_PER_NODE = 25
+OUTCOMES = ("swiftclaw_operator_reconciles_total", "swiftclaw_operator_errors_total")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -128,12 +129,31 @@ def main() -> int:
                 time.sleep(1)
             all_ready = time.monotonic() - started
             create_rate = request_rate(server_before, apiserver_requests(cluster), all_ready)
+            # Ready needs the runtime's Deployment only: a reconcile that failed (and is
+            # retried after its back-off) may not have made every child yet. The resume
+            # below is "nothing to change" only once every agent's first reconcile is done.
+            while (
+                op.counter('swiftclaw_operator_reconciles_total{result="ok",trigger="create"}')
+                + op.counter('swiftclaw_operator_reconciles_total{result="ok",trigger="retry"}')
+                < args.count
+            ):
+                peak = max(peak, peak_rss_mib(op.proc.pid))
+                if time.monotonic() - started > args.timeout:
+                    raise TimeoutError("the first reconciles did not all succeed in time")
+                time.sleep(1)
+            all_reconciled = time.monotonic() - started
             peak = max(peak, peak_rss_mib(op.proc.pid))
             create_requests = op.counter("swiftclaw_operator_api_requests_total")
             creates = op.counter(
                 'swiftclaw_operator_reconciles_total{result="ok",trigger="create"}'
             )
             writes = op.counter("swiftclaw_operator_child_writes_total")
+            outcomes = {
+                k.removeprefix("swiftclaw_operator_"): v
+                for k, v in op.metrics().items()
+                if k.startswith(OUTCOMES)
+            }
+            failures = [line[:300] for line in op.log().splitlines() if " failed (" in line][:10]
 
             op.stop()  # restart: every agent is resumed with nothing to change
             server_before = apiserver_requests(cluster)
@@ -169,6 +189,7 @@ def main() -> int:
         "nodes": nodes,
         "apply_seconds": round(applied, 2),
         "all_ready_seconds": round(all_ready, 1),
+        "all_reconciled_seconds": round(all_reconciled, 1),
         "operator_peak_rss_mib": round(peak, 1),
         "operator_peak_rss_mib_resumed": round(resume_peak, 1),
         "apiserver_requests": {"apply_to_all_ready": create_rate, "resume": resume_rate},
@@ -178,6 +199,8 @@ def main() -> int:
             "api_requests": create_requests,
             "api_requests_per_agent": round(create_requests / args.count, 1),
             "child_writes": writes,
+            "reconciles_and_errors": outcomes,
+            "first_failures": failures,
         },
         "resume_no_change": {
             "api_requests": resume_requests,
