@@ -112,3 +112,28 @@ async def test_keyed_locks_serialise_one_key_and_forget_it_when_done() -> None:
         async with locks.hold(f"agent-{i}"):
             pass
     assert len(locks) == 0
+
+
+async def test_events_while_every_slot_is_taken_queue_one_refresh_per_agent(
+    monkeypatch: Any,
+) -> None:
+    """A burst (a thousand agents' pods starting) fills every status slot; the events that
+    keep coming for an agent join its one waiting refresh instead of queueing more."""
+    monkeypatch.setattr(handlers, "STATUS_DEBOUNCE_SECONDS", 0.01)
+    memo = Memo(OperatorConfig())
+    kube = SlowKube()
+    memo.kube = kube  # type: ignore[assignment]
+    memo.cache = ChildCache(memo.kube, [*child_kinds(), POD], unlabelled=[AGENT])
+    memo.cache.put(copy.deepcopy(BODY))
+    memo.settings = memo.config.builder_settings(monitoring_available=False)
+    for _ in range(handlers.STATUS_CONCURRENCY):
+        await memo.status_slots.acquire()  # every slot busy with other agents
+    for _ in range(200):
+        schedule_status(memo, *KEY)
+        await asyncio.sleep(0.005)  # events keep coming, past the debounce
+    assert len(memo.tasks) == 1, len(memo.tasks)
+    kube.release.set()
+    for _ in range(handlers.STATUS_CONCURRENCY):
+        memo.status_slots.release()
+    await asyncio.wait_for(asyncio.gather(*memo.tasks), 10)
+    assert kube.status_writes == 1 and not memo.pending

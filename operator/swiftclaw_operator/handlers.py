@@ -58,8 +58,9 @@ from .status import (
 log = logging.getLogger("swiftclaw.operator")
 
 STATUS_DEBOUNCE_SECONDS = 0.3
-# Status refreshes under way at once: a burst of a thousand agents queues here, not in
-# a thousand concurrent requests in front of the watches' events.
+# Status refreshes under way at once: a burst of a thousand agents queues here (at most
+# one refresh waiting per agent), not in a thousand concurrent requests in front of the
+# watches' events.
 STATUS_CONCURRENCY = 16
 AGENT_API = f"{API_GROUP}/{API_VERSION}"
 # The children whose changes move an agent's status.
@@ -302,17 +303,26 @@ def schedule_status(memo: Memo, namespace: str, name: str) -> None:
 
 
 async def _refresh_later(memo: Memo, key: Key) -> None:
+    """One refresh, which every event of the agent joins until it has a slot: a queue of
+    at most one waiting refresh per agent, however many events come meanwhile."""
+    me = asyncio.current_task()
     try:
         await asyncio.sleep(STATUS_DEBOUNCE_SECONDS)
-    finally:
-        # From here on, a new event schedules a new refresh (this one may read too early).
-        memo.pending.pop(key, None)
-    try:
-        async with memo.refreshing.hold(key), memo.status_slots:
-            await refresh_status(memo, *key)
+        async with memo.status_slots:
+            # From here on, a new event schedules a new refresh (this one may read too early).
+            _done_pending(memo, key, me)
+            async with memo.refreshing.hold(key):
+                await refresh_status(memo, *key)
     except Exception:
         ERRORS.labels("status").inc()
         log.exception("status refresh of %s/%s failed", *key)
+    finally:
+        _done_pending(memo, key, me)
+
+
+def _done_pending(memo: Memo, key: Key, task: asyncio.Task[Any] | None) -> None:
+    if memo.pending.get(key) is task:
+        del memo.pending[key]
 
 
 def read_children(cache: ChildCache, body: dict[str, Any], settings: Settings) -> Children:
