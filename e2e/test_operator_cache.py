@@ -77,7 +77,7 @@ async def test_the_cache_follows_changes_deletions_and_a_relist(cluster: Cluster
     kube = Kube(await Auth.load(Path("/nonexistent"), environ=cluster.env))
     cache = ChildCache(kube, [CONFIGMAP], [ns])
     seen: list[tuple[str, str]] = []
-    cache.listeners.append(lambda kind, namespace, labels: seen.append((kind, namespace)))
+    cache.listeners.append(lambda kind, namespace, agent: seen.append((kind, namespace)))
     try:
         cache.start()
         await asyncio.wait_for(cache.wait_synced(), 30)

@@ -40,8 +40,8 @@ PAGE_SIZE = 500
 RETRY_SECONDS = (1.0, 30.0)  # back-off after a failed list or watch: first, most
 
 Key = tuple[str, str]  # (namespace, name)
-# Told of every change to a cached object: its kind, namespace and labels.
-Listener = Callable[[str, str, Mapping[str, str]], None]
+# Told of every change to a cached object: its kind, namespace and agent (instance label).
+Listener = Callable[[str, str, str | None], None]
 
 
 def newer(incoming: str, held: str) -> bool:
@@ -56,10 +56,12 @@ def matches(labels: Mapping[str, str], selector: Mapping[str, str] | None) -> bo
     return not selector or all(labels.get(k) == v for k, v in selector.items())
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
+    """One object: its version, its agent (the instance label, the index key), its JSON."""
+
     resource_version: str
-    labels: dict[str, str]
+    instance: str | None
     raw: bytes
 
 
@@ -71,9 +73,8 @@ def entry_of(obj: dict[str, Any]) -> Entry:
         {k: v for k, v in m.items() if k != "fieldsV1"} for m in meta.get("managedFields") or []
     ]
     held = {**obj, "metadata": {**meta, "managedFields": managers}} if managers else obj
-    return Entry(
-        str(meta.get("resourceVersion", "")), dict(meta.get("labels") or {}), orjson.dumps(held)
-    )
+    instance = (meta.get("labels") or {}).get(INSTANCE)
+    return Entry(str(meta.get("resourceVersion", "")), instance, orjson.dumps(held))
 
 
 @dataclass
@@ -91,9 +92,8 @@ class Store:
         if held is not None:
             self._unindex(key, held)
         self.objects[key] = entry
-        instance = entry.labels.get(INSTANCE)
-        if instance is not None:
-            self.by_instance.setdefault((key[0], instance), set()).add(key[1])
+        if entry.instance is not None:
+            self.by_instance.setdefault((key[0], entry.instance), set()).add(key[1])
         return True
 
     def remove(self, key: Key, resource_version: str | None = None) -> Entry | None:
@@ -108,14 +108,13 @@ class Store:
         return held
 
     def _unindex(self, key: Key, entry: Entry) -> None:
-        instance = entry.labels.get(INSTANCE)
-        if instance is None:
+        if entry.instance is None:
             return
-        names = self.by_instance.get((key[0], instance))
+        names = self.by_instance.get((key[0], entry.instance))
         if names is not None:
             names.discard(key[1])
             if not names:
-                del self.by_instance[(key[0], instance)]
+                del self.by_instance[(key[0], entry.instance)]
 
     def keys(self, namespace: str | None, selector: Mapping[str, str] | None) -> Iterable[Key]:
         instance = (selector or {}).get(INSTANCE)
@@ -134,7 +133,7 @@ class Informer:
         namespace: str | None,
         selector: str | None,
         store: Store,
-        notify: Callable[[str, str, Mapping[str, str]], None],
+        notify: Listener,
     ) -> None:
         self.kube, self.kind, self.namespace, self.selector = kube, kind, namespace, selector
         self.store, self.notify = store, notify
@@ -195,10 +194,10 @@ class Informer:
         for key in [k for k in self.store.objects if self._in_scope(k) and k not in listed]:
             gone = self.store.remove(key, page.resource_version)
             if gone is not None:
-                self.notify(self.kind.kind, key[0], gone.labels)
+                self.notify(self.kind.kind, key[0], gone.instance)
         for key, entry in listed.items():
             if self.store.put(key, entry):
-                self.notify(self.kind.kind, key[0], entry.labels)
+                self.notify(self.kind.kind, key[0], entry.instance)
         CACHE_OBJECTS.labels(self.kind.kind).set(len(self.store.objects))
 
     async def watch(self) -> None:
@@ -222,11 +221,11 @@ class Informer:
             if kind == "DELETED":
                 gone = self.store.remove(key, rv)
                 if gone is not None:
-                    self.notify(self.kind.kind, key[0], gone.labels)
+                    self.notify(self.kind.kind, key[0], gone.instance)
             else:  # ADDED, MODIFIED
                 entry = entry_of(obj)
                 if self.store.put(key, entry):
-                    self.notify(self.kind.kind, key[0], entry.labels)
+                    self.notify(self.kind.kind, key[0], entry.instance)
             CACHE_OBJECTS.labels(self.kind.kind).set(len(self.store.objects))
 
 
@@ -255,9 +254,9 @@ class ChildCache:
             for ns in scopes:
                 self.informers.append(Informer(kube, kind, ns, selector, store, self._notify))
 
-    def _notify(self, kind: str, namespace: str, labels: Mapping[str, str]) -> None:
+    def _notify(self, kind: str, namespace: str, instance: str | None) -> None:
         for listener in self.listeners:
-            listener(kind, namespace, labels)
+            listener(kind, namespace, instance)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -285,8 +284,11 @@ class ChildCache:
         out = []
         for key in store.keys(namespace, selector):
             entry = store.objects.get(key)
-            if entry is not None and matches(entry.labels, selector):
-                out.append(dict(orjson.loads(entry.raw)))
+            if entry is None:
+                continue
+            obj = dict(orjson.loads(entry.raw))
+            if matches(obj["metadata"].get("labels") or {}, selector):
+                out.append(obj)
         return sorted(out, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
 
     def put(self, obj: dict[str, Any]) -> None:

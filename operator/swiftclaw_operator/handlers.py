@@ -20,7 +20,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +130,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None
     memo.settings = config.builder_settings(monitoring_available=monitoring)
     kinds = [k for k in child_kinds() if k.requires is None or monitoring] + [POD]
     memo.cache = ChildCache(memo.kube, kinds, config.namespaces, unlabelled=[AGENT])
-    memo.cache.listeners.append(lambda kind, ns, labels: child_changed(memo, kind, ns, labels))
+    memo.cache.listeners.append(lambda kind, ns, agent: child_changed(memo, kind, ns, agent))
     memo.cache.start()
     await memo.cache.wait_synced()  # kopf starts the resource handlers after this
     if config.metrics_port:
@@ -287,9 +287,8 @@ async def drift_check(body: kopf.Body, memo: Memo, **_: Any) -> None:
 # --- status: recomputed whenever a child Deployment or pod changes, and on each drift check --
 
 
-def child_changed(memo: Memo, kind: str, namespace: str, labels: Mapping[str, str]) -> None:
-    """The cache saw a child change (or go): its agent's status may have moved."""
-    name = labels.get(INSTANCE)
+def child_changed(memo: Memo, kind: str, namespace: str, name: str | None) -> None:
+    """The cache saw a child of agent ``name`` change (or go): its status may have moved."""
     if name and kind in STATUS_KINDS:
         schedule_status(memo, namespace, name)
 
