@@ -142,8 +142,23 @@ def main() -> int:
                     raise TimeoutError("the first reconciles did not all succeed in time")
                 time.sleep(1)
             all_reconciled = time.monotonic() - started
+            # ... and once the statuses have caught up (no status write for 10 s).
+            writes_seen, quiet_since = -1.0, time.monotonic()
+            while time.monotonic() - quiet_since < 10:
+                now = op.counter('swiftclaw_operator_api_requests_total{kind="AgentDeployment"')
+                if now != writes_seen:
+                    writes_seen, quiet_since = now, time.monotonic()
+                if time.monotonic() - started > args.timeout:
+                    raise TimeoutError("the statuses did not settle in time")
+                peak = max(peak, peak_rss_mib(op.proc.pid))
+                time.sleep(1)
             peak = max(peak, peak_rss_mib(op.proc.pid))
             create_requests = op.counter("swiftclaw_operator_api_requests_total")
+            create_by_verb = {
+                k.partition("{")[2].rstrip("}"): v
+                for k, v in op.metrics().items()
+                if k.startswith("swiftclaw_operator_api_requests_total")
+            }
             creates = op.counter(
                 'swiftclaw_operator_reconciles_total{result="ok",trigger="create"}'
             )
@@ -199,6 +214,7 @@ def main() -> int:
             "api_requests": create_requests,
             "api_requests_per_agent": round(create_requests / args.count, 1),
             "child_writes": writes,
+            "by_verb_and_kind": create_by_verb,
             "reconciles_and_errors": outcomes,
             "first_failures": failures,
         },

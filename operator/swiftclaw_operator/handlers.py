@@ -57,7 +57,9 @@ from .status import (
 
 log = logging.getLogger("swiftclaw.operator")
 
-STATUS_DEBOUNCE_SECONDS = 0.3
+# Child events within this long of the first make one status refresh (a pod's start is
+# several events in a second or two: one patch, not one per event).
+STATUS_DEBOUNCE_SECONDS = 1.0
 # Status refreshes under way at once: a burst of a thousand agents queues here (at most
 # one refresh waiting per agent), not in a thousand concurrent requests in front of the
 # watches' events.
