@@ -118,6 +118,7 @@ async def test_the_cache_follows_changes_deletions_and_a_relist(cluster: Cluster
         ghost = {**(cache.get("ConfigMap", ns, "three") or {})}
         ghost["metadata"] = {**ghost["metadata"], "name": "ghost", "resourceVersion": "2"}
         cache.put(ghost)
+        assert cache.get("ConfigMap", ns, "ghost") is not None
         seen.clear()
         relists = CACHE_RELISTS.labels("ConfigMap")._value.get()
         await cache.informers[0].relist()

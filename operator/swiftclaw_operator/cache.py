@@ -185,6 +185,9 @@ class Informer:
                 cont,
             )
             for obj in page.items:
+                # A list's items lack these; a watch event's and a write's object have them.
+                obj.setdefault("kind", self.kind.kind)
+                obj.setdefault("apiVersion", self.kind.api_version)
                 meta = obj["metadata"]
                 listed[(meta["namespace"], meta["name"])] = entry_of(obj)
             cont = page.next
