@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from swiftclaw_operator.resources import child_kinds
+
 from .cluster import Cluster, wait_for
 from .operator import (
     Operator,
@@ -203,6 +205,49 @@ def test_drift_is_repaired(cluster: Cluster, operator: Operator, ns: str) -> Non
         ),
         timeout=30,
     )
+
+
+def child_reads(op: Operator) -> float:
+    """GETs of children the operator made: with its watch-fed cache, only when a create
+    finds the name taken."""
+    kinds = {k.kind for k in child_kinds()}
+    return sum(
+        v
+        for k, v in op.metrics().items()
+        if k.startswith("swiftclaw_operator_api_requests_total{")
+        and 'verb="get"' in k
+        and any(f'kind="{kind}"' in k for kind in kinds)
+    )
+
+
+def test_a_deleted_child_is_recreated_from_the_cache_alone(
+    cluster: Cluster, operator: Operator, ns: str
+) -> None:
+    apply(cluster, ns, example("agent"))
+    wait_condition(cluster, ns, "agent", "Ready", "True")
+    uid = cluster.get("agentdeployment", "agent", "-n", ns)["metadata"]["uid"]
+    old = all_children(cluster, ns, "agent")
+    reads = child_reads(operator)
+    for ref in ("Service/agent", "StatefulSet/agent-redis-state"):
+        kind, _, name = ref.partition("/")
+        cluster.kubectl("delete", kind.lower(), name, "-n", ns, "--wait=true")
+
+    # The drift check (every 2 s here) sees them gone from its cache and creates them again.
+    def recreated() -> dict | None:
+        now = children(cluster, ns, "agent")
+        fresh = all(
+            r in now and now[r]["metadata"]["uid"] != old[r]["metadata"]["uid"]
+            for r in ("Service/agent", "StatefulSet/agent-redis-state")
+        )
+        return now if fresh else None
+
+    now = wait_for("the deleted children recreated", recreated, timeout=30)
+    assert set(now) == expected("agent")
+    for ref in ("Service/agent", "StatefulSet/agent-redis-state"):
+        owners = now[ref]["metadata"]["ownerReferences"]
+        assert [o["uid"] for o in owners if o.get("controller")] == [uid], ref
+    # Nothing was read from the API server to find them missing: the cache was the reader.
+    assert child_reads(operator) == reads
 
 
 def test_delete_garbage_collects_every_child(cluster: Cluster, operator: Operator, ns: str) -> None:

@@ -43,9 +43,10 @@ def test_paths_come_from_the_registry() -> None:
 
 
 def test_verbs_follow_from_building_pruning_and_watching() -> None:
-    # A Service can be pruned (the managed Redis's), so delete; the runtime Deployment is
-    # watched, never pruned; a Secret is only ever created, never read.
-    assert verbs(SERVICE) == {"get", "create", "patch", "delete"}
+    # Every child kind is watched (the operator's cache); a Service can be pruned (the
+    # managed Redis's), so delete; the runtime Deployment is never pruned; a Secret is only
+    # ever created, never read.
+    assert verbs(SERVICE) == {"get", "list", "watch", "create", "patch", "delete"}
     assert verbs(DEPLOYMENT) == {"get", "list", "watch", "create", "patch"}
     assert verbs(SECRET) == {"create"}
     pruned = {c.kind for c in CHILDREN if c.wanted is not None}

@@ -8,6 +8,10 @@ A failed reconcile is never handed back to kopf: it is classified (:mod:`.failur
 shown in the status (Degraded with the reason; the status change makes one Event) and
 retried by this module after an exponential back-off. kopf would retry on a fixed
 delay and post an Event per attempt.
+
+Reconciles and status refreshes read the children and the agents from the watch-fed
+:class:`~.cache.ChildCache`, filled before any handler runs (startup waits for it); a
+change to a child the status looks at schedules a refresh of its agent's status.
 """
 
 from __future__ import annotations
@@ -27,14 +31,23 @@ from .api import API_GROUP, API_VERSION, KIND, PLURAL
 from .autopilot import loop as autopilot_loop
 from .autopilot.loop import Shared
 from .autopilot.scraper import Reader
+from .cache import ChildCache
 from .failures import classify, retry_delay
 from .kube import Auth, Kube
 from .locks import KeyedLocks
 from .metrics import ERRORS, RECONCILE_SECONDS, RECONCILES, RETRY_DELAY, serve_metrics
 from .reconcile import agent_from, reconcile
-from .resources import Settings, redis
+from .resources import Settings, child_kinds, redis
 from .resources.common import MANAGED_BY
-from .resources.registry import CRONJOB, DEPLOYMENT, HPA, MONITORING_API, POD, STATEFULSET
+from .resources.registry import (
+    AGENT,
+    CRONJOB,
+    DEPLOYMENT,
+    HPA,
+    MONITORING_API,
+    POD,
+    STATEFULSET,
+)
 from .settings import OperatorConfig
 from .status import (
     Children,
@@ -47,9 +60,17 @@ from .status import (
 
 log = logging.getLogger("swiftclaw.operator")
 
-STATUS_DEBOUNCE_SECONDS = 0.3
-MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+# Child events within this long of the first make one status refresh (a pod's start is
+# several events in a second or two: one patch, not one per event).
+STATUS_DEBOUNCE_SECONDS = 1.0
+# Status refreshes under way at once: a burst of a thousand agents queues here (at most
+# one refresh waiting per agent), not in a thousand concurrent requests in front of the
+# watches' events.
+STATUS_CONCURRENCY = 16
 AGENT_API = f"{API_GROUP}/{API_VERSION}"
+# The children whose changes move an agent's status.
+STATUS_KINDS = frozenset(k.kind for k in (DEPLOYMENT, POD, STATEFULSET, HPA, CRONJOB))
+INSTANCE = "app.kubernetes.io/instance"
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -63,7 +84,11 @@ class Memo:
 
     config: OperatorConfig
     kube: Kube = field(init=False)
+    cache: ChildCache = field(init=False)
     settings: Settings = field(init=False)
+    status_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(STATUS_CONCURRENCY)
+    )
     # Coalesced status refreshes, by agent.
     pending: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     # Scheduled retries of failed reconciles, and the failures, by agent (with the
@@ -111,6 +136,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None
     monitoring = await memo.kube.has_group_version(MONITORING_API)
     memo.settings = config.builder_settings(monitoring_available=monitoring)
     memo.autopilot = Shared(Reader(), config.runbook_base_url, config.alert_webhook_file)
+    kinds = [k for k in child_kinds() if k.requires is None or monitoring] + [POD]
+    memo.cache = ChildCache(memo.kube, kinds, config.namespaces, unlabelled=[AGENT])
+    memo.cache.listeners.append(lambda kind, ns, agent: child_changed(memo, kind, ns, agent))
+    memo.cache.start()
+    await memo.cache.wait_synced()  # kopf starts the resource handlers after this
     if config.metrics_port:
         serve_metrics(config.metrics_port)
     log.info(
@@ -148,6 +178,7 @@ async def cleanup(memo: Memo, **_: Any) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     if memo.autopilot is not None:
         await memo.autopilot.reader.close()
+    await memo.cache.stop()
     await memo.kube.close()
 
 
@@ -176,7 +207,11 @@ async def _reconcile_locked(
     try:
         agent = agent_from(body, memo.settings)
         outcome = await reconcile(
-            memo.kube, agent, prune=prune, step_delay=memo.config.reconcile_step_delay
+            memo.kube,
+            memo.cache,
+            agent,
+            prune=prune,
+            step_delay=memo.config.reconcile_step_delay,
         )
     except Exception as err:
         _failed(memo, key, int(body["metadata"].get("generation", 0)), trigger, err)
@@ -228,11 +263,7 @@ async def _retry_later(memo: Memo, key: Key, delay: float) -> None:
     memo.retries.pop(key, None)  # from here on, a new attempt may schedule the next one
     # The spec is read under the lock: a handler that ran meanwhile may have applied a newer one.
     async with memo.reconciling.hold(key):
-        try:
-            body = await memo.kube.get(AGENT_API, KIND, *key)
-        except Exception as err:
-            _failed(memo, key, memo.failures.get(key, (0, None))[0], "retry", err)
-            return
+        body = memo.cache.get(KIND, *key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             memo.failures.pop(key, None)
             return
@@ -266,13 +297,9 @@ async def drift_check(body: kopf.Body, memo: Memo, **_: Any) -> None:
 # --- status: recomputed whenever a child Deployment or pod changes, and on each drift check --
 
 
-def _owner_name(meta: kopf.Meta) -> str | None:
-    return (meta.get("labels") or {}).get("app.kubernetes.io/instance")
-
-
-async def child_changed(meta: kopf.Meta, namespace: str | None, memo: Memo, **_: Any) -> None:
-    name = _owner_name(meta)
-    if name and namespace:
+def child_changed(memo: Memo, kind: str, namespace: str, name: str | None) -> None:
+    """The cache saw a child of agent ``name`` change (or go): its status may have moved."""
+    if name and kind in STATUS_KINDS:
         schedule_status(memo, namespace, name)
 
 
@@ -285,34 +312,38 @@ def schedule_status(memo: Memo, namespace: str, name: str) -> None:
 
 
 async def _refresh_later(memo: Memo, key: Key) -> None:
+    """One refresh, which every event of the agent joins until it has a slot: a queue of
+    at most one waiting refresh per agent, however many events come meanwhile."""
+    me = asyncio.current_task()
     try:
         await asyncio.sleep(STATUS_DEBOUNCE_SECONDS)
-    finally:
-        # From here on, a new event schedules a new refresh (this one may read too early).
-        memo.pending.pop(key, None)
-    try:
-        async with memo.refreshing.hold(key):
-            await refresh_status(memo, *key)
+        async with memo.status_slots:
+            # From here on, a new event schedules a new refresh (this one may read too early).
+            _done_pending(memo, key, me)
+            async with memo.refreshing.hold(key):
+                await refresh_status(memo, *key)
     except Exception:
         ERRORS.labels("status").inc()
         log.exception("status refresh of %s/%s failed", *key)
+    finally:
+        _done_pending(memo, key, me)
 
 
-async def read_children(kube: Kube, body: dict[str, Any], settings: Settings) -> Children:
-    """Every child the status looks at, read from the API server."""
+def _done_pending(memo: Memo, key: Key, task: asyncio.Task[Any] | None) -> None:
+    if memo.pending.get(key) is task:
+        del memo.pending[key]
+
+
+def read_children(cache: ChildCache, body: dict[str, Any], settings: Settings) -> Children:
+    """Every child the status looks at, from the cache."""
     namespace, name = _key(body)
-    deployment = await kube.get(DEPLOYMENT.api_version, DEPLOYMENT.kind, namespace, name)
-    pods = await kube.list(
-        POD.api_version,
-        POD.kind,
-        namespace,
-        f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY}",
-    )
+    deployment = cache.get(DEPLOYMENT.kind, namespace, name)
+    pods = cache.list(POD.kind, namespace, {INSTANCE: name})
     by_component: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
         component = (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/component", "")
         by_component.setdefault(component, []).append(pod)
-    hpa = await kube.get(HPA.api_version, HPA.kind, namespace, name)
+    hpa = cache.get(HPA.kind, namespace, name)
     runtime_pods = by_component.get("runtime", [])
     try:
         agent = agent_from(body, settings)
@@ -321,43 +352,35 @@ async def read_children(kube: Kube, body: dict[str, Any], settings: Settings) ->
     if agent.spec.cache.redis.mode != "managed":
         return Children(deployment, runtime_pods, hpa=hpa)
     instances = tuple(
-        [
-            RedisInstance(
-                role,
-                await kube.get(
-                    STATEFULSET.api_version,
-                    STATEFULSET.kind,
-                    namespace,
-                    redis.instance_name(agent, role),
-                ),
-                by_component.get(redis.component(role), []),
-            )
-            for role in redis.ROLES
-        ]
+        RedisInstance(
+            role,
+            cache.get(STATEFULSET.kind, namespace, redis.instance_name(agent, role)),
+            by_component.get(redis.component(role), []),
+        )
+        for role in redis.ROLES
     )
     backup = None
     if agent.spec.cache.redis.backup is not None:
-        backup = await kube.get(
-            CRONJOB.api_version, CRONJOB.kind, namespace, redis.backup_name(agent)
-        )
+        backup = cache.get(CRONJOB.kind, namespace, redis.backup_name(agent))
     return Children(deployment, runtime_pods, redis=instances, backup=backup, hpa=hpa)
 
 
 async def refresh_status(memo: Memo, namespace: str, name: str) -> None:
-    kube = memo.kube
-    body = await kube.get(AGENT_API, KIND, namespace, name)
+    """Write the status if it changed (one patch, whatever number of child events led
+    here); the agent as the patch returned it goes into the cache at once."""
+    body = memo.cache.get(KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
-    kids = await read_children(kube, body, memo.settings)
+    kids = read_children(memo.cache, body, memo.settings)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     failed = memo.failures.get((namespace, name))
     new = compute_status(body, kids, now, failed[1] if failed else None)
     previous = body.get("status")
     if not status_changed(previous, new):
         return
-    await kube.patch_status(AGENT_API, KIND, namespace, name, new)
+    memo.cache.put(await memo.kube.patch_status(AGENT_API, KIND, namespace, name, new))
     for cond in transitions(previous, new):
-        await kube.create_event(event_for(body, cond, now))
+        await memo.kube.create_event(event_for(body, cond, now))
 
 
 def event_for(body: dict[str, Any], cond: dict[str, Any], now: str) -> dict[str, Any]:
@@ -419,9 +442,4 @@ def registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         cancellation_timeout=5.0,
         registry=reg,
     )(autopilot_loop.run)
-    kopf.on.event(
-        "apps", "v1", "deployments", labels=MANAGED, id="deployment_changed", registry=reg
-    )(child_changed)
-    # Runtime and Redis pods alike (their readiness is in the status).
-    kopf.on.event("", "v1", "pods", labels=MANAGED, id="pod_changed", registry=reg)(child_changed)
     return reg

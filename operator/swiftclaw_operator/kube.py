@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.client.rest import RESTClientObject
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 from kubernetes_asyncio.config.kube_config import KubeConfigLoader, load_kube_config
 
@@ -41,6 +42,10 @@ log = logging.getLogger("swiftclaw.operator.kube")
 FIELD_MANAGER = "swiftclaw-operator"
 REQUEST_TIMEOUT_SECONDS = 30
 NOT_FOUND = frozenset({404})
+# A watch ends by itself after this long (the server's timeoutSeconds), and is resumed from
+# the last resourceVersion seen; reading it has no overall timeout, only this much silence.
+WATCH_SECONDS = 290
+WATCH_SILENCE_SECONDS = WATCH_SECONDS + 30
 # Renew an expiring credential this long before it expires (at most a fifth of its life).
 RENEW_AHEAD = datetime.timedelta(minutes=5)
 
@@ -241,10 +246,26 @@ def _error_of(exc: ApiException) -> KubeError:
         return KubeError(exc.status, text[:300] or str(exc.reason))
 
 
+class Gone(KubeError):
+    """A watch or list from a resourceVersion the server no longer has (410): list again."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: its items, the snapshot's resourceVersion, the next page's token."""
+
+    items: list[dict[str, Any]]
+    resource_version: str
+    next: str | None
+
+
 class Kube:
     def __init__(self, auth: Auth) -> None:
         self.auth = auth
         self._api = ApiClient(auth.configuration)
+        # Watches hold their connection for minutes: a pool of their own (no limit), so
+        # they never take the slots that requests wait for.
+        self._streams: RESTClientObject | None = None
 
     async def _call(
         self,
@@ -363,6 +384,153 @@ class Kube:
             raise
         return True
 
+    async def create_child(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a child that the cache says is missing: the object made, or None if the
+        name is taken (409; a create never takes over an object, as an apply would)."""
+        meta = manifest["metadata"]
+        path = path_of(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
+        try:
+            made = await self._call(
+                "create",
+                manifest["kind"],
+                "POST",
+                path,
+                manifest,
+                params={"fieldManager": FIELD_MANAGER},
+                answers=frozenset({409}),
+            )
+        except KubeError as err:
+            if err.status == 409:
+                return None
+            raise
+        return dict(made)
+
+    async def adopt_for_apply(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Turn the operator's create (an Update entry in ``managedFields``) into an Apply
+        entry, so that its next server-side apply owns, and so removes, the fields it no
+        longer sets (a JSON patch guarded by the resourceVersion, as client-go's
+        csaupgrade does). Nothing to do when an Apply entry exists already."""
+        live = await self.get(api_version, kind, namespace, name)
+        if live is None:
+            return
+        managers = live["metadata"].get("managedFields") or []
+        ours = {
+            m.get("operation"): i
+            for i, m in enumerate(managers)
+            if m.get("manager") == FIELD_MANAGER and not m.get("subresource")
+        }
+        if "Apply" in ours or "Update" not in ours:
+            return
+        index = ours["Update"]
+        patch = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": live["metadata"]["resourceVersion"],
+            },
+            {
+                "op": "replace",
+                "path": f"/metadata/managedFields/{index}/operation",
+                "value": "Apply",
+            },
+        ]
+        await self._call(
+            "adopt",
+            kind,
+            "PATCH",
+            path_of(api_version, kind, namespace, name),
+            patch,
+            "application/json-patch+json",
+        )
+
+    async def list_page(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None,
+        limit: int,
+        cont: str | None = None,
+    ) -> Page:
+        """One page of a consistent list (a 410 raises :class:`Gone`: the token expired)."""
+        params = {"limit": str(limit)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if cont:
+            params["continue"] = cont
+        try:
+            obj = await self._call(
+                "list", kind, "GET", path_of(api_version, kind, namespace), params=params
+            )
+        except KubeError as err:
+            if err.status == 410:
+                raise Gone(410, err.message, err.reason) from None
+            raise
+        meta = obj.get("metadata") or {}
+        return Page(list(obj["items"]), str(meta.get("resourceVersion", "")), meta.get("continue"))
+
+    async def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None,
+        resource_version: str,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events after ``resource_version`` (ADDED, MODIFIED, DELETED, BOOKMARK), until
+        the server ends the watch; an expired version (410, as a status or an ERROR event)
+        raises :class:`Gone`."""
+        API_REQUESTS.labels("watch", kind).inc()
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        await self._renewing(self._api.update_params_for_auth(headers, [], ["BearerToken"]))
+        if self._streams is None:
+            self._streams = RESTClientObject(self.auth.configuration, maxsize=0)
+        try:
+            resp = await self._streams.request(
+                "GET",
+                self.auth.server + path_of(api_version, kind, namespace),
+                query_params=params,
+                headers=headers,
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(
+                    sock_connect=REQUEST_TIMEOUT_SECONDS, sock_read=WATCH_SILENCE_SECONDS
+                ),
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            API_ERRORS.labels("0").inc()
+            raise KubeError(0, f"API server unreachable: {exc!r}") from exc
+        async with resp:
+            if resp.status >= 400:
+                API_ERRORS.labels(str(resp.status)).inc()
+                text = (await resp.read()).decode("utf-8", "replace")[:300]
+                if resp.status == 401:
+                    await self._renewing(self.auth.refresh(force=True))
+                cls = Gone if resp.status == 410 else KubeError
+                raise cls(resp.status, text)
+            try:
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    event = orjson.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        code = int(status.get("code") or 0)
+                        cls = Gone if code == 410 else KubeError
+                        raise cls(
+                            code, str(status.get("message", "")), str(status.get("reason", ""))
+                        )
+                    yield event
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise KubeError(0, f"watch interrupted: {exc!r}") from exc
+
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:
@@ -409,5 +577,7 @@ class Kube:
         return True
 
     async def close(self) -> None:
+        if self._streams is not None:
+            await self._streams.close()
         await self._api.close()
         self.auth.close()

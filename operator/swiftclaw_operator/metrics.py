@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -41,6 +41,18 @@ API_ERRORS = Counter(
 API_REAUTHS = Counter(
     "swiftclaw_operator_api_reauths",
     "Requests answered 401 and retried once with renewed credentials.",
+    registry=REGISTRY,
+)
+CACHE_OBJECTS = Gauge(
+    "swiftclaw_operator_cache_objects",
+    "Objects held in the watch-fed cache, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+CACHE_RELISTS = Counter(
+    "swiftclaw_operator_cache_relists",
+    "Watches that expired (410 Gone) and listed again, by kind.",
+    ["kind"],
     registry=REGISTRY,
 )
 ERRORS = Counter(

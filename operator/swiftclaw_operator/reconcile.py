@@ -2,7 +2,10 @@
 
 A child is written only when it must be: when its desired content changed (the
 ``swiftclaw.dev/spec-hash`` annotation differs) or when it drifted (someone changed a
-field the operator sets). An unchanged spec therefore costs reads, never writes.
+field the operator sets). Children are read from the watch-fed cache (:mod:`.cache`), so
+an unchanged spec costs no request at all. A child the cache lacks is created (a POST,
+which fails on a taken name where an apply would take the object over); only then is the
+name's holder read from the API server, to say whose it is.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import AgentDeploymentSpec
+from .cache import ChildCache
 from .failures import NameClash, UnsupportedSpec
-from .kube import Kube
+from .kube import FIELD_MANAGER, Kube, KubeError
 from .metrics import CHILD_WRITES
-from .resources import Agent, Settings, build_children, create_only_children, registry
+from .resources import Agent, Settings, build_children, create_only_children, redis, registry
 from .resources.common import SPEC_HASH
+from .resources.registry import POD, STATEFULSET
 
 log = logging.getLogger("swiftclaw.reconcile")
 
@@ -55,6 +60,39 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> str | N
         if key in desired and not contains(live.get(key), desired[key]):
             return "drifted"
     return None
+
+
+def created_not_applied(live: dict[str, Any]) -> bool:
+    """Did the operator create ``live`` (an Update entry) and never apply it since?"""
+    ours = {
+        m.get("operation")
+        for m in live.get("metadata", {}).get("managedFields") or []
+        if m.get("manager") == FIELD_MANAGER and not m.get("subresource")
+    }
+    return "Update" in ours and "Apply" not in ours
+
+
+MISSING_CONFIG = "CreateContainerConfigError"
+
+
+def password_secret_wanted(
+    agent: Agent, state: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> bool:
+    """Must the create-only password Secret be created (again)?
+
+    The operator cannot read Secrets; it creates this one in the reconcile that creates
+    the managed Redis, before the state StatefulSet. So: when the agent's state
+    StatefulSet is not (yet) in the cache, or when a pod of the agent cannot start for
+    want of its configuration (someone deleted the Secret)."""
+    if agent.spec.cache.redis.mode != "managed":
+        return False
+    if state is None or not owned(state, agent.uid):
+        return True
+    return any(
+        (cs.get("state", {}).get("waiting") or {}).get("reason") == MISSING_CONFIG
+        for pod in pods
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []
+    )
 
 
 def unwanted_children(agent: Agent) -> list[tuple[str, str, str]]:
@@ -100,26 +138,42 @@ def unsupported(agent: Agent) -> str | None:
 
 
 async def reconcile(
-    kube: Kube, agent: Agent, prune: bool = False, step_delay: float = 0.0
+    kube: Kube, cache: ChildCache, agent: Agent, prune: bool = False, step_delay: float = 0.0
 ) -> Outcome:
     """Apply what changed or drifted; with ``prune``, delete children no longer wanted.
 
     ``step_delay`` pauses after each write (fault injection for tests)."""
     started = time.perf_counter()
     out = Outcome()
-    # Created before the pods that read them; a 409 (they exist) writes nothing, and the
-    # operator never reads them back. The password is random, used only if this creates it.
-    for desired in create_only_children(agent, secrets.token_hex(32)):
-        if await kube.create(desired):
-            CHILD_WRITES.labels(desired["kind"]).inc()
-            out.written.append(f"{desired['kind']}/{desired['metadata']['name']} (created)")
+    ns = agent.namespace
+    # Created before the pods that read it and never read back; the password is random,
+    # used only if this creates it (a 409: it exists).
+    state = cache.get(STATEFULSET.kind, ns, redis.instance_name(agent, "state"))
+    pods = cache.list(POD.kind, ns, {"app.kubernetes.io/instance": agent.name})
+    if password_secret_wanted(agent, state, pods):
+        for desired in create_only_children(agent, secrets.token_hex(32)):
+            if await kube.create(desired):
+                CHILD_WRITES.labels(desired["kind"]).inc()
+                out.written.append(f"{desired['kind']}/{desired['metadata']['name']} (created)")
     for desired in build_children(agent):
         meta = desired["metadata"]
-        ref = f"{desired['kind']}/{meta['name']}"
-        live = await kube.get(
-            desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
-        )
-        if live is not None and not owned(live, agent.uid):
+        kind = desired["kind"]
+        ref = f"{kind}/{meta['name']}"
+        live = cache.get(kind, ns, meta["name"])
+        if live is None:
+            made = await kube.create_child(desired)
+            if made is not None:
+                cache.put(made)
+                CHILD_WRITES.labels(kind).inc()
+                out.written.append(f"{ref} (created)")
+                if step_delay:
+                    await asyncio.sleep(step_delay)
+                continue
+            # The name is taken by an object the cache does not hold: whose is it?
+            live = await kube.get(desired["apiVersion"], kind, ns, meta["name"])
+            if live is None:
+                raise KubeError(409, f"{ref} was created and deleted meanwhile; trying again")
+        if not owned(live, agent.uid):
             raise NameClash(
                 f"{ref} exists and is not owned by AgentDeployment {agent.name} (it has no "
                 "controller owner reference to this agent's uid; labels do not make it "
@@ -129,14 +183,16 @@ async def reconcile(
         if reason is None:
             out.unchanged.append(ref)
             continue
-        await kube.apply(desired)
-        CHILD_WRITES.labels(desired["kind"]).inc()
+        if created_not_applied(live):
+            await kube.adopt_for_apply(desired["apiVersion"], kind, ns, meta["name"])
+        cache.put(await kube.apply(desired))
+        CHILD_WRITES.labels(kind).inc()
         out.written.append(f"{ref} ({reason})")
         if step_delay:
             await asyncio.sleep(step_delay)
     if prune:
         for api_version, kind, name in unwanted_children(agent):
-            live = await kube.get(api_version, kind, agent.namespace, name)
+            live = cache.get(kind, ns, name)
             if live is None:
                 continue
             if not owned(live, agent.uid):
@@ -144,7 +200,8 @@ async def reconcile(
                     "%s/%s is not this agent's (no owner reference): left alone", kind, name
                 )
                 continue
-            await kube.delete(api_version, kind, agent.namespace, name)
+            await kube.delete(api_version, kind, ns, name)
+            cache.forget(kind, ns, name)
             out.deleted.append(f"{kind}/{name}")
     out.seconds = time.perf_counter() - started
     problem = unsupported(agent)

@@ -100,13 +100,16 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 
 async def runtime_pods(memo: Memo, namespace: str, name: str) -> tuple[list[dict[str, Any]], int]:
-    """The agent's ready runtime pods, and how many are pending (not yet running)."""
-    pods = await memo.kube.list(
-        POD.api_version,
+    """The agent's ready runtime pods, and how many are pending (not yet running), from the
+    operator's watch cache (no API request)."""
+    pods = memo.cache.list(
         POD.kind,
         namespace,
-        f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY},"
-        f"app.kubernetes.io/component={COMPONENT}",
+        {
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            "app.kubernetes.io/component": COMPONENT,
+        },
     )
     pending = sum(
         1
@@ -418,9 +421,7 @@ def event(
 async def load_fleet(memo: Memo, agent: Agent) -> tuple[int, str] | None:
     """The fleet document last written (its generation only grows, across restarts too);
     raises when a ConfigMap of that name is not this agent's."""
-    live = await memo.kube.get(
-        CONFIGMAP.api_version, CONFIGMAP.kind, agent.namespace, fleet_name(agent.name)
-    )
+    live = memo.cache.get(CONFIGMAP.kind, agent.namespace, fleet_name(agent.name))
     if live is None:
         return None
     if not owned(live, agent.uid):
@@ -452,7 +453,7 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
     """One interval of one agent; returns the interval to wait."""
     started = time.perf_counter()
     kube = memo.kube
-    body = await kube.get(API, KIND, namespace, name)
+    body = memo.cache.get(KIND, namespace, name)  # the watch cache's copy: no API request
     if body is None or body["metadata"].get("deletionTimestamp"):
         return 10.0
     try:
@@ -484,7 +485,7 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
     generation, content = state.fleet
     if _content(out.fleet) != content:
         doc = out.fleet.model_copy(update={"generation": generation + 1})
-        await kube.apply(fleet_configmap(agent, doc))
+        memo.cache.put(await kube.apply(fleet_configmap(agent, doc)))
         state.fleet = (generation + 1, _content(doc))
 
     lines = []
@@ -499,7 +500,7 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
         )
 
     async with memo.refreshing.hold((namespace, name)):
-        fresh_body = await kube.get(API, KIND, namespace, name) or body
+        fresh_body = memo.cache.get(KIND, namespace, name) or body
         previous = dict(fresh_body.get("status") or {})
         before_ap = previous.get("autopilot") or {}
         assert out.fresh is not None
@@ -517,10 +518,11 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
             ),
         }
         if any(previous.get(k) != v for k, v in new.items()):
-            await kube.patch_status(API, KIND, namespace, name, new)
+            memo.cache.put(await kube.patch_status(API, KIND, namespace, name, new))
         if ap_status["replicas"] != before_ap.get("replicas") and ap_status["replicas"] is not None:
             fresh_body = {**fresh_body, "status": {**previous, **new}}
-            await kube.apply(with_spec_hash(build_hpa(agent_from(fresh_body, memo.settings))))
+            hpa = build_hpa(agent_from(fresh_body, memo.settings))
+            memo.cache.put(await kube.apply(with_spec_hash(hpa)))
 
     for reason, message, warning in out.one_offs:
         await kube.create_event(event(body, reason, message, warning, stamp))

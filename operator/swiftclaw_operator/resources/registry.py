@@ -6,9 +6,10 @@ Every other list derives from this one: the children built and pruned
 (:mod:`swiftclaw_operator.rbac`, rendered into the chart by ``make crds``; a test
 compares the rendered chart with them).
 
-A child kind needs ``get`` (read the live object), ``create`` and ``patch`` (server-side
-apply is a PATCH that may create); ``delete`` when a child of that kind can stop being
-wanted (pruning); ``list`` and ``watch`` when the operator watches it.
+A child kind needs ``list`` and ``watch`` (the operator's cache of its children is fed
+by a watch of each child kind), ``create`` (a child the cache lacks is created), ``get``
+(whose is an object that holds a child's name, when a create finds one), ``patch``
+(server-side apply); ``delete`` when a child of that kind can stop being wanted (pruning).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Child:
 
 CONFIGMAP = Kind("v1", "ConfigMap", "configmaps")
 SERVICE = Kind("v1", "Service", "services")
-DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments", WATCH)  # status follows it
+DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 NETWORK_POLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
@@ -93,7 +94,7 @@ SERVICE_MONITOR = Kind(MONITORING_API, "ServiceMonitor", "servicemonitors", requ
 PROMETHEUS_RULE = Kind(MONITORING_API, "PrometheusRule", "prometheusrules", requires=MONITORING_API)
 
 # Not children, still touched:
-POD = Kind("v1", "Pod", "pods", WATCH)  # the runtime pods' readiness, for the status
+POD = Kind("v1", "Pod", "pods", WATCH)  # cached: the pods' readiness, for the status
 EVENT = Kind("v1", "Event", "events", frozenset({"create"}))
 # Created once, never read back (the managed Redis's generated password): create only,
 # so the operator can read no Secret.
@@ -162,7 +163,7 @@ def verbs(kind: Kind) -> frozenset[str]:
     mine = [c for c in CHILDREN if c.kind == kind]
     out = set(kind.verbs)
     if mine:
-        out |= APPLY
+        out |= APPLY | WATCH  # every child kind is cached from a watch
     if any(c.wanted is not None for c in mine):
         out |= PRUNE
     return frozenset(out)
