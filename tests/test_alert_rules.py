@@ -108,7 +108,10 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], list[tuple[str, list[Any]
             ],
             [
                 ("6m", []),
-                ("8m", fired("SwiftClawCircuitBreakerOpen", provider="openai", model="gpt-4o-mini")),
+                (
+                    "8m",
+                    fired("SwiftClawCircuitBreakerOpen", provider="openai", model="gpt-4o-mini"),
+                ),
                 ("20m", []),
             ],
         ),
