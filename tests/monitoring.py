@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,11 @@ def monitoring_bin(name: str) -> Path:
 
 def example_agent(path: str = "examples/agent-in-cluster.yaml") -> Agent:
     """An example manifest as the operator sees it, with monitoring available."""
-    doc = yaml.safe_load((REPO / path).read_text())
+    return agent_of(yaml.safe_load((REPO / path).read_text()))
+
+
+def agent_of(doc: dict[str, Any]) -> Agent:
+    """An AgentDeployment document as the operator sees it, with monitoring available."""
     meta = doc["metadata"]
     spec = AgentDeploymentSpec.model_validate(doc["spec"])
     return Agent(meta["name"], meta["namespace"], "uid-1", spec, SETTINGS)
@@ -71,6 +78,48 @@ def scrape_config(agent: Agent, target: str, interval: str | None = None) -> dic
     }
 
 
+class Webhook:
+    """A real HTTP receiver on 127.0.0.1 that keeps every notification POSTed to it."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with lock:
+                    received.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Webhook:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def alerts(self, name: str) -> list[dict[str, Any]]:
+        """Every alert called ``name`` in the notifications so far, in order."""
+        return [
+            a
+            for n in list(self.received)
+            for a in n["alerts"]
+            if a["labels"].get("alertname") == name
+        ]
+
+
 @dataclass
 class Prometheus:
     proc: Proc
@@ -93,6 +142,21 @@ class Prometheus:
 
     def alerts(self) -> list[dict[str, Any]]:
         return list(self.api("alerts")["data"]["alerts"])
+
+
+def ready(url: str, timeout: float = 120.0) -> None:
+    """Wait until ``url`` answers 200 (``start`` waits for any answer; both say 503 while
+    they load)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:  # 503 (HTTPError) or not answering yet
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready in {timeout:.0f}s")
 
 
 @contextmanager
@@ -126,6 +190,7 @@ def prometheus(
     ]
     proc = start(argv, port, "/-/ready", folder / "prometheus.log", timeout=120)
     try:
+        ready(f"{proc.url}/-/ready")
         yield Prometheus(proc)
     finally:
         proc.stop()
@@ -160,6 +225,7 @@ def alertmanager(folder: Path, webhook_url: str) -> Iterator[Proc]:
     ]
     proc = start(argv, port, "/-/ready", folder / "alertmanager.log", timeout=120)
     try:
+        ready(f"{proc.url}/-/ready")
         yield proc
     finally:
         proc.stop()

@@ -90,10 +90,11 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], list[tuple[str, list[Any]
             [series("swiftclaw_cost_usd_total", f'{SEL},tier="medium"', "0+1x1440 1440+10x180")],
             [("24h", []), ("24h20m", []), ("26h", fired("SwiftClawCostSpike"))],
         ),
-        (
+        (  # steady from the agent's first minute: not a spike, in its first day (when the
+            # day's rate covers only part of the window) nor after
             "steady",
             [series("swiftclaw_cost_usd_total", f'{SEL},tier="medium"', "0+1x1620")],
-            [("24h", []), ("27h", [])],
+            [("2h", []), ("12h", []), ("24h", []), ("27h", [])],
         ),
     ],
     "SwiftClawCircuitBreakerOpen": [
