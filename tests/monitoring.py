@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,7 +87,7 @@ class Webhook:
         received = self.received
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with lock:
                     received.append(json.loads(body))
@@ -95,7 +95,7 @@ class Webhook:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -142,6 +142,17 @@ class Prometheus:
 
     def alerts(self) -> list[dict[str, Any]]:
         return list(self.api("alerts")["data"]["alerts"])
+
+
+def until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    """Wait for ``check`` to return something truthy, polling; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(1)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
 
 
 def ready(url: str, timeout: float = 120.0) -> None:

@@ -13,29 +13,26 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+import pytest
 
 from swiftclaw_devtools.processes import free_port, sim_control
 
 from .conftest import Launcher, manifest, openai_provider
-from .monitoring import Webhook, agent_of, alertmanager, prometheus, rule_file, scrape_config
+from .monitoring import (
+    Webhook,
+    agent_of,
+    alertmanager,
+    prometheus,
+    rule_file,
+    scrape_config,
+    until,
+)
 from .test_cache_exact import post
 
 ALERT = "SwiftClawErrorRateHigh"
-
-
-def until(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    """Wait for ``check`` to return something truthy, polling; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(1)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
 
 
 class Traffic:
@@ -62,6 +59,7 @@ class Traffic:
         self.thread.join(60)
 
 
+@pytest.mark.timeout(1800)  # the rule's 5m `for`, then a 5m window draining
 def test_error_rate_alert_fires_once_with_its_runbook_and_resolves(
     launch: Launcher, tmp_path: Path
 ) -> None:
