@@ -31,10 +31,10 @@ demo: install  ## simulated providers + runtime + a workload with an outage; no 
 # make builds it first, and only for E2E_CLUSTER=local (the default).
 CONTROL_PLANE := $(if $(filter local,$(or $(E2E_CLUSTER),local)),control-plane)
 
-test: install $(CONTROL_PLANE) seaweedfs  ## every test: unit, integration over real processes, and e2e on the local cluster
+test: install $(CONTROL_PLANE) seaweedfs monitoring  ## every test: unit, integration over real processes, and e2e on the local cluster
 	$(BIN)/pytest tests e2e
 
-test-unit: install seaweedfs  ## the tests that need no cluster (the Redis backups need SeaweedFS)
+test-unit: install seaweedfs monitoring  ## the tests that need no cluster (the Redis backups need SeaweedFS, the alert and dashboard tests Prometheus)
 	$(BIN)/pytest tests
 
 test-e2e e2e: install $(CONTROL_PLANE)  ## the tests on a real control plane (E2E_CLUSTER=local|kind|existing)
@@ -65,7 +65,10 @@ docs: install  ## build the documentation site into .tmp/site; strict: a broken 
 docs-serve: install  ## serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
-.PHONY: control-plane seaweedfs
+.PHONY: control-plane seaweedfs monitoring
+monitoring:  ## build (or reuse) Prometheus, promtool and Alertmanager for the alert and dashboard tests: ~35 min cold on 2 busy cores
+	e2e/cluster/build-tools.sh --monitoring >/dev/null
+
 seaweedfs:  ## build (or reuse) SeaweedFS's weed, the S3-compatible server of the Redis backup tests: ~6 min cold
 	e2e/cluster/build-tools.sh --seaweedfs >/dev/null
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 
@@ -54,11 +55,16 @@ def test_chart_lints_and_renders(cluster: Cluster) -> None:
         "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",
         "Deployment",
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
     ]
+    dashboard = next(d for d in docs if d["kind"] == "ConfigMap")  # for Grafana's sidecar
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(dashboard["data"]["swiftclaw.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "swiftclaw.json").read_text())
     dep = next(d for d in docs if d["kind"] == "Deployment")
     assert dep["spec"]["replicas"] == 2
     c = dep["spec"]["template"]["spec"]["containers"][0]

@@ -272,7 +272,7 @@ def test_marked_blocks_say_why() -> None:
 
 def test_the_helm_values_page_lists_every_value() -> None:
     page = (REPO / "docs/reference/helm-values.md").read_text()
-    grouped = ("image", "operator", "admissionPolicy")  # listed one value a row
+    grouped = ("image", "operator", "admissionPolicy", "dashboard")  # listed one value a row
     paths = [
         *(k for k in chart_values() if k not in grouped),
         *(f"{k}.{inner}" for k in grouped for inner in chart_values()[k]),

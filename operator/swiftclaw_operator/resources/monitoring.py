@@ -50,8 +50,11 @@ def alerts(agent: Agent) -> list[Alert]:
         Alert(
             "SwiftClawCostSpike",
             "cost-spike",
+            # rate() divides by the whole window: for an agent younger than a day, the
+            # day's rate is low by the missing part. Compare only once a day of it exists.
             f"sum(rate(swiftclaw_cost_usd_total{{{sel}}}[1h])) > "
-            f"2 * sum(rate(swiftclaw_cost_usd_total{{{sel}}}[1d]))",
+            f"2 * sum(rate(swiftclaw_cost_usd_total{{{sel}}}[1d])) "
+            f"and on () count(swiftclaw_cost_usd_total{{{sel}}} offset 1d)",
             "30m",
             "warning",
             f"{agent.name} spends more than twice its daily average rate",
