@@ -32,6 +32,9 @@ from .monitoring import (
 )
 from .test_cache_exact import post
 
+# Needs Prometheus and Alertmanager (make monitoring): run by make test-monitoring.
+pytestmark = pytest.mark.monitoring
+
 ALERT = "SwiftClawErrorRateHigh"
 
 

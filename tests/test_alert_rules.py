@@ -19,6 +19,9 @@ from swiftclaw_operator.resources.redis import backup_name
 
 from .monitoring import example_agent, monitoring_bin, rule_file
 
+# Needs Prometheus and Alertmanager (make monitoring): run by make test-monitoring.
+pytestmark = pytest.mark.monitoring
+
 AGENT = example_agent()
 SEL = f'namespace="{AGENT.namespace}",service="{AGENT.name}"'
 JOB = f'namespace="{AGENT.namespace}",cronjob="{backup_name(AGENT)}"'

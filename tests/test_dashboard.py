@@ -22,6 +22,9 @@ from .monitoring import REPO, Prometheus, agent_of, prometheus, scrape_config, u
 from .test_cache_exact import post
 from .test_fleet_reload import fleet_doc, out
 
+# Needs Prometheus and Alertmanager (make monitoring): run by make test-monitoring.
+pytestmark = pytest.mark.monitoring
+
 DASHBOARD = REPO / "charts" / "swiftclaw" / "dashboards" / "swiftclaw.json"
 # Series a local runtime cannot have: (panel title, legend) -> why.
 NO_LOCAL_SERIES = {
