@@ -14,6 +14,6 @@ if [ -x "$DEST/node_modules/.bin/claude" ] && [ "$(cat "$DEST/.version" 2>/dev/n
   exit 0
 fi
 mkdir -p "$DEST"
-npm install --prefix "$DEST" --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@$VERSION"
+npm_config_update_notifier=false npm install --prefix "$DEST" --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@$VERSION"
 "$DEST/node_modules/.bin/claude" --version >/dev/null
 echo "$VERSION" > "$DEST/.version"
