@@ -4,7 +4,6 @@ decisions, as pure functions; the runtime's side over real processes."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from swiftclaw_runtime.cache import safety
@@ -64,11 +63,14 @@ def test_the_issues_wrong_hits_are_refused_whatever_the_score() -> None:
 
 
 def test_a_huge_question_is_judged_in_bounded_time() -> None:
+    """Bounded work, shown by what is read rather than by a clock: only the start and the
+    end of a question past MAX_CHARS are judged."""
     text = "How do I list pods " + "a" * 200_000 + " in Kubernetes?"
-    started = time.perf_counter()
     assert safety.topic(text) is None
     assert safety.topic("bleach " + "x " * 100_000 + "vinegar") == "chemical"
-    assert time.perf_counter() - started < 5.0  # generous: linear, tens of ms
+    middle = "x " * 50_000 + "is it safe to mix bleach and ammonia " + "x " * 50_000
+    assert safety.topic("bleach and ammonia?") == "chemical"
+    assert safety.topic(middle) is None  # past the window on both sides: not read
 
 
 def test_the_shadow_book_serves_only_what_it_measured() -> None:

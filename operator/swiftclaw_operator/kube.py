@@ -366,23 +366,7 @@ class Kube:
     async def create(self, manifest: dict[str, Any]) -> bool:
         """Create an object that is never read back or updated: True if made, False if it
         existed already (409)."""
-        meta = manifest["metadata"]
-        path = path_of(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
-        try:
-            await self._call(
-                "create",
-                manifest["kind"],
-                "POST",
-                path,
-                manifest,
-                params={"fieldManager": FIELD_MANAGER},
-                answers=frozenset({409}),
-            )
-        except KubeError as err:
-            if err.status == 409:
-                return False
-            raise
-        return True
+        return await self.create_child(manifest) is not None
 
     async def create_child(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """Create a child that the cache says is missing: the object made, or None if the

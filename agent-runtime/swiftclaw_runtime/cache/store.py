@@ -193,22 +193,10 @@ class RedisStore:
     async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)``; a connection failure marks Redis down and raises
         :class:`StoreUnavailable` (as does any call while it is down)."""
-        import redis.exceptions as rexc
 
         if not self.redis.up:
             raise StoreUnavailable("redis is down")
-        try:
-            return await self.redis.call(op, fn)
-        except RedisBusy:
-            raise StoreBusy(f"redis {op}: no connection in time") from None
-        except RedisUnavailable:
-            raise StoreUnavailable(f"redis {op} failed") from None
-        except rexc.ResponseError:
-            raise
-        except rexc.RedisError as err:
-            self._on_error(op)
-            log.warning("redis %s failed: %s", op, type(err).__name__)
-            raise StoreUnavailable(f"redis {op} failed") from None
+        return await self._reply(op, self.redis.call(op, fn))
 
     def _queue(self, op: str, *command: Any, script: Script | None = None) -> asyncio.Future[Any]:
         """Queue one command for the next group write (:meth:`WatchedRedis.send`)."""
@@ -217,8 +205,10 @@ class RedisStore:
         except RedisUnavailable:
             raise StoreUnavailable(f"redis {op} failed") from None
 
-    async def _reply(self, op: str, pending: asyncio.Future[Any]) -> Any:
-        """The reply of a queued command, its failures as :meth:`call`'s."""
+    async def _reply(self, op: str, pending: Awaitable[T]) -> T:
+        """The reply of a queued command or a call, its failures mapped for the cache: a
+        connection failure marks Redis down (:class:`StoreUnavailable`), no free connection in
+        time is :class:`StoreBusy`, a refused command is raised as Redis said it."""
         import redis.exceptions as rexc
 
         try:

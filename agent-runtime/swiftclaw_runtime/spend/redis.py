@@ -84,7 +84,7 @@ class SpendRedis:
         except RedisUnavailable:
             return None
 
-    async def reply(self, op: str, pending: asyncio.Future[Any]) -> Any:
+    async def reply(self, op: str, pending: Awaitable[T]) -> T:
         """The reply of a queued script; a Redis failure marks it down and raises
         :class:`RedisDown` (:class:`RedisBusy`: no connection came free in time), as
         :meth:`call` does."""
@@ -97,6 +97,7 @@ class SpendRedis:
         except RedisUnavailable:
             raise RedisDown(op) from None
         except rexc.ResponseError as err:
+            # e.g. OOM or a read-only replica: the data may be fine, the call is not.
             self._refusals.failed(f"{type(err).__name__} on {op}")
             raise RedisDown(op) from None
         self._refusals.worked()
@@ -117,20 +118,7 @@ class SpendRedis:
 
     async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)``; a Redis failure marks it down and raises :class:`RedisDown`."""
-        import redis.exceptions as rexc
-
-        try:
-            got = await self.redis.call(op, fn)
-        except NoSlot:
-            raise RedisBusy(op) from None
-        except RedisUnavailable:
-            raise RedisDown(op) from None
-        except rexc.ResponseError as err:
-            # e.g. OOM or a read-only replica: the data may be fine, the call is not.
-            self._refusals.failed(f"{type(err).__name__} on {op}")
-            raise RedisDown(op) from None
-        self._refusals.worked()
-        return got
+        return await self.reply(op, self.redis.call(op, fn))
 
     async def start(self) -> None:
         """Check Redis once at startup; down is not fatal (the watcher keeps trying)."""
