@@ -31,17 +31,17 @@ demo: install  ## simulated providers + runtime + a workload with an outage; no 
 # make builds it first, and only for E2E_CLUSTER=local (the default).
 CONTROL_PLANE := $(if $(filter local,$(or $(E2E_CLUSTER),local)),control-plane)
 
-test: install $(CONTROL_PLANE) seaweedfs  ## every test but the monitoring ones: unit, integration over real processes, and e2e on the local cluster
-	$(BIN)/pytest -m "not monitoring" tests e2e
+# Two workers: the tests on the local cluster in order on one, the rest spread over both
+# (conftest.py groups them); most of the suite waits on real processes, not on the CPU.
+PYTEST_WORKERS ?= 2
+test: install $(CONTROL_PLANE) seaweedfs monitoring  ## every test: unit, integration over real processes, the alert path through Prometheus and Alertmanager, and e2e on the local cluster
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests e2e
 
-# The alert rules (promtool), the alert path through Prometheus and Alertmanager, and the
-# dashboard's queries. Apart from make test until Prometheus's cold build (~10+ min on 2
-# cores) fits CI's time budget beside the control plane's.
-test-monitoring: install monitoring  ## the monitoring tests: promtool rule tests, the alert path, the dashboard's queries
+test-monitoring: install monitoring  ## only the monitoring tests: promtool rule tests, the alert path, the dashboard's queries
 	$(BIN)/pytest -m monitoring tests
 
-test-unit: install seaweedfs  ## the tests that need no cluster (the Redis backups need SeaweedFS), but the monitoring ones
-	$(BIN)/pytest -m "not monitoring" tests
+test-unit: install seaweedfs monitoring  ## the tests that need no cluster (the Redis backups need SeaweedFS, the alert path Prometheus)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
 
 test-e2e e2e: install $(CONTROL_PLANE)  ## the tests on a real control plane (E2E_CLUSTER=local|kind|existing)
 	$(BIN)/pytest e2e
@@ -72,7 +72,7 @@ docs-serve: install  ## serve the documentation site on http://127.0.0.1:8000, r
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 .PHONY: control-plane seaweedfs monitoring
-monitoring:  ## build (or reuse) Prometheus, promtool and Alertmanager for the alert and dashboard tests: ~35 min cold on 2 busy cores
+monitoring:  ## build (or reuse) Prometheus, promtool and Alertmanager for the alert and dashboard tests: ~7 min cold on 2 cores
 	e2e/cluster/build-tools.sh --monitoring >/dev/null
 
 seaweedfs:  ## build (or reuse) SeaweedFS's weed, the S3-compatible server of the Redis backup tests: ~6 min cold
