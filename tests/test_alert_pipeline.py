@@ -32,7 +32,7 @@ from .monitoring import (
 )
 from .test_cache_exact import post
 
-# Needs Prometheus and Alertmanager (make monitoring): run by make test-monitoring.
+# Needs Prometheus and Alertmanager (make monitoring, which make test runs first).
 pytestmark = pytest.mark.monitoring
 
 ALERT = "SwiftClawErrorRateHigh"

@@ -19,7 +19,7 @@ from swiftclaw_operator.resources.redis import backup_name
 
 from .monitoring import example_agent, monitoring_bin, rule_file
 
-# Needs Prometheus and Alertmanager (make monitoring): run by make test-monitoring.
+# Needs Prometheus and Alertmanager (make monitoring, which make test runs first).
 pytestmark = pytest.mark.monitoring
 
 AGENT = example_agent()

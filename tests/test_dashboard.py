@@ -22,7 +22,7 @@ from .monitoring import REPO, Prometheus, agent_of, prometheus, scrape_config, u
 from .test_cache_exact import post
 from .test_fleet_reload import fleet_doc, out
 
-# Needs Prometheus and Alertmanager (make monitoring): run by make test-monitoring.
+# Needs Prometheus and Alertmanager (make monitoring, which make test runs first).
 pytestmark = pytest.mark.monitoring
 
 DASHBOARD = REPO / "charts" / "swiftclaw" / "dashboards" / "swiftclaw.json"
