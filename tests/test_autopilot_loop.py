@@ -122,6 +122,48 @@ def test_a_failing_model_goes_into_the_fleet_document() -> None:
     )
 
 
+def test_a_429_wave_keeps_the_model_out_for_the_pods_retry_after() -> None:
+    """Every call to sim/fast is a 429 and the pods wait out a Retry-After of 600 s: the
+    fleet document keeps it out for that long, not the class's default 60 s."""
+    a = agent()
+    st = AgentState()
+    pods = {f"p{i}": Metrics() for i in range(2)}
+    for m in pods.values():
+        m.track_retry_after("sim", lambda: 600.0)
+    now = T0
+    for _ in range(3):
+        for m in pods.values():
+            for _ in range(20):
+                m.record_upstream("sim", "fast", "rate_limited", 0.01)
+        out = evaluate(a, st, read(pods, now), 2, 0, 2, now)
+        now += 10
+    assert out.fleet is not None
+    [ex] = out.fleet.excluded
+    assert (ex.model, ex.cause) == ("sim/fast", "rate-limited")
+    assert ex.until - ex.since >= 600
+
+
+def test_loop_lag_scales_out_and_is_shown() -> None:
+    """Two pods under target in flight, but their event loops run 200 ms late (4x the
+    50 ms default): the gateway's own backlog, a scale-up, and loopLagMs in status.live."""
+    a = agent()
+    st = AgentState()
+    pods = {f"p{i}": Metrics() for i in range(2)}
+    now = T0
+    for _ in range(3):
+        for m in pods.values():
+            m.in_flight.set(1)
+            for _ in range(20):
+                m.record_request("chat", "sim/fast", "ok", False, 0.2, 1, 1)
+                m.loop_lag.observe(0.2)
+        out = evaluate(a, st, read(pods, now), 2, 0, 2, now)
+        now += 10
+    assert out.scale is not None and out.scale.reason == "ScaleUp", out.scale
+    assert "loop-lag" in out.scale.message and out.replicas == 6
+    assert out.fresh is not None
+    assert live_figures(st, out.fresh, 2)["loopLagMs"] == 200.0
+
+
 def test_projected_excess_downgrades_the_fleet() -> None:
     a = agent(budget={"dailyUSD": 100, "onProjectedExceed": "downgrade"})
     st = AgentState()

@@ -481,6 +481,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
             ("failoverMinCalls", 5),
             ("healthySeconds", 300),
             ("addedLatencyMs", 100),
+            ("loopLagMs", 100),
             ("staleHoldSeconds", 60),
         )
     },

@@ -28,6 +28,9 @@ class AutopilotThresholds(Model):
     added_latency_ms: Annotated[int, Field(ge=1, le=60_000)] = 250
     """The gateway's own time per request (request minus provider time) above which the
     operator scales out."""
+    loop_lag_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    """The pods' mean event-loop lag (how late a timer fires: the loop's own backlog) above
+    which the operator scales out."""
     stale_hold_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
     """How long the operator shows the last figures when the pods cannot be read (then they
     are absent, never zero)."""

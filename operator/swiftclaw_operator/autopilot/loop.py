@@ -186,6 +186,7 @@ def evaluate(
         float(scaling.target_concurrency or DEFAULT_TARGET_IN_FLIGHT),
         float(scaling.scale_down_window_seconds),
         added_latency_target_ms=float(th.added_latency_ms),
+        loop_lag_target_ms=float(th.loop_lag_ms),
     )
     if iv is not None or fresh.stale:
         sig = scale.ScaleSignals(
@@ -197,6 +198,7 @@ def evaluate(
             mean_latency_s=iv.mean_latency_s if iv else None,
             cpu_per_pod=iv.cpu_per_pod if iv else None,
             added_latency_ms=iv.added_latency_ms if iv else None,
+            loop_lag_ms=iv.loop_lag_ms if iv else None,
             stale=fresh.stale,
             complete=whole,
         )
@@ -318,6 +320,7 @@ def live_figures(state: AgentState, fresh: staleness.Freshness, pods: int) -> di
         "inFlight": iv.in_flight,
         "addedLatencyMs": iv.added_latency_ms,
         "cpuPerPod": iv.cpu_per_pod,
+        "loopLagMs": iv.loop_lag_ms,
         "activeUsers": iv.active_users,
     }
     out.update({k: round(v, 4) for k, v in figures.items() if v is not None})
