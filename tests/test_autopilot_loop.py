@@ -164,6 +164,27 @@ def test_loop_lag_scales_out_and_is_shown() -> None:
     assert live_figures(st, out.fresh, 2)["loopLagMs"] == 200.0
 
 
+def test_a_read_with_nothing_newer_is_no_interval() -> None:
+    """Figures taken at their source's time (Prometheus scrapes every 30 s, the autopilot
+    reads every 10 s): a read no newer than the last is no interval, never a quiet one, and
+    the next newer read spans the whole time since."""
+    a = agent()
+    st = AgentState()
+    pods = {"p0": Metrics(), "p1": Metrics()}
+    evaluate(a, st, read(pods, T0), 2, 0, 2, T0)
+    for m in pods.values():
+        for _ in range(300):
+            m.record_request("chat", "sim/fast", "ok", False, 0.2, 1, 1)
+    scraped = read(pods, T0 + 30)
+    rates = []
+    for step in range(1, 7):  # the operator at +10, +20, ... sees Prometheus's scrape at +30
+        out = evaluate(a, st, scraped if step >= 3 else read(pods, T0), 2, 0, 2, T0 + 10 * step)
+        rates.append(None if st.last is None else st.last.requests_per_second)
+        if step > 3:
+            assert out.scale is None  # nothing new: nothing decided
+    assert rates == [None, None, 20.0, 20.0, 20.0, 20.0]  # 600 requests over 30 s, once
+
+
 def test_projected_excess_downgrades_the_fleet() -> None:
     a = agent(budget={"dailyUSD": 100, "onProjectedExceed": "downgrade"})
     st = AgentState()

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import Model
+from .base import URL_PATTERN, Model
 
 
 class AutopilotThresholds(Model):
@@ -46,6 +46,13 @@ class AutopilotSpec(Model):
     budget downgrades; off: the HPA scales within spec.scaling."""
     interval_seconds: Annotated[int, Field(ge=5, le=300)] = 10
     """How often the operator reads every ready pod and decides."""
+    prometheus_url: Annotated[
+        str | None, Field(max_length=2048, pattern=URL_PATTERN, alias="prometheusURL")
+    ] = None
+    """A Prometheus server that scrapes the runtime pods (with namespace and pod labels, as a
+    ServiceMonitor's targets have): the operator reads the same series from its HTTP API
+    (/api/v1/query) instead of reading each pod. No user:password@ in the host; set
+    intervalSeconds to at least its scrape interval."""
     thresholds: AutopilotThresholds = AutopilotThresholds()
     """When the operator's autopilot acts."""
 
