@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,14 @@ def healthy(query: str) -> Any:
     )
 
 
+def stopped_scraping(query: str) -> Any:
+    """Every series there, and ``up`` 1, but from a scrape ten minutes old."""
+    old = time.time() - 600
+    if query.startswith("timestamp("):
+        return vector([item(p, "", old) for p in ("a", "b")])
+    return vector([item(p, n, 1) for p in ("a", "b") for n in ("up", x.IN_FLIGHT)])
+
+
 @pytest.fixture
 async def fake_prometheus() -> AsyncIterator[tuple[str, dict[str, Callable[[str], Any]]]]:
     """A real local HTTP server at /api/v1/query answering as ``behaviour['now']`` says."""
@@ -213,6 +222,7 @@ async def test_a_pod_is_read_only_from_its_own_healthy_series(
         (lambda q: "flood", "Prometheus: more than"),
         (lambda q: "stall", "Prometheus: no answer within"),
         (lambda q: vector([]), "no series in Prometheus"),  # nothing scraped: not zero
+        (stopped_scraping, "Prometheus last scraped it 6"),  # its lookback answers
     ],
 )
 async def test_a_broken_prometheus_fails_every_read_never_reads_empty(

@@ -10,9 +10,11 @@ target's labels are dropped, so a series reads as in the pod's own exposition.
 
 Bounded like a pod read: a timeout, a cap on the response's bytes, :data:`MAX_SERIES` per
 pod. Any failure (no answer, not 200, not a query result, an error status) fails every
-pod's read, and a pod without series, or whose last scrape failed (``up`` 0), fails its
-own: a failed read is never an empty one (KEDA reads a failed query as 0: kedacore/keda
-#965, #3064), so it shows as a partial read and then ``MetricsStale``.
+pod's read, and a pod without series, whose last scrape failed (``up`` 0), or whose last
+scrape is older than :data:`MAX_AGE_SECONDS` (a Prometheus that stopped scraping still
+answers from its 5 min lookback) fails its own: a failed read is never an empty one
+(KEDA reads a failed query as 0: kedacore/keda #965, #3064), so it shows as a partial
+read and then ``MetricsStale``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .scraper import Reader
 
 TIMEOUT_SECONDS = 5.0
 MAX_BYTES = 32 * 1024 * 1024
+MAX_AGE_SECONDS = 180.0
 UP = "up"
 # what Prometheus (and the Prometheus operator's relabelling) adds to a target's series
 TARGET_LABELS = frozenset(
@@ -80,7 +83,10 @@ def _point(item: Any) -> tuple[str, str, dict[str, str], float]:
 
 
 def samples_of(
-    series: list[dict[str, Any]], stamps: list[dict[str, Any]], pods: Sequence[str]
+    series: list[dict[str, Any]],
+    stamps: list[dict[str, Any]],
+    pods: Sequence[str],
+    now: float,
 ) -> tuple[dict[str, PodSample], dict[str, str]]:
     """The two queries' results into (samples by pod, why each failed pod failed)."""
     wanted = set(pods)
@@ -115,6 +121,8 @@ def samples_of(
                 if pod in up
                 else "no series in Prometheus (not scraped yet?)"
             )
+        elif now - at[pod] > MAX_AGE_SECONDS:
+            failed[pod] = f"Prometheus last scraped it {now - at[pod]:.0f}s ago"
         elif not kept[pod]:
             failed[pod] = "Prometheus holds none of the wanted series for it"
         else:
@@ -149,7 +157,7 @@ async def read(
             if isinstance(body, str):
                 raise ValueError(body)
             answers.append(vector(body))
-        samples, missing = samples_of(answers[0], answers[1], named)
+        samples, missing = samples_of(answers[0], answers[1], named, reader.clock())
     except ValueError as err:
         return {}, {**failed, **{p: f"Prometheus: {str(err)[:100]}" for p in named}}
     return samples, {**failed, **missing}
