@@ -127,6 +127,30 @@ def test_error_rate_and_breakers_are_read_per_model() -> None:
     assert iv.success_rate == 0.0
 
 
+def test_loop_lag_retry_after_and_active_users_are_read() -> None:
+    """The pods' mean loop lag over the interval (histogram deltas: the lag before the
+    interval does not count), the longest Retry-After a pod still waits per provider, and
+    today's distinct users (a count, never a label per user)."""
+    a, b = Metrics(), Metrics()
+    a.loop_lag.observe(5.0)  # before the interval
+    prev = {"a": read("a", T0, a), "b": read("b", T0, b)}
+    for lag in (0.01, 0.03):
+        a.loop_lag.observe(lag)
+    b.loop_lag.observe(0.05)
+    waits = {"a": 0.0, "b": 42.0}
+    a.track_retry_after("sim", lambda: waits["a"])
+    b.track_retry_after("sim", lambda: waits["b"])
+    b.track_retry_after("backup", lambda: 0.0)
+    a.active_users.set(7)
+    b.active_users.set(9)
+    iv = interval(prev, {"a": read("a", T0 + 10, a), "b": read("b", T0 + 10, b)}, T0, T0 + 10)
+    assert iv.loop_lag_ms == pytest.approx(30.0)
+    assert iv.retry_after_of("sim/fast") == 42.0
+    assert iv.retry_after_of("backup/slow") is None  # 0: nothing to wait
+    assert iv.active_users == 9
+    assert interval(prev, prev, T0, T0 + 10).loop_lag_ms is None  # no sample: absent, not 0
+
+
 # --- staleness --------------------------------------------------------------------------
 
 
@@ -186,6 +210,11 @@ def warmed(latency: float = 0.5) -> scale.ScaleHistory:
         (signals(19, 16.0), 20, "ScaleUp"),  # maxReplicas
         (signals(2, 4.0, cpu_per_pod=1.4), 4, "ScaleUp"),  # the event loop's CPU
         (signals(2, 4.0, added_latency_ms=600.0), 5, "ScaleUp"),  # the gateway's own latency
+        (signals(2, 4.0, loop_lag_ms=150.0), 6, "ScaleUp"),  # the loop's backlog: 3x target
+        (signals(2, 4.0, loop_lag_ms=40.0), 2, "Steady"),  # under its target
+        (signals(4, 1.0, loop_lag_ms=150.0, current=4), 8, "ScaleUp"),  # lag drives, not load
+        # a slow provider shows in in-flight, not in the loop's lag: no scale-out
+        (signals(2, 20.0, latency=10.0, loop_lag_ms=2.0), 2, "ProviderBound"),
         # the provider 20x slower at the same rate: in flight 20x, but not the gateway's doing
         (signals(2, 20.0, latency=10.0), 2, "ProviderBound"),
         # the interval it begins: the gauge up 20x, no slow request finished yet
@@ -264,7 +293,12 @@ FSPEC = failover.FailoverSpec(error_rate=0.5, min_calls=20, healthy_seconds=60)
 
 
 def fleet(
-    pods: int, open_on: int = 0, calls: int = 0, failed: int = 0, kind: str = "timeout"
+    pods: int,
+    open_on: int = 0,
+    calls: int = 0,
+    failed: int = 0,
+    kind: str = "timeout",
+    retry_after: dict[str, float] | None = None,  # provider -> the longest wait a pod has left
 ) -> Interval:
     up: dict[tuple[str, str, str], float] = {}
     if calls:
@@ -275,16 +309,15 @@ def fleet(
         pods=pods,
         breakers={"sim/fast": [1.0] * open_on + [0.0] * (pods - open_on)},
         upstream_calls=up,
+        retry_after=retry_after or {},
     )
 
 
-def run_failover(
-    ivs: list[Interval], retry_after: dict[str, float] | None = None
-) -> list[failover.FailoverResult]:
+def run_failover(ivs: list[Interval]) -> list[failover.FailoverResult]:
     state: dict[str, failover.ModelState] = {}
     out = []
     for i, iv in enumerate(ivs):
-        r = failover.decide(TIERS, iv, state, FSPEC, T0 + 10 * i, retry_after)
+        r = failover.decide(TIERS, iv, state, FSPEC, T0 + 10 * i)
         state = r.models
         out.append(r)
     return out
@@ -314,14 +347,32 @@ def test_failover_trigger(ivs: list[Interval], started_at: int | None, cause: st
 
 @pytest.mark.parametrize(
     ("kind", "retry_after", "hold"),
-    [("timeout", None, 60), ("auth", None, 1800), ("rate_limited", {"sim/fast": 90.0}, 90)],
+    [
+        ("timeout", None, 60),
+        ("auth", None, 1800),
+        ("rate_limited", None, 60),  # no Retry-After seen: the class's hold
+        ("rate_limited", {"sim": 90.0}, 90),  # the provider's Retry-After, a pod's wait left
+        ("rate_limited", {"sim": 5.0}, 5),  # a short one too: honoured, not lengthened
+        ("rate_limited", {"backup": 90.0}, 60),  # another provider's wait is not this one's
+        ("timeout", {"sim": 600.0}, 600),  # whatever the cause: never back before it
+        ("auth", {"sim": 600.0}, 1800),
+    ],
 )
 def test_failure_class_sets_the_hold(
     kind: str, retry_after: dict[str, float] | None, hold: float
 ) -> None:
-    bad = fleet(4, calls=100, failed=90, kind=kind)
-    r = run_failover([bad, bad], retry_after)[-1]
+    bad = fleet(4, calls=100, failed=90, kind=kind, retry_after=retry_after)
+    r = run_failover([bad, bad])[-1]
     assert r.exclusions[0].until - r.exclusions[0].since == hold
+
+
+def test_a_longer_retry_after_while_out_extends_the_hold() -> None:
+    bad = fleet(4, calls=100, failed=90, kind="rate_limited", retry_after={"sim": 30.0})
+    # out at 10 s until 40 s; at 20 s a pod reports 120 s left: out until 140 s, not 40 s
+    later = fleet(4, retry_after={"sim": 120.0})
+    results = run_failover([bad, bad, later, fleet(4), fleet(4)])
+    assert results[1].exclusions[0].until == T0 + 10 + 30
+    assert [r.exclusions[0].until for r in results[2:]] == [T0 + 20 + 120] * 3
 
 
 def test_failback_after_a_healthy_window_one_flip_each_way() -> None:

@@ -122,6 +122,69 @@ def test_a_failing_model_goes_into_the_fleet_document() -> None:
     )
 
 
+def test_a_429_wave_keeps_the_model_out_for_the_pods_retry_after() -> None:
+    """Every call to sim/fast is a 429 and the pods wait out a Retry-After of 600 s: the
+    fleet document keeps it out for that long, not the class's default 60 s."""
+    a = agent()
+    st = AgentState()
+    pods = {f"p{i}": Metrics() for i in range(2)}
+    for m in pods.values():
+        m.track_retry_after("sim", lambda: 600.0)
+    now = T0
+    for _ in range(3):
+        for m in pods.values():
+            for _ in range(20):
+                m.record_upstream("sim", "fast", "rate_limited", 0.01)
+        out = evaluate(a, st, read(pods, now), 2, 0, 2, now)
+        now += 10
+    assert out.fleet is not None
+    [ex] = out.fleet.excluded
+    assert (ex.model, ex.cause) == ("sim/fast", "rate-limited")
+    assert ex.until - ex.since >= 600
+
+
+def test_loop_lag_scales_out_and_is_shown() -> None:
+    """Two pods under target in flight, but their event loops run 200 ms late (4x the
+    50 ms default): the gateway's own backlog, a scale-up, and loopLagMs in status.live."""
+    a = agent()
+    st = AgentState()
+    pods = {f"p{i}": Metrics() for i in range(2)}
+    now = T0
+    for _ in range(3):
+        for m in pods.values():
+            m.in_flight.set(1)
+            for _ in range(20):
+                m.record_request("chat", "sim/fast", "ok", False, 0.2, 1, 1)
+                m.loop_lag.observe(0.2)
+        out = evaluate(a, st, read(pods, now), 2, 0, 2, now)
+        now += 10
+    assert out.scale is not None and out.scale.reason == "ScaleUp", out.scale
+    assert "loop-lag" in out.scale.message and out.replicas == 6
+    assert out.fresh is not None
+    assert live_figures(st, out.fresh, 2)["loopLagMs"] == 200.0
+
+
+def test_a_read_with_nothing_newer_is_no_interval() -> None:
+    """Figures taken at their source's time (Prometheus scrapes every 30 s, the autopilot
+    reads every 10 s): a read no newer than the last is no interval, never a quiet one, and
+    the next newer read spans the whole time since."""
+    a = agent()
+    st = AgentState()
+    pods = {"p0": Metrics(), "p1": Metrics()}
+    evaluate(a, st, read(pods, T0), 2, 0, 2, T0)
+    for m in pods.values():
+        for _ in range(300):
+            m.record_request("chat", "sim/fast", "ok", False, 0.2, 1, 1)
+    scraped = read(pods, T0 + 30)
+    rates = []
+    for step in range(1, 7):  # the operator at +10, +20, ... sees Prometheus's scrape at +30
+        out = evaluate(a, st, scraped if step >= 3 else read(pods, T0), 2, 0, 2, T0 + 10 * step)
+        rates.append(None if st.last is None else st.last.requests_per_second)
+        if step > 3:
+            assert out.scale is None  # nothing new: nothing decided
+    assert rates == [None, None, 20.0, 20.0, 20.0, 20.0]  # 600 requests over 30 s, once
+
+
 def test_projected_excess_downgrades_the_fleet() -> None:
     a = agent(budget={"dailyUSD": 100, "onProjectedExceed": "downgrade"})
     st = AgentState()

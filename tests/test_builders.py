@@ -474,6 +474,11 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
         None,
     ),
     "autopilot.intervalSeconds": (setter("autopilot.intervalSeconds", 30), set(), None),
+    "autopilot.prometheusURL": (
+        setter("autopilot.prometheusURL", "http://prometheus.monitoring.svc:9090"),
+        set(),
+        None,
+    ),
     **{
         f"autopilot.thresholds.{name}": (setter(f"autopilot.thresholds.{name}", value), set(), None)
         for name, value in (
@@ -481,6 +486,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str], Mutation | None]] = {
             ("failoverMinCalls", 5),
             ("healthySeconds", 300),
             ("addedLatencyMs", 100),
+            ("loopLagMs", 100),
             ("staleHoldSeconds", 60),
         )
     },

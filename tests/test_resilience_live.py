@@ -188,6 +188,43 @@ def test_retry_after_is_honoured_before_calling_the_provider_again(launch: Launc
     assert all(t - arrivals[0] >= 2.0 for t in arrivals[1:]), arrivals
 
 
+def test_the_wait_a_429_asked_for_and_the_loop_lag_are_exported(launch: Launcher) -> None:
+    """What the operator's autopilot reads: the Retry-After a pod still waits out per
+    provider (capped by maxRetryAfterSeconds, counting down, 0 for the others) and the
+    event loop's lag, sampled by the runtime itself with no request needed."""
+    only, other = launch.sim(), launch.sim()
+    rt = launch.runtime(
+        manifest(
+            [openai_provider("only", only), openai_provider("other", other)],
+            [{"name": "t", "model": "only/m"}, {"name": "u", "model": "other/m"}],
+            reliability={"retry": {"maxAttempts": 1, "maxRetryAfterSeconds": 300}},
+        )
+    )
+    control(only, mode="ratelimit", count=1, retryAfter=3600)
+    with pytest.raises(openai.APIStatusError):
+        client(rt).chat.completions.create(model="t", messages=[{"role": "user", "content": "x"}])
+
+    def gauge(name: str, provider: str) -> float:
+        prefix = f'{name}{{provider="{provider}"}} '
+        [line] = [ln for ln in metrics(rt).splitlines() if ln.startswith(prefix)]
+        return float(line[len(prefix) :])
+
+    wait = gauge("swiftclaw_upstream_retry_after_seconds", "only")
+    assert 250 < wait <= 300  # the cap, counting down
+    assert gauge("swiftclaw_upstream_retry_after_seconds", "other") == 0.0
+    deadline = time.monotonic() + 60
+    count = 0.0
+    while count < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        line = next(
+            ln
+            for ln in metrics(rt).splitlines()
+            if ln.startswith("swiftclaw_event_loop_lag_seconds_count ")
+        )
+        count = float(line.split()[-1])
+    assert count >= 2  # sampled every half second
+
+
 def test_hanging_upstream_times_out_within_the_deadline(launch: Launcher) -> None:
     hung = launch.sim()
     rt = launch.runtime(

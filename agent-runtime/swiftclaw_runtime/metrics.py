@@ -402,6 +402,21 @@ class Metrics:
             ["file", "outcome"],
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "swiftclaw_event_loop_lag_seconds",
+            "How late the event loop ran a timer, sampled every half second by one task "
+            "(the loop's backlog: what the operator's autopilot scales on besides CPU).",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.retry_after = Gauge(
+            "swiftclaw_upstream_retry_after_seconds",
+            "Seconds this pod still waits before calling the provider again, from the "
+            "Retry-After of its last 429 (capped by reliability.retry.maxRetryAfterSeconds); "
+            "0 when it may call (the operator keeps a rate-limited model out at least this long).",
+            ["provider"],
+            registry=r,
+        )
         # process_resident_memory_bytes, process_open_fds, ...: what a soak watches.
         ProcessCollector(registry=r)
         # python_gc_objects_collected_total: reference cycles a request path leaves behind
@@ -469,6 +484,10 @@ class Metrics:
         """Export a provider's connection figures, read when metrics are scraped."""
         self.connections_in_use.labels(provider).set_function(lambda: read()[0])
         self.connections_open.labels(provider).set_function(lambda: read()[1])
+
+    def track_retry_after(self, provider: str, read: Callable[[], float]) -> None:
+        """Export a provider's remaining Retry-After wait, read when metrics are scraped."""
+        self.retry_after.labels(provider).set_function(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

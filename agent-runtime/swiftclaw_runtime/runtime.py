@@ -13,6 +13,7 @@ from .config import AgentPolicy, LoadedConfig
 from .credentials import resolve_provider_key
 from .dispatch import Dispatcher
 from .health import Health
+from .looplag import LoopLag
 from .metrics import Metrics
 from .overrides import Fleet, fleet_path
 from .prompt import ContextSources
@@ -78,6 +79,9 @@ class Runtime:
         )
         self.reloader.load_fleet()
         self.dispatcher = Dispatcher(self.policy, self.providers, self.metrics, fleet=self.fleet)
+        for name, cooldown in self.dispatcher.cooldowns.items():
+            self.metrics.track_retry_after(name, cooldown.wait)
+        self.loop_lag = LoopLag(self.metrics.loop_lag)
         self.health = Health(
             self.providers, self.dispatcher, self.options.redis_url, self.state_redis_url
         )
@@ -155,6 +159,7 @@ class Runtime:
                 self.policy.cache.redis.fallback_replicas,
             )
         self.reloader.start()
+        self.loop_lag.start()
         self.health.started = True
         log.info(
             "agent %s/%s serving tiers %s",
@@ -165,6 +170,7 @@ class Runtime:
 
     async def shutdown(self) -> None:
         await self.reloader.stop()
+        await self.loop_lag.stop()
         await self.cache.close()
         await self.context.close()
         await self.spend.close()

@@ -93,12 +93,14 @@ class LiveFigures(Model):
     """The gateway's own time per request in ms: request time minus the provider calls' time."""
     cpu_per_pod: float | None = None
     """CPU cores used per pod."""
+    loop_lag_ms: float | None = None
+    """The pods' mean event-loop lag in ms (how late a timer fires: the gateway's backlog)."""
     burn_usd_per_hour: Annotated[float | None, Field(alias="burnUSDPerHour")] = None
     """Spend rate over the last hour in USD."""
     projected_usd: Annotated[float | None, Field(alias="projectedUSD")] = None
     """Spend projected at the budget period's end in USD."""
     active_users: float | None = None
-    """Users with a request in the last interval."""
+    """Distinct users today (the shared count in Redis; without Redis, the largest pod's own)."""
     routing_mix: Annotated[dict[str, float], Field(max_length=64)] = {}
     """Share of requests per tier."""
     breakers_open: Annotated[dict[str, int], Field(max_length=256)] = {}

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import Model
+from .base import URL_PATTERN, Model
 
 
 class AutopilotThresholds(Model):
@@ -28,6 +28,9 @@ class AutopilotThresholds(Model):
     added_latency_ms: Annotated[int, Field(ge=1, le=60_000)] = 250
     """The gateway's own time per request (request minus provider time) above which the
     operator scales out."""
+    loop_lag_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    """The pods' mean event-loop lag (how late a timer fires: the loop's own backlog) above
+    which the operator scales out."""
     stale_hold_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
     """How long the operator shows the last figures when the pods cannot be read (then they
     are absent, never zero)."""
@@ -43,6 +46,13 @@ class AutopilotSpec(Model):
     budget downgrades; off: the HPA scales within spec.scaling."""
     interval_seconds: Annotated[int, Field(ge=5, le=300)] = 10
     """How often the operator reads every ready pod and decides."""
+    prometheus_url: Annotated[
+        str | None, Field(max_length=2048, pattern=URL_PATTERN, alias="prometheusURL")
+    ] = None
+    """A Prometheus server that scrapes the runtime pods (with namespace and pod labels, as a
+    ServiceMonitor's targets have): the operator reads the same series from its HTTP API
+    (/api/v1/query) instead of reading each pod. No user:password@ in the host; set
+    intervalSeconds to at least its scrape interval."""
     thresholds: AutopilotThresholds = AutopilotThresholds()
     """When the operator's autopilot acts."""
 

@@ -75,6 +75,9 @@ class Interval:
     cache_hits: float = 0.0
     cache_lookups: float = 0.0
     cpu_seconds: float = 0.0
+    loop_lag_sum: float = 0.0  # seconds of lag over the pods' samples of it
+    loop_lag_count: float = 0.0
+    retry_after: dict[str, float] = field(default_factory=dict)  # provider -> longest wait
     budget_used: dict[str, float] = field(default_factory=dict)  # scope -> ratio (ledger)
     active_users: float | None = None
 
@@ -129,6 +132,19 @@ class Interval:
         return self.cpu_seconds / self.seconds / self.pods
 
     @property
+    def loop_lag_ms(self) -> float | None:
+        """The pods' mean event-loop lag over the interval."""
+        if self.loop_lag_count <= 0:
+            return None
+        return self.loop_lag_sum / self.loop_lag_count * 1000.0
+
+    def retry_after_of(self, model: str) -> float | None:
+        """The longest Retry-After wait a pod has left for the provider of ``model``
+        (``provider/model``), None when none waits."""
+        wait = self.retry_after.get(model.split("/", 1)[0], 0.0)
+        return wait if wait > 0 else None
+
+    @property
     def cache_hit_rate(self) -> float | None:
         return self.cache_hits / self.cache_lookups if self.cache_lookups > 0 else None
 
@@ -181,6 +197,7 @@ def interval(
     tenant_cost: dict[str, float] = defaultdict(float)
     breakers: dict[str, list[float]] = defaultdict(list)
     budget_used: dict[str, float] = {}
+    retry_after: dict[str, float] = {}
     sums: dict[str, float] = defaultdict(float)
     in_flight = 0.0
     users: float | None = None
@@ -198,6 +215,9 @@ def interval(
                 budget_used[scope] = max(budget_used.get(scope, 0.0), value)
             elif metric == x.ACTIVE_USERS:
                 users = max(users or 0.0, value)
+            elif metric == x.RETRY_AFTER:
+                provider = labels.get("provider", "")
+                retry_after[provider] = max(retry_after.get(provider, 0.0), value)
         for key, delta in pod_deltas(prev.get(name), sample, prev_at).items():
             metric, labels = key[0], _labels(key)
             if metric == x.REQUESTS:
@@ -219,7 +239,14 @@ def interval(
                 lookups += delta
                 if labels.get("result") == "hit":
                     hits += delta
-            elif metric in (x.REQUEST_SUM, x.REQUEST_COUNT, x.UPSTREAM_SUM, x.CPU):
+            elif metric in (
+                x.REQUEST_SUM,
+                x.REQUEST_COUNT,
+                x.UPSTREAM_SUM,
+                x.CPU,
+                x.LOOP_LAG_SUM,
+                x.LOOP_LAG_COUNT,
+            ):
                 sums[metric] += delta
     return Interval(
         seconds=max(0.0, now - prev_at),
@@ -238,6 +265,9 @@ def interval(
         cache_hits=hits,
         cache_lookups=lookups,
         cpu_seconds=sums[x.CPU],
+        loop_lag_sum=sums[x.LOOP_LAG_SUM],
+        loop_lag_count=sums[x.LOOP_LAG_COUNT],
+        retry_after=retry_after,
         budget_used=budget_used,
         active_users=users,
     )

@@ -32,6 +32,9 @@ TENANT_COST = "swiftclaw_tenant_cost_usd_total"
 CACHE_LOOKUPS = "swiftclaw_cache_lookups_total"
 BUDGET_USED = "swiftclaw_budget_used_ratio"
 ACTIVE_USERS = "swiftclaw_active_users_today"
+LOOP_LAG_SUM = "swiftclaw_event_loop_lag_seconds_sum"
+LOOP_LAG_COUNT = "swiftclaw_event_loop_lag_seconds_count"
+RETRY_AFTER = "swiftclaw_upstream_retry_after_seconds"
 CPU = "process_cpu_seconds_total"
 STARTED = "process_start_time_seconds"
 
@@ -47,10 +50,12 @@ COUNTERS = frozenset(
         COST,
         TENANT_COST,
         CACHE_LOOKUPS,
+        LOOP_LAG_SUM,
+        LOOP_LAG_COUNT,
         CPU,
     }
 )
-GAUGES = frozenset({IN_FLIGHT, BREAKER, BUDGET_USED, ACTIVE_USERS, STARTED})
+GAUGES = frozenset({IN_FLIGHT, BREAKER, BUDGET_USED, ACTIVE_USERS, RETRY_AFTER, STARTED})
 WANTED = COUNTERS | GAUGES
 
 

@@ -4,7 +4,9 @@ A model is failing fleet-wide when its breaker is open on at least half of the r
 or when its calls failed at ``error_rate`` or more, with at least ``min_calls`` calls, in
 two intervals in a row. Out it goes from every chain it is in (never a chain's last model:
 a tier keeps something to try), for a hold that depends on why: a key or billing failure
-(401/403) keeps it out far longer than timeouts, a 429 for its ``Retry-After``. When the
+(401/403) keeps it out far longer than timeouts, a 429 for its ``Retry-After``; whatever
+the cause, a model is never let back while a pod still waits out its provider's
+``Retry-After`` (the pods export the wait left: :attr:`Interval.retry_after`). When the
 hold ends the pods try it again (the exclusion's ``until`` passes); a failure then takes it
 out again for twice the hold, in the same episode; ``healthy_seconds`` of clean traffic (no
 open breaker, errors under half the threshold: hysteresis) ends the episode.
@@ -91,7 +93,6 @@ def decide(
     previous: Mapping[str, ModelState],
     spec: FailoverSpec,
     now: float,
-    retry_after: Mapping[str, float] | None = None,
 ) -> FailoverResult:
     """One interval's failover decisions for every model in ``tiers`` (tier -> its chain)."""
     models: dict[str, ModelState] = {}
@@ -109,17 +110,21 @@ def decide(
         unhealthy = opened or (rate is not None and rate >= spec.error_rate / 2)
         st = replace(st, streak=streak)
 
-        def hold(c: FailoverCause, backoff: int, model: str = model) -> float:
-            if c == "rate-limited" and retry_after and model in retry_after:
-                return retry_after[model] * backoff
-            return spec.holds[c] * backoff
+        wait = iv.retry_after_of(model)
+
+        def hold(c: FailoverCause, backoff: int, wait: float | None = wait) -> float:
+            """Out for the cause's hold (a 429's own Retry-After, when a pod saw one), and
+            never less than the Retry-After a pod still waits out."""
+            base = wait if c == "rate-limited" and wait else spec.holds[c]
+            return max(base * backoff, wait or 0.0)
 
         if st.out_since is None:
             if failing:
                 st = ModelState(streak, now, now + hold(cause, 1), cause, 1, None)
                 started.append((model, cause, why))
         elif now < st.until:
-            pass  # held out: no traffic reaches it, nothing to learn
+            if wait:  # held out, nothing to learn; a longer Retry-After since extends it
+                st = replace(st, until=max(st.until, now + wait))
         elif failing:  # tried again and failed again: out for longer, same episode
             backoff = min(st.backoff * 2, MAX_BACKOFF)
             st = replace(

@@ -1,7 +1,8 @@
 """The autopilot's loop: one kopf daemon per AgentDeployment with ``spec.autopilot.enabled``.
 
 Every ``intervalSeconds`` it lists the agent's ready runtime pods (:func:`runtime_pods`,
-the one place that lists them), reads them (:mod:`.scraper`), runs the pure decisions and
+the one place that lists them), reads them (:mod:`.scraper`; or their series in Prometheus
+when ``prometheusURL`` is set: :mod:`.promapi`), runs the pure decisions and
 writes what changed: the HPA's bounds (through the status, so that every reconcile
 writes the same ``minReplicas`` = ``maxReplicas``: see ``resources.runtime.build_hpa``),
 the ``<agent>-fleet`` ConfigMap the pods re-read (the failover and budget overrides),
@@ -42,7 +43,7 @@ from ..reconcile import agent_from, owned
 from ..resources.common import MANAGED_BY, Agent, metadata, with_spec_hash
 from ..resources.registry import CONFIGMAP, POD
 from ..resources.runtime import COMPONENT, build_hpa
-from . import budget, episodes, failover, recent, scale, spikes, staleness, webhook
+from . import budget, episodes, failover, promapi, recent, scale, spikes, staleness, webhook
 from .aggregate import Interval, interval
 from .exposition import PodSample
 from .scraper import Reader, pod_target
@@ -172,11 +173,14 @@ def evaluate(
     )
     out.fresh = fresh
     iv: Interval | None = None
-    if whole:
+    # the interval ends when its newest figures were taken (a pod read now; Prometheus's
+    # last scrape): a read with nothing newer than the last one is no interval, not a quiet one
+    taken = max((sample.at for sample in samples.values()), default=now)
+    if whole and (state.sampled_at is None or taken > state.sampled_at):
         if state.sampled_at is not None:
-            iv = interval(state.samples, samples, state.sampled_at, now)
+            iv = interval(state.samples, samples, state.sampled_at, taken)
             state.last = iv
-        state.samples, state.sampled_at = samples, now
+        state.samples, state.sampled_at = samples, taken
 
     # scale: on the gateway's own work; holds while stale
     scaling = agent.spec.scaling
@@ -186,6 +190,7 @@ def evaluate(
         float(scaling.target_concurrency or DEFAULT_TARGET_IN_FLIGHT),
         float(scaling.scale_down_window_seconds),
         added_latency_target_ms=float(th.added_latency_ms),
+        loop_lag_target_ms=float(th.loop_lag_ms),
     )
     if iv is not None or fresh.stale:
         sig = scale.ScaleSignals(
@@ -197,6 +202,7 @@ def evaluate(
             mean_latency_s=iv.mean_latency_s if iv else None,
             cpu_per_pod=iv.cpu_per_pod if iv else None,
             added_latency_ms=iv.added_latency_ms if iv else None,
+            loop_lag_ms=iv.loop_lag_ms if iv else None,
             stale=fresh.stale,
             complete=whole,
         )
@@ -318,6 +324,7 @@ def live_figures(state: AgentState, fresh: staleness.Freshness, pods: int) -> di
         "inFlight": iv.in_flight,
         "addedLatencyMs": iv.added_latency_ms,
         "cpuPerPod": iv.cpu_per_pod,
+        "loopLagMs": iv.loop_lag_ms,
         "activeUsers": iv.active_users,
     }
     out.update({k: round(v, 4) for k, v in figures.items() if v is not None})
@@ -466,8 +473,13 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
     if state.fleet is None:
         state.fleet = await load_fleet(memo, agent) or (0, "")
     ready, pending = await runtime_pods(memo, namespace, name)
-    targets = [t for p in ready if (t := pod_target(p)) is not None]
-    samples, failed = await shared.reader.read(targets)
+    prometheus_url = agent.spec.autopilot.prometheus_url
+    if prometheus_url:
+        pods = [str(p["metadata"].get("name", "")) for p in ready]
+        samples, failed = await promapi.read(shared.reader, prometheus_url, namespace, pods)
+    else:
+        targets = [t for p in ready if (t := pod_target(p)) is not None]
+        samples, failed = await shared.reader.read(targets)
     AUTOPILOT_READS.labels("ok").inc(len(samples))
     AUTOPILOT_READS.labels("failed").inc(len(failed))
     now = float(shared.clock())

@@ -5,7 +5,8 @@ target): requests in flight *at the fleet's usual latency* against the per-pod t
 (Little's law: in flight = rate x latency; the rate is the requests finished per second,
 so a provider's slowness is not counted, not even in the interval it begins, when the
 gauge has risen and no slow request has finished yet), the event loop's CPU against
-``cpu_target``, the gateway's added latency against its target. When raw in flight is
+``cpu_target``, its lag (how late a timer fires: the loop's backlog) against
+``loop_lag_target_ms``, the gateway's added latency against its target. When raw in flight is
 over target only because requests take longer upstream, the decision is
 ``ProviderBound``: more pods would only multiply retries.
 
@@ -37,6 +38,7 @@ class ScaleSpec:
     scale_down_window: float  # seconds
     cpu_target: float = 0.7  # cores per pod
     added_latency_target_ms: float = 250.0
+    loop_lag_target_ms: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class ScaleSignals:
     stale: bool = False
     complete: bool = True
     rate_per_pod: float | None = None  # requests finished per second
+    loop_lag_ms: float | None = None  # the pods' mean event-loop lag
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ def load_ratio(spec: ScaleSpec, s: ScaleSignals, usual: float | None) -> tuple[f
         ratios["cpu"] = s.cpu_per_pod / spec.cpu_target
     if s.added_latency_ms is not None:
         ratios["added-latency"] = s.added_latency_ms / spec.added_latency_target_ms
+    if s.loop_lag_ms is not None:
+        ratios["loop-lag"] = s.loop_lag_ms / spec.loop_lag_target_ms
     driver = max(ratios, key=lambda k: ratios[k])
     return ratios[driver], raw, driver
 

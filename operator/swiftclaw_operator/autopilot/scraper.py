@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,6 +23,8 @@ from .exposition import PodSample, parse
 MAX_BYTES = 4 * 1024 * 1024  # a runtime's exposition is tens of KB
 TIMEOUT_SECONDS = 2.0
 CONCURRENCY = 32
+# the session does not decompress (a compressed body's size is no bound on what it holds)
+IDENTITY = {"Accept-Encoding": "identity"}
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,7 @@ class Reader:
 
     async def read(self, targets: Sequence[Target]) -> tuple[dict[str, PodSample], dict[str, str]]:
         """(samples by pod, why each failed pod failed)."""
-        session = self.session()
-        results = await asyncio.gather(*(self._read_one(session, t) for t in targets))
+        results = await asyncio.gather(*(self._read_one(t) for t in targets))
         samples: dict[str, PodSample] = {}
         failed: dict[str, str] = {}
         for target, result in zip(targets, results, strict=True):
@@ -84,25 +85,50 @@ class Reader:
                 failed[target.pod] = result
         return samples, failed
 
-    async def _read_one(self, session: aiohttp.ClientSession, t: Target) -> PodSample | str:
+    async def _read_one(self, t: Target) -> PodSample | str:
+        body = await self.fetch(t.url)
+        if isinstance(body, str):
+            return body
+        at = self.clock()
+        try:
+            return parse(t.pod, at, body.decode("utf-8", "replace"))
+        except ValueError as err:
+            return f"not a Prometheus exposition: {str(err)[:100]}"
+
+    async def fetch(
+        self,
+        url: str,
+        form: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        max_bytes: int | None = None,
+    ) -> bytes | str:
+        """The body of a GET of ``url`` (a form POST with ``form``), or why there is none:
+        within one of the slots every read shares, in ``timeout`` seconds and ``max_bytes``
+        bytes at most (the reader's own by default)."""
+        session = self.session()
         assert self._slots is not None
+        timeout = self.timeout if timeout is None else timeout
+        limit = self.max_bytes if max_bytes is None else max_bytes
         async with self._slots:
             try:
-                async with asyncio.timeout(self.timeout):
-                    async with session.get(t.url, allow_redirects=False) as resp:
+                async with asyncio.timeout(timeout):
+                    async with session.request(
+                        "POST" if form is not None else "GET",
+                        url,
+                        data=form,
+                        headers=IDENTITY,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=timeout),
+                    ) as resp:
                         if resp.status != 200:
                             return f"HTTP {resp.status}"
                         body = bytearray()
                         async for chunk in resp.content.iter_chunked(65_536):
                             body += chunk
-                            if len(body) > self.max_bytes:
-                                return f"more than {self.max_bytes} bytes"
-                at = self.clock()
+                            if len(body) > limit:
+                                return f"more than {limit} bytes"
             except TimeoutError:
-                return f"no answer within {self.timeout:g}s"
+                return f"no answer within {timeout:g}s"
             except aiohttp.ClientError as err:
                 return f"{type(err).__name__}"
-        try:
-            return parse(t.pod, at, body.decode("utf-8", "replace"))
-        except ValueError as err:
-            return f"not a Prometheus exposition: {str(err)[:100]}"
+        return bytes(body)
