@@ -35,7 +35,7 @@ CONTROL_PLANE := $(if $(filter local,$(or $(E2E_CLUSTER),local)),control-plane)
 # (conftest.py groups them); most of the suite waits on real processes, not on the CPU.
 PYTEST_WORKERS ?= 2
 test: install $(CONTROL_PLANE) seaweedfs monitoring  ## every test: unit, integration over real processes, the alert path through Prometheus and Alertmanager, and e2e on the local cluster
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests e2e
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests e2e
 
 test-monitoring: install monitoring  ## only the monitoring tests: promtool rule tests, the alert path, the dashboard's queries
 	$(BIN)/pytest -m monitoring tests
