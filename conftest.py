@@ -13,7 +13,6 @@ import pytest
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
-
 def _first(item: pytest.Item) -> int:
     """Where a test goes in the run: the cluster's first, then the monitoring ones (the alert
     path waits out a 5 min ``for``), then the rest, so the long ones start early."""
@@ -36,9 +35,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     Module-scoped fixtures (runtimes, Redis) start once per module this way too. xdist's own
     ``--dist loadgroup`` relies on renaming items, which pytest 9 no longer honours.
     """
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
-    class ClusterOnOneWorker(LoadScopeScheduling):
+    class ClusterOnOneWorker(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return "e2e" if nodeid.startswith("e2e/") else nodeid.split("::", 1)[0]
 
