@@ -31,7 +31,7 @@ from .api import API_GROUP, API_VERSION, KIND, PLURAL
 from .autopilot import loop as autopilot_loop
 from .autopilot.loop import Shared
 from .autopilot.scraper import Reader
-from .cache import ChildCache
+from .cache import KOPF_DIFFBASE_KEY, ChildCache
 from .failures import classify, retry_delay
 from .kube import Auth, Kube
 from .locks import KeyedLocks
@@ -122,7 +122,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None
     # kopf's bookkeeping in annotations under our own prefix, no status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
+        prefix=API_GROUP, key=KOPF_DIFFBASE_KEY
     )
     # kopf's own Events for what goes wrong in it; ours say what happens to the agent.
     settings.posting.enabled = True
