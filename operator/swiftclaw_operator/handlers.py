@@ -11,7 +11,9 @@ delay and post an Event per attempt.
 
 Reconciles and status refreshes read the children and the agents from the watch-fed
 :class:`~.cache.ChildCache`, filled before any handler runs (startup waits for it); a
-change to a child the status looks at schedules a refresh of its agent's status.
+change to a child the status looks at schedules a refresh of its agent's status, written
+at once when it makes an Event (:func:`.status.urgent`), else together with the changes
+that follow within STATUS_SETTLE_SECONDS.
 """
 
 from __future__ import annotations
