@@ -147,36 +147,6 @@ def test_spec_change_rolls_pods_and_writes_only_the_config(
     wait_condition(cluster, ns, "agent", "Ready", "True")
 
 
-def test_a_new_agent_starts_at_min_replicas_and_keeps_them_after_an_apply(
-    cluster: Cluster, operator: Operator, ns: str
-) -> None:
-    """Created at the HPA's lower bound (2), not at 1 and raised by the HPA's first sync (a
-    new agent was Ready on one pod, then not Ready, then Ready again: two status writes
-    and two Events more per agent); the first apply after the create leaves them to the HPA."""
-    doc = example("agent")
-    apply(cluster, ns, doc)
-    wait_condition(cluster, ns, "agent", "Ready", "True")
-    made = cluster.get("deployment", "agent", "-n", ns)
-    assert (made["spec"]["replicas"], made["metadata"]["generation"]) == (2, 1)
-
-    doc["spec"]["agent"]["systemPrompt"] = "You are a very brief support agent."
-    apply(cluster, ns, doc)
-
-    def applied() -> dict | None:
-        d = cluster.get("deployment", "agent", "-n", ns, "--show-managed-fields")
-        ours = [
-            m
-            for m in d["metadata"]["managedFields"]
-            if m["manager"] == "swiftclaw-operator" and m["operation"] == "Apply"
-        ]
-        return {"deployment": d, "entry": ours[0]} if ours else None
-
-    found = wait_for("the Deployment applied", applied, timeout=60)
-    assert found["deployment"]["spec"]["replicas"] == 2
-    assert "f:replicas" not in found["entry"]["fieldsV1"]["f:spec"]
-    wait_condition(cluster, ns, "agent", "Ready", "True")
-
-
 def test_reconciles_without_change_write_nothing(
     cluster: Cluster, operator: Operator, ns: str
 ) -> None:
