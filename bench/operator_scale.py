@@ -142,11 +142,12 @@ def main() -> int:
                     raise TimeoutError("the first reconciles did not all succeed in time")
                 time.sleep(1)
             all_reconciled = time.monotonic() - started
-            # ... and once the statuses have caught up (no status write for 10 s).
+            # ... and once the statuses have caught up (no status write for 10 s, none
+            # waiting to be written: a change that makes no Event waits up to 20 s).
             writes_seen, quiet_since = -1.0, time.monotonic()
             while time.monotonic() - quiet_since < 10:
                 now = op.counter('swiftclaw_operator_api_requests_total{kind="AgentDeployment"')
-                if now != writes_seen:
+                if now != writes_seen or op.counter("swiftclaw_operator_status_unwritten"):
                     writes_seen, quiet_since = now, time.monotonic()
                 if time.monotonic() - started > args.timeout:
                     raise TimeoutError("the statuses did not settle in time")

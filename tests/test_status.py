@@ -24,6 +24,7 @@ from swiftclaw_operator.status import (
     pod_problems,
     redis_state,
     transitions,
+    urgent,
 )
 
 BODY = {"metadata": {"name": "agent", "namespace": "team", "uid": "u1", "generation": 3}}
@@ -322,3 +323,50 @@ def test_invalid_spec_is_permanent() -> None:
 def test_retry_delay_doubles_up_to_the_cap() -> None:
     assert [retry_delay(n, 5, 300) for n in range(1, 9)] == [5, 10, 20, 40, 80, 160, 300, 300]
     assert retry_delay(1, 1, 8) == 1 and retry_delay(10, 1, 8) == 8
+
+
+# --- which changes are Events, which are written at once -----------------------------------
+
+
+def test_a_new_agent_coming_up_makes_no_event_until_it_is_ready() -> None:
+    first = compute_status(BODY, Children(None), "T1")
+    assert transitions(None, first) == [] and not urgent(None, first)
+    starting = compute_status(
+        {**BODY, "status": first}, Children(deployment(2, 0, 0, False), [pod()] * 2), "T2"
+    )
+    # Ready's reason moved (DeploymentMissing, then PodsNotReady), Progressing's too: words.
+    assert transitions(first, starting) == [] and not urgent(first, starting)
+    ready = compute_status(
+        {**BODY, "status": starting}, Children(deployment(2, 2), [pod(ready=True)] * 2), "T3"
+    )
+    assert {c["reason"] for c in transitions(starting, ready)} == {"Available", "RolloutComplete"}
+    assert urgent(starting, ready)
+
+
+def test_turning_degraded_says_what_broke_and_what_it_does() -> None:
+    # Pods pending (not yet found unschedulable): Ready=False PodsNotReady, nothing failed.
+    pending = compute_status(BODY, Children(deployment(1, 0, 0, False), [pod()]), "T1")
+    ready = next(c for c in pending["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], transitions(None, pending)) == ("PodsNotReady", [])
+    stuck = Children(deployment(1, 0, 0, False), [pod(unschedulable=True)])
+    broken = compute_status({**BODY, "status": pending}, stuck, "T2")
+    # Ready's reason did not move; it is announced with the failure that keeps it False.
+    assert {(c["type"], c["reason"]) for c in transitions(pending, broken)} == {
+        ("Degraded", "PodsFailing"),
+        ("Ready", "PodsNotReady"),
+    }
+    # Another failure while Degraded: an Event; the same one again: none.
+    clash = ReconcileFailure(classify(NameClash("ConfigMap/agent-config exists")), attempts=1)
+    worse = compute_status({**BODY, "status": broken}, stuck, "T3", clash)
+    assert ("Degraded", "NameClash") in {
+        (c["type"], c["reason"]) for c in transitions(broken, worse)
+    }
+    assert transitions(worse, compute_status({**BODY, "status": worse}, stuck, "T4", clash)) == []
+
+
+def test_a_new_generation_seen_is_written_at_once() -> None:
+    kids = Children(deployment(2, 2), [pod(ready=True)] * 2)
+    before = compute_status(BODY, kids, "T1")
+    body = {**BODY, "metadata": {**BODY["metadata"], "generation": 4}, "status": before}
+    after = compute_status(body, kids, "T2")
+    assert transitions(before, after) == [] and urgent(before, after)

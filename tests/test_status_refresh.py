@@ -120,6 +120,7 @@ async def test_events_while_every_slot_is_taken_queue_one_refresh_per_agent(
     """A burst (a thousand agents' pods starting) fills every status slot; the events that
     keep coming for an agent join its one waiting refresh instead of queueing more."""
     monkeypatch.setattr(handlers, "STATUS_DEBOUNCE_SECONDS", 0.01)
+    monkeypatch.setattr(handlers, "STATUS_SETTLE_SECONDS", 0.0)  # the first status, at once
     memo = Memo(OperatorConfig())
     kube = SlowKube()
     memo.kube = kube  # type: ignore[assignment]

@@ -142,8 +142,9 @@ class AgentDeploymentStatus(Model):
     observed_generation: int | None = None
     """The metadata.generation the operator last reconciled."""
     conditions: Annotated[list[Condition], Field(json_schema_extra=map_list("type"))] = []
-    """Ready, Progressing and Degraded, each with a reason and a message; an Event goes with every
-    change of a condition's status or reason."""
+    """Ready, Progressing and Degraded, each with a reason and a message. An Event goes with
+    every change of a condition's status and, while Degraded, with every new reason of what
+    reports trouble; a change of words or counts alone is written within 20 s."""
     replicas: int = 0
     """Runtime pods the Deployment has."""
     ready_replicas: int = 0

@@ -11,7 +11,9 @@ delay and post an Event per attempt.
 
 Reconciles and status refreshes read the children and the agents from the watch-fed
 :class:`~.cache.ChildCache`, filled before any handler runs (startup waits for it); a
-change to a child the status looks at schedules a refresh of its agent's status.
+change to a child the status looks at schedules a refresh of its agent's status, written
+at once when it makes an Event (:func:`.status.urgent`), else together with the changes
+that follow within STATUS_SETTLE_SECONDS.
 """
 
 from __future__ import annotations
@@ -31,11 +33,18 @@ from .api import API_GROUP, API_VERSION, KIND, PLURAL
 from .autopilot import loop as autopilot_loop
 from .autopilot.loop import Shared
 from .autopilot.scraper import Reader
-from .cache import ChildCache
+from .cache import KOPF_DIFFBASE_KEY, ChildCache
 from .failures import classify, retry_delay
 from .kube import Auth, Kube
 from .locks import KeyedLocks
-from .metrics import ERRORS, RECONCILE_SECONDS, RECONCILES, RETRY_DELAY, serve_metrics
+from .metrics import (
+    ERRORS,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    RETRY_DELAY,
+    STATUS_UNWRITTEN,
+    serve_metrics,
+)
 from .reconcile import agent_from, reconcile
 from .resources import Settings, child_kinds, redis
 from .resources.common import MANAGED_BY
@@ -56,6 +65,8 @@ from .status import (
     compute_status,
     status_changed,
     transitions,
+    trouble,
+    urgent,
 )
 
 log = logging.getLogger("swiftclaw.operator")
@@ -63,6 +74,11 @@ log = logging.getLogger("swiftclaw.operator")
 # Child events within this long of the first make one status refresh (a pod's start is
 # several events in a second or two: one patch, not one per event).
 STATUS_DEBOUNCE_SECONDS = 1.0
+# A status change that makes no Event (words, counts, a reason while all is well) waits up
+# to this long, joined by every later one: bring-up moves them every few seconds (pods
+# pending, starting, ready; the Redis instances; the HPA's first reading), one write for
+# all of them. A change that makes an Event (Ready, Degraded) is written at once.
+STATUS_SETTLE_SECONDS = 20.0
 # Status refreshes under way at once: a burst of a thousand agents queues here (at most
 # one refresh waiting per agent), not in a thousand concurrent requests in front of the
 # watches' events.
@@ -89,8 +105,11 @@ class Memo:
     status_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(STATUS_CONCURRENCY)
     )
-    # Coalesced status refreshes, by agent.
+    # Coalesced status refreshes, by agent, and when each is due (the loop's clock).
     pending: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    due: dict[Key, float] = field(default_factory=dict)
+    # Agents whose status has changed in ways not written yet (none urgent), since when.
+    unwritten: dict[Key, float] = field(default_factory=dict)
     # Scheduled retries of failed reconciles, and the failures, by agent (with the
     # generation they failed at: a spec change starts the back-off again).
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
@@ -122,7 +141,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None
     # kopf's bookkeeping in annotations under our own prefix, no status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
+        prefix=API_GROUP, key=KOPF_DIFFBASE_KEY
     )
     # kopf's own Events for what goes wrong in it; ours say what happens to the agent.
     settings.posting.enabled = True
@@ -303,20 +322,28 @@ def child_changed(memo: Memo, kind: str, namespace: str, name: str | None) -> No
         schedule_status(memo, namespace, name)
 
 
-def schedule_status(memo: Memo, namespace: str, name: str) -> None:
-    """Coalesce bursts of child events into one status refresh per agent."""
+def schedule_status(memo: Memo, namespace: str, name: str, delay: float | None = None) -> None:
+    """Coalesce bursts of child events into one status refresh per agent: a refresh asked
+    for joins the pending one, or replaces it if it would come sooner (a settling status
+    waits long; a child event comes in after the debounce)."""
     key = (namespace, name)
-    if key in memo.pending:
-        return
-    memo.pending[key] = memo.spawn(_refresh_later(memo, key))
+    wait = STATUS_DEBOUNCE_SECONDS if delay is None else delay
+    due = asyncio.get_running_loop().time() + wait
+    pending = memo.pending.get(key)
+    if pending is not None:
+        if memo.due.get(key, 0.0) <= due:
+            return
+        pending.cancel()  # still waiting (a refresh under way is no longer pending)
+    memo.due[key] = due
+    memo.pending[key] = memo.spawn(_refresh_later(memo, key, wait))
 
 
-async def _refresh_later(memo: Memo, key: Key) -> None:
+async def _refresh_later(memo: Memo, key: Key, delay: float) -> None:
     """One refresh, which every event of the agent joins until it has a slot: a queue of
     at most one waiting refresh per agent, however many events come meanwhile."""
     me = asyncio.current_task()
     try:
-        await asyncio.sleep(STATUS_DEBOUNCE_SECONDS)
+        await asyncio.sleep(delay)
         async with memo.status_slots:
             # From here on, a new event schedules a new refresh (this one may read too early).
             _done_pending(memo, key, me)
@@ -332,6 +359,13 @@ async def _refresh_later(memo: Memo, key: Key) -> None:
 def _done_pending(memo: Memo, key: Key, task: asyncio.Task[Any] | None) -> None:
     if memo.pending.get(key) is task:
         del memo.pending[key]
+        memo.due.pop(key, None)
+
+
+def _written(memo: Memo, key: Key) -> None:
+    """The agent's status says all there is (written, unchanged, or the agent is gone)."""
+    if memo.unwritten.pop(key, None) is not None:
+        STATUS_UNWRITTEN.set(len(memo.unwritten))
 
 
 def read_children(cache: ChildCache, body: dict[str, Any], settings: Settings) -> Children:
@@ -366,28 +400,40 @@ def read_children(cache: ChildCache, body: dict[str, Any], settings: Settings) -
 
 
 async def refresh_status(memo: Memo, namespace: str, name: str) -> None:
-    """Write the status if it changed (one patch, whatever number of child events led
-    here); the agent as the patch returned it goes into the cache at once."""
+    """Write the status if it changed: at once when the change is urgent (an Event, a new
+    generation seen), else once the first unwritten change has waited
+    STATUS_SETTLE_SECONDS (the write then says everything up to now: one patch, whatever
+    number of child events led here). The agent as the patch returned it goes into the
+    cache at once."""
+    key = (namespace, name)
     body = memo.cache.get(KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        _written(memo, key)
         return
     kids = read_children(memo.cache, body, memo.settings)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    failed = memo.failures.get((namespace, name))
+    failed = memo.failures.get(key)
     new = compute_status(body, kids, now, failed[1] if failed else None)
     previous = body.get("status")
     if not status_changed(previous, new):
+        _written(memo, key)
         return
+    if not urgent(previous, new):
+        clock = asyncio.get_running_loop().time()
+        since = memo.unwritten.setdefault(key, clock)
+        STATUS_UNWRITTEN.set(len(memo.unwritten))
+        if clock - since < STATUS_SETTLE_SECONDS:
+            schedule_status(memo, namespace, name, since + STATUS_SETTLE_SECONDS - clock)
+            return
     memo.cache.put(await memo.kube.patch_status(AGENT_API, KIND, namespace, name, new))
+    _written(memo, key)
     for cond in transitions(previous, new):
         await memo.kube.create_event(event_for(body, cond, now))
 
 
 def event_for(body: dict[str, Any], cond: dict[str, Any], now: str) -> dict[str, Any]:
     meta = body["metadata"]
-    bad = (cond["type"] == "Ready" and cond["status"] == "False") or (
-        cond["type"] == "Degraded" and cond["status"] == "True"
-    )
+    bad = trouble(cond["type"], cond["status"])
     return {
         "apiVersion": "v1",
         "kind": "Event",

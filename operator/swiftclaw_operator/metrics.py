@@ -49,6 +49,12 @@ CACHE_OBJECTS = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+STATUS_UNWRITTEN = Gauge(
+    "swiftclaw_operator_status_unwritten",
+    "Agents whose status has changes waiting to be written (words and counts, none that"
+    " makes an Event) for at most 20 s.",
+    registry=REGISTRY,
+)
 CACHE_RELISTS = Counter(
     "swiftclaw_operator_cache_relists",
     "Watches that expired (410 Gone) and listed again, by kind.",

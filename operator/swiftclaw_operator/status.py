@@ -312,13 +312,52 @@ def status_changed(previous: dict[str, Any] | None, new: dict[str, Any]) -> bool
     return (previous or {}) != new
 
 
+# Where a new agent starts: not Ready, Progressing, not Degraded. A condition the status
+# does not have yet counts as in this state (with no reason): a new agent coming up makes
+# no Event until something happens (it turns Ready, or Degraded).
+STARTING = {"Ready": "False", "Progressing": "True", "Degraded": "False"}
+
+
+def _states(status: dict[str, Any] | None) -> dict[str, tuple[str, str | None]]:
+    held = {c["type"]: c for c in (status or {}).get("conditions", []) or []}
+    return {
+        t: (held[t]["status"], held[t]["reason"]) if t in held else (s, None)
+        for t, s in STARTING.items()
+    }
+
+
+def trouble(type_: str, status: str) -> bool:
+    """Does a condition in this status report trouble (a Warning Event)?"""
+    return (type_ == "Ready" and status == "False") or (type_ == "Degraded" and status == "True")
+
+
 def transitions(previous: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str, Any]]:
-    """Conditions whose status or reason changed: each becomes an Event."""
-    old = {c["type"]: c for c in (previous or {}).get("conditions", []) or []}
-    return [
-        c
-        for c in new["conditions"]
-        if c["type"] in OWN_CONDITIONS
-        and (old.get(c["type"], {}).get("status"), old.get(c["type"], {}).get("reason"))
-        != (c["status"], c["reason"])
-    ]
+    """The conditions whose change is an Event: each whose status flipped (Ready, Degraded,
+    Progressing: a rollout started or ended); and, while Degraded, each reporting trouble
+    whose reason changed or when Degraded itself moved (turned True, or another failure),
+    so that the Events say what broke and what it does to the agent (Ready=False).
+
+    Reasons that move while nothing is wrong (the runtime's pods Pending, then not ready,
+    then ready; Progressing from RollingOut to RedisStarting) make no Event: the status
+    says them, and bring-up would post one per step."""
+    old, now = _states(previous), _states(new)
+    degraded = now["Degraded"][0] == "True"
+    moved = old["Degraded"] != now["Degraded"]
+    out = []
+    for c in new["conditions"]:
+        t = c["type"]
+        if t not in STARTING:
+            continue
+        flipped = old[t][0] != now[t][0]
+        news = moved or old[t][1] != now[t][1]
+        if flipped or (degraded and trouble(t, now[t][0]) and news):
+            out.append(c)
+    return out
+
+
+def urgent(previous: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Is this change written at once (it makes an Event, or says that a new spec was
+    seen)? Any other change (words, counts, reasons while all is well) may wait and be
+    joined by the next ones: one status write for several."""
+    seen = (previous or {}).get("observedGeneration")
+    return bool(transitions(previous, new)) or seen not in (None, new.get("observedGeneration"))
