@@ -84,7 +84,8 @@ def test_example_gets_owned_children_and_truthful_status(
     apply(cluster, ns, doc)
     body = wait_condition(cluster, ns, "agent", "Ready", "False", "PodsNotReady")
     ready = condition(body, "Ready")
-    assert "0/1 runtime pods ready: 1 in Unschedulable" in ready["message"]
+    # a new agent starts at its minReplicas (2 in the example), not at 1 for the HPA to raise
+    assert "0/2 runtime pods ready: 2 in Unschedulable" in ready["message"]
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
 
     kids = all_children(cluster, ns, "agent")
@@ -144,6 +145,36 @@ def test_spec_change_rolls_pods_and_writes_only_the_config(
     assert "very brief" in after["ConfigMap/agent-config"]["data"]["config.yaml"]
     changed = {ref for ref in before if write_marker(before[ref]) != write_marker(after[ref])}
     assert changed == {"ConfigMap/agent-config", "Deployment/agent"}
+    wait_condition(cluster, ns, "agent", "Ready", "True")
+
+
+def test_a_new_agent_starts_at_min_replicas_and_keeps_them_after_an_apply(
+    cluster: Cluster, operator: Operator, ns: str
+) -> None:
+    """Created at the HPA's lower bound (2), not at 1 and raised by the HPA's first sync (a
+    new agent was Ready on one pod, then not Ready, then Ready again: two status writes
+    and two Events more per agent); the first apply after the create leaves them to the HPA."""
+    doc = example("agent")
+    apply(cluster, ns, doc)
+    wait_condition(cluster, ns, "agent", "Ready", "True")
+    made = cluster.get("deployment", "agent", "-n", ns)
+    assert (made["spec"]["replicas"], made["metadata"]["generation"]) == (2, 1)
+
+    doc["spec"]["agent"]["systemPrompt"] = "You are a very brief support agent."
+    apply(cluster, ns, doc)
+
+    def applied() -> dict | None:
+        d = cluster.get("deployment", "agent", "-n", ns, "--show-managed-fields")
+        ours = [
+            m
+            for m in d["metadata"]["managedFields"]
+            if m["manager"] == "swiftclaw-operator" and m["operation"] == "Apply"
+        ]
+        return {"deployment": d, "entry": ours[0]} if ours else None
+
+    found = wait_for("the Deployment applied", applied, timeout=60)
+    assert found["deployment"]["spec"]["replicas"] == 2
+    assert "f:replicas" not in found["entry"]["fieldsV1"]["f:spec"]
     wait_condition(cluster, ns, "agent", "Ready", "True")
 
 

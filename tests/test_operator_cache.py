@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from swiftclaw_operator.cache import Store, entry_of, newer
-from swiftclaw_operator.kube import FIELD_MANAGER
+from swiftclaw_operator.kube import FIELD_MANAGER, adoption_patch
 from swiftclaw_operator.reconcile import agent_from, created_not_applied, password_secret_wanted
+from swiftclaw_operator.resources import build_children
+from swiftclaw_operator.resources.runtime import created_as
 
 from .test_builders import SETTINGS, base_spec
 
@@ -81,3 +83,48 @@ def test_the_password_secret_is_created_until_the_state_statefulset_is_cached() 
     spec = base_spec()
     spec["cache"]["redis"] = {"mode": "none"}
     assert not password_secret_wanted(agent_from({**body, "spec": spec}, SETTINGS), None, [])
+
+
+def test_the_runtime_deployment_is_created_at_the_hpas_lower_bound() -> None:
+    """Created at 1 (no replicas: the applies leave them to the HPA), a new agent was Ready
+    on one pod, then not Ready when the HPA's first sync raised it to minReplicas."""
+    body = {"metadata": {"name": "agent", "namespace": "team", "uid": "uid-1"}}
+    agent = agent_from({**body, "spec": base_spec()}, SETTINGS)
+    children = {(c["kind"], c["metadata"]["name"]): c for c in build_children(agent)}
+    runtime = children[("Deployment", "agent")]
+    assert "replicas" not in runtime["spec"]
+    created = created_as(agent, runtime)
+    assert created["spec"]["replicas"] == agent.spec.scaling.min_replicas == 2
+    assert "replicas" not in runtime["spec"]  # the desired object, as applied, unchanged
+    assert created["metadata"] == runtime["metadata"]  # same spec hash: no apply follows
+    others = [c for key, c in children.items() if key != ("Deployment", "agent")]
+    assert all(created_as(agent, c) is c for c in others)
+
+
+def test_adopting_a_create_releases_the_replicas_to_the_hpa() -> None:
+    """The create's entry becomes an Apply one without ``replicas``: the first apply (which
+    leaves them out) would otherwise remove them, and the Deployment drop to 1 pod."""
+    fields = {"f:spec": {"f:replicas": {}, "f:template": {}}}
+    update = {"manager": FIELD_MANAGER, "operation": "Update", "fieldsV1": fields}
+    hpa = {"manager": "kube-controller-manager", "operation": "Update", "subresource": "scale"}
+    live = {**obj("agent", "7", managedFields=[hpa, update]), "kind": "Deployment"}
+    patch = adoption_patch(live)
+    assert patch == [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+        {"op": "replace", "path": "/metadata/managedFields/1/operation", "value": "Apply"},
+        {"op": "remove", "path": "/metadata/managedFields/1/fieldsV1/f:spec/f:replicas"},
+    ]
+    # The HPA took them over already (or another kind): nothing to release.
+    taken = {**update, "fieldsV1": {"f:spec": {"f:template": {}}}}
+    assert (
+        len(
+            adoption_patch({**obj("agent", "7", managedFields=[taken]), "kind": "Deployment"}) or []
+        )
+        == 2
+    )
+    assert (
+        len(adoption_patch({**obj("s", "7", managedFields=[update]), "kind": "StatefulSet"}) or [])
+        == 2
+    )
+    applied = {"manager": FIELD_MANAGER, "operation": "Apply"}
+    assert adoption_patch({**live, "metadata": {"managedFields": [update, applied]}}) is None

@@ -259,6 +259,42 @@ class Page:
     next: str | None
 
 
+# Fields a create sets and the applies leave to another owner (resources.runtime.created_as:
+# the runtime Deployment's replicas, the HPA controller's): released when the create's entry
+# becomes an Apply one, or the first apply would remove them.
+CREATE_ONLY_FIELDS = {"Deployment": ("f:spec", "f:replicas")}
+
+
+def adoption_patch(live: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The JSON patch that turns the operator's create entry of ``live`` into an Apply
+    entry (without the fields of :data:`CREATE_ONLY_FIELDS`), or None: nothing to adopt."""
+    managers = live["metadata"].get("managedFields") or []
+    ours = {
+        m.get("operation"): i
+        for i, m in enumerate(managers)
+        if m.get("manager") == FIELD_MANAGER and not m.get("subresource")
+    }
+    if "Apply" in ours or "Update" not in ours:
+        return None
+    index = ours["Update"]
+    patch = [
+        {
+            "op": "test",
+            "path": "/metadata/resourceVersion",
+            "value": live["metadata"]["resourceVersion"],
+        },
+        {"op": "replace", "path": f"/metadata/managedFields/{index}/operation", "value": "Apply"},
+    ]
+    released = CREATE_ONLY_FIELDS.get(str(live.get("kind")))
+    fields: Any = managers[index].get("fieldsV1") or {}
+    for step in released or ():
+        fields = fields.get(step) if isinstance(fields, dict) else None
+    if released and fields is not None:
+        path = "/".join(released)
+        patch.append({"op": "remove", "path": f"/metadata/managedFields/{index}/fieldsV1/{path}"})
+    return patch
+
+
 class Kube:
     def __init__(self, auth: Auth) -> None:
         self.auth = auth
@@ -397,27 +433,9 @@ class Kube:
         live = await self.get(api_version, kind, namespace, name)
         if live is None:
             return
-        managers = live["metadata"].get("managedFields") or []
-        ours = {
-            m.get("operation"): i
-            for i, m in enumerate(managers)
-            if m.get("manager") == FIELD_MANAGER and not m.get("subresource")
-        }
-        if "Apply" in ours or "Update" not in ours:
+        patch = adoption_patch(live)
+        if patch is None:
             return
-        index = ours["Update"]
-        patch = [
-            {
-                "op": "test",
-                "path": "/metadata/resourceVersion",
-                "value": live["metadata"]["resourceVersion"],
-            },
-            {
-                "op": "replace",
-                "path": f"/metadata/managedFields/{index}/operation",
-                "value": "Apply",
-            },
-        ]
         await self._call(
             "adopt",
             kind,

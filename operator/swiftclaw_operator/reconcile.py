@@ -25,6 +25,7 @@ from .metrics import CHILD_WRITES
 from .resources import Agent, Settings, build_children, create_only_children, redis, registry
 from .resources.common import SPEC_HASH
 from .resources.registry import POD, STATEFULSET
+from .resources.runtime import created_as
 
 log = logging.getLogger("swiftclaw.reconcile")
 
@@ -161,7 +162,7 @@ async def reconcile(
         ref = f"{kind}/{meta['name']}"
         live = cache.get(kind, ns, meta["name"])
         if live is None:
-            made = await kube.create_child(desired)
+            made = await kube.create_child(created_as(agent, desired))
             if made is not None:
                 cache.put(made)
                 CHILD_WRITES.labels(kind).inc()

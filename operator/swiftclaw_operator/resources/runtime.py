@@ -299,6 +299,24 @@ def build_network_policy(agent: Agent) -> dict[str, Any]:
     }
 
 
+def hpa_bounds(agent: Agent) -> tuple[int, int]:
+    """The HPA's (minReplicas, maxReplicas): spec.scaling's, or the autopilot's decision."""
+    low, high = agent.spec.scaling.min_replicas, agent.spec.scaling.max_replicas
+    if agent.spec.autopilot.enabled and agent.autopilot_replicas is not None:
+        low = high = min(max(agent.autopilot_replicas, low), high)
+    return low, high
+
+
+def created_as(agent: Agent, desired: dict[str, Any]) -> dict[str, Any]:
+    """What creating ``desired`` sends: the runtime Deployment at the HPA's lower bound.
+    Its applies leave ``replicas`` to the HPA controller (build_hpa); created without it,
+    it would start at 1 and the HPA raise it at its first sync (up to 15 s on): a new
+    agent Ready on one pod, then not Ready while the second starts, then Ready again."""
+    if desired["kind"] != "Deployment" or desired["metadata"]["name"] != agent.name:
+        return desired
+    return {**desired, "spec": {**desired["spec"], "replicas": hpa_bounds(agent)[0]}}
+
+
 def build_hpa(agent: Agent) -> dict[str, Any]:
     """Autoscaling within spec.scaling: on CPU, and with ``targetConcurrency`` on the average
     requests in flight per pod too, where the cluster's custom metrics adapter serves them
@@ -314,12 +332,8 @@ def build_hpa(agent: Agent) -> dict[str, Any]:
     # metrics-server or not; nothing else writes ``replicas`` (the Deployment leaves it
     # out). A floor alone was not enough: without a metric the HPA never scales down.
     # The autopilot's down window is the only one (the HPA's own 0: no two in series).
-    low, high = scaling.min_replicas, scaling.max_replicas
-    down_window = scaling.scale_down_window_seconds
-    if agent.spec.autopilot.enabled:
-        down_window = 0
-        if agent.autopilot_replicas is not None:
-            low = high = min(max(agent.autopilot_replicas, low), high)
+    low, high = hpa_bounds(agent)
+    down_window = 0 if agent.spec.autopilot.enabled else scaling.scale_down_window_seconds
     metrics: list[dict[str, Any]] = [
         {
             "type": "Resource",
