@@ -188,6 +188,11 @@ class Fleet:
         path = self.work / "received.json"
         return list(json.loads(path.read_text())) if path.exists() else []
 
+    def traffic(self) -> dict[str, int]:
+        """The background traffic's counts (answered ``ok``, ``failed``) so far."""
+        path = self.work / "traffic.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
     def service(self) -> tuple[str, int]:
         svc = json.loads(
             self.kubectl("get", "service", self.name, "-n", self.namespace, "-o", "json")
@@ -461,6 +466,12 @@ def serve(args: argparse.Namespace) -> int:
             _every(2, stop, lambda: _write_json(targets_file, _targets(api, ns, name)))
             _every(1, stop, lambda: _write_json(work / "received.json", list(hook.received)))
             _every(2, stop, lambda: _write_json(pids / "pods.json", sorted(runner.pids)))
+
+            def counts() -> None:
+                if traffic is not None:
+                    _write_json(work / "traffic.json", {"ok": traffic.ok, "failed": traffic.failed})
+
+            _every(1, stop, counts)
 
             def state() -> dict[str, Any]:
                 return {

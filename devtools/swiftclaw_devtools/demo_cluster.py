@@ -61,7 +61,7 @@ def events(fleet: Fleet) -> None:
         "-n",
         fleet.namespace,
         "--field-selector",
-        f"involvedObject.name={fleet.name}",
+        f"involvedObject.kind=AgentDeployment,involvedObject.name={fleet.name}",
         "--sort-by=.lastTimestamp",
     )
 
@@ -104,6 +104,13 @@ def run(args: argparse.Namespace) -> int:
         180,
     )
     phases.end("live figures in status (the operator read the pods)")
+    least = int(fleet.doc["spec"]["scaling"]["minReplicas"])
+    wait_until(
+        f"{least} ready runtime pods (minReplicas)",
+        lambda: int((fleet.agent().get("status") or {}).get("readyReplicas") or 0) >= least,
+        180,
+    )
+    phases.end(f"{least} runtime pods ready (the example's minReplicas)")
     show(fleet, "P95 and Cost filled by the autopilot", "get", "agentdeployments", "-A")
 
     primary = fleet.state["primary"]
@@ -136,6 +143,13 @@ def run(args: argparse.Namespace) -> int:
         lambda: fleet.refresh()["sims"][primary]["pid"] != pid,
         60,
     )
+    wait_until(
+        f"{ALERT} resolved at the receiver",
+        lambda: [a for a in alerts(fleet.received(), ALERT) if a["status"] == "resolved"],
+        420,
+        2,
+    )
+    phases.end("alert resolved and delivered")
     body = wait_until(
         "FailoverActive=False (failback)",
         lambda: with_condition(fleet, "FailoverActive", "False"),
@@ -145,15 +159,13 @@ def run(args: argparse.Namespace) -> int:
     phases.end("failback")
     c = condition(body, "FailoverActive")
     print(f"  FailoverActive={c['status']} reason={c['reason']}: {c['message']}")
-    wait_until(
-        f"{ALERT} resolved at the receiver",
-        lambda: [a for a in alerts(fleet.received(), ALERT) if a["status"] == "resolved"],
-        420,
-        2,
-    )
-    phases.end("alert resolved and delivered")
 
     print("\n=== What a user looks at ===")
+    sent = fleet.traffic()
+    print(
+        f"\nTraffic through the Service so far: {sent.get('ok', 0)} answered, "
+        f"{sent.get('failed', 0)} failed (the pods' fallbacks carried the outage)"
+    )
     show(fleet, "the fleet", "get", "agentdeployments", "-A")
     events(fleet)
     recent = ((fleet.agent().get("status") or {}).get("autopilot") or {}).get("recent") or []
