@@ -3,7 +3,8 @@
 Requests leave on a fixed schedule (``rate`` per second, whatever the answers take), each
 from the next of ``keys`` (one API key per user), so a slow agent shows as latency and
 failures rather than as a lower rate. A share of the questions repeat from a short list
-(an exact-cache hit after their first time); the rest are unique. Each request's outcome is
+(an exact-cache hit after their first time: the cache is the tenant's, and the requests ask
+for temperature 0, which the exact cache requires); the rest are unique. Each request's outcome is
 kept for the load test's figures (:mod:`.loadtest_figures`).
 """
 
@@ -104,7 +105,9 @@ class Traffic:
         return conn
 
     def _one(self, key: str, question: str) -> None:
-        body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": question}]})
+        # temperature 0: a support answer should not vary, and only such requests are cached
+        message = {"role": "user", "content": question}
+        body = json.dumps({"model": "auto", "temperature": 0, "messages": [message]})
         headers = {
             "authorization": f"Bearer {key}",
             "content-type": "application/json",

@@ -117,10 +117,14 @@ def plot(
     ax = axes[1][0]
     ax.plot(t, [100 * w.error_rate for w in wins], color="tab:red")
     ax.set_title("error rate (%)")
+    ax.set_ylim(bottom=0, top=max(1.0, *(100 * w.error_rate * 1.1 for w in wins)))
     ax = axes[1][1]
     ax.step(st, [s.replicas for s in samples], where="post", label="Deployment replicas")
     ax.step(st, [s.ready for s in samples], where="post", label="ready", alpha=0.7)
     ax.set_title("replicas")
+    most = max([s.replicas or 0 for s in samples] + [1])
+    ax.set_ylim(0, most + 1)
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax = axes[2][0]
     ax.plot(st, [s.cost_usd for s in samples], color="tab:green")
     ax.set_title("spend today (USD, status.live)")
@@ -133,6 +137,7 @@ def plot(
         alpha=0.7,
     )
     ax.set_title("cache hit rate (%)")
+    ax.set_ylim(0, 100)
     for row in axes:
         for ax in row:
             ax.axvspan(*outage, color="tab:red", alpha=0.08)
