@@ -37,8 +37,8 @@ test: install $(CONTROL_PLANE) seaweedfs  ## every test but the monitoring ones:
 # The alert rules (promtool), the alert path through Prometheus and Alertmanager, and the
 # dashboard's queries. Apart from make test until Prometheus's cold build (~10+ min on 2
 # cores) fits CI's time budget beside the control plane's.
-test-monitoring: install monitoring  ## the monitoring tests: promtool rule tests, the alert path, the dashboard's queries
-	$(BIN)/pytest -m monitoring tests
+test-monitoring: install monitoring $(CONTROL_PLANE)  ## the monitoring tests: promtool rule tests, the alert path, the dashboard's queries, the load test at a small scale
+	$(BIN)/pytest -m monitoring tests e2e
 
 test-unit: install seaweedfs  ## the tests that need no cluster (the Redis backups need SeaweedFS), but the monitoring ones
 	$(BIN)/pytest -m "not monitoring" tests

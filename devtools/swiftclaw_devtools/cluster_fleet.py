@@ -39,11 +39,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .processes import Proc, free_port, start_sim
+
+if TYPE_CHECKING:
+    from e2e.cluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "agent-in-cluster.yaml"
@@ -144,6 +147,7 @@ class Fleet:
     doc: dict[str, Any]
     keys: list[str]
     state: dict[str, Any]
+    supervisor: subprocess.Popen[bytes] | None = None
 
     @property
     def namespace(self) -> str:
@@ -207,15 +211,18 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
-def bring_up(work: Path, phases: Phases, traffic_rps: float, users: int) -> Fleet:
+def bring_up(
+    work: Path, phases: Phases, traffic_rps: float, users: int, cluster: Cluster | None = None
+) -> Fleet:
     """The cluster, the chart, the supervisor and the example agent Ready; see the module."""
     from e2e.cluster import start  # the repository's e2e helpers (run from its root)
     from e2e.operator import install_crd
 
     work.mkdir(parents=True, exist_ok=True)
-    phases.say("starting the local control plane (e2e/cluster/up.sh)")
-    cluster = start("local")
-    phases.end("control plane")
+    if cluster is None:
+        phases.say("starting the local control plane (e2e/cluster/up.sh)")
+        cluster = start("local")
+        phases.end("control plane")
 
     subprocess.run(
         [
@@ -306,7 +313,9 @@ def bring_up(work: Path, phases: Phases, traffic_rps: float, users: int) -> Flee
     phases.end(
         "pod runner, simulated providers, operator, Prometheus, Alertmanager and receiver up"
     )
-    fleet = Fleet(cluster.kubeconfig, cluster.bin, work, doc, [k["key"] for k in keys], dict(got))
+    fleet = Fleet(
+        cluster.kubeconfig, cluster.bin, work, doc, [k["key"] for k in keys], dict(got), supervisor
+    )
     fleet.kubectl("apply", "-f", str(work / "agent.yaml"))
     wait_until(
         "the agent Ready",
@@ -315,6 +324,27 @@ def bring_up(work: Path, phases: Phases, traffic_rps: float, users: int) -> Flee
     )
     phases.end(f"agent {NAMESPACE}/{fleet.name} Ready (its pods run as processes)")
     return fleet
+
+
+def stop_fleet(fleet: Fleet) -> None:
+    """What :func:`bring_up` started, on a cluster it did not start (which stays up): the
+    supervisor by pid (it stops its children), the chart, the namespaces."""
+    if fleet.supervisor is not None:
+        fleet.supervisor.terminate()
+        try:
+            fleet.supervisor.wait(60)
+        except subprocess.TimeoutExpired:
+            fleet.supervisor.kill()
+            fleet.supervisor.wait(10)
+    (pid_dir() / "supervisor.pid").unlink(missing_ok=True)
+    subprocess.run(
+        [str(fleet.bin / "helm"), "uninstall", RELEASE, "-n", OPERATOR_NAMESPACE],
+        env=fleet.env(),
+        check=False,
+        capture_output=True,
+        timeout=120,
+    )
+    fleet.kubectl("delete", "namespace", NAMESPACE, OPERATOR_NAMESPACE, "--wait=false", check=False)
 
 
 def stop_cluster() -> None:

@@ -29,11 +29,20 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .cluster_fleet import EXAMPLE, REPO, Fleet, Phases, bring_up, condition, stop_cluster
+from .cluster_fleet import (
+    EXAMPLE,
+    REPO,
+    Fleet,
+    Phases,
+    bring_up,
+    condition,
+    stop_cluster,
+    stop_fleet,
+)
 from .cluster_traffic import Traffic, wait_until
 from .loadtest_figures import (
     Window,
@@ -43,6 +52,9 @@ from .loadtest_figures import (
     summarize,
     windows,
 )
+
+if TYPE_CHECKING:
+    from e2e.cluster import Cluster
 
 SAMPLE_SECONDS = 5.0
 
@@ -188,14 +200,15 @@ text-align:left}}</style></head><body>
 """
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, cluster: Cluster | None = None) -> int:
+    """The load test; on ``cluster`` when given (a test's), which it leaves up."""
     spec = yaml.safe_load(EXAMPLE.read_text())["spec"]
     users = budgeted_users(spec)
     peak = expected_peak_rps(spec)
     rate = args.multiplier * peak
     target = success_target_percent(spec)
     phases = Phases()
-    fleet = bring_up(Path(args.work), phases, traffic_rps=0, users=users)
+    fleet = bring_up(Path(args.work), phases, traffic_rps=0, users=users, cluster=cluster)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     host, port = fleet.service()
@@ -297,7 +310,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for d in decisions:
         print(f"  {d['at']:6.0f}s  {d['decision']:16} {d['message']}")
-    if args.keep_cluster:
+    if cluster is not None:
+        stop_fleet(fleet)
+    elif args.keep_cluster:
         print("the cluster is left up: make cluster-down stops it")
     else:
         stop_cluster()
