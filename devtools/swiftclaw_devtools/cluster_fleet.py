@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .cluster_traffic import wait_until
 from .processes import Proc, free_port, start_sim
 
 if TYPE_CHECKING:
@@ -307,8 +308,6 @@ def bring_up(
         path = work / "state.json"
         return dict(json.loads(path.read_text())) if path.exists() else None
 
-    from .cluster_traffic import wait_until
-
     got = wait_until("the supervisor's processes up", state, 240, 0.5)
     phases.end(
         "pod runner, simulated providers, operator, Prometheus, Alertmanager and receiver up"
@@ -328,7 +327,16 @@ def bring_up(
 
 def stop_fleet(fleet: Fleet) -> None:
     """What :func:`bring_up` started, on a cluster it did not start (which stays up): the
-    supervisor by pid (it stops its children), the chart, the namespaces."""
+    agent's namespace first, while the pod runner still runs to end its pods (as a kubelet
+    would: without it they would stay, and the namespace with them), then the supervisor by
+    pid (it stops its children), the chart and its namespace."""
+    fleet.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    with contextlib.suppress(TimeoutError):
+        wait_until(
+            f"the pods of {NAMESPACE} ended",
+            lambda: not fleet.kubectl("get", "pods", "-n", NAMESPACE, "-o", "name", check=False),
+            90,
+        )
     if fleet.supervisor is not None:
         fleet.supervisor.terminate()
         try:
@@ -344,7 +352,7 @@ def stop_fleet(fleet: Fleet) -> None:
         capture_output=True,
         timeout=120,
     )
-    fleet.kubectl("delete", "namespace", NAMESPACE, OPERATOR_NAMESPACE, "--wait=false", check=False)
+    fleet.kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--wait=false", check=False)
 
 
 def stop_cluster() -> None:
