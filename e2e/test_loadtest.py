@@ -59,8 +59,9 @@ def test_loadtest_runs_through_the_cluster_and_reports(cluster: Cluster, tmp_pat
         *(s["pid"] for s in state["sims"].values()),
     ]
     assert not [p for p in pids if alive(p)], "the load test left processes running"
+    left = cluster.kubectl("get", "all,agentdeployments,pvc", "-n", NAMESPACE, check=False)
     wait_for(
-        "the demo's namespaces gone",
+        f"the demo's namespaces gone (left in {NAMESPACE}: {left})",
         lambda: (
             not {NAMESPACE, OPERATOR_NAMESPACE}
             & set(

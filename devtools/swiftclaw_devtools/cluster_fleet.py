@@ -329,14 +329,17 @@ def stop_fleet(fleet: Fleet) -> None:
     """What :func:`bring_up` started, on a cluster it did not start (which stays up): the
     agent's namespace first, while the pod runner still runs to end its pods (as a kubelet
     would: without it they would stay, and the namespace with them), then the supervisor by
-    pid (it stops its children), the chart and its namespace."""
+    pid (it stops its children), the chart and its namespace. The agent goes first, while
+    the operator runs to remove its finalizer."""
+
+    def gone(kind: str) -> bool:
+        return not fleet.kubectl("get", kind, "-n", NAMESPACE, "-o", "name", check=False)
+
+    fleet.kubectl("delete", "agentdeployment", fleet.name, "-n", NAMESPACE, check=False)
     fleet.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
     with contextlib.suppress(TimeoutError):
-        wait_until(
-            f"the pods of {NAMESPACE} ended",
-            lambda: not fleet.kubectl("get", "pods", "-n", NAMESPACE, "-o", "name", check=False),
-            90,
-        )
+        wait_until("the agent deleted", lambda: gone("agentdeployments"), 90)
+        wait_until(f"the pods of {NAMESPACE} ended", lambda: gone("pods"), 90)
     if fleet.supervisor is not None:
         fleet.supervisor.terminate()
         try:
