@@ -335,7 +335,9 @@ def stop_fleet(fleet: Fleet) -> None:
     def gone(kind: str) -> bool:
         return not fleet.kubectl("get", kind, "-n", NAMESPACE, "-o", "name", check=False)
 
-    fleet.kubectl("delete", "agentdeployment", fleet.name, "-n", NAMESPACE, check=False)
+    fleet.kubectl(
+        "delete", "agentdeployment", fleet.name, "-n", NAMESPACE, "--wait=false", check=False
+    )
     fleet.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
     with contextlib.suppress(TimeoutError):
         wait_until("the agent deleted", lambda: gone("agentdeployments"), 90)
