@@ -4,15 +4,18 @@ each per module), and readers of the agent's status and the HPA's bounds."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import yaml
 
-from .cluster import Cluster
+from .cluster import Cluster, wait_for
 from .kubeapi import KubeAPI
 from .operator import Operator, install_crd
-from .podrunner import PodRunner
+from .podrunner import NAMESPACE_PREFIX, PodRunner
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +50,27 @@ def body(cluster: Cluster, ns: str, name: str = "agent") -> dict[str, Any]:
 def hpa_bounds(api: KubeAPI, ns: str, name: str = "agent") -> tuple[int, int]:
     hpa = api.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/{name}")
     return int(hpa["spec"]["minReplicas"]), int(hpa["spec"]["maxReplicas"])
+
+
+@contextmanager
+def agent_namespace(cluster: Cluster, runner: PodRunner, api_key: str) -> Iterator[str]:
+    """A ``podrun-*`` namespace with the ``api-keys`` Secret holding ``api_key``; deleted
+    after, waiting a while for its pods to end."""
+    name = NAMESPACE_PREFIX + uuid.uuid4().hex[:8]
+    cluster.kubectl("create", "namespace", name)
+    keys = yaml.safe_dump({"keys": [{"key": api_key, "tenant": "acme", "user": "alice"}]})
+    cluster.kubectl(
+        "create", "secret", "generic", "api-keys", "-n", name, f"--from-literal=keys.yaml={keys}"
+    )
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        try:
+            wait_for(
+                f"the pods of {name} to end",
+                lambda: not runner.api.get(f"/api/v1/namespaces/{name}/pods")["items"],
+                timeout=60,
+            )
+        except AssertionError as err:
+            print(err)

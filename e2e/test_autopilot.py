@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,12 +18,12 @@ import yaml
 from swiftclaw_devtools.processes import Proc, start_sim
 
 from . import autopilot_env
-from .autopilot_env import body, hpa_bounds
+from .autopilot_env import agent_namespace, body, hpa_bounds
 from .balancer import Load, PodBalancer, openai_client
 from .cluster import Cluster, wait_for
 from .kubeapi import KubeAPI
 from .operator import Operator, condition, events, wait_condition
-from .podrunner import NAMESPACE_PREFIX, PodRunner
+from .podrunner import PodRunner
 
 API_KEY = "sk-autopilot-0123456789"
 RUNTIME = {"app.kubernetes.io/instance": "agent", "app.kubernetes.io/component": "runtime"}
@@ -49,22 +48,8 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
 
 @pytest.fixture(scope="module")
 def ns(cluster: Cluster, runner: PodRunner) -> Iterator[str]:
-    name = NAMESPACE_PREFIX + uuid.uuid4().hex[:8]
-    cluster.kubectl("create", "namespace", name)
-    keys = yaml.safe_dump({"keys": [{"key": API_KEY, "tenant": "acme", "user": "alice"}]})
-    cluster.kubectl(
-        "create", "secret", "generic", "api-keys", "-n", name, f"--from-literal=keys.yaml={keys}"
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-    try:
-        wait_for(
-            f"the pods of {name} to end",
-            lambda: not runner.api.get(f"/api/v1/namespaces/{name}/pods")["items"],
-            timeout=60,
-        )
-    except AssertionError as err:
-        print(err)
+    with agent_namespace(cluster, runner, API_KEY) as name:
+        yield name
 
 
 def agent_doc(sims: dict[str, Proc]) -> dict[str, Any]:
