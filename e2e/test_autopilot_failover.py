@@ -183,7 +183,7 @@ def read_pod(http: httpx.Client, ip: str) -> PodFigures | None:
 class PodWatch:
     """Every ready pod's metrics every half second, and FailoverActive's transitions."""
 
-    cluster: Cluster
+    api: KubeAPI
     ns: str
     balancer: PodBalancer
     figures: dict[str, list[PodFigures]] = field(default_factory=dict)  # pod IP -> reads
@@ -211,8 +211,8 @@ class PodWatch:
     def _condition(self) -> None:
         while not self._stop.wait(0.5):
             try:
-                c = condition(body(self.cluster, self.ns), "FailoverActive")
-            except Exception:  # a failed kubectl: read again
+                c = condition(self.api.get(agent_path(self.ns)), "FailoverActive")
+            except Exception:  # a failed read: read again
                 continue
             status = c.get("status", "")
             if not self.flips or self.flips[-1][1] != status:
@@ -238,6 +238,10 @@ class PodWatch:
 def requests_between(reads: list[PodFigures], start: float, end: float) -> float:
     inside = [f for f in reads if start <= f.at <= end]
     return inside[-1].requests - inside[0].requests if inside else 0.0
+
+
+def agent_path(ns: str) -> str:
+    return f"/apis/swiftclaw.dev/v1alpha1/namespaces/{ns}/agentdeployments/agent"
 
 
 def iso(t: str) -> float:
@@ -307,7 +311,7 @@ def test_primary_killed_under_load_fails_over_fleet_wide_and_back(
     before = pod_processes(runner, api, ns)
     assert len(before) == 3
     port = fleet.primary.port
-    watch = PodWatch(cluster, ns, fleet.balancer).start()
+    watch = PodWatch(api, ns, fleet.balancer).start()
     load = Load(fleet.client, threads=CLIENTS, pause=0.0).start()
     counter: ConnectionCounter | None = None
     primary = fleet.primary
