@@ -79,8 +79,10 @@ def agent_doc(primary: Proc, backup: Proc, replicas: int) -> dict[str, Any]:
                 "timeoutSeconds": 10,
                 "retry": {"maxAttempts": ATTEMPTS, "initialBackoffMs": 10, "maxBackoffMs": 50},
                 "circuitBreaker": {
+                    # a short window: the failures outweigh the successes before the
+                    # kill within a second, so each pod's breaker opens at once
                     "failureThreshold": 3,
-                    "windowSeconds": 10,
+                    "windowSeconds": 2,
                     "openSeconds": OPEN_SECONDS,
                     "halfOpenProbes": 1,
                 },
