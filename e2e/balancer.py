@@ -18,6 +18,7 @@ accepting connections without draining would fail requests here as it would in a
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import threading
 import time
@@ -147,7 +148,9 @@ class Load:
     """Steady traffic from a few threads, plain and streamed, every answer checked.
 
     ``check(message, completion)`` gets each plain completion to assert on; any exception,
-    failed check or unfinished stream counts as a failed request.
+    failed check or unfinished stream counts as a failed request. ``samples`` holds each
+    request's end (wall clock, as the operator's ``readAt``), duration and whether it
+    succeeded, for figures over a window (:func:`window_figures`).
     """
 
     client: openai.OpenAI
@@ -157,6 +160,7 @@ class Load:
     ok: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    samples: list[tuple[float, float, bool]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -189,6 +193,7 @@ class Load:
         n = 0
         while not self._stop.is_set():
             n += 1
+            started = time.perf_counter()
             try:
                 if rng.random() < 0.3:
                     one_stream(self.client, f"stream {index}-{n}")
@@ -203,13 +208,28 @@ class Load:
                         self.check(message, answer)
             except Exception as err:  # every failure is counted and kept
                 with self._lock:
+                    self.samples.append((time.time(), time.perf_counter() - started, False))
                     self.failed += 1
                     if len(self.errors) < 20:
                         self.errors.append(f"{type(err).__name__}: {err}")
             else:
                 with self._lock:
+                    self.samples.append((time.time(), time.perf_counter() - started, True))
                     self.ok += 1
             self._stop.wait(self.pause)
+
+
+def window_figures(
+    samples: list[tuple[float, float, bool]], start: float, end: float
+) -> tuple[float, float | None, int]:
+    """(requests a second, p95 in ms of those that succeeded, how many) of the requests that
+    ended within (start, end]: what a server's counters see between two reads."""
+    inside = [(d, ok) for t, d, ok in samples if start < t <= end]
+    durations = sorted(d for d, ok in inside if ok)
+    p95 = None
+    if durations:
+        p95 = 1000 * durations[min(len(durations) - 1, math.ceil(0.95 * len(durations)) - 1)]
+    return len(inside) / (end - start), p95, len(inside)
 
 
 def one_stream(client: openai.OpenAI, prompt: str) -> str:

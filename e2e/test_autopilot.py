@@ -7,9 +7,7 @@ fleet-wide."""
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,40 +17,21 @@ import yaml
 
 from swiftclaw_devtools.processes import Proc, start_sim
 
+from . import autopilot_env
+from .autopilot_env import agent_namespace, body, hpa_bounds
 from .balancer import Load, PodBalancer, openai_client
 from .cluster import Cluster, wait_for
 from .kubeapi import KubeAPI
-from .operator import Operator, condition, events, install_crd, wait_condition
-from .podrunner import NAMESPACE_PREFIX, PodRunner
+from .operator import Operator, condition, events, wait_condition
+from .podrunner import PodRunner
 
 API_KEY = "sk-autopilot-0123456789"
 RUNTIME = {"app.kubernetes.io/instance": "agent", "app.kubernetes.io/component": "runtime"}
 INTERVAL = 5
 
 
-@pytest.fixture(scope="module")
-def api(cluster: Cluster) -> KubeAPI:
-    if cluster.mode != "local" and os.environ.get("E2E_POD_RUNNER") != "1":
-        pytest.fail("the autopilot scenarios run the pods under e2e/podrunner.py")
-    return KubeAPI(cluster.kubeconfig)
-
-
-@pytest.fixture(scope="module")
-def runner(api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodRunner]:
-    root = tmp_path_factory.mktemp("podrun")
-    r = PodRunner(api, root, root / "logs").start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    install_crd(cluster)
-    op = Operator(
-        cluster, tmp_path_factory.mktemp("operator"), env={"SWIFTCLAW_DRIFT_SECONDS": "2"}
-    ).start()
-    yield op
-    op.stop()
+# the module's API, pod runner and operator (fixtures)
+api, runner, operator = autopilot_env.api, autopilot_env.runner, autopilot_env.operator
 
 
 @pytest.fixture(scope="module")
@@ -69,22 +48,8 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
 
 @pytest.fixture(scope="module")
 def ns(cluster: Cluster, runner: PodRunner) -> Iterator[str]:
-    name = NAMESPACE_PREFIX + uuid.uuid4().hex[:8]
-    cluster.kubectl("create", "namespace", name)
-    keys = yaml.safe_dump({"keys": [{"key": API_KEY, "tenant": "acme", "user": "alice"}]})
-    cluster.kubectl(
-        "create", "secret", "generic", "api-keys", "-n", name, f"--from-literal=keys.yaml={keys}"
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-    try:
-        wait_for(
-            f"the pods of {name} to end",
-            lambda: not runner.api.get(f"/api/v1/namespaces/{name}/pods")["items"],
-            timeout=60,
-        )
-    except AssertionError as err:
-        print(err)
+    with agent_namespace(cluster, runner, API_KEY) as name:
+        yield name
 
 
 def agent_doc(sims: dict[str, Proc]) -> dict[str, Any]:
@@ -138,15 +103,6 @@ def balancer(api: KubeAPI, ns: str, agent: None) -> Iterator[PodBalancer]:
 @pytest.fixture(scope="module")
 def client(balancer: PodBalancer, ns: str) -> openai.OpenAI:
     return openai_client(balancer, API_KEY, f"agent.{ns}.svc")
-
-
-def body(cluster: Cluster, ns: str) -> dict[str, Any]:
-    return dict(cluster.get("agentdeployment", "agent", "-n", ns))
-
-
-def hpa_bounds(api: KubeAPI, ns: str) -> tuple[int, int]:
-    hpa = api.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/agent")
-    return int(hpa["spec"]["minReplicas"]), int(hpa["spec"]["maxReplicas"])
 
 
 def test_live_figures_fleet_document_and_a_load_step(

@@ -112,6 +112,24 @@ def test_histogram_quantile(q: float, buckets: dict[float, float], expected: flo
     assert got == (None if expected is None else pytest.approx(expected))
 
 
+@pytest.mark.parametrize("median", [0.08, 0.15, 0.3, 0.5, 0.8, 1.2, 2.0, 3.5, 6.0])
+@pytest.mark.parametrize("sigma", [0.2, 0.35, 0.5])
+def test_p95_from_the_runtimes_buckets_is_within_6_percent(median: float, sigma: float) -> None:
+    """status.live's p95 is read from the runtime's request histogram: for LLM-like latency
+    (lognormal) it is within 6 % of the requests' own p95 (the acceptance asks 10 % of what
+    clients measure; the former buckets put it up to 18 % off)."""
+    rng = random.Random(7)
+    m = Metrics()
+    before = {"p": read("p", T0, m)}
+    xs = sorted(median * math.exp(sigma * rng.gauss(0, 1)) for _ in range(2000))
+    for x in xs:
+        m.record_request("chat", "sim/fast", "ok", False, x, 1, 1)
+    iv = interval(before, {"p": read("p", T0 + 10, m)}, T0, T0 + 10)
+    exact = 1000 * xs[math.ceil(0.95 * len(xs)) - 1]
+    estimate = iv.quantile_ms(0.95)
+    assert estimate is not None and abs(estimate / exact - 1) <= 0.06, (estimate, exact)
+
+
 def test_error_rate_and_breakers_are_read_per_model() -> None:
     ms = [Metrics() for _ in range(4)]
     prev = {f"p{i}": read(f"p{i}", T0, m) for i, m in enumerate(ms)}

@@ -75,7 +75,7 @@ def test_blocked_reads_hold_replicas_and_clear() -> None:
         stale_changes += [(i, c.started) for c in out.changes if c.key[0] == "MetricsStale"]
         if blocked and i >= 12:
             assert out.fresh.stale
-            conds = {c["type"]: c["status"] for c in conditions(st, out.fresh, "t")}
+            conds = {c["type"]: c["status"] for c in conditions(st, out.fresh, "t", {})}
             assert conds["MetricsStale"] == "True"
         now += 10
     # stale from the third blocked interval, once; cleared by the first read after
@@ -115,11 +115,11 @@ def test_a_failing_model_goes_into_the_fleet_document() -> None:
         docs.append([(e.tier, e.model, e.cause) for e in out.fleet.excluded])
         now += 10
     assert docs[0] == [] and docs[2] == [("chat", "sim/fast", "breaker-open")]
-    cond = {c["type"]: c for c in conditions(st, staleness.assess(now, now, 10, 300, 4, 4), "t")}
-    assert (
-        cond["FailoverActive"]["status"] == "True"
-        and "sim/fast" in cond["FailoverActive"]["message"]
-    )
+    fresh = staleness.assess(now, now, 10, 300, 4, 4)
+    cond = {c["type"]: c for c in conditions(st, fresh, "t", {"chat": ["sim/fast", "backup/slow"]})}
+    assert cond["FailoverActive"]["status"] == "True"
+    # the tier, the model and the cause
+    assert cond["FailoverActive"]["message"].startswith("sim/fast out of tier chat (breaker-open)")
 
 
 def test_a_429_wave_keeps_the_model_out_for_the_pods_retry_after() -> None:
@@ -214,7 +214,9 @@ def test_budget_thresholds_are_episodes_each_started_once() -> None:
         started += [c.key[0] for c in out.changes if c.started]
         now += 10
     assert sorted(started) == ["BudgetAlert", "BudgetDowngrade", "BudgetExceeded"]  # once each
-    cond = {c["type"]: c for c in conditions(st, staleness.assess(now, now, 10, 300, 1, 1), "t")}
+    cond = {
+        c["type"]: c for c in conditions(st, staleness.assess(now, now, 10, 300, 1, 1), "t", {})
+    }
     assert cond["BudgetExceeded"]["status"] == "True"
     assert "overshoot $6.00" in cond["BudgetExceeded"]["message"]
 

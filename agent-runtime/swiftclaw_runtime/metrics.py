@@ -50,6 +50,16 @@ LATENCY_BUCKETS = (
     60.0,
 )
 
+# A request's whole time, finer: the operator reads p95 from these counts
+# (status.live), and a quantile read from buckets is off by up to a bucket's width. Steps
+# of at most 25 % (from 0.1 s to 30 s) keep it within 6 % for LLM-like latency (lognormal,
+# 80 ms to 6 s median); LATENCY_BUCKETS' steps of up to 67 % put it 18 % off.
+REQUEST_BUCKETS = (
+    *(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35),
+    *(0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0),
+    *(5.0, 6.0, 7.0, 8.5, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 45.0, 60.0),
+)
+
 # Cache lookups and embeddings take micro- to milliseconds.
 FAST_BUCKETS = (
     0.0001,
@@ -87,7 +97,7 @@ class Metrics:
             "swiftclaw_request_duration_seconds",
             "End-to-end request latency.",
             ["tier", "stream"],
-            buckets=LATENCY_BUCKETS,
+            buckets=REQUEST_BUCKETS,
             registry=r,
         )
         self.upstream_seconds = Histogram(

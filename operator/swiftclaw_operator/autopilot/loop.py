@@ -334,15 +334,19 @@ def live_figures(state: AgentState, fresh: staleness.Freshness, pods: int) -> di
     return out
 
 
-def conditions(state: AgentState, fresh: staleness.Freshness, now: str) -> list[dict[str, Any]]:
-    """The autopilot's conditions, without lastTransitionTime's bookkeeping."""
+def conditions(
+    state: AgentState, fresh: staleness.Freshness, now: str, tiers: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """The autopilot's conditions, without lastTransitionTime's bookkeeping; ``tiers``
+    (tier -> its chain) names the tiers a failed-over model is out of."""
     out = []
     out.append(
         ("MetricsStale", fresh.stale, fresh.reason if fresh.stale else "Fresh", fresh.message)
     )
     failing = [(k[1], m) for k, m in state.episodes.items() if k[0] == "FleetFailover"]
     exclusions = [
-        f"{m} out ({s.cause}) until {_now_iso(s.until)}"
+        f"{m} out of tier {', '.join(t for t, chain in sorted(tiers.items()) if m in chain)}"
+        f" ({s.cause}) until {_now_iso(s.until)}"
         for m, s in sorted(state.models.items())
         if s.out_since is not None
     ]
@@ -526,7 +530,9 @@ async def step(shared: Shared, memo: Memo, namespace: str, name: str, state: Age
             "live": live_figures(state, out.fresh, len(samples)),
             "autopilot": ap_status,
             "conditions": merge(
-                previous.get("conditions") or [], conditions(state, out.fresh, stamp), stamp
+                previous.get("conditions") or [],
+                conditions(state, out.fresh, stamp, tiers_of(agent)),
+                stamp,
             ),
         }
         if any(previous.get(k) != v for k, v in new.items()):
