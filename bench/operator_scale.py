@@ -91,6 +91,12 @@ def main() -> int:
         default=int(os.environ.get("SWIFTCLAW_NODES") or 0),
         help="fake nodes (default: $SWIFTCLAW_NODES, else one per 25 agents)",
     )
+    ap.add_argument(
+        "--example",
+        type=Path,
+        help="the manifest applied --count times (default: examples/agent-in-cluster.yaml); "
+        "an older tree's own, to measure its operator (on PYTHONPATH) side by side",
+    )
     args = ap.parse_args()
     nodes = args.nodes or max(3, math.ceil(args.count / AGENTS_PER_NODE))
     os.environ["SWIFTCLAW_NODES"] = str(nodes)
@@ -104,6 +110,8 @@ def main() -> int:
             docs = []
             for i in range(args.count):
                 doc = example(f"agent-{i:03d}")
+                if args.example is not None:
+                    doc = {**yaml.safe_load(args.example.read_text()), "metadata": doc["metadata"]}
                 doc["metadata"]["namespace"] = ns
                 docs.append(doc)
             manifest = Path(tmp) / "agents.yaml"
