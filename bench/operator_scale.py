@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 from e2e.cluster import start, stop
-from e2e.operator import Operator, example, install_crd
+from e2e.operator import CRD, EXAMPLE, REPO, Operator, example, install_crd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECONCILES = "swiftclaw_operator_reconciles_total"
@@ -81,6 +81,13 @@ def ready_count(cluster, ns: str) -> int:  # type: ignore[no-untyped-def]
     )
 
 
+def tree_env(tree: Path | None) -> dict[str, str]:
+    """The operator's environment for ``--tree``: its packages first on the path."""
+    if tree is None:
+        return {}
+    return {"PYTHONPATH": f"{tree / 'operator'}:{tree / 'agent-runtime'}"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--count", type=int, default=200)
@@ -92,26 +99,27 @@ def main() -> int:
         help="fake nodes (default: $SWIFTCLAW_NODES, else one per 25 agents)",
     )
     ap.add_argument(
-        "--example",
+        "--tree",
         type=Path,
-        help="the manifest applied --count times (default: examples/agent-in-cluster.yaml); "
-        "an older tree's own, to measure its operator (on PYTHONPATH) side by side",
+        help="another checkout (e.g. a worktree of an older commit) whose operator, CRD and "
+        "example are measured, with this driver: side by side with this tree's",
     )
     args = ap.parse_args()
     nodes = args.nodes or max(3, math.ceil(args.count / AGENTS_PER_NODE))
     os.environ["SWIFTCLAW_NODES"] = str(nodes)
     cluster = start("local")
     try:
-        install_crd(cluster)
+        install_crd(cluster, CRD if args.tree is None else args.tree / CRD.relative_to(REPO))
         ns = "scale"
         cluster.kubectl("create", "namespace", ns)
         with tempfile.TemporaryDirectory() as tmp:
-            op = Operator(cluster, Path(tmp)).start()
+            op = Operator(cluster, Path(tmp), env=tree_env(args.tree)).start()
             docs = []
             for i in range(args.count):
                 doc = example(f"agent-{i:03d}")
-                if args.example is not None:
-                    doc = {**yaml.safe_load(args.example.read_text()), "metadata": doc["metadata"]}
+                if args.tree is not None:
+                    theirs = yaml.safe_load((args.tree / EXAMPLE.relative_to(REPO)).read_text())
+                    doc = {**theirs, "metadata": doc["metadata"]}
                 doc["metadata"]["namespace"] = ns
                 docs.append(doc)
             manifest = Path(tmp) / "agents.yaml"

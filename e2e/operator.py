@@ -19,8 +19,8 @@ CRD = REPO / "crds" / "agentdeployments.swiftclaw.dev.yaml"
 EXAMPLE = REPO / "examples" / "agent-in-cluster.yaml"
 
 
-def install_crd(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+def install_crd(cluster: Cluster, crd: Path = CRD) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
 
     # Polled rather than `kubectl wait`, which fails while the new CRD has no status yet.
     def established() -> bool:
