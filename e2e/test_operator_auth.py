@@ -187,16 +187,16 @@ def test_exec_plugin_credentials_are_renewed_before_they_expire(
         assert_reconciled(cluster, sa_ns, "exec-a")
         # Work through three renewals (each revokes the token before it), with calls all along:
         # the drift check every 2 s, a spec change, a new agent picked up by kopf's watch.
-        wait_for("3 exec-plugin runs", lambda: len(runs.read_text().splitlines()) >= 3, 60, 1)
+        wait_for("3 exec-plugin runs", lambda: len(runs.read_text().splitlines()) >= 3, 180, 1)
         apply_agent(cluster, sa_ns, "exec-a", scaling={"minReplicas": 1, "maxReplicas": 3})
         apply_agent(cluster, sa_ns, "exec-b")
         assert_reconciled(cluster, sa_ns, "exec-b")
         wait_for(
             "the spec change applied",
             lambda: cluster.get("hpa", "exec-a", "-n", sa_ns)["spec"]["maxReplicas"] == 3,
-            30,
+            90,
         )
-        wait_for("4 exec-plugin runs", lambda: len(runs.read_text().splitlines()) >= 4, 30, 1)
+        wait_for("4 exec-plugin runs", lambda: len(runs.read_text().splitlines()) >= 4, 90, 1)
         time.sleep(3)  # calls with the latest credential
         assert failed_calls(op) == {}, op.log()[-4000:]
         assert op.counter('swiftclaw_operator_reconciles_total{result="ok"') > 0
