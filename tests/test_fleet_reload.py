@@ -19,7 +19,7 @@ import pytest
 import yaml
 from e2e.podrunner import write_atomically
 
-from swiftclaw_devtools.processes import Proc
+from swiftclaw_devtools.processes import Proc, sim_control
 from swiftclaw_runtime import contract
 
 from .conftest import API_KEY, KEYS_FILE, Launcher, manifest, openai_provider
@@ -373,3 +373,35 @@ def test_a_rotated_key_lets_the_breaker_its_refusals_opened_probe_at_once(
     wait_for("a/big serving with the new key", lambda: fleet.served_by() == "a/big", deadline=20)
     assert metric(fleet.rt, breaker) == 0
     fleet.alive()
+
+
+def test_an_open_breaker_of_an_excluded_model_turns_half_open_by_the_clock(
+    launch: Launcher,
+) -> None:
+    """The operator lets a model back only once no pod reports its breaker open. A model
+    the fleet took out gets no call that would move its breaker on, so the exported state
+    must turn half-open when the breaker's time is up, or the model is out for ever."""
+    f = Fleet(
+        launch,
+        reliability={
+            "timeoutSeconds": 10,
+            "retry": {"maxAttempts": 1},
+            "circuitBreaker": {"failureThreshold": 2, "windowSeconds": 30, "openSeconds": 2},
+        },
+    )
+    state = 'swiftclaw_circuit_breaker_state{model="big",provider="a"}'
+    sim_control(f.a.url, mode="error")
+    wait_for("a/big's breaker open", lambda: f.served_by() == "b/big" and metric(f.rt, state) == 1)
+    f.fleet.write({contract.FLEET_FILE: fleet_doc(2, [out("premium", "a/big")])})
+    wait_for("a/big skipped", lambda: "a/big" in skipped_by(f))
+    before = requests_seen(f.a)
+    # no call reaches a/big, yet its breaker reads half-open once its 2 s are up
+    wait_for("a/big's breaker half-open", lambda: metric(f.rt, state) == 2)
+    assert requests_seen(f.a) == before
+    f.alive()
+
+
+def skipped_by(f: Fleet) -> str:
+    status, headers, _ = chat(f.rt, "premium")
+    assert status == 200, status
+    return headers.get("x-swiftclaw-fleet-skipped", "")

@@ -190,7 +190,12 @@ class Dispatcher:
             gauge.set(state)
             log.warning("circuit breaker %s is now %s", target.ref, state.name.lower())
 
-        return CircuitBreaker(self.policy.reliability.circuit_breaker, self._clock, on_change)
+        breaker = CircuitBreaker(self.policy.reliability.circuit_breaker, self._clock, on_change)
+        # Read at each scrape: an open breaker turns half-open when its time is up, but only
+        # when something asks. A model the fleet took out gets no call that would ask, and
+        # the operator, reading "open" for ever, would never let it back.
+        gauge.set_function(lambda: float(breaker.state))
+        return breaker
 
     @staticmethod
     def _chat(request: ChatRequest, payload: dict[str, Any]) -> PrepareFn[Call]:
