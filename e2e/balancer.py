@@ -157,6 +157,7 @@ class Load:
     threads: int = 3
     pause: float = 0.05
     check: Callable[[str, Any], None] | None = None
+    streamed: float = 0.3  # the share of requests streamed
     ok: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -195,7 +196,7 @@ class Load:
             n += 1
             started = time.perf_counter()
             try:
-                if rng.random() < 0.3:
+                if rng.random() < self.streamed:
                     one_stream(self.client, f"stream {index}-{n}")
                 else:
                     message = f"hello {index}-{n}"
