@@ -183,17 +183,15 @@ class Dispatcher:
         return Route(name, targets, RetryBudget(self.retry.budget_percent, self._clock))
 
     def _new_breaker(self, target: Target) -> CircuitBreaker:
-        gauge = self.metrics.breaker_state.labels(target.provider, target.model)
-        gauge.set(BreakerState.CLOSED)
-
         def on_change(state: BreakerState) -> None:
-            gauge.set(state)
             log.warning("circuit breaker %s is now %s", target.ref, state.name.lower())
 
         breaker = CircuitBreaker(self.policy.reliability.circuit_breaker, self._clock, on_change)
-        # Read at each scrape: an open breaker turns half-open when its time is up, but only
-        # when something asks. A model the fleet took out gets no call that would ask, and
-        # the operator, reading "open" for ever, would never let it back.
+        # The one source of the gauge, read at each scrape: an open breaker turns half-open
+        # when its time is up, but only when something asks. A model the fleet took out gets
+        # no call that would ask, and the operator, reading "open" for ever, would never let
+        # it back.
+        gauge = self.metrics.breaker_state.labels(target.provider, target.model)
         gauge.set_function(lambda: float(breaker.state))
         return breaker
 
